@@ -1,0 +1,285 @@
+//! The ingest stage: a parsed batch becomes validated, normalized rows and rejects.
+//!
+//! [`Ingest::prepare`] is pure: it checks the request-level fields (a failure is a
+//! [`RequestError`], a 400 for the whole call) and judges every event on its own
+//! (a failure is a [`Reject`] row, never an error). Dedup and storage come after, in
+//! the connectors, which is what makes counts exact across concurrent calls.
+
+use crate::dedup::Probe;
+use crate::event::{EventKey, OrgId};
+use crate::parse::{Events, Metadata, Parser, RawBatch, RawEvent, Scalar, Slot};
+use crate::phone::{Phone, PhoneNormalizer};
+use crate::time::parse_rfc3339_ms;
+
+/// At most this many events per call.
+pub const MAX_EVENTS: usize = 50_000;
+/// `eventType` at most this many characters.
+pub const MAX_EVENT_TYPE_CHARS: usize = 128;
+/// `metadata` at most this many bytes, encoded as compact JSON.
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+/// `rejects` holds at most this many entries; `rejected` counts them all.
+pub const MAX_REJECTS_LISTED: usize = 50;
+
+/// A problem with the request as a whole: the call is refused and nothing is stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    #[error("missing field {0}")]
+    Missing(&'static str),
+    #[error("{field} must be {expected}, got {got}")]
+    WrongType { field: &'static str, expected: &'static str, got: &'static str },
+    #[error("events has {0} entries, expected 1 to 50000")]
+    EventCount(usize),
+    #[error("eventType is empty")]
+    EventTypeEmpty,
+    #[error("eventType is {0} chars, at most 128")]
+    EventTypeTooLong(usize),
+}
+
+/// Why one event was not stored. The `Display` text is the API's `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    #[error("event not an object")]
+    NotAnObject,
+    #[error("invalid phoneE164")]
+    InvalidPhone,
+    #[error("missing occurredAt")]
+    MissingOccurredAt,
+    #[error("invalid occurredAt")]
+    InvalidOccurredAt,
+    #[error("metadata not an object")]
+    MetadataNotObject,
+    #[error("metadata over 8 KB encoded")]
+    MetadataTooLarge,
+}
+
+/// A rejected event: its index in `events`, `phoneE164` as sent, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    pub index: usize,
+    pub phone: serde_json::Value,
+    pub reason: RejectReason,
+}
+
+/// An accepted event, normalized and fingerprinted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub phone: Phone,
+    pub occurred_at_ms: i64,
+    /// Compact JSON object text, when metadata was sent.
+    pub metadata: Option<Box<str>>,
+    pub probe: Probe,
+}
+
+/// The outcome of preparing a batch: what to dedup and store, and what was rejected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub org: OrgId,
+    pub event_type: String,
+    pub received: usize,
+    pub rows: Vec<Row>,
+    pub rejected: usize,
+    /// The first [`MAX_REJECTS_LISTED`] rejects, in input order.
+    pub rejects: Vec<Reject>,
+}
+
+/// The parse + normalize + validate stage. Holds reusable parser buffers; one per
+/// worker thread.
+#[derive(Clone)]
+pub struct Ingest {
+    normalizer: PhoneNormalizer,
+}
+
+impl Ingest {
+    pub fn new(normalizer: PhoneNormalizer) -> Self {
+        Self { normalizer }
+    }
+
+    /// Reads `organizationId` only, so the caller can authenticate before the rest
+    /// of the request is judged.
+    ///
+    /// # Errors
+    /// [`RequestError::Missing`] or [`RequestError::WrongType`].
+    pub fn organization_id(raw: &RawBatch<'_>) -> Result<OrgId, RequestError> {
+        match &raw.organization_id {
+            None | Some(Scalar::Null) => Err(RequestError::Missing("organizationId")),
+            Some(Scalar::Int(i)) => Ok(*i),
+            Some(other) => Err(RequestError::WrongType { field: "organizationId", expected: "an integer", got: other.kind() }),
+        }
+    }
+
+    /// Parses `body` in place with `parser`.
+    ///
+    /// # Errors
+    /// [`RequestError::Malformed`] when it is not a JSON object.
+    pub fn parse<'a>(parser: &mut Parser, body: &'a mut [u8]) -> Result<RawBatch<'a>, RequestError> {
+        parser.parse_batch(body).map_err(|e| RequestError::Malformed(e.to_string()))
+    }
+
+    /// Validates the request-level fields and judges every event.
+    ///
+    /// # Errors
+    /// A [`RequestError`] when the call as a whole must be refused.
+    pub fn prepare(&self, raw: RawBatch<'_>) -> Result<Prepared, RequestError> {
+        let org = Self::organization_id(&raw)?;
+        let event_type = match &raw.event_type {
+            None | Some(Scalar::Null) => return Err(RequestError::Missing("eventType")),
+            Some(Scalar::Str(s)) => s.as_ref(),
+            Some(other) => return Err(RequestError::WrongType { field: "eventType", expected: "a string", got: other.kind() }),
+        };
+        if event_type.is_empty() {
+            return Err(RequestError::EventTypeEmpty);
+        }
+        let chars = event_type.chars().count();
+        if chars > MAX_EVENT_TYPE_CHARS {
+            return Err(RequestError::EventTypeTooLong(chars));
+        }
+        let events = match raw.events {
+            None => return Err(RequestError::Missing("events")),
+            Some(Events::NotArray(kind)) => return Err(RequestError::WrongType { field: "events", expected: "an array", got: kind }),
+            Some(Events::List(v)) => v,
+        };
+        if events.is_empty() || events.len() > MAX_EVENTS {
+            return Err(RequestError::EventCount(events.len()));
+        }
+        let mut out = Prepared {
+            org,
+            event_type: event_type.to_owned(),
+            received: events.len(),
+            rows: Vec::with_capacity(events.len()),
+            rejected: 0,
+            rejects: Vec::new(),
+        };
+        for (index, slot) in events.into_iter().enumerate() {
+            let judged = match slot {
+                Slot::Event(ev) => self.judge(org, event_type, ev),
+                Slot::NotObject(_) => Err((RejectReason::NotAnObject, serde_json::Value::Null)),
+            };
+            match judged {
+                Ok(row) => out.rows.push(row),
+                Err((reason, phone)) => {
+                    out.rejected += 1;
+                    if out.rejects.len() < MAX_REJECTS_LISTED {
+                        out.rejects.push(Reject { index, phone, reason });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Judges one event against `org` and `event_type`, which apply to all of a batch.
+    ///
+    /// # Errors
+    /// The reason, with `phoneE164` as sent, when the event must be rejected.
+    pub fn judge(&self, org: OrgId, event_type: &str, ev: RawEvent<'_>) -> Result<Row, (RejectReason, serde_json::Value)> {
+        let as_sent = |ev: &RawEvent<'_>| ev.phone.as_ref().map_or(serde_json::Value::Null, Scalar::to_json);
+        let Some(phone) = ev.phone.as_ref().and_then(Scalar::as_str).and_then(|s| self.normalizer.normalize(s)) else {
+            return Err((RejectReason::InvalidPhone, as_sent(&ev)));
+        };
+        let occurred_at_ms = match &ev.occurred_at {
+            None | Some(Scalar::Null) => return Err((RejectReason::MissingOccurredAt, as_sent(&ev))),
+            Some(s) => match s.as_str().and_then(parse_rfc3339_ms) {
+                Some(ms) => ms,
+                None => return Err((RejectReason::InvalidOccurredAt, as_sent(&ev))),
+            },
+        };
+        let metadata = match ev.metadata {
+            Metadata::None => None,
+            Metadata::NotObject(_) => return Err((RejectReason::MetadataNotObject, as_sent(&ev))),
+            Metadata::Object(ref text) if text.len() > MAX_METADATA_BYTES => {
+                return Err((RejectReason::MetadataTooLarge, as_sent(&ev)))
+            }
+            Metadata::Object(text) => Some(text.into_boxed_str()),
+        };
+        let key = EventKey { org, phone, event_type, occurred_at_ms };
+        Ok(Row { phone, occurred_at_ms, metadata, probe: Probe { fingerprint: key.fingerprint(), lead: key.lead_hash() } })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepare(body: &str) -> Result<Prepared, RequestError> {
+        let mut buf = body.as_bytes().to_vec();
+        let mut parser = Parser::new();
+        let raw = Ingest::parse(&mut parser, &mut buf)?;
+        Ingest::new(PhoneNormalizer::new()).prepare(raw)
+    }
+
+    #[test]
+    fn request_level_errors_name_the_problem() {
+        let cases = [
+            (r#"{"eventType":"x","events":[{}]}"#, "missing field organizationId"),
+            (r#"{"organizationId":"42","eventType":"x","events":[{}]}"#, "organizationId must be an integer, got a string"),
+            (r#"{"organizationId":42,"events":[{}]}"#, "missing field eventType"),
+            (r#"{"organizationId":42,"eventType":"","events":[{}]}"#, "eventType is empty"),
+            (r#"{"organizationId":42,"eventType":"x"}"#, "missing field events"),
+            (r#"{"organizationId":42,"eventType":"x","events":{}}"#, "events must be an array, got an object"),
+            (r#"{"organizationId":42,"eventType":"x","events":[]}"#, "events has 0 entries, expected 1 to 50000"),
+        ];
+        for (body, msg) in cases {
+            assert_eq!(prepare(body).unwrap_err().to_string(), msg, "{body}");
+        }
+        let long = format!(r#"{{"organizationId":42,"eventType":"{}","events":[{{}}]}}"#, "é".repeat(129));
+        assert_eq!(prepare(&long).unwrap_err().to_string(), "eventType is 129 chars, at most 128");
+        let ok = format!(r#"{{"organizationId":42,"eventType":"{}","events":[{{}}]}}"#, "é".repeat(128));
+        assert!(prepare(&ok).is_ok());
+        assert!(matches!(prepare("{nope"), Err(RequestError::Malformed(_))));
+    }
+
+    #[test]
+    fn row_problems_are_rejects_with_reasons() {
+        let big = format!(r#"{{"k":"{}"}}"#, "x".repeat(8200));
+        let body = format!(
+            r#"{{"organizationId":42,"eventType":"t","events":[
+            {{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z"}},
+            {{"phoneE164":"not a phone","occurredAt":"2026-05-12T18:34:00Z"}},
+            {{"phoneE164":"+15551234567"}},
+            {{"phoneE164":"+15551234567","occurredAt":"yesterday"}},
+            {{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z","metadata":[1]}},
+            {{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z","metadata":{big}}},
+            17,
+            {{"phoneE164":15551234567,"occurredAt":"2026-05-12T18:34:00Z"}}
+        ]}}"#
+        );
+        let p = prepare(&body).unwrap();
+        assert_eq!((p.received, p.rows.len(), p.rejected), (8, 1, 7));
+        let reasons: Vec<(usize, String)> = p.rejects.iter().map(|r| (r.index, r.reason.to_string())).collect();
+        assert_eq!(
+            reasons,
+            [
+                (1, "invalid phoneE164".to_string()),
+                (2, "missing occurredAt".into()),
+                (3, "invalid occurredAt".into()),
+                (4, "metadata not an object".into()),
+                (5, "metadata over 8 KB encoded".into()),
+                (6, "event not an object".into()),
+                (7, "invalid phoneE164".into()),
+            ]
+        );
+        assert_eq!(p.rejects[0].phone, serde_json::json!("not a phone"));
+        assert_eq!(p.rejects[6].phone, serde_json::json!(15551234567u64));
+    }
+
+    #[test]
+    fn only_the_first_fifty_rejects_are_listed() {
+        let events: Vec<String> = (0..120).map(|_| r#"{"phoneE164":"x","occurredAt":"2026-05-12T18:34:00Z"}"#.to_string()).collect();
+        let body = format!(r#"{{"organizationId":1,"eventType":"t","events":[{}]}}"#, events.join(","));
+        let p = prepare(&body).unwrap();
+        assert_eq!((p.rejected, p.rejects.len(), p.rejects[49].index), (120, 50, 49));
+    }
+
+    #[test]
+    fn one_instant_and_one_number_make_one_key() {
+        let body = r#"{"organizationId":42,"eventType":"t","events":[
+            {"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z"},
+            {"phoneE164":"1 (555) 123-4567","occurredAt":"2026-05-12T13:34:00-05:00"}]}"#;
+        let p = prepare(body).unwrap();
+        assert_eq!(p.rows.len(), 2);
+        assert_eq!(p.rows[0].probe.fingerprint, p.rows[1].probe.fingerprint);
+        assert_eq!(p.rows[0].phone.to_string(), "+15551234567");
+    }
+}

@@ -1,0 +1,20 @@
+//! leadstream's core: the lead-event model, parsing (simd-json), phone normalization
+//! (E.164), validation, the dedup index and the event index.
+//!
+//! Everything here is synchronous and free of I/O, so it can be benchmarked and
+//! property-tested on its own; `leadstream-connectors` wraps it in servers and stores.
+
+pub mod batch;
+pub mod dedup;
+pub mod event;
+pub mod index;
+pub mod parse;
+pub mod phone;
+pub mod time;
+
+pub use batch::{Ingest, Prepared, Reject, RejectReason, RequestError, Row};
+pub use dedup::{DedupIndex, Probe};
+pub use event::{lead_hash, EventKey, Fingerprint, OrgId};
+pub use index::EventIndex;
+pub use parse::Parser;
+pub use phone::{Phone, PhoneNormalizer};
