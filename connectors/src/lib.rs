@@ -1,1 +1,11 @@
-pub fn placeholder() {}
+//! leadstream's connections to the outside: the HTTP API (axum), the embedded store
+//! (SQLite), the organization/credential registry and the single writer that makes
+//! acknowledged events durable.
+
+pub mod http;
+pub mod ingest;
+pub mod registry;
+pub mod store;
+
+pub use ingest::{Ingestor, Stored};
+pub use registry::{AuthMode, KeyKind, Registry};
