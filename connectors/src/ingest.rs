@@ -45,14 +45,20 @@ pub struct IngestStats {
     pub warmed_keys: AtomicU64,
 }
 
-/// Handle to the writer thread. Cheap to clone.
+/// Handle to the writer thread. Cheap to clone; the thread stops when the last
+/// handle is dropped.
 #[derive(Clone)]
 pub struct Ingestor {
     tx: Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+/// What the handles and the writer thread share.
+struct Shared {
     dedup: Arc<DedupIndex>,
     events: Arc<EventIndex>,
-    ready: Arc<AtomicBool>,
-    stats: Arc<IngestStats>,
+    ready: AtomicBool,
+    stats: IngestStats,
 }
 
 /// Rows per commit group at most; a single batch is never split.
@@ -68,39 +74,38 @@ impl Ingestor {
     pub fn start(dir: &Path, shards: usize) -> Result<Self, StoreError> {
         let store = EventStore::open(dir)?;
         let (tx, rx) = crossbeam_channel::bounded::<Job>(1024);
-        let this = Self {
-            tx,
+        let shared = Arc::new(Shared {
             dedup: Arc::new(DedupIndex::new(shards)),
             events: Arc::new(EventIndex::new(shards)),
-            ready: Arc::new(AtomicBool::new(false)),
-            stats: Arc::new(IngestStats::default()),
-        };
-        let w = this.clone();
+            ready: AtomicBool::new(false),
+            stats: IngestStats::default(),
+        });
+        let w = shared.clone();
         std::thread::Builder::new()
             .name("leadstream-writer".into())
             .spawn(move || w.run(store, rx))
             .expect("spawn writer thread");
-        Ok(this)
+        Ok(Self { tx, shared })
     }
 
     /// Whether warm-up has finished and batches are being stored.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.shared.ready.load(Ordering::Acquire)
     }
 
     /// The event index (per-lead instants) the send filters read.
     pub fn event_index(&self) -> &Arc<EventIndex> {
-        &self.events
+        &self.shared.events
     }
 
     /// The dedup index.
     pub fn dedup_index(&self) -> &Arc<DedupIndex> {
-        &self.dedup
+        &self.shared.dedup
     }
 
     /// Counters.
     pub fn stats(&self) -> &IngestStats {
-        &self.stats
+        &self.shared.stats
     }
 
     /// Dedups and stores a prepared batch; resolves once its new rows are durable.
@@ -117,8 +122,10 @@ impl Ingestor {
             .map_err(|_| Arc::new(StoreError::Stopped))?;
         rx.await.map_err(|_| Arc::new(StoreError::Stopped))?
     }
+}
 
-    fn run(self, mut store: EventStore, rx: Receiver<Job>) {
+impl Shared {
+    fn run(&self, mut store: EventStore, rx: Receiver<Job>) {
         let t = Instant::now();
         let mut warm = Vec::with_capacity(65_536);
         let flush = |warm: &mut Vec<crate::store::WarmRow>| {
