@@ -114,7 +114,7 @@ impl Ingest {
     /// # Errors
     /// [`RequestError::Malformed`] when it is not a JSON object.
     pub fn parse<'a>(parser: &mut Parser, body: &'a mut [u8]) -> Result<RawBatch<'a>, RequestError> {
-        parser.parse_batch(body).map_err(|e| RequestError::Malformed(e.to_string()))
+        parser.parse_batch(body).map_err(RequestError::Malformed)
     }
 
     /// Validates the request-level fields and judges every event.

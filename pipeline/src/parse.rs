@@ -264,15 +264,46 @@ impl<'de: 'a, 'a> Deserialize<'de> for Events<'a> {
     }
 }
 
-/// A lead-events request body, before validation.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A lead-events request body, before validation. Only a JSON object is accepted
+/// (serde's derive would also take an array and fill fields by position).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RawBatch<'a> {
-    #[serde(rename = "organizationId", default, borrow)]
     pub organization_id: Option<Scalar<'a>>,
-    #[serde(rename = "eventType", default, borrow)]
     pub event_type: Option<Scalar<'a>>,
-    #[serde(default, borrow)]
     pub events: Option<Events<'a>>,
+}
+
+struct BatchVisitor;
+
+impl<'de> Visitor<'de> for BatchVisitor {
+    type Value = RawBatch<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object with organizationId, eventType and events")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut b = RawBatch::default();
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            let (slot_name, dup) = match k.as_ref() {
+                "organizationId" => ("organizationId", b.organization_id.replace(map.next_value()?).is_some()),
+                "eventType" => ("eventType", b.event_type.replace(map.next_value()?).is_some()),
+                "events" => ("events", b.events.replace(map.next_value()?).is_some()),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if dup {
+                return Err(de::Error::custom(format_args!("field {slot_name} appears twice")));
+            }
+        }
+        Ok(b)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawBatch<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(BatchVisitor)
+    }
 }
 
 /// Reusable simd-json scratch space. One per thread or task; parsing takes `&mut`.
@@ -294,9 +325,16 @@ impl Parser {
     /// Parses a batch body in place.
     ///
     /// # Errors
-    /// The simd-json error when `body` is not well-formed JSON or not an object.
-    pub fn parse_batch<'a>(&mut self, body: &'a mut [u8]) -> Result<RawBatch<'a>, simd_json::Error> {
-        simd_json::serde::from_slice_with_buffers(body, &mut self.buffers)
+    /// A readable description when `body` is not well-formed JSON or not an object.
+    pub fn parse_batch<'a>(&mut self, body: &'a mut [u8]) -> Result<RawBatch<'a>, String> {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err("the body must be a JSON object with organizationId, eventType and events".into());
+        }
+        simd_json::serde::from_slice_with_buffers(body, &mut self.buffers).map_err(|e| match e.error() {
+            simd_json::ErrorType::Serde(m) => m.clone(),
+            simd_json::ErrorType::Eof => "the body ends before the JSON does".into(),
+            other => format!("invalid JSON near byte {} ({other:?})", e.index()),
+        })
     }
 }
 
@@ -337,7 +375,7 @@ mod tests {
 
     #[test]
     fn malformed_json_is_an_error() {
-        for bad in ["", "{", "[1,2]x", r#"{"events":[}"#, "nul"] {
+        for bad in ["", "{", "[1,2]x", r#"{"events":[}"#, "nul", r#"[42,"t",[]]"#, r#"{"eventType":"a","eventType":"b"}"#] {
             let mut v = bad.as_bytes().to_vec();
             assert!(Parser::new().parse_batch(&mut v).is_err(), "{bad:?}");
         }

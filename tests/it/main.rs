@@ -1,1 +1,11 @@
-fn main(){}
+//! Integration tests: the real `leadstream` binary over real sockets.
+//!
+//! Every test starts its own server (`serve --listen 127.0.0.1:0`) on its own data
+//! dir, sets it up through the real admin CLI and talks HTTP to it.
+
+mod auth;
+mod cli;
+mod durability;
+mod lead_events;
+mod limits;
+mod support;

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use leadstream_pipeline::{Ingest, OrgId, Parser, Prepared, RequestError};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -137,16 +137,42 @@ fn too_large() -> ApiError {
 }
 
 /// Reads the body, refusing as soon as it is known to exceed the limit: from
-/// `Content-Length` before reading, or while streaming a chunked body.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// `Content-Length` before reading, or while streaming a chunked body. Nothing past
+/// the limit is kept.
+async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiError> {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        discard(&mut body).await;
         return Err(too_large());
     }
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, format!("failed reading the request body: {e}"))),
+    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(64 * 1024, |n| n as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("failed reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > MAX_BODY_BYTES {
+                drop(buf);
+                discard(&mut body).await;
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and drops what a client keeps sending after its request was refused, for a
+/// bounded time and amount, so that it sees the 413 instead of a connection reset
+/// (closing a socket with unread input makes the kernel send RST). Memory stays flat.
+async fn discard(body: &mut Body) {
+    const MAX_DISCARD: usize = 64 * 1024 * 1024;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut seen = 0usize;
+    while seen < MAX_DISCARD {
+        let next = tokio::time::timeout(std::time::Duration::from_millis(500), body.frame());
+        match tokio::time::timeout_at(deadline, next).await {
+            Ok(Ok(Some(Ok(frame)))) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            _ => return,
+        }
     }
 }
 
