@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use leadstream_connectors::config::Config;
 use leadstream_connectors::http::AppState;
 use leadstream_connectors::registry::{KeyInfo, RegistryError};
 use leadstream_connectors::{AuthMode, Ingestor, KeyKind, Registry};
@@ -17,8 +18,13 @@ use std::sync::Arc;
 #[command(name = "leadstream", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// Directory for the embedded store (events.db, leadstream.db). Created if missing.
-    #[arg(long, global = true, env = "LEADSTREAM_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
+    /// [default: ./data, or store.data_dir of --config]
+    #[arg(long, global = true, env = "LEADSTREAM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// TOML config file overriding the embedded defaults (see `leadstream config print`).
+    #[arg(long, global = true, env = "LEADSTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -37,16 +43,27 @@ pub enum Command {
     /// Manage HMAC signing keys (X-Setter-Signature), for organizations in hmac mode.
     #[command(subcommand, name = "signing-key")]
     SigningKey(KeyCmd),
+    /// Show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Measure throughput and latency end to end.
     #[command(subcommand)]
     Bench(crate::bench::BenchCmd),
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print the effective configuration (defaults, --config file, env, flags), secrets masked.
+    Print,
+    /// Print the annotated default configuration, a starting point for --config.
+    Default,
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "LEADSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Address to listen on. [default: 127.0.0.1:8080, or http.listen of --config]
+    #[arg(long, env = "LEADSTREAM_LISTEN")]
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,11 +115,27 @@ pub enum KeyCmd {
 /// # Errors
 /// Whatever the command fails with, with context.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok()).context("loading the configuration")?;
+    if let Some(dir) = cli.data_dir {
+        config.store.data_dir = dir;
+    }
+    if let Command::Serve(ServeArgs { listen: Some(addr) }) = &cli.command {
+        config.http.listen = *addr;
+    }
+    let data_dir = config.store.data_dir.clone();
     match cli.command {
-        Command::Serve(args) => serve(&cli.data_dir, args),
-        Command::Org(cmd) => org(&open_registry(&cli.data_dir)?, cmd),
-        Command::ApiKey(cmd) => keys(&open_registry(&cli.data_dir)?, KeyKind::ApiKey, cmd),
-        Command::SigningKey(cmd) => keys(&open_registry(&cli.data_dir)?, KeyKind::SigningKey, cmd),
+        Command::Serve(_) => serve(Arc::new(config)),
+        Command::Org(cmd) => org(&open_registry(&data_dir)?, cmd),
+        Command::ApiKey(cmd) => keys(&open_registry(&data_dir)?, KeyKind::ApiKey, cmd),
+        Command::SigningKey(cmd) => keys(&open_registry(&data_dir)?, KeyKind::SigningKey, cmd),
+        Command::Config(ConfigCmd::Print) => {
+            print!("{}", config.to_masked_toml());
+            Ok(())
+        }
+        Command::Config(ConfigCmd::Default) => {
+            print!("{}", leadstream_connectors::config::DEFAULT_TOML);
+            Ok(())
+        }
         Command::Bench(cmd) => crate::bench::run(cmd),
     }
 }
@@ -181,19 +214,21 @@ fn keys(reg: &Registry, kind: KeyKind, cmd: KeyCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
+fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     init_tracing();
+    let data_dir = &config.store.data_dir;
     ensure_dir(data_dir)?;
     let registry = Arc::new(open_registry(data_dir)?);
     // Phone metadata loads here, not on the first request.
     let normalizer = PhoneNormalizer::new();
-    let ingestor = Ingestor::start(data_dir, 64).context("opening the event store")?;
+    let ingestor = Ingestor::start(data_dir, config.store.shards).context("opening the event store")?;
     let state = AppState { registry: registry.clone(), ingestor, ingest: Ingest::new(normalizer) };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let listen = config.http.listen;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("binding {} (in use? pass --listen 127.0.0.1:PORT)", args.listen))?;
+            .with_context(|| format!("binding {listen} (in use? pass --listen 127.0.0.1:PORT)"))?;
         let addr = listener.local_addr()?;
         print_banner(addr, data_dir, &registry);
         leadstream_connectors::http::run(listener, state, shutdown_signal()).await.context("HTTP server")

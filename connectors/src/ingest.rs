@@ -14,7 +14,7 @@
 //! is already durable. If the write fails, the group's fingerprints are removed from
 //! the index again and every batch in it gets the error: nothing was stored.
 
-use crate::store::{EventStore, StoreError, StoredEvent};
+use crate::store::{EventStore, SqliteStore, StoreError, StoredEvent};
 use crossbeam_channel::{Receiver, Sender};
 use leadstream_pipeline::{DedupIndex, EventIndex, Prepared, Probe};
 use std::path::Path;
@@ -72,7 +72,11 @@ impl Ingestor {
     /// # Errors
     /// [`StoreError::Open`] when the store cannot be opened.
     pub fn start(dir: &Path, shards: usize) -> Result<Self, StoreError> {
-        let store = EventStore::open(dir)?;
+        Ok(Self::with_store(Box::new(SqliteStore::open(dir)?), shards))
+    }
+
+    /// Like [`Ingestor::start`], with any [`EventStore`] (ClickHouse in production).
+    pub fn with_store(store: Box<dyn EventStore>, shards: usize) -> Self {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(1024);
         let shared = Arc::new(Shared {
             dedup: Arc::new(DedupIndex::new(shards)),
@@ -85,7 +89,7 @@ impl Ingestor {
             .name("leadstream-writer".into())
             .spawn(move || w.run(store, rx))
             .expect("spawn writer thread");
-        Ok(Self { tx, shared })
+        Self { tx, shared }
     }
 
     /// Whether warm-up has finished and batches are being stored.
@@ -125,7 +129,7 @@ impl Ingestor {
 }
 
 impl Shared {
-    fn run(&self, mut store: EventStore, rx: Receiver<Job>) {
+    fn run(&self, mut store: Box<dyn EventStore>, rx: Receiver<Job>) {
         let t = Instant::now();
         let mut warm = Vec::with_capacity(65_536);
         let flush = |warm: &mut Vec<crate::store::WarmRow>| {
@@ -134,7 +138,7 @@ impl Shared {
                 self.events.record(r.org, &r.event_type, [(r.phone, r.occurred_at_ms)]);
             }
         };
-        let scanned = store.scan(|r| {
+        let scanned = store.scan(&mut |r| {
             warm.push(r);
             if warm.len() == warm.capacity() {
                 flush(&mut warm);
@@ -168,11 +172,11 @@ impl Shared {
                     Err(_) => break,
                 }
             }
-            self.commit_group(&mut store, group, &mut probes, &mut is_new);
+            self.commit_group(store.as_mut(), group, &mut probes, &mut is_new);
         }
     }
 
-    fn commit_group(&self, store: &mut EventStore, group: Vec<Job>, probes: &mut Vec<Probe>, is_new: &mut Vec<bool>) {
+    fn commit_group(&self, store: &mut dyn EventStore, group: Vec<Job>, probes: &mut Vec<Probe>, is_new: &mut Vec<bool>) {
         // Per job: which rows are new, as a bitmap over its rows.
         let mut fresh: Vec<Vec<bool>> = Vec::with_capacity(group.len());
         let mut added: Vec<Probe> = Vec::new();
@@ -184,7 +188,7 @@ impl Shared {
             fresh.push(is_new.clone());
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let to_store = group.iter().zip(&fresh).flat_map(|(job, new)| {
+        let to_store: Vec<StoredEvent<'_>> = group.iter().zip(&fresh).flat_map(|(job, new)| {
             let b = &job.batch;
             b.rows.iter().zip(new).filter(|(_, &n)| n).map(move |(r, _)| StoredEvent {
                 org: b.org,
@@ -194,8 +198,8 @@ impl Shared {
                 metadata: r.metadata.as_deref(),
                 probe: r.probe,
             })
-        });
-        match store.append(to_store, now) {
+        }).collect();
+        match store.append(&to_store, now) {
             Ok(_) => {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 for (job, new) in group.into_iter().zip(fresh) {

@@ -2,6 +2,7 @@
 //! (SQLite), the organization/credential registry and the single writer that makes
 //! acknowledged events durable.
 
+pub mod config;
 pub mod http;
 pub mod ingest;
 pub mod registry;

@@ -1,4 +1,4 @@
-//! `lead_events` in `events.db`.
+//! The embedded event store: `lead_events` in `events.db`.
 
 use leadstream_pipeline::{Fingerprint, OrgId, Phone, Probe};
 use rusqlite::{params, Connection};
@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS lead_events (
 /// A store failure. Nothing of the failed write is visible afterwards.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
     #[error("event store at {path}: {source}")]
     Open { path: String, source: rusqlite::Error },
     #[error("event store write failed: {0}")]
@@ -51,12 +53,12 @@ pub struct WarmRow {
     pub fingerprint: Fingerprint,
 }
 
-/// The durable event table. Not `Sync`: one writer owns it.
-pub struct EventStore {
+/// The durable event table in SQLite. Not `Sync`: one writer owns it.
+pub struct SqliteStore {
     conn: Connection,
 }
 
-impl EventStore {
+impl SqliteStore {
     /// Opens (creating if needed) `events.db` in `dir`.
     ///
     /// # Errors
@@ -70,11 +72,19 @@ impl EventStore {
         Ok(Self { conn })
     }
 
-    /// Appends rows in one transaction; returns once the commit is on disk.
+    /// Number of stored events.
     ///
     /// # Errors
-    /// [`StoreError::Write`]; the transaction is rolled back and nothing is stored.
-    pub fn append<'a>(&mut self, rows: impl IntoIterator<Item = StoredEvent<'a>>, ingested_at_ms: i64) -> Result<usize, StoreError> {
+    /// [`StoreError::Read`].
+    pub fn count(&self) -> Result<u64, StoreError> {
+        self.conn.query_row("SELECT count(*) FROM lead_events", [], |r| r.get(0)).map_err(StoreError::Read)
+    }
+}
+
+impl super::EventStore for SqliteStore {
+    /// One transaction; returns once the commit is on disk. On error the transaction
+    /// is rolled back and nothing is stored.
+    fn append(&mut self, rows: &[StoredEvent<'_>], ingested_at_ms: i64) -> Result<usize, StoreError> {
         let tx = self.conn.transaction().map_err(StoreError::Write)?;
         let mut n = 0;
         {
@@ -99,11 +109,7 @@ impl EventStore {
         Ok(n)
     }
 
-    /// Streams every stored event's key to `f` (start-up warm-up of the indexes).
-    ///
-    /// # Errors
-    /// [`StoreError::Read`].
-    pub fn scan(&self, mut f: impl FnMut(WarmRow)) -> Result<u64, StoreError> {
+    fn scan(&mut self, f: &mut dyn FnMut(WarmRow)) -> Result<u64, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT organization_id, event_type, phone_e164, occurred_at_ms, fp_hi, fp_lo FROM lead_events")
@@ -123,13 +129,5 @@ impl EventStore {
             n += 1;
         }
         Ok(n)
-    }
-
-    /// Number of stored events.
-    ///
-    /// # Errors
-    /// [`StoreError::Read`].
-    pub fn count(&self) -> Result<u64, StoreError> {
-        self.conn.query_row("SELECT count(*) FROM lead_events", [], |r| r.get(0)).map_err(StoreError::Read)
     }
 }

@@ -11,7 +11,25 @@
 
 mod events;
 
-pub use events::{EventStore, StoredEvent, StoreError, WarmRow};
+pub use events::{SqliteStore, StoreError, StoredEvent, WarmRow};
+
+/// Where events are kept: the embedded SQLite store or ClickHouse. Owned by the one
+/// writer thread ([`crate::ingest`]), so it need not be `Sync`.
+pub trait EventStore: Send + 'static {
+    /// Appends rows; returns only once they are durable (and, on error, having stored
+    /// none of them, or only rows a retry will not duplicate).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store cannot be reached (the caller backs
+    /// off and retries), other [`StoreError`]s otherwise.
+    fn append(&mut self, rows: &[StoredEvent<'_>], ingested_at_ms: i64) -> Result<usize, StoreError>;
+
+    /// Streams every stored event's key to `f`: the start-up warm-up of the indexes.
+    ///
+    /// # Errors
+    /// [`StoreError::Read`] or [`StoreError::Unavailable`].
+    fn scan(&mut self, f: &mut dyn FnMut(WarmRow)) -> Result<u64, StoreError>;
+}
 
 use rusqlite::Connection;
 use std::path::Path;
