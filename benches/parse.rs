@@ -1,1 +1,126 @@
-fn main() {}
+//! Parsing a 50,000-event lead-events body: simd-json (in place, reused buffers, typed)
+//! against serde_json into the same types, and parse + prepare (normalize, validate,
+//! fingerprint) with either parser.
+//!
+//! The body is the one `leadstream bench ingest` sends first (same generator, same
+//! seed). simd-json parses in place, so every variant, simd-json or not, first copies
+//! the body into a reused buffer: the copy is inside every measurement alike.
+//!
+//! `cargo bench --bench parse`
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use leadstream_pipeline::parse::RawBatch;
+use leadstream_pipeline::{Ingest, Parser, PhoneNormalizer};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+#[allow(dead_code)]
+#[path = "../src/bench.rs"]
+mod bench;
+
+const EVENTS: usize = 50_000;
+
+fn body() -> Vec<u8> {
+    bodies(1).swap_remove(0)
+}
+
+/// `n` different bodies of `EVENTS` events, as `bench ingest` sends them.
+fn bodies(n: usize) -> Vec<Vec<u8>> {
+    let cfg = bench::synth::Config { events: n * EVENTS, ..bench::synth::Config::one_batch(EVENTS, 42) };
+    bench::synth::generate(&cfg).batches.iter().map(|b| b.body.to_vec()).collect()
+}
+
+fn parse(c: &mut Criterion) {
+    let body = body();
+    let mut buf = Vec::with_capacity(body.len());
+    let mut parser = Parser::new();
+    let mut g = c.benchmark_group("parse");
+    g.throughput(Throughput::Elements(EVENTS as u64)).sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.bench_function("simd_json_typed", |b| {
+        b.iter(|| {
+            buf.clear();
+            buf.extend_from_slice(&body);
+            black_box(parser.parse_batch(&mut buf).expect("valid"));
+        })
+    });
+    g.bench_function("serde_json_typed", |b| {
+        b.iter(|| {
+            buf.clear();
+            buf.extend_from_slice(&body);
+            black_box(serde_json::from_slice::<RawBatch<'_>>(&buf).expect("valid"));
+        })
+    });
+    // The same over 4 different bodies in turn, as a server sees them: simd-json's tape
+    // is allocated per call with the previous call's size, so varying sizes cost more.
+    let four = bodies(4);
+    let mut turn = 0;
+    g.bench_function("simd_json_typed_4_bodies", |b| {
+        b.iter(|| {
+            turn = (turn + 1) % four.len();
+            buf.clear();
+            buf.extend_from_slice(&four[turn]);
+            black_box(parser.parse_batch(&mut buf).expect("valid"));
+        })
+    });
+    g.bench_function("serde_json_typed_4_bodies", |b| {
+        b.iter(|| {
+            turn = (turn + 1) % four.len();
+            buf.clear();
+            buf.extend_from_slice(&four[turn]);
+            black_box(serde_json::from_slice::<RawBatch<'_>>(&buf).expect("valid"));
+        })
+    });
+    g.bench_function("simd_json_from_slice_no_buffer_reuse", |b| {
+        b.iter(|| {
+            buf.clear();
+            buf.extend_from_slice(&body);
+            black_box(simd_json::serde::from_slice::<RawBatch<'_>>(&mut buf).expect("valid"));
+        })
+    });
+    g.finish();
+}
+
+fn parse_and_prepare(c: &mut Criterion) {
+    let body = body();
+    let mut buf = Vec::with_capacity(body.len());
+    let mut parser = Parser::new();
+    let ingest = Ingest::new(PhoneNormalizer::new());
+    let mut g = c.benchmark_group("parse_and_prepare");
+    g.throughput(Throughput::Elements(EVENTS as u64)).sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.bench_function("simd_json", |b| {
+        b.iter(|| {
+            buf.clear();
+            buf.extend_from_slice(&body);
+            let raw = Ingest::parse(&mut parser, &mut buf).expect("valid");
+            black_box(ingest.prepare(raw).expect("valid"));
+        })
+    });
+    g.bench_function("serde_json", |b| {
+        b.iter(|| {
+            buf.clear();
+            buf.extend_from_slice(&body);
+            let raw = serde_json::from_slice::<RawBatch<'_>>(&buf).expect("valid");
+            black_box(ingest.prepare(raw).expect("valid"));
+        })
+    });
+    // prepare alone: parse untimed, then time only `prepare` (and dropping its input).
+    g.bench_function("prepare_only", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                buf.clear();
+                buf.extend_from_slice(&body);
+                let raw = Ingest::parse(&mut parser, &mut buf).expect("valid");
+                let t = Instant::now();
+                let prepared = ingest.prepare(raw).expect("valid");
+                total += t.elapsed();
+                black_box(prepared);
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse, parse_and_prepare);
+criterion_main!(benches);

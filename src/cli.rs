@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use leadstream_connectors::config::Config;
+use leadstream_connectors::clickhouse::ClickHouseStore;
+use leadstream_connectors::config::{ClickHouseConfig, Config};
 use leadstream_connectors::http::AppState;
 use leadstream_connectors::registry::{KeyInfo, RegistryError};
 use leadstream_connectors::{AuthMode, Ingestor, KeyKind, Registry};
@@ -221,18 +222,85 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let registry = Arc::new(open_registry(data_dir)?);
     // Phone metadata loads here, not on the first request.
     let normalizer = PhoneNormalizer::new();
-    let ingestor = Ingestor::start(data_dir, config.store.shards).context("opening the event store")?;
+    let ingestor = if config.clickhouse.enabled() {
+        Ingestor::with_store(Box::new(connect_clickhouse(&config.clickhouse)?), config.store.shards)
+    } else {
+        Ingestor::start(data_dir, config.store.shards).context("opening the event store")?
+    };
     let state = AppState { registry: registry.clone(), ingestor, ingest: Ingest::new(normalizer) };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let listen = config.http.listen;
+    let cfg = config.clone();
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen} (in use? pass --listen 127.0.0.1:PORT)"))?;
         let addr = listener.local_addr()?;
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let kafka = start_kafka(&cfg, &state, stopping).await?;
         print_banner(addr, data_dir, &registry);
-        leadstream_connectors::http::run(listener, state, shutdown_signal()).await.context("HTTP server")
+        let served = leadstream_connectors::http::run(listener, state, async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        })
+        .await
+        .context("HTTP server");
+        // The consumer stops on the signal, or when `stop` is dropped with a failed server.
+        if let Some(task) = kafka {
+            stop_kafka(task).await;
+        }
+        served
     })
+}
+
+type KafkaTask = tokio::task::JoinHandle<()>;
+
+/// With `kafka.brokers` set: creates the topics when missing and starts the raw-topic
+/// consumer on the same writer and pipeline as HTTP. HTTP ingest keeps going straight
+/// to the writer, so its counts stay exact (docs/architecture.md, "Kafka backend").
+async fn start_kafka(config: &Config, state: &AppState, stopping: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<Option<KafkaTask>> {
+    use leadstream_connectors::kafka::{ensure_topics, Failpoint, RawSource};
+    if !config.kafka.enabled() {
+        return Ok(None);
+    }
+    let topics = ensure_topics(&config.kafka).await.context("preparing the Kafka topics")?;
+    // Test-only crash points (tests/it/kafka.rs); see Failpoint.
+    let failpoint = std::env::var("LEADSTREAM_FAILPOINT").ok().and_then(|v| Failpoint::parse(&v));
+    if let Some(f) = failpoint {
+        tracing::warn!(failpoint = ?f, "test failpoint armed: this process will abort on purpose");
+    }
+    let source = RawSource::new(config, &topics, state.ingestor.clone(), state.ingest.clone(), failpoint)
+        .context("starting the Kafka consumer")?;
+    Ok(Some(tokio::spawn(async move {
+        // Said at once: HTTP goes on without the consumer.
+        if let Err(e) = source.run(stopping).await {
+            tracing::error!(error = %e, "Kafka consumer failed; lead events are not read from Kafka");
+        }
+    })))
+}
+
+/// Waits (bounded) for the consumer to finish its batch, commit and leave the group.
+async fn stop_kafka(task: KafkaTask) {
+    match tokio::time::timeout(std::time::Duration::from_secs(30), task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "Kafka consumer task panicked"),
+        Err(_) => tracing::warn!("Kafka consumer still stopping after 30 s; exiting without it (uncommitted records are read again)"),
+    }
+}
+
+/// Connects to ClickHouse, waiting with backoff (clickhouse.retry_initial doubling up
+/// to retry_max) while it cannot be reached, and saying so each time.
+fn connect_clickhouse(cfg: &ClickHouseConfig) -> anyhow::Result<ClickHouseStore> {
+    let url = leadstream_connectors::clickhouse::display_url(&cfg.url);
+    ClickHouseStore::connect_with_backoff(cfg, |e, wait| {
+        tracing::warn!(
+            %url,
+            error = %e,
+            retry_in = ?wait,
+            "ClickHouse is unavailable; waiting for it. Start it, fix clickhouse.url (LEADSTREAM_CLICKHOUSE_URL), or unset it to keep events in the embedded store"
+        );
+    })
+    .with_context(|| format!("setting up the ClickHouse event store at {url}, database {}", cfg.database))
 }
 
 fn print_banner(addr: SocketAddr, data_dir: &Path, registry: &Registry) {

@@ -138,13 +138,26 @@ impl Shared {
                 self.events.record(r.org, &r.event_type, [(r.phone, r.occurred_at_ms)]);
             }
         };
-        let scanned = store.scan(&mut |r| {
-            warm.push(r);
-            if warm.len() == warm.capacity() {
-                flush(&mut warm);
+        // A store that cannot be reached (ClickHouse restarting) is waited for. Rows a
+        // failed attempt delivered are delivered again: both indexes are sets.
+        let mut wait = std::time::Duration::from_millis(200);
+        let scanned = loop {
+            let scanned = store.scan(&mut |r| {
+                warm.push(r);
+                if warm.len() == warm.capacity() {
+                    flush(&mut warm);
+                }
+            });
+            flush(&mut warm);
+            match scanned {
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "warm-up: event store unavailable; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                }
+                other => break other,
             }
-        });
-        flush(&mut warm);
+        };
         match scanned {
             Ok(n) => {
                 self.stats.warmed_keys.store(n, Ordering::Relaxed);

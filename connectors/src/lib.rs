@@ -1,10 +1,12 @@
 //! leadstream's connections to the outside: the HTTP API (axum), the embedded store
-//! (SQLite), the organization/credential registry and the single writer that makes
-//! acknowledged events durable.
+//! (SQLite), the ClickHouse store, the organization/credential registry and the single
+//! writer that makes acknowledged events durable.
 
+pub mod clickhouse;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod kafka;
 pub mod registry;
 pub mod store;
 

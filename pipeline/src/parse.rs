@@ -306,6 +306,97 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawBatch<'a> {
     }
 }
 
+/// A record on the raw Kafka topic, before validation: either a batch shaped like the
+/// HTTP body (`events` present) or one event with its organization and type
+/// (`{organizationId, eventType, phoneE164, occurredAt, metadata?}`).
+///
+/// [`RawRecord::into_batch`] turns either into a [`RawBatch`] (one event becomes a
+/// batch of one), so both shapes go through the same validation as HTTP.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RawRecord<'a> {
+    pub organization_id: Option<Scalar<'a>>,
+    pub event_type: Option<Scalar<'a>>,
+    /// `events`, for a batch record.
+    pub events: Option<Events<'a>>,
+    /// The event's own fields, for a per-event record.
+    pub event: RawEvent<'a>,
+}
+
+impl<'a> RawRecord<'a> {
+    /// Whether this is a batch record (it has `events`).
+    pub fn is_batch(&self) -> bool {
+        self.events.is_some()
+    }
+
+    /// The record as a batch: itself for a batch record, a batch of one event otherwise.
+    pub fn into_batch(self) -> RawBatch<'a> {
+        let events = match self.events {
+            Some(events) => events,
+            None => Events::List(vec![Slot::Event(self.event)]),
+        };
+        RawBatch { organization_id: self.organization_id, event_type: self.event_type, events: Some(events) }
+    }
+}
+
+struct RecordVisitor;
+
+impl<'de> Visitor<'de> for RecordVisitor {
+    type Value = RawRecord<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object with organizationId, eventType and either events or phoneE164 and occurredAt")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut r = RawRecord::default();
+        let mut event_field = None;
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            let (name, dup) = match k.as_ref() {
+                "organizationId" => ("organizationId", r.organization_id.replace(map.next_value()?).is_some()),
+                "eventType" => ("eventType", r.event_type.replace(map.next_value()?).is_some()),
+                "events" => ("events", r.events.replace(map.next_value()?).is_some()),
+                "phoneE164" => {
+                    event_field = Some("phoneE164");
+                    ("phoneE164", r.event.phone.replace(map.next_value()?).is_some())
+                }
+                "occurredAt" => {
+                    event_field = Some("occurredAt");
+                    ("occurredAt", r.event.occurred_at.replace(map.next_value()?).is_some())
+                }
+                "metadata" => {
+                    event_field = Some("metadata");
+                    let seen = metadata_given(&r.event.metadata);
+                    r.event.metadata = map.next_value_seed(MetadataSeed)?;
+                    ("metadata", seen)
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if dup {
+                return Err(de::Error::custom(format_args!("field {name} appears twice")));
+            }
+        }
+        if let (Some(field), true) = (event_field, r.events.is_some()) {
+            return Err(de::Error::custom(format_args!(
+                "a record has either events (a batch) or the fields of one event, not both; got events and {field}"
+            )));
+        }
+        Ok(r)
+    }
+}
+
+/// Whether `metadata` was already given (a duplicate key). `null` counts as not given,
+/// like an absent field, which is what the batch parser does too.
+fn metadata_given(m: &Metadata) -> bool {
+    !matches!(m, Metadata::None)
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawRecord<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RecordVisitor)
+    }
+}
+
 /// Reusable simd-json scratch space. One per thread or task; parsing takes `&mut`.
 pub struct Parser {
     buffers: simd_json::Buffers,
@@ -333,6 +424,22 @@ impl Parser {
         simd_json::serde::from_slice_with_buffers(body, &mut self.buffers).map_err(|e| match e.error() {
             simd_json::ErrorType::Serde(m) => m.clone(),
             simd_json::ErrorType::Eof => "the body ends before the JSON does".into(),
+            other => format!("invalid JSON near byte {} ({other:?})", e.index()),
+        })
+    }
+
+    /// Parses a raw-topic record (a batch or one event, see [`RawRecord`]) in place.
+    ///
+    /// # Errors
+    /// A readable description when `body` is not well-formed JSON, not an object, or
+    /// has both `events` and the fields of one event.
+    pub fn parse_record<'a>(&mut self, body: &'a mut [u8]) -> Result<RawRecord<'a>, String> {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err("a record must be a JSON object: a batch {organizationId, eventType, events} or one event {organizationId, eventType, phoneE164, occurredAt, metadata?}".into());
+        }
+        simd_json::serde::from_slice_with_buffers(body, &mut self.buffers).map_err(|e| match e.error() {
+            simd_json::ErrorType::Serde(m) => m.clone(),
+            simd_json::ErrorType::Eof => "the record ends before the JSON does".into(),
             other => format!("invalid JSON near byte {} ({other:?})", e.index()),
         })
     }
@@ -371,6 +478,42 @@ mod tests {
         let Slot::Event(e) = &ev[2] else { panic!() };
         assert_eq!(e.metadata, Metadata::None);
         assert_eq!(e.occurred_at.as_ref().and_then(Scalar::as_str), Some("a\"b"));
+    }
+
+    fn record(s: &str) -> Result<RawRecord<'static>, String> {
+        let buf: &'static mut [u8] = s.as_bytes().to_vec().leak();
+        Parser::new().parse_record(buf)
+    }
+
+    #[test]
+    fn a_per_event_record_becomes_a_batch_of_one() {
+        let r = record(r#"{"organizationId":42,"eventType":"t","phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z","metadata":{"a":1},"x":[1]}"#).unwrap();
+        assert!(!r.is_batch());
+        let b = r.into_batch();
+        assert_eq!(b.organization_id, Some(Scalar::Int(42)));
+        let Some(Events::List(ev)) = b.events else { panic!("no events") };
+        assert_eq!(ev.len(), 1);
+        let Slot::Event(e) = &ev[0] else { panic!("not an event") };
+        assert_eq!(e.phone.as_ref().and_then(Scalar::as_str), Some("+15551234567"));
+        assert_eq!(e.metadata, Metadata::Object(r#"{"a":1}"#.into()));
+    }
+
+    #[test]
+    fn a_batch_record_reads_like_the_http_body() {
+        let r = record(r#"{"organizationId":42,"eventType":"t","events":[{"phoneE164":"+15551234567"},5]}"#).unwrap();
+        assert!(r.is_batch());
+        let Some(Events::List(ev)) = r.into_batch().events else { panic!("no events") };
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[1], Slot::NotObject(Scalar::Int(5)));
+    }
+
+    #[test]
+    fn bad_records_are_errors() {
+        for bad in ["", "[1]", "{", r#"{"phoneE164":"1","phoneE164":"2"}"#, r#"{"events":[],"phoneE164":"+1"}"#, r#"{"metadata":{},"metadata":{}}"#] {
+            assert!(record(bad).is_err(), "{bad:?}");
+        }
+        // An empty object is a per-event record missing everything: validation says what.
+        assert!(record("{}").is_ok());
     }
 
     #[test]

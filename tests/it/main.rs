@@ -5,7 +5,11 @@
 
 mod auth;
 mod cli;
+mod clickhouse;
 mod durability;
+mod kafka;
 mod lead_events;
 mod limits;
 mod support;
+mod support_clickhouse;
+mod support_kafka;

@@ -27,12 +27,14 @@ pub struct TestServer {
     starts: u32,
     client: reqwest::Client,
     config_from_env: bool,
+    env: Vec<(String, String)>,
 }
 
 /// Options for [`TestServer`].
 #[derive(Default)]
 pub struct Builder {
     config_from_env: bool,
+    env: Vec<(String, String)>,
 }
 
 impl Builder {
@@ -43,13 +45,27 @@ impl Builder {
         self
     }
 
+    /// Sets an environment variable for every start of the server, e.g.
+    /// `LEADSTREAM_CLICKHOUSE_URL`.
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+
     /// Starts the server on a fresh data dir and waits until `/readyz` answers 200.
     pub async fn start(self) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
         let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().unwrap();
-        let mut s =
-            TestServer { dir, child: None, addr: ([127, 0, 0, 1], 0).into(), starts: 0, client, config_from_env: self.config_from_env };
+        let mut s = TestServer {
+            dir,
+            child: None,
+            addr: ([127, 0, 0, 1], 0).into(),
+            starts: 0,
+            client,
+            config_from_env: self.config_from_env,
+            env: self.env,
+        };
         s.spawn().await;
         s
     }
@@ -181,6 +197,12 @@ impl TestServer {
         }
     }
 
+    /// Stops passing the environment variable `key` (set with [`Builder::env`]) to the
+    /// next starts, e.g. to restart without a failpoint.
+    pub fn remove_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
+
     /// Starts the server again on the same data dir (after [`kill9`](Self::kill9) or
     /// [`stop`](Self::stop)); it may get a new port.
     pub async fn restart(&mut self) {
@@ -217,6 +239,7 @@ impl TestServer {
             cmd.arg("--data-dir").arg(self.data_dir()).args(["serve", "--listen", "127.0.0.1:0"]);
             cmd.env_remove("LEADSTREAM_DATA_DIR").env_remove("LEADSTREAM_LISTEN");
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr).spawn().expect("spawn leadstream serve");
         self.child = Some(child);
         self.addr = self.wait_for_banner(n).await;

@@ -79,6 +79,9 @@ pub struct KafkaConfig {
     /// Longest wait to fill a consumer batch.
     #[serde(with = "humantime_serde")]
     pub max_batch_wait: Duration,
+    /// How long the group waits for a silent consumer before moving its partitions.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
 }
 
 /// `[clickhouse]`

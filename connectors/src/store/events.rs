@@ -30,6 +30,23 @@ pub enum StoreError {
     Read(#[source] rusqlite::Error),
     #[error("event store writer has stopped")]
     Stopped,
+    /// A ClickHouse request failed for a reason a retry will not fix (bad SQL, auth,
+    /// a row the server refused).
+    #[error("clickhouse {op} failed: {source}")]
+    ClickHouse { op: &'static str, #[source] source: clickhouse::error::Error },
+    /// The ClickHouse schema or database is not what leadstream needs.
+    #[error("clickhouse schema: {0}")]
+    Schema(String),
+    /// The ClickHouse client's runtime could not start.
+    #[error("starting the clickhouse client runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl StoreError {
+    /// Whether the store could not be reached: back off and retry.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
 }
 
 /// One row to store.

@@ -1,0 +1,523 @@
+//! ClickHouse as the event store: `lead_events` in a `ReplacingMergeTree` (see
+//! [`schema`]), written and read over HTTP in RowBinary with the `clickhouse` crate.
+//!
+//! [`ClickHouseStore`] implements the synchronous [`EventStore`] that the single
+//! writer thread ([`crate::ingest`]) owns. It carries its own small tokio runtime (one
+//! worker) and blocks on the async client, so the writer stays a plain thread and the
+//! HTTP runtime never waits on ClickHouse. Being blocking, its methods must not be
+//! called from inside an async runtime.
+//!
+//! # Exactly once, with a store that can fail half-way
+//! - The in-memory dedup index in front decides what is new; ClickHouse only ever
+//!   receives rows the index has not seen.
+//! - A failed [`append`](EventStore::append) may still have stored some rows: an
+//!   insert that landed but whose answer was lost, or the first chunks of a group
+//!   split at `insert_rows`. The writer then answers 503 and forgets the keys, the
+//!   client retries, and the rows are inserted again.
+//! - Such repeats are harmless: the table's sorting key is the unique key, so
+//!   `ReplacingMergeTree` collapses them when parts merge, and every read that must be
+//!   exact ([`scan`](EventStore::scan), [`ClickHouseStore::count_exact`]) uses `FINAL`,
+//!   which collapses them at read time until then.
+//! - On servers that support it (`insert_deduplication_token`, ClickHouse 22.2+), each
+//!   insert also carries a token made from its rows' fingerprints and the table keeps a
+//!   window of recent tokens, so a retried identical insert is not even written twice.
+//!   ClickHouse 18.16 rejects unknown settings, so the token is only sent where the
+//!   server lists it in `system.settings`.
+//!
+//! # Failures
+//! Connection errors, timeouts and the server's transient exceptions (too many
+//! parts, memory limit, too many queries, ...) become [`StoreError::Unavailable`] at
+//! once, without internal retries: the HTTP path answers 503 with `Retry-After` and its
+//! clients retry; the Kafka consumer backs off. Anything a retry would not fix (bad
+//! credentials, a schema leadstream does not recognize) is another [`StoreError`].
+
+pub mod schema;
+
+use crate::config::ClickHouseConfig;
+use crate::store::{EventStore, StoreError, StoredEvent, WarmRow};
+use clickhouse::{Client, Compression, Row};
+use leadstream_pipeline::{Fingerprint, Phone};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::future::Future;
+use std::time::Duration;
+
+/// Longest wait for one insert's data to be sent, and for its acknowledgement.
+const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+const INSERT_END_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for a DDL statement or a small query.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// ClickHouse exception codes a retry can fix: the server is overloaded, shutting
+/// down, or the network failed between it and its peers.
+const TRANSIENT_CODES: &[u32] = &[
+    159, // TIMEOUT_EXCEEDED
+    202, // TOO_MANY_SIMULTANEOUS_QUERIES
+    203, // NO_FREE_CONNECTION
+    209, // SOCKET_TIMEOUT
+    210, // NETWORK_ERROR
+    236, // ABORTED
+    241, // MEMORY_LIMIT_EXCEEDED
+    242, // TABLE_IS_READ_ONLY
+    252, // TOO_MANY_PARTS
+    319, // UNKNOWN_STATUS_OF_INSERT
+    394, // QUERY_WAS_CANCELLED
+    999, // KEEPER_EXCEPTION
+];
+
+/// One row as inserted: the columns of [`schema::COLUMNS`], in order.
+#[derive(Row, Serialize)]
+struct InsertRow<'a> {
+    organization_id: i64,
+    event_type: &'a str,
+    phone_e164: &'a str,
+    occurred_at: i64,
+    metadata: &'a str,
+    ingested_at: i64,
+    fp_hi: i64,
+    fp_lo: i64,
+    lead_hash: u64,
+}
+
+/// What warm-up reads back: only the key columns and the fingerprint.
+#[derive(Row, Deserialize)]
+struct KeyRow<'a> {
+    organization_id: i64,
+    event_type: &'a str,
+    phone_e164: &'a str,
+    occurred_at: i64,
+    fp_hi: i64,
+    fp_lo: i64,
+}
+
+/// `lead_events` in ClickHouse. Not `Sync`: one writer owns it.
+pub struct ClickHouseStore {
+    rt: tokio::runtime::Runtime,
+    /// Bound to the database.
+    client: Client,
+    /// The URL without credentials, for messages.
+    endpoint: String,
+    database: String,
+    insert_rows: usize,
+    dedup_tokens: bool,
+    server_version: String,
+    /// Reused for each row's `+digits`.
+    phone: String,
+}
+
+impl std::fmt::Debug for ClickHouseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseStore")
+            .field("endpoint", &self.endpoint)
+            .field("database", &self.database)
+            .field("server_version", &self.server_version)
+            .field("dedup_tokens", &self.dedup_tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClickHouseStore {
+    /// Connects to `cfg.url`, creates the database if missing, and creates or migrates
+    /// `lead_events` (see [`schema`]). Safe to call any number of times, from several
+    /// processes.
+    ///
+    /// Credentials come from `cfg.user`/`cfg.password`, or from the URL
+    /// (`http://user:password@host:8123`) when it carries them.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the server cannot be reached (retry later);
+    /// [`StoreError::Schema`] for a bad database name or an existing table leadstream
+    /// cannot use; [`StoreError::ClickHouse`] when the server refuses a statement
+    /// (e.g. bad credentials); [`StoreError::Runtime`] if the client runtime cannot start.
+    pub fn connect(cfg: &ClickHouseConfig) -> Result<Self, StoreError> {
+        schema::check_database_name(&cfg.database)?;
+        // One worker besides the calling thread: it drives pooled connections between
+        // calls, so a connection the server closed (restart, keep-alive timeout) is seen
+        // closed before it is reused instead of failing the next insert.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("leadstream-clickhouse")
+            .enable_all()
+            .build()
+            .map_err(StoreError::Runtime)?;
+        let (endpoint, user, password) = split_credentials(&cfg.url, &cfg.user, &cfg.password);
+        let server = {
+            let _guard = rt.enter();
+            Client::default()
+                .with_url(&endpoint)
+                .with_user(user)
+                .with_password(password)
+                // 18.16 knows neither RowBinaryWithNamesAndTypes nor the schema query.
+                .with_validation(false)
+                // Inserts go lz4-compressed (less to send to a remote server).
+                .with_compression(Compression::Lz4)
+        };
+        let db = cfg.database.as_str();
+        let setup = async {
+            let version: String = query(server.query("SELECT version()").fetch_one(), "version query").await?;
+            exec(&server, &format!("CREATE DATABASE IF NOT EXISTS `{db}`"), "create database").await?;
+            let dedup_tokens = has_setting(&server, "system.settings", "insert_deduplication_token").await?
+                && has_setting(&server, "system.merge_tree_settings", "non_replicated_deduplication_window").await?;
+            exec(&server, &schema::create_table(db, dedup_tokens), "create table").await?;
+
+            let (engine, sorting_key): (String, String) = query(
+                server
+                    .query("SELECT engine, sorting_key FROM system.tables WHERE database = ? AND name = ?")
+                    .bind(db)
+                    .bind(schema::TABLE)
+                    .fetch_one(),
+                "read table engine",
+            )
+            .await?;
+            schema::check_engine(db, &engine, &sorting_key)?;
+            let columns: Vec<(String, String)> = query(
+                server.query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?").bind(db).bind(schema::TABLE).fetch_all(),
+                "read columns",
+            )
+            .await?;
+            for alter in schema::migrations(db, &columns)? {
+                tracing::info!(statement = %alter, "migrating the ClickHouse schema");
+                exec(&server, &alter, "migrate table").await?;
+            }
+            if dedup_tokens {
+                // A table created before the server learned the setting lacks it; setting
+                // it again is a metadata-only no-op otherwise.
+                let alter =
+                    format!("ALTER TABLE `{db}`.{} MODIFY SETTING non_replicated_deduplication_window = {}", schema::TABLE, schema::DEDUP_WINDOW);
+                exec(&server, &alter, "set the insert dedup window").await?;
+            }
+            Ok::<_, StoreError>((version, dedup_tokens))
+        };
+        let (server_version, dedup_tokens) = rt.block_on(setup)?;
+        tracing::info!(
+            endpoint = %endpoint,
+            database = db,
+            version = %server_version,
+            insert_dedup_tokens = dedup_tokens,
+            "ClickHouse event store ready"
+        );
+        Ok(Self {
+            client: server.with_database(db),
+            rt,
+            endpoint,
+            database: db.to_owned(),
+            insert_rows: cfg.insert_rows.max(1),
+            dedup_tokens,
+            server_version,
+            phone: String::with_capacity(16),
+        })
+    }
+
+    /// Like [`connect`](Self::connect), retrying while ClickHouse is unavailable with a
+    /// backoff from `cfg.retry_initial` doubling up to `cfg.retry_max`; `on_retry` is
+    /// called with each failure and the wait before the next try (log it there).
+    ///
+    /// # Errors
+    /// The first error that is not [`StoreError::Unavailable`].
+    pub fn connect_with_backoff(cfg: &ClickHouseConfig, mut on_retry: impl FnMut(&StoreError, Duration)) -> Result<Self, StoreError> {
+        let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max);
+        loop {
+            match Self::connect(cfg) {
+                Err(e) if e.is_unavailable() => {
+                    let wait = backoff.next_wait();
+                    on_retry(&e, wait);
+                    std::thread::sleep(wait);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The server's `version()`, e.g. `18.16.1` or `25.3.2.39`.
+    pub fn server_version(&self) -> &str {
+        &self.server_version
+    }
+
+    /// The database holding `lead_events`.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Whether inserts carry an `insert_deduplication_token` (servers 22.2+).
+    pub fn uses_dedup_tokens(&self) -> bool {
+        self.dedup_tokens
+    }
+
+    /// Stored unique keys, exactly: `count()` with `FINAL`, so repeats of a retried
+    /// insert that have not been merged yet count once.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`].
+    pub fn count_exact(&mut self) -> Result<u64, StoreError> {
+        let sql = format!("SELECT count() FROM {} FINAL", schema::TABLE);
+        self.rt.block_on(query(self.client.query(&sql).fetch_one::<u64>(), "count"))
+    }
+
+    /// Physical rows, repeats of retried inserts included until they merge: for tests
+    /// and diagnostics, never for answers.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`].
+    pub fn count_physical(&mut self) -> Result<u64, StoreError> {
+        let sql = format!("SELECT count() FROM {}", schema::TABLE);
+        self.rt.block_on(query(self.client.query(&sql).fetch_one::<u64>(), "count"))
+    }
+
+    /// Drops the whole database, `lead_events` and all: for benchmarks and tests that
+    /// made their own. The store is unusable afterwards.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`].
+    pub fn drop_database(&mut self) -> Result<(), StoreError> {
+        let sql = format!("DROP DATABASE IF EXISTS `{}`", self.database);
+        self.rt.block_on(exec(&self.client, &sql, "drop database"))
+    }
+
+    /// Inserts one chunk in one `INSERT`; returns once ClickHouse acknowledged it.
+    async fn insert_chunk(client: &Client, rows: &[StoredEvent<'_>], ingested_at_ms: i64, token: bool, phone: &mut String) -> Result<(), StoreError> {
+        let fail = |e| classify("insert", e);
+        let mut insert =
+            client.insert::<InsertRow<'_>>(schema::TABLE).await.map_err(fail)?.with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+        if token {
+            insert = insert.with_setting("insert_deduplication_token", dedup_token(rows));
+        }
+        for r in rows {
+            phone.clear();
+            let _ = write!(phone, "{}", r.phone);
+            let (fp_hi, fp_lo) = r.probe.fingerprint.halves();
+            let row = InsertRow {
+                organization_id: r.org,
+                event_type: r.event_type,
+                phone_e164: phone,
+                occurred_at: r.occurred_at_ms,
+                metadata: r.metadata.unwrap_or(""),
+                ingested_at: ingested_at_ms,
+                fp_hi,
+                fp_lo,
+                // `Probe::lead` is `lead_hash(org, phone)`.
+                lead_hash: r.probe.lead,
+            };
+            insert.write(&row).await.map_err(fail)?;
+        }
+        insert.end().await.map_err(fail)
+    }
+}
+
+impl EventStore for ClickHouseStore {
+    /// One `INSERT` per `insert_rows` rows, in order; returns once every one was
+    /// acknowledged. On error, earlier chunks may be stored: see the module docs for
+    /// why a retry does not make them count twice.
+    fn append(&mut self, rows: &[StoredEvent<'_>], ingested_at_ms: i64) -> Result<usize, StoreError> {
+        let Self { rt, client, insert_rows, dedup_tokens, phone, .. } = self;
+        rt.block_on(async {
+            for chunk in rows.chunks(*insert_rows) {
+                Self::insert_chunk(client, chunk, ingested_at_ms, *dedup_tokens, phone).await?;
+            }
+            Ok(rows.len())
+        })
+    }
+
+    /// `SELECT` of the key columns `FINAL`, streamed in RowBinary: each stored key
+    /// exactly once.
+    fn scan(&mut self, f: &mut dyn FnMut(WarmRow)) -> Result<u64, StoreError> {
+        let sql = format!("SELECT organization_id, event_type, phone_e164, occurred_at, fp_hi, fp_lo FROM {} FINAL", schema::TABLE);
+        let client = &self.client;
+        self.rt.block_on(async {
+            let fail = |e| classify("scan", e);
+            let mut cursor = client.query(&sql).fetch::<KeyRow<'_>>().map_err(fail)?;
+            let (mut n, mut bad, mut example) = (0u64, 0u64, String::new());
+            while let Some(row) = cursor.next().await.map_err(fail)? {
+                let Some(phone) = parse_phone(row.phone_e164) else {
+                    // The row is still stored and still deduplicated by ClickHouse; only
+                    // the in-memory index misses it. Count it and say so once.
+                    if bad == 0 {
+                        example = row.phone_e164.to_owned();
+                    }
+                    bad += 1;
+                    continue;
+                };
+                f(WarmRow {
+                    org: row.organization_id,
+                    event_type: row.event_type.to_owned(),
+                    phone,
+                    occurred_at_ms: row.occurred_at,
+                    fingerprint: Fingerprint::from_halves(row.fp_hi, row.fp_lo),
+                });
+                n += 1;
+            }
+            if bad > 0 {
+                tracing::warn!(rows = bad, example = %example, "lead_events rows with a phone_e164 that is not +digits were skipped by warm-up");
+            }
+            Ok(n)
+        })
+    }
+}
+
+/// `+15551234567` → `Phone(15551234567)`.
+fn parse_phone(s: &str) -> Option<Phone> {
+    let digits = s.strip_prefix('+')?;
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Phone)
+}
+
+/// The insert dedup token of a chunk: a hash of its rows' fingerprints, in order, and
+/// their number. The same rows give the same token whatever their `ingested_at`, so a
+/// retry of an insert that did land is dropped by the server.
+fn dedup_token(rows: &[StoredEvent<'_>]) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for r in rows {
+        h.update(&r.probe.fingerprint.0.to_le_bytes());
+    }
+    format!("leadstream-{:032x}-{}", h.digest128(), rows.len())
+}
+
+/// Runs a statement that returns nothing.
+async fn exec(client: &Client, sql: &str, op: &'static str) -> Result<(), StoreError> {
+    query(client.query(sql).execute(), op).await
+}
+
+/// Whether `table` (`system.settings` or `system.merge_tree_settings`) lists `name`.
+async fn has_setting(client: &Client, table: &'static str, name: &str) -> Result<bool, StoreError> {
+    let sql = format!("SELECT count() FROM {table} WHERE name = ?");
+    let n: u64 = query(client.query(&sql).bind(name).fetch_one(), "read server settings").await?;
+    Ok(n > 0)
+}
+
+/// Awaits a client call with [`QUERY_TIMEOUT`], classifying its error.
+async fn query<T>(fut: impl Future<Output = clickhouse::error::Result<T>>, op: &'static str) -> Result<T, StoreError> {
+    match tokio::time::timeout(QUERY_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(|e| classify(op, e)),
+        Err(_) => Err(StoreError::Unavailable(format!("clickhouse {op}: no answer within {QUERY_TIMEOUT:?}"))),
+    }
+}
+
+/// [`StoreError::Unavailable`] for what a retry can fix, [`StoreError::ClickHouse`]
+/// for the rest.
+fn classify(op: &'static str, e: clickhouse::error::Error) -> StoreError {
+    use clickhouse::error::Error as E;
+    let transient = match &e {
+        E::Network(_) | E::TimedOut => true,
+        E::BadResponse(msg) => is_transient_response(msg),
+        _ => false,
+    };
+    if transient {
+        StoreError::Unavailable(format!("clickhouse {op}: {e}"))
+    } else {
+        StoreError::ClickHouse { op, source: e }
+    }
+}
+
+/// A ClickHouse exception (`Code: N, ...`) is transient when its code is in
+/// [`TRANSIENT_CODES`]; a bare HTTP status (a proxy's answer, an empty body) when it is
+/// not a 4xx.
+fn is_transient_response(msg: &str) -> bool {
+    if let Some(rest) = msg.split_once("Code: ").map(|(_, r)| r) {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(code) = digits.parse::<u32>() {
+            return TRANSIENT_CODES.contains(&code);
+        }
+    }
+    !(msg.len() >= 4 && msg.starts_with('4') && msg.as_bytes()[..3].iter().all(u8::is_ascii_digit) && msg.as_bytes()[3] == b' ')
+}
+
+/// `url` without the credentials it may carry, for messages and logs.
+pub fn display_url(url: &str) -> String {
+    split_credentials(url, "", "").0
+}
+
+/// Splits `http://user:password@host:8123` into the URL without credentials and the
+/// credentials to use: the URL's when it has them, else `user`/`password`.
+fn split_credentials(url: &str, user: &str, password: &str) -> (String, String, String) {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            let (info, host) = (&rest[..at], &rest[at + 1..]);
+            let (u, p) = info.split_once(':').unwrap_or((info, ""));
+            return (format!("{scheme}://{host}"), u.to_owned(), p.to_owned());
+        }
+    }
+    (url.to_owned(), user.to_owned(), password.to_owned())
+}
+
+/// Exponential backoff: `initial`, doubling, capped at `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Starts at `initial` (at least 1 ms), doubling up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        let initial = initial.max(Duration::from_millis(1));
+        Self { next: initial, max: max.max(initial) }
+    }
+
+    /// The wait before the next try.
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leadstream_pipeline::Probe;
+
+    #[test]
+    fn errors_a_retry_can_fix_are_unavailable() {
+        assert!(is_transient_response("Code: 252, e.displayText() = DB::Exception: Too many parts (300)"));
+        assert!(is_transient_response("Code: 241. DB::Exception: Memory limit (total) exceeded"));
+        assert!(is_transient_response("502 Bad Gateway"));
+        assert!(is_transient_response("<html>upstream unavailable</html>"));
+        assert!(!is_transient_response("Code: 60, e.displayText() = DB::Exception: Table leadstream.lead_events doesn't exist"));
+        assert!(!is_transient_response("Code: 516. DB::Exception: default: Authentication failed"));
+        assert!(!is_transient_response("403 Forbidden"));
+    }
+
+    #[test]
+    fn credentials_in_the_url_win_and_leave_it() {
+        assert_eq!(
+            split_credentials("http://bob:s3cret@ch:8123", "default", ""),
+            ("http://ch:8123".to_owned(), "bob".to_owned(), "s3cret".to_owned())
+        );
+        assert_eq!(split_credentials("http://ch:8123/", "u", "p"), ("http://ch:8123/".to_owned(), "u".to_owned(), "p".to_owned()));
+    }
+
+    #[test]
+    fn phones_round_trip_and_junk_is_refused() {
+        assert_eq!(parse_phone("+15551234567"), Some(Phone(15_551_234_567)));
+        for bad in ["15551234567", "+", "+1555x", "", "+12345678901234567890123"] {
+            assert_eq!(parse_phone(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_dedup_token_depends_on_the_keys_only() {
+        let ev = |fp: u128, meta| StoredEvent {
+            org: 1,
+            event_type: "t",
+            phone: Phone(1),
+            occurred_at_ms: 0,
+            metadata: meta,
+            probe: Probe { fingerprint: Fingerprint(fp), lead: 0 },
+        };
+        let a = [ev(1, None), ev(2, None)];
+        let same_keys = [ev(1, Some("{}")), ev(2, None)];
+        let other_order = [ev(2, None), ev(1, None)];
+        assert_eq!(dedup_token(&a), dedup_token(&same_keys));
+        assert_ne!(dedup_token(&a), dedup_token(&other_order));
+        assert_ne!(dedup_token(&a), dedup_token(&a[..1]));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(200), Duration::from_secs(1));
+        let waits: Vec<u64> = (0..5).map(|_| b.next_wait().as_millis() as u64).collect();
+        assert_eq!(waits, [200, 400, 800, 1000, 1000]);
+    }
+}
