@@ -718,10 +718,10 @@ struct Target {
 
 #[derive(Serialize)]
 struct Targets {
-    /// >= 1,000,000 events/s on one core, in-process; judged on the thread's CPU time
+    /// At least 1,000,000 events/s on one core, in-process; judged on the thread's CPU time
     /// when the kernel reports it (a shared machine steals wall time), else wall time.
     pipeline_events_per_sec: Option<Target>,
-    /// <= 100 ms p50 for a 50,000-event HTTP batch (only judged at --batch-size 50000).
+    /// At most 100 ms p50 for a 50,000-event HTTP batch (only judged at --batch-size 50000).
     http_batch_p50_ms: Option<Target>,
 }
 
@@ -883,7 +883,7 @@ fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
