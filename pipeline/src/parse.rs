@@ -113,6 +113,37 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
     }
 }
 
+/// An object key, borrowed from the buffer when it can be. (`Cow<str>`'s own
+/// `Deserialize` always allocates, which cost three allocations per event.)
+struct Key<'a>(Cow<'a, str>);
+
+impl AsRef<str> for Key<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Owned(v.to_owned())))
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
 /// An event's `metadata` as sent.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum Metadata {
@@ -169,7 +200,7 @@ impl<'de> Visitor<'de> for SlotVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut ev = RawEvent::default();
-        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(k) = map.next_key::<Key<'de>>()? {
             match k.as_ref() {
                 "phoneE164" => ev.phone = Some(map.next_value()?),
                 "occurredAt" => ev.occurred_at = Some(map.next_value()?),
@@ -282,7 +313,7 @@ impl<'de> Visitor<'de> for BatchVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut b = RawBatch::default();
-        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(k) = map.next_key::<Key<'de>>()? {
             let (slot_name, dup) = match k.as_ref() {
                 "organizationId" => ("organizationId", b.organization_id.replace(map.next_value()?).is_some()),
                 "eventType" => ("eventType", b.event_type.replace(map.next_value()?).is_some()),
@@ -348,7 +379,7 @@ impl<'de> Visitor<'de> for RecordVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut r = RawRecord::default();
         let mut event_field = None;
-        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(k) = map.next_key::<Key<'de>>()? {
             let (name, dup) = match k.as_ref() {
                 "organizationId" => ("organizationId", r.organization_id.replace(map.next_value()?).is_some()),
                 "eventType" => ("eventType", r.event_type.replace(map.next_value()?).is_some()),
