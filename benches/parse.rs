@@ -16,9 +16,7 @@ use leadstream_pipeline::{Ingest, Parser, PhoneNormalizer};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-#[allow(dead_code)]
-#[path = "../src/bench.rs"]
-mod bench;
+use leadstream::synth;
 
 const EVENTS: usize = 50_000;
 
@@ -52,8 +50,8 @@ fn body() -> Vec<u8> {
 
 /// `n` different bodies of `EVENTS` events, as `bench ingest` sends them.
 fn bodies(n: usize) -> Vec<Vec<u8>> {
-    let cfg = bench::synth::Config { events: n * EVENTS, ..bench::synth::Config::one_batch(EVENTS, 42) };
-    bench::synth::generate(&cfg).batches.iter().map(|b| b.body.to_vec()).collect()
+    let cfg = synth::Config { events: n * EVENTS, ..synth::Config::one_batch(EVENTS, 42) };
+    synth::generate(&cfg).batches.iter().map(|b| b.body.to_vec()).collect()
 }
 
 fn parse(c: &mut Criterion) {
