@@ -20,7 +20,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use leadstream_pipeline::{DedupIndex, EventIndex, EventKey, Phone, Probe};
 use std::collections::{BTreeSet, HashSet};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BATCH: usize = 50_000;
 const BATCHES: usize = 20;
@@ -28,18 +28,7 @@ const SHARDS: usize = 64;
 const TYPES: [&str; 4] = ["mastery_purchase", "webinar_attended", "trial_started", "call_booked"];
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
-/// The benches' clock: this thread's CPU time (`se.sum_exec_runtime` in
-/// `/proc/thread-self/sched`, nanosecond resolution, user and kernel time), so the time
-/// other processes take on a shared machine is not counted; wall time where the kernel
-/// does not report it. Criterion's "time" column is this clock.
-fn now() -> Duration {
-    static WALL: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let cpu = std::fs::read_to_string("/proc/thread-self/sched").ok().and_then(|s| {
-        let ms = s.lines().find_map(|l| l.strip_prefix("se.sum_exec_runtime")?.trim_start().strip_prefix(':').map(str::trim))?;
-        ms.parse::<f64>().ok().map(|ms| Duration::from_nanos((ms * 1e6) as u64))
-    });
-    cpu.unwrap_or_else(|| WALL.get_or_init(Instant::now).elapsed())
-}
+use leadstream::cpu_time::now;
 
 /// `b.iter(f)`, timed with [`now`].
 fn iter(b: &mut criterion::Bencher<'_>, mut f: impl FnMut()) {

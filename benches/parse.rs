@@ -14,24 +14,13 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use leadstream_pipeline::parse::RawBatch;
 use leadstream_pipeline::{Ingest, Parser, PhoneNormalizer};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use leadstream::synth;
 
 const EVENTS: usize = 50_000;
 
-/// The benches' clock: this thread's CPU time (`se.sum_exec_runtime` in
-/// `/proc/thread-self/sched`, nanosecond resolution, user and kernel time), so the time
-/// other processes take on a shared machine is not counted; wall time where the kernel
-/// does not report it. Criterion's "time" column is this clock.
-fn now() -> Duration {
-    static WALL: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let cpu = std::fs::read_to_string("/proc/thread-self/sched").ok().and_then(|s| {
-        let ms = s.lines().find_map(|l| l.strip_prefix("se.sum_exec_runtime")?.trim_start().strip_prefix(':').map(str::trim))?;
-        ms.parse::<f64>().ok().map(|ms| Duration::from_nanos((ms * 1e6) as u64))
-    });
-    cpu.unwrap_or_else(|| WALL.get_or_init(Instant::now).elapsed())
-}
+use leadstream::cpu_time::now;
 
 /// `b.iter(f)`, timed with [`now`].
 fn iter(b: &mut criterion::Bencher<'_>, mut f: impl FnMut()) {

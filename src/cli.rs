@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use leadstream_connectors::clickhouse::ClickHouseStore;
+use leadstream_connectors::kafka::{ClickHouseWarmer, PartitionWarmer, WarmedAtStartup};
 use leadstream_connectors::config::{ClickHouseConfig, Config};
 use leadstream_connectors::http::AppState;
 use leadstream_connectors::registry::{KeyInfo, RegistryError};
@@ -227,6 +228,14 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     } else {
         Ingestor::start(data_dir, config.store.shards).context("opening the event store")?
     };
+    // Several processes may share the group and the ClickHouse: newly assigned raw
+    // partitions are warmed from it, over a second connection. The embedded store is
+    // per process, so there the start-up warm-up covers every partition.
+    let warmer: Box<dyn PartitionWarmer> = if config.clickhouse.enabled() && config.kafka.enabled() {
+        Box::new(ClickHouseWarmer::new(connect_clickhouse(&config.clickhouse)?, ingestor.clone(), &config.clickhouse))
+    } else {
+        Box::new(WarmedAtStartup(ingestor.clone()))
+    };
     let state = AppState { registry: registry.clone(), ingestor, ingest: Ingest::new(normalizer) };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let listen = config.http.listen;
@@ -237,7 +246,7 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             .with_context(|| format!("binding {listen} (in use? pass --listen 127.0.0.1:PORT)"))?;
         let addr = listener.local_addr()?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        let kafka = start_kafka(&cfg, &state, stopping).await?;
+        let kafka = start_kafka(&cfg, &state, warmer, stopping).await?;
         print_banner(addr, data_dir, &registry);
         let served = leadstream_connectors::http::run(listener, state, async move {
             shutdown_signal().await;
@@ -258,7 +267,13 @@ type KafkaTask = tokio::task::JoinHandle<()>;
 /// With `kafka.brokers` set: creates the topics when missing and starts the raw-topic
 /// consumer on the same writer and pipeline as HTTP. HTTP ingest keeps going straight
 /// to the writer, so its counts stay exact (docs/architecture.md, "Kafka backend").
-async fn start_kafka(config: &Config, state: &AppState, stopping: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<Option<KafkaTask>> {
+/// `warmer` readies the index for partitions assigned to this process.
+async fn start_kafka(
+    config: &Config,
+    state: &AppState,
+    warmer: Box<dyn PartitionWarmer>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<KafkaTask>> {
     use leadstream_connectors::kafka::{ensure_topics, Failpoint, RawSource};
     if !config.kafka.enabled() {
         return Ok(None);
@@ -269,7 +284,7 @@ async fn start_kafka(config: &Config, state: &AppState, stopping: tokio::sync::w
     if let Some(f) = failpoint {
         tracing::warn!(failpoint = ?f, "test failpoint armed: this process will abort on purpose");
     }
-    let source = RawSource::new(config, &topics, state.ingestor.clone(), state.ingest.clone(), failpoint)
+    let source = RawSource::with_warmer(config, &topics, state.ingestor.clone(), state.ingest.clone(), failpoint, warmer)
         .context("starting the Kafka consumer")?;
     Ok(Some(tokio::spawn(async move {
         // Said at once: HTTP goes on without the consumer.

@@ -3,4 +3,5 @@
 //! The binary itself (`src/main.rs`) is the CLI; the pipeline and the connectors are the
 //! `leadstream-pipeline` and `leadstream-connectors` crates.
 
+pub mod cpu_time;
 pub mod synth;

@@ -912,9 +912,7 @@ fn rss_bytes(field: &str) -> Option<u64> {
 /// This thread's CPU time in ms and its involuntary context switches so far, from
 /// `/proc/thread-self/sched` (kernels with scheduler debug info).
 fn thread_cpu() -> Option<(f64, u64)> {
-    let sched = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
-    let field = |name: &str| sched.lines().find_map(|l| l.strip_prefix(name)?.trim_start().strip_prefix(':').map(str::trim));
-    Some((field("se.sum_exec_runtime")?.parse().ok()?, field("nr_involuntary_switches")?.parse().ok()?))
+    leadstream::cpu_time::thread_sched()
 }
 
 /// CPU time (user + system) of the whole process so far, in ms (`/proc/self/stat`,
