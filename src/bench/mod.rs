@@ -12,6 +12,7 @@
 use anyhow::{bail, ensure, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use leadstream::cpu_time::thread_sched;
 use leadstream::synth;
 use leadstream_connectors::http::AppState;
 use leadstream_connectors::store::SqliteStore;
@@ -259,12 +260,12 @@ fn pipeline_phase(data: &synth::Synth, pb: &ProgressBar) -> anyhow::Result<Phase
     let mut stages = StageMs::default();
     let mut got = Counted::default();
     let mut unplanned = Vec::new();
-    let (mut cpu_ms, mut cpu_ok, switches0) = (0.0, true, thread_cpu().map(|c| c.1));
+    let (mut cpu_ms, mut cpu_ok, switches0) = (0.0, true, thread_sched().map(|c| c.1));
     let mut faults = Some(0);
     for (i, batch) in data.batches.iter().enumerate() {
         buf.clear();
         buf.extend_from_slice(&batch.body);
-        let (c0, f0) = (thread_cpu(), thread_faults());
+        let (c0, f0) = (thread_sched(), thread_faults());
         let t0 = Instant::now();
         let raw = Ingest::parse(&mut parser, &mut buf).with_context(|| format!("batch {i}"))?;
         let t1 = Instant::now();
@@ -284,7 +285,7 @@ fn pipeline_phase(data: &synth::Synth, pb: &ProgressBar) -> anyhow::Result<Phase
         }
         drop(prepared);
         let t4 = Instant::now();
-        match (c0, thread_cpu()) {
+        match (c0, thread_sched()) {
             (Some(a), Some(b)) => cpu_ms += b.0 - a.0,
             _ => cpu_ok = false,
         }
@@ -308,7 +309,7 @@ fn pipeline_phase(data: &synth::Synth, pb: &ProgressBar) -> anyhow::Result<Phase
         elapsed_ms: busy_ms,
         cpu_ms: cpu,
         events_per_cpu_sec: cpu.map(|c| got.received as f64 / (c / 1e3)),
-        preemptions: switches0.zip(thread_cpu()).map(|(a, b)| b.1 - a),
+        preemptions: switches0.zip(thread_sched()).map(|(a, b)| b.1 - a),
         page_faults: faults,
         batch_ms: Percentiles::of(&mut latencies),
         stage_ms: Some(stages),
@@ -907,12 +908,6 @@ fn rss_bytes(field: &str) -> Option<u64> {
         let kb = l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim();
         kb.parse::<u64>().ok().map(|k| k * 1024)
     })
-}
-
-/// This thread's CPU time in ms and its involuntary context switches so far, from
-/// `/proc/thread-self/sched` (kernels with scheduler debug info).
-fn thread_cpu() -> Option<(f64, u64)> {
-    leadstream::cpu_time::thread_sched()
 }
 
 /// CPU time (user + system) of the whole process so far, in ms (`/proc/self/stat`,
