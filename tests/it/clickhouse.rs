@@ -308,3 +308,118 @@ async fn serve_waits_for_clickhouse_at_start_up_and_says_so() {
     assert_eq!(s.post_bearer(&key, &body("trial_started", 0, 10)).await.counts(), (10, 10, 0, 0));
     assert_eq!(ch.count("SELECT count() FROM ls_late.lead_events FINAL"), 10);
 }
+
+/// Events of leads of several orgs, spread over the raw partitions.
+fn spread_events() -> Vec<(i64, Phone, i64, Probe)> {
+    (0..600u64)
+        .map(|k| {
+            let org = 40 + (k % 3) as i64;
+            let phone = Phone(13_125_550_000 + k % 200);
+            let at = 1_777_593_600_000 + k as i64 * 1000;
+            let key = EventKey { org, phone, event_type: "t", occurred_at_ms: at };
+            (org, phone, at, Probe { fingerprint: key.fingerprint(), lead: key.lead_hash() })
+        })
+        .collect()
+}
+
+fn append_spread(store: &mut ClickHouseStore, rows: &[(i64, Phone, i64, Probe)]) {
+    let stored: Vec<StoredEvent<'_>> = rows
+        .iter()
+        .map(|&(org, phone, occurred_at_ms, probe)| StoredEvent { org, event_type: "t", phone, occurred_at_ms, metadata: None, probe })
+        .collect();
+    store.append(&stored, 1).expect("append");
+}
+
+#[test]
+fn scan_partitions_returns_exactly_the_keys_of_the_leads_of_those_partitions() {
+    let ch = ClickHouseServer::start();
+    let mut store = ClickHouseStore::connect(&config(&ch.url(), "ls_parts")).expect("connect");
+    let rows = spread_events();
+    append_spread(&mut store, &rows);
+    // A row from before the `lead_hash` column (its default 0), of a lead whose real
+    // partition of 4 is 3: found by partition 3 only.
+    let phone = (0..).map(|i| Phone(14_155_550_000 + i)).find(|p| lead_hash(7, *p) % 4 == 3).unwrap();
+    ch.query(&format!(
+        "INSERT INTO ls_parts.lead_events (organization_id, event_type, phone_e164, occurred_at, metadata, ingested_at, fp_hi, fp_lo, lead_hash) \
+         VALUES (7, 'old', '+{}', 5, '', 1, 11, 12, 0)",
+        phone.0
+    ));
+    let old = Fingerprint::from_halves(11, 12);
+
+    for n in [1, 3, 4, 7] {
+        let mut union = HashSet::new();
+        for p in 0..n {
+            let mut got = HashSet::new();
+            let count = store.scan_partitions(&[p], n, &mut |r| assert!(got.insert(r.fingerprint), "a key twice")).expect("scan partitions");
+            let mut want: HashSet<Fingerprint> =
+                rows.iter().filter(|r| lead_hash(r.0, r.1) % n as u64 == p as u64).map(|r| r.3.fingerprint).collect();
+            if lead_hash(7, phone) % n as u64 == p as u64 {
+                want.insert(old);
+            }
+            assert!(!want.is_empty() || n == 7, "partition {p} of {n} has no leads: a weak test");
+            assert_eq!(count as usize, got.len());
+            assert_eq!(got, want, "partition {p} of {n}");
+            union.extend(got);
+        }
+        assert_eq!(union.len(), rows.len() + 1, "the partitions of {n} cover every key once");
+    }
+    // Several partitions at once; none asked, none read.
+    let mut got = HashSet::new();
+    store.scan_partitions(&[0, 2], 4, &mut |r| assert!(got.insert(r.fingerprint))).unwrap();
+    let want: HashSet<Fingerprint> = rows.iter().filter(|r| [0, 2].contains(&(lead_hash(r.0, r.1) % 4))).map(|r| r.3.fingerprint).collect();
+    assert_eq!(got, want);
+    assert_eq!(store.scan_partitions(&[], 4, &mut |_| panic!("no partition asked")).unwrap(), 0);
+}
+
+#[test]
+fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
+    use leadstream_connectors::kafka::{ClickHouseWarmer, PartitionWarmer};
+    use leadstream_connectors::Ingestor;
+    use leadstream_pipeline::{Prepared, Row};
+
+    let ch = ClickHouseServer::start();
+    let cfg = config(&ch.url(), "ls_warm");
+    // What other processes stored.
+    let rows = spread_events();
+    append_spread(&mut ClickHouseStore::connect(&cfg).expect("connect"), &rows);
+
+    // A fresh process: an empty embedded store, so its start-up warm-up loads nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor = Ingestor::start(dir.path(), 16).expect("ingestor");
+    let t = Instant::now();
+    while !ingestor.is_ready() {
+        assert!(t.elapsed() < Duration::from_secs(10), "ingestor not ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(ingestor.dedup_index().is_empty());
+    let warmer = ClickHouseWarmer::new(ClickHouseStore::connect(&cfg).expect("second connection"), ingestor.clone(), &cfg);
+    let (p, n) = (1, 3);
+    warmer.warm(&[p], n);
+    let mine = |r: &(i64, Phone, i64, Probe)| lead_hash(r.0, r.1) % n as u64 == p as u64;
+    let expected = rows.iter().filter(|r| mine(r)).count();
+    assert!(expected > 0 && expected < rows.len());
+    assert_eq!(ingestor.dedup_index().len(), expected);
+    for r in &rows {
+        assert_eq!(ingestor.dedup_index().contains(r.3), mine(r), "{r:?}");
+        assert_eq!(ingestor.event_index().occurrences(r.0, "t", r.1).contains(&r.2), mine(r), "{r:?}");
+    }
+    // Warming again (a partition revoked and assigned back) changes nothing.
+    warmer.warm(&[p], n);
+    assert_eq!(ingestor.dedup_index().len(), expected);
+
+    // Storing all of them again: the warmed ones are duplicates, the rest new.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (mut inserted, mut duplicates) = (0, 0);
+    for org in 40..43 {
+        let group: Vec<Row> = rows
+            .iter()
+            .filter(|r| r.0 == org)
+            .map(|r| Row { phone: r.1, occurred_at_ms: r.2, metadata: None, probe: r.3 })
+            .collect();
+        let batch = Prepared { org, event_type: "t".into(), received: group.len(), rows: group, rejected: 0, rejects: Vec::new() };
+        let s = rt.block_on(ingestor.store(batch)).expect("store");
+        inserted += s.inserted;
+        duplicates += s.duplicates;
+    }
+    assert_eq!((inserted, duplicates), (rows.len() - expected, expected));
+}

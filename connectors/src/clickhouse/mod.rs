@@ -321,10 +321,50 @@ impl EventStore for ClickHouseStore {
     /// exactly once.
     fn scan(&mut self, f: &mut dyn FnMut(WarmRow)) -> Result<u64, StoreError> {
         let sql = format!("SELECT organization_id, event_type, phone_e164, occurred_at, fp_hi, fp_lo FROM {} FINAL", schema::TABLE);
+        self.scan_keys(&sql, "scan", &mut |_| true, f)
+    }
+}
+
+impl ClickHouseStore {
+    /// Like [`scan`](EventStore::scan), but only the keys of the leads of the given
+    /// raw Kafka partitions: those with `lead_hash(org, phone) % partition_count` in
+    /// `partitions`, the formula of [`crate::kafka::partition_for`] (a
+    /// `partition_count` below 1 counts as 1). What a process newly assigned those
+    /// partitions loads into its indexes.
+    ///
+    /// The server filters on the stored `lead_hash` column (`lead_hash % N IN (...)`,
+    /// unsigned `UInt64` modulo, as Rust's `u64 % n`). Rows written before that column
+    /// existed hold its default 0, so rows with `lead_hash = 0` are read as well and
+    /// every row is checked again here against the hash computed from its own
+    /// `organization_id` and `phone_e164`: the answer is exact either way.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`], as `scan`. Rows
+    /// delivered before a failure are delivered again by a retry.
+    pub fn scan_partitions(&mut self, partitions: &[i32], partition_count: i32, f: &mut dyn FnMut(WarmRow)) -> Result<u64, StoreError> {
+        let n = partition_count.max(1) as u64;
+        let wanted: std::collections::BTreeSet<u64> = partitions.iter().filter(|&&p| p >= 0 && (p as u64) < n).map(|&p| p as u64).collect();
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        let list = wanted.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        // `lead_hash` is UInt64 and `n` a positive literal: integer modulo, the same
+        // value as Rust's `u64 % n` (ClickHouse 18.16 and current alike).
+        let sql = format!(
+            "SELECT organization_id, event_type, phone_e164, occurred_at, fp_hi, fp_lo FROM {} FINAL \
+             WHERE lead_hash % {n} IN ({list}) OR lead_hash = 0",
+            schema::TABLE
+        );
+        self.scan_keys(&sql, "scan partitions", &mut |r| wanted.contains(&(leadstream_pipeline::lead_hash(r.org, r.phone) % n)), f)
+    }
+
+    /// Streams the key rows of `sql` (the columns of [`KeyRow`]) that `keep` accepts
+    /// to `f`; returns how many it delivered.
+    fn scan_keys(&mut self, sql: &str, op: &'static str, keep: &mut dyn FnMut(&WarmRow) -> bool, f: &mut dyn FnMut(WarmRow)) -> Result<u64, StoreError> {
         let client = &self.client;
         self.rt.block_on(async {
-            let fail = |e| classify("scan", e);
-            let mut cursor = client.query(&sql).fetch::<KeyRow<'_>>().map_err(fail)?;
+            let fail = |e| classify(op, e);
+            let mut cursor = client.query(sql).fetch::<KeyRow<'_>>().map_err(fail)?;
             let (mut n, mut bad, mut example) = (0u64, 0u64, String::new());
             while let Some(row) = cursor.next().await.map_err(fail)? {
                 let Some(phone) = parse_phone(row.phone_e164) else {
@@ -336,14 +376,17 @@ impl EventStore for ClickHouseStore {
                     bad += 1;
                     continue;
                 };
-                f(WarmRow {
+                let row = WarmRow {
                     org: row.organization_id,
                     event_type: row.event_type.to_owned(),
                     phone,
                     occurred_at_ms: row.occurred_at,
                     fingerprint: Fingerprint::from_halves(row.fp_hi, row.fp_lo),
-                });
-                n += 1;
+                };
+                if keep(&row) {
+                    f(row);
+                    n += 1;
+                }
             }
             if bad > 0 {
                 tracing::warn!(rows = bad, example = %example, "lead_events rows with a phone_e164 that is not +digits were skipped by warm-up");

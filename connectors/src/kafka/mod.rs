@@ -5,6 +5,8 @@
 //! - [`source`]: the raw-topic consumer. Same pipeline as HTTP (parse, prepare,
 //!   the single writer), rejects and unparseable records to the dead-letter topic,
 //!   offsets committed only once what they carried is durable or dead-lettered.
+//! - [`warm`]: [`ClickHouseWarmer`], which loads the stored keys of newly assigned
+//!   partitions when several processes share a ClickHouse.
 //! - [`dlq`]: the dead-letter envelope.
 //! - [`sink`]: the delivery-topic producer.
 //! - [`config`]: librdkafka client properties from [`KafkaConfig`](crate::config::KafkaConfig).
@@ -23,11 +25,13 @@ pub mod config;
 pub mod dlq;
 pub mod sink;
 pub mod source;
+pub mod warm;
 
 pub use admin::{ensure_topics, Topics};
 pub use dlq::DeadLetter;
 pub use sink::{Delivery, DeliveryProducer};
-pub use source::{Assignment, Failpoint, RawSource, SourceStats};
+pub use source::{Assignment, Failpoint, PartitionWarmer, RawSource, SourceStats, WarmedAtStartup};
+pub use warm::ClickHouseWarmer;
 
 use leadstream_pipeline::{lead_hash, OrgId, Phone};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -123,11 +123,14 @@ impl Assignment {
 
 /// Readies the dedup index for raw partitions this process newly owns.
 ///
-/// Called from the rebalance callback ([`ConsumerContext::post_rebalance`]) on the
-/// consumer's task, so it must return quickly: a warm-up that reads the store should
-/// pause the partitions, warm in the background and resume them.
+/// Called from the rebalance callback ([`ConsumerContext::post_rebalance`]) inside the
+/// consumer's poll, on the consumer's task. While it runs the consumer hands out no
+/// records, so a warmer that blocks until the index is ready (as
+/// [`ClickHouseWarmer`](super::warm::ClickHouseWarmer) does) guarantees nothing from
+/// the new partitions is stored before; it must finish within `max.poll.interval.ms`.
 pub trait PartitionWarmer: Send + Sync + 'static {
-    /// `partitions` were just assigned; the raw topic has `partition_count`.
+    /// `partitions` were just assigned, only those this process did not own already;
+    /// the raw topic has `partition_count`.
     fn warm(&self, partitions: &[i32], partition_count: i32);
 }
 
@@ -213,6 +216,24 @@ impl RawSource {
     /// # Errors
     /// [`KafkaError::Client`] when librdkafka refuses the configuration.
     pub fn new(config: &Config, topics: &Topics, ingestor: Ingestor, ingest: Ingest, failpoint: Option<Failpoint>) -> Result<Self, KafkaError> {
+        let warmer = Box::new(WarmedAtStartup(ingestor.clone()));
+        Self::with_warmer(config, topics, ingestor, ingest, failpoint, warmer)
+    }
+
+    /// Like [`new`](RawSource::new), warming newly assigned partitions with `warmer`
+    /// ([`ClickHouseWarmer`](super::warm::ClickHouseWarmer) when several processes
+    /// share a ClickHouse; `new` uses [`WarmedAtStartup`]).
+    ///
+    /// # Errors
+    /// As [`new`](RawSource::new).
+    pub fn with_warmer(
+        config: &Config,
+        topics: &Topics,
+        ingestor: Ingestor,
+        ingest: Ingest,
+        failpoint: Option<Failpoint>,
+        warmer: Box<dyn PartitionWarmer>,
+    ) -> Result<Self, KafkaError> {
         let k = &config.kafka;
         let client_err = |client| move |source| KafkaError::Client { client, brokers: k.brokers.clone(), source };
         let owned = Arc::new(RwLock::new(BTreeSet::new()));
@@ -220,7 +241,7 @@ impl RawSource {
             topic: k.raw_topic.clone(),
             partition_count: topics.raw_partitions(),
             owned: owned.clone(),
-            warmer: Box::new(WarmedAtStartup(ingestor.clone())),
+            warmer,
         };
         let consumer = config::consumer(k).create_with_context(context).map_err(client_err("raw-topic consumer"))?;
         // This producer enqueues a whole batch's dead letters and re-routed events at
