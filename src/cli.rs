@@ -278,7 +278,11 @@ async fn start_kafka(
     if !config.kafka.enabled() {
         return Ok(None);
     }
-    let topics = ensure_topics(&config.kafka).await.context("preparing the Kafka topics")?;
+    let brokers = config.kafka.brokers.trim();
+    tracing::info!(brokers, "connecting to Kafka");
+    let topics = ensure_topics(&config.kafka).await.with_context(|| {
+        format!("preparing the Kafka topics on {brokers} (is Kafka up? set kafka.brokers / LEADSTREAM_KAFKA_BROKERS, or leave it empty to run without Kafka)")
+    })?;
     // Test-only crash points (tests/it/kafka.rs); see Failpoint.
     let failpoint = std::env::var("LEADSTREAM_FAILPOINT").ok().and_then(|v| Failpoint::parse(&v));
     if let Some(f) = failpoint {
