@@ -11,11 +11,14 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 
 type Instants = Vec<i64>;
+/// `(org, interned event type, phone digits)`.
+type LeadKey = (OrgId, u32, u64);
+type Shard = RwLock<HashMap<LeadKey, Instants>>;
 
 /// Per-lead event instants, sharded by lead.
 pub struct EventIndex {
     types: RwLock<HashMap<(OrgId, Box<str>), u32>>,
-    shards: Box<[RwLock<HashMap<(OrgId, u32, u64), Instants>>]>,
+    shards: Box<[Shard]>,
     mask: u64,
 }
 
@@ -43,7 +46,7 @@ impl EventIndex {
         *types.entry((org, event_type.into())).or_insert(next)
     }
 
-    fn shard(&self, org: OrgId, phone: Phone) -> &RwLock<HashMap<(OrgId, u32, u64), Instants>> {
+    fn shard(&self, org: OrgId, phone: Phone) -> &Shard {
         &self.shards[((lead_hash(org, phone) >> 40) & self.mask) as usize]
     }
 
@@ -113,7 +116,7 @@ mod tests {
         assert!(!idx.has_event(43, "mastery_purchase", p, 10, None));
         assert!(!idx.has_event(42, "trial_started", p, 10, None));
         assert!(!idx.has_event(42, "mastery_purchase", Phone(447700900123), 10, None));
-        assert!(idx.has_event(42, "mastery_purchase", p, 2, Some(0)) == false);
+        assert!(!idx.has_event(42, "mastery_purchase", p, 2, Some(0)));
         assert!(idx.has_event(42, "mastery_purchase", p, 5, Some(0)));
     }
 }
