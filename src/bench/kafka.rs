@@ -490,15 +490,41 @@ fn sample_lag(k: &leadstream_connectors::config::KafkaConfig, start: Instant, sa
     Ok(samples)
 }
 
-/// Records in `topic` (end minus start offsets, summed).
+/// Records on `topic`, counted by reading them all: offsets are not a count on every
+/// broker (some Kafka-compatible brokers number batches, not records, and transactional
+/// producers leave control records), so the high watermark alone could disagree.
 fn topic_size(k: &leadstream_connectors::config::KafkaConfig, topic: &str) -> anyhow::Result<i64> {
-    let c: BaseConsumer = leadstream_connectors::kafka::config::common(k, "bench").create()?;
+    use rdkafka::Message;
+    let c: BaseConsumer = leadstream_connectors::kafka::config::common(k, "bench").set("group.id", "leadstream-bench-count").set("enable.auto.commit", "false").set("enable.partition.eof", "false").create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(5))?;
     let parts = md.topics().first().map_or(0, |t| t.partitions().len() as i32);
-    let mut n = 0;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
     for p in 0..parts {
         let (lo, hi) = c.fetch_watermarks(topic, p, Duration::from_secs(5))?;
-        n += hi - lo;
+        if hi > lo {
+            tpl.add_partition_offset(topic, p, Offset::Offset(lo))?;
+            ends.insert(p, hi);
+        }
+    }
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    c.assign(&tpl)?;
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        ensure!(Instant::now() < deadline, "reading {topic} back took over 60 s; {} partitions unfinished", ends.len());
+        match c.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                n += 1;
+                if ends.get(&m.partition()).is_some_and(|&hi| m.offset() + 1 >= hi) {
+                    ends.remove(&m.partition());
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
     }
     Ok(n)
 }
