@@ -61,6 +61,19 @@ struct Shared {
     stats: IngestStats,
 }
 
+/// The rows of `batch` that dedup found new (`is_new[i]` for `batch.rows[i]`), as the
+/// store takes them.
+pub fn new_rows<'a>(batch: &'a Prepared, is_new: &'a [bool]) -> impl Iterator<Item = StoredEvent<'a>> + 'a {
+    batch.rows.iter().zip(is_new).filter(|(_, &n)| n).map(move |(r, _)| StoredEvent {
+        org: batch.org,
+        event_type: &batch.event_type,
+        phone: r.phone,
+        occurred_at_ms: r.occurred_at_ms,
+        metadata: r.metadata.as_deref(),
+        probe: r.probe,
+    })
+}
+
 /// Rows per commit group at most; a single batch is never split.
 const GROUP_ROWS: usize = 200_000;
 
@@ -201,17 +214,7 @@ impl Shared {
             fresh.push(is_new.clone());
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let to_store: Vec<StoredEvent<'_>> = group.iter().zip(&fresh).flat_map(|(job, new)| {
-            let b = &job.batch;
-            b.rows.iter().zip(new).filter(|(_, &n)| n).map(move |(r, _)| StoredEvent {
-                org: b.org,
-                event_type: &b.event_type,
-                phone: r.phone,
-                occurred_at_ms: r.occurred_at_ms,
-                metadata: r.metadata.as_deref(),
-                probe: r.probe,
-            })
-        }).collect();
+        let to_store: Vec<StoredEvent<'_>> = group.iter().zip(&fresh).flat_map(|(job, new)| new_rows(&job.batch, new)).collect();
         match store.append(&to_store, now) {
             Ok(_) => {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);

@@ -497,20 +497,7 @@ fn writer_breakdown(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) ->
         dedup.insert_batch(&probes, &mut is_new);
         let t2 = Instant::now();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let rows: Vec<StoredEvent<'_>> = b
-            .rows
-            .iter()
-            .zip(&is_new)
-            .filter(|(_, &n)| n)
-            .map(|(r, _)| StoredEvent {
-                org: b.org,
-                event_type: &b.event_type,
-                phone: r.phone,
-                occurred_at_ms: r.occurred_at_ms,
-                metadata: r.metadata.as_deref(),
-                probe: r.probe,
-            })
-            .collect();
+        let rows: Vec<StoredEvent<'_>> = leadstream_connectors::ingest::new_rows(&b, &is_new).collect();
         store.append(&rows, now).with_context(|| format!("storing batch {i}"))?;
         let t3 = Instant::now();
         events.record(b.org, &b.event_type, b.rows.iter().zip(&is_new).filter(|(_, &n)| n).map(|(r, _)| (r.phone, r.occurred_at_ms)));
