@@ -1,17 +1,18 @@
-//! Parsing a 50,000-event lead-events body: simd-json (in place, reused buffers, typed)
-//! against serde_json into the same types, and parse + prepare (normalize, validate,
-//! fingerprint) with either parser.
+//! Parsing a 50,000-event lead-events body: leadstream's reader (`Parser::parse_batch`:
+//! validating, non-recursive, typed, metadata kept as text) against simd-json (in
+//! place, reused buffers, into its borrowed DOM) and serde_json (validation only, into
+//! `IgnoredAny`: the least serde_json can do), and parse + prepare (normalize,
+//! validate, fingerprint).
 //!
 //! The body is the one `leadstream bench ingest` sends first (same generator, same
-//! seed). simd-json parses in place, so every variant, simd-json or not, first copies
-//! the body into a reused buffer: the copy is inside every measurement alike.
+//! seed). simd-json parses in place, so every variant first copies the body into a
+//! reused buffer: the copy is inside every measurement alike.
 //!
 //! Times are this thread's CPU time (see [`now`]): the development machine is shared.
 //!
 //! `cargo bench --bench parse`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use leadstream_pipeline::parse::RawBatch;
 use leadstream_pipeline::{Ingest, Parser, PhoneNormalizer};
 use std::hint::black_box;
 use std::time::Duration;
@@ -47,47 +48,47 @@ fn parse(c: &mut Criterion) {
     let body = body();
     let mut buf = Vec::with_capacity(body.len());
     let mut parser = Parser::new();
+    let mut simd = simd_json::Buffers::new(64 * 1024);
     let mut g = c.benchmark_group("parse");
     g.throughput(Throughput::Elements(EVENTS as u64)).sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
-    g.bench_function("simd_json_typed", |b| {
+    g.bench_function("leadstream_reader_typed", |b| {
         iter(b, || {
             buf.clear();
             buf.extend_from_slice(&body);
-            black_box(parser.parse_batch(&mut buf).expect("valid"));
+            black_box(parser.parse_batch(&buf).expect("valid"));
         })
     });
-    g.bench_function("serde_json_typed", |b| {
+    g.bench_function("simd_json_borrowed_dom", |b| {
         iter(b, || {
             buf.clear();
             buf.extend_from_slice(&body);
-            black_box(serde_json::from_slice::<RawBatch<'_>>(&buf).expect("valid"));
+            black_box(simd_json::to_borrowed_value_with_buffers(&mut buf, &mut simd).expect("valid"));
         })
     });
-    // The same over 4 different bodies in turn, as a server sees them: simd-json's tape
-    // is allocated per call with the previous call's size, so varying sizes cost more.
+    g.bench_function("serde_json_validate_only", |b| {
+        iter(b, || {
+            buf.clear();
+            buf.extend_from_slice(&body);
+            black_box(serde_json::from_slice::<serde::de::IgnoredAny>(&buf).expect("valid"));
+        })
+    });
+    // The same over 4 different bodies in turn, as a server sees them.
     let four = bodies(4);
     let mut turn = 0;
-    g.bench_function("simd_json_typed_4_bodies", |b| {
+    g.bench_function("leadstream_reader_typed_4_bodies", |b| {
         iter(b, || {
             turn = (turn + 1) % four.len();
             buf.clear();
             buf.extend_from_slice(&four[turn]);
-            black_box(parser.parse_batch(&mut buf).expect("valid"));
+            black_box(parser.parse_batch(&buf).expect("valid"));
         })
     });
-    g.bench_function("serde_json_typed_4_bodies", |b| {
+    g.bench_function("simd_json_borrowed_dom_4_bodies", |b| {
         iter(b, || {
             turn = (turn + 1) % four.len();
             buf.clear();
             buf.extend_from_slice(&four[turn]);
-            black_box(serde_json::from_slice::<RawBatch<'_>>(&buf).expect("valid"));
-        })
-    });
-    g.bench_function("simd_json_from_slice_no_buffer_reuse", |b| {
-        iter(b, || {
-            buf.clear();
-            buf.extend_from_slice(&body);
-            black_box(simd_json::serde::from_slice::<RawBatch<'_>>(&mut buf).expect("valid"));
+            black_box(simd_json::to_borrowed_value_with_buffers(&mut buf, &mut simd).expect("valid"));
         })
     });
     g.finish();
@@ -95,24 +96,13 @@ fn parse(c: &mut Criterion) {
 
 fn parse_and_prepare(c: &mut Criterion) {
     let body = body();
-    let mut buf = Vec::with_capacity(body.len());
     let mut parser = Parser::new();
     let ingest = Ingest::new(PhoneNormalizer::new());
     let mut g = c.benchmark_group("parse_and_prepare");
     g.throughput(Throughput::Elements(EVENTS as u64)).sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
-    g.bench_function("simd_json", |b| {
+    g.bench_function("parse_and_prepare", |b| {
         iter(b, || {
-            buf.clear();
-            buf.extend_from_slice(&body);
-            let raw = Ingest::parse(&mut parser, &mut buf).expect("valid");
-            black_box(ingest.prepare(raw).expect("valid"));
-        })
-    });
-    g.bench_function("serde_json", |b| {
-        iter(b, || {
-            buf.clear();
-            buf.extend_from_slice(&body);
-            let raw = serde_json::from_slice::<RawBatch<'_>>(&buf).expect("valid");
+            let raw = Ingest::parse(&mut parser, &body).expect("valid");
             black_box(ingest.prepare(raw).expect("valid"));
         })
     });
@@ -121,9 +111,7 @@ fn parse_and_prepare(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                buf.clear();
-                buf.extend_from_slice(&body);
-                let raw = Ingest::parse(&mut parser, &mut buf).expect("valid");
+                let raw = Ingest::parse(&mut parser, &body).expect("valid");
                 let t = now();
                 let prepared = ingest.prepare(raw).expect("valid");
                 total += now() - t;

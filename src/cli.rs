@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use leadstream_connectors::clickhouse::ClickHouseStore;
 use leadstream_connectors::kafka::{ClickHouseWarmer, PartitionWarmer, WarmedAtStartup};
 use leadstream_connectors::config::{ClickHouseConfig, Config};
-use leadstream_connectors::http::AppState;
+use leadstream_connectors::api::AppState;
 use leadstream_connectors::registry::{KeyInfo, RegistryError};
 use leadstream_connectors::{AuthMode, Ingestor, KeyKind, Registry};
 use leadstream_pipeline::{Ingest, OrgId, PhoneNormalizer};
@@ -236,7 +236,7 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     } else {
         Box::new(WarmedAtStartup(ingestor.clone()))
     };
-    let state = AppState { registry: registry.clone(), ingestor, ingest: Ingest::new(normalizer) };
+    let state = AppState::new(registry.clone(), ingestor, Ingest::new(normalizer), &config.http);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let listen = config.http.listen;
     let cfg = config.clone();
@@ -248,7 +248,7 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let kafka = start_kafka(&cfg, &state, warmer, stopping).await?;
         print_banner(addr, data_dir, &registry);
-        let served = leadstream_connectors::http::run(listener, state, async move {
+        let served = leadstream_connectors::api::run(listener, state, async move {
             shutdown_signal().await;
             let _ = stop.send(true);
         })

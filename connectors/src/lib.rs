@@ -4,7 +4,7 @@
 
 pub mod clickhouse;
 pub mod config;
-pub mod http;
+pub mod api;
 pub mod ingest;
 pub mod kafka;
 pub mod registry;

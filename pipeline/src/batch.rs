@@ -7,6 +7,7 @@
 
 use crate::dedup::Probe;
 use crate::event::{EventKey, OrgId};
+use crate::parse::json::JsonError;
 use crate::parse::{Events, Metadata, Parser, RawBatch, RawEvent, Scalar, Slot};
 use crate::phone::{Phone, PhoneNormalizer};
 use crate::time::parse_rfc3339_ms;
@@ -23,16 +24,32 @@ pub const MAX_REJECTS_LISTED: usize = 50;
 /// A problem with the request as a whole: the call is refused and nothing is stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    #[error("malformed JSON: {0}")]
-    Malformed(String),
+    #[error("the body is not UTF-8 text (invalid byte at offset {0})")]
+    NotUtf8(usize),
+    #[error("{0}")]
+    NotAnObject(&'static str),
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    #[error("field {0} appears twice")]
+    DuplicateField(&'static str),
+    #[error("a record has either events (a batch) or the fields of one event, not both; got events and {0}")]
+    Mixed(&'static str),
     #[error("missing field {0}")]
     Missing(&'static str),
     #[error("{field} must be {expected}, got {got}")]
     WrongType { field: &'static str, expected: &'static str, got: &'static str },
     #[error("events has {0} entries, expected 1 to 50000")]
     EventCount(usize),
+    #[error("events has more than 50000 entries; split the batch")]
+    TooManyEvents,
     #[error("eventType is empty")]
     EventTypeEmpty,
+    #[error("eventType is blank (only whitespace)")]
+    EventTypeBlank,
+    #[error("eventType contains a control character (U+{0:04X})")]
+    EventTypeControl(u32),
+    #[error("eventType has an invalid escape (a lone UTF-16 surrogate): {0:?}")]
+    EventTypeInvalidEscape(String),
     #[error("eventType is {0} chars, at most 128")]
     EventTypeTooLong(usize),
 }
@@ -52,6 +69,12 @@ pub enum RejectReason {
     MetadataNotObject,
     #[error("metadata over 8 KB encoded")]
     MetadataTooLarge,
+    #[error("metadata nested deeper than 64 levels")]
+    MetadataTooDeep,
+    #[error("metadata has an invalid string escape (a lone UTF-16 surrogate)")]
+    MetadataInvalidEscape,
+    #[error("duplicate field {0}")]
+    DuplicateField(&'static str),
 }
 
 /// A rejected event: its index in `events`, `phoneE164` as sent, and why.
@@ -102,19 +125,15 @@ impl Ingest {
     /// # Errors
     /// [`RequestError::Missing`] or [`RequestError::WrongType`].
     pub fn organization_id(raw: &RawBatch<'_>) -> Result<OrgId, RequestError> {
-        match &raw.organization_id {
-            None | Some(Scalar::Null) => Err(RequestError::Missing("organizationId")),
-            Some(Scalar::Int(i)) => Ok(*i),
-            Some(other) => Err(RequestError::WrongType { field: "organizationId", expected: "an integer", got: other.kind() }),
-        }
+        organization_id(raw.organization_id.as_ref())
     }
 
-    /// Parses `body` in place with `parser`.
+    /// Parses `body` with `parser`.
     ///
     /// # Errors
-    /// [`RequestError::Malformed`] when it is not a JSON object.
-    pub fn parse<'a>(parser: &mut Parser, body: &'a mut [u8]) -> Result<RawBatch<'a>, RequestError> {
-        parser.parse_batch(body).map_err(RequestError::Malformed)
+    /// A [`RequestError`] when it is not a JSON object of the right shape.
+    pub fn parse<'a>(parser: &mut Parser, body: &'a [u8]) -> Result<RawBatch<'a>, RequestError> {
+        parser.parse_batch(body)
     }
 
     /// Validates the request-level fields and judges every event.
@@ -123,18 +142,7 @@ impl Ingest {
     /// A [`RequestError`] when the call as a whole must be refused.
     pub fn prepare(&self, raw: RawBatch<'_>) -> Result<Prepared, RequestError> {
         let org = Self::organization_id(&raw)?;
-        let event_type = match &raw.event_type {
-            None | Some(Scalar::Null) => return Err(RequestError::Missing("eventType")),
-            Some(Scalar::Str(s)) => s.as_ref(),
-            Some(other) => return Err(RequestError::WrongType { field: "eventType", expected: "a string", got: other.kind() }),
-        };
-        if event_type.is_empty() {
-            return Err(RequestError::EventTypeEmpty);
-        }
-        let chars = event_type.chars().count();
-        if chars > MAX_EVENT_TYPE_CHARS {
-            return Err(RequestError::EventTypeTooLong(chars));
-        }
+        let event_type = event_type(raw.event_type.as_ref())?;
         let events = match raw.events {
             None => return Err(RequestError::Missing("events")),
             Some(Events::NotArray(kind)) => return Err(RequestError::WrongType { field: "events", expected: "an array", got: kind }),
@@ -175,6 +183,9 @@ impl Ingest {
     /// The reason, with `phoneE164` as sent, when the event must be rejected.
     pub fn judge(&self, org: OrgId, event_type: &str, ev: RawEvent<'_>) -> Result<Row, (RejectReason, serde_json::Value)> {
         let as_sent = |ev: &RawEvent<'_>| ev.phone.as_ref().map_or(serde_json::Value::Null, Scalar::to_json);
+        if let Some(field) = ev.duplicate {
+            return Err((RejectReason::DuplicateField(field), as_sent(&ev)));
+        }
         let Some(phone) = ev.phone.as_ref().and_then(Scalar::as_str).and_then(|s| self.normalizer.normalize(s)) else {
             return Err((RejectReason::InvalidPhone, as_sent(&ev)));
         };
@@ -188,14 +199,59 @@ impl Ingest {
         let metadata = match ev.metadata {
             Metadata::None => None,
             Metadata::NotObject(_) => return Err((RejectReason::MetadataNotObject, as_sent(&ev))),
+            Metadata::TooDeep => return Err((RejectReason::MetadataTooDeep, as_sent(&ev))),
+            Metadata::InvalidEscape => return Err((RejectReason::MetadataInvalidEscape, as_sent(&ev))),
             Metadata::Object(ref text) if text.len() > MAX_METADATA_BYTES => {
                 return Err((RejectReason::MetadataTooLarge, as_sent(&ev)))
             }
-            Metadata::Object(text) => Some(text.into_boxed_str()),
+            Metadata::Object(text) => Some(text.into_owned().into_boxed_str()),
         };
         let key = EventKey { org, phone, event_type, occurred_at_ms };
         Ok(Row { phone, occurred_at_ms, metadata, probe: Probe { fingerprint: key.fingerprint(), lead: key.lead_hash() } })
     }
+}
+
+/// `organizationId`: an integer (no fraction or exponent) that fits 64 bits.
+///
+/// # Errors
+/// [`RequestError::Missing`] or [`RequestError::WrongType`].
+pub fn organization_id(v: Option<&Scalar<'_>>) -> Result<OrgId, RequestError> {
+    match v {
+        None | Some(Scalar::Null) => Err(RequestError::Missing("organizationId")),
+        Some(s) => s.as_i64().ok_or(RequestError::WrongType {
+            field: "organizationId",
+            expected: "an integer (no fraction or exponent, at most 64 bits)",
+            got: match s {
+                Scalar::Number(_) => "a number that is not one",
+                other => other.kind(),
+            },
+        }),
+    }
+}
+
+/// `eventType`: a string of 1 to 128 characters, not blank, with no control
+/// characters and no invalid escapes.
+fn event_type<'a>(v: Option<&'a Scalar<'_>>) -> Result<&'a str, RequestError> {
+    let t = match v {
+        None | Some(Scalar::Null) => return Err(RequestError::Missing("eventType")),
+        Some(Scalar::Str(s)) => s.as_ref(),
+        Some(Scalar::InvalidStr(raw)) => return Err(RequestError::EventTypeInvalidEscape((*raw).to_owned())),
+        Some(other) => return Err(RequestError::WrongType { field: "eventType", expected: "a string", got: other.kind() }),
+    };
+    if t.is_empty() {
+        return Err(RequestError::EventTypeEmpty);
+    }
+    if let Some(c) = t.chars().find(|c| c.is_control()) {
+        return Err(RequestError::EventTypeControl(c as u32));
+    }
+    if t.chars().all(char::is_whitespace) {
+        return Err(RequestError::EventTypeBlank);
+    }
+    let chars = t.chars().count();
+    if chars > MAX_EVENT_TYPE_CHARS {
+        return Err(RequestError::EventTypeTooLong(chars));
+    }
+    Ok(t)
 }
 
 #[cfg(test)]
@@ -203,9 +259,8 @@ mod tests {
     use super::*;
 
     fn prepare(body: &str) -> Result<Prepared, RequestError> {
-        let mut buf = body.as_bytes().to_vec();
         let mut parser = Parser::new();
-        let raw = Ingest::parse(&mut parser, &mut buf)?;
+        let raw = Ingest::parse(&mut parser, body.as_bytes())?;
         Ingest::new(PhoneNormalizer::new()).prepare(raw)
     }
 
@@ -213,7 +268,12 @@ mod tests {
     fn request_level_errors_name_the_problem() {
         let cases = [
             (r#"{"eventType":"x","events":[{}]}"#, "missing field organizationId"),
-            (r#"{"organizationId":"42","eventType":"x","events":[{}]}"#, "organizationId must be an integer, got a string"),
+            (r#"{"organizationId":"42","eventType":"x","events":[{}]}"#, "organizationId must be an integer (no fraction or exponent, at most 64 bits), got a string"),
+            (r#"{"organizationId":42.0,"eventType":"x","events":[{}]}"#, "organizationId must be an integer (no fraction or exponent, at most 64 bits), got a number that is not one"),
+            (r#"{"organizationId":42,"eventType":"  ","events":[{}]}"#, "eventType is blank (only whitespace)"),
+            (r#"{"organizationId":42,"eventType":"a\nb","events":[{}]}"#, "eventType contains a control character (U+000A)"),
+            (r#"{"organizationId":42,"eventType":"x\u0000","events":[{}]}"#, "eventType contains a control character (U+0000)"),
+            (r#"{"organizationId":42,"eventType":"x\ud800","events":[{}]}"#, "eventType has an invalid escape (a lone UTF-16 surrogate): \"x\\\\ud800\""),
             (r#"{"organizationId":42,"events":[{}]}"#, "missing field eventType"),
             (r#"{"organizationId":42,"eventType":"","events":[{}]}"#, "eventType is empty"),
             (r#"{"organizationId":42,"eventType":"x"}"#, "missing field events"),
@@ -227,7 +287,7 @@ mod tests {
         assert_eq!(prepare(&long).unwrap_err().to_string(), "eventType is 129 chars, at most 128");
         let ok = format!(r#"{{"organizationId":42,"eventType":"{}","events":[{{}}]}}"#, "é".repeat(128));
         assert!(prepare(&ok).is_ok());
-        assert!(matches!(prepare("{nope"), Err(RequestError::Malformed(_))));
+        assert!(matches!(prepare("{nope"), Err(RequestError::Json(JsonError::Syntax { at: 1, .. }))));
     }
 
     #[test]
@@ -262,6 +322,37 @@ mod tests {
         );
         assert_eq!(p.rejects[0].phone, serde_json::json!("not a phone"));
         assert_eq!(p.rejects[6].phone, serde_json::json!(15551234567u64));
+    }
+
+    #[test]
+    fn hostile_rows_are_rejects_and_valid_json_never_fails_the_batch() {
+        let deep = format!("{}{}", "[".repeat(70), "]".repeat(70));
+        let body = format!(
+            r#"{{"organizationId":42,"eventType":"t","unknown":[1e400,123456789012345678901,"\ud800"],"events":[
+            {{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z","metadata":{{ "n": 1E2, "z": 0.1e-400, "big": 123456789012345678901 }}}},
+            {{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:35:00Z","metadata":{{"a":{deep}}}}},
+            {{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:36:00Z","metadata":{{"a":"x\ud800"}}}},
+            {{"phoneE164":"+15551234567","phoneE164":"+15551234568","occurredAt":"2026-05-12T18:37:00Z"}},
+            {{"phoneE164":"+1555\udbff1234567","occurredAt":"2026-05-12T18:38:00Z"}},
+            {{"phoneE164":1e400,"occurredAt":"2026-05-12T18:39:00Z"}}
+        ]}}"#
+        );
+        let p = prepare(&body).unwrap();
+        assert_eq!((p.received, p.rows.len(), p.rejected), (6, 1, 5));
+        assert_eq!(p.rows[0].metadata.as_deref(), Some(r#"{"n":1E2,"z":0.1e-400,"big":123456789012345678901}"#));
+        let reasons: Vec<String> = p.rejects.iter().map(|r| r.reason.to_string()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "metadata nested deeper than 64 levels",
+                "metadata has an invalid string escape (a lone UTF-16 surrogate)",
+                "duplicate field phoneE164",
+                "invalid phoneE164",
+                "invalid phoneE164"
+            ]
+        );
+        assert_eq!(p.rejects[3].phone, serde_json::json!(r"+1555\udbff1234567"));
+        assert_eq!(p.rejects[4].phone, serde_json::json!("1e400"));
     }
 
     #[test]

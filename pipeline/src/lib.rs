@@ -1,4 +1,4 @@
-//! leadstream's core: the lead-event model, parsing (simd-json), phone normalization
+//! leadstream's core: the lead-event model, parsing (a validating, non-recursive JSON reader), phone normalization
 //! (E.164), validation, the dedup index and the event index.
 //!
 //! Everything here is synchronous and free of I/O, so it can be benchmarked and

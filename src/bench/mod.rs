@@ -14,7 +14,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use leadstream::cpu_time::thread_sched;
 use leadstream::synth;
-use leadstream_connectors::http::AppState;
+use leadstream_connectors::api::AppState;
 use leadstream_connectors::store::SqliteStore;
 use leadstream_connectors::{Ingestor, KeyKind, Registry};
 use leadstream_pipeline::batch::MAX_EVENTS;
@@ -358,14 +358,15 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
     registry.create_org(synth::ORG, "bench").context("creating the organization")?;
     let key = registry.issue(synth::ORG, KeyKind::ApiKey).context("issuing an API key")?.secret;
     let ingestor = Ingestor::start(&dir.0, SHARDS).context("opening the event store")?;
-    let state = AppState { registry, ingestor: ingestor.clone(), ingest: Ingest::new(PhoneNormalizer::new()) };
+    let http = leadstream_connectors::config::Config::load(None, |_| None).context("loading the default configuration")?.http;
+    let state = AppState::new(registry, ingestor.clone(), Ingest::new(PhoneNormalizer::new()), &http);
 
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let (results, wall, cpu) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding 127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(leadstream_connectors::http::run(listener, state, async {
+        let server = tokio::spawn(leadstream_connectors::api::run(listener, state, async {
             let _ = stopped.await;
         }));
         let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(300)).build()?;

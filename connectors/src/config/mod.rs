@@ -37,6 +37,22 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
+    /// Longest a client may take to send a request's headers; then the connection is
+    /// closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Longest a request body may go without progress; then 408 and the connection is
+    /// closed.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Open connections at most (clamped to what the process's file limit allows).
+    pub max_connections: usize,
+    /// Request-body bytes held in memory across all requests at most; past it new
+    /// bodies get 503 with Retry-After.
+    pub max_body_bytes_in_flight: usize,
+    /// How long shutdown waits for in-flight requests.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 /// `[store]`
@@ -175,6 +191,15 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.http.max_connections == 0 {
+            return Err("http.max_connections must be at least 1".into());
+        }
+        if self.http.max_body_bytes_in_flight < crate::api::MAX_BODY_BYTES {
+            return Err(format!("http.max_body_bytes_in_flight must be at least one full body, {} bytes", crate::api::MAX_BODY_BYTES));
+        }
+        if self.http.header_timeout.is_zero() || self.http.body_timeout.is_zero() {
+            return Err("http.header_timeout and http.body_timeout must be above zero".into());
+        }
         if self.store.shards == 0 {
             return Err("store.shards must be at least 1".into());
         }

@@ -1,0 +1,133 @@
+//! Reading request bodies within bounds: size, progress and memory across requests.
+//!
+//! A body is read only after the credential headers passed what can be checked
+//! without it, and every byte held counts against one process-wide budget
+//! ([`BodyBudget`], `http.max_body_bytes_in_flight`): a flood of large bodies gets 503
+//! with Retry-After instead of memory. A body that stalls for `http.body_timeout` gets
+//! 408 and its connection is closed.
+
+use super::ApiError;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The request-body bytes all requests may hold at once.
+#[derive(Clone, Debug)]
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+}
+
+impl BodyBudget {
+    pub fn new(max_bytes: usize) -> Self {
+        Self { bytes: Arc::new(Semaphore::new(max_bytes.min(Semaphore::MAX_PERMITS))) }
+    }
+
+    /// Bytes free right now.
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+
+    fn take(&self, n: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        u32::try_from(n)
+            .ok()
+            .and_then(|n| self.bytes.clone().try_acquire_many_owned(n).ok())
+            .ok_or_else(|| ApiError::unavailable("server busy: too many request bodies in flight; retry shortly"))
+    }
+}
+
+/// A body read into memory, holding its share of the [`BodyBudget`] until dropped.
+pub struct ReadBody {
+    pub bytes: Bytes,
+    _held: Option<OwnedSemaphorePermit>,
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {} MB ({max} bytes); split the batch", max / (1024 * 1024)))
+}
+
+/// Reads the body, refusing as soon as it is known to exceed `max`: from
+/// `Content-Length` before reading, or while streaming a chunked body. Nothing past
+/// the limit is kept.
+///
+/// # Errors
+/// 413 over `max`, 408 when no bytes arrive for `stall`, 503 when the budget is spent,
+/// 400 when the connection fails mid-body.
+pub async fn read(headers: &HeaderMap, mut body: Body, max: usize, stall: Duration, budget: &BodyBudget) -> Result<ReadBody, ApiError> {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        discard(&mut body).await;
+        return Err(too_large(max));
+    }
+    let mut held = match declared {
+        Some(n) => Some(budget.take(n as usize)?),
+        None => None,
+    };
+    let mut reserved = declared.unwrap_or(0) as usize;
+    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(64 * 1024, |n| n as usize));
+    loop {
+        let frame = match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => return Err(ApiError::timeout(format!("request body stalled: no bytes for {} s; send it faster or in smaller batches", stall.as_secs()))),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("failed reading the request body: {e}"))),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > max {
+            drop(buf);
+            discard(&mut body).await;
+            return Err(too_large(max));
+        }
+        if buf.len() + data.len() > reserved {
+            let more = buf.len() + data.len() - reserved;
+            let p = budget.take(more)?;
+            reserved += more;
+            match &mut held {
+                Some(h) => h.merge(p),
+                None => held = Some(p),
+            }
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(ReadBody { bytes: buf.freeze(), _held: held })
+}
+
+/// Reads and drops what a client keeps sending after its request was refused, for a
+/// bounded time and amount, so that it sees the 413 instead of a connection reset
+/// (closing a socket with unread input makes the kernel send RST). Memory stays flat.
+async fn discard(body: &mut Body) {
+    const MAX_DISCARD: usize = 64 * 1024 * 1024;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = 0usize;
+    while seen < MAX_DISCARD {
+        let next = tokio::time::timeout(Duration::from_millis(500), body.frame());
+        match tokio::time::timeout_at(deadline, next).await {
+            Ok(Ok(Some(Ok(frame)))) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            _ => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_budget_is_shared_and_given_back() {
+        let budget = BodyBudget::new(100);
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, "60".parse().unwrap());
+        let first = read(&h, Body::from(vec![b'x'; 60]), 1000, Duration::from_secs(1), &budget).await.ok().unwrap();
+        assert_eq!(budget.available(), 40);
+        let refused = read(&h, Body::from(vec![b'x'; 60]), 1000, Duration::from_secs(1), &budget).await.err().unwrap();
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        // A chunked body (no Content-Length) is counted as it arrives.
+        let chunked = read(&HeaderMap::new(), Body::from(vec![b'y'; 30]), 1000, Duration::from_secs(1), &budget).await.ok().unwrap();
+        assert_eq!(budget.available(), 10);
+        drop((first, chunked));
+        assert_eq!(budget.available(), 100);
+    }
+}

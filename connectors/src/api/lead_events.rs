@@ -1,0 +1,201 @@
+//! `POST /api/v1/webhooks/lead-events`.
+//!
+//! Work before authentication is bounded: an API key is checked before the body is
+//! read at all; a signed body is read (within the size, progress and memory bounds of
+//! [`super::body`]), its `organizationId` found by a scan that builds nothing, and its
+//! signature verified — only then is it parsed. Every credential problem gets the
+//! same 401 text, so an answer never tells whether an organization exists or how it
+//! authenticates.
+
+use super::body::{self, ReadBody};
+use super::{ApiError, AppState, ErrorBody, MAX_BODY_BYTES};
+use crate::registry::{AuthMode, Registry};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use leadstream_pipeline::parse::find_organization_id;
+use leadstream_pipeline::{Ingest, OrgId, Parser, Prepared, RequestError};
+use serde::Serialize;
+use std::cell::RefCell;
+
+thread_local! {
+    static PARSER: RefCell<Parser> = RefCell::new(Parser::new());
+}
+
+/// The one answer to every missing, malformed, unknown, revoked or mismatched
+/// credential.
+pub const INVALID_CREDENTIALS: &str = "invalid credentials: send Authorization: Bearer <api key>, or, for an organization that signs its requests, X-Setter-Signature: sha256=<hex HMAC-SHA256 of the raw body>";
+
+/// The credential a request presents.
+enum Credential {
+    /// An API key that resolved to this org.
+    ApiKey(OrgId),
+    /// A signature to check against the body's org.
+    Signature([u8; 32]),
+}
+
+/// One rejected event.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RejectOut {
+    /// Position in `events`, from 0.
+    index: usize,
+    /// `phoneE164` as sent (any JSON type; `null` when absent).
+    #[serde(rename = "phoneE164")]
+    #[schema(value_type = Object, example = "not-a-phone")]
+    phone: serde_json::Value,
+    /// Why it was not stored, e.g. `invalid phoneE164`.
+    #[schema(example = "invalid phoneE164")]
+    reason: String,
+}
+
+/// The answer to an accepted call.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    #[schema(example = "accepted")]
+    status: &'static str,
+    /// Entries in `events`.
+    received: usize,
+    /// Events stored by this call.
+    inserted: usize,
+    /// Valid events whose key was already stored (or came earlier in this call).
+    duplicates: usize,
+    /// Events refused row by row.
+    rejected: usize,
+    /// The first 50 rejects, in input order.
+    rejects: Vec<RejectOut>,
+}
+
+/// Ingest a batch of lead events.
+///
+/// Deduplicated on `(organizationId, phoneE164, eventType, occurredAt)`; a 200 means
+/// every inserted row is durable.
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks/lead-events",
+    tag = "lead events",
+    request_body(content = super::openapi::LeadEventsRequest, content_type = "application/json"),
+    params(("X-Setter-Signature" = Option<String>, Header, description = "sha256=<64 hex>: HMAC-SHA256 of the raw body, for organizations in hmac mode")),
+    security(("api_key" = []), ("hmac_signature" = [])),
+    responses(
+        (status = 200, description = "Accepted: counts, and the first 50 rejected rows", body = Accepted),
+        (status = 400, description = "Not a JSON object of the documented shape, nesting over 128 levels, a field twice, events not 1..=50000, eventType empty, blank, with control characters, an invalid escape or over 128 chars", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials (one text for every case)", body = ErrorBody),
+        (status = 403, description = "organizationId is not the API key's organization", body = ErrorBody),
+        (status = 408, description = "The body stalled longer than http.body_timeout", body = ErrorBody),
+        (status = 413, description = "Body over 10 MB", body = ErrorBody),
+        (status = 414, description = "Request target over 8 KB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        (status = 431, description = "Too many or too large headers", body = ErrorBody),
+        (status = 503, description = "Starting up, the store cannot write, or too many bodies in flight; retry after Retry-After", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
+pub(super) async fn post(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match handle(s, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, INVALID_CREDENTIALS)
+}
+
+fn bad_request(e: RequestError) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+fn lookup_failed(e: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable(format!("credential lookup failed: {e}"))
+}
+
+async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    if !s.ingestor.is_ready() {
+        return Err(ApiError::unavailable("starting up: warming the dedup index from the store; retry shortly"));
+    }
+    let credential = credential(&s.registry, &headers)?;
+    check_json(&headers)?;
+    let body = body::read(&headers, body, MAX_BODY_BYTES, s.limits.body_timeout, &s.budget).await?;
+
+    let registry = s.registry.clone();
+    let ingest = s.ingest.clone();
+    let prepared = tokio::task::spawn_blocking(move || prepare(&registry, &ingest, credential, body))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("request worker failed: {e}")))??;
+
+    let received = prepared.received;
+    let rejected = prepared.rejected;
+    let rejects = prepared
+        .rejects
+        .iter()
+        .map(|r| RejectOut { index: r.index, phone: r.phone.clone(), reason: r.reason.to_string() })
+        .collect();
+    let stored = s.ingestor.store(prepared).await.map_err(|e| ApiError::unavailable(format!("{e}; nothing from this request was stored, retry it")))?;
+    Ok(Json(Accepted { status: "accepted", received, inserted: stored.inserted, duplicates: stored.duplicates, rejected, rejects }).into_response())
+}
+
+/// Reads the credential headers. An API key is resolved here, before the body is read.
+fn credential(registry: &Registry, headers: &HeaderMap) -> Result<Credential, ApiError> {
+    if let Some(v) = headers.get("x-setter-signature") {
+        let hex_sig = v.to_str().ok().and_then(|v| v.strip_prefix("sha256=")).unwrap_or("");
+        let mut sig = [0u8; 32];
+        if hex::decode_to_slice(hex_sig, &mut sig).is_err() {
+            return Err(unauthorized());
+        }
+        return Ok(Credential::Signature(sig));
+    }
+    let v = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(unauthorized)?;
+    let token = match v.split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => t.trim(),
+        _ => return Err(unauthorized()),
+    };
+    match registry.org_for_api_key(token) {
+        Ok(Some(org)) => Ok(Credential::ApiKey(org)),
+        Ok(None) => Err(unauthorized()),
+        Err(e) => Err(lookup_failed(e)),
+    }
+}
+
+fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        Ok(())
+    } else {
+        let got = if ct.is_empty() { "none".to_owned() } else { format!("{ct:?}") };
+        Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type must be application/json, got {got}")))
+    }
+}
+
+/// Authenticates a signed body, then parses, authorizes against the body's org,
+/// validates and normalizes. CPU-bound: runs on a blocking thread.
+fn prepare(registry: &Registry, ingest: &Ingest, credential: Credential, body: ReadBody) -> Result<Prepared, ApiError> {
+    let bytes = &body.bytes[..];
+    match credential {
+        Credential::Signature(sig) => {
+            // Only the org is read before the signature is checked: one pass, nothing built.
+            let org = find_organization_id(bytes).map_err(bad_request)?;
+            let mode = registry.auth_mode(org).map_err(lookup_failed)?;
+            let verified = registry.verify_signature(org, bytes, &sig).map_err(lookup_failed)?;
+            if !(verified && mode == Some(AuthMode::Hmac)) {
+                return Err(unauthorized());
+            }
+        }
+        Credential::ApiKey(key_org) => {
+            if registry.auth_mode(key_org).map_err(lookup_failed)? == Some(AuthMode::Hmac) {
+                return Err(unauthorized());
+            }
+        }
+    }
+    PARSER.with_borrow_mut(|parser| {
+        let raw = Ingest::parse(parser, bytes).map_err(bad_request)?;
+        let org = Ingest::organization_id(&raw).map_err(bad_request)?;
+        if let Credential::ApiKey(key_org) = credential {
+            if key_org != org {
+                return Err(ApiError::new(StatusCode::FORBIDDEN, format!("API key belongs to organization {key_org}, not organizationId {org}")));
+            }
+        }
+        ingest.prepare(raw).map_err(bad_request)
+    })
+}

@@ -1,0 +1,128 @@
+//! The HTTP API (axum on hyper): `POST /api/v1/webhooks/lead-events`, `GET /healthz`,
+//! `GET /readyz`, `GET /openapi.json`.
+//!
+//! Request-level problems answer 4xx with `{"error": "..."}` and store nothing;
+//! row-level problems are rejects inside a 200. A 200 is sent only after the batch's
+//! new rows are durable (see [`crate::ingest`]). Every error the server sends is JSON
+//! ([`limits`]); work before authentication is bounded ([`body`], [`server`]).
+
+pub mod body;
+mod lead_events;
+pub mod limits;
+pub mod openapi;
+pub mod server;
+
+use crate::config::HttpConfig;
+use crate::ingest::Ingestor;
+use crate::registry::Registry;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use body::BodyBudget;
+use leadstream_pipeline::Ingest;
+use std::sync::Arc;
+
+pub use server::run;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub ingestor: Ingestor,
+    pub ingest: Ingest,
+    /// Timeouts and caps from `[http]`.
+    pub limits: Arc<HttpConfig>,
+    /// Request-body bytes in flight across all requests.
+    pub budget: BodyBudget,
+}
+
+impl AppState {
+    pub fn new(registry: Arc<Registry>, ingestor: Ingestor, ingest: Ingest, limits: &HttpConfig) -> Self {
+        Self { registry, ingestor, ingest, budget: BodyBudget::new(limits.max_body_bytes_in_flight), limits: Arc::new(limits.clone()) }
+    }
+}
+
+/// The router, without a socket: tests may drive it directly.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/webhooks/lead-events", post(lead_events::post))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(axum::middleware::from_fn(limits::guard))
+        .with_state(state)
+}
+
+/// `GET /healthz`: the process is up and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up", body = Status, example = json!({"status": "ok"}))))]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+/// `GET /readyz`: the indexes are warm and events are being stored.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "Ready: events are accepted", body = Status, example = json!({"status": "ready"})),
+    (status = 503, description = "Still warming the dedup index from the store", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+))]
+async fn readyz(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
+    if s.ingestor.is_ready() {
+        Json(Status { status: "ready" }).into_response()
+    } else {
+        ApiError::unavailable("warming up the dedup index from the store").into_response()
+    }
+}
+
+/// A health answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Status {
+    pub status: &'static str,
+}
+
+/// Every error response: what went wrong and what to do about it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A sentence saying what was wrong with the request, with the offending value.
+    #[schema(example = "eventType is 131 chars, at most 128")]
+    pub error: String,
+}
+
+/// An error response: a status and `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+    fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+    fn timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        match self.status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The rest of a stalled body is not waited for: the connection ends here.
+            StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE => {
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        r
+    }
+}

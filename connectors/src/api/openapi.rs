@@ -1,0 +1,100 @@
+//! The OpenAPI 3.1 document of the HTTP API, generated from the handlers' annotations
+//! (utoipa) and served at `GET /openapi.json`.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use std::sync::OnceLock;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "leadstream",
+        description = "High-throughput ingest of lead events (purchases, webinars, trials) with dedup, and the webhooks that follow from them. Every error is {\"error\": \"...\"}.",
+        license(name = "Apache-2.0")
+    ),
+    paths(super::lead_events::post, super::healthz, super::readyz, serve),
+    modifiers(&Security),
+    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "health", description = "Liveness and readiness"), (name = "meta", description = "This document"))
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An API key of the organization (`leadstream api-key create`)")).build()),
+        );
+        components.add_security_scheme(
+            "hmac_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Setter-Signature",
+                "sha256=<64 hex digits>: HMAC-SHA256 of the raw body with any active signing key (`leadstream signing-key create`)",
+            ))),
+        );
+    }
+}
+
+/// The body of `POST /api/v1/webhooks/lead-events` (described here; the reader in
+/// `leadstream_pipeline::parse` is what reads it, leniently per row).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"organizationId": 42, "eventType": "mastery_purchase", "events": [{"phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z", "metadata": {"orderId": "ord_9F2", "amountUsd": 297}}]}))]
+#[allow(dead_code)] // a schema only: never built, the parser reads the body
+pub struct LeadEventsRequest {
+    /// The organization the events belong to; must be the credential's.
+    #[schema(rename = "organizationId")]
+    organization_id: i64,
+    /// 1 to 128 characters, not blank, no control characters.
+    #[schema(rename = "eventType", min_length = 1, max_length = 128)]
+    event_type: String,
+    /// 1 to 50,000 events.
+    #[schema(min_items = 1, max_items = 50000)]
+    events: Vec<LeadEventIn>,
+}
+
+/// One event. Problems with a field are per-row rejects, not errors of the call.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct LeadEventIn {
+    /// A phone number, normalized to E.164 as libphonenumber does (a missing `+` is added, `00` becomes `+`).
+    #[schema(rename = "phoneE164", example = "+15551234567")]
+    phone_e164: String,
+    /// An RFC 3339 instant with an offset; compared as an instant at microsecond precision.
+    #[schema(rename = "occurredAt", example = "2026-05-12T18:34:00Z")]
+    occurred_at: String,
+    /// Any JSON object up to 8 KB minified and 64 levels deep, stored as sent (minified).
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Value>,
+}
+
+/// The document, built once.
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes"))
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "This OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn serve() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_route_is_documented() {
+        let doc: serde_json::Value = serde_json::from_str(super::document()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        for path in ["/api/v1/webhooks/lead-events", "/healthz", "/readyz", "/openapi.json"] {
+            assert!(doc["paths"][path].is_object(), "{path} missing");
+        }
+        let post = &doc["paths"]["/api/v1/webhooks/lead-events"]["post"];
+        for status in ["200", "400", "401", "403", "408", "413", "414", "415", "431", "503"] {
+            assert!(post["responses"][status].is_object(), "{status} missing");
+        }
+    }
+}
