@@ -40,8 +40,15 @@ fn body() -> Vec<u8> {
 
 /// `n` different bodies of `EVENTS` events, as `bench ingest` sends them.
 fn bodies(n: usize) -> Vec<Vec<u8>> {
-    let cfg = synth::Config { events: n * EVENTS, ..synth::Config::one_batch(EVENTS, 42) };
-    synth::generate(&cfg).batches.iter().map(|b| b.body.to_vec()).collect()
+    let cfg = synth::Config {
+        events: n * EVENTS,
+        ..synth::Config::one_batch(EVENTS, 42)
+    };
+    synth::generate(&cfg)
+        .batches
+        .iter()
+        .map(|b| b.body.to_vec())
+        .collect()
 }
 
 fn parse(c: &mut Criterion) {
@@ -50,7 +57,10 @@ fn parse(c: &mut Criterion) {
     let mut parser = Parser::new();
     let mut simd = simd_json::Buffers::new(64 * 1024);
     let mut g = c.benchmark_group("parse");
-    g.throughput(Throughput::Elements(EVENTS as u64)).sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.throughput(Throughput::Elements(EVENTS as u64))
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
     g.bench_function("leadstream_reader_typed", |b| {
         iter(b, || {
             buf.clear();
@@ -62,7 +72,9 @@ fn parse(c: &mut Criterion) {
         iter(b, || {
             buf.clear();
             buf.extend_from_slice(&body);
-            black_box(simd_json::to_borrowed_value_with_buffers(&mut buf, &mut simd).expect("valid"));
+            black_box(
+                simd_json::to_borrowed_value_with_buffers(&mut buf, &mut simd).expect("valid"),
+            );
         })
     });
     g.bench_function("serde_json_validate_only", |b| {
@@ -88,7 +100,9 @@ fn parse(c: &mut Criterion) {
             turn = (turn + 1) % four.len();
             buf.clear();
             buf.extend_from_slice(&four[turn]);
-            black_box(simd_json::to_borrowed_value_with_buffers(&mut buf, &mut simd).expect("valid"));
+            black_box(
+                simd_json::to_borrowed_value_with_buffers(&mut buf, &mut simd).expect("valid"),
+            );
         })
     });
     g.finish();
@@ -99,7 +113,10 @@ fn parse_and_prepare(c: &mut Criterion) {
     let mut parser = Parser::new();
     let ingest = Ingest::new(PhoneNormalizer::new());
     let mut g = c.benchmark_group("parse_and_prepare");
-    g.throughput(Throughput::Elements(EVENTS as u64)).sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.throughput(Throughput::Elements(EVENTS as u64))
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
     g.bench_function("parse_and_prepare", |b| {
         iter(b, || {
             let raw = Ingest::parse(&mut parser, &body).expect("valid");

@@ -2,9 +2,9 @@
 //! (SQLite), the ClickHouse store, the organization/credential registry and the single
 //! writer that makes acknowledged events durable.
 
+pub mod api;
 pub mod clickhouse;
 pub mod config;
-pub mod api;
 pub mod ingest;
 pub mod kafka;
 pub mod registry;

@@ -37,7 +37,11 @@ pub enum RequestError {
     #[error("missing field {0}")]
     Missing(&'static str),
     #[error("{field} must be {expected}, got {got}")]
-    WrongType { field: &'static str, expected: &'static str, got: &'static str },
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+        got: &'static str,
+    },
     #[error("events has {0} entries, expected 1 to 50000")]
     EventCount(usize),
     #[error("events has more than 50000 entries; split the batch")]
@@ -145,7 +149,13 @@ impl Ingest {
         let event_type = event_type(raw.event_type.as_ref())?;
         let events = match raw.events {
             None => return Err(RequestError::Missing("events")),
-            Some(Events::NotArray(kind)) => return Err(RequestError::WrongType { field: "events", expected: "an array", got: kind }),
+            Some(Events::NotArray(kind)) => {
+                return Err(RequestError::WrongType {
+                    field: "events",
+                    expected: "an array",
+                    got: kind,
+                })
+            }
             Some(Events::List(v)) => v,
         };
         if events.is_empty() || events.len() > MAX_EVENTS {
@@ -169,7 +179,11 @@ impl Ingest {
                 Err((reason, phone)) => {
                     out.rejected += 1;
                     if out.rejects.len() < MAX_REJECTS_LISTED {
-                        out.rejects.push(Reject { index, phone, reason });
+                        out.rejects.push(Reject {
+                            index,
+                            phone,
+                            reason,
+                        });
                     }
                 }
             }
@@ -181,16 +195,32 @@ impl Ingest {
     ///
     /// # Errors
     /// The reason, with `phoneE164` as sent, when the event must be rejected.
-    pub fn judge(&self, org: OrgId, event_type: &str, ev: RawEvent<'_>) -> Result<Row, (RejectReason, serde_json::Value)> {
-        let as_sent = |ev: &RawEvent<'_>| ev.phone.as_ref().map_or(serde_json::Value::Null, Scalar::to_json);
+    pub fn judge(
+        &self,
+        org: OrgId,
+        event_type: &str,
+        ev: RawEvent<'_>,
+    ) -> Result<Row, (RejectReason, serde_json::Value)> {
+        let as_sent = |ev: &RawEvent<'_>| {
+            ev.phone
+                .as_ref()
+                .map_or(serde_json::Value::Null, Scalar::to_json)
+        };
         if let Some(field) = ev.duplicate {
             return Err((RejectReason::DuplicateField(field), as_sent(&ev)));
         }
-        let Some(phone) = ev.phone.as_ref().and_then(Scalar::as_str).and_then(|s| self.normalizer.normalize(s)) else {
+        let Some(phone) = ev
+            .phone
+            .as_ref()
+            .and_then(Scalar::as_str)
+            .and_then(|s| self.normalizer.normalize(s))
+        else {
             return Err((RejectReason::InvalidPhone, as_sent(&ev)));
         };
         let occurred_at_ms = match &ev.occurred_at {
-            None | Some(Scalar::Null) => return Err((RejectReason::MissingOccurredAt, as_sent(&ev))),
+            None | Some(Scalar::Null) => {
+                return Err((RejectReason::MissingOccurredAt, as_sent(&ev)))
+            }
             Some(s) => match s.as_str().and_then(parse_rfc3339_ms) {
                 Some(ms) => ms,
                 None => return Err((RejectReason::InvalidOccurredAt, as_sent(&ev))),
@@ -200,14 +230,29 @@ impl Ingest {
             Metadata::None => None,
             Metadata::NotObject(_) => return Err((RejectReason::MetadataNotObject, as_sent(&ev))),
             Metadata::TooDeep => return Err((RejectReason::MetadataTooDeep, as_sent(&ev))),
-            Metadata::InvalidEscape => return Err((RejectReason::MetadataInvalidEscape, as_sent(&ev))),
+            Metadata::InvalidEscape => {
+                return Err((RejectReason::MetadataInvalidEscape, as_sent(&ev)))
+            }
             Metadata::Object(ref text) if text.len() > MAX_METADATA_BYTES => {
                 return Err((RejectReason::MetadataTooLarge, as_sent(&ev)))
             }
             Metadata::Object(text) => Some(text.into_owned().into_boxed_str()),
         };
-        let key = EventKey { org, phone, event_type, occurred_at_ms };
-        Ok(Row { phone, occurred_at_ms, metadata, probe: Probe { fingerprint: key.fingerprint(), lead: key.lead_hash() } })
+        let key = EventKey {
+            org,
+            phone,
+            event_type,
+            occurred_at_ms,
+        };
+        Ok(Row {
+            phone,
+            occurred_at_ms,
+            metadata,
+            probe: Probe {
+                fingerprint: key.fingerprint(),
+                lead: key.lead_hash(),
+            },
+        })
     }
 }
 
@@ -235,8 +280,16 @@ fn event_type<'a>(v: Option<&'a Scalar<'_>>) -> Result<&'a str, RequestError> {
     let t = match v {
         None | Some(Scalar::Null) => return Err(RequestError::Missing("eventType")),
         Some(Scalar::Str(s)) => s.as_ref(),
-        Some(Scalar::InvalidStr(raw)) => return Err(RequestError::EventTypeInvalidEscape((*raw).to_owned())),
-        Some(other) => return Err(RequestError::WrongType { field: "eventType", expected: "a string", got: other.kind() }),
+        Some(Scalar::InvalidStr(raw)) => {
+            return Err(RequestError::EventTypeInvalidEscape((*raw).to_owned()))
+        }
+        Some(other) => {
+            return Err(RequestError::WrongType {
+                field: "eventType",
+                expected: "a string",
+                got: other.kind(),
+            })
+        }
     };
     if t.is_empty() {
         return Err(RequestError::EventTypeEmpty);
@@ -283,11 +336,23 @@ mod tests {
         for (body, msg) in cases {
             assert_eq!(prepare(body).unwrap_err().to_string(), msg, "{body}");
         }
-        let long = format!(r#"{{"organizationId":42,"eventType":"{}","events":[{{}}]}}"#, "é".repeat(129));
-        assert_eq!(prepare(&long).unwrap_err().to_string(), "eventType is 129 chars, at most 128");
-        let ok = format!(r#"{{"organizationId":42,"eventType":"{}","events":[{{}}]}}"#, "é".repeat(128));
+        let long = format!(
+            r#"{{"organizationId":42,"eventType":"{}","events":[{{}}]}}"#,
+            "é".repeat(129)
+        );
+        assert_eq!(
+            prepare(&long).unwrap_err().to_string(),
+            "eventType is 129 chars, at most 128"
+        );
+        let ok = format!(
+            r#"{{"organizationId":42,"eventType":"{}","events":[{{}}]}}"#,
+            "é".repeat(128)
+        );
         assert!(prepare(&ok).is_ok());
-        assert!(matches!(prepare("{nope"), Err(RequestError::Json(JsonError::Syntax { at: 1, .. }))));
+        assert!(matches!(
+            prepare("{nope"),
+            Err(RequestError::Json(JsonError::Syntax { at: 1, .. }))
+        ));
     }
 
     #[test]
@@ -307,7 +372,11 @@ mod tests {
         );
         let p = prepare(&body).unwrap();
         assert_eq!((p.received, p.rows.len(), p.rejected), (8, 1, 7));
-        let reasons: Vec<(usize, String)> = p.rejects.iter().map(|r| (r.index, r.reason.to_string())).collect();
+        let reasons: Vec<(usize, String)> = p
+            .rejects
+            .iter()
+            .map(|r| (r.index, r.reason.to_string()))
+            .collect();
         assert_eq!(
             reasons,
             [
@@ -339,7 +408,10 @@ mod tests {
         );
         let p = prepare(&body).unwrap();
         assert_eq!((p.received, p.rows.len(), p.rejected), (6, 1, 5));
-        assert_eq!(p.rows[0].metadata.as_deref(), Some(r#"{"n":1E2,"z":0.1e-400,"big":123456789012345678901}"#));
+        assert_eq!(
+            p.rows[0].metadata.as_deref(),
+            Some(r#"{"n":1E2,"z":0.1e-400,"big":123456789012345678901}"#)
+        );
         let reasons: Vec<String> = p.rejects.iter().map(|r| r.reason.to_string()).collect();
         assert_eq!(
             reasons,
@@ -357,10 +429,18 @@ mod tests {
 
     #[test]
     fn only_the_first_fifty_rejects_are_listed() {
-        let events: Vec<String> = (0..120).map(|_| r#"{"phoneE164":"x","occurredAt":"2026-05-12T18:34:00Z"}"#.to_string()).collect();
-        let body = format!(r#"{{"organizationId":1,"eventType":"t","events":[{}]}}"#, events.join(","));
+        let events: Vec<String> = (0..120)
+            .map(|_| r#"{"phoneE164":"x","occurredAt":"2026-05-12T18:34:00Z"}"#.to_string())
+            .collect();
+        let body = format!(
+            r#"{{"organizationId":1,"eventType":"t","events":[{}]}}"#,
+            events.join(",")
+        );
         let p = prepare(&body).unwrap();
-        assert_eq!((p.rejected, p.rejects.len(), p.rejects[49].index), (120, 50, 49));
+        assert_eq!(
+            (p.rejected, p.rejects.len(), p.rejects[49].index),
+            (120, 50, 49)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod clickhouse;
 mod durability;
+mod hostile;
 mod kafka;
 mod lead_events;
 mod limits;

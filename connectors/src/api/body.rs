@@ -23,7 +23,9 @@ pub struct BodyBudget {
 
 impl BodyBudget {
     pub fn new(max_bytes: usize) -> Self {
-        Self { bytes: Arc::new(Semaphore::new(max_bytes.min(Semaphore::MAX_PERMITS))) }
+        Self {
+            bytes: Arc::new(Semaphore::new(max_bytes.min(Semaphore::MAX_PERMITS))),
+        }
     }
 
     /// Bytes free right now.
@@ -35,7 +37,11 @@ impl BodyBudget {
         u32::try_from(n)
             .ok()
             .and_then(|n| self.bytes.clone().try_acquire_many_owned(n).ok())
-            .ok_or_else(|| ApiError::unavailable("server busy: too many request bodies in flight; retry shortly"))
+            .ok_or_else(|| {
+                ApiError::unavailable(
+                    "server busy: too many request bodies in flight; retry shortly",
+                )
+            })
     }
 }
 
@@ -46,7 +52,13 @@ pub struct ReadBody {
 }
 
 fn too_large(max: usize) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {} MB ({max} bytes); split the batch", max / (1024 * 1024)))
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "request body over {} MB ({max} bytes); split the batch",
+            max / (1024 * 1024)
+        ),
+    )
 }
 
 /// Reads the body, refusing as soon as it is known to exceed `max`: from
@@ -56,26 +68,49 @@ fn too_large(max: usize) -> ApiError {
 /// # Errors
 /// 413 over `max`, 408 when no bytes arrive for `stall`, 503 when the budget is spent,
 /// 400 when the connection fails mid-body.
-pub async fn read(headers: &HeaderMap, mut body: Body, max: usize, stall: Duration, budget: &BodyBudget) -> Result<ReadBody, ApiError> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+pub async fn read(
+    headers: &HeaderMap,
+    mut body: Body,
+    max: usize,
+    stall: Duration,
+    budget: &BodyBudget,
+) -> Result<ReadBody, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         discard(&mut body).await;
         return Err(too_large(max));
     }
-    let mut held = match declared {
-        Some(n) => Some(budget.take(n as usize)?),
-        None => None,
+    let mut held = match declared.map(|n| budget.take(n as usize)).transpose() {
+        Ok(h) => h,
+        Err(e) => {
+            discard(&mut body).await;
+            return Err(e);
+        }
     };
     let mut reserved = declared.unwrap_or(0) as usize;
     let mut buf = bytes::BytesMut::with_capacity(declared.map_or(64 * 1024, |n| n as usize));
     loop {
-        let frame = match tokio::time::timeout(stall, body.frame()).await {
-            Err(_) => return Err(ApiError::timeout(format!("request body stalled: no bytes for {} s; send it faster or in smaller batches", stall.as_secs()))),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("failed reading the request body: {e}"))),
-            Ok(Some(Ok(frame))) => frame,
+        let frame =
+            match tokio::time::timeout(stall, body.frame()).await {
+                Err(_) => return Err(ApiError::timeout(format!(
+                    "request body stalled: no bytes for {} s; send it faster or in smaller batches",
+                    stall.as_secs()
+                ))),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("failed reading the request body: {e}"),
+                    ))
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+        let Ok(data) = frame.into_data() else {
+            continue;
         };
-        let Ok(data) = frame.into_data() else { continue };
         if buf.len() + data.len() > max {
             drop(buf);
             discard(&mut body).await;
@@ -83,7 +118,14 @@ pub async fn read(headers: &HeaderMap, mut body: Body, max: usize, stall: Durati
         }
         if buf.len() + data.len() > reserved {
             let more = buf.len() + data.len() - reserved;
-            let p = budget.take(more)?;
+            let p = match budget.take(more) {
+                Ok(p) => p,
+                Err(e) => {
+                    drop(buf);
+                    discard(&mut body).await;
+                    return Err(e);
+                }
+            };
             reserved += more;
             match &mut held {
                 Some(h) => h.merge(p),
@@ -92,10 +134,14 @@ pub async fn read(headers: &HeaderMap, mut body: Body, max: usize, stall: Durati
         }
         buf.extend_from_slice(&data);
     }
-    Ok(ReadBody { bytes: buf.freeze(), _held: held })
+    Ok(ReadBody {
+        bytes: buf.freeze(),
+        _held: held,
+    })
 }
 
-/// Reads and drops what a client keeps sending after its request was refused, for a
+/// Reads and drops what a client keeps sending after its request was refused (413,
+/// 503), for a
 /// bounded time and amount, so that it sees the 413 instead of a connection reset
 /// (closing a socket with unread input makes the kernel send RST). Memory stays flat.
 async fn discard(body: &mut Body) {
@@ -120,12 +166,39 @@ mod tests {
         let budget = BodyBudget::new(100);
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_LENGTH, "60".parse().unwrap());
-        let first = read(&h, Body::from(vec![b'x'; 60]), 1000, Duration::from_secs(1), &budget).await.ok().unwrap();
+        let first = read(
+            &h,
+            Body::from(vec![b'x'; 60]),
+            1000,
+            Duration::from_secs(1),
+            &budget,
+        )
+        .await
+        .ok()
+        .unwrap();
         assert_eq!(budget.available(), 40);
-        let refused = read(&h, Body::from(vec![b'x'; 60]), 1000, Duration::from_secs(1), &budget).await.err().unwrap();
+        let refused = read(
+            &h,
+            Body::from(vec![b'x'; 60]),
+            1000,
+            Duration::from_secs(1),
+            &budget,
+        )
+        .await
+        .err()
+        .unwrap();
         assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
         // A chunked body (no Content-Length) is counted as it arrives.
-        let chunked = read(&HeaderMap::new(), Body::from(vec![b'y'; 30]), 1000, Duration::from_secs(1), &budget).await.ok().unwrap();
+        let chunked = read(
+            &HeaderMap::new(),
+            Body::from(vec![b'y'; 30]),
+            1000,
+            Duration::from_secs(1),
+            &budget,
+        )
+        .await
+        .ok()
+        .unwrap();
         assert_eq!(budget.available(), 10);
         drop((first, chunked));
         assert_eq!(budget.available(), 100);

@@ -112,42 +112,82 @@ fn lookup_failed(e: impl std::fmt::Display) -> ApiError {
 
 async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     if !s.ingestor.is_ready() {
-        return Err(ApiError::unavailable("starting up: warming the dedup index from the store; retry shortly"));
+        return Err(ApiError::unavailable(
+            "starting up: warming the dedup index from the store; retry shortly",
+        ));
     }
     let credential = credential(&s.registry, &headers)?;
     check_json(&headers)?;
-    let body = body::read(&headers, body, MAX_BODY_BYTES, s.limits.body_timeout, &s.budget).await?;
+    let body = body::read(
+        &headers,
+        body,
+        MAX_BODY_BYTES,
+        s.limits.body_timeout,
+        &s.budget,
+    )
+    .await?;
 
     let registry = s.registry.clone();
     let ingest = s.ingest.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&registry, &ingest, credential, body))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("request worker failed: {e}")))??;
+    let prepared =
+        tokio::task::spawn_blocking(move || prepare(&registry, &ingest, credential, body))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("request worker failed: {e}"),
+                )
+            })??;
 
     let received = prepared.received;
     let rejected = prepared.rejected;
     let rejects = prepared
         .rejects
         .iter()
-        .map(|r| RejectOut { index: r.index, phone: r.phone.clone(), reason: r.reason.to_string() })
+        .map(|r| RejectOut {
+            index: r.index,
+            phone: r.phone.clone(),
+            reason: r.reason.to_string(),
+        })
         .collect();
-    let stored = s.ingestor.store(prepared).await.map_err(|e| ApiError::unavailable(format!("{e}; nothing from this request was stored, retry it")))?;
-    Ok(Json(Accepted { status: "accepted", received, inserted: stored.inserted, duplicates: stored.duplicates, rejected, rejects }).into_response())
+    let stored = s.ingestor.store(prepared).await.map_err(|e| {
+        ApiError::unavailable(format!(
+            "{e}; nothing from this request was stored, retry it"
+        ))
+    })?;
+    Ok(Json(Accepted {
+        status: "accepted",
+        received,
+        inserted: stored.inserted,
+        duplicates: stored.duplicates,
+        rejected,
+        rejects,
+    })
+    .into_response())
 }
 
 /// Reads the credential headers. An API key is resolved here, before the body is read.
 fn credential(registry: &Registry, headers: &HeaderMap) -> Result<Credential, ApiError> {
     if let Some(v) = headers.get("x-setter-signature") {
-        let hex_sig = v.to_str().ok().and_then(|v| v.strip_prefix("sha256=")).unwrap_or("");
+        let hex_sig = v
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("sha256="))
+            .unwrap_or("");
         let mut sig = [0u8; 32];
         if hex::decode_to_slice(hex_sig, &mut sig).is_err() {
             return Err(unauthorized());
         }
         return Ok(Credential::Signature(sig));
     }
-    let v = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(unauthorized)?;
+    let v = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(unauthorized)?;
     let token = match v.split_once(' ') {
-        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => t.trim(),
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
+            t.trim()
+        }
         _ => return Err(unauthorized()),
     };
     match registry.org_for_api_key(token) {
@@ -158,26 +198,45 @@ fn credential(registry: &Registry, headers: &HeaderMap) -> Result<Credential, Ap
 }
 
 fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim();
-    if mime.eq_ignore_ascii_case("application/json") || (mime.starts_with("application/") && mime.ends_with("+json")) {
+    if mime.eq_ignore_ascii_case("application/json")
+        || (mime.starts_with("application/") && mime.ends_with("+json"))
+    {
         Ok(())
     } else {
-        let got = if ct.is_empty() { "none".to_owned() } else { format!("{ct:?}") };
-        Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type must be application/json, got {got}")))
+        let got = if ct.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("{ct:?}")
+        };
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be application/json, got {got}"),
+        ))
     }
 }
 
 /// Authenticates a signed body, then parses, authorizes against the body's org,
 /// validates and normalizes. CPU-bound: runs on a blocking thread.
-fn prepare(registry: &Registry, ingest: &Ingest, credential: Credential, body: ReadBody) -> Result<Prepared, ApiError> {
+fn prepare(
+    registry: &Registry,
+    ingest: &Ingest,
+    credential: Credential,
+    body: ReadBody,
+) -> Result<Prepared, ApiError> {
     let bytes = &body.bytes[..];
     match credential {
         Credential::Signature(sig) => {
             // Only the org is read before the signature is checked: one pass, nothing built.
             let org = find_organization_id(bytes).map_err(bad_request)?;
             let mode = registry.auth_mode(org).map_err(lookup_failed)?;
-            let verified = registry.verify_signature(org, bytes, &sig).map_err(lookup_failed)?;
+            let verified = registry
+                .verify_signature(org, bytes, &sig)
+                .map_err(lookup_failed)?;
             if !(verified && mode == Some(AuthMode::Hmac)) {
                 return Err(unauthorized());
             }
@@ -193,7 +252,10 @@ fn prepare(registry: &Registry, ingest: &Ingest, credential: Credential, body: R
         let org = Ingest::organization_id(&raw).map_err(bad_request)?;
         if let Credential::ApiKey(key_org) = credential {
             if key_org != org {
-                return Err(ApiError::new(StatusCode::FORBIDDEN, format!("API key belongs to organization {key_org}, not organizationId {org}")));
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("API key belongs to organization {key_org}, not organizationId {org}"),
+                ));
             }
         }
         ingest.prepare(raw).map_err(bad_request)

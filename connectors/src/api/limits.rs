@@ -28,10 +28,17 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 pub async fn guard(req: Request, next: Next) -> Response {
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if uri_len > MAX_URI_BYTES {
-        return ApiError::new(StatusCode::URI_TOO_LONG, format!("request target is {uri_len} bytes, at most {MAX_URI_BYTES}")).into_response();
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("request target is {uri_len} bytes, at most {MAX_URI_BYTES}"),
+        )
+        .into_response();
     }
     let headers = req.headers();
-    let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
     if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
         return ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -42,14 +49,19 @@ pub async fn guard(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let response = next.run(req).await;
-    if !(response.status().is_client_error() || response.status().is_server_error()) || is_json(&response) {
+    if !(response.status().is_client_error() || response.status().is_server_error())
+        || is_json(&response)
+    {
         return response;
     }
     as_json(response, &method, &path).await
 }
 
 fn is_json(r: &Response) -> bool {
-    r.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("application/json"))
+    r.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"))
 }
 
 /// The same response with `{"error": ...}`: the original text when there was one (an
@@ -62,16 +74,26 @@ async fn as_json(response: Response, method: &axum::http::Method, path: &str) ->
         Err(_) => String::new(),
     };
     let message = match parts.status {
-        StatusCode::NOT_FOUND => format!("no endpoint {method} {path}; the API is described at GET /openapi.json"),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            let allow = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-            format!("method {method} not allowed on {path}; allowed: {allow}")
+        StatusCode::NOT_FOUND => {
+            format!("no endpoint {method} {path}; the API is described at GET /openapi.json")
         }
-        s if !text.is_empty() => format!("{}: {text}", s.canonical_reason().unwrap_or("error").to_lowercase()),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            match parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).filter(|a| !a.is_empty()) {
+                Some(allow) => format!("method {method} not allowed on {path}; allowed: {allow}"),
+                None => format!("method {method} not allowed on {path}; the API is described at GET /openapi.json"),
+            }
+        }
+        s if !text.is_empty() => format!(
+            "{}: {text}",
+            s.canonical_reason().unwrap_or("error").to_lowercase()
+        ),
         s => s.canonical_reason().unwrap_or("error").to_lowercase(),
     };
     let body = serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default();
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }

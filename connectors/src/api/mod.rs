@@ -41,21 +41,36 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(registry: Arc<Registry>, ingestor: Ingestor, ingest: Ingest, limits: &HttpConfig) -> Self {
-        Self { registry, ingestor, ingest, budget: BodyBudget::new(limits.max_body_bytes_in_flight), limits: Arc::new(limits.clone()) }
+    pub fn new(
+        registry: Arc<Registry>,
+        ingestor: Ingestor,
+        ingest: Ingest,
+        limits: &HttpConfig,
+    ) -> Self {
+        Self {
+            registry,
+            ingestor,
+            ingest,
+            budget: BodyBudget::new(limits.max_body_bytes_in_flight),
+            limits: Arc::new(limits.clone()),
+        }
     }
 }
 
 /// The router, without a socket: tests may drive it directly.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/v1/webhooks/lead-events", post(lead_events::post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(state);
+    // The guard wraps the whole router, so it sees responses as routing finished them
+    // (a 405 with its Allow header).
+    Router::new()
+        .fallback_service(routes)
         .layer(axum::middleware::from_fn(limits::guard))
-        .with_state(state)
 }
 
 /// `GET /healthz`: the process is up and serving HTTP.
@@ -100,7 +115,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
     fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
@@ -112,14 +130,20 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        let mut r = (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
         match self.status {
             StatusCode::SERVICE_UNAVAILABLE => {
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // The rest of a stalled body is not waited for: the connection ends here.
             StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE => {
-                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

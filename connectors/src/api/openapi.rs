@@ -27,7 +27,14 @@ impl Modify for Security {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An API key of the organization (`leadstream api-key create`)")).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key of the organization (`leadstream api-key create`)",
+                    ))
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "hmac_signature",
@@ -74,7 +81,11 @@ pub struct LeadEventIn {
 /// The document, built once.
 pub fn document() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes"))
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serializes")
+    })
 }
 
 /// `GET /openapi.json`.
@@ -89,11 +100,18 @@ mod tests {
     fn every_route_is_documented() {
         let doc: serde_json::Value = serde_json::from_str(super::document()).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        for path in ["/api/v1/webhooks/lead-events", "/healthz", "/readyz", "/openapi.json"] {
+        for path in [
+            "/api/v1/webhooks/lead-events",
+            "/healthz",
+            "/readyz",
+            "/openapi.json",
+        ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }
         let post = &doc["paths"]["/api/v1/webhooks/lead-events"]["post"];
-        for status in ["200", "400", "401", "403", "408", "413", "414", "415", "431", "503"] {
+        for status in [
+            "200", "400", "401", "403", "408", "413", "414", "415", "431", "503",
+        ] {
             assert!(post["responses"][status].is_object(), "{status} missing");
         }
     }

@@ -84,7 +84,8 @@ fn unescape(raw: &str) -> String {
                 if (0xD800..0xDC00).contains(&hi) {
                     let lo = hex4(&b[i + 8..i + 12]).unwrap_or(0xDC00);
                     i += 6;
-                    char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)).unwrap_or('\u{FFFD}')
+                    char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                        .unwrap_or('\u{FFFD}')
                 } else {
                     char::from_u32(hi).unwrap_or('\u{FFFD}')
                 }
@@ -100,7 +101,9 @@ fn hex4(b: &[u8]) -> Option<u32> {
     if b.len() < 4 {
         return None;
     }
-    b[..4].iter().try_fold(0u32, |acc, &c| Some(acc * 16 + (c as char).to_digit(16)?))
+    b[..4]
+        .iter()
+        .try_fold(0u32, |acc, &c| Some(acc * 16 + (c as char).to_digit(16)?))
 }
 
 /// A value read by [`Reader::value`]: scalars as sent, containers skipped.
@@ -160,7 +163,11 @@ fn is_ws(b: u8) -> bool {
 
 impl<'a> Reader<'a> {
     pub fn new(text: &'a str) -> Self {
-        Self { text, pos: 0, depth: 0 }
+        Self {
+            text,
+            pos: 0,
+            depth: 0,
+        }
     }
 
     /// The byte offset of the cursor.
@@ -300,7 +307,10 @@ impl<'a> Reader<'a> {
             i += off;
             if b[i] == b'"' {
                 self.pos = i + 1;
-                return Ok(JStr { raw: &self.text[start..i], escapes });
+                return Ok(JStr {
+                    raw: &self.text[start..i],
+                    escapes,
+                });
             }
             // A backslash.
             match b.get(i + 1) {
@@ -421,7 +431,13 @@ impl<'a> Reader<'a> {
         // an object. MAX_DEPTH fits: u128.
         let mut objects: u128 = 0;
         let mut level = 0usize;
-        let mut seen = Skipped { start, end: start, depth: 0, invalid_escape: false, whitespace: false };
+        let mut seen = Skipped {
+            start,
+            end: start,
+            depth: 0,
+            invalid_escape: false,
+            whitespace: false,
+        };
         let b = self.bytes();
         'value: loop {
             // Expecting a value.
@@ -535,8 +551,15 @@ pub fn minify(text: &str) -> String {
             out.push_str(&text[i..j]);
             i = j;
         } else {
-            let run = b[i..].iter().position(|&c| c == b'"').map_or(b.len(), |p| i + p);
-            out.extend(text[i..run].chars().filter(|&c| !matches!(c, ' ' | '\n' | '\r' | '\t')));
+            let run = b[i..]
+                .iter()
+                .position(|&c| c == b'"')
+                .map_or(b.len(), |p| i + p);
+            out.extend(
+                text[i..run]
+                    .chars()
+                    .filter(|&c| !matches!(c, ' ' | '\n' | '\r' | '\t')),
+            );
             i = run;
         }
     }
@@ -556,7 +579,17 @@ mod tests {
 
     #[test]
     fn accepts_json_and_reports_what_it_skipped() {
-        for ok in ["0", "-0.5e+10", "1e400", "123456789012345678901", "\"\"", "[]", "{}", " [1, {\"a\": [null, true, false]}] ", r#"{"a":{"b":{"c":"\u00e9\ud83d\ude00"}}}"#] {
+        for ok in [
+            "0",
+            "-0.5e+10",
+            "1e400",
+            "123456789012345678901",
+            "\"\"",
+            "[]",
+            "{}",
+            " [1, {\"a\": [null, true, false]}] ",
+            r#"{"a":{"b":{"c":"\u00e9\ud83d\ude00"}}}"#,
+        ] {
             assert!(skip_all(ok).is_ok(), "{ok}");
         }
         let s = skip_all(r#"[[{"a":[1]}]]"#).unwrap();
@@ -570,8 +603,32 @@ mod tests {
     #[test]
     fn refuses_what_is_not_json() {
         for bad in [
-            "", "[", "]", "[1,]", "[,1]", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{1:2}", "01", "1.", ".5", "1e", "-", "+1", "tru", "nul",
-            "\"abc", "\"a\\x\"", "\"\\u12\"", "\"a\u{1}b\"", "[1 2]", "{\"a\":1 \"b\":2}", "NaN", "[1]]", "{}}",
+            "",
+            "[",
+            "]",
+            "[1,]",
+            "[,1]",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{1:2}",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "-",
+            "+1",
+            "tru",
+            "nul",
+            "\"abc",
+            "\"a\\x\"",
+            "\"\\u12\"",
+            "\"a\u{1}b\"",
+            "[1 2]",
+            "{\"a\":1 \"b\":2}",
+            "NaN",
+            "[1]]",
+            "{}}",
         ] {
             assert!(skip_all(bad).is_err(), "{bad:?}");
         }
@@ -582,7 +639,10 @@ mod tests {
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert_eq!(skip_all(&ok).unwrap().depth, MAX_DEPTH);
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
-        assert!(matches!(skip_all(&deep), Err(JsonError::TooDeep { at: 128 })));
+        assert!(matches!(
+            skip_all(&deep),
+            Err(JsonError::TooDeep { at: 128 })
+        ));
         // Far deeper than any stack would allow by recursion: one pass, an error.
         let huge = "[".repeat(1_000_000);
         assert!(matches!(skip_all(&huge), Err(JsonError::TooDeep { .. })));
@@ -595,8 +655,16 @@ mod tests {
         let mut r = Reader::new(r#""plain""#);
         assert_eq!(r.string().unwrap().decode().as_deref(), Some("plain"));
         let mut r = Reader::new(r#""a\"b\\c\/\n\u00e9\ud83d\ude00""#);
-        assert_eq!(r.string().unwrap().decode().as_deref(), Some("a\"b\\c/\né😀"));
-        for lone in [r#""x\ud800""#, r#""x\udbff""#, r#""\udc00x""#, r#""\ud800\u0041""#] {
+        assert_eq!(
+            r.string().unwrap().decode().as_deref(),
+            Some("a\"b\\c/\né😀")
+        );
+        for lone in [
+            r#""x\ud800""#,
+            r#""x\udbff""#,
+            r#""\udc00x""#,
+            r#""\ud800\u0041""#,
+        ] {
             let s = Reader::new(lone).string().unwrap();
             assert_eq!((s.escapes, s.decode()), (Escapes::Invalid, None), "{lone}");
         }
@@ -606,7 +674,10 @@ mod tests {
 
     #[test]
     fn minify_keeps_strings_and_numbers_verbatim() {
-        assert_eq!(minify(r#"{ "a b" : [ 1E2 , 0.1e-400, "x \" y" ] ,"c":{ } }"#), r#"{"a b":[1E2,0.1e-400,"x \" y"],"c":{}}"#);
+        assert_eq!(
+            minify(r#"{ "a b" : [ 1E2 , 0.1e-400, "x \" y" ] ,"c":{ } }"#),
+            r#"{"a b":[1E2,0.1e-400,"x \" y"],"c":{}}"#
+        );
         assert_eq!(minify(r#"{"k":"\\"}"#), r#"{"k":"\\"}"#);
     }
 }

@@ -72,7 +72,9 @@ impl<'a> Scalar<'a> {
         match self {
             Scalar::Null => serde_json::Value::Null,
             Scalar::Bool(b) => (*b).into(),
-            Scalar::Number(n) => n.parse::<serde_json::Number>().map_or_else(|_| (*n).into(), Into::into),
+            Scalar::Number(n) => n
+                .parse::<serde_json::Number>()
+                .map_or_else(|_| (*n).into(), Into::into),
             Scalar::Str(s) => s.as_ref().into(),
             Scalar::InvalidStr(raw) => (*raw).into(),
             Scalar::Array => serde_json::Value::Array(Vec::new()),
@@ -194,7 +196,11 @@ impl<'a> RawRecord<'a> {
             Some(events) => events,
             None => Events::List(vec![Slot::Event(self.event)]),
         };
-        RawBatch { organization_id: self.organization_id, event_type: self.event_type, events: Some(events) }
+        RawBatch {
+            organization_id: self.organization_id,
+            event_type: self.event_type,
+            events: Some(events),
+        }
     }
 }
 
@@ -211,7 +217,11 @@ fn key<'a>(k: &JStr<'a>) -> Cow<'a, str> {
     }
 }
 
-fn set_once<'a>(slot: &mut Option<Scalar<'a>>, value: Scalar<'a>, name: &'static str) -> Result<(), RequestError> {
+fn set_once<'a>(
+    slot: &mut Option<Scalar<'a>>,
+    value: Scalar<'a>,
+    name: &'static str,
+) -> Result<(), RequestError> {
     if slot.replace(value).is_some() {
         return Err(RequestError::DuplicateField(name));
     }
@@ -236,14 +246,23 @@ fn metadata<'a>(r: &mut Reader<'a>) -> Result<Metadata<'a>, JsonError> {
         Metadata::InvalidEscape
     } else {
         let text = r.slice(seen.start, seen.end);
-        Metadata::Object(if seen.whitespace { Cow::Owned(json::minify(text)) } else { Cow::Borrowed(text) })
+        Metadata::Object(if seen.whitespace {
+            Cow::Owned(json::minify(text))
+        } else {
+            Cow::Borrowed(text)
+        })
     })
 }
 
 /// Reads one of an event's own fields into `ev`; `false` when `name` is not one.
 /// `seen` has a bit per field already given, for the duplicate rule (a key given
 /// twice counts, whatever its values, `null` included).
-fn event_field<'a>(r: &mut Reader<'a>, ev: &mut RawEvent<'a>, seen: &mut u8, name: &str) -> Result<bool, JsonError> {
+fn event_field<'a>(
+    r: &mut Reader<'a>,
+    ev: &mut RawEvent<'a>,
+    seen: &mut u8,
+    name: &str,
+) -> Result<bool, JsonError> {
     let (field, bit) = match name {
         "phoneE164" => {
             ev.phone = Some(scalar(r)?);
@@ -318,14 +337,18 @@ impl Parser {
     pub fn parse_batch<'a>(&mut self, body: &'a [u8]) -> Result<RawBatch<'a>, RequestError> {
         let mut r = Reader::new(text(body)?);
         if r.peek() != Some(b'{') {
-            return Err(RequestError::NotAnObject("the body must be a JSON object with organizationId, eventType and events"));
+            return Err(RequestError::NotAnObject(
+                "the body must be a JSON object with organizationId, eventType and events",
+            ));
         }
         r.begin_object()?;
         let mut b = RawBatch::default();
         let mut first = true;
         while let Some(k) = r.next_key(&mut first)? {
             match key(&k).as_ref() {
-                "organizationId" => set_once(&mut b.organization_id, scalar(&mut r)?, "organizationId")?,
+                "organizationId" => {
+                    set_once(&mut b.organization_id, scalar(&mut r)?, "organizationId")?
+                }
                 "eventType" => set_once(&mut b.event_type, scalar(&mut r)?, "eventType")?,
                 "events" => {
                     let e = events(&mut r)?;
@@ -366,7 +389,9 @@ impl Parser {
         while let Some(k) = r.next_key(&mut first)? {
             let name = key(&k);
             match name.as_ref() {
-                "organizationId" => set_once(&mut rec.organization_id, scalar(&mut r)?, "organizationId")?,
+                "organizationId" => {
+                    set_once(&mut rec.organization_id, scalar(&mut r)?, "organizationId")?
+                }
                 "eventType" => set_once(&mut rec.event_type, scalar(&mut r)?, "eventType")?,
                 "events" => {
                     let e = events(&mut r)?;
@@ -408,7 +433,9 @@ impl Parser {
 pub fn find_organization_id(body: &[u8]) -> Result<i64, RequestError> {
     let mut r = Reader::new(text(body)?);
     if r.peek() != Some(b'{') {
-        return Err(RequestError::NotAnObject("the body must be a JSON object with organizationId, eventType and events"));
+        return Err(RequestError::NotAnObject(
+            "the body must be a JSON object with organizationId, eventType and events",
+        ));
     }
     r.begin_object()?;
     let mut first = true;
@@ -432,28 +459,53 @@ mod tests {
 
     #[test]
     fn reads_the_seed_body() {
-        let b = parse(r#"{"organizationId":42,"eventType":"mastery_purchase","events":[{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z","metadata":{"orderId":"ord_9F2","amountUsd":297}}]}"#);
-        assert_eq!(b.organization_id.as_ref().and_then(Scalar::as_i64), Some(42));
-        assert_eq!(b.event_type.as_ref().and_then(Scalar::as_str), Some("mastery_purchase"));
-        let Some(Events::List(ev)) = b.events else { panic!("no events") };
-        let Slot::Event(e) = &ev[0] else { panic!("not an event") };
-        assert_eq!(e.phone.as_ref().and_then(Scalar::as_str), Some("+15551234567"));
-        assert_eq!(e.metadata, Metadata::Object(r#"{"orderId":"ord_9F2","amountUsd":297}"#.into()));
+        let b = parse(
+            r#"{"organizationId":42,"eventType":"mastery_purchase","events":[{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z","metadata":{"orderId":"ord_9F2","amountUsd":297}}]}"#,
+        );
+        assert_eq!(
+            b.organization_id.as_ref().and_then(Scalar::as_i64),
+            Some(42)
+        );
+        assert_eq!(
+            b.event_type.as_ref().and_then(Scalar::as_str),
+            Some("mastery_purchase")
+        );
+        let Some(Events::List(ev)) = b.events else {
+            panic!("no events")
+        };
+        let Slot::Event(e) = &ev[0] else {
+            panic!("not an event")
+        };
+        assert_eq!(
+            e.phone.as_ref().and_then(Scalar::as_str),
+            Some("+15551234567")
+        );
+        assert_eq!(
+            e.metadata,
+            Metadata::Object(r#"{"orderId":"ord_9F2","amountUsd":297}"#.into())
+        );
     }
 
     #[test]
     fn wrong_types_inside_events_do_not_fail_the_batch() {
-        let b = parse(r#"{"organizationId":"42","events":[7,{"phoneE164":15551234567,"metadata":[1],"x":{"y":[]}},{"metadata":null,"occurredAt":"a\"b"}]}"#);
+        let b = parse(
+            r#"{"organizationId":"42","events":[7,{"phoneE164":15551234567,"metadata":[1],"x":{"y":[]}},{"metadata":null,"occurredAt":"a\"b"}]}"#,
+        );
         assert_eq!(b.organization_id, Some(Scalar::Str("42".into())));
         assert_eq!(b.event_type, None);
-        let Some(Events::List(ev)) = b.events else { panic!() };
+        let Some(Events::List(ev)) = b.events else {
+            panic!()
+        };
         assert_eq!(ev[0], Slot::NotObject(Scalar::Number("7")));
         let Slot::Event(e) = &ev[1] else { panic!() };
         assert_eq!(e.phone, Some(Scalar::Number("15551234567")));
         assert_eq!(e.metadata, Metadata::NotObject("an array"));
         let Slot::Event(e) = &ev[2] else { panic!() };
         assert_eq!(e.metadata, Metadata::None);
-        assert_eq!(e.occurred_at.as_ref().and_then(Scalar::as_str), Some("a\"b"));
+        assert_eq!(
+            e.occurred_at.as_ref().and_then(Scalar::as_str),
+            Some("a\"b")
+        );
     }
 
     #[test]
@@ -461,7 +513,9 @@ mod tests {
         let b = parse(
             r#"{"events":[{"metadata": { "n" : 1E2, "tiny": 0.1e-400, "big": 123456789012345678901, "inf": 1e400, "s": "a  b", "d":{"k":1,"k":2} }}], "x": 1e400, "y": -123456789012345678901234}"#,
         );
-        let Some(Events::List(ev)) = b.events else { panic!() };
+        let Some(Events::List(ev)) = b.events else {
+            panic!()
+        };
         let Slot::Event(e) = &ev[0] else { panic!() };
         assert_eq!(
             e.metadata,
@@ -471,9 +525,13 @@ mod tests {
 
     #[test]
     fn lone_surrogates_are_never_decoded_to_something_else() {
-        let b = parse(r#"{"eventType":"x\ud800","events":[{"phoneE164":"+1555\udbff","metadata":{"a":"x\ud800"}},{"metadata":{"\udc00":1}}]}"#);
+        let b = parse(
+            r#"{"eventType":"x\ud800","events":[{"phoneE164":"+1555\udbff","metadata":{"a":"x\ud800"}},{"metadata":{"\udc00":1}}]}"#,
+        );
         assert_eq!(b.event_type, Some(Scalar::InvalidStr(r"x\ud800")));
-        let Some(Events::List(ev)) = b.events else { panic!() };
+        let Some(Events::List(ev)) = b.events else {
+            panic!()
+        };
         let Slot::Event(e) = &ev[0] else { panic!() };
         assert_eq!(e.phone, Some(Scalar::InvalidStr(r"+1555\udbff")));
         assert_eq!(e.metadata, Metadata::InvalidEscape);
@@ -486,12 +544,28 @@ mod tests {
 
     #[test]
     fn metadata_nesting_is_limited() {
-        let nest = |n: usize| format!(r#"{{"events":[{{"metadata":{}{}}}]}}"#, "{\"a\":".repeat(n - 1) + "{", "}".repeat(n));
+        let nest = |n: usize| {
+            format!(
+                r#"{{"events":[{{"metadata":{}{}}}]}}"#,
+                "{\"a\":".repeat(n - 1) + "{",
+                "}".repeat(n)
+            )
+        };
         let deep = nest(MAX_METADATA_DEPTH + 1);
-        let Some(Events::List(ev)) = parse(&deep).events else { panic!() };
-        assert_eq!(ev[0], Slot::Event(RawEvent { metadata: Metadata::TooDeep, ..Default::default() }));
+        let Some(Events::List(ev)) = parse(&deep).events else {
+            panic!()
+        };
+        assert_eq!(
+            ev[0],
+            Slot::Event(RawEvent {
+                metadata: Metadata::TooDeep,
+                ..Default::default()
+            })
+        );
         let ok = nest(MAX_METADATA_DEPTH);
-        let Some(Events::List(ev)) = parse(&ok).events else { panic!() };
+        let Some(Events::List(ev)) = parse(&ok).events else {
+            panic!()
+        };
         let Slot::Event(e) = &ev[0] else { panic!() };
         assert!(matches!(e.metadata, Metadata::Object(_)));
     }
@@ -501,44 +575,83 @@ mod tests {
         for body in [
             format!(r#"{{"organizationId":1,"x":{}}}"#, "[".repeat(13_000)),
             format!(r#"{{"events":[{{"metadata":{}}}]}}"#, "[".repeat(6_150)),
-            format!(r#"{{"events":[{{"metadata":{{"a":{}}}}}]}}"#, "{\"a\":".repeat(200)),
+            format!(
+                r#"{{"events":[{{"metadata":{{"a":{}}}}}]}}"#,
+                "{\"a\":".repeat(200)
+            ),
         ] {
             let e = Parser::new().parse_batch(body.as_bytes()).unwrap_err();
-            assert!(e.to_string().contains("nested deeper than 128 levels"), "{e}");
+            assert!(
+                e.to_string().contains("nested deeper than 128 levels"),
+                "{e}"
+            );
         }
     }
 
     #[test]
     fn duplicate_fields_refuse_their_object() {
         for (body, msg) in [
-            (r#"{"eventType":"a","eventType":"b"}"#, "field eventType appears twice"),
-            (r#"{"organizationId":1,"organizationId":1}"#, "field organizationId appears twice"),
+            (
+                r#"{"eventType":"a","eventType":"b"}"#,
+                "field eventType appears twice",
+            ),
+            (
+                r#"{"organizationId":1,"organizationId":1}"#,
+                "field organizationId appears twice",
+            ),
             (r#"{"events":[],"events":[]}"#, "field events appears twice"),
         ] {
-            assert_eq!(Parser::new().parse_batch(body.as_bytes()).unwrap_err().to_string(), msg);
+            assert_eq!(
+                Parser::new()
+                    .parse_batch(body.as_bytes())
+                    .unwrap_err()
+                    .to_string(),
+                msg
+            );
         }
-        let b = parse(r#"{"events":[{"phoneE164":"+1","phoneE164":"+2"},{"metadata":null,"metadata":{}},{"x":1,"x":2}]}"#);
-        let Some(Events::List(ev)) = b.events else { panic!() };
-        let dups: Vec<_> = ev.iter().map(|s| match s {
-            Slot::Event(e) => e.duplicate,
-            _ => None,
-        }).collect();
+        let b = parse(
+            r#"{"events":[{"phoneE164":"+1","phoneE164":"+2"},{"metadata":null,"metadata":{}},{"x":1,"x":2}]}"#,
+        );
+        let Some(Events::List(ev)) = b.events else {
+            panic!()
+        };
+        let dups: Vec<_> = ev
+            .iter()
+            .map(|s| match s {
+                Slot::Event(e) => e.duplicate,
+                _ => None,
+            })
+            .collect();
         assert_eq!(dups, [Some("phoneE164"), Some("metadata"), None]);
     }
 
     #[test]
     fn counting_stops_after_the_limit() {
         let body = format!(r#"{{"events":[{}]}}"#, vec!["[]"; MAX_EVENTS + 1].join(","));
-        assert_eq!(Parser::new().parse_batch(body.as_bytes()).unwrap_err(), RequestError::TooManyEvents);
+        assert_eq!(
+            Parser::new().parse_batch(body.as_bytes()).unwrap_err(),
+            RequestError::TooManyEvents
+        );
         let body = format!(r#"{{"events":[{}]}}"#, vec!["[]"; MAX_EVENTS].join(","));
         assert!(Parser::new().parse_batch(body.as_bytes()).is_ok());
     }
 
     #[test]
     fn organization_id_is_found_without_parsing_the_rest() {
-        assert_eq!(find_organization_id(br#"{"eventType":"t","events":[{"a":[1,2,{}]}],"organizationId":42}"#), Ok(42));
-        assert_eq!(find_organization_id(br#"{"organizationId":7,"events":[{"#), Ok(7));
-        assert_eq!(find_organization_id(br#"{"events":[]}"#), Err(RequestError::Missing("organizationId")));
+        assert_eq!(
+            find_organization_id(
+                br#"{"eventType":"t","events":[{"a":[1,2,{}]}],"organizationId":42}"#
+            ),
+            Ok(42)
+        );
+        assert_eq!(
+            find_organization_id(br#"{"organizationId":7,"events":[{"#),
+            Ok(7)
+        );
+        assert_eq!(
+            find_organization_id(br#"{"events":[]}"#),
+            Err(RequestError::Missing("organizationId"))
+        );
         assert!(find_organization_id(br#"{"organizationId":"42"}"#).is_err());
         assert!(find_organization_id(br#"{"organizationId":4.2}"#).is_err());
         assert!(find_organization_id(b"[1]").is_err());
@@ -554,26 +667,49 @@ mod tests {
         let r = record(r#"{"organizationId":42,"eventType":"t","phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z","metadata":{"a":1},"x":[1]}"#).unwrap();
         assert!(!r.is_batch());
         let b = r.into_batch();
-        assert_eq!(b.organization_id.as_ref().and_then(Scalar::as_i64), Some(42));
-        let Some(Events::List(ev)) = b.events else { panic!("no events") };
+        assert_eq!(
+            b.organization_id.as_ref().and_then(Scalar::as_i64),
+            Some(42)
+        );
+        let Some(Events::List(ev)) = b.events else {
+            panic!("no events")
+        };
         assert_eq!(ev.len(), 1);
-        let Slot::Event(e) = &ev[0] else { panic!("not an event") };
-        assert_eq!(e.phone.as_ref().and_then(Scalar::as_str), Some("+15551234567"));
+        let Slot::Event(e) = &ev[0] else {
+            panic!("not an event")
+        };
+        assert_eq!(
+            e.phone.as_ref().and_then(Scalar::as_str),
+            Some("+15551234567")
+        );
         assert_eq!(e.metadata, Metadata::Object(r#"{"a":1}"#.into()));
     }
 
     #[test]
     fn a_batch_record_reads_like_the_http_body() {
-        let r = record(r#"{"organizationId":42,"eventType":"t","events":[{"phoneE164":"+15551234567"},5]}"#).unwrap();
+        let r = record(
+            r#"{"organizationId":42,"eventType":"t","events":[{"phoneE164":"+15551234567"},5]}"#,
+        )
+        .unwrap();
         assert!(r.is_batch());
-        let Some(Events::List(ev)) = r.into_batch().events else { panic!("no events") };
+        let Some(Events::List(ev)) = r.into_batch().events else {
+            panic!("no events")
+        };
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[1], Slot::NotObject(Scalar::Number("5")));
     }
 
     #[test]
     fn bad_records_are_errors() {
-        for bad in ["", "[1]", "{", r#"{"phoneE164":"1","phoneE164":"2"}"#, r#"{"events":[],"phoneE164":"+1"}"#, r#"{"metadata":{},"metadata":{}}"#, r#"{"metadata":null,"metadata":null}"#] {
+        for bad in [
+            "",
+            "[1]",
+            "{",
+            r#"{"phoneE164":"1","phoneE164":"2"}"#,
+            r#"{"events":[],"phoneE164":"+1"}"#,
+            r#"{"metadata":{},"metadata":{}}"#,
+            r#"{"metadata":null,"metadata":null}"#,
+        ] {
             assert!(record(bad).is_err(), "{bad:?}");
         }
         // An empty object is a per-event record missing everything: validation says what.
@@ -582,9 +718,25 @@ mod tests {
 
     #[test]
     fn malformed_json_is_an_error() {
-        for bad in ["", "{", "[1,2]x", r#"{"events":[}"#, "nul", r#"[42,"t",[]]"#, r#"{"eventType":"a","eventType":"b"}"#, "{}x", "\u{feff}{}"] {
-            assert!(Parser::new().parse_batch(bad.as_bytes()).is_err(), "{bad:?}");
+        for bad in [
+            "",
+            "{",
+            "[1,2]x",
+            r#"{"events":[}"#,
+            "nul",
+            r#"[42,"t",[]]"#,
+            r#"{"eventType":"a","eventType":"b"}"#,
+            "{}x",
+            "\u{feff}{}",
+        ] {
+            assert!(
+                Parser::new().parse_batch(bad.as_bytes()).is_err(),
+                "{bad:?}"
+            );
         }
-        assert_eq!(Parser::new().parse_batch(b"{\"a\":\"\xff\"}").unwrap_err(), RequestError::NotUtf8(6));
+        assert_eq!(
+            Parser::new().parse_batch(b"{\"a\":\"\xff\"}").unwrap_err(),
+            RequestError::NotUtf8(6)
+        );
     }
 }
