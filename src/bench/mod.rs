@@ -279,7 +279,6 @@ fn pipeline_phase(data: &synth::Synth, pb: &ProgressBar) -> anyhow::Result<Phase
     let ingest = Ingest::new(PhoneNormalizer::new());
     let mut parser = Parser::new();
     let dedup = DedupIndex::new(SHARDS);
-    let mut buf = Vec::with_capacity(data.batches.iter().map(|b| b.body.len()).max().unwrap_or(0));
     let (mut probes, mut is_new) = (Vec::<Probe>::new(), Vec::new());
     let mut latencies = Vec::with_capacity(data.batches.len());
     let mut stages = StageMs::default();
@@ -288,11 +287,9 @@ fn pipeline_phase(data: &synth::Synth, pb: &ProgressBar) -> anyhow::Result<Phase
     let (mut cpu_ms, mut cpu_ok, switches0) = (0.0, true, thread_sched().map(|c| c.1));
     let mut faults = Some(0);
     for (i, batch) in data.batches.iter().enumerate() {
-        buf.clear();
-        buf.extend_from_slice(&batch.body);
         let (c0, f0) = (thread_sched(), thread_faults());
         let t0 = Instant::now();
-        let raw = Ingest::parse(&mut parser, &mut buf).with_context(|| format!("batch {i}"))?;
+        let raw = Ingest::parse(&mut parser, &batch.body).with_context(|| format!("batch {i}"))?;
         let t1 = Instant::now();
         let prepared = ingest.prepare(raw).with_context(|| format!("batch {i}"))?;
         let t2 = Instant::now();
@@ -571,13 +568,11 @@ fn writer_breakdown(
     let (dedup, events) = (DedupIndex::new(SHARDS), EventIndex::new(SHARDS));
     let ingest = Ingest::new(PhoneNormalizer::new());
     let mut parser = Parser::new();
-    let (mut buf, mut probes, mut is_new) = (Vec::new(), Vec::<Probe>::new(), Vec::new());
+    let (mut probes, mut is_new) = (Vec::<Probe>::new(), Vec::new());
     let mut steps: [Vec<f64>; 5] = Default::default();
     for (i, batch) in data.batches.iter().enumerate() {
-        buf.clear();
-        buf.extend_from_slice(&batch.body);
         let t0 = Instant::now();
-        let raw = Ingest::parse(&mut parser, &mut buf).with_context(|| format!("batch {i}"))?;
+        let raw = Ingest::parse(&mut parser, &batch.body).with_context(|| format!("batch {i}"))?;
         let b = ingest.prepare(raw).with_context(|| format!("batch {i}"))?;
         let t1 = Instant::now();
         probes.clear();
