@@ -93,21 +93,22 @@ pub async fn read(
     let mut reserved = declared.unwrap_or(0) as usize;
     let mut buf = bytes::BytesMut::with_capacity(declared.map_or(64 * 1024, |n| n as usize));
     loop {
-        let frame =
-            match tokio::time::timeout(stall, body.frame()).await {
-                Err(_) => return Err(ApiError::timeout(format!(
+        let frame = match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError::timeout(format!(
                     "request body stalled: no bytes for {} s; send it faster or in smaller batches",
                     stall.as_secs()
-                ))),
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("failed reading the request body: {e}"),
-                    ))
-                }
-                Ok(Some(Ok(frame))) => frame,
-            };
+                )))
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("failed reading the request body: {e}"),
+                ))
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
         let Ok(data) = frame.into_data() else {
             continue;
         };

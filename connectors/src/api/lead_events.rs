@@ -43,7 +43,7 @@ pub struct RejectOut {
     index: usize,
     /// `phoneE164` as sent (any JSON type; `null` when absent).
     #[serde(rename = "phoneE164")]
-    #[schema(value_type = Object, example = "not-a-phone")]
+    #[schema(example = "not-a-phone")]
     phone: serde_json::Value,
     /// Why it was not stored, e.g. `invalid phoneE164`.
     #[schema(example = "invalid phoneE164")]

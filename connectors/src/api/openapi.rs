@@ -55,8 +55,13 @@ pub struct LeadEventsRequest {
     /// The organization the events belong to; must be the credential's.
     #[schema(rename = "organizationId")]
     organization_id: i64,
-    /// 1 to 128 characters, not blank, no control characters.
-    #[schema(rename = "eventType", min_length = 1, max_length = 128)]
+    /// 1 to 128 characters, not blank, no control characters, no lone surrogates.
+    #[schema(
+        rename = "eventType",
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\ud800-\udfff]*[^\s\u0000-\u001f\u007f-\u009f\ud800-\udfff][^\u0000-\u001f\u007f-\u009f\ud800-\udfff]*$"
+    )]
     event_type: String,
     /// 1 to 50,000 events.
     #[schema(min_items = 1, max_items = 50000)]

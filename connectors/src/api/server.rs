@@ -64,6 +64,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.limits.clone();
+    // Sockets are files: use all the process may have before clamping to it.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
     let max = effective_max_connections(limits.max_connections);
     if max < limits.max_connections {
         tracing::warn!(
