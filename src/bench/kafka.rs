@@ -183,7 +183,11 @@ pub fn run(args: &KafkaArgs) -> anyhow::Result<()> {
     // Logs only when asked, e.g. LEADSTREAM_LOG=leadstream_connectors::kafka=debug for
     // the consumer's per-batch stage times.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("LEADSTREAM_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(crate::cli::log_in_color())
+            .try_init();
     }
 
     // Generate (not timed).
