@@ -547,12 +547,18 @@ impl DataDirLock {
                     }
                     std::thread::sleep(std::time::Duration::from_millis(25));
                 }
-                let who = match holder.trim().parse::<u32>() {
-                    Ok(pid) => format!("another `leadstream serve`, pid {pid}"),
-                    Err(_) => "another `leadstream serve` (pid unknown)".to_owned(),
+                let (who, stop) = match holder.trim().parse::<u32>() {
+                    Ok(pid) => (
+                        format!("another `leadstream serve`, pid {pid}"),
+                        format!(" (`kill {pid}`)"),
+                    ),
+                    Err(_) => (
+                        "another `leadstream serve` (pid unknown)".to_owned(),
+                        String::new(),
+                    ),
                 };
                 anyhow::bail!(
-                    "data dir {} is in use by {who}, which holds {}. Stop that process first, or give this server its own --data-dir (or LEADSTREAM_DATA_DIR)",
+                    "data dir {} is in use by {who}, which holds {}. Stop that process first{stop}, or give this server its own --data-dir (or LEADSTREAM_DATA_DIR)",
                     dir.display(),
                     path.display()
                 );
@@ -796,13 +802,13 @@ fn print_banner(addrs: &[SocketAddr], data_dir: &Path, registry: &Registry) {
     match mode {
         AuthMode::ApiKey => {
             println!("  KEY=$({prog} api-key create --org {id} | tail -n1)");
-            println!("  curl -sS -X POST {url} -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{body}'");
+            println!("  curl -sS -w '\\n' -X POST {url} -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{body}'");
         }
         AuthMode::Hmac => {
             println!("  SECRET=$({prog} signing-key create --org {id} | tail -n1)");
             println!("  BODY='{body}'");
             println!("  SIG=$(printf '%s' \"$BODY\" | openssl dgst -sha256 -hmac \"$SECRET\" -binary | xxd -p -c 256)");
-            println!("  curl -sS -X POST {url} -H 'Content-Type: application/json' -H \"X-Setter-Signature: sha256=$SIG\" --data-raw \"$BODY\"");
+            println!("  curl -sS -w '\\n' -X POST {url} -H 'Content-Type: application/json' -H \"X-Setter-Signature: sha256=$SIG\" --data-raw \"$BODY\"");
         }
     }
     use std::io::Write;
