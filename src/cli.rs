@@ -12,20 +12,34 @@ use leadstream_pipeline::{Ingest, OrgId, PhoneNormalizer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::net::TcpListener;
 
 /// leadstream: a stream pipeline for lead events and the webhooks that follow them.
 ///
 /// With no configuration it runs on one machine, storing everything under --data-dir.
+/// The admin commands (org, api-key, signing-key) work on the same data dir as a
+/// running server, which sees their changes on its next request.
 #[derive(Parser, Debug)]
-#[command(name = "leadstream", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "leadstream",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Examples:
+  leadstream --data-dir /var/lib/leadstream serve --listen localhost:8080
+  leadstream --data-dir /var/lib/leadstream org create --id 42 --name acme
+  leadstream --data-dir /var/lib/leadstream api-key create --org 42
+
+The HTTP API is described in docs/api.md."
+)]
 pub struct Cli {
     /// Directory for the embedded store (events.db, leadstream.db). Created if missing.
     /// [default: ./data, or store.data_dir of --config]
-    #[arg(long, global = true, env = "LEADSTREAM_DATA_DIR")]
+    #[arg(long, global = true, env = "LEADSTREAM_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// TOML config file overriding the embedded defaults (see `leadstream config print`).
-    #[arg(long, global = true, env = "LEADSTREAM_CONFIG")]
+    /// TOML config file overriding the embedded defaults (see `leadstream config default`).
+    #[arg(long, global = true, env = "LEADSTREAM_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -35,6 +49,14 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTP API (POST /api/v1/webhooks/lead-events, /healthz, /readyz).
+    ///
+    /// One server per data dir: `serve` locks <data dir>/serve.lock for as long as it
+    /// runs, and a second `serve` on the same data dir exits at once, naming the
+    /// running one. The admin commands do not take the lock.
+    #[command(after_help = "Examples:
+  leadstream --data-dir ./data serve
+  leadstream --data-dir /var/lib/leadstream serve --listen 0.0.0.0:8080
+  LEADSTREAM_LISTEN=localhost:8082 leadstream serve")]
     Serve(ServeArgs),
     /// Manage organizations and how they authenticate.
     #[command(subcommand)]
@@ -58,31 +80,52 @@ pub enum ConfigCmd {
     /// Print the effective configuration (defaults, --config file, env, flags), secrets masked.
     Print,
     /// Print the annotated default configuration, a starting point for --config.
+    #[command(
+        after_help = "Example:\n  leadstream config default > leadstream.toml && leadstream --config leadstream.toml serve"
+    )]
     Default,
 }
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on. [default: 127.0.0.1:8080, or http.listen of --config]
-    #[arg(long, env = "LEADSTREAM_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    /// Address to listen on, HOST:PORT: an IP address (127.0.0.1:8080, [::1]:8080,
+    /// 0.0.0.0:8080 for every interface) or a host name (localhost:8082), bound on
+    /// each address it resolves to. Port 0 picks a free port, shown in the banner.
+    /// [default: 127.0.0.1:8080, or http.listen of --config]
+    #[arg(long, env = "LEADSTREAM_LISTEN", value_name = "HOST:PORT", value_parser = parse_listen)]
+    pub listen: Option<String>,
+}
+
+fn parse_listen(s: &str) -> Result<String, String> {
+    leadstream_connectors::config::check_listen(s)?;
+    Ok(s.to_owned())
 }
 
 #[derive(Subcommand, Debug)]
 pub enum OrgCmd {
     /// Create an organization (auth mode api-key).
+    #[command(after_help = "Example:\n  leadstream org create --id 42 --name acme")]
     Create {
-        /// Organization id, as sent in `organizationId`.
+        /// Organization id, as sent in `organizationId` (an integer).
         #[arg(long)]
         id: OrgId,
-        /// Display name.
+        /// Display name, shown by `org list`.
         #[arg(long)]
         name: String,
     },
-    /// List organizations.
+    /// List organizations: id, name and auth mode.
     List,
     /// Choose how an organization authenticates lead events.
+    ///
+    /// In api-key mode (the default) requests carry `Authorization: Bearer <api key>`;
+    /// in hmac mode they carry `X-Setter-Signature: sha256=<hex>`, the HMAC-SHA256 of
+    /// the raw body under an active signing key. Only the chosen kind of credential
+    /// is accepted; the other kind's keys stay, unused, until switched back.
+    #[command(after_help = "Examples:
+  leadstream org set-auth --org 42 --mode hmac
+  leadstream signing-key create --org 42")]
     SetAuth {
+        /// Organization id.
         #[arg(long)]
         org: OrgId,
         /// `api-key` (Authorization: Bearer) or `hmac` (X-Setter-Signature).
@@ -94,19 +137,25 @@ pub enum OrgCmd {
 #[derive(Subcommand, Debug)]
 pub enum KeyCmd {
     /// Issue a new key; earlier keys stay active. The key is printed once, alone on the last line.
+    #[command(after_help = "Example:\n  KEY=$(leadstream api-key create --org 42 | tail -n1)")]
     Create {
+        /// Organization id the key is for.
         #[arg(long)]
         org: OrgId,
     },
     /// List an organization's keys (prefix only), newest first.
     List {
+        /// Organization id.
         #[arg(long)]
         org: OrgId,
     },
     /// Revoke a key by id (see `list`); a running server refuses it from the next request.
+    #[command(after_help = "Example:\n  leadstream api-key revoke --org 42 --id 3")]
     Revoke {
+        /// Organization id the key belongs to.
         #[arg(long)]
         org: OrgId,
+        /// Key id: the ID column of `list` (not the key itself).
         #[arg(long)]
         id: i64,
     },
@@ -119,18 +168,18 @@ pub enum KeyCmd {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())
         .context("loading the configuration")?;
-    if let Some(dir) = cli.data_dir {
-        config.store.data_dir = dir;
+    if let Some(dir) = &cli.data_dir {
+        config.store.data_dir = dir.clone();
     }
     if let Command::Serve(ServeArgs { listen: Some(addr) }) = &cli.command {
-        config.http.listen = *addr;
+        config.http.listen = addr.clone();
     }
-    let data_dir = config.store.data_dir.clone();
+    let admin = Admin::new(&config.store.data_dir);
     match cli.command {
         Command::Serve(_) => serve(Arc::new(config)),
-        Command::Org(cmd) => org(&open_registry(&data_dir)?, cmd),
-        Command::ApiKey(cmd) => keys(&open_registry(&data_dir)?, KeyKind::ApiKey, cmd),
-        Command::SigningKey(cmd) => keys(&open_registry(&data_dir)?, KeyKind::SigningKey, cmd),
+        Command::Org(cmd) => admin.org(cmd),
+        Command::ApiKey(cmd) => admin.keys(KeyKind::ApiKey, cmd),
+        Command::SigningKey(cmd) => admin.keys(KeyKind::SigningKey, cmd),
         Command::Config(ConfigCmd::Print) => {
             print!("{}", config.to_masked_toml());
             Ok(())
@@ -152,100 +201,387 @@ fn open_registry(dir: &Path) -> anyhow::Result<Registry> {
     Registry::open(dir).with_context(|| format!("opening the registry in {}", dir.display()))
 }
 
-fn org(reg: &Registry, cmd: OrgCmd) -> anyhow::Result<()> {
-    match cmd {
-        OrgCmd::Create { id, name } => {
-            let o = reg.create_org(id, &name)?;
-            println!(
-                "created organization {} ({}), auth mode {}",
-                o.id, o.name, o.auth_mode
-            );
-            println!("next: leadstream api-key create --org {}", o.id);
-        }
-        OrgCmd::List => {
-            let orgs = reg.orgs()?;
-            if orgs.is_empty() {
-                println!(
-                    "no organizations; create one with `leadstream org create --id 42 --name acme`"
-                );
-            }
-            for o in orgs {
-                println!("{}\t{}\t{}", o.id, o.name, o.auth_mode);
-            }
-        }
-        OrgCmd::SetAuth { org, mode } => {
-            let mode = AuthMode::parse(&mode)?;
-            reg.set_auth_mode(org, mode)?;
-            println!(
-                "organization {org} now authenticates with {}",
-                mode.as_str()
-            );
-        }
+/// Quotes `s` for a POSIX shell when it needs it, so printed commands paste as they are.
+fn shell_quote(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
-    Ok(())
 }
 
-fn keys(reg: &Registry, kind: KeyKind, cmd: KeyCmd) -> anyhow::Result<()> {
-    let noun = match kind {
-        KeyKind::ApiKey => "API key",
-        KeyKind::SigningKey => "signing key",
-    };
-    match cmd {
-        KeyCmd::Create { org } => {
-            let k = reg.issue(org, kind)?;
-            let mode = reg.auth_mode(org)?;
-            println!(
-                "created {noun} {} for organization {org}; it is shown only this once:",
-                k.id
-            );
-            match (kind, mode) {
-                (KeyKind::SigningKey, Some(AuthMode::ApiKey)) => {
-                    eprintln!("note: organization {org} is in api-key mode; `leadstream org set-auth --org {org} --mode hmac` to use signing keys")
-                }
-                (KeyKind::ApiKey, Some(AuthMode::Hmac)) => {
-                    eprintln!("note: organization {org} is in hmac mode; `leadstream org set-auth --org {org} --mode api-key` to use API keys")
-                }
-                _ => {}
-            }
-            println!("{}", k.secret);
+/// Lines of `rows` under `header`, each column as wide as its widest cell, two spaces
+/// apart, no trailing blanks.
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut width = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
         }
-        KeyCmd::List { org } => {
-            let list = reg.keys(org, kind)?;
-            if list.is_empty() {
-                println!("no {noun}s for organization {org}");
+    }
+    let mut out = String::new();
+    let mut line = |cells: [&str; N]| {
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i > 0 {
+                l.push_str("  ");
             }
-            for KeyInfo {
-                id,
-                prefix,
-                revoked_at_ms,
-                created_at_ms,
-                ..
-            } in list
-            {
-                let state = if revoked_at_ms.is_some() {
-                    "revoked"
-                } else {
-                    "active"
+            l.push_str(cell);
+            l.extend(std::iter::repeat_n(' ', width[i] - cell.chars().count()));
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header);
+    for row in rows {
+        line(row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+/// The admin commands: the registry in a data dir, and how to name that data dir in
+/// the commands they suggest.
+struct Admin {
+    data_dir: PathBuf,
+    /// `leadstream` plus `--data-dir DIR` when the data dir is neither the default
+    /// nor from `LEADSTREAM_DATA_DIR` (which the next command sees as well).
+    prog: String,
+}
+
+impl Admin {
+    fn new(data_dir: &Path) -> Self {
+        let from_env =
+            std::env::var_os("LEADSTREAM_DATA_DIR").is_some_and(|v| Path::new(&v) == data_dir);
+        let prog = if from_env || data_dir == Path::new("./data") {
+            "leadstream".to_owned()
+        } else {
+            format!(
+                "leadstream --data-dir {}",
+                shell_quote(&data_dir.to_string_lossy())
+            )
+        };
+        Self {
+            data_dir: data_dir.to_owned(),
+            prog,
+        }
+    }
+
+    /// A command line to suggest: `leadstream [--data-dir DIR] args`.
+    fn cmd(&self, args: &str) -> String {
+        format!("{} {args}", self.prog)
+    }
+
+    fn registry(&self) -> anyhow::Result<Registry> {
+        open_registry(&self.data_dir)
+    }
+
+    /// "no organization N", with the organizations there are, or a hint that the data
+    /// dir may be the wrong one when it has none.
+    fn no_such_org(&self, reg: &Registry, org: OrgId) -> anyhow::Error {
+        let create = self.cmd(&format!("org create --id {org} --name NAME"));
+        let dir = self.data_dir.display();
+        match reg.orgs() {
+            Ok(orgs) if orgs.is_empty() => anyhow::anyhow!(
+                "no organization {org}: data dir {dir} has no organizations at all. Is --data-dir (or LEADSTREAM_DATA_DIR) the one the server uses? To create it: `{create}`"
+            ),
+            Ok(orgs) => {
+                let ids: Vec<String> = orgs.iter().map(|o| o.id.to_string()).collect();
+                anyhow::anyhow!(
+                    "no organization {org} in data dir {dir}, which has organizations {}; pick one of those, or create it with `{create}`",
+                    ids.join(", ")
+                )
+            }
+            Err(_) => anyhow::anyhow!("no organization {org} in data dir {dir}; create it with `{create}`"),
+        }
+    }
+
+    /// Turns a registry error into what the user reads.
+    fn explain(&self, reg: &Registry, e: RegistryError) -> anyhow::Error {
+        match e {
+            RegistryError::NoSuchOrg(org) => self.no_such_org(reg, org),
+            e => anyhow::Error::new(e).context(format!("registry in {}", self.data_dir.display())),
+        }
+    }
+
+    fn org(&self, cmd: OrgCmd) -> anyhow::Result<()> {
+        let reg = self.registry()?;
+        match cmd {
+            OrgCmd::Create { id, name } => {
+                if name.trim().is_empty() {
+                    anyhow::bail!(
+                        "--name is empty; give the organization a display name, e.g. --name acme"
+                    );
+                }
+                let o = match reg.create_org(id, &name) {
+                    Ok(o) => o,
+                    Err(RegistryError::OrgExists(id)) => {
+                        let existing = reg
+                            .orgs()
+                            .ok()
+                            .and_then(|all| all.into_iter().find(|o| o.id == id));
+                        let what = existing
+                            .map(|o| format!(" (named {:?}, auth mode {})", o.name, o.auth_mode))
+                            .unwrap_or_default();
+                        anyhow::bail!(
+                            "organization {id} already exists{what}; nothing changed. Pick another --id, or see `{}`",
+                            self.cmd("org list")
+                        );
+                    }
+                    Err(e) => return Err(self.explain(&reg, e)),
                 };
                 println!(
-                    "{id}\t{prefix}…\t{state}\tcreated {}",
-                    leadstream_pipeline::time::format_rfc3339_ms(created_at_ms)
+                    "created organization {} ({}), auth mode {}",
+                    o.id, o.name, o.auth_mode
+                );
+                println!(
+                    "next: {}",
+                    self.cmd(&format!("api-key create --org {}", o.id))
                 );
             }
+            OrgCmd::List => {
+                let orgs = reg.orgs().map_err(|e| self.explain(&reg, e))?;
+                if orgs.is_empty() {
+                    println!(
+                        "no organizations in {}; create one with `{}`",
+                        self.data_dir.display(),
+                        self.cmd("org create --id 42 --name acme")
+                    );
+                    return Ok(());
+                }
+                let rows: Vec<[String; 3]> = orgs
+                    .into_iter()
+                    .map(|o| [o.id.to_string(), o.name, o.auth_mode.to_owned()])
+                    .collect();
+                print!("{}", table(["ID", "NAME", "AUTH"], &rows));
+            }
+            OrgCmd::SetAuth { org, mode } => {
+                let mode = AuthMode::parse(&mode)?;
+                let Some(before) = reg.auth_mode(org).map_err(|e| self.explain(&reg, e))? else {
+                    return Err(self.no_such_org(&reg, org));
+                };
+                reg.set_auth_mode(org, mode)
+                    .map_err(|e| self.explain(&reg, e))?;
+                let (kind, noun, other) = match mode {
+                    AuthMode::Hmac => (
+                        KeyKind::SigningKey,
+                        "signing key",
+                        "API keys (Authorization: Bearer)",
+                    ),
+                    AuthMode::ApiKey => (
+                        KeyKind::ApiKey,
+                        "API key",
+                        "signatures (X-Setter-Signature)",
+                    ),
+                };
+                if before == mode {
+                    println!(
+                        "organization {org} already authenticates with {}; nothing changed",
+                        mode.as_str()
+                    );
+                } else {
+                    println!(
+                        "organization {org} now authenticates with {} (was {})",
+                        mode.as_str(),
+                        before.as_str()
+                    );
+                    println!("{other} are refused for it from the next request; its keys of that kind stay, unused, until you switch back");
+                }
+                match mode {
+                    AuthMode::Hmac => println!("requests must carry X-Setter-Signature: sha256=<hex HMAC-SHA256 of the raw body> under an active signing key"),
+                    AuthMode::ApiKey => println!("requests must carry Authorization: Bearer <api key> with an active API key"),
+                }
+                let active = reg
+                    .keys(org, kind)
+                    .map_err(|e| self.explain(&reg, e))?
+                    .iter()
+                    .filter(|k| k.revoked_at_ms.is_none())
+                    .count();
+                let create = self.cmd(&format!("{} create --org {org}", kind_arg(kind)));
+                match active {
+                    0 => println!("it has no active {noun} yet, so every request is refused until you create one: `{create}`"),
+                    1 => println!("it has 1 active {noun} (`{}`)", self.cmd(&format!("{} list --org {org}", kind_arg(kind)))),
+                    n => println!("it has {n} active {noun}s (`{}`)", self.cmd(&format!("{} list --org {org}", kind_arg(kind)))),
+                }
+            }
         }
-        KeyCmd::Revoke { org, id } => match reg.revoke(org, kind, id) {
-            Ok(()) => println!("revoked {noun} {id} of organization {org}"),
-            Err(e @ RegistryError::NoSuchKey { .. }) => return Err(e.into()),
-            Err(e) => return Err(e).context("revoking"),
-        },
+        Ok(())
     }
-    Ok(())
+
+    fn keys(&self, kind: KeyKind, cmd: KeyCmd) -> anyhow::Result<()> {
+        let reg = self.registry()?;
+        let noun = key_noun(kind);
+        match cmd {
+            KeyCmd::Create { org } => {
+                let k = reg.issue(org, kind).map_err(|e| self.explain(&reg, e))?;
+                let mode = reg.auth_mode(org)?;
+                println!("created {noun} {} for organization {org}; it is shown only this once:", k.id);
+                match (kind, mode) {
+                    (KeyKind::SigningKey, Some(AuthMode::ApiKey)) => eprintln!(
+                        "note: organization {org} is in api-key mode, so signatures are refused; `{}` to use signing keys",
+                        self.cmd(&format!("org set-auth --org {org} --mode hmac"))
+                    ),
+                    (KeyKind::ApiKey, Some(AuthMode::Hmac)) => eprintln!(
+                        "note: organization {org} is in hmac mode, so API keys are refused; `{}` to use API keys",
+                        self.cmd(&format!("org set-auth --org {org} --mode api-key"))
+                    ),
+                    _ => {}
+                }
+                println!("{}", k.secret);
+            }
+            KeyCmd::List { org } => {
+                let list = reg.keys(org, kind).map_err(|e| self.explain(&reg, e))?;
+                if list.is_empty() {
+                    println!("no {noun}s for organization {org}; create one with `{}`", self.cmd(&format!("{} create --org {org}", kind_arg(kind))));
+                    return Ok(());
+                }
+                let time = leadstream_pipeline::time::format_rfc3339_ms;
+                let rows: Vec<[String; 5]> = list
+                    .into_iter()
+                    .map(|KeyInfo { id, prefix, revoked_at_ms, created_at_ms, .. }| {
+                        let state = if revoked_at_ms.is_some() { "revoked" } else { "active" };
+                        [id.to_string(), format!("{prefix}…"), state.to_owned(), time(created_at_ms), revoked_at_ms.map_or("-".to_owned(), time)]
+                    })
+                    .collect();
+                print!("{}", table(["ID", "PREFIX", "STATE", "CREATED", "REVOKED"], &rows));
+                match (kind, reg.auth_mode(org)?) {
+                    (KeyKind::SigningKey, Some(AuthMode::ApiKey)) => eprintln!("note: organization {org} is in api-key mode; these keys are not used"),
+                    (KeyKind::ApiKey, Some(AuthMode::Hmac)) => eprintln!("note: organization {org} is in hmac mode; these keys are not used"),
+                    _ => {}
+                }
+            }
+            KeyCmd::Revoke { org, id } => match reg.revoke(org, kind, id) {
+                Ok(()) => println!("revoked {noun} {id} of organization {org}; a running server refuses it from the next request"),
+                Err(RegistryError::NoSuchKey { .. }) => return Err(self.no_such_key(&reg, kind, org, id)),
+                Err(e) => return Err(self.explain(&reg, e)).context("revoking"),
+            },
+        }
+        Ok(())
+    }
+
+    /// Why `revoke` found nothing to revoke: already revoked, the other kind of key,
+    /// an unknown org, or no such id.
+    fn no_such_key(&self, reg: &Registry, kind: KeyKind, org: OrgId, id: i64) -> anyhow::Error {
+        let noun = key_noun(kind);
+        let list = self.cmd(&format!("{} list --org {org}", kind_arg(kind)));
+        let Ok(mine) = reg.keys(org, kind) else {
+            return self.no_such_org(reg, org);
+        };
+        if let Some(k) = mine.iter().find(|k| k.id == id) {
+            let at = k
+                .revoked_at_ms
+                .map(leadstream_pipeline::time::format_rfc3339_ms)
+                .unwrap_or_default();
+            return anyhow::anyhow!(
+                "{noun} {id} of organization {org} is already revoked (at {at}); nothing changed"
+            );
+        }
+        let other = match kind {
+            KeyKind::ApiKey => KeyKind::SigningKey,
+            KeyKind::SigningKey => KeyKind::ApiKey,
+        };
+        if reg
+            .keys(org, other)
+            .is_ok_and(|ks| ks.iter().any(|k| k.id == id))
+        {
+            return anyhow::anyhow!(
+                "key {id} of organization {org} is a {}, not an {noun}; revoke it with `{}`",
+                key_noun(other),
+                self.cmd(&format!("{} revoke --org {org} --id {id}", kind_arg(other)))
+            );
+        }
+        anyhow::anyhow!(
+            "no {noun} {id} for organization {org}; `{list}` shows its keys and their ids"
+        )
+    }
+}
+
+fn key_noun(kind: KeyKind) -> &'static str {
+    match kind {
+        KeyKind::ApiKey => "API key",
+        KeyKind::SigningKey => "signing key",
+    }
+}
+
+/// The subcommand that manages `kind`.
+fn kind_arg(kind: KeyKind) -> &'static str {
+    match kind {
+        KeyKind::ApiKey => "api-key",
+        KeyKind::SigningKey => "signing-key",
+    }
+}
+
+/// `<data dir>/serve.lock`, held (an OS file lock) for the life of the process so that
+/// two servers never share a data dir. The OS drops the lock when the process dies,
+/// however it dies, so a lock file left behind never blocks the next start. The file
+/// holds the pid of the process that holds the lock, for the message of the next one.
+struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    const FILE: &str = "serve.lock";
+
+    fn acquire(dir: &Path) -> anyhow::Result<Self> {
+        use std::io::{Read, Seek, Write};
+        let path = dir.join(Self::FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                // The holder writes its pid right after locking: give it a moment.
+                let mut holder = String::new();
+                for _ in 0..20 {
+                    holder.clear();
+                    let _ = file
+                        .seek(std::io::SeekFrom::Start(0))
+                        .and_then(|_| file.read_to_string(&mut holder));
+                    if !holder.trim().is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                let (who, stop) = match holder.trim().parse::<u32>() {
+                    Ok(pid) => (
+                        format!("another `leadstream serve`, pid {pid}"),
+                        format!(" (`kill {pid}`)"),
+                    ),
+                    Err(_) => (
+                        "another `leadstream serve` (pid unknown)".to_owned(),
+                        String::new(),
+                    ),
+                };
+                anyhow::bail!(
+                    "data dir {} is in use by {who}, which holds {}. Stop that process first{stop}, or give this server its own --data-dir (or LEADSTREAM_DATA_DIR)",
+                    dir.display(),
+                    path.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+        file.set_len(0)
+            .and_then(|()| file.seek(std::io::SeekFrom::Start(0)))
+            .and_then(|_| writeln!(file, "{}", std::process::id()))
+            .with_context(|| format!("writing the pid into {}", path.display()))?;
+        Ok(Self { _file: file })
+    }
 }
 
 fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     init_tracing();
     let data_dir = &config.store.data_dir;
     ensure_dir(data_dir)?;
+    // Before anything is opened: the registry and the embedded store are this
+    // process's alone while it runs (also with ClickHouse, which keeps the registry here).
+    let _lock = DataDirLock::acquire(data_dir)?;
     let registry = Arc::new(open_registry(data_dir)?);
     // Phone metadata loads here, not on the first request.
     let normalizer = PhoneNormalizer::new();
@@ -277,28 +613,78 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         &config.http,
     );
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let listen = config.http.listen;
     let cfg = config.clone();
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding {listen} (in use? pass --listen 127.0.0.1:PORT)"))?;
-        let addr = listener.local_addr()?;
+        let listeners = bind(&cfg.http.listen).await?;
+        let addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<std::io::Result<Vec<_>>>()?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        let kafka = start_kafka(&cfg, &state, warmer, stopping).await?;
-        print_banner(addr, data_dir, &registry);
-        let served = leadstream_connectors::api::run(listener, state, async move {
-            shutdown_signal().await;
-            let _ = stop.send(true);
-        })
-        .await
-        .context("HTTP server");
-        // The consumer stops on the signal, or when `stop` is dropped with a failed server.
+        let kafka = start_kafka(&cfg, &state, warmer, stopping.clone()).await?;
+        print_banner(&addrs, data_dir, &registry);
+        let mut servers = tokio::task::JoinSet::new();
+        for listener in listeners {
+            let mut stopping = stopping.clone();
+            servers.spawn(leadstream_connectors::api::run(
+                listener,
+                state.clone(),
+                async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                },
+            ));
+        }
+        let joined = |r: Result<std::io::Result<()>, tokio::task::JoinError>| {
+            r.context("HTTP server task")?.context("HTTP server")
+        };
+        // A server only ends early on an error; then the others and the consumer stop too.
+        let mut served = tokio::select! {
+            () = shutdown_signal() => Ok(()),
+            Some(r) = servers.join_next() => joined(r),
+        };
+        let _ = stop.send(true);
+        while let Some(r) = servers.join_next().await {
+            served = served.and(joined(r));
+        }
         if let Some(task) = kafka {
             stop_kafka(task).await;
         }
         served
     })
+}
+
+/// Binds `listen` (`host:port`) on every address the host resolves to, in the
+/// resolver's order. Later addresses get the port the first one got, so `localhost:0`
+/// serves one port on 127.0.0.1 and ::1. An address that cannot be bound is skipped
+/// with a warning as long as one could be.
+async fn bind(listen: &str) -> anyhow::Result<Vec<TcpListener>> {
+    let mut resolved: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .with_context(|| format!("resolving the listen address {listen} (pass --listen HOST:PORT, e.g. 127.0.0.1:8080)"))?
+        .collect();
+    resolved.dedup();
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    let mut failed = Vec::new();
+    for mut addr in resolved {
+        if let Some(first) = listeners.first() {
+            addr.set_port(first.local_addr()?.port());
+        }
+        match TcpListener::bind(addr).await {
+            Ok(l) => listeners.push(l),
+            Err(e) => failed.push((addr, e)),
+        }
+    }
+    if listeners.is_empty() {
+        let why: Vec<String> = failed.iter().map(|(a, e)| format!("{a}: {e}")).collect();
+        anyhow::bail!(
+            "cannot listen on {listen} ({}); is the port in use? Pass another with --listen HOST:PORT (e.g. 127.0.0.1:8081)",
+            if why.is_empty() { "it resolves to no address".to_owned() } else { why.join("; ") }
+        );
+    }
+    for (addr, e) in failed {
+        tracing::warn!(%addr, error = %e, "{listen} resolves to {addr} too, which cannot be bound; serving on the other addresses");
+    }
+    Ok(listeners)
 }
 
 type KafkaTask = tokio::task::JoinHandle<()>;
@@ -370,22 +756,78 @@ fn connect_clickhouse(cfg: &ClickHouseConfig) -> anyhow::Result<ClickHouseStore>
     .with_context(|| format!("setting up the ClickHouse event store at {url}, database {}", cfg.database))
 }
 
-fn print_banner(addr: SocketAddr, data_dir: &Path, registry: &Registry) {
+/// Prints where the server listens and what to paste next in another terminal, for
+/// the first organization's auth mode (or how to create one).
+fn print_banner(addrs: &[SocketAddr], data_dir: &Path, registry: &Registry) {
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
     println!(
-        "leadstream listening on http://{addr} (data dir {})",
+        "leadstream listening on {} (data dir {})",
+        urls.join(" and "),
         data_dir.display()
     );
-    let d = data_dir.display();
-    if registry.orgs().map(|o| o.is_empty()).unwrap_or(true) {
-        println!("no organizations yet; in another terminal:");
-        println!("  leadstream --data-dir {d} org create --id 42 --name acme");
-    }
-    println!("  KEY=$(leadstream --data-dir {d} api-key create --org 42 | tail -n1)");
-    println!(
-        "  curl -sS -X POST http://{addr}/api/v1/webhooks/lead-events -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"organizationId\":42,\"eventType\":\"mastery_purchase\",\"events\":[{{\"phoneE164\":\"+15551234567\",\"occurredAt\":\"2026-05-12T18:34:00Z\",\"metadata\":{{\"orderId\":\"ord_9F2\",\"amountUsd\":297}}}}]}}'"
+    // The hint works from any directory: an absolute data dir, a reachable address.
+    let abs = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let prog = format!(
+        "leadstream --data-dir {}",
+        shell_quote(&abs.to_string_lossy())
     );
+    let mut target = addrs[0];
+    if target.ip().is_unspecified() {
+        target.set_ip(if target.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let url = format!("http://{target}/api/v1/webhooks/lead-events");
+    let orgs = registry.orgs().unwrap_or_default();
+    let (id, mode) = match orgs.first() {
+        None => {
+            println!("no organizations yet; in another terminal:");
+            println!("  {prog} org create --id 42 --name acme");
+            (42, AuthMode::ApiKey)
+        }
+        Some(o) => {
+            let mode = AuthMode::parse(o.auth_mode).unwrap_or(AuthMode::ApiKey);
+            let others = match orgs.len() {
+                1 => String::new(),
+                n => format!(" (the first of {n}; `{prog} org list` shows them)"),
+            };
+            println!("organization {} ({}) authenticates with {}{others}; to send it a test event, in another terminal:", o.id, o.name, mode.as_str());
+            (o.id, mode)
+        }
+    };
+    let body = format!(
+        r#"{{"organizationId":{id},"eventType":"mastery_purchase","events":[{{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z","metadata":{{"orderId":"ord_9F2","amountUsd":297}}}}]}}"#
+    );
+    match mode {
+        AuthMode::ApiKey => {
+            println!("  KEY=$({prog} api-key create --org {id} | tail -n1)");
+            println!("  curl -sS -w '\\n' -X POST {url} -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{body}'");
+        }
+        AuthMode::Hmac => {
+            println!("  SECRET=$({prog} signing-key create --org {id} | tail -n1)");
+            println!("  BODY='{body}'");
+            println!("  SIG=$(printf '%s' \"$BODY\" | openssl dgst -sha256 -hmac \"$SECRET\" -binary | xxd -p -c 256)");
+            println!("  curl -sS -w '\\n' -X POST {url} -H 'Content-Type: application/json' -H \"X-Setter-Signature: sha256=$SIG\" --data-raw \"$BODY\"");
+        }
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
+}
+
+/// Whether log lines get ANSI colours: only on a terminal, and never with `NO_COLOR`
+/// set to anything but the empty string (https://no-color.org).
+pub(crate) fn log_in_color() -> bool {
+    use std::io::IsTerminal;
+    color_wanted(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR"),
+    )
+}
+
+fn color_wanted(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 fn init_tracing() {
@@ -394,6 +836,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(log_in_color())
         .try_init();
 }
 
@@ -412,4 +855,42 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { () = ctrl_c => {}, () = term => {} }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(color_wanted(true, None));
+        assert!(
+            color_wanted(true, Some("".into())),
+            "an empty NO_COLOR does not count"
+        );
+        assert!(!color_wanted(true, Some("1".into())));
+        assert!(!color_wanted(false, None));
+    }
+
+    #[test]
+    fn tables_align_their_columns() {
+        let t = table(
+            ["ID", "NAME", "AUTH"],
+            &[
+                ["42".into(), "acme".into(), "api-key".into()],
+                ["1000".into(), "a".into(), "hmac".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "ID    NAME  AUTH\n42    acme  api-key\n1000  a     hmac\n"
+        );
+    }
+
+    #[test]
+    fn shell_quote_leaves_plain_paths_alone() {
+        assert_eq!(shell_quote("/tmp/data-1"), "/tmp/data-1");
+        assert_eq!(shell_quote("/tmp/my data"), "'/tmp/my data'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
 }

@@ -208,6 +208,7 @@ pub fn run(args: &KafkaArgs) -> anyhow::Result<()> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(crate::cli::log_in_color())
             .try_init();
     }
 

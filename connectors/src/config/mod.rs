@@ -42,8 +42,9 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address the HTTP API listens on.
-    pub listen: SocketAddr,
+    /// Address the HTTP API listens on, `host:port`: an IP address or a name such as
+    /// `localhost`, resolved when the server starts.
+    pub listen: String,
     /// Longest a client may take to send a request's headers; then the connection is
     /// closed.
     #[serde(with = "humantime_serde")]
@@ -212,9 +213,8 @@ impl Config {
         };
         match var {
             "LEADSTREAM_LISTEN" => {
-                self.http.listen = value
-                    .parse()
-                    .map_err(|e| bad(format!("not an address like 127.0.0.1:8080: {e}")))?
+                check_listen(value).map_err(bad)?;
+                self.http.listen = value.to_owned();
             }
             "LEADSTREAM_DATA_DIR" => self.store.data_dir = value.into(),
             "LEADSTREAM_KAFKA_BROKERS" => self.kafka.brokers = value.to_owned(),
@@ -229,6 +229,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        check_listen(&self.http.listen)
+            .map_err(|e| format!("http.listen {:?}: {e}", self.http.listen))?;
         if self.http.max_connections == 0 {
             return Err("http.max_connections must be at least 1".into());
         }
@@ -281,6 +283,30 @@ impl Config {
     }
 }
 
+/// Checks that `listen` has the shape `host:port` (`[::1]:8080` for IPv6) with a
+/// numeric port. Whether the host resolves is only known when the server binds.
+///
+/// # Errors
+/// What is wrong, with an example of what is expected.
+pub fn check_listen(listen: &str) -> Result<(), String> {
+    if listen.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let expected = "expected host:port, like 127.0.0.1:8080, localhost:8080 or [::1]:8080";
+    let Some((host, port)) = listen.rsplit_once(':') else {
+        return Err(format!("no port; {expected}"));
+    };
+    if host.trim_matches(|c| c == '[' || c == ']').is_empty() {
+        return Err(format!("no host; {expected}"));
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "port {port:?} is not a number from 0 to 65535; {expected}"
+        ));
+    }
+    Ok(())
+}
+
 /// Overlays `over` onto `base`, refusing keys `base` does not have.
 fn merge(base: &mut toml::Table, over: toml::Table, prefix: &str) -> Result<(), String> {
     for (k, v) in over {
@@ -326,7 +352,7 @@ mod tests {
     #[test]
     fn defaults_load_and_disable_the_distributed_backends() {
         let c = Config::load(None, no_env).unwrap();
-        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.http.listen, "127.0.0.1:8080");
         assert!(!c.kafka.enabled() && !c.clickhouse.enabled());
         assert_eq!(c.kafka.raw_topic, "leadstream.raw");
         assert_eq!(c.clickhouse.database, "leadstream");
@@ -379,6 +405,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("LEADSTREAM_LISTEN"), "{e}");
+        for ok in [
+            "localhost:8082",
+            "127.0.0.1:0",
+            "[::1]:8080",
+            "example.com:80",
+        ] {
+            assert!(check_listen(ok).is_ok(), "{ok}");
+        }
+        for bad in ["localhost", ":8080", "localhost:http", "localhost:70000"] {
+            assert!(check_listen(bad).is_err(), "{bad}");
+        }
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "[kafka]\ncompression = \"brotli\"\n").unwrap();
