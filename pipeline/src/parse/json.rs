@@ -672,6 +672,77 @@ mod tests {
         assert_eq!(nul.decode().as_deref(), Some("x\0"));
     }
 
+    /// JSON-ish text: serde_json's output of a random value, then random edits with
+    /// characters that matter to JSON.
+    fn jsonish() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(Into::into),
+            any::<i64>().prop_map(Into::into),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Into::into),
+            "[a-z\\\"\\u{0}-\\u{1f}é😀]{0,8}".prop_map(serde_json::Value::String),
+        ];
+        let value = leaf.prop_recursive(6, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map("[a-z]{0,3}", inner, 0..5)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        });
+        let edit = (
+            any::<prop::sample::Index>(),
+            0..3u8,
+            prop::sample::select(vec![
+                "{", "}", "[", "]", ",", ":", "\"", "\\", "\\u", "d800", "e", "-", ".", "0", " ",
+                "\u{1}", "1e400", "tru", "null",
+            ]),
+        );
+        (value, prop::collection::vec(edit, 0..3)).prop_map(|(v, edits)| {
+            let mut s = serde_json::to_string(&v).unwrap();
+            for (at, op, text) in edits {
+                let mut i = at.index(s.len() + 1);
+                while !s.is_char_boundary(i) {
+                    i -= 1;
+                }
+                match op {
+                    0 => s.insert_str(i, text),
+                    1 => {
+                        let end = (i + text.len()).min(s.len());
+                        let end = (end..=s.len())
+                            .find(|&e| s.is_char_boundary(e))
+                            .unwrap_or(s.len());
+                        s.replace_range(i..end, "");
+                    }
+                    _ => s.replace_range(i..i, text),
+                }
+            }
+            s
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        /// The reader accepts exactly the documents serde_json accepts (both stop at
+        /// 128 levels; neither judges lone surrogates in strings it only validates).
+        #[test]
+        fn accepts_what_serde_json_accepts(text in jsonish()) {
+            let mut r = Reader::new(&text);
+            let ours = r.skip().and_then(|_| r.finish());
+            let theirs = serde_json::from_str::<serde::de::IgnoredAny>(&text);
+            proptest::prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}: ours {:?}, serde_json {:?}", text, ours, theirs);
+            if ours.is_ok() {
+                // Minifying keeps it valid and changes nothing but whitespace.
+                let min = minify(&text);
+                proptest::prop_assert!(serde_json::from_str::<serde::de::IgnoredAny>(&min).is_ok());
+                let no_ws: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                proptest::prop_assert!(min.len() <= text.len() && min.len() >= no_ws.len());
+            }
+        }
+    }
+
     #[test]
     fn minify_keeps_strings_and_numbers_verbatim() {
         assert_eq!(
