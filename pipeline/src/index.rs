@@ -1,5 +1,5 @@
 //! The event index: per `(organization, eventType, phone)`, the sorted `occurredAt`
-//! instants of stored events. It answers the send filters' question "did this lead
+//! instants (UTC microseconds) of stored events. It answers the send filters' question "did this lead
 //! have event X in `[T - window, T]`?" with one hash lookup and a binary search.
 //!
 //! Event types are interned per organization to a `u32`, so a key is 20 bytes.
@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 
 type Instants = Vec<i64>;
+const MICROS_PER_MINUTE: u64 = 60_000_000;
 /// `(org, interned event type, phone digits)`.
 type LeadKey = (OrgId, u32, u64);
 type Shard = RwLock<HashMap<LeadKey, Instants>>;
@@ -51,7 +52,12 @@ impl EventIndex {
     }
 
     /// Records stored events of one type for one organization.
-    pub fn record(&self, org: OrgId, event_type: &str, events: impl IntoIterator<Item = (Phone, i64)>) {
+    pub fn record(
+        &self,
+        org: OrgId,
+        event_type: &str,
+        events: impl IntoIterator<Item = (Phone, i64)>,
+    ) {
         let t = self.intern(org, event_type);
         for (phone, at) in events {
             let mut shard = self.shard(org, phone).write();
@@ -64,23 +70,42 @@ impl EventIndex {
 
     /// The instants of a lead's events of one type, oldest first.
     pub fn occurrences(&self, org: OrgId, event_type: &str, phone: Phone) -> Vec<i64> {
-        let Some(t) = self.type_id(org, event_type) else { return Vec::new() };
-        self.shard(org, phone).read().get(&(org, t, phone.0)).cloned().unwrap_or_default()
+        let Some(t) = self.type_id(org, event_type) else {
+            return Vec::new();
+        };
+        self.shard(org, phone)
+            .read()
+            .get(&(org, t, phone.0))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether the lead has an event of this type with
-    /// `at_ms - within_minutes <= occurredAt <= at_ms`; with no window, any
-    /// `occurredAt <= at_ms`. This is the send filter's "has the event" at instant T.
-    pub fn has_event(&self, org: OrgId, event_type: &str, phone: Phone, at_ms: i64, within_minutes: Option<u64>) -> bool {
-        let Some(t) = self.type_id(org, event_type) else { return false };
+    /// `at_us - within_minutes <= occurredAt <= at_us` (instants in UTC microseconds);
+    /// with no window, any `occurredAt <= at_us`. This is the send filter's "has the
+    /// event" at instant T.
+    pub fn has_event(
+        &self,
+        org: OrgId,
+        event_type: &str,
+        phone: Phone,
+        at_us: i64,
+        within_minutes: Option<u64>,
+    ) -> bool {
+        let Some(t) = self.type_id(org, event_type) else {
+            return false;
+        };
         let shard = self.shard(org, phone).read();
-        let Some(v) = shard.get(&(org, t, phone.0)) else { return false };
+        let Some(v) = shard.get(&(org, t, phone.0)) else {
+            return false;
+        };
         let lo = match within_minutes {
-            Some(m) => at_ms.saturating_sub(m.saturating_mul(60_000).min(i64::MAX as u64) as i64),
+            Some(m) => at_us
+                .saturating_sub(m.saturating_mul(MICROS_PER_MINUTE).min(i64::MAX as u64) as i64),
             None => i64::MIN,
         };
         let first = v.partition_point(|&x| x < lo);
-        first < v.len() && v[first] <= at_ms
+        first < v.len() && v[first] <= at_us
     }
 
     /// Number of distinct (org, type, lead) entries.
@@ -93,7 +118,7 @@ impl EventIndex {
 mod tests {
     use super::*;
 
-    const MIN: i64 = 60_000;
+    const MIN: i64 = 60_000_000;
 
     #[test]
     fn window_is_inclusive_at_both_ends() {
@@ -103,8 +128,14 @@ mod tests {
         assert!(idx.has_event(42, "webinar_attended", p, 100 * MIN, Some(0)));
         assert!(idx.has_event(42, "webinar_attended", p, 220 * MIN, Some(120)));
         assert!(!idx.has_event(42, "webinar_attended", p, 220 * MIN + 1, Some(120)));
-        assert!(!idx.has_event(42, "webinar_attended", p, 100 * MIN - 1, None), "future events do not count");
-        assert!(idx.has_event(42, "webinar_attended", p, i64::MAX, None), "no window: sticky");
+        assert!(
+            !idx.has_event(42, "webinar_attended", p, 100 * MIN - 1, None),
+            "future events do not count"
+        );
+        assert!(
+            idx.has_event(42, "webinar_attended", p, i64::MAX, None),
+            "no window: sticky"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! Loaded and validated once into [`Config`], then passed around as `Arc<Config>`.
 
+use leadstream_pipeline::retry::{Backoff, Jitter, Schedule};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,11 +15,18 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Invalid { path: String, message: String },
     #[error("environment variable {var}={value:?}: {message}")]
-    Env { var: &'static str, value: String, message: String },
+    Env {
+        var: &'static str,
+        value: String,
+        message: String,
+    },
 }
 
 /// The whole configuration.
@@ -47,6 +55,10 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// Shards of the in-memory indexes.
     pub shards: usize,
+    /// Backoff while the event store is unavailable (ClickHouse down, the SQLite file
+    /// locked): connecting at start-up, the start-up warm-up of the indexes, and the
+    /// warm-up of newly assigned Kafka partitions.
+    pub retry: RetryConfig,
 }
 
 /// `[kafka]`
@@ -82,6 +94,73 @@ pub struct KafkaConfig {
     /// How long the group waits for a silent consumer before moving its partitions.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// Backoff of the raw-topic consumer when a batch cannot be finished (the store
+    /// unavailable, brokers not acknowledging): the same records are tried again.
+    pub retry: RetryConfig,
+}
+
+/// A backoff policy: `[store.retry]`, `[kafka.retry]`. See [`Backoff`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Delay before the first retry, before jitter (at least 1 ms).
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    /// Longest delay (at least `initial`).
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    /// Growth of the delay per retry (at least 1).
+    pub multiplier: f64,
+    /// How delays are randomized: `none`, `full` (uniform in 0..delay) or
+    /// `decorrelated` (uniform in initial..previous × multiplier).
+    pub jitter: JitterConfig,
+}
+
+/// `jitter` of a [`RetryConfig`]; see [`Jitter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JitterConfig {
+    None,
+    Full,
+    Decorrelated,
+}
+
+impl RetryConfig {
+    /// The policy.
+    pub fn backoff(&self) -> Backoff {
+        let jitter = match self.jitter {
+            JitterConfig::None => Jitter::None,
+            JitterConfig::Full => Jitter::Full,
+            JitterConfig::Decorrelated => Jitter::Decorrelated,
+        };
+        Backoff {
+            initial: self.initial,
+            max: self.max,
+            multiplier: self.multiplier,
+            jitter,
+        }
+    }
+
+    /// A fresh schedule of the policy, with its own random jitter.
+    pub fn schedule(&self) -> Schedule {
+        self.backoff().schedule(rand::random())
+    }
+
+    fn validate(&self, key: &str) -> Result<(), String> {
+        if self.initial.is_zero() || self.max < self.initial {
+            return Err(format!(
+                "{key}: initial is {:?} and max {:?}; expected 0 < initial <= max",
+                self.initial, self.max
+            ));
+        }
+        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
+            return Err(format!(
+                "{key}.multiplier is {}, expected a number of at least 1",
+                self.multiplier
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[clickhouse]`
@@ -98,12 +177,6 @@ pub struct ClickHouseConfig {
     pub password: String,
     /// Rows per insert at most.
     pub insert_rows: usize,
-    /// First backoff while unavailable.
-    #[serde(with = "humantime_serde")]
-    pub retry_initial: Duration,
-    /// Backoff cap while unavailable.
-    #[serde(with = "humantime_serde")]
-    pub retry_max: Duration,
 }
 
 impl KafkaConfig {
@@ -137,31 +210,62 @@ impl Config {
     ///
     /// # Errors
     /// [`ConfigError`] naming the file, key or variable at fault.
-    pub fn load(file: Option<&Path>, getenv: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut merged: toml::Table = DEFAULT_TOML.parse().expect("the embedded default config parses");
+    pub fn load(
+        file: Option<&Path>,
+        getenv: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut merged: toml::Table = DEFAULT_TOML
+            .parse()
+            .expect("the embedded default config parses");
         let mut source = "(embedded default)".to_owned();
         if let Some(path) = file {
             source = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: source.clone(), source: e })?;
-            let over: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Invalid { path: source.clone(), message: e.to_string() })?;
-            merge(&mut merged, over, "").map_err(|message| ConfigError::Invalid { path: source.clone(), message })?;
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: source.clone(),
+                source: e,
+            })?;
+            let over: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                        path: source.clone(),
+                        message: e.to_string(),
+                    })?;
+            merge(&mut merged, over, "").map_err(|message| ConfigError::Invalid {
+                path: source.clone(),
+                message,
+            })?;
         }
-        let mut cfg: Config = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid { path: source.clone(), message: e.to_string() })?;
+        let mut cfg: Config =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    path: source.clone(),
+                    message: e.to_string(),
+                })?;
         for (var, _) in ENV_OVERRIDES {
             if let Some(value) = getenv(var) {
                 cfg.apply_env(var, &value)?;
             }
         }
-        cfg.validate().map_err(|message| ConfigError::Invalid { path: source, message })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: source,
+            message,
+        })?;
         Ok(cfg)
     }
 
     fn apply_env(&mut self, var: &'static str, value: &str) -> Result<(), ConfigError> {
-        let bad = |message: String| ConfigError::Env { var, value: value.to_owned(), message };
+        let bad = |message: String| ConfigError::Env {
+            var,
+            value: value.to_owned(),
+            message,
+        };
         match var {
-            "LEADSTREAM_LISTEN" => self.http.listen = value.parse().map_err(|e| bad(format!("not an address like 127.0.0.1:8080: {e}")))?,
+            "LEADSTREAM_LISTEN" => {
+                self.http.listen = value
+                    .parse()
+                    .map_err(|e| bad(format!("not an address like 127.0.0.1:8080: {e}")))?
+            }
             "LEADSTREAM_DATA_DIR" => self.store.data_dir = value.into(),
             "LEADSTREAM_KAFKA_BROKERS" => self.kafka.brokers = value.to_owned(),
             "LEADSTREAM_KAFKA_GROUP_ID" => self.kafka.group_id = value.to_owned(),
@@ -182,14 +286,27 @@ impl Config {
             return Err("kafka.partitions and kafka.replication_factor must be at least 1".into());
         }
         if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.kafka.compression.as_str()) {
-            return Err(format!("kafka.compression {:?}: expected none, gzip, snappy, lz4 or zstd", self.kafka.compression));
+            return Err(format!(
+                "kafka.compression {:?}: expected none, gzip, snappy, lz4 or zstd",
+                self.kafka.compression
+            ));
         }
-        if self.clickhouse.enabled() && !(self.clickhouse.url.starts_with("http://") || self.clickhouse.url.starts_with("https://")) {
-            return Err(format!("clickhouse.url {:?}: expected http://host:8123", self.clickhouse.url));
+        if self.clickhouse.enabled()
+            && !(self.clickhouse.url.starts_with("http://")
+                || self.clickhouse.url.starts_with("https://"))
+        {
+            return Err(format!(
+                "clickhouse.url {:?}: expected http://host:8123",
+                self.clickhouse.url
+            ));
         }
         if self.clickhouse.insert_rows == 0 || self.kafka.max_batch_records == 0 {
-            return Err("clickhouse.insert_rows and kafka.max_batch_records must be at least 1".into());
+            return Err(
+                "clickhouse.insert_rows and kafka.max_batch_records must be at least 1".into(),
+            );
         }
+        self.store.retry.validate("store.retry")?;
+        self.kafka.retry.validate("kafka.retry")?;
         Ok(())
     }
 
@@ -207,9 +324,17 @@ impl Config {
 /// Overlays `over` onto `base`, refusing keys `base` does not have.
 fn merge(base: &mut toml::Table, over: toml::Table, prefix: &str) -> Result<(), String> {
     for (k, v) in over {
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match (base.get_mut(&k), v) {
-            (None, _) => return Err(format!("unknown key {path}; see `leadstream config print` for the keys there are")),
+            (None, _) => {
+                return Err(format!(
+                    "unknown key {path}; see `leadstream config print` for the keys there are"
+                ))
+            }
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o, &path)?,
             (Some(toml::Value::Table(_)), _) => return Err(format!("{path} must be a table")),
             (Some(slot), v) => *slot = v,
@@ -251,7 +376,7 @@ mod tests {
     fn a_file_overrides_some_keys_and_env_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[clickhouse]\nurl = \"http://ch:8123\"\nretry_max = \"3s\"\n").unwrap();
+        std::fs::write(&f, "[clickhouse]\nurl = \"http://ch:8123\"\n[store.retry]\nmax = \"3s\"\njitter = \"decorrelated\"\n").unwrap();
         let env = |k: &str| match k {
             "LEADSTREAM_KAFKA_BROKERS" => Some("k1:9092".to_owned()),
             "LEADSTREAM_CLICKHOUSE_PASSWORD" => Some("hunter2".to_owned()),
@@ -259,10 +384,19 @@ mod tests {
         };
         let c = Config::load(Some(&f), env).unwrap();
         assert_eq!(c.clickhouse.url, "http://ch:8123");
-        assert_eq!(c.clickhouse.retry_max, Duration::from_secs(3));
+        assert_eq!(c.store.retry.max, Duration::from_secs(3));
+        assert_eq!(c.store.retry.backoff().jitter, Jitter::Decorrelated);
+        assert_eq!(
+            c.store.retry.initial,
+            Duration::from_millis(200),
+            "keys the file does not name keep their defaults"
+        );
         assert_eq!(c.kafka.brokers, "k1:9092");
         let printed = c.to_masked_toml();
-        assert!(!printed.contains("hunter2") && printed.contains("********"), "{printed}");
+        assert!(
+            !printed.contains("hunter2") && printed.contains("********"),
+            "{printed}"
+        );
     }
 
     #[test]
@@ -273,16 +407,60 @@ mod tests {
         let e = Config::load(Some(&f), no_env).unwrap_err().to_string();
         assert!(e.contains("kafka.brokerz"), "{e}");
         std::fs::write(&f, "[kafkaa]\n").unwrap();
-        assert!(Config::load(Some(&f), no_env).unwrap_err().to_string().contains("kafkaa"));
+        assert!(Config::load(Some(&f), no_env)
+            .unwrap_err()
+            .to_string()
+            .contains("kafkaa"));
     }
 
     #[test]
     fn bad_values_name_where_they_came_from() {
-        let e = Config::load(None, |k| (k == "LEADSTREAM_LISTEN").then(|| "nope".to_owned())).unwrap_err().to_string();
+        let e = Config::load(None, |k| {
+            (k == "LEADSTREAM_LISTEN").then(|| "nope".to_owned())
+        })
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("LEADSTREAM_LISTEN"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "[kafka]\ncompression = \"brotli\"\n").unwrap();
-        assert!(Config::load(Some(&f), no_env).unwrap_err().to_string().contains("kafka.compression"));
+        assert!(Config::load(Some(&f), no_env)
+            .unwrap_err()
+            .to_string()
+            .contains("kafka.compression"));
+        std::fs::write(&f, "[kafka.retry]\nmultiplier = 0.5\n").unwrap();
+        assert!(Config::load(Some(&f), no_env)
+            .unwrap_err()
+            .to_string()
+            .contains("kafka.retry.multiplier is 0.5"));
+        std::fs::write(&f, "[store.retry]\ninitial = \"2s\"\nmax = \"1s\"\n").unwrap();
+        assert!(Config::load(Some(&f), no_env)
+            .unwrap_err()
+            .to_string()
+            .contains("store.retry: initial is 2s"));
+        std::fs::write(&f, "[store.retry]\njitter = \"lots\"\n").unwrap();
+        assert!(Config::load(Some(&f), no_env)
+            .unwrap_err()
+            .to_string()
+            .contains("jitter"));
+    }
+
+    #[test]
+    fn retry_policies_come_from_the_config() {
+        let c = Config::load(None, no_env).unwrap();
+        let b = c.kafka.retry.backoff();
+        assert_eq!(
+            (b.initial, b.max, b.multiplier, b.jitter),
+            (
+                Duration::from_millis(200),
+                Duration::from_secs(10),
+                2.0,
+                Jitter::Full
+            )
+        );
+        assert_eq!(c.store.retry, c.kafka.retry);
+        // Printed and read back, the config is the same.
+        let again: Config = toml::from_str(&c.to_masked_toml()).unwrap();
+        assert_eq!(again.store.retry, c.store.retry);
     }
 }

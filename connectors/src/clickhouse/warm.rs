@@ -8,18 +8,17 @@
 //! and event indexes before anything from the partition is stored here.
 //!
 //! It runs inside the rebalance callback and blocks it until the keys are loaded (or
-//! the store is back, retrying with `clickhouse.retry_initial` doubling up to
-//! `retry_max`; it never goes on unwarmed). That is what makes it safe: the callback
+//! the store is back, retrying with `[store.retry]`; it never goes on unwarmed). That is what makes it safe: the callback
 //! runs inside the consumer's poll, so no record of the new partitions is handed out,
 //! let alone stored, before the warm-up finished. The cost is that the consumer reads
 //! nothing meanwhile; a warm-up must finish within `max.poll.interval.ms` (5 minutes
 //! by default) or the group considers the member gone and rebalances again.
 
-use super::source::PartitionWarmer;
-use crate::clickhouse::{Backoff, ClickHouseStore};
-use crate::config::ClickHouseConfig;
+use super::ClickHouseStore;
 use crate::ingest::Ingestor;
+use crate::kafka::PartitionWarmer;
 use crate::store::{StoreError, WarmRow};
+use leadstream_pipeline::retry::Backoff;
 use leadstream_pipeline::{lead_hash, Probe};
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
@@ -33,16 +32,18 @@ pub struct ClickHouseWarmer {
     /// `None` only while being dropped.
     store: Mutex<Option<ClickHouseStore>>,
     ingestor: Ingestor,
-    retry_initial: Duration,
-    retry_max: Duration,
+    retry: Backoff,
 }
 
 impl ClickHouseWarmer {
     /// A warmer reading through `store` (a second connection to the writer's database)
-    /// into `ingestor`'s indexes, retrying an unavailable store with a backoff from
-    /// `cfg.retry_initial` doubling up to `cfg.retry_max`.
-    pub fn new(store: ClickHouseStore, ingestor: Ingestor, cfg: &ClickHouseConfig) -> Self {
-        Self { store: Mutex::new(Some(store)), ingestor, retry_initial: cfg.retry_initial, retry_max: cfg.retry_max.max(cfg.retry_initial) }
+    /// into `ingestor`'s indexes, retrying a failed read with `retry` (`[store.retry]`).
+    pub fn new(store: ClickHouseStore, ingestor: Ingestor, retry: Backoff) -> Self {
+        Self {
+            store: Mutex::new(Some(store)),
+            ingestor,
+            retry,
+        }
     }
 
     /// Loads the keys of the leads of `partitions` into the indexes, retrying until
@@ -50,16 +51,21 @@ impl ClickHouseWarmer {
     /// async runtime's thread ([`warm`](PartitionWarmer::warm) takes care of that).
     pub fn warm_blocking(&self, partitions: &[i32], partition_count: i32) -> u64 {
         let mut guard = self.store.lock();
-        let Some(store) = guard.as_mut() else { return 0 };
+        let Some(store) = guard.as_mut() else {
+            return 0;
+        };
         let (dedup, events) = (self.ingestor.dedup_index(), self.ingestor.event_index());
         let mut buf: Vec<WarmRow> = Vec::with_capacity(FLUSH_ROWS);
         let flush = |buf: &mut Vec<WarmRow>| {
-            dedup.extend(buf.iter().map(|r| Probe { fingerprint: r.fingerprint, lead: lead_hash(r.org, r.phone) }));
+            dedup.extend(buf.iter().map(|r| Probe {
+                fingerprint: r.fingerprint,
+                lead: lead_hash(r.org, r.phone),
+            }));
             for r in buf.drain(..) {
-                events.record(r.org, &r.event_type, [(r.phone, r.occurred_at_ms)]);
+                events.record(r.org, &r.event_type, [(r.phone, r.occurred_at_us)]);
             }
         };
-        let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
+        let mut backoff = self.retry.schedule(rand::random());
         loop {
             // Rows a failed attempt delivered are delivered again: both indexes are sets.
             let scanned = store.scan_partitions(partitions, partition_count, &mut |r| {
@@ -72,7 +78,7 @@ impl ClickHouseWarmer {
             match scanned {
                 Ok(n) => return n,
                 Err(e) => {
-                    let wait = backoff.next_wait();
+                    let wait = backoff.next_delay();
                     log_failure(&e, partitions, wait);
                     std::thread::sleep(wait);
                 }
@@ -110,7 +116,13 @@ impl PartitionWarmer for ClickHouseWarmer {
                 .join()
                 .expect("warm-up thread panicked")
         });
-        tracing::info!(?partitions, partition_count, keys, elapsed_ms = t.elapsed().as_millis() as u64, "partitions assigned; their stored keys are in the index");
+        tracing::info!(
+            ?partitions,
+            partition_count,
+            keys,
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "partitions assigned; their stored keys are in the index"
+        );
     }
 }
 
@@ -120,7 +132,9 @@ impl Drop for ClickHouseWarmer {
         // runtime's thread (where the consumer may be dropped): drop it on its own.
         if let Some(store) = self.store.get_mut().take() {
             if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::Builder::new().name("leadstream-warm-drop".into()).spawn(move || drop(store));
+                let _ = std::thread::Builder::new()
+                    .name("leadstream-warm-drop".into())
+                    .spawn(move || drop(store));
             } else {
                 drop(store);
             }
