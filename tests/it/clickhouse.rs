@@ -429,3 +429,45 @@ fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
     }
     assert_eq!((inserted, duplicates), (rows.len() - expected, expected));
 }
+
+/// A table of the millisecond version (column `occurred_at`) is refused, saying what
+/// to do; `schema::legacy_export_sql` turns its events into raw records that the
+/// parser reads back to the same events, at microsecond keys.
+#[test]
+fn a_millisecond_table_is_refused_and_its_events_export_as_raw_records() {
+    use leadstream_connectors::clickhouse::schema;
+    use leadstream_pipeline::{Ingest, Parser, PhoneNormalizer};
+
+    let ch = ClickHouseServer::start();
+    ch.query("CREATE DATABASE ls_ms");
+    ch.query(
+        "CREATE TABLE ls_ms.lead_events (organization_id Int64, event_type String, phone_e164 String, occurred_at Int64, \
+         metadata String, ingested_at Int64, fp_hi Int64, fp_lo Int64, lead_hash UInt64) \
+         ENGINE = ReplacingMergeTree(ingested_at) ORDER BY (organization_id, event_type, phone_e164, occurred_at)",
+    );
+    ch.query(
+        "INSERT INTO ls_ms.lead_events VALUES (42, 'we\\\"b\\\\x', '+15551234567', 1778610840007, '{\"a\":[1]}', 1, 2, 3, 4), \
+         (42, 't', '+15551234568', 1778610840000, '', 1, 2, 3, 4)",
+    );
+    let e = ClickHouseStore::connect(&config(&ch.url(), "ls_ms")).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, StoreError::Open { .. }), "{e:?}");
+    assert!(msg.contains("milliseconds") && msg.contains("clickhouse.database") && msg.contains("ls_ms"), "{msg}");
+    assert_eq!(ch.query("SELECT count() FROM ls_ms.lead_events"), "2", "the refused table is left as it was");
+
+    let out = ch.query(&schema::legacy_export_sql("ls_ms"));
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 2, "{out}");
+    let ingest = Ingest::new(PhoneNormalizer::new());
+    let mut parser = Parser::new();
+    let mut read = |line: &str| {
+        let mut buf = line.as_bytes().to_vec();
+        let raw = parser.parse_record(&mut buf).unwrap_or_else(|e| panic!("{line}: {e}")).into_batch();
+        let p = ingest.prepare(raw).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!((p.org, p.rejected), (42, 0), "{line}");
+        (p.event_type, p.rows[0].phone, p.rows[0].occurred_at_us, p.rows[0].metadata.clone())
+    };
+    assert_eq!(read(lines[0]), ("t".to_string(), Phone(15551234568), 1_778_610_840_000_000, None));
+    assert_eq!(read(lines[1]), ("we\"b\\x".to_string(), Phone(15551234567), 1_778_610_840_007_000, Some("{\"a\":[1]}".into())));
+}

@@ -10,6 +10,7 @@ mod durability;
 mod kafka;
 mod lead_events;
 mod limits;
+mod precision;
 mod support;
 mod support_clickhouse;
 mod support_kafka;
