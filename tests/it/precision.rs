@@ -36,8 +36,13 @@ async fn events_100_microseconds_apart_are_two_rows_over_http_and_after_a_restar
     );
     assert_eq!(s.post_bearer(&key, &again).await.counts(), (4, 1, 3, 0));
     let conn = rusqlite::Connection::open(s.data_dir().join("events.db")).unwrap();
-    let instants: Vec<i64> =
-        conn.prepare("SELECT occurred_at_us FROM lead_events ORDER BY 1").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let instants: Vec<i64> = conn
+        .prepare("SELECT occurred_at_us FROM lead_events ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let base = 1_778_610_840_000_000;
     assert_eq!(instants, [base + 100, base + 200, base + 300]);
 }
@@ -57,7 +62,13 @@ async fn a_data_dir_of_the_millisecond_version_is_migrated_and_dedups_right() {
     // What the millisecond version stored for the seed's event: the instant in ms and
     // the fingerprint of the ms key (its encoding took the ms number as is).
     let ms = 1_778_610_840_000i64;
-    let old = EventKey { org: ORG, phone: Phone(15551234567), event_type: "mastery_purchase", occurred_at_us: ms }.fingerprint();
+    let old = EventKey {
+        org: ORG,
+        phone: Phone(15551234567),
+        event_type: "mastery_purchase",
+        occurred_at_us: ms,
+    }
+    .fingerprint();
     let (hi, lo) = old.halves();
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(
@@ -69,9 +80,22 @@ async fn a_data_dir_of_the_millisecond_version_is_migrated_and_dedups_right() {
     drop(conn);
 
     s.restart().await;
-    assert!(s.logs().contains("migrated to microsecond instants"), "{}", s.logs());
+    assert!(
+        s.logs().contains("migrated to microsecond instants"),
+        "{}",
+        s.logs()
+    );
     let seed = batch(ORG, "mastery_purchase", vec![at("")]);
-    assert_eq!(s.post_bearer(&key, &seed).await.counts(), (1, 0, 1, 0), "the migrated row is the same key");
-    assert_eq!(s.post_bearer(&key, &batch(ORG, "mastery_purchase", vec![at(".0001")])).await.counts(), (1, 1, 0, 0));
+    assert_eq!(
+        s.post_bearer(&key, &seed).await.counts(),
+        (1, 0, 1, 0),
+        "the migrated row is the same key"
+    );
+    assert_eq!(
+        s.post_bearer(&key, &batch(ORG, "mastery_purchase", vec![at(".0001")]))
+            .await
+            .counts(),
+        (1, 1, 0, 0)
+    );
     assert_eq!(stored_rows(&s.data_dir()), 2);
 }
