@@ -120,8 +120,11 @@ pub struct RetryConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JitterConfig {
+    /// `"none"`: the exponential delay exactly.
     None,
+    /// `"full"`: uniform in `0..delay`.
     Full,
+    /// `"decorrelated"`: uniform in `initial..previous × multiplier`.
     Decorrelated,
 }
 
