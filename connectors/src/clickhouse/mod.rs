@@ -25,7 +25,7 @@
 //!   server lists it in `system.settings`.
 //!
 //! # Failures
-//! Every error is classified once, in [`classify`], by what a caller should do:
+//! Every error is classified once, by what a caller should do:
 //! - **[`StoreError::Unavailable`]**, at once and without internal retries: connection
 //!   errors, timeouts, 5xx answers without an exception (a proxy), 408/429, and the
 //!   server's transient exceptions ([`TRANSIENT_CODES`]: too many parts, memory limit,
@@ -336,7 +336,7 @@ impl ClickHouseStore {
     /// insert that have not been merged yet count once.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`].
+    /// [`StoreError::Unavailable`] or [`StoreError::Failed`].
     pub fn count_exact(&mut self) -> Result<u64, StoreError> {
         let sql = format!("SELECT count() FROM {} FINAL", schema::TABLE);
         self.rt
@@ -347,7 +347,7 @@ impl ClickHouseStore {
     /// and diagnostics, never for answers.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`].
+    /// [`StoreError::Unavailable`] or [`StoreError::Failed`].
     pub fn count_physical(&mut self) -> Result<u64, StoreError> {
         let sql = format!("SELECT count() FROM {}", schema::TABLE);
         self.rt
@@ -358,7 +358,7 @@ impl ClickHouseStore {
     /// made their own. The store is unusable afterwards.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`].
+    /// [`StoreError::Unavailable`] or [`StoreError::Failed`].
     pub fn drop_database(&mut self) -> Result<(), StoreError> {
         let sql = format!("DROP DATABASE IF EXISTS `{}`", self.database);
         self.rt.block_on(exec(&self.client, &sql, "drop database"))
@@ -450,7 +450,7 @@ impl ClickHouseStore {
     /// `organization_id` and `phone_e164`: the answer is exact either way.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`], as `scan`. Rows
+    /// [`StoreError::Unavailable`] or [`StoreError::Failed`], as `scan`. Rows
     /// delivered before a failure are delivered again by a retry.
     pub fn scan_partitions(
         &mut self,

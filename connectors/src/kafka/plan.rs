@@ -5,7 +5,7 @@
 //!
 //! Each stored row keeps its [`Origin`] (the record it came from and its index in it),
 //! so a row the store later refuses for good can be dead-lettered with its source and
-//! its own JSON ([`refused_dead_letter`]).
+//! its own JSON ([`refused_dead_letters`]).
 
 use super::dlq::{self, DeadLetter, Source};
 use super::{lead_key, partition_for, Version};

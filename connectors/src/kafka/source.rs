@@ -16,7 +16,7 @@
 //! 4. **produce** the dead letters and re-routed events and wait for every ack;
 //! 5. **commit**, synchronously, the position after the last record of each partition.
 //!
-//! Errors stay typed ([`StepError`]). A transient failure in 3 or 4 (store
+//! Errors stay typed (`StepError`, holding the [`StoreError`]). A transient failure in 3 or 4 (store
 //! unavailable, brokers not acknowledging) and a broken store
 //! ([`StoreError::Failed`]: every row would fail alike, so none is dead-lettered)
 //! commit nothing: the loop backs off (`[kafka.retry]`) and runs the same records again
