@@ -21,9 +21,9 @@ use phonenumber::metadata::DATABASE;
 const INPUTS: usize = 10_000;
 
 const COUNTRIES: &[&str] = &[
-    "US", "CA", "GB", "DE", "FR", "IT", "ES", "NL", "BE", "CH", "AT", "SE", "NO", "DK", "PL",
-    "PT", "IE", "BR", "MX", "AR", "IN", "CN", "JP", "KR", "AU", "NZ", "ZA", "NG", "KE", "EG",
-    "TR", "SA", "AE", "IL", "SG", "RU", "UA", "ID", "PH", "VN",
+    "US", "CA", "GB", "DE", "FR", "IT", "ES", "NL", "BE", "CH", "AT", "SE", "NO", "DK", "PL", "PT",
+    "IE", "BR", "MX", "AR", "IN", "CN", "JP", "KR", "AU", "NZ", "ZA", "NG", "KE", "EG", "TR", "SA",
+    "AE", "IL", "SG", "RU", "UA", "ID", "PH", "VN",
 ];
 
 struct Lcg(u64);
@@ -58,7 +58,9 @@ fn inputs() -> Vec<String> {
     let mut rng = Lcg(0x5eed_1ead_u64);
     let mut templates: Vec<(u16, String)> = Vec::new();
     for id in COUNTRIES {
-        let meta = DATABASE.by_id(*id).unwrap_or_else(|| panic!("no metadata for {id}"));
+        let meta = DATABASE
+            .by_id(*id)
+            .unwrap_or_else(|| panic!("no metadata for {id}"));
         let d = meta.descriptors();
         for desc in [d.mobile(), d.fixed_line()].into_iter().flatten() {
             if let Some(ex) = desc.example() {
@@ -94,14 +96,21 @@ fn normalize(c: &mut Criterion) {
     eprintln!("PhoneNormalizer::new(): {:?}", t.elapsed());
 
     let raw = inputs();
-    let plus: Vec<String> = raw.iter().map(|s| international_form(s).into_owned()).collect();
+    let plus: Vec<String> = raw
+        .iter()
+        .map(|s| international_form(s).into_owned())
+        .collect();
 
     // Sanity: same answers, and how much of the set the fast path decides.
     let mut fast = 0;
     let mut accepted = 0;
     for (r, p) in raw.iter().zip(&plus) {
         let ours = normalizer.normalize(r).map(|p| p.0);
-        assert_eq!(ours, normalizer.normalize_with_crate(p).map(|p| p.0), "{r:?}");
+        assert_eq!(
+            ours,
+            normalizer.normalize_with_crate(p).map(|p| p.0),
+            "{r:?}"
+        );
         fast += normalizer.fast_path(r).is_some() as usize;
         accepted += ours.is_some() as usize;
     }
@@ -153,7 +162,11 @@ fn normalize(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0u64;
             for s in &plus {
-                n = n.wrapping_add(normalizer.normalize_with_crate(black_box(s)).map_or(0, |p| p.0));
+                n = n.wrapping_add(
+                    normalizer
+                        .normalize_with_crate(black_box(s))
+                        .map_or(0, |p| p.0),
+                );
             }
             black_box(n)
         })

@@ -408,7 +408,8 @@ fn fast(t: &Tables, raw: &str) -> Fast {
     }
 
     // 1. Parser selection and country code.
-    let rfc3966 = !has_space && no_leading_separators && matches!(before_first_sep, Some(p) if p > 0);
+    let rfc3966 =
+        !has_space && no_leading_separators && matches!(before_first_sep, Some(p) if p > 0);
     let (code_index, cc_len) = if rfc3966 {
         let p = before_first_sep.unwrap_or(0);
         if nd - p < 3 {
@@ -483,7 +484,10 @@ mod tests {
     fn seeds_take_the_fast_path() {
         let n = PhoneNormalizer::new();
         assert_eq!(n.fast_path("+15551234567"), Some(Some(Phone(15551234567))));
-        assert_eq!(n.fast_path("+447700900123"), Some(Some(Phone(447700900123))));
+        assert_eq!(
+            n.fast_path("+447700900123"),
+            Some(Some(Phone(447700900123)))
+        );
         assert_eq!(Phone(447700900123).to_string(), "+447700900123");
     }
 
@@ -493,7 +497,10 @@ mod tests {
         assert_eq!(Phone(15551234567).country_code(), Some(1));
         assert_eq!(Phone(447700900123).country_code(), Some(44));
         assert_eq!(Phone(3545551234).country_code(), Some(354));
-        assert_eq!(Phone(390612345678).national_number().as_deref(), Some("0612345678"));
+        assert_eq!(
+            Phone(390612345678).national_number().as_deref(),
+            Some("0612345678")
+        );
     }
 
     #[test]
@@ -514,7 +521,10 @@ mod tests {
         }
         assert!(c.len() <= FallbackCache::capacity());
         let last = FallbackCache::capacity() * 2 - 1;
-        assert_eq!(c.get(&format!("key {last}")), Some(Some(Phone(last as u64))));
+        assert_eq!(
+            c.get(&format!("key {last}")),
+            Some(Some(Phone(last as u64)))
+        );
         assert_eq!(c.get("never inserted"), None);
         c.insert("rejected", None);
         assert_eq!(c.get("rejected"), Some(None));

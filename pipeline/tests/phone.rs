@@ -70,7 +70,9 @@ fn is_possible(meta: &Metadata, len: usize) -> bool {
     local.retain(|l| !national.contains(l));
     let len = len as u16;
     // testNumberLength
-    let Some(&min) = national.first() else { return false };
+    let Some(&min) = national.first() else {
+        return false;
+    };
     if local.contains(&len) {
         return true; // IS_POSSIBLE_LOCAL_ONLY
     }
@@ -154,7 +156,7 @@ const CORPUS: &[(&str, Option<&str>)] = &[
     ("+1 (242) 357-1234", Some("+12423571234")),
     ("+800 1234 5678", Some("+80012345678")), // non-geographic
     ("+979 123456789", Some("+979123456789")),
-    ("+49 12", Some("+4912")), // IS_POSSIBLE_LOCAL_ONLY for +49
+    ("+49 12", Some("+4912")),         // IS_POSSIBLE_LOCAL_ONLY for +49
     ("+1 5551234", Some("+15551234")), // local-only length 7 for +1
     // National trunk prefixes after the country code.
     ("+44 (0)20 7946 0958", Some("+442079460958")),
@@ -229,9 +231,17 @@ fn corpus_matches_crate_and_literals() {
         // Twice: the second call may come from the fallback cache.
         assert_eq!(n.normalize(input).map(|p| p.to_string()), got, "{input:?}");
         // The uncached slow path is the same function.
-        assert_eq!(n.normalize_with_crate(input).map(|p| p.to_string()), got, "{input:?}");
+        assert_eq!(
+            n.normalize_with_crate(input).map(|p| p.to_string()),
+            got,
+            "{input:?}"
+        );
     }
-    assert!(failures.is_empty(), "corpus mismatches:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "corpus mismatches:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -257,7 +267,10 @@ fn canonical_and_light_formats_take_the_fast_path() {
         "",
         "+999 123 456 789",
     ] {
-        assert!(n.fast_path(input).is_some(), "{input:?} should not need the crate");
+        assert!(
+            n.fast_path(input).is_some(),
+            "{input:?} should not need the crate"
+        );
     }
     // And these are exactly the ones that must consult it.
     for input in [
@@ -282,9 +295,16 @@ fn metadata_examples_mostly_fast_and_exact() {
     for code in all_codes() {
         for meta in DATABASE.by_code(&code).unwrap() {
             let d = meta.descriptors();
-            for desc in [d.fixed_line(), d.mobile(), d.toll_free(), d.voip()].into_iter().flatten() {
+            for desc in [d.fixed_line(), d.mobile(), d.toll_free(), d.voip()]
+                .into_iter()
+                .flatten()
+            {
                 let Some(ex) = desc.example() else { continue };
-                for input in [format!("+{code}{ex}"), format!("00{code} {ex}"), format!("{code}-{ex}")] {
+                for input in [
+                    format!("+{code}{ex}"),
+                    format!("00{code} {ex}"),
+                    format!("{code}-{ex}"),
+                ] {
                     total += 1;
                     if n.fast_path(&input).is_some() {
                         fast += 1;
@@ -296,14 +316,20 @@ fn metadata_examples_mostly_fast_and_exact() {
     }
     eprintln!("{fast} of {total} example inputs on the fast path");
     assert!(total > 1000, "{total}");
-    assert!(fast * 100 >= total * 98, "only {fast} of {total} on the fast path");
+    assert!(
+        fast * 100 >= total * 98,
+        "only {fast} of {total} on the fast path"
+    );
 }
 
 #[test]
 fn every_possible_number_fits_in_u64() {
     for code in all_codes() {
         let main = DATABASE.by_code(&code).unwrap()[0];
-        let max = (0..=17).filter(|&l| is_possible(main, l)).max().unwrap_or(0);
+        let max = (0..=17)
+            .filter(|&l| is_possible(main, l))
+            .max()
+            .unwrap_or(0);
         let digits = code.to_string().len() + max;
         assert!(digits <= 19, "+{code}: {digits} digits");
     }
@@ -331,7 +357,10 @@ fn shared_across_threads() {
             let n = n.clone();
             std::thread::spawn(move || {
                 for &(input, expected) in CORPUS.iter().cycle().skip(t).take(400) {
-                    assert_eq!(n.normalize(input).map(|p| p.to_string()).as_deref(), expected);
+                    assert_eq!(
+                        n.normalize(input).map(|p| p.to_string()).as_deref(),
+                        expected
+                    );
                 }
             })
         })
@@ -376,14 +405,18 @@ fn arb_input() -> impl Strategy<Value = String> {
         "+", "+", "+", "", "", "00", "00", " +", "+ ", "(+", "0", "++", "tel:+", "00 ", "\u{FF0B}",
     ]);
     let seps = prop::collection::vec(
-        prop::sample::select(vec!["", "", "", "", " ", " ", "-", ".", "(", ")", " (", ") ", "  ", "-("]),
+        prop::sample::select(vec![
+            "", "", "", "", " ", " ", "-", ".", "(", ")", " (", ") ", "  ", "-(",
+        ]),
         0..=24,
     );
     let junk = prop::option::weighted(
         0.1,
         (
             any::<prop::sample::Index>(),
-            prop::sample::select(vec!['a', 'x', 'O', '/', '#', ';', '\t', '+', '*', '٣', 'é', ',', '~', '[']),
+            prop::sample::select(vec![
+                'a', 'x', 'O', '/', '#', ';', '\t', '+', '*', '٣', 'é', ',', '~', '[',
+            ]),
         ),
     );
     (prefix, code, national, seps, junk).prop_map(|(prefix, code, national, seps, junk)| {
@@ -414,9 +447,16 @@ fn example_nationals() -> Vec<String> {
     for code in all_codes() {
         for meta in DATABASE.by_code(&code).unwrap() {
             let d = meta.descriptors();
-            for desc in [d.fixed_line(), d.mobile(), d.toll_free(), d.premium_rate(), d.voip(), d.uan()]
-                .into_iter()
-                .flatten()
+            for desc in [
+                d.fixed_line(),
+                d.mobile(),
+                d.toll_free(),
+                d.premium_rate(),
+                d.voip(),
+                d.uan(),
+            ]
+            .into_iter()
+            .flatten()
             {
                 if let Some(ex) = desc.example() {
                     out.push(ex.to_owned());
@@ -470,9 +510,11 @@ proptest! {
 /// region's `national_prefix_for_parsing` matches (non-empty) at its start.
 fn crate_may_rewrite(code: u16, national: &str) -> bool {
     DATABASE.by_code(&code).unwrap().iter().any(|m| {
-        m.national_prefix().is_some_and(|np| national.starts_with(np))
+        m.national_prefix()
+            .is_some_and(|np| national.starts_with(np))
             || m.national_prefix_for_parsing().is_some_and(|re| {
-                re.find(national).is_some_and(|f| f.start() == 0 && f.end() > 0)
+                re.find(national)
+                    .is_some_and(|f| f.start() == 0 && f.end() > 0)
             })
     })
 }
@@ -481,7 +523,10 @@ fn crate_may_rewrite(code: u16, national: &str) -> bool {
 fn idempotence_exception_is_the_crates() {
     let first = ours("+49 000 301234567");
     assert_eq!(first.as_deref(), Some("+490301234567"));
-    assert_eq!(reference("+49 000 301234567").as_deref(), Some("+490301234567"));
+    assert_eq!(
+        reference("+49 000 301234567").as_deref(),
+        Some("+490301234567")
+    );
     assert_eq!(ours("+490301234567").as_deref(), Some("+49301234567"));
     assert_eq!(reference("+490301234567").as_deref(), Some("+49301234567"));
     assert!(crate_may_rewrite(49, "0301234567"));

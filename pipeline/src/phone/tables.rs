@@ -126,7 +126,9 @@ impl Tables {
         let ids = &self.code_patterns[start..start + info.pat_len as usize];
         ids.iter().any(|&i| {
             let p = &self.patterns[i as usize];
-            let Some((dfa, start)) = &p.dfa else { return true };
+            let Some((dfa, start)) = &p.dfa else {
+                return true;
+            };
             let mut s = *start;
             for (k, &d) in national.iter().enumerate() {
                 s = dfa.next_state(s, b'0' + d);
@@ -175,7 +177,9 @@ impl Tables {
         let mut code_patterns: Vec<u32> = Vec::new();
 
         for &code in &codes_set {
-            let Some(metas) = DATABASE.by_code(&code) else { continue };
+            let Some(metas) = DATABASE.by_code(&code) else {
+                continue;
+            };
             if metas.is_empty() || code as usize >= slot.len() {
                 continue;
             }
@@ -539,9 +543,7 @@ fn decimal_digit_ranges() -> Vec<(char, char)> {
         .parse(r"\p{Nd}")
         .expect(r"\p{Nd} parses");
     match hir.kind() {
-        HirKind::Class(Class::Unicode(cls)) => {
-            cls.iter().map(|r| (r.start(), r.end())).collect()
-        }
+        HirKind::Class(Class::Unicode(cls)) => cls.iter().map(|r| (r.start(), r.end())).collect(),
         _ => ('0'..='9').map(|c| (c, c)).collect(),
     }
 }
