@@ -31,7 +31,7 @@ const TYPES: [&str; 4] = [
     "trial_started",
     "call_booked",
 ];
-const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const T0: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z, in µs
 
 use leadstream::cpu_time::now;
 
@@ -57,7 +57,7 @@ fn mix(mut z: u64) -> u64 {
 struct Ev {
     phone: Phone,
     ty: usize,
-    at_ms: i64,
+    at_us: i64,
 }
 
 fn event(n: u64) -> Ev {
@@ -66,7 +66,7 @@ fn event(n: u64) -> Ev {
     Ev {
         phone: Phone(15_550_000_000 + r % 250_000),
         ty: (r >> 32) as usize % 4,
-        at_ms: T0 + n as i64 * 7_919 % (150 * 86_400_000),
+        at_us: T0 + n as i64 * 7_919_000 % (150 * 86_400_000_000),
     }
 }
 
@@ -75,7 +75,7 @@ fn probe(e: &Ev) -> Probe {
         org: 42,
         phone: e.phone,
         event_type: TYPES[e.ty],
-        occurred_at_ms: e.at_ms,
+        occurred_at_us: e.at_us,
     };
     Probe {
         fingerprint: key.fingerprint(),
@@ -189,7 +189,7 @@ fn event_index(c: &mut Criterion) {
             for _ in 0..iters {
                 let idx = EventIndex::new(SHARDS);
                 let t = now();
-                idx.record(42, TYPES[0], evs.iter().map(|e| (e.phone, e.at_ms)));
+                idx.record(42, TYPES[0], evs.iter().map(|e| (e.phone, e.at_us)));
                 total += now() - t;
                 black_box(idx);
             }
@@ -203,7 +203,7 @@ fn event_index(c: &mut Criterion) {
                 let mut set = BTreeSet::<(i64, usize, u64, i64)>::new();
                 let t = now();
                 for e in &evs {
-                    set.insert((42, 0, e.phone.0, e.at_ms));
+                    set.insert((42, 0, e.phone.0, e.at_us));
                 }
                 total += now() - t;
                 black_box(set);
@@ -216,21 +216,21 @@ fn event_index(c: &mut Criterion) {
     let mut tree = BTreeSet::new();
     for (t, ty) in TYPES.iter().enumerate() {
         let of_type = evs.iter().filter(|e| e.ty == t);
-        idx.record(42, ty, of_type.clone().map(|e| (e.phone, e.at_ms)));
-        tree.extend(of_type.map(|e| (42i64, t, e.phone.0, e.at_ms)));
+        idx.record(42, ty, of_type.clone().map(|e| (e.phone, e.at_us)));
+        tree.extend(of_type.map(|e| (42i64, t, e.phone.0, e.at_us)));
     }
     // "Did this lead have the event in the 7 days before T?", T half a week after each
     // event. EventIndex takes the type by name; so does the baseline.
     let type_ids: std::collections::HashMap<&str, usize> =
         TYPES.iter().enumerate().map(|(i, t)| (*t, i)).collect();
     let week = 7 * 24 * 60;
-    let week_ms = week as i64 * 60_000;
+    let week_us = week as i64 * 60_000_000;
     g.bench_function("has_event", |b| {
         iter(b, || {
             black_box(
                 evs.iter()
                     .filter(|e| {
-                        idx.has_event(42, TYPES[e.ty], e.phone, e.at_ms + week_ms / 2, Some(week))
+                        idx.has_event(42, TYPES[e.ty], e.phone, e.at_us + week_us / 2, Some(week))
                     })
                     .count(),
             );
@@ -241,9 +241,9 @@ fn event_index(c: &mut Criterion) {
             let n = evs
                 .iter()
                 .filter(|e| {
-                    let at = e.at_ms + week_ms / 2;
+                    let at = e.at_us + week_us / 2;
                     let ty = type_ids[TYPES[e.ty]];
-                    tree.range((42, ty, e.phone.0, at - week_ms)..=(42, ty, e.phone.0, at))
+                    tree.range((42, ty, e.phone.0, at - week_us)..=(42, ty, e.phone.0, at))
                         .next()
                         .is_some()
                 })

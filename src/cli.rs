@@ -3,9 +3,9 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use leadstream_connectors::api::AppState;
-use leadstream_connectors::clickhouse::ClickHouseStore;
-use leadstream_connectors::config::{ClickHouseConfig, Config};
-use leadstream_connectors::kafka::{ClickHouseWarmer, PartitionWarmer, WarmedAtStartup};
+use leadstream_connectors::clickhouse::{ClickHouseStore, ClickHouseWarmer};
+use leadstream_connectors::config::{ClickHouseConfig, Config, RetryConfig};
+use leadstream_connectors::kafka::{PartitionWarmer, WarmedAtStartup};
 use leadstream_connectors::registry::{KeyInfo, RegistryError};
 use leadstream_connectors::{AuthMode, Ingestor, KeyKind, Registry};
 use leadstream_pipeline::{Ingest, OrgId, PhoneNormalizer};
@@ -587,11 +587,13 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let normalizer = PhoneNormalizer::new();
     let ingestor = if config.clickhouse.enabled() {
         Ingestor::with_store(
-            Box::new(connect_clickhouse(&config.clickhouse)?),
+            Box::new(connect_clickhouse(&config.clickhouse, &config.store.retry)?),
             config.store.shards,
+            config.store.retry.backoff(),
         )
     } else {
-        Ingestor::start(data_dir, config.store.shards).context("opening the event store")?
+        Ingestor::start(data_dir, config.store.shards, config.store.retry.backoff())
+            .context("opening the event store")?
     };
     // Several processes may share the group and the ClickHouse: newly assigned raw
     // partitions are warmed from it, over a second connection. The embedded store is
@@ -599,9 +601,9 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let warmer: Box<dyn PartitionWarmer> = if config.clickhouse.enabled() && config.kafka.enabled()
     {
         Box::new(ClickHouseWarmer::new(
-            connect_clickhouse(&config.clickhouse)?,
+            connect_clickhouse(&config.clickhouse, &config.store.retry)?,
             ingestor.clone(),
-            &config.clickhouse,
+            config.store.retry.backoff(),
         ))
     } else {
         Box::new(WarmedAtStartup(ingestor.clone()))
@@ -741,11 +743,14 @@ async fn stop_kafka(task: KafkaTask) {
     }
 }
 
-/// Connects to ClickHouse, waiting with backoff (clickhouse.retry_initial doubling up
-/// to retry_max) while it cannot be reached, and saying so each time.
-fn connect_clickhouse(cfg: &ClickHouseConfig) -> anyhow::Result<ClickHouseStore> {
+/// Connects to ClickHouse, waiting with backoff (`[store.retry]`) while it cannot be
+/// reached, and saying so each time.
+fn connect_clickhouse(
+    cfg: &ClickHouseConfig,
+    retry: &RetryConfig,
+) -> anyhow::Result<ClickHouseStore> {
     let url = leadstream_connectors::clickhouse::display_url(&cfg.url);
-    ClickHouseStore::connect_with_backoff(cfg, |e, wait| {
+    ClickHouseStore::connect_with_backoff(cfg, retry.backoff(), |e, wait| {
         tracing::warn!(
             %url,
             error = %e,

@@ -6,7 +6,7 @@
 //! differently (another phone spelling, the instant in another offset). Bad rows carry
 //! exactly one defect, so their reject reason is known.
 use bytes::Bytes;
-use leadstream_pipeline::time::{format_rfc3339_ms, parse_rfc3339_ms};
+use leadstream_pipeline::time::{format_rfc3339_ms, parse_rfc3339_us};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -255,7 +255,7 @@ impl<'c> Gen<'c> {
             leads,
             earlier: Default::default(),
             seen: HashSet::with_capacity(cfg.events),
-            start_ms: parse_rfc3339_ms("2026-01-01T00:00:00Z").expect("valid"),
+            start_ms: parse_rfc3339_us("2026-01-01T00:00:00Z").expect("valid") / 1000,
         }
     }
 

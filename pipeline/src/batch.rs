@@ -10,7 +10,7 @@ use crate::event::{EventKey, OrgId};
 use crate::parse::json::JsonError;
 use crate::parse::{Events, Metadata, Parser, RawBatch, RawEvent, Scalar, Slot};
 use crate::phone::{Phone, PhoneNormalizer};
-use crate::time::parse_rfc3339_ms;
+use crate::time::parse_rfc3339_us;
 
 /// At most this many events per call.
 pub const MAX_EVENTS: usize = 50_000;
@@ -93,7 +93,8 @@ pub struct Reject {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub phone: Phone,
-    pub occurred_at_ms: i64,
+    /// `occurredAt` as UTC microseconds since the epoch ([`crate::time`]).
+    pub occurred_at_us: i64,
     /// Compact JSON object text, when metadata was sent.
     pub metadata: Option<Box<str>>,
     pub probe: Probe,
@@ -217,12 +218,12 @@ impl Ingest {
         else {
             return Err((RejectReason::InvalidPhone, as_sent(&ev)));
         };
-        let occurred_at_ms = match &ev.occurred_at {
+        let occurred_at_us = match &ev.occurred_at {
             None | Some(Scalar::Null) => {
                 return Err((RejectReason::MissingOccurredAt, as_sent(&ev)))
             }
-            Some(s) => match s.as_str().and_then(parse_rfc3339_ms) {
-                Some(ms) => ms,
+            Some(s) => match s.as_str().and_then(parse_rfc3339_us) {
+                Some(us) => us,
                 None => return Err((RejectReason::InvalidOccurredAt, as_sent(&ev))),
             },
         };
@@ -242,11 +243,11 @@ impl Ingest {
             org,
             phone,
             event_type,
-            occurred_at_ms,
+            occurred_at_us,
         };
         Ok(Row {
             phone,
-            occurred_at_ms,
+            occurred_at_us,
             metadata,
             probe: Probe {
                 fingerprint: key.fingerprint(),
@@ -452,5 +453,15 @@ mod tests {
         assert_eq!(p.rows.len(), 2);
         assert_eq!(p.rows[0].probe.fingerprint, p.rows[1].probe.fingerprint);
         assert_eq!(p.rows[0].phone.to_string(), "+15551234567");
+    }
+
+    #[test]
+    fn instants_100_microseconds_apart_are_two_keys() {
+        let body = r#"{"organizationId":42,"eventType":"t","events":[
+            {"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00.0001Z"},
+            {"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00.0002Z"}]}"#;
+        let p = prepare(body).unwrap();
+        assert_eq!(p.rows[1].occurred_at_us - p.rows[0].occurred_at_us, 100);
+        assert_ne!(p.rows[0].probe.fingerprint, p.rows[1].probe.fingerprint);
     }
 }

@@ -7,14 +7,15 @@ use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 pub type OrgId = i64;
 
 /// The unique key of a lead event: `(organizationId, phoneE164, eventType, occurredAt)`,
-/// with the phone normalized and `occurredAt` as UTC milliseconds, so two spellings of
-/// one instant or one number are one key.
+/// with the phone normalized and `occurredAt` as UTC microseconds (as Postgres
+/// `timestamptz`, see [`crate::time`]), so two spellings of one instant or one number
+/// are one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EventKey<'a> {
     pub org: OrgId,
     pub phone: Phone,
     pub event_type: &'a str,
-    pub occurred_at_ms: i64,
+    pub occurred_at_us: i64,
 }
 
 /// A 128-bit fingerprint of an [`EventKey`] (xxh3-128 over a length-prefixed encoding).
@@ -40,13 +41,15 @@ impl Fingerprint {
 }
 
 impl EventKey<'_> {
-    /// The key's fingerprint. Stable across versions and platforms: it is stored.
+    /// The key's fingerprint. Stable across platforms, and stored: changing the encoding
+    /// (as moving `occurredAt` from milliseconds to microseconds did) needs a migration
+    /// of every store (see `connectors/src/store/sqlite.rs`).
     pub fn fingerprint(&self) -> Fingerprint {
         let t = self.event_type.as_bytes();
         let mut buf = [0u8; 24 + 2 + 512];
         buf[..8].copy_from_slice(&self.org.to_le_bytes());
         buf[8..16].copy_from_slice(&self.phone.0.to_le_bytes());
-        buf[16..24].copy_from_slice(&self.occurred_at_ms.to_le_bytes());
+        buf[16..24].copy_from_slice(&self.occurred_at_us.to_le_bytes());
         buf[24..26].copy_from_slice(&(t.len() as u16).to_le_bytes());
         if t.len() <= 512 {
             buf[26..26 + t.len()].copy_from_slice(t);
@@ -85,7 +88,7 @@ mod tests {
             org: 42,
             phone: Phone(15551234567),
             event_type: t,
-            occurred_at_ms: at,
+            occurred_at_us: at,
         }
     }
 
@@ -115,6 +118,21 @@ mod tests {
         assert_ne!(
             key(&long, 1).fingerprint(),
             key(&long[..599], 1).fingerprint()
+        );
+    }
+
+    /// Pins the encoding: a change here invalidates every stored fingerprint.
+    #[test]
+    fn fingerprints_are_stable() {
+        let k = EventKey {
+            org: 42,
+            phone: Phone(15551234567),
+            event_type: "mastery_purchase",
+            occurred_at_us: 1_778_610_840_000_100,
+        };
+        assert_eq!(
+            k.fingerprint(),
+            Fingerprint(0x2b52d0b246b459c53a98f9863df83e51)
         );
     }
 

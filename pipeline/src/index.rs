@@ -1,5 +1,5 @@
 //! The event index: per `(organization, eventType, phone)`, the sorted `occurredAt`
-//! instants of stored events. It answers the send filters' question "did this lead
+//! instants (UTC microseconds) of stored events. It answers the send filters' question "did this lead
 //! have event X in `[T - window, T]`?" with one hash lookup and a binary search.
 //!
 //! Event types are interned per organization to a `u32`, so a key is 20 bytes.
@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 
 type Instants = Vec<i64>;
+const MICROS_PER_MINUTE: u64 = 60_000_000;
 /// `(org, interned event type, phone digits)`.
 type LeadKey = (OrgId, u32, u64);
 type Shard = RwLock<HashMap<LeadKey, Instants>>;
@@ -80,14 +81,15 @@ impl EventIndex {
     }
 
     /// Whether the lead has an event of this type with
-    /// `at_ms - within_minutes <= occurredAt <= at_ms`; with no window, any
-    /// `occurredAt <= at_ms`. This is the send filter's "has the event" at instant T.
+    /// `at_us - within_minutes <= occurredAt <= at_us` (instants in UTC microseconds);
+    /// with no window, any `occurredAt <= at_us`. This is the send filter's "has the
+    /// event" at instant T.
     pub fn has_event(
         &self,
         org: OrgId,
         event_type: &str,
         phone: Phone,
-        at_ms: i64,
+        at_us: i64,
         within_minutes: Option<u64>,
     ) -> bool {
         let Some(t) = self.type_id(org, event_type) else {
@@ -98,11 +100,12 @@ impl EventIndex {
             return false;
         };
         let lo = match within_minutes {
-            Some(m) => at_ms.saturating_sub(m.saturating_mul(60_000).min(i64::MAX as u64) as i64),
+            Some(m) => at_us
+                .saturating_sub(m.saturating_mul(MICROS_PER_MINUTE).min(i64::MAX as u64) as i64),
             None => i64::MIN,
         };
         let first = v.partition_point(|&x| x < lo);
-        first < v.len() && v[first] <= at_ms
+        first < v.len() && v[first] <= at_us
     }
 
     /// Number of distinct (org, type, lead) entries.
@@ -115,7 +118,7 @@ impl EventIndex {
 mod tests {
     use super::*;
 
-    const MIN: i64 = 60_000;
+    const MIN: i64 = 60_000_000;
 
     #[test]
     fn window_is_inclusive_at_both_ends() {

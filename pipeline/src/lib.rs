@@ -1,5 +1,6 @@
-//! leadstream's core: the lead-event model, parsing (a validating, non-recursive JSON reader), phone normalization
-//! (E.164), validation, the dedup index and the event index.
+//! leadstream's core: the lead-event model, parsing (a validating, non-recursive JSON
+//! reader), phone normalization (E.164), validation, the dedup index, the event index
+//! and the retry policy.
 //!
 //! Everything here is synchronous and free of I/O, so it can be benchmarked and
 //! property-tested on its own; `leadstream-connectors` wraps it in servers and stores.
@@ -10,6 +11,7 @@ pub mod event;
 pub mod index;
 pub mod parse;
 pub mod phone;
+pub mod retry;
 pub mod time;
 
 pub use batch::{Ingest, Prepared, Reject, RejectReason, RequestError, Row};

@@ -1,17 +1,30 @@
-//! RFC 3339 timestamps to UTC milliseconds and back.
+//! RFC 3339 timestamps to UTC microseconds and back.
 //!
 //! `occurredAt` is part of the unique key as an instant, so `2026-05-12T18:34:00Z` and
 //! `2026-05-12T13:34:00-05:00` must map to the same number. This parser is hand-written
 //! because it runs once per event on the hot path: it does no allocation and no
 //! locale or format-string work. It accepts exactly RFC 3339 `date-time`:
 //! `YYYY-MM-DD(T|t| )hh:mm:ss(.fraction)?(Z|z|±hh:mm)`. A time zone is required (a
-//! local time is not an instant). Fractions beyond milliseconds are truncated.
-//! Leap seconds (`:60`) are refused: they have no distinct instant in Unix time.
+//! local time is not an instant). Leap seconds (`:60`) are refused: they have no
+//! distinct instant in Unix time.
+//!
+//! # Precision: microseconds, rounded as Postgres `timestamptz` rounds
+//! Instants keep microseconds, like Postgres `timestamptz`, so `…00.0001Z` and
+//! `…00.0002Z` are two keys. A fraction with more than six digits is rounded to the
+//! nearest microsecond exactly as Postgres does it (`ParseFractionalSecond` in its
+//! `datetime.c`): the fraction is read as an IEEE double and `rint(fraction × 10⁶)` is
+//! taken, i.e. round half to even on the double. So `.0000005` becomes `.000000`,
+//! `.0000015` and `.0000025` both `.000002`, `.9999995` carries into the next second,
+//! and, where the decimal tie is not exact in binary, the double decides: `.0001255`
+//! becomes `.000125` and `.0001265` `.000127` (values checked against Postgres 15).
+//! Fractions of at most six digits are exact and take an integer-only path.
 
-/// Parses an RFC 3339 date-time into milliseconds since the Unix epoch (UTC).
+/// Parses an RFC 3339 date-time into microseconds since the Unix epoch (UTC).
 ///
-/// Returns `None` for anything that is not a valid RFC 3339 date-time with offset.
-pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+/// Digits beyond the sixth of the fraction round as Postgres rounds them (see the
+/// module docs). Returns `None` for anything that is not a valid RFC 3339 date-time
+/// with offset.
+pub fn parse_rfc3339_us(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() < 20 {
         return None;
@@ -35,22 +48,30 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         return None;
     }
     let mut i = 19;
-    let mut millis = 0u32;
+    let mut micros = 0i64;
     if b[i] == b'.' {
+        let dot = i;
         i += 1;
-        let start = i;
         while i < b.len() && b[i].is_ascii_digit() {
-            if i - start < 3 {
-                millis = millis * 10 + u32::from(b[i] - b'0');
+            if i - dot <= 6 {
+                micros = micros * 10 + i64::from(b[i] - b'0');
             }
             i += 1;
         }
-        let n = i - start;
+        let n = i - dot - 1;
         if n == 0 {
             return None;
         }
-        for _ in n..3 {
-            millis *= 10;
+        if n <= 6 {
+            for _ in n..6 {
+                micros *= 10;
+            }
+        } else {
+            // Postgres: rint(strtod(".ddd…") * 1e6). Rust's float parsing is correctly
+            // rounded like glibc's strtod and does not allocate; `round_ties_even` is
+            // `rint` in the default rounding mode. The result is 0..=1_000_000.
+            let frac: f64 = s[dot..i].parse().ok()?;
+            micros = (frac * 1e6).round_ties_even() as i64;
         }
     }
     let offset_minutes: i64 = match b.get(i)? {
@@ -82,18 +103,30 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     }
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_minutes * 60;
-    Some(secs * 1000 + i64::from(millis))
+    Some(secs * 1_000_000 + micros)
 }
 
-/// Formats milliseconds since the epoch as `YYYY-MM-DDThh:mm:ss.sssZ` (UTC).
+/// Formats microseconds since the epoch as `YYYY-MM-DDThh:mm:ss.ffffffZ` (UTC), six
+/// fractional digits always: what [`parse_rfc3339_us`] reads back to the same value.
+pub fn format_rfc3339_us(us: i64) -> String {
+    let (date, micros) = (us.div_euclid(1_000_000), us.rem_euclid(1_000_000));
+    format!("{}.{micros:06}Z", seconds(date))
+}
+
+/// Formats milliseconds since the epoch as `YYYY-MM-DDThh:mm:ss.sssZ` (UTC), for the
+/// instants kept in milliseconds (key creation times, `ingested_at`).
 pub fn format_rfc3339_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
+    let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    format!("{}.{millis:03}Z", seconds(secs))
+}
+
+/// `YYYY-MM-DDThh:mm:ss` of seconds since the epoch.
+fn seconds(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
         sod / 3600,
         (sod / 60) % 60,
         sod % 60
@@ -153,22 +186,68 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn offsets_name_the_same_instant() {
-        let z = parse_rfc3339_ms("2026-05-12T18:34:00Z").unwrap();
-        assert_eq!(parse_rfc3339_ms("2026-05-12T13:34:00-05:00"), Some(z));
-        assert_eq!(parse_rfc3339_ms("2026-05-13T00:04:00+05:30"), Some(z));
-        assert_eq!(parse_rfc3339_ms("2026-05-12t18:34:00.000z"), Some(z));
-        assert_eq!(z, 1_778_610_840_000);
+    const BASE: &str = "2026-05-12T18:34:00";
+
+    fn at(fraction: &str) -> i64 {
+        parse_rfc3339_us(&format!("{BASE}{fraction}Z"))
+            .unwrap_or_else(|| panic!("{fraction:?} refused"))
     }
 
     #[test]
-    fn fractions_truncate_to_millis() {
-        let base = parse_rfc3339_ms("2026-05-12T18:34:00Z").unwrap();
-        assert_eq!(parse_rfc3339_ms("2026-05-12T18:34:00.5Z"), Some(base + 500));
+    fn offsets_name_the_same_instant() {
+        let z = parse_rfc3339_us("2026-05-12T18:34:00Z").unwrap();
+        assert_eq!(parse_rfc3339_us("2026-05-12T13:34:00-05:00"), Some(z));
+        assert_eq!(parse_rfc3339_us("2026-05-13T00:04:00+05:30"), Some(z));
+        assert_eq!(parse_rfc3339_us("2026-05-12t18:34:00.000z"), Some(z));
+        assert_eq!(z, 1_778_610_840_000_000);
+    }
+
+    #[test]
+    fn microseconds_are_kept() {
+        let base = at("");
+        assert_eq!(at(".5"), base + 500_000);
+        assert_eq!(at(".123"), base + 123_000);
+        assert_eq!(at(".0001"), base + 100);
+        assert_eq!(at(".0002"), base + 200);
+        assert_eq!(at(".123456"), base + 123_456);
+        assert_ne!(at(".0001"), at(".0002"));
+    }
+
+    /// What Postgres 15 answers for `'2026-05-12T18:34:00<fraction>Z'::timestamptz`
+    /// (`to_char(..., 'SS.US')`), including the ties the binary double decides.
+    #[test]
+    fn digits_past_the_sixth_round_as_postgres_rounds_them() {
+        let base = at("");
+        for (fraction, micros) in [
+            (".0000005", 0),
+            (".0000015", 2),
+            (".0000025", 2),
+            (".0000035", 4),
+            (".00000051", 1),
+            (".0000004999", 0),
+            (".000000500000000001", 1),
+            (".1234565", 123_456),
+            (".1234575", 123_458),
+            (".12345650000000000001", 123_456),
+            (".1234564999999999999", 123_456),
+            (".0000615", 62),
+            (".0001245", 124),
+            (".0001255", 125),
+            (".0001265", 127),
+            (".9999994", 999_999),
+            (".123456789", 123_457),
+        ] {
+            assert_eq!(at(fraction) - base, micros, "{fraction}");
+        }
+        // Rounding up can carry into the next second, day and year.
         assert_eq!(
-            parse_rfc3339_ms("2026-05-12T18:34:00.123456789Z"),
-            Some(base + 123)
+            parse_rfc3339_us("2026-12-31T23:59:59.9999995Z"),
+            parse_rfc3339_us("2027-01-01T00:00:00Z")
+        );
+        assert_eq!(parse_rfc3339_us("1969-12-31T23:59:59.9999995Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_us(&format!("{BASE}.{}Z", "9".repeat(400))),
+            Some(at("") + 1_000_000)
         );
     }
 
@@ -186,27 +265,56 @@ mod tests {
             "2026-05-12T18:60:00Z",
             "2026-05-12T18:34:60Z",
             "2026-05-12T18:34:00.Z",
+            "2026-05-12T18:34:00.1234567.Z",
+            "2026-05-12T18:34:00.1e5Z",
             "2026-05-12T18:34:00+0500",
             "2026-05-12T18:34:00+24:00",
             "2026-05-12T18:34:00Zjunk",
             "yesterday at noon",
             "1778610840000",
         ] {
-            assert_eq!(parse_rfc3339_ms(bad), None, "{bad:?}");
+            assert_eq!(parse_rfc3339_us(bad), None, "{bad:?}");
         }
-        assert!(parse_rfc3339_ms("2024-02-29T00:00:00Z").is_some());
+        assert!(parse_rfc3339_us("2024-02-29T00:00:00Z").is_some());
+    }
+
+    #[test]
+    fn formats_six_digits() {
+        let us = at(".000100");
+        assert_eq!(format_rfc3339_us(us), "2026-05-12T18:34:00.000100Z");
+        assert_eq!(format_rfc3339_us(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(
+            format_rfc3339_ms(1_778_610_840_007),
+            "2026-05-12T18:34:00.007Z"
+        );
     }
 
     proptest! {
         #[test]
-        fn agrees_with_chrono(secs in -62_135_510_400i64..253_402_214_399, ms in 0i64..1000, off in -1439i64..1439) {
-            let instant = secs * 1000 + ms;
+        fn agrees_with_chrono(secs in -62_135_510_400i64..253_402_214_399, us in 0i64..1_000_000, off in -1439i64..1439) {
+            let instant = secs * 1_000_000 + us;
             let tz = chrono::FixedOffset::east_opt((off * 60) as i32).unwrap();
-            let dt = chrono::DateTime::from_timestamp_millis(instant).unwrap().with_timezone(&tz);
-            let text = dt.to_rfc3339_opts(chrono::SecondsFormat::Millis, false);
-            prop_assert_eq!(parse_rfc3339_ms(&text), Some(instant), "{}", text);
-            let utc = format_rfc3339_ms(instant);
-            prop_assert_eq!(parse_rfc3339_ms(&utc), Some(instant));
+            let dt = chrono::DateTime::from_timestamp_micros(instant).unwrap().with_timezone(&tz);
+            let text = dt.to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+            prop_assert_eq!(parse_rfc3339_us(&text), Some(instant), "{}", text);
+            let utc = format_rfc3339_us(instant);
+            prop_assert_eq!(parse_rfc3339_us(&utc), Some(instant));
+            prop_assert_eq!(utc, chrono::DateTime::from_timestamp_micros(instant).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        }
+
+        /// Nanoseconds round to the nearest microsecond; only an exact tie can go
+        /// either way (to even, or where the double representing it leans).
+        #[test]
+        fn nanoseconds_round_to_the_nearest_microsecond(secs in 0i64..4_102_444_800, ns in 0i64..1_000_000_000) {
+            let dt = chrono::DateTime::from_timestamp(secs, ns as u32).unwrap();
+            let text = dt.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            let got = parse_rfc3339_us(&text).unwrap() - secs * 1_000_000;
+            let (whole, rest) = (ns / 1000, ns % 1000);
+            match rest.cmp(&500) {
+                std::cmp::Ordering::Less => prop_assert_eq!(got, whole, "{}", text),
+                std::cmp::Ordering::Greater => prop_assert_eq!(got, whole + 1, "{}", text),
+                std::cmp::Ordering::Equal => prop_assert!(got == whole || got == whole + 1, "{}", text),
+            }
         }
     }
 }

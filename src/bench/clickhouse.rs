@@ -80,7 +80,7 @@ pub struct ClickhouseArgs {
 struct Gen {
     event_type: &'static str,
     phone: Phone,
-    occurred_at_ms: i64,
+    occurred_at_us: i64,
     metadata: Option<String>,
     probe: Probe,
 }
@@ -227,7 +227,7 @@ fn measure<S: EventStore>(
                 org: super::synth::ORG,
                 event_type: r.event_type,
                 phone: r.phone,
-                occurred_at_ms: r.occurred_at_ms,
+                occurred_at_us: r.occurred_at_us,
                 metadata: r.metadata.as_deref(),
                 probe: r.probe,
             })
@@ -323,18 +323,18 @@ fn generate(n: usize, seed: u64) -> Vec<Gen> {
             Phone(cc * 10u64.pow(len) + rng.random_range(10u64.pow(len - 1)..10u64.pow(len)))
         })
         .collect();
-    let start_ms = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let start_us = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
     let mut seen = std::collections::HashSet::with_capacity(n);
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let event_type = EVENT_TYPES[rng.random_range(0..EVENT_TYPES.len())];
         let phone = leads[rng.random_range(0..leads.len())];
-        let occurred_at_ms = start_ms + rng.random_range(0..150 * 86_400_000i64);
+        let occurred_at_us = start_us + rng.random_range(0..150 * 86_400_000_000i64);
         let key = EventKey {
             org: super::synth::ORG,
             phone,
             event_type,
-            occurred_at_ms,
+            occurred_at_us,
         };
         let fingerprint = key.fingerprint();
         if !seen.insert(fingerprint) {
@@ -350,7 +350,7 @@ fn generate(n: usize, seed: u64) -> Vec<Gen> {
         out.push(Gen {
             event_type,
             phone,
-            occurred_at_ms,
+            occurred_at_us,
             metadata,
             probe: Probe {
                 fingerprint,

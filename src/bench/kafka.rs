@@ -428,8 +428,8 @@ async fn measure(
     planned: synth::Counts,
 ) -> anyhow::Result<Measured> {
     let k = &config.kafka;
-    let ingestor =
-        Ingestor::start(&dir.0, config.store.shards).context("opening the event store")?;
+    let ingestor = Ingestor::start(&dir.0, config.store.shards, config.store.retry.backoff())
+        .context("opening the event store")?;
     let source = RawSource::new(
         config,
         topics,

@@ -403,7 +403,8 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
         .issue(synth::ORG, KeyKind::ApiKey)
         .context("issuing an API key")?
         .secret;
-    let ingestor = Ingestor::start(&dir.0, SHARDS).context("opening the event store")?;
+    let ingestor =
+        Ingestor::start(&dir.0, SHARDS, Default::default()).context("opening the event store")?;
     let http = leadstream_connectors::config::Config::load(None, |_| None)
         .context("loading the default configuration")?
         .http;
@@ -595,7 +596,7 @@ fn writer_breakdown(
                 .iter()
                 .zip(&is_new)
                 .filter(|(_, &n)| n)
-                .map(|(r, _)| (r.phone, r.occurred_at_ms)),
+                .map(|(r, _)| (r.phone, r.occurred_at_us)),
         );
         let t4 = Instant::now();
         for (v, d) in steps

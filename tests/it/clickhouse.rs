@@ -24,18 +24,27 @@ fn config(url: &str, database: &str) -> ClickHouseConfig {
     c
 }
 
+/// The default `[store.retry]` policy.
+fn cfg_retry() -> leadstream_pipeline::retry::Backoff {
+    Config::load(None, |_| None)
+        .expect("default config")
+        .store
+        .retry
+        .backoff()
+}
+
 /// `n` distinct events of one type starting at key `from`, with the `Probe` the
 /// pipeline would compute.
 fn events(from: usize, n: usize) -> Vec<(Phone, i64, Option<String>, Probe)> {
     (from..from + n)
         .map(|k| {
             let phone = Phone(12_125_550_000 + (k % 10_000) as u64);
-            let at = 1_777_593_600_000 + k as i64 * 1000;
+            let at = 1_777_593_600_000_000 + k as i64 * 1_000_000;
             let key = EventKey {
                 org: ORG,
                 phone,
                 event_type: "webinar_attended",
-                occurred_at_ms: at,
+                occurred_at_us: at,
             };
             let meta = (k % 3 == 0).then(|| format!(r#"{{"k":{k}}}"#));
             (
@@ -57,7 +66,7 @@ fn stored<'a>(rows: &'a [(Phone, i64, Option<String>, Probe)]) -> Vec<StoredEven
             org: ORG,
             event_type: "webinar_attended",
             phone: *phone,
-            occurred_at_ms: *at,
+            occurred_at_us: *at,
             metadata: meta.as_deref(),
             probe: *probe,
         })
@@ -75,7 +84,7 @@ fn schema_creation_is_idempotent_and_migrates_an_older_table() {
         "{create}"
     );
     assert!(
-        create.contains("ORDER BY (organization_id, event_type, phone_e164, occurred_at)"),
+        create.contains("ORDER BY (organization_id, event_type, phone_e164, occurred_at_us)"),
         "{create}"
     );
     drop(first);
@@ -96,12 +105,12 @@ fn schema_creation_is_idempotent_and_migrates_an_older_table() {
         second.server_version()
     );
 
-    // A table from before `lead_hash` existed gets the column; its rows stay.
+    // A table without `lead_hash` gets the column; its rows stay.
     ch.query("CREATE DATABASE ls_old");
     ch.query(
-        "CREATE TABLE ls_old.lead_events (organization_id Int64, event_type String, phone_e164 String, occurred_at Int64, \
+        "CREATE TABLE ls_old.lead_events (organization_id Int64, event_type String, phone_e164 String, occurred_at_us Int64, \
          metadata String, ingested_at Int64, fp_hi Int64, fp_lo Int64) \
-         ENGINE = ReplacingMergeTree(ingested_at) ORDER BY (organization_id, event_type, phone_e164, occurred_at)",
+         ENGINE = ReplacingMergeTree(ingested_at) ORDER BY (organization_id, event_type, phone_e164, occurred_at_us)",
     );
     ch.query("INSERT INTO ls_old.lead_events VALUES (42, 't', '+15551234567', 1, '', 2, 3, 4)");
     let mut old = ClickHouseStore::connect(&config(&ch.url(), "ls_old")).expect("connect migrates");
@@ -112,13 +121,14 @@ fn schema_creation_is_idempotent_and_migrates_an_older_table() {
     // A column of another type is refused, naming it; nothing is changed.
     ch.query("CREATE DATABASE ls_bad");
     ch.query(
-        "CREATE TABLE ls_bad.lead_events (organization_id Int64, event_type String, phone_e164 String, occurred_at DateTime, \
+        "CREATE TABLE ls_bad.lead_events (organization_id Int64, event_type String, phone_e164 String, occurred_at_us DateTime, \
          metadata String, ingested_at Int64, fp_hi Int64, fp_lo Int64) \
-         ENGINE = ReplacingMergeTree(ingested_at) ORDER BY (organization_id, event_type, phone_e164, occurred_at)",
+         ENGINE = ReplacingMergeTree(ingested_at) ORDER BY (organization_id, event_type, phone_e164, occurred_at_us)",
     );
     let e = ClickHouseStore::connect(&config(&ch.url(), "ls_bad")).unwrap_err();
     assert!(
-        matches!(e, StoreError::Schema(_)) && e.to_string().contains("occurred_at is DateTime"),
+        matches!(e, StoreError::Open { .. })
+            && e.to_string().contains("occurred_at_us is DateTime"),
         "{e}"
     );
 
@@ -167,7 +177,7 @@ fn retried_inserts_count_once_and_an_outage_is_unavailable_at_once() {
                     org: r.org,
                     phone: r.phone,
                     event_type: &r.event_type,
-                    occurred_at_ms: r.occurred_at_ms
+                    occurred_at_us: r.occurred_at_us
                 }
                 .fingerprint()
             );
@@ -179,7 +189,7 @@ fn retried_inserts_count_once_and_an_outage_is_unavailable_at_once() {
     assert_eq!(seen, expected);
     let (phone, at, _, probe) = &rows[3];
     let row =
-        ch.query(&format!("SELECT phone_e164, metadata, lead_hash, ingested_at FROM ls_store.lead_events FINAL WHERE occurred_at = {at} FORMAT TSV"));
+        ch.query(&format!("SELECT phone_e164, metadata, lead_hash, ingested_at FROM ls_store.lead_events FINAL WHERE occurred_at_us = {at} FORMAT TSV"));
     assert_eq!(
         row,
         format!("+{}\t{{\"k\":3}}\t{}\t2", phone.0, lead_hash(ORG, *phone))
@@ -266,8 +276,8 @@ async fn events_posted_over_http_are_in_clickhouse_once_and_dedup_survives_a_res
     );
     let phone = Phone(12_125_550_007);
     assert_eq!(
-        ch.query("SELECT organization_id, event_type, phone_e164, occurred_at, lead_hash FROM ls_http.lead_events WHERE phone_e164 = '+12125550007' FORMAT TSV"),
-        format!("42\twebinar_attended\t+12125550007\t1777593607000\t{}", lead_hash(ORG, phone))
+        ch.query("SELECT organization_id, event_type, phone_e164, occurred_at_us, lead_hash FROM ls_http.lead_events WHERE phone_e164 = '+12125550007' FORMAT TSV"),
+        format!("42\twebinar_attended\t+12125550007\t1777593607000000\t{}", lead_hash(ORG, phone))
     );
     let meta = ch.query(
         "SELECT metadata FROM ls_http.lead_events WHERE phone_e164 = '+12125550007' FORMAT TSVRaw",
@@ -480,12 +490,12 @@ fn spread_events() -> Vec<(i64, Phone, i64, Probe)> {
         .map(|k| {
             let org = 40 + (k % 3) as i64;
             let phone = Phone(13_125_550_000 + k % 200);
-            let at = 1_777_593_600_000 + k as i64 * 1000;
+            let at = 1_777_593_600_000_000 + k as i64 * 1_000_000;
             let key = EventKey {
                 org,
                 phone,
                 event_type: "t",
-                occurred_at_ms: at,
+                occurred_at_us: at,
             };
             (
                 org,
@@ -503,11 +513,11 @@ fn spread_events() -> Vec<(i64, Phone, i64, Probe)> {
 fn append_spread(store: &mut ClickHouseStore, rows: &[(i64, Phone, i64, Probe)]) {
     let stored: Vec<StoredEvent<'_>> = rows
         .iter()
-        .map(|&(org, phone, occurred_at_ms, probe)| StoredEvent {
+        .map(|&(org, phone, occurred_at_us, probe)| StoredEvent {
             org,
             event_type: "t",
             phone,
-            occurred_at_ms,
+            occurred_at_us,
             metadata: None,
             probe,
         })
@@ -528,7 +538,7 @@ fn scan_partitions_returns_exactly_the_keys_of_the_leads_of_those_partitions() {
         .find(|p| lead_hash(7, *p) % 4 == 3)
         .unwrap();
     ch.query(&format!(
-        "INSERT INTO ls_parts.lead_events (organization_id, event_type, phone_e164, occurred_at, metadata, ingested_at, fp_hi, fp_lo, lead_hash) \
+        "INSERT INTO ls_parts.lead_events (organization_id, event_type, phone_e164, occurred_at_us, metadata, ingested_at, fp_hi, fp_lo, lead_hash) \
          VALUES (7, 'old', '+{}', 5, '', 1, 11, 12, 0)",
         phone.0
     ));
@@ -586,7 +596,8 @@ fn scan_partitions_returns_exactly_the_keys_of_the_leads_of_those_partitions() {
 
 #[test]
 fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
-    use leadstream_connectors::kafka::{ClickHouseWarmer, PartitionWarmer};
+    use leadstream_connectors::clickhouse::ClickHouseWarmer;
+    use leadstream_connectors::kafka::PartitionWarmer;
     use leadstream_connectors::Ingestor;
     use leadstream_pipeline::{Prepared, Row};
 
@@ -598,7 +609,7 @@ fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
 
     // A fresh process: an empty embedded store, so its start-up warm-up loads nothing.
     let dir = tempfile::tempdir().unwrap();
-    let ingestor = Ingestor::start(dir.path(), 16).expect("ingestor");
+    let ingestor = Ingestor::start(dir.path(), 16, cfg_retry()).expect("ingestor");
     let t = Instant::now();
     while !ingestor.is_ready() {
         assert!(t.elapsed() < Duration::from_secs(10), "ingestor not ready");
@@ -608,7 +619,7 @@ fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
     let warmer = ClickHouseWarmer::new(
         ClickHouseStore::connect(&cfg).expect("second connection"),
         ingestor.clone(),
-        &cfg,
+        cfg_retry(),
     );
     let (p, n) = (1, 3);
     warmer.warm(&[p], n);
@@ -643,7 +654,7 @@ fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
             .filter(|r| r.0 == org)
             .map(|r| Row {
                 phone: r.1,
-                occurred_at_ms: r.2,
+                occurred_at_us: r.2,
                 metadata: None,
                 probe: r.3,
             })
@@ -661,4 +672,81 @@ fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
         duplicates += s.duplicates;
     }
     assert_eq!((inserted, duplicates), (rows.len() - expected, expected));
+}
+
+/// A table of the millisecond version (column `occurred_at`) is refused, saying what
+/// to do; `schema::legacy_export_sql` turns its events into raw records that the
+/// parser reads back to the same events, at microsecond keys.
+#[test]
+fn a_millisecond_table_is_refused_and_its_events_export_as_raw_records() {
+    use leadstream_connectors::clickhouse::schema;
+    use leadstream_pipeline::{Ingest, Parser, PhoneNormalizer};
+
+    let ch = ClickHouseServer::start();
+    ch.query("CREATE DATABASE ls_ms");
+    ch.query(
+        "CREATE TABLE ls_ms.lead_events (organization_id Int64, event_type String, phone_e164 String, occurred_at Int64, \
+         metadata String, ingested_at Int64, fp_hi Int64, fp_lo Int64, lead_hash UInt64) \
+         ENGINE = ReplacingMergeTree(ingested_at) ORDER BY (organization_id, event_type, phone_e164, occurred_at)",
+    );
+    ch.query(
+        "INSERT INTO ls_ms.lead_events VALUES (42, 'we\\\"b\\\\x', '+15551234567', 1778610840007, '{\"a\":[1]}', 1, 2, 3, 4), \
+         (42, 't', '+15551234568', 1778610840000, '', 1, 2, 3, 4)",
+    );
+    let e = ClickHouseStore::connect(&config(&ch.url(), "ls_ms")).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, StoreError::Open { .. }), "{e:?}");
+    assert!(
+        msg.contains("milliseconds")
+            && msg.contains("clickhouse.database")
+            && msg.contains("ls_ms"),
+        "{msg}"
+    );
+    assert_eq!(
+        ch.query("SELECT count() FROM ls_ms.lead_events"),
+        "2",
+        "the refused table is left as it was"
+    );
+
+    let out = ch.query(&schema::legacy_export_sql("ls_ms"));
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 2, "{out}");
+    let ingest = Ingest::new(PhoneNormalizer::new());
+    let mut parser = Parser::new();
+    let mut read = |line: &str| {
+        let mut buf = line.as_bytes().to_vec();
+        let raw = parser
+            .parse_record(&mut buf)
+            .unwrap_or_else(|e| panic!("{line}: {e}"))
+            .into_batch();
+        let p = ingest
+            .prepare(raw)
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!((p.org, p.rejected), (42, 0), "{line}");
+        (
+            p.event_type,
+            p.rows[0].phone,
+            p.rows[0].occurred_at_us,
+            p.rows[0].metadata.clone(),
+        )
+    };
+    assert_eq!(
+        read(lines[0]),
+        (
+            "t".to_string(),
+            Phone(15551234568),
+            1_778_610_840_000_000,
+            None
+        )
+    );
+    assert_eq!(
+        read(lines[1]),
+        (
+            "we\"b\\x".to_string(),
+            Phone(15551234567),
+            1_778_610_840_007_000,
+            Some("{\"a\":[1]}".into())
+        )
+    );
 }

@@ -5,7 +5,9 @@
 //! runs, and "done" means the group committed every raw partition to its end.
 
 use crate::support::{batch, instant, lead, stored_rows};
+use crate::support_clickhouse::ClickHouseServer;
 use crate::support_kafka::{KafkaMock, REJECTS};
+use leadstream_connectors::clickhouse::schema;
 use leadstream_connectors::kafka::{dlq, lead_key, partition_for, DeadLetter};
 use leadstream_pipeline::Phone;
 use rdkafka::message::Message;
@@ -226,6 +228,7 @@ async fn bad_rows_and_bad_records_are_dead_lettered_with_their_source() {
             }
             dlq::Kind::UnparseableRecord => "unparseable_record".into(),
             dlq::Kind::InvalidRecord { .. } => "invalid_record".into(),
+            dlq::Kind::RefusedByStore { .. } => "refused_by_store".into(),
         };
         assert_eq!(k, kind);
         assert!(!d.reason.is_empty() && d.reason.contains(reason), "{d:?}");
@@ -428,4 +431,147 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// `LEADSTREAM_CLICKHOUSE_*` for a server of `kafka` storing into `database` of `ch`.
+fn with_clickhouse(
+    kafka: &KafkaMock,
+    ch: &ClickHouseServer,
+    database: &str,
+) -> crate::support::Builder {
+    kafka
+        .server()
+        .env("LEADSTREAM_CLICKHOUSE_URL", ch.url())
+        .env("LEADSTREAM_CLICKHOUSE_DATABASE", database)
+}
+
+/// A row ClickHouse refuses for good (a table whose materialized column throws on
+/// `poison` in the metadata: a real server refusing a value) does not stall its
+/// partition: it is dead-lettered with the server's reason, its source and its own
+/// JSON; the other rows of its record and the later records are stored; the offsets
+/// are committed to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_clickhouse_refuses_for_good_is_dead_lettered_and_the_partition_goes_on() {
+    let ch = ClickHouseServer::start();
+    ch.query("CREATE DATABASE ls_refuse");
+    ch.query(&schema::create_table("ls_refuse", false));
+    ch.query("ALTER TABLE ls_refuse.lead_events ADD COLUMN refused UInt8 MATERIALIZED throwIf(position(metadata, 'poison') > 0)");
+    let kafka = KafkaMock::start(2);
+    // Partition 0: a batch record of 10 events, the 4th poisoned, then 5 good records.
+    let mut events: Vec<Value> = (0..10).map(lead).collect();
+    events[3]["metadata"] = json!({"poison": true});
+    let at_batch = kafka
+        .produce(0, None, &bytes(&batch(ORG, TYPE, events.clone())))
+        .await;
+    for k in 10..15 {
+        kafka.produce(0, None, &bytes(&per_event(k))).await;
+    }
+    // Partition 1: a poisoned per-event record, then a good one.
+    let mut poisoned = per_event(20);
+    poisoned["metadata"] = json!({"poison": 1});
+    let at_poisoned = kafka.produce(1, None, &bytes(&poisoned)).await;
+    kafka.produce(1, None, &bytes(&per_event(21))).await;
+
+    let s = with_clickhouse(&kafka, &ch, "ls_refuse").start().await;
+    kafka.wait_all_committed(&[&s], DONE_WITHIN).await;
+    assert_eq!(
+        ch.count("SELECT count() FROM ls_refuse.lead_events FINAL"),
+        9 + 5 + 1,
+        "{}",
+        s.logs()
+    );
+    assert_eq!(
+        ch.count(
+            "SELECT count() FROM ls_refuse.lead_events WHERE position(metadata, 'poison') > 0"
+        ),
+        0
+    );
+
+    let mut got = dead_letters(&kafka, 2);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    got.sort_by_key(|d| d.source.partition);
+    for (d, partition, offset, index, original) in [
+        (
+            &got[0],
+            0,
+            at_batch,
+            3,
+            serde_json::to_vec(&events[3]).unwrap(),
+        ),
+        (&got[1], 1, at_poisoned, 0, bytes(&poisoned)),
+    ] {
+        assert_eq!(
+            (d.source.topic.as_str(), d.source.partition, d.source.offset),
+            ("leadstream.raw", partition, offset),
+            "{d:?}"
+        );
+        assert_eq!(
+            d.kind,
+            dlq::Kind::RefusedByStore {
+                organization_id: ORG,
+                event_type: TYPE.into(),
+                index
+            },
+            "{d:?}"
+        );
+        assert!(
+            d.reason.contains("refused") && d.reason.contains("throwIf"),
+            "{}",
+            d.reason
+        );
+        assert_eq!(d.original_bytes().unwrap(), original);
+    }
+    assert!(
+        s.logs().contains("the store refused rows for good"),
+        "{}",
+        s.logs()
+    );
+}
+
+/// ClickHouse stopped while records arrive: nothing is committed past what is stored;
+/// once it is back, every record is stored exactly once and committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clickhouse_outage_stalls_the_consumer_and_nothing_is_lost_or_doubled() {
+    let mut ch = ClickHouseServer::start();
+    let kafka = KafkaMock::start(2);
+    let s = with_clickhouse(&kafka, &ch, "ls_kafka_outage")
+        .start()
+        .await;
+    for k in 0..300 {
+        produce_keyed(&kafka, k).await;
+    }
+    kafka.wait_all_committed(&[&s], DONE_WITHIN).await;
+    let committed_before = kafka.committed();
+
+    ch.kill();
+    for k in 300..600 {
+        produce_keyed(&kafka, k).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s.logs().contains("batch not done") {
+        assert!(
+            Instant::now() < deadline,
+            "no failed store attempt within 30 s\n{}",
+            s.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        kafka.committed(),
+        committed_before,
+        "committed while ClickHouse was down"
+    );
+
+    ch.restart();
+    kafka.wait_all_committed(&[&s], DONE_WITHIN).await;
+    assert_eq!(
+        ch.count("SELECT count() FROM ls_kafka_outage.lead_events FINAL"),
+        600,
+        "{}",
+        s.logs()
+    );
+    assert_eq!(
+        ch.count("SELECT uniqExact(fp_hi, fp_lo) FROM ls_kafka_outage.lead_events"),
+        600
+    );
 }

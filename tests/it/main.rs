@@ -11,6 +11,7 @@ mod hostile;
 mod kafka;
 mod lead_events;
 mod limits;
+mod precision;
 mod serve;
 mod support;
 mod support_clickhouse;

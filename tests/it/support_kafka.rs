@@ -51,7 +51,7 @@ impl KafkaMock {
             &config,
             format!(
                 "[kafka]\npartitions = {raw_partitions}\nsession_timeout = \"6s\"\nmax_batch_records = 500\nmax_batch_wait = \"50ms\"\n\
-                 [clickhouse]\nretry_initial = \"100ms\"\nretry_max = \"1s\"\n"
+                 [kafka.retry]\ninitial = \"100ms\"\nmax = \"1s\"\n[store.retry]\ninitial = \"100ms\"\nmax = \"1s\"\n"
             ),
         )
         .unwrap();

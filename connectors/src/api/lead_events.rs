@@ -10,6 +10,7 @@
 use super::body::{self, ReadBody};
 use super::{ApiError, AppState, ErrorBody, MAX_BODY_BYTES};
 use crate::registry::{AuthMode, Registry};
+use crate::store::StoreError;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -88,6 +89,7 @@ pub struct Accepted {
         (status = 414, description = "Request target over 8 KB", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
         (status = 431, description = "Too many or too large headers", body = ErrorBody),
+        (status = 500, description = "The store refused the rows for good (a schema problem on the server); retrying will not help", body = ErrorBody),
         (status = 503, description = "Starting up, the store cannot write, or too many bodies in flight; retry after Retry-After", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     )
 )]
@@ -150,10 +152,14 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response,
             reason: r.reason.to_string(),
         })
         .collect();
-    let stored = s.ingestor.store(prepared).await.map_err(|e| {
-        ApiError::unavailable(format!(
-            "{e}; nothing from this request was stored, retry it"
-        ))
+    let stored = s.ingestor.store(prepared).await.map_err(|e| match &*e {
+        // The store refused these rows for good (a ClickHouse type or range error): a
+        // retry would be refused again, so no Retry-After.
+        StoreError::Rejected { .. } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{e}; nothing from this request was stored and a retry will be refused too: the server's store needs attention"),
+        ),
+        _ => ApiError::unavailable(format!("{e}; nothing from this request was stored, retry it")),
     })?;
     Ok(Json(Accepted {
         status: "accepted",

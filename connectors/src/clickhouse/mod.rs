@@ -25,17 +25,32 @@
 //!   server lists it in `system.settings`.
 //!
 //! # Failures
-//! Connection errors, timeouts and the server's transient exceptions (too many
-//! parts, memory limit, too many queries, ...) become [`StoreError::Unavailable`] at
-//! once, without internal retries: the HTTP path answers 503 with `Retry-After` and its
-//! clients retry; the Kafka consumer backs off. Anything a retry would not fix (bad
-//! credentials, a schema leadstream does not recognize) is another [`StoreError`].
+//! Every error is classified once, by what a caller should do:
+//! - **[`StoreError::Unavailable`]**, at once and without internal retries: connection
+//!   errors, timeouts, 5xx answers without an exception (a proxy), 408/429, and the
+//!   server's transient exceptions ([`TRANSIENT_CODES`]: too many parts, memory limit,
+//!   too many queries, ...). The HTTP path answers 503 with `Retry-After` and its
+//!   clients retry; the Kafka consumer backs off.
+//! - **[`StoreError::Rejected`]**: exceptions about the values of the rows
+//!   ([`REJECTED_CODES`]: cannot parse, type mismatch, out of range, `throwIf`, a
+//!   violated constraint, ...). The same rows will never be accepted; the Kafka
+//!   consumer splits the batch to find and dead-letter them.
+//! - **[`StoreError::Failed`]**: everything else: bad credentials, unknown table or
+//!   column, a syntax error, a readonly user. These are faults of the store or its
+//!   schema, not of the rows: every row would fail alike, so nothing is dead-lettered;
+//!   callers retry loudly until an operator fixes the store.
+//! - **[`StoreError::Open`]** at connect for a database or table leadstream cannot use
+//!   ([`schema::SchemaError`]).
 
 pub mod schema;
+pub mod warm;
+
+pub use warm::ClickHouseWarmer;
 
 use crate::config::ClickHouseConfig;
 use crate::store::{EventStore, StoreError, StoredEvent, WarmRow};
 use clickhouse::{Client, Compression, Row};
+use leadstream_pipeline::retry::Backoff;
 use leadstream_pipeline::{Fingerprint, Phone};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -50,7 +65,9 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// ClickHouse exception codes a retry can fix: the server is overloaded, shutting
 /// down, or the network failed between it and its peers.
-const TRANSIENT_CODES: &[u32] = &[
+pub const TRANSIENT_CODES: &[u32] = &[
+    3,   // UNEXPECTED_END_OF_FILE (the request was cut)
+    32,  // ATTEMPT_TO_READ_AFTER_EOF (likewise)
     159, // TIMEOUT_EXCEEDED
     202, // TOO_MANY_SIMULTANEOUS_QUERIES
     203, // NO_FREE_CONNECTION
@@ -62,7 +79,30 @@ const TRANSIENT_CODES: &[u32] = &[
     252, // TOO_MANY_PARTS
     319, // UNKNOWN_STATUS_OF_INSERT
     394, // QUERY_WAS_CANCELLED
+    225, // NO_ZOOKEEPER
+    279, // ALL_CONNECTION_TRIES_FAILED
+    285, // TOO_FEW_LIVE_REPLICAS
     999, // KEEPER_EXCEPTION
+];
+
+/// ClickHouse exception codes that refuse the values of the rows sent: the same rows
+/// will never be accepted, other rows may be.
+pub const REJECTED_CODES: &[u32] = &[
+    6,   // CANNOT_PARSE_TEXT
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    53,  // TYPE_MISMATCH
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    117, // INCORRECT_DATA
+    131, // TOO_LARGE_STRING_SIZE
+    321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349, // CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+    395, // FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
+    469, // VIOLATED_CONSTRAINT
 ];
 
 /// One row as inserted: the columns of [`schema::COLUMNS`], in order.
@@ -71,7 +111,7 @@ struct InsertRow<'a> {
     organization_id: i64,
     event_type: &'a str,
     phone_e164: &'a str,
-    occurred_at: i64,
+    occurred_at_us: i64,
     metadata: &'a str,
     ingested_at: i64,
     fp_hi: i64,
@@ -85,7 +125,7 @@ struct KeyRow<'a> {
     organization_id: i64,
     event_type: &'a str,
     phone_e164: &'a str,
-    occurred_at: i64,
+    occurred_at_us: i64,
     fp_hi: i64,
     fp_lo: i64,
 }
@@ -126,11 +166,25 @@ impl ClickHouseStore {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the server cannot be reached (retry later);
-    /// [`StoreError::Schema`] for a bad database name or an existing table leadstream
-    /// cannot use; [`StoreError::ClickHouse`] when the server refuses a statement
-    /// (e.g. bad credentials); [`StoreError::Runtime`] if the client runtime cannot start.
+    /// [`StoreError::Open`] for anything else: a bad database name, an existing table
+    /// leadstream cannot use ([`schema::SchemaError`], e.g. one from the millisecond
+    /// version), a statement the server refuses (e.g. bad credentials), or a client
+    /// runtime that cannot start.
     pub fn connect(cfg: &ClickHouseConfig) -> Result<Self, StoreError> {
-        schema::check_database_name(&cfg.database)?;
+        let location = format!(
+            "clickhouse {} database {:?}",
+            display_url(&cfg.url),
+            cfg.database
+        );
+        let open = |e: StoreError| {
+            if e.is_unavailable() {
+                e
+            } else {
+                StoreError::open(location.clone(), e)
+            }
+        };
+        schema::check_database_name(&cfg.database)
+            .map_err(|e| StoreError::open(location.clone(), e))?;
         // One worker besides the calling thread: it drives pooled connections between
         // calls, so a connection the server closed (restart, keep-alive timeout) is seen
         // closed before it is reused instead of failing the next insert.
@@ -139,7 +193,7 @@ impl ClickHouseStore {
             .thread_name("leadstream-clickhouse")
             .enable_all()
             .build()
-            .map_err(StoreError::Runtime)?;
+            .map_err(|e| StoreError::open(location.clone(), e))?;
         let (endpoint, user, password) = split_credentials(&cfg.url, &cfg.user, &cfg.password);
         let server = {
             let _guard = rt.enter();
@@ -189,7 +243,6 @@ impl ClickHouseStore {
                 "read table engine",
             )
             .await?;
-            schema::check_engine(db, &engine, &sorting_key)?;
             let columns: Vec<(String, String)> = query(
                 server
                     .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
@@ -199,7 +252,12 @@ impl ClickHouseStore {
                 "read columns",
             )
             .await?;
-            for alter in schema::migrations(db, &columns)? {
+            // The columns first: a millisecond-era table also fails the engine check, and
+            // this says why and what to do.
+            let schema_err = |e: schema::SchemaError| StoreError::open(location.clone(), e);
+            let alters = schema::migrations(db, &columns).map_err(schema_err)?;
+            schema::check_engine(db, &engine, &sorting_key).map_err(schema_err)?;
+            for alter in alters {
                 tracing::info!(statement = %alter, "migrating the ClickHouse schema");
                 exec(&server, &alter, "migrate table").await?;
             }
@@ -215,7 +273,7 @@ impl ClickHouseStore {
             }
             Ok::<_, StoreError>((version, dedup_tokens))
         };
-        let (server_version, dedup_tokens) = rt.block_on(setup)?;
+        let (server_version, dedup_tokens) = rt.block_on(setup).map_err(open)?;
         tracing::info!(
             endpoint = %endpoint,
             database = db,
@@ -235,21 +293,22 @@ impl ClickHouseStore {
         })
     }
 
-    /// Like [`connect`](Self::connect), retrying while ClickHouse is unavailable with a
-    /// backoff from `cfg.retry_initial` doubling up to `cfg.retry_max`; `on_retry` is
-    /// called with each failure and the wait before the next try (log it there).
+    /// Like [`connect`](Self::connect), retrying while ClickHouse is unavailable with
+    /// `retry` (`[store.retry]`); `on_retry` is called with each failure and the wait
+    /// before the next try (log it there).
     ///
     /// # Errors
     /// The first error that is not [`StoreError::Unavailable`].
     pub fn connect_with_backoff(
         cfg: &ClickHouseConfig,
+        retry: Backoff,
         mut on_retry: impl FnMut(&StoreError, Duration),
     ) -> Result<Self, StoreError> {
-        let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max);
+        let mut backoff = retry.schedule(rand::random());
         loop {
             match Self::connect(cfg) {
                 Err(e) if e.is_unavailable() => {
-                    let wait = backoff.next_wait();
+                    let wait = backoff.next_delay();
                     on_retry(&e, wait);
                     std::thread::sleep(wait);
                 }
@@ -277,7 +336,7 @@ impl ClickHouseStore {
     /// insert that have not been merged yet count once.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`].
+    /// [`StoreError::Unavailable`] or [`StoreError::Failed`].
     pub fn count_exact(&mut self) -> Result<u64, StoreError> {
         let sql = format!("SELECT count() FROM {} FINAL", schema::TABLE);
         self.rt
@@ -288,7 +347,7 @@ impl ClickHouseStore {
     /// and diagnostics, never for answers.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`].
+    /// [`StoreError::Unavailable`] or [`StoreError::Failed`].
     pub fn count_physical(&mut self) -> Result<u64, StoreError> {
         let sql = format!("SELECT count() FROM {}", schema::TABLE);
         self.rt
@@ -299,7 +358,7 @@ impl ClickHouseStore {
     /// made their own. The store is unusable afterwards.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`].
+    /// [`StoreError::Unavailable`] or [`StoreError::Failed`].
     pub fn drop_database(&mut self) -> Result<(), StoreError> {
         let sql = format!("DROP DATABASE IF EXISTS `{}`", self.database);
         self.rt.block_on(exec(&self.client, &sql, "drop database"))
@@ -330,7 +389,7 @@ impl ClickHouseStore {
                 organization_id: r.org,
                 event_type: r.event_type,
                 phone_e164: phone,
-                occurred_at: r.occurred_at_ms,
+                occurred_at_us: r.occurred_at_us,
                 metadata: r.metadata.unwrap_or(""),
                 ingested_at: ingested_at_ms,
                 fp_hi,
@@ -372,7 +431,7 @@ impl EventStore for ClickHouseStore {
     /// `SELECT` of the key columns `FINAL`, streamed in RowBinary: each stored key
     /// exactly once.
     fn scan(&mut self, f: &mut dyn FnMut(WarmRow)) -> Result<u64, StoreError> {
-        let sql = format!("SELECT organization_id, event_type, phone_e164, occurred_at, fp_hi, fp_lo FROM {} FINAL", schema::TABLE);
+        let sql = format!("SELECT organization_id, event_type, phone_e164, occurred_at_us, fp_hi, fp_lo FROM {} FINAL", schema::TABLE);
         self.scan_keys(&sql, "scan", &mut |_| true, f)
     }
 }
@@ -391,7 +450,7 @@ impl ClickHouseStore {
     /// `organization_id` and `phone_e164`: the answer is exact either way.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`], as `scan`. Rows
+    /// [`StoreError::Unavailable`] or [`StoreError::Failed`], as `scan`. Rows
     /// delivered before a failure are delivered again by a retry.
     pub fn scan_partitions(
         &mut self,
@@ -416,7 +475,7 @@ impl ClickHouseStore {
         // `lead_hash` is UInt64 and `n` a positive literal: integer modulo, the same
         // value as Rust's `u64 % n` (ClickHouse 18.16 and current alike).
         let sql = format!(
-            "SELECT organization_id, event_type, phone_e164, occurred_at, fp_hi, fp_lo FROM {} FINAL \
+            "SELECT organization_id, event_type, phone_e164, occurred_at_us, fp_hi, fp_lo FROM {} FINAL \
              WHERE lead_hash % {n} IN ({list}) OR lead_hash = 0",
             schema::TABLE
         );
@@ -456,7 +515,7 @@ impl ClickHouseStore {
                     org: row.organization_id,
                     event_type: row.event_type.to_owned(),
                     phone,
-                    occurred_at_ms: row.occurred_at,
+                    occurred_at_us: row.occurred_at_us,
                     fingerprint: Fingerprint::from_halves(row.fp_hi, row.fp_lo),
                 };
                 if keep(&row) {
@@ -515,42 +574,71 @@ async fn query<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(QUERY_TIMEOUT, fut).await {
         Ok(r) => r.map_err(|e| classify(op, e)),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "clickhouse {op}: no answer within {QUERY_TIMEOUT:?}"
-        ))),
+        Err(_) => Err(StoreError::unavailable(
+            op,
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("clickhouse gave no answer within {QUERY_TIMEOUT:?}"),
+            ),
+        )),
     }
 }
 
-/// [`StoreError::Unavailable`] for what a retry can fix, [`StoreError::ClickHouse`]
-/// for the rest.
+/// What a failure of the clickhouse crate means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Transient,
+    Rejected,
+    Failed,
+}
+
+/// Classifies a clickhouse crate error into the [`StoreError`] that says what to do
+/// (see the module docs); the crate's error is kept as the source.
 fn classify(op: &'static str, e: clickhouse::error::Error) -> StoreError {
     use clickhouse::error::Error as E;
-    let transient = match &e {
-        E::Network(_) | E::TimedOut => true,
-        E::BadResponse(msg) => is_transient_response(msg),
-        _ => false,
+    let class = match &e {
+        E::Network(_) | E::TimedOut | E::Compression(_) | E::Decompression(_) => Class::Transient,
+        E::BadResponse(msg) => classify_response(msg),
+        _ => Class::Failed,
     };
-    if transient {
-        StoreError::Unavailable(format!("clickhouse {op}: {e}"))
-    } else {
-        StoreError::ClickHouse { op, source: e }
+    match class {
+        Class::Transient => StoreError::unavailable(op, e),
+        Class::Rejected => StoreError::rejected(op, e),
+        Class::Failed => StoreError::failed(op, e),
     }
 }
 
-/// A ClickHouse exception (`Code: N, ...`) is transient when its code is in
-/// [`TRANSIENT_CODES`]; a bare HTTP status (a proxy's answer, an empty body) when it is
-/// not a 4xx.
-fn is_transient_response(msg: &str) -> bool {
-    if let Some(rest) = msg.split_once("Code: ").map(|(_, r)| r) {
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        if let Ok(code) = digits.parse::<u32>() {
-            return TRANSIENT_CODES.contains(&code);
-        }
+/// A ClickHouse exception (`Code: N, ...` in the body, or the bare code of the
+/// `X-ClickHouse-Exception-Code` header when the body was empty) by its code; a bare
+/// HTTP status (a proxy's answer) by the status: 5xx, 408 and 429 are transient,
+/// other 4xx failures; anything else (an HTML page from a proxy) transient.
+fn classify_response(msg: &str) -> Class {
+    let code = match msg.split_once("Code: ") {
+        Some((_, rest)) => rest
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|d| d.parse::<u32>().ok()),
+        None if !msg.is_empty() && msg.bytes().all(|b| b.is_ascii_digit()) => msg.parse().ok(),
+        None => None,
+    };
+    if let Some(code) = code {
+        return if TRANSIENT_CODES.contains(&code) {
+            Class::Transient
+        } else if REJECTED_CODES.contains(&code) {
+            Class::Rejected
+        } else {
+            Class::Failed
+        };
     }
-    !(msg.len() >= 4
-        && msg.starts_with('4')
-        && msg.as_bytes()[..3].iter().all(u8::is_ascii_digit)
-        && msg.as_bytes()[3] == b' ')
+    let status = msg
+        .get(..4)
+        .filter(|s| s.as_bytes()[..3].iter().all(u8::is_ascii_digit) && s.ends_with(' '))
+        .and_then(|s| s[..3].parse::<u16>().ok());
+    match status {
+        Some(408 | 429) | None => Class::Transient,
+        Some(s) if s >= 500 => Class::Transient,
+        Some(_) => Class::Failed,
+    }
 }
 
 /// `url` without the credentials it may carry, for messages and logs.
@@ -572,53 +660,43 @@ fn split_credentials(url: &str, user: &str, password: &str) -> (String, String, 
     (url.to_owned(), user.to_owned(), password.to_owned())
 }
 
-/// Exponential backoff: `initial`, doubling, capped at `max`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    /// Starts at `initial` (at least 1 ms), doubling up to `max`.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        let initial = initial.max(Duration::from_millis(1));
-        Self {
-            next: initial,
-            max: max.max(initial),
-        }
-    }
-
-    /// The wait before the next try.
-    pub fn next_wait(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(self.max);
-        wait
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use leadstream_pipeline::Probe;
 
     #[test]
-    fn errors_a_retry_can_fix_are_unavailable() {
-        assert!(is_transient_response(
-            "Code: 252, e.displayText() = DB::Exception: Too many parts (300)"
-        ));
-        assert!(is_transient_response(
-            "Code: 241. DB::Exception: Memory limit (total) exceeded"
-        ));
-        assert!(is_transient_response("502 Bad Gateway"));
-        assert!(is_transient_response("<html>upstream unavailable</html>"));
-        assert!(!is_transient_response(
-            "Code: 60, e.displayText() = DB::Exception: Table leadstream.lead_events doesn't exist"
-        ));
-        assert!(!is_transient_response(
-            "Code: 516. DB::Exception: default: Authentication failed"
-        ));
-        assert!(!is_transient_response("403 Forbidden"));
+    fn exceptions_are_classified_by_what_a_retry_can_do() {
+        for (msg, class) in [
+            ("Code: 252, e.displayText() = DB::Exception: Too many parts (300)", Class::Transient),
+            ("Code: 241. DB::Exception: Memory limit (total) exceeded", Class::Transient),
+            ("Code: 159. DB::Exception: Timeout exceeded", Class::Transient),
+            ("502 Bad Gateway", Class::Transient),
+            ("503 Service Unavailable", Class::Transient),
+            ("429 Too Many Requests", Class::Transient),
+            ("<html>upstream unavailable</html>", Class::Transient),
+            ("Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function is non zero", Class::Rejected),
+            ("Code: 6. DB::Exception: Cannot parse string 'abc' as Int32", Class::Rejected),
+            ("Code: 53. DB::Exception: Type mismatch", Class::Rejected),
+            ("Code: 321. DB::Exception: Value is out of range", Class::Rejected),
+            ("395", Class::Rejected),
+            ("Code: 60, e.displayText() = DB::Exception: Table leadstream.lead_events doesn't exist", Class::Failed),
+            ("Code: 16. DB::Exception: No such column x in table", Class::Failed),
+            ("Code: 62. DB::Exception: Syntax error", Class::Failed),
+            ("Code: 516. DB::Exception: default: Authentication failed", Class::Failed),
+            ("403 Forbidden", Class::Failed),
+        ] {
+            assert_eq!(classify_response(msg), class, "{msg}");
+        }
+        let e = classify(
+            "insert",
+            clickhouse::error::Error::BadResponse(
+                "Code: 395, e.displayText() = DB::Exception: poison".into(),
+            ),
+        );
+        assert!(e.is_rejected() && e.to_string().contains("poison"), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(classify("insert", clickhouse::error::Error::TimedOut).is_unavailable());
     }
 
     #[test]
@@ -651,7 +729,7 @@ mod tests {
             org: 1,
             event_type: "t",
             phone: Phone(1),
-            occurred_at_ms: 0,
+            occurred_at_us: 0,
             metadata: meta,
             probe: Probe {
                 fingerprint: Fingerprint(fp),
@@ -664,12 +742,5 @@ mod tests {
         assert_eq!(dedup_token(&a), dedup_token(&same_keys));
         assert_ne!(dedup_token(&a), dedup_token(&other_order));
         assert_ne!(dedup_token(&a), dedup_token(&a[..1]));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(200), Duration::from_secs(1));
-        let waits: Vec<u64> = (0..5).map(|_| b.next_wait().as_millis() as u64).collect();
-        assert_eq!(waits, [200, 400, 800, 1000, 1000]);
     }
 }

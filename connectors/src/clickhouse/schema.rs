@@ -13,26 +13,63 @@
 //! | `organization_id` | `Int64` | `organizationId` |
 //! | `event_type` | `String` | `eventType` |
 //! | `phone_e164` | `String` | normalized phone, `+` and digits |
-//! | `occurred_at` | `Int64` | `occurredAt` as UTC milliseconds since the Unix epoch |
+//! | `occurred_at_us` | `Int64` | `occurredAt` as UTC microseconds since the Unix epoch |
 //! | `metadata` | `String` | compact JSON object text, `''` when none was sent |
 //! | `ingested_at` | `Int64` | UTC milliseconds when leadstream stored it; the version column |
 //! | `fp_hi`, `fp_lo` | `Int64` | the 128-bit dedup fingerprint of the key, in two halves |
 //! | `lead_hash` | `UInt64` | `lead_hash(organization_id, phone)`: a process warms only its Kafka partitions' leads with `lead_hash % N IN (...)` |
 //!
 //! `ENGINE = ReplacingMergeTree(ingested_at) ORDER BY (organization_id, event_type,
-//! phone_e164, occurred_at)`: the sorting key is the unique key, so rows that repeat a
+//! phone_e164, occurred_at_us)`: the sorting key is the unique key, so rows that repeat a
 //! key (a retried insert whose first attempt did land) collapse into the latest one
 //! when parts merge. Until then they can coexist on disk, which is why every read that
 //! must be exact uses `FINAL`.
+//!
+//! A table of the leadstream before microsecond keys has `occurred_at` (milliseconds)
+//! where this one has `occurred_at_us`, and fingerprints of millisecond keys. Read as
+//! it is, it would give wrong dedup answers, and its sorting key cannot be changed in
+//! place, so it is refused with [`SchemaError::Milliseconds`], which says what to do
+//! ([`legacy_export_sql`] turns its rows back into raw records to ingest again).
 
-use crate::store::StoreError;
+/// Why an existing database or table cannot be used; the message says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    #[error(
+        "database name {0:?}: expected 1 to 64 letters, digits or _, not starting with a digit"
+    )]
+    DatabaseName(String),
+    #[error("column `{database}`.lead_events.{column} is {found}, leadstream writes {expected}; migrate or drop the table")]
+    ColumnType {
+        database: String,
+        column: &'static str,
+        found: String,
+        expected: &'static str,
+    },
+    #[error("`{database}`.lead_events has no column {column}: not a leadstream table; use another database")]
+    MissingColumn {
+        database: String,
+        column: &'static str,
+    },
+    #[error(
+        "`{database}`.lead_events holds occurredAt in milliseconds (column occurred_at, from a leadstream before microsecond keys) \
+         and fingerprints of millisecond keys, which would give wrong dedup answers; set clickhouse.database to a new database \
+         and ingest the old events again (docs/architecture.md, \"Tables from before microsecond instants\"), or rename the table away"
+    )]
+    Milliseconds { database: String },
+    #[error("`{database}`.lead_events is {engine} ORDER BY ({sorting_key}); leadstream needs ReplacingMergeTree ORDER BY ({SORTING_KEY}) for exact reads")]
+    Engine {
+        database: String,
+        engine: String,
+        sorting_key: String,
+    },
+}
 
 /// The events table.
 pub const TABLE: &str = "lead_events";
 
 /// The unique key, as the table's sorting key (ClickHouse prints it without spaces
 /// after commas in `system.tables.sorting_key`).
-pub const SORTING_KEY: &str = "organization_id, event_type, phone_e164, occurred_at";
+pub const SORTING_KEY: &str = "organization_id, event_type, phone_e164, occurred_at_us";
 
 /// Columns of `lead_events`: name, type, and the `DEFAULT` a migration gives a column
 /// added to an existing table (`None` for columns every version had).
@@ -40,7 +77,7 @@ pub const COLUMNS: &[(&str, &str, Option<&str>)] = &[
     ("organization_id", "Int64", None),
     ("event_type", "String", None),
     ("phone_e164", "String", None),
-    ("occurred_at", "Int64", None),
+    ("occurred_at_us", "Int64", None),
     ("metadata", "String", None),
     ("ingested_at", "Int64", None),
     ("fp_hi", "Int64", None),
@@ -65,7 +102,7 @@ pub fn create_table(database: &str, dedup_window: bool) -> String {
         String::new()
     };
     format!(
-        "CREATE TABLE IF NOT EXISTS `{database}`.{TABLE} (\n{}\n) ENGINE = ReplacingMergeTree(ingested_at)\nORDER BY ({SORTING_KEY})\nSETTINGS index_granularity = 8192{settings}",
+        "CREATE TABLE IF NOT EXISTS `{database}`.lead_events (\n{}\n) ENGINE = ReplacingMergeTree(ingested_at)\nORDER BY ({SORTING_KEY})\nSETTINGS index_granularity = 8192{settings}",
         cols.join(",\n")
     )
 }
@@ -74,8 +111,8 @@ pub fn create_table(database: &str, dedup_window: bool) -> String {
 /// digit, so it can be quoted into SQL without escaping.
 ///
 /// # Errors
-/// [`StoreError::Schema`] naming the bad value.
-pub fn check_database_name(name: &str) -> Result<(), StoreError> {
+/// [`SchemaError::DatabaseName`] naming the bad value.
+pub fn check_database_name(name: &str) -> Result<(), SchemaError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -83,7 +120,7 @@ pub fn check_database_name(name: &str) -> Result<(), StoreError> {
     if ok {
         Ok(())
     } else {
-        Err(StoreError::Schema(format!("database name {name:?}: expected 1 to 64 letters, digits or _, not starting with a digit")))
+        Err(SchemaError::DatabaseName(name.to_owned()))
     }
 }
 
@@ -91,28 +128,42 @@ pub fn check_database_name(name: &str) -> Result<(), StoreError> {
 /// (name, type): the `ALTER TABLE` statements that add missing columns.
 ///
 /// # Errors
-/// [`StoreError::Schema`] when a column has a different type than leadstream writes
-/// (changing it would rewrite the table: leadstream refuses rather than guess), or
-/// when a column every version had is missing (not a leadstream table).
+/// [`SchemaError::Milliseconds`] for a table of the millisecond version;
+/// [`SchemaError::ColumnType`] when a column has a different type than leadstream
+/// writes (changing it would rewrite the table: leadstream refuses rather than
+/// guess); [`SchemaError::MissingColumn`] when a column every version had is missing
+/// (not a leadstream table).
 pub fn migrations(
     database: &str,
     existing: &[(String, String)],
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<String>, SchemaError> {
+    let has = |c: &str| existing.iter().any(|(n, _)| n == c);
+    if has("occurred_at") && !has("occurred_at_us") {
+        return Err(SchemaError::Milliseconds {
+            database: database.to_owned(),
+        });
+    }
     let mut out = Vec::new();
     for (name, ty, default) in COLUMNS {
         match existing.iter().find(|(n, _)| n == name) {
             Some((_, found)) if found == ty => {}
             Some((_, found)) => {
-                return Err(StoreError::Schema(format!(
-                    "column `{database}`.{TABLE}.{name} is {found}, leadstream writes {ty}; migrate or drop the table"
-                )))
+                return Err(SchemaError::ColumnType {
+                    database: database.to_owned(),
+                    column: name,
+                    found: found.clone(),
+                    expected: ty,
+                })
             }
             None => match default {
-                Some(d) => out.push(format!("ALTER TABLE `{database}`.{TABLE} ADD COLUMN {name} {ty} DEFAULT {d}")),
+                Some(d) => out.push(format!(
+                    "ALTER TABLE `{database}`.lead_events ADD COLUMN {name} {ty} DEFAULT {d}"
+                )),
                 None => {
-                    return Err(StoreError::Schema(format!(
-                        "`{database}`.{TABLE} has no column {name}: not a leadstream table; use another database"
-                    )))
+                    return Err(SchemaError::MissingColumn {
+                        database: database.to_owned(),
+                        column: name,
+                    })
                 }
             },
         }
@@ -123,15 +174,38 @@ pub fn migrations(
 /// Checks the engine and sorting key of an existing table (`system.tables`).
 ///
 /// # Errors
-/// [`StoreError::Schema`] naming what was found.
-pub fn check_engine(database: &str, engine: &str, sorting_key: &str) -> Result<(), StoreError> {
+/// [`SchemaError::Engine`] naming what was found.
+pub fn check_engine(database: &str, engine: &str, sorting_key: &str) -> Result<(), SchemaError> {
     let squash = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
     if engine != "ReplacingMergeTree" || squash(sorting_key) != squash(SORTING_KEY) {
-        return Err(StoreError::Schema(format!(
-            "`{database}`.{TABLE} is {engine} ORDER BY ({sorting_key}); leadstream needs ReplacingMergeTree ORDER BY ({SORTING_KEY}) for exact reads"
-        )));
+        return Err(SchemaError::Engine {
+            database: database.to_owned(),
+            engine: engine.to_owned(),
+            sorting_key: sorting_key.to_owned(),
+        });
     }
     Ok(())
+}
+
+/// A query (ClickHouse 18.16 and later) that prints every event of a millisecond-era
+/// `lead_events` in `database` as a per-event raw record, one JSON object a line
+/// (`FORMAT TSVRaw`): `{organizationId, eventType, phoneE164, occurredAt, metadata?}`
+/// with `occurredAt` as `YYYY-MM-DDThh:mm:ss.sssZ`. Produced to the raw topic (or
+/// POSTed in batches) with leadstream running on a new database, they are stored
+/// again with microsecond keys and their own fingerprints. Instants before 1970 are
+/// not supported by it.
+pub fn legacy_export_sql(database: &str) -> String {
+    let json_string =
+        |col: &str| format!(r#"replaceAll(replaceAll({col}, '\\', '\\\\'), '"', '\\"')"#);
+    format!(
+        "SELECT concat('{{\"organizationId\":', toString(organization_id), ',\"eventType\":\"', {}, \
+         '\",\"phoneE164\":\"', phone_e164, '\",\"occurredAt\":\"', \
+         formatDateTime(toDateTime(intDiv(occurred_at, 1000), 'UTC'), '%Y-%m-%dT%H:%M:%S', 'UTC'), '.', \
+         substring(toString(1000 + occurred_at % 1000), 2), 'Z\"', \
+         if(metadata = '', '', concat(',\"metadata\":', metadata)), '}}') \
+         FROM `{database}`.lead_events FINAL FORMAT TSVRaw",
+        json_string("event_type")
+    )
 }
 
 #[cfg(test)]
@@ -152,7 +226,7 @@ mod tests {
             "{old}"
         );
         assert!(
-            old.contains("ORDER BY (organization_id, event_type, phone_e164, occurred_at)"),
+            old.contains("ORDER BY (organization_id, event_type, phone_e164, occurred_at_us)"),
             "{old}"
         );
         assert!(!old.contains("non_replicated"), "{old}");
@@ -182,10 +256,24 @@ mod tests {
         );
 
         let mut retyped = all.clone();
-        retyped[3] = ("occurred_at", "DateTime");
+        retyped[3] = ("occurred_at_us", "DateTime");
         let e = migrations("db", &cols(&retyped)).unwrap_err().to_string();
         assert!(
-            e.contains("occurred_at is DateTime") && e.contains("Int64"),
+            e.contains("occurred_at_us is DateTime") && e.contains("Int64"),
+            "{e}"
+        );
+
+        let mut millis = all.clone();
+        millis[3] = ("occurred_at", "Int64");
+        let e = migrations("db", &cols(&millis)).unwrap_err();
+        assert_eq!(
+            e,
+            SchemaError::Milliseconds {
+                database: "db".into()
+            }
+        );
+        assert!(
+            e.to_string().contains("milliseconds") && e.to_string().contains("clickhouse.database"),
             "{e}"
         );
 
@@ -198,15 +286,21 @@ mod tests {
         assert!(check_engine(
             "db",
             "ReplacingMergeTree",
-            "organization_id, event_type, phone_e164, occurred_at"
+            "organization_id, event_type, phone_e164, occurred_at_us"
         )
         .is_ok());
         assert!(check_engine(
             "db",
             "ReplacingMergeTree",
-            "organization_id,event_type,phone_e164,occurred_at"
+            "organization_id,event_type,phone_e164,occurred_at_us"
         )
         .is_ok());
+        assert!(check_engine(
+            "db",
+            "ReplacingMergeTree",
+            "organization_id, event_type, phone_e164, occurred_at"
+        )
+        .is_err());
         let e = check_engine("db", "MergeTree", SORTING_KEY)
             .unwrap_err()
             .to_string();

@@ -2,6 +2,7 @@
 //!
 //! Loaded and validated once into [`Config`], then passed around as `Arc<Config>`.
 
+use leadstream_pipeline::retry::{Backoff, Jitter, Schedule};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,10 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// Shards of the in-memory indexes.
     pub shards: usize,
+    /// Backoff while the event store is unavailable (ClickHouse down, the SQLite file
+    /// locked): connecting at start-up, the start-up warm-up of the indexes, and the
+    /// warm-up of newly assigned Kafka partitions.
+    pub retry: RetryConfig,
 }
 
 /// `[kafka]`
@@ -106,6 +111,76 @@ pub struct KafkaConfig {
     /// How long the group waits for a silent consumer before moving its partitions.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// Backoff of the raw-topic consumer when a batch cannot be finished (the store
+    /// unavailable, brokers not acknowledging): the same records are tried again.
+    pub retry: RetryConfig,
+}
+
+/// A backoff policy: `[store.retry]`, `[kafka.retry]`. See [`Backoff`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Delay before the first retry, before jitter (at least 1 ms).
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    /// Longest delay (at least `initial`).
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    /// Growth of the delay per retry (at least 1).
+    pub multiplier: f64,
+    /// How delays are randomized: `none`, `full` (uniform in 0..delay) or
+    /// `decorrelated` (uniform in initial..previous × multiplier).
+    pub jitter: JitterConfig,
+}
+
+/// `jitter` of a [`RetryConfig`]; see [`Jitter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JitterConfig {
+    /// `"none"`: the exponential delay exactly.
+    None,
+    /// `"full"`: uniform in `0..delay`.
+    Full,
+    /// `"decorrelated"`: uniform in `initial..previous × multiplier`.
+    Decorrelated,
+}
+
+impl RetryConfig {
+    /// The policy.
+    pub fn backoff(&self) -> Backoff {
+        let jitter = match self.jitter {
+            JitterConfig::None => Jitter::None,
+            JitterConfig::Full => Jitter::Full,
+            JitterConfig::Decorrelated => Jitter::Decorrelated,
+        };
+        Backoff {
+            initial: self.initial,
+            max: self.max,
+            multiplier: self.multiplier,
+            jitter,
+        }
+    }
+
+    /// A fresh schedule of the policy, with its own random jitter.
+    pub fn schedule(&self) -> Schedule {
+        self.backoff().schedule(rand::random())
+    }
+
+    fn validate(&self, key: &str) -> Result<(), String> {
+        if self.initial.is_zero() || self.max < self.initial {
+            return Err(format!(
+                "{key}: initial is {:?} and max {:?}; expected 0 < initial <= max",
+                self.initial, self.max
+            ));
+        }
+        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
+            return Err(format!(
+                "{key}.multiplier is {}, expected a number of at least 1",
+                self.multiplier
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[clickhouse]`
@@ -122,12 +197,6 @@ pub struct ClickHouseConfig {
     pub password: String,
     /// Rows per insert at most.
     pub insert_rows: usize,
-    /// First backoff while unavailable.
-    #[serde(with = "humantime_serde")]
-    pub retry_initial: Duration,
-    /// Backoff cap while unavailable.
-    #[serde(with = "humantime_serde")]
-    pub retry_max: Duration,
 }
 
 impl KafkaConfig {
@@ -269,6 +338,8 @@ impl Config {
                 "clickhouse.insert_rows and kafka.max_batch_records must be at least 1".into(),
             );
         }
+        self.store.retry.validate("store.retry")?;
+        self.kafka.retry.validate("kafka.retry")?;
         Ok(())
     }
 
@@ -362,11 +433,7 @@ mod tests {
     fn a_file_overrides_some_keys_and_env_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(
-            &f,
-            "[clickhouse]\nurl = \"http://ch:8123\"\nretry_max = \"3s\"\n",
-        )
-        .unwrap();
+        std::fs::write(&f, "[clickhouse]\nurl = \"http://ch:8123\"\n[store.retry]\nmax = \"3s\"\njitter = \"decorrelated\"\n").unwrap();
         let env = |k: &str| match k {
             "LEADSTREAM_KAFKA_BROKERS" => Some("k1:9092".to_owned()),
             "LEADSTREAM_CLICKHOUSE_PASSWORD" => Some("hunter2".to_owned()),
@@ -374,7 +441,13 @@ mod tests {
         };
         let c = Config::load(Some(&f), env).unwrap();
         assert_eq!(c.clickhouse.url, "http://ch:8123");
-        assert_eq!(c.clickhouse.retry_max, Duration::from_secs(3));
+        assert_eq!(c.store.retry.max, Duration::from_secs(3));
+        assert_eq!(c.store.retry.backoff().jitter, Jitter::Decorrelated);
+        assert_eq!(
+            c.store.retry.initial,
+            Duration::from_millis(200),
+            "keys the file does not name keep their defaults"
+        );
         assert_eq!(c.kafka.brokers, "k1:9092");
         let printed = c.to_masked_toml();
         assert!(
@@ -423,5 +496,39 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("kafka.compression"));
+        std::fs::write(&f, "[kafka.retry]\nmultiplier = 0.5\n").unwrap();
+        assert!(Config::load(Some(&f), no_env)
+            .unwrap_err()
+            .to_string()
+            .contains("kafka.retry.multiplier is 0.5"));
+        std::fs::write(&f, "[store.retry]\ninitial = \"2s\"\nmax = \"1s\"\n").unwrap();
+        assert!(Config::load(Some(&f), no_env)
+            .unwrap_err()
+            .to_string()
+            .contains("store.retry: initial is 2s"));
+        std::fs::write(&f, "[store.retry]\njitter = \"lots\"\n").unwrap();
+        assert!(Config::load(Some(&f), no_env)
+            .unwrap_err()
+            .to_string()
+            .contains("jitter"));
+    }
+
+    #[test]
+    fn retry_policies_come_from_the_config() {
+        let c = Config::load(None, no_env).unwrap();
+        let b = c.kafka.retry.backoff();
+        assert_eq!(
+            (b.initial, b.max, b.multiplier, b.jitter),
+            (
+                Duration::from_millis(200),
+                Duration::from_secs(10),
+                2.0,
+                Jitter::Full
+            )
+        );
+        assert_eq!(c.store.retry, c.kafka.retry);
+        // Printed and read back, the config is the same.
+        let again: Config = toml::from_str(&c.to_masked_toml()).unwrap();
+        assert_eq!(again.store.retry, c.store.retry);
     }
 }

@@ -2,7 +2,9 @@
 //! store, with why and where it came from.
 //!
 //! One record per rejected row, per invalid record (JSON, but refused as a whole, as
-//! HTTP would answer 400) and per unparseable record. Each is a JSON object:
+//! HTTP would answer 400), per unparseable record, and per row the event store
+//! refused for good (`refused_by_store`, the store's error as the reason). Each is a
+//! JSON object:
 //!
 //! ```json
 //! {"v":1,"kind":"rejected_row","organizationId":42,"eventType":"mastery_purchase","index":3,
@@ -67,6 +69,14 @@ pub enum Kind {
     },
     /// The record is not a JSON object.
     UnparseableRecord,
+    /// The row was valid, but the event store refused it for good (a value its
+    /// schema does not accept); the record's other rows were stored.
+    #[serde(rename_all = "camelCase")]
+    RefusedByStore {
+        organization_id: i64,
+        event_type: String,
+        index: usize,
+    },
 }
 
 /// The raw record a dead letter comes from.
@@ -109,6 +119,27 @@ impl DeadLetter {
         record: &[u8],
     ) -> Self {
         let kind = Kind::RejectedRow {
+            organization_id: org,
+            event_type: event_type.to_owned(),
+            index,
+        };
+        match row {
+            Some(row) => Self::new(kind, reason, source, row, Encoding::Utf8, Scope::Row),
+            None => Self::with_record(kind, reason, source, record),
+        }
+    }
+
+    /// A row the store refused; `row` is its JSON, or `None` to keep the whole `record`.
+    pub fn refused_by_store(
+        source: Source,
+        org: i64,
+        event_type: &str,
+        index: usize,
+        reason: String,
+        row: Option<String>,
+        record: &[u8],
+    ) -> Self {
+        let kind = Kind::RefusedByStore {
             organization_id: org,
             event_type: event_type.to_owned(),
             index,

@@ -2,11 +2,15 @@
 //!
 //! - [`admin`]: creates the four topics at start-up when missing and reports their
 //!   partition counts.
-//! - [`source`]: the raw-topic consumer. Same pipeline as HTTP (parse, prepare,
-//!   the single writer), rejects and unparseable records to the dead-letter topic,
-//!   offsets committed only once what they carried is durable or dead-lettered.
-//! - [`warm`]: [`ClickHouseWarmer`], which loads the stored keys of newly assigned
-//!   partitions when several processes share a ClickHouse.
+//! - [`source`]: the raw-topic consumer loop (poll, process, commit). Same pipeline as
+//!   HTTP (parse, prepare, the single writer), rejects, unparseable records and rows
+//!   the store refuses to the dead-letter topic, offsets committed only once what they
+//!   carried is durable or dead-lettered.
+//! - [`plan`]: the pure routing plan of a batch: rows to store, records to
+//!   dead-letter, events to re-route ([`ReroutedEvent`]).
+//! - [`rebalance`]: the consumer's rebalance hooks: the owned partitions and the
+//!   [`PartitionWarmer`] that readies the index for new ones (with ClickHouse,
+//!   [`crate::clickhouse::ClickHouseWarmer`]).
 //! - [`dlq`]: the dead-letter envelope.
 //! - [`sink`]: the delivery-topic producer.
 //! - [`config`]: librdkafka client properties from [`KafkaConfig`](crate::config::KafkaConfig).
@@ -23,15 +27,17 @@
 pub mod admin;
 pub mod config;
 pub mod dlq;
+pub mod plan;
+pub mod rebalance;
 pub mod sink;
 pub mod source;
-pub mod warm;
 
 pub use admin::{ensure_topics, Topics};
 pub use dlq::DeadLetter;
+pub use plan::ReroutedEvent;
+pub use rebalance::{Assignment, PartitionWarmer, WarmedAtStartup};
 pub use sink::{Delivery, DeliveryProducer};
-pub use source::{Assignment, Failpoint, PartitionWarmer, RawSource, SourceStats, WarmedAtStartup};
-pub use warm::ClickHouseWarmer;
+pub use source::{Failpoint, RawSource, SourceStats};
 
 use leadstream_pipeline::{lead_hash, OrgId, Phone};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -94,6 +100,11 @@ pub enum KafkaError {
     Encode {
         topic: String,
         source: serde_json::Error,
+    },
+    /// The event store stopped taking rows (its writer stopped): the consumer cannot go on.
+    #[error("storing consumed events: {source}")]
+    Store {
+        source: std::sync::Arc<crate::store::StoreError>,
     },
 }
 

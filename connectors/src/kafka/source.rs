@@ -1,51 +1,51 @@
-//! The raw-topic consumer: lead events from Kafka into the store, through the same
-//! pipeline as HTTP.
+//! The raw-topic consumer loop: lead events from Kafka into the store, through the
+//! same pipeline as HTTP.
 //!
 //! One loop, one batch at a time:
 //! 1. **poll** up to `kafka.max_batch_records` records (or 16 MB), waiting at most
 //!    `kafka.max_batch_wait` after the first;
-//! 2. **prepare** on a blocking thread: parse each record (simd-json, [`Parser::parse_record`]:
-//!    a per-event record or a batch record shaped like the HTTP body), validate and
-//!    normalize it ([`Ingest::prepare`]), and sort out what goes where: rows of leads
-//!    this process owns into one [`Prepared`] per `(organizationId, eventType)`,
-//!    rows of leads whose partition another group member owns to be re-routed,
-//!    rejected rows and unparseable or invalid records to be dead-lettered;
-//! 3. **store** the groups through the single writer ([`Ingestor::store`]), which
-//!    dedups them against everything stored so far and returns once they are durable;
+//! 2. **plan** on a blocking thread ([`super::plan`]): parse and prepare each record
+//!    and decide where each row goes: stored here, re-routed to its lead's partition,
+//!    or dead-lettered;
+//! 3. **store** the groups through the single writer
+//!    ([`Ingestor::store_isolating_refusals`]), which dedups them against everything
+//!    stored so far and returns once they are durable. Rows the store refuses for good
+//!    ([`StoreError::Rejected`]) are found by splitting the group (down to single
+//!    rows, within [`ISOLATION_ATTEMPTS`] store calls a group), the rest is stored,
+//!    and the refused rows become `refused_by_store` dead letters;
 //! 4. **produce** the dead letters and re-routed events and wait for every ack;
 //! 5. **commit**, synchronously, the position after the last record of each partition.
 //!
-//! A failure in 3 or 4 (store unavailable, brokers not acknowledging) commits nothing:
-//! the loop backs off (`clickhouse.retry_initial`, doubling up to `retry_max`) and
-//! runs the same records again from step 2. Rows stored by the failed attempt come
-//! back as duplicates (the in-memory dedup index makes the retry idempotent), so
-//! nothing is lost and nothing is stored twice; a dead letter or re-routed event may
-//! be produced twice (at-least-once on those topics; re-routed events are deduped
-//! where they land). A crash anywhere before 5 is the same as a failure: the records
-//! are read again after the restart, from the last committed offsets.
+//! Errors stay typed (`StepError`, holding the [`StoreError`]). A transient failure in 3 or 4 (store
+//! unavailable, brokers not acknowledging) and a broken store
+//! ([`StoreError::Failed`]: every row would fail alike, so none is dead-lettered)
+//! commit nothing: the loop backs off (`[kafka.retry]`) and runs the same records again
+//! from step 2. Rows stored by the failed attempt come back as duplicates (the
+//! in-memory dedup index makes the retry idempotent), so nothing is lost and nothing
+//! is stored twice; a dead letter or re-routed event may be produced twice
+//! (at-least-once on those topics; re-routed events are deduped where they land). A
+//! stopped writer ends the loop. A crash anywhere before 5 is the same as a failure:
+//! the records are read again after the restart, from the last committed offsets.
 //!
 //! A failed commit (e.g. the partitions moved during a rebalance) is only logged:
 //! the records are durable already, and whoever reads them again finds them as
 //! duplicates.
 
-use super::dlq::{self, DeadLetter, Source as DlqSource};
-use super::{config, lead_key, partition_for, KafkaError, Topics};
+use super::plan::{plan, refused_dead_letters, Outgoing, Plan, To};
+use super::rebalance::{Assignment, PartitionWarmer, RebalanceHooks, WarmedAtStartup};
+use super::{config, KafkaError, Topics};
 use crate::config::Config;
-use crate::ingest::Ingestor;
-use leadstream_pipeline::batch::RejectReason;
-use leadstream_pipeline::parse::{Events, Scalar, Slot};
-use leadstream_pipeline::time::format_rfc3339_ms;
-use leadstream_pipeline::{Ingest, OrgId, Parser, Prepared, Row};
-use parking_lot::RwLock;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use crate::ingest::{Ingestor, Isolated};
+use crate::store::StoreError;
+use leadstream_pipeline::retry::Backoff;
+use leadstream_pipeline::{Ingest, Parser};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,6 +59,9 @@ const MAX_BATCH_BYTES: usize = 16 << 20;
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 /// Consumer errors (brokers down, ...) are logged at most this often.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Store calls spent finding the refused rows of one group: one bad row among 5,000
+/// takes about 26; past this, the parts still refused are dead-lettered whole.
+pub const ISOLATION_ATTEMPTS: usize = 256;
 
 /// Test-only crash points, chosen with the env variable `LEADSTREAM_FAILPOINT` (read
 /// by the binary, never by this library). Not for production use.
@@ -95,6 +98,8 @@ pub struct SourceStats {
     pub bad_records: AtomicU64,
     /// Events re-routed to the partition of their lead.
     pub forwarded: AtomicU64,
+    /// Valid rows the store refused for good (each dead-lettered).
+    pub refused_rows: AtomicU64,
     /// Records whose offsets were committed.
     pub committed_records: AtomicU64,
     /// Successful and failed offset commits.
@@ -105,7 +110,7 @@ pub struct SourceStats {
 }
 
 impl SourceStats {
-    fn snapshot(&self) -> [u64; 7] {
+    fn snapshot(&self) -> [u64; 8] {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             l(&self.records),
@@ -115,98 +120,8 @@ impl SourceStats {
             l(&self.rejected_rows),
             l(&self.bad_records),
             l(&self.forwarded),
+            l(&self.refused_rows),
         ]
-    }
-}
-
-/// A view of the raw partitions a [`RawSource`] owns.
-#[derive(Clone)]
-pub struct Assignment(Arc<RwLock<BTreeSet<i32>>>);
-
-impl Assignment {
-    /// The owned partitions, ascending; empty before the group is joined and during
-    /// a rebalance.
-    pub fn partitions(&self) -> Vec<i32> {
-        self.0.read().iter().copied().collect()
-    }
-}
-
-/// Readies the dedup index for raw partitions this process newly owns.
-///
-/// Called from the rebalance callback ([`ConsumerContext::post_rebalance`]) inside the
-/// consumer's poll, on the consumer's task. While it runs the consumer hands out no
-/// records, so a warmer that blocks until the index is ready (as
-/// [`ClickHouseWarmer`](super::warm::ClickHouseWarmer) does) guarantees nothing from
-/// the new partitions is stored before; it must finish within `max.poll.interval.ms`.
-pub trait PartitionWarmer: Send + Sync + 'static {
-    /// `partitions` were just assigned, only those this process did not own already;
-    /// the raw topic has `partition_count`.
-    fn warm(&self, partitions: &[i32], partition_count: i32);
-}
-
-/// The one-process warmer: the writer warms the whole index from the store at
-/// start-up, and the consumer subscribes only after that, so every lead of every
-/// partition is already in the index. It only checks that this holds.
-pub struct WarmedAtStartup(pub Ingestor);
-
-impl PartitionWarmer for WarmedAtStartup {
-    fn warm(&self, partitions: &[i32], partition_count: i32) {
-        if self.0.is_ready() {
-            tracing::info!(
-                ?partitions,
-                partition_count,
-                keys = self.0.stats().warmed_keys.load(Ordering::Relaxed),
-                "partitions assigned; the index holds every stored key (warmed at start-up)"
-            );
-        } else {
-            // Not reachable: the consumer subscribes after warm-up. Storing waits for it anyway.
-            tracing::warn!(
-                ?partitions,
-                "partitions assigned before the index is warm; storing waits for the warm-up"
-            );
-        }
-    }
-}
-
-/// The consumer's rebalance hooks: keeps the set of owned raw partitions (what
-/// decides between storing a row and re-routing it) and warms the index for new ones.
-struct LeadContext {
-    topic: String,
-    partition_count: i32,
-    owned: Arc<RwLock<BTreeSet<i32>>>,
-    warmer: Box<dyn PartitionWarmer>,
-}
-
-impl ClientContext for LeadContext {}
-
-impl ConsumerContext for LeadContext {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                let new: Vec<i32> = {
-                    let mut owned = self.owned.write();
-                    tpl.elements_for_topic(&self.topic)
-                        .iter()
-                        .map(|e| e.partition())
-                        .filter(|p| owned.insert(*p))
-                        .collect()
-                };
-                if !new.is_empty() {
-                    self.warmer.warm(&new, self.partition_count);
-                }
-            }
-            Rebalance::Revoke(tpl) => {
-                let mut owned = self.owned.write();
-                let gone: Vec<i32> = tpl
-                    .elements_for_topic(&self.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .filter(|p| owned.remove(p))
-                    .collect();
-                tracing::info!(partitions = ?gone, still_owned = owned.len(), "partitions revoked");
-            }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "consumer group rebalance failed"),
-        }
     }
 }
 
@@ -218,19 +133,18 @@ struct Settings {
     partitions: i32,
     max_batch_records: usize,
     max_batch_wait: Duration,
-    retry_initial: Duration,
-    retry_max: Duration,
+    retry: Backoff,
     failpoint: Option<Failpoint>,
 }
 
 /// The raw-topic consumer, ready to [`run`](RawSource::run).
 pub struct RawSource {
-    consumer: Arc<StreamConsumer<LeadContext>>,
+    consumer: Arc<StreamConsumer<RebalanceHooks>>,
     producer: FutureProducer,
     ingestor: Ingestor,
     ingest: Ingest,
     settings: Settings,
-    owned: Arc<RwLock<BTreeSet<i32>>>,
+    owned: Assignment,
     stats: Arc<SourceStats>,
 }
 
@@ -254,7 +168,7 @@ impl RawSource {
     }
 
     /// Like [`new`](RawSource::new), warming newly assigned partitions with `warmer`
-    /// ([`ClickHouseWarmer`](super::warm::ClickHouseWarmer) when several processes
+    /// ([`ClickHouseWarmer`](crate::clickhouse::ClickHouseWarmer) when several processes
     /// share a ClickHouse; `new` uses [`WarmedAtStartup`]).
     ///
     /// # Errors
@@ -275,8 +189,8 @@ impl RawSource {
                 source,
             }
         };
-        let owned = Arc::new(RwLock::new(BTreeSet::new()));
-        let context = LeadContext {
+        let owned = Assignment::default();
+        let context = RebalanceHooks {
             topic: k.raw_topic.clone(),
             partition_count: topics.raw_partitions(),
             owned: owned.clone(),
@@ -302,11 +216,7 @@ impl RawSource {
                 partitions: topics.raw_partitions(),
                 max_batch_records: k.max_batch_records,
                 max_batch_wait: k.max_batch_wait,
-                retry_initial: config.clickhouse.retry_initial,
-                retry_max: config
-                    .clickhouse
-                    .retry_max
-                    .max(config.clickhouse.retry_initial),
+                retry: k.retry.backoff(),
                 failpoint,
             },
             owned,
@@ -321,7 +231,7 @@ impl RawSource {
 
     /// The raw partitions this consumer owns, kept current by the rebalance hook.
     pub fn assignment(&self) -> Assignment {
-        Assignment(self.owned.clone())
+        self.owned.clone()
     }
 
     /// Waits for the index warm-up, subscribes and consumes until `shutdown` turns
@@ -330,7 +240,8 @@ impl RawSource {
     /// group on the way out.
     ///
     /// # Errors
-    /// [`KafkaError::Subscribe`] when the subscription is refused.
+    /// [`KafkaError::Subscribe`] when the subscription is refused;
+    /// [`KafkaError::Store`] when the writer stopped (nothing more can be stored).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), KafkaError> {
         while !self.ingestor.is_ready() {
             tokio::select! {
@@ -349,17 +260,26 @@ impl RawSource {
 
         let mut progress = (Instant::now(), self.stats.snapshot());
         let mut errors = ErrorLog::default();
+        let mut outcome = Ok(());
         while let Some(batch) = self.poll_batch(&mut shutdown, &mut errors).await {
             let batch = Arc::new(batch);
-            if !self.process_until_done(&batch, &mut shutdown).await {
-                tracing::info!(records = batch.len(), "stopping during a retry; the batch stays uncommitted and is read again at the next start");
-                break;
+            match self.process_until_done(&batch, &mut shutdown).await {
+                Done::Processed => {}
+                Done::ShutDown => {
+                    tracing::info!(records = batch.len(), "stopping during a retry; the batch stays uncommitted and is read again at the next start");
+                    break;
+                }
+                Done::Fatal(source) => {
+                    tracing::error!(error = %source, records = batch.len(), "the event store writer stopped; the Kafka consumer stops, the batch stays uncommitted");
+                    outcome = Err(KafkaError::Store { source });
+                    break;
+                }
             }
             self.commit(&batch).await;
             if progress.0.elapsed() >= PROGRESS_EVERY {
                 let now = self.stats.snapshot();
                 if now != progress.1 {
-                    let [records, events, inserted, duplicates, rejected_rows, bad_records, forwarded] =
+                    let [records, events, inserted, duplicates, rejected_rows, bad_records, forwarded, refused_rows] =
                         now;
                     tracing::info!(
                         records,
@@ -369,6 +289,7 @@ impl RawSource {
                         rejected_rows,
                         bad_records,
                         forwarded,
+                        refused_rows,
                         "Kafka ingest totals"
                     );
                 }
@@ -379,7 +300,7 @@ impl RawSource {
         let consumer = self.consumer;
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
         tracing::info!("Kafka consumer stopped");
-        Ok(())
+        outcome
     }
 
     /// The next batch, or `None` on shutdown.
@@ -421,56 +342,97 @@ impl RawSource {
         Some(batch)
     }
 
-    /// Runs [`process`](Self::process) until it succeeds; `false` when shutdown
-    /// comes while waiting to retry.
+    /// Runs [`process`](Self::process) until it succeeds, backing off (`[kafka.retry]`)
+    /// between attempts that fail in a way a retry can fix.
     async fn process_until_done(
         &self,
         batch: &Arc<Vec<OwnedMessage>>,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> bool {
-        let mut delay = self.settings.retry_initial;
+    ) -> Done {
+        let mut backoff = self.settings.retry.schedule(rand::random());
         loop {
-            match self.process(batch).await {
-                Ok(()) => return true,
-                Err(e) => {
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, records = batch.len(), retry_in_ms = delay.as_millis() as u64, "batch not done; offsets not committed, retrying the same records");
-                    tokio::select! {
-                        () = stopped(shutdown) => return false,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(self.settings.retry_max);
+            let e = match self.process(batch).await {
+                Ok(()) => return Done::Processed,
+                Err(StepError::Store(e)) if matches!(*e, StoreError::Stopped) => {
+                    return Done::Fatal(e)
                 }
+                Err(e) => e,
+            };
+            let delay = backoff.next_delay();
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            let (error, records, retry_in_ms, attempt) = (
+                &e,
+                batch.len(),
+                delay.as_millis() as u64,
+                backoff.attempts(),
+            );
+            if e.is_transient() {
+                tracing::warn!(%error, records, retry_in_ms, attempt, "batch not done; offsets not committed, retrying the same records");
+            } else {
+                // Not the rows' fault (they would all fail alike): wait for an operator.
+                tracing::error!(%error, records, retry_in_ms, attempt, "batch not done: the event store is failing, not transiently; offsets not committed, retrying the same records until it is fixed");
+            }
+            tokio::select! {
+                () = stopped(shutdown) => return Done::ShutDown,
+                () = tokio::time::sleep(delay) => {}
             }
         }
     }
 
     /// Steps 2–4 of the module docs for one batch.
     async fn process(&self, batch: &Arc<Vec<OwnedMessage>>) -> Result<(), StepError> {
-        let (msgs, ingest, s) = (batch.clone(), self.ingest.clone(), self.settings.clone());
-        let owned = self.owned.read().clone();
+        let (msgs, ingest, partitions) =
+            (batch.clone(), self.ingest.clone(), self.settings.partitions);
+        let owned = self.owned.snapshot();
         let t0 = Instant::now();
-        let plan = tokio::task::spawn_blocking(move || {
-            PARSER.with_borrow_mut(|(parser, buf)| plan(&msgs, &ingest, parser, buf, &s, &owned))
+        let Plan {
+            groups,
+            mut outgoing,
+            counts,
+        } = tokio::task::spawn_blocking(move || {
+            PARSER.with_borrow_mut(|(parser, buf)| {
+                plan(&msgs, &ingest, parser, buf, partitions, &owned)
+            })
         })
         .await
-        .map_err(|e| StepError::Worker(e.to_string()))?;
+        .map_err(StepError::Worker)?;
 
         let t1 = Instant::now();
-        let mut stores = Vec::with_capacity(plan.groups.len());
-        for group in plan.groups {
+        let mut stores = Vec::with_capacity(groups.len());
+        for group in groups {
             let ingestor = self.ingestor.clone();
-            stores.push(tokio::spawn(async move { ingestor.store(group).await }));
+            let (org, event_type) = (group.batch.org, group.batch.event_type.clone());
+            let task = tokio::spawn(async move {
+                ingestor
+                    .store_isolating_refusals(group.batch, ISOLATION_ATTEMPTS)
+                    .await
+            });
+            stores.push((task, org, event_type, group.origins));
         }
-        let (mut inserted, mut duplicates, mut failed) = (0, 0, None);
-        for task in stores {
+        let (mut inserted, mut duplicates, mut refused_rows, mut failed) = (0, 0, 0, None);
+        for (task, org, event_type, origins) in stores {
             match task.await {
-                Ok(Ok(s)) => {
-                    inserted += s.inserted as u64;
-                    duplicates += s.duplicates as u64;
+                Ok(Ok(Isolated {
+                    stored,
+                    refused,
+                    attempts,
+                })) => {
+                    inserted += stored.inserted as u64;
+                    duplicates += stored.duplicates as u64;
+                    if !refused.is_empty() {
+                        tracing::warn!(org, event_type, rows = refused.len(), attempts, first = %refused[0].1, "the store refused rows for good; dead-lettering them, the others are stored");
+                        refused_rows += refused.len() as u64;
+                        outgoing.extend(refused_dead_letters(
+                            batch,
+                            org,
+                            &event_type,
+                            &origins,
+                            &refused,
+                        ));
+                    }
                 }
-                Ok(Err(e)) => failed = Some(StepError::Store(e.to_string())),
-                Err(e) => failed = Some(StepError::Worker(e.to_string())),
+                Ok(Err(e)) => failed = Some(StepError::Store(e)),
+                Err(e) => failed = Some(StepError::Worker(e)),
             }
         }
         if let Some(e) = failed {
@@ -485,27 +447,29 @@ impl RawSource {
         }
 
         let t2 = Instant::now();
-        self.produce_all(&plan.outgoing).await?;
+        self.produce_all(&outgoing).await?;
         let t3 = Instant::now();
 
-        let c = &plan.counts;
         let st = &self.stats;
         st.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        st.events.fetch_add(c.events, Ordering::Relaxed);
+        st.events.fetch_add(counts.events, Ordering::Relaxed);
         st.inserted.fetch_add(inserted, Ordering::Relaxed);
         st.duplicates.fetch_add(duplicates, Ordering::Relaxed);
         st.rejected_rows
-            .fetch_add(c.rejected_rows, Ordering::Relaxed);
-        st.bad_records.fetch_add(c.bad_records, Ordering::Relaxed);
-        st.forwarded.fetch_add(c.forwarded, Ordering::Relaxed);
+            .fetch_add(counts.rejected_rows, Ordering::Relaxed);
+        st.bad_records
+            .fetch_add(counts.bad_records, Ordering::Relaxed);
+        st.forwarded.fetch_add(counts.forwarded, Ordering::Relaxed);
+        st.refused_rows.fetch_add(refused_rows, Ordering::Relaxed);
         tracing::debug!(
             records = batch.len(),
-            events = c.events,
+            events = counts.events,
             inserted,
             duplicates,
-            rejected_rows = c.rejected_rows,
-            bad_records = c.bad_records,
-            forwarded = c.forwarded,
+            rejected_rows = counts.rejected_rows,
+            bad_records = counts.bad_records,
+            forwarded = counts.forwarded,
+            refused_rows,
             prepare_ms = (t1 - t0).as_secs_f64() * 1e3,
             store_ms = (t2 - t1).as_secs_f64() * 1e3,
             produce_ms = (t3 - t2).as_secs_f64() * 1e3,
@@ -612,15 +576,34 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|&stop| stop).await;
 }
 
-/// Why a batch attempt failed; the batch is retried.
+/// How [`RawSource::process_until_done`] ended.
+enum Done {
+    Processed,
+    /// Shutdown came while waiting to retry.
+    ShutDown,
+    /// The writer stopped: nothing more can be stored.
+    Fatal(Arc<StoreError>),
+}
+
+/// Why a batch attempt failed; the batch is retried (but for a stopped writer).
 #[derive(Debug, thiserror::Error)]
 enum StepError {
     #[error("storing: {0}")]
-    Store(String),
+    Store(#[source] Arc<StoreError>),
     #[error("{0}")]
-    Produce(KafkaError),
+    Produce(#[source] KafkaError),
     #[error("worker task failed: {0}")]
-    Worker(String),
+    Worker(#[source] tokio::task::JoinError),
+}
+
+impl StepError {
+    /// Whether a retry can succeed by itself: all but a failing store.
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_unavailable(),
+            Self::Produce(_) | Self::Worker(_) => true,
+        }
+    }
 }
 
 /// Logs consumer errors, at most one line per [`ERROR_LOG_EVERY`] with a count.
@@ -642,419 +625,15 @@ impl ErrorLog {
     }
 }
 
-// ---------------------------------------------------------------------------------
-// Step 2: the CPU part, on a blocking thread.
-
 thread_local! {
     /// The parser and the copy of the record it parses in place (the original stays
     /// intact for dead letters).
     static PARSER: RefCell<(Parser, Vec<u8>)> = RefCell::new((Parser::new(), Vec::new()));
 }
 
-/// Where an outgoing record goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum To {
-    DeadLetter,
-    /// The raw topic's partition of the event's lead.
-    Raw(i32),
-}
-
-#[derive(Debug)]
-struct Outgoing {
-    to: To,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-}
-
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Counts {
-    events: u64,
-    rejected_rows: u64,
-    bad_records: u64,
-    forwarded: u64,
-}
-
-/// What to do with one batch.
-struct Plan {
-    groups: Vec<Prepared>,
-    outgoing: Vec<Outgoing>,
-    counts: Counts,
-}
-
-/// Parses, prepares and routes every record of `msgs`. Pure but for the parser scratch.
-fn plan(
-    msgs: &[OwnedMessage],
-    ingest: &Ingest,
-    parser: &mut Parser,
-    buf: &mut Vec<u8>,
-    s: &Settings,
-    owned: &BTreeSet<i32>,
-) -> Plan {
-    let mut groups: HashMap<(OrgId, String), Prepared> = HashMap::new();
-    let mut outgoing = Vec::new();
-    let mut counts = Counts::default();
-    for m in msgs {
-        let source = || DlqSource {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-        };
-        let mut dead = |d: DeadLetter| {
-            outgoing.push(Outgoing {
-                to: To::DeadLetter,
-                key: m.key().map(<[u8]>::to_vec),
-                payload: d.encode(),
-            })
-        };
-        let Some(payload) = m.payload().filter(|p| !p.is_empty()) else {
-            counts.bad_records += 1;
-            dead(DeadLetter::unparseable(
-                source(),
-                "empty record".into(),
-                &[],
-            ));
-            continue;
-        };
-        buf.clear();
-        buf.extend_from_slice(payload);
-        let record = match parser.parse_record(buf) {
-            Ok(r) => r,
-            Err(reason) => {
-                counts.bad_records += 1;
-                dead(DeadLetter::unparseable(source(), reason, payload));
-                continue;
-            }
-        };
-        let is_batch = record.is_batch();
-        let raw = record.into_batch();
-        let org_hint = Ingest::organization_id(&raw).ok();
-        let type_hint = raw
-            .event_type
-            .as_ref()
-            .and_then(Scalar::as_str)
-            .map(str::to_owned);
-        let prepared = match ingest.prepare(raw) {
-            Ok(p) => p,
-            Err(e) => {
-                counts.bad_records += 1;
-                dead(DeadLetter::invalid_record(
-                    source(),
-                    org_hint,
-                    type_hint,
-                    e.to_string(),
-                    payload,
-                ));
-                continue;
-            }
-        };
-        counts.events += prepared.received as u64;
-
-        if prepared.rejected > 0 {
-            counts.rejected_rows += prepared.rejected as u64;
-            let rejects: Vec<(usize, RejectReason)> = if prepared.rejects.len() == prepared.rejected
-            {
-                prepared
-                    .rejects
-                    .iter()
-                    .map(|r| (r.index, r.reason))
-                    .collect()
-            } else {
-                // `prepare` lists the first 50; the dead letter wants every one.
-                all_rejects(
-                    ingest,
-                    parser,
-                    buf,
-                    payload,
-                    prepared.org,
-                    &prepared.event_type,
-                )
-            };
-            let rows = if is_batch {
-                dlq::batch_rows(payload)
-            } else {
-                None
-            };
-            for (index, reason) in rejects {
-                let row = match &rows {
-                    Some(rows) => rows.get(index).map(|r| r.get().to_owned()),
-                    None if !is_batch => std::str::from_utf8(payload).ok().map(str::to_owned),
-                    None => None,
-                };
-                dead(DeadLetter::rejected_row(
-                    source(),
-                    prepared.org,
-                    &prepared.event_type,
-                    index,
-                    reason.to_string(),
-                    row,
-                    payload,
-                ));
-            }
-        }
-
-        let Prepared {
-            org,
-            event_type,
-            rows,
-            ..
-        } = prepared;
-        let mut keep = Vec::with_capacity(rows.len());
-        for row in rows {
-            let p = partition_for(org, row.phone, s.partitions);
-            // Leads of a partition this process owns meet the same index and writer
-            // here, whichever partition they were read from; others go to their own.
-            if p == m.partition() || owned.contains(&p) {
-                keep.push(row);
-            } else {
-                counts.forwarded += 1;
-                outgoing.push(Outgoing {
-                    to: To::Raw(p),
-                    key: Some(lead_key(org, row.phone).into_bytes()),
-                    payload: event_record(org, &event_type, &row),
-                });
-            }
-        }
-        if !keep.is_empty() {
-            let group = groups
-                .entry((org, event_type))
-                .or_insert_with_key(|(org, event_type)| Prepared {
-                    org: *org,
-                    event_type: event_type.clone(),
-                    received: 0,
-                    rows: Vec::new(),
-                    rejected: 0,
-                    rejects: Vec::new(),
-                });
-            group.received += keep.len();
-            group.rows.append(&mut keep);
-        }
-    }
-    Plan {
-        groups: groups.into_values().collect(),
-        outgoing,
-        counts,
-    }
-}
-
-/// Every reject of a record, in order: judges each event again (the slow path, for
-/// records with more rejects than [`Prepared::rejects`] lists).
-fn all_rejects(
-    ingest: &Ingest,
-    parser: &mut Parser,
-    buf: &mut Vec<u8>,
-    payload: &[u8],
-    org: OrgId,
-    event_type: &str,
-) -> Vec<(usize, RejectReason)> {
-    buf.clear();
-    buf.extend_from_slice(payload);
-    let Ok(record) = parser.parse_record(buf) else {
-        return Vec::new();
-    };
-    let Some(Events::List(slots)) = record.into_batch().events else {
-        return Vec::new();
-    };
-    slots
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, slot)| match slot {
-            Slot::Event(ev) => ingest
-                .judge(org, event_type, ev)
-                .err()
-                .map(|(reason, _)| (i, reason)),
-            Slot::NotObject(_) => Some((i, RejectReason::NotAnObject)),
-        })
-        .collect()
-}
-
-/// A per-event record holding a normalized row: what re-routing produces. Normalizing
-/// it again changes nothing, so it keeps its fingerprint.
-fn event_record(org: OrgId, event_type: &str, row: &Row) -> Vec<u8> {
-    let mut out =
-        String::with_capacity(128 + event_type.len() + row.metadata.as_deref().map_or(0, str::len));
-    out.push_str("{\"organizationId\":");
-    out.push_str(&org.to_string());
-    out.push_str(",\"eventType\":");
-    out.push_str(&serde_json::to_string(event_type).expect("a string serializes"));
-    out.push_str(",\"phoneE164\":\"");
-    out.push_str(&row.phone.to_string());
-    out.push_str("\",\"occurredAt\":\"");
-    out.push_str(&format_rfc3339_ms(row.occurred_at_ms));
-    out.push('"');
-    if let Some(m) = &row.metadata {
-        // Compact JSON object text, as parsed.
-        out.push_str(",\"metadata\":");
-        out.push_str(m);
-    }
-    out.push('}');
-    out.into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leadstream_pipeline::PhoneNormalizer;
-    use rdkafka::message::Timestamp;
-
-    fn msg(partition: i32, offset: i64, payload: &[u8]) -> OwnedMessage {
-        OwnedMessage::new(
-            Some(payload.to_vec()),
-            None,
-            "raw".into(),
-            Timestamp::NotAvailable,
-            partition,
-            offset,
-            None,
-        )
-    }
-
-    fn settings(partitions: i32) -> Settings {
-        Settings {
-            raw_topic: "raw".into(),
-            rejects_topic: "rejects".into(),
-            partitions,
-            max_batch_records: 100,
-            max_batch_wait: Duration::from_millis(10),
-            retry_initial: Duration::from_millis(1),
-            retry_max: Duration::from_millis(2),
-            failpoint: None,
-        }
-    }
-
-    fn run(msgs: &[OwnedMessage], partitions: i32, owned: &[i32]) -> Plan {
-        let ingest = Ingest::new(PhoneNormalizer::new());
-        let owned: BTreeSet<i32> = owned.iter().copied().collect();
-        plan(
-            msgs,
-            &ingest,
-            &mut Parser::new(),
-            &mut Vec::new(),
-            &settings(partitions),
-            &owned,
-        )
-    }
-
-    fn dead_letters(p: &Plan) -> Vec<serde_json::Value> {
-        p.outgoing
-            .iter()
-            .filter(|o| o.to == To::DeadLetter)
-            .map(|o| serde_json::from_slice(&o.payload).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn both_shapes_are_grouped_by_org_and_type() {
-        let msgs = [
-            msg(0, 0, br#"{"organizationId":1,"eventType":"a","phoneE164":"+15551230001","occurredAt":"2026-05-12T18:34:00Z"}"#),
-            msg(0, 1, br#"{"organizationId":1,"eventType":"a","events":[{"phoneE164":"+15551230002","occurredAt":"2026-05-12T18:34:00Z"},{"phoneE164":"+15551230003","occurredAt":"2026-05-12T18:34:00Z","metadata":{"k":1}}]}"#),
-            msg(0, 2, br#"{"organizationId":2,"eventType":"a","phoneE164":"+15551230001","occurredAt":"2026-05-12T18:34:00Z"}"#),
-        ];
-        let p = run(&msgs, 1, &[0]);
-        assert_eq!(
-            p.counts,
-            Counts {
-                events: 4,
-                ..Counts::default()
-            }
-        );
-        assert!(p.outgoing.is_empty());
-        let mut sizes: Vec<(OrgId, usize)> =
-            p.groups.iter().map(|g| (g.org, g.rows.len())).collect();
-        sizes.sort();
-        assert_eq!(sizes, [(1, 3), (2, 1)]);
-    }
-
-    #[test]
-    fn every_rejected_row_and_bad_record_is_dead_lettered_with_its_source() {
-        // 60 bad rows: more than `prepare` lists.
-        let mut events: Vec<String> = (0..60)
-            .map(|_| r#"{"phoneE164":"n/a","occurredAt":"2026-05-12T18:34:00Z"}"#.to_string())
-            .collect();
-        events.push(r#"{"phoneE164":"+15551230001","occurredAt":"2026-05-12T18:34:00Z"}"#.into());
-        let batch = format!(
-            r#"{{"organizationId":1,"eventType":"a","events":[{}]}}"#,
-            events.join(",")
-        );
-        let msgs = [
-            msg(0, 10, batch.as_bytes()),
-            msg(0, 11, b"not json"),
-            msg(0, 12, br#"{"organizationId":1,"eventType":"","phoneE164":"+15551230001"}"#),
-            msg(0, 13, br#"{"organizationId":1,"eventType":"a","phoneE164":"+15551230001","occurredAt":"nope"}"#),
-            msg(0, 14, &[0xff, 0x00]),
-        ];
-        let p = run(&msgs, 1, &[0]);
-        assert_eq!(
-            p.counts,
-            Counts {
-                events: 62,
-                rejected_rows: 61,
-                bad_records: 3,
-                forwarded: 0
-            }
-        );
-        let dl = dead_letters(&p);
-        assert_eq!(dl.len(), 64);
-        assert_eq!(dl[0]["kind"], "rejected_row");
-        assert_eq!(dl[0]["index"], 0);
-        assert_eq!(dl[59]["index"], 59);
-        assert_eq!(
-            dl[59]["original"],
-            r#"{"phoneE164":"n/a","occurredAt":"2026-05-12T18:34:00Z"}"#
-        );
-        assert_eq!(dl[59]["originalScope"], "row");
-        assert_eq!(
-            dl[59]["source"],
-            serde_json::json!({"topic": "raw", "partition": 0, "offset": 10})
-        );
-        assert_eq!(dl[60]["kind"], "unparseable_record");
-        assert_eq!(dl[60]["original"], "not json");
-        assert_eq!(dl[61]["kind"], "invalid_record");
-        assert_eq!(dl[61]["reason"], "eventType is empty");
-        assert_eq!(dl[62]["kind"], "rejected_row");
-        assert_eq!(dl[62]["reason"], "invalid occurredAt");
-        assert_eq!(dl[62]["originalScope"], "row");
-        assert_eq!(dl[63]["originalEncoding"], "base64");
-        assert_eq!(p.groups.iter().map(|g| g.rows.len()).sum::<usize>(), 1);
-    }
-
-    #[test]
-    fn leads_of_partitions_owned_elsewhere_are_rerouted_normalized() {
-        let ingest = Ingest::new(PhoneNormalizer::new());
-        // Find a phone whose lead is on partition 1 of 2, and read it from partition 0.
-        let (phone, e164) = (0..100)
-            .map(|i| {
-                (
-                    format!("+1 (555) 123-{:04}", i),
-                    leadstream_pipeline::Phone(15551230000 + i),
-                )
-            })
-            .find(|(_, p)| partition_for(7, *p, 2) == 1)
-            .unwrap();
-        let body = format!(
-            r#"{{"organizationId":7,"eventType":"t","phoneE164":"{phone}","occurredAt":"2026-05-12T13:34:00-05:00","metadata":{{"a":[1]}}}}"#
-        );
-        let msgs = [msg(0, 5, body.as_bytes())];
-        // Owning both partitions: stored here.
-        let p = run(&msgs, 2, &[0, 1]);
-        assert_eq!((p.groups.len(), p.outgoing.len()), (1, 0));
-        // Owning only partition 0: re-routed to partition 1, keyed by lead.
-        let p = run(&msgs, 2, &[0]);
-        assert_eq!(p.counts.forwarded, 1);
-        assert!(p.groups.is_empty());
-        let out = &p.outgoing[0];
-        assert_eq!(out.to, To::Raw(1));
-        assert_eq!(out.key.as_deref(), Some(format!("7:{e164}").as_bytes()));
-        let text = std::str::from_utf8(&out.payload).unwrap();
-        assert_eq!(text, r#"{"organizationId":7,"eventType":"t","phoneE164":"+15551230000","occurredAt":"2026-05-12T18:34:00.000Z","metadata":{"a":[1]}}"#.replace("+15551230000", &e164.to_string()));
-        // Read again from its own partition, it is stored with the same fingerprint.
-        let again = run(&[msg(1, 0, &out.payload)], 2, &[1]);
-        let original = run(&msgs, 2, &[0, 1]);
-        assert_eq!(
-            again.groups[0].rows[0].probe,
-            original.groups[0].rows[0].probe
-        );
-        drop(ingest);
-    }
 
     #[test]
     fn failpoints_parse() {
@@ -1063,5 +642,17 @@ mod tests {
             Some(Failpoint::AfterStore)
         );
         assert_eq!(Failpoint::parse("nope"), None);
+    }
+
+    #[test]
+    fn only_a_failing_store_is_not_transient() {
+        let store = |e| StepError::Store(Arc::new(e));
+        assert!(store(StoreError::unavailable("append", "down")).is_transient());
+        assert!(!store(StoreError::failed("append", "no such table")).is_transient());
+        let produce = StepError::Produce(KafkaError::Produce {
+            topic: "t".into(),
+            source: rdkafka::error::KafkaError::Canceled,
+        });
+        assert!(produce.is_transient());
     }
 }

@@ -8,18 +8,17 @@
 //! and event indexes before anything from the partition is stored here.
 //!
 //! It runs inside the rebalance callback and blocks it until the keys are loaded (or
-//! the store is back, retrying with `clickhouse.retry_initial` doubling up to
-//! `retry_max`; it never goes on unwarmed). That is what makes it safe: the callback
+//! the store is back, retrying with `[store.retry]`; it never goes on unwarmed). That is what makes it safe: the callback
 //! runs inside the consumer's poll, so no record of the new partitions is handed out,
 //! let alone stored, before the warm-up finished. The cost is that the consumer reads
 //! nothing meanwhile; a warm-up must finish within `max.poll.interval.ms` (5 minutes
 //! by default) or the group considers the member gone and rebalances again.
 
-use super::source::PartitionWarmer;
-use crate::clickhouse::{Backoff, ClickHouseStore};
-use crate::config::ClickHouseConfig;
+use super::ClickHouseStore;
 use crate::ingest::Ingestor;
+use crate::kafka::PartitionWarmer;
 use crate::store::{StoreError, WarmRow};
+use leadstream_pipeline::retry::Backoff;
 use leadstream_pipeline::{lead_hash, Probe};
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
@@ -33,20 +32,17 @@ pub struct ClickHouseWarmer {
     /// `None` only while being dropped.
     store: Mutex<Option<ClickHouseStore>>,
     ingestor: Ingestor,
-    retry_initial: Duration,
-    retry_max: Duration,
+    retry: Backoff,
 }
 
 impl ClickHouseWarmer {
     /// A warmer reading through `store` (a second connection to the writer's database)
-    /// into `ingestor`'s indexes, retrying an unavailable store with a backoff from
-    /// `cfg.retry_initial` doubling up to `cfg.retry_max`.
-    pub fn new(store: ClickHouseStore, ingestor: Ingestor, cfg: &ClickHouseConfig) -> Self {
+    /// into `ingestor`'s indexes, retrying a failed read with `retry` (`[store.retry]`).
+    pub fn new(store: ClickHouseStore, ingestor: Ingestor, retry: Backoff) -> Self {
         Self {
             store: Mutex::new(Some(store)),
             ingestor,
-            retry_initial: cfg.retry_initial,
-            retry_max: cfg.retry_max.max(cfg.retry_initial),
+            retry,
         }
     }
 
@@ -66,10 +62,10 @@ impl ClickHouseWarmer {
                 lead: lead_hash(r.org, r.phone),
             }));
             for r in buf.drain(..) {
-                events.record(r.org, &r.event_type, [(r.phone, r.occurred_at_ms)]);
+                events.record(r.org, &r.event_type, [(r.phone, r.occurred_at_us)]);
             }
         };
-        let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
+        let mut backoff = self.retry.schedule(rand::random());
         loop {
             // Rows a failed attempt delivered are delivered again: both indexes are sets.
             let scanned = store.scan_partitions(partitions, partition_count, &mut |r| {
@@ -82,7 +78,7 @@ impl ClickHouseWarmer {
             match scanned {
                 Ok(n) => return n,
                 Err(e) => {
-                    let wait = backoff.next_wait();
+                    let wait = backoff.next_delay();
                     log_failure(&e, partitions, wait);
                     std::thread::sleep(wait);
                 }
