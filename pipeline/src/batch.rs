@@ -257,7 +257,7 @@ impl Ingest {
     }
 }
 
-/// `organizationId`: an integer (no fraction or exponent) that fits 64 bits.
+/// `organizationId`: a number whose value is an integer that fits 64 bits.
 ///
 /// # Errors
 /// [`RequestError::Missing`] or [`RequestError::WrongType`].
@@ -266,9 +266,9 @@ pub fn organization_id(v: Option<&Scalar<'_>>) -> Result<OrgId, RequestError> {
         None | Some(Scalar::Null) => Err(RequestError::Missing("organizationId")),
         Some(s) => s.as_i64().ok_or(RequestError::WrongType {
             field: "organizationId",
-            expected: "an integer (no fraction or exponent, at most 64 bits)",
+            expected: "an integer of at most 64 bits",
             got: match s {
-                Scalar::Number(_) => "a number that is not one",
+                Scalar::Number(_) => "a fraction or a larger number",
                 other => other.kind(),
             },
         }),
@@ -322,8 +322,8 @@ mod tests {
     fn request_level_errors_name_the_problem() {
         let cases = [
             (r#"{"eventType":"x","events":[{}]}"#, "missing field organizationId"),
-            (r#"{"organizationId":"42","eventType":"x","events":[{}]}"#, "organizationId must be an integer (no fraction or exponent, at most 64 bits), got a string"),
-            (r#"{"organizationId":42.0,"eventType":"x","events":[{}]}"#, "organizationId must be an integer (no fraction or exponent, at most 64 bits), got a number that is not one"),
+            (r#"{"organizationId":"42","eventType":"x","events":[{}]}"#, "organizationId must be an integer of at most 64 bits, got a string"),
+            (r#"{"organizationId":42.5,"eventType":"x","events":[{}]}"#, "organizationId must be an integer of at most 64 bits, got a fraction or a larger number"),
             (r#"{"organizationId":42,"eventType":"  ","events":[{}]}"#, "eventType is blank (only whitespace)"),
             (r#"{"organizationId":42,"eventType":"a\nb","events":[{}]}"#, "eventType contains a control character (U+000A)"),
             (r#"{"organizationId":42,"eventType":"x\u0000","events":[{}]}"#, "eventType contains a control character (U+0000)"),

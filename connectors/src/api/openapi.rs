@@ -53,14 +53,14 @@ impl Modify for Security {
 #[allow(dead_code)] // a schema only: never built, the parser reads the body
 pub struct LeadEventsRequest {
     /// The organization the events belong to; must be the credential's.
-    #[schema(rename = "organizationId")]
+    #[schema(rename = "organizationId", minimum = -9007199254740991_i64, maximum = 9007199254740991_i64)]
     organization_id: i64,
     /// 1 to 128 characters, not blank, no control characters, no lone surrogates.
     #[schema(
         rename = "eventType",
         min_length = 1,
         max_length = 128,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f\ud800-\udfff]*[^\s\u0000-\u001f\u007f-\u009f\ud800-\udfff][^\u0000-\u001f\u007f-\u009f\ud800-\udfff]*$"
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
     event_type: String,
     /// 1 to 50,000 events.

@@ -17,8 +17,8 @@
 //!   `occurredAt` or `metadata`, ignored in fields leadstream does not read. Never
 //!   decoded to some other character.
 //! - **Numbers** are valid at any size (`1e400`, 21-digit integers) and are kept as
-//!   sent; `organizationId` must be an integer written without fraction or exponent
-//!   that fits 64 bits.
+//!   sent; `organizationId` must be a number whose value is an integer that fits 64
+//!   bits (`42`, `42.0` and `4.2e1` are the same organization).
 //! - **Duplicate keys**: a field leadstream reads that appears twice in one object
 //!   refuses that object: at the top level the request (400 `field eventType appears
 //!   twice`), inside `events` that event (reject `duplicate field phoneE164`). Keys
@@ -90,11 +90,11 @@ impl<'a> Scalar<'a> {
         }
     }
 
-    /// The integer, when it is one written as such (no fraction, no exponent) that
-    /// fits an `i64`.
+    /// The number as an `i64` when its value is an integer that fits, however it is
+    /// written (`42`, `42.0`, `4.2e1`: JSON and JSON Schema make no difference).
     pub fn as_i64(&self) -> Option<i64> {
         match self {
-            Scalar::Number(n) => n.parse().ok(),
+            Scalar::Number(n) => exact_i64(n),
             _ => None,
         }
     }
@@ -109,6 +109,44 @@ impl<'a> Scalar<'a> {
             Value::Object => Scalar::Object,
         }
     }
+}
+
+/// The exact integer value of a JSON number's text, if it has one that fits an `i64`.
+fn exact_i64(text: &str) -> Option<i64> {
+    if let Ok(v) = text.parse() {
+        return Some(v);
+    }
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text),
+    };
+    let (mantissa, exp) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    // digits × 10^(exp - frac.len()), exactly.
+    let digits = format!("{int}{frac}");
+    let shift = exp.checked_sub(frac.len() as i64)?;
+    let digits = digits.trim_start_matches('0');
+    let (kept, dropped) = if shift < 0 {
+        let cut = digits.len().saturating_sub(shift.unsigned_abs() as usize);
+        digits.split_at(cut)
+    } else {
+        (digits, "")
+    };
+    if !dropped.bytes().all(|b| b == b'0') {
+        return None; // a fraction
+    }
+    if kept.is_empty() {
+        return Some(0);
+    }
+    let zeros = usize::try_from(shift.max(0)).ok()?;
+    if kept.len() + zeros > 19 {
+        return None;
+    }
+    let magnitude: i128 = format!("{kept}{}", "0".repeat(zeros)).parse().ok()?;
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
 }
 
 fn string(s: JStr<'_>) -> Scalar<'_> {
@@ -458,6 +496,30 @@ mod tests {
     }
 
     #[test]
+    fn integers_are_read_by_value_however_written() {
+        for (text, want) in [
+            ("42", Some(42)),
+            ("42.0", Some(42)),
+            ("4.2e1", Some(42)),
+            ("4200e-2", Some(42)),
+            ("-0.0", Some(0)),
+            ("0e5", Some(0)),
+            ("1E2", Some(100)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9.223372036854775807e18", Some(i64::MAX)),
+            ("4.25e1", None),
+            ("0.5", None),
+            ("9223372036854775808", None),
+            ("1e19", None),
+            ("1e400", None),
+            ("1e-400", None),
+        ] {
+            assert_eq!(Scalar::Number(text).as_i64(), want, "{text}");
+        }
+    }
+
+    #[test]
     fn reads_the_seed_body() {
         let b = parse(
             r#"{"organizationId":42,"eventType":"mastery_purchase","events":[{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z","metadata":{"orderId":"ord_9F2","amountUsd":297}}]}"#,
@@ -654,6 +716,10 @@ mod tests {
         );
         assert!(find_organization_id(br#"{"organizationId":"42"}"#).is_err());
         assert!(find_organization_id(br#"{"organizationId":4.2}"#).is_err());
+        assert_eq!(
+            find_organization_id(br#"{"organizationId":-797.0}"#),
+            Ok(-797)
+        );
         assert!(find_organization_id(b"[1]").is_err());
         assert!(find_organization_id(b"\xff").is_err());
     }
