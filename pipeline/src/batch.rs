@@ -28,7 +28,11 @@ pub enum RequestError {
     #[error("missing field {0}")]
     Missing(&'static str),
     #[error("{field} must be {expected}, got {got}")]
-    WrongType { field: &'static str, expected: &'static str, got: &'static str },
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+        got: &'static str,
+    },
     #[error("events has {0} entries, expected 1 to 50000")]
     EventCount(usize),
     #[error("eventType is empty")]
@@ -105,7 +109,11 @@ impl Ingest {
         match &raw.organization_id {
             None | Some(Scalar::Null) => Err(RequestError::Missing("organizationId")),
             Some(Scalar::Int(i)) => Ok(*i),
-            Some(other) => Err(RequestError::WrongType { field: "organizationId", expected: "an integer", got: other.kind() }),
+            Some(other) => Err(RequestError::WrongType {
+                field: "organizationId",
+                expected: "an integer",
+                got: other.kind(),
+            }),
         }
     }
 
@@ -113,7 +121,10 @@ impl Ingest {
     ///
     /// # Errors
     /// [`RequestError::Malformed`] when it is not a JSON object.
-    pub fn parse<'a>(parser: &mut Parser, body: &'a mut [u8]) -> Result<RawBatch<'a>, RequestError> {
+    pub fn parse<'a>(
+        parser: &mut Parser,
+        body: &'a mut [u8],
+    ) -> Result<RawBatch<'a>, RequestError> {
         parser.parse_batch(body).map_err(RequestError::Malformed)
     }
 
@@ -126,7 +137,13 @@ impl Ingest {
         let event_type = match &raw.event_type {
             None | Some(Scalar::Null) => return Err(RequestError::Missing("eventType")),
             Some(Scalar::Str(s)) => s.as_ref(),
-            Some(other) => return Err(RequestError::WrongType { field: "eventType", expected: "a string", got: other.kind() }),
+            Some(other) => {
+                return Err(RequestError::WrongType {
+                    field: "eventType",
+                    expected: "a string",
+                    got: other.kind(),
+                })
+            }
         };
         if event_type.is_empty() {
             return Err(RequestError::EventTypeEmpty);
@@ -137,7 +154,13 @@ impl Ingest {
         }
         let events = match raw.events {
             None => return Err(RequestError::Missing("events")),
-            Some(Events::NotArray(kind)) => return Err(RequestError::WrongType { field: "events", expected: "an array", got: kind }),
+            Some(Events::NotArray(kind)) => {
+                return Err(RequestError::WrongType {
+                    field: "events",
+                    expected: "an array",
+                    got: kind,
+                })
+            }
             Some(Events::List(v)) => v,
         };
         if events.is_empty() || events.len() > MAX_EVENTS {
@@ -161,7 +184,11 @@ impl Ingest {
                 Err((reason, phone)) => {
                     out.rejected += 1;
                     if out.rejects.len() < MAX_REJECTS_LISTED {
-                        out.rejects.push(Reject { index, phone, reason });
+                        out.rejects.push(Reject {
+                            index,
+                            phone,
+                            reason,
+                        });
                     }
                 }
             }
@@ -173,13 +200,29 @@ impl Ingest {
     ///
     /// # Errors
     /// The reason, with `phoneE164` as sent, when the event must be rejected.
-    pub fn judge(&self, org: OrgId, event_type: &str, ev: RawEvent<'_>) -> Result<Row, (RejectReason, serde_json::Value)> {
-        let as_sent = |ev: &RawEvent<'_>| ev.phone.as_ref().map_or(serde_json::Value::Null, Scalar::to_json);
-        let Some(phone) = ev.phone.as_ref().and_then(Scalar::as_str).and_then(|s| self.normalizer.normalize(s)) else {
+    pub fn judge(
+        &self,
+        org: OrgId,
+        event_type: &str,
+        ev: RawEvent<'_>,
+    ) -> Result<Row, (RejectReason, serde_json::Value)> {
+        let as_sent = |ev: &RawEvent<'_>| {
+            ev.phone
+                .as_ref()
+                .map_or(serde_json::Value::Null, Scalar::to_json)
+        };
+        let Some(phone) = ev
+            .phone
+            .as_ref()
+            .and_then(Scalar::as_str)
+            .and_then(|s| self.normalizer.normalize(s))
+        else {
             return Err((RejectReason::InvalidPhone, as_sent(&ev)));
         };
         let occurred_at_ms = match &ev.occurred_at {
-            None | Some(Scalar::Null) => return Err((RejectReason::MissingOccurredAt, as_sent(&ev))),
+            None | Some(Scalar::Null) => {
+                return Err((RejectReason::MissingOccurredAt, as_sent(&ev)))
+            }
             Some(s) => match s.as_str().and_then(parse_rfc3339_ms) {
                 Some(ms) => ms,
                 None => return Err((RejectReason::InvalidOccurredAt, as_sent(&ev))),
@@ -193,8 +236,21 @@ impl Ingest {
             }
             Metadata::Object(text) => Some(text.into_boxed_str()),
         };
-        let key = EventKey { org, phone, event_type, occurred_at_ms };
-        Ok(Row { phone, occurred_at_ms, metadata, probe: Probe { fingerprint: key.fingerprint(), lead: key.lead_hash() } })
+        let key = EventKey {
+            org,
+            phone,
+            event_type,
+            occurred_at_ms,
+        };
+        Ok(Row {
+            phone,
+            occurred_at_ms,
+            metadata,
+            probe: Probe {
+                fingerprint: key.fingerprint(),
+                lead: key.lead_hash(),
+            },
+        })
     }
 }
 
@@ -212,20 +268,50 @@ mod tests {
     #[test]
     fn request_level_errors_name_the_problem() {
         let cases = [
-            (r#"{"eventType":"x","events":[{}]}"#, "missing field organizationId"),
-            (r#"{"organizationId":"42","eventType":"x","events":[{}]}"#, "organizationId must be an integer, got a string"),
-            (r#"{"organizationId":42,"events":[{}]}"#, "missing field eventType"),
-            (r#"{"organizationId":42,"eventType":"","events":[{}]}"#, "eventType is empty"),
-            (r#"{"organizationId":42,"eventType":"x"}"#, "missing field events"),
-            (r#"{"organizationId":42,"eventType":"x","events":{}}"#, "events must be an array, got an object"),
-            (r#"{"organizationId":42,"eventType":"x","events":[]}"#, "events has 0 entries, expected 1 to 50000"),
+            (
+                r#"{"eventType":"x","events":[{}]}"#,
+                "missing field organizationId",
+            ),
+            (
+                r#"{"organizationId":"42","eventType":"x","events":[{}]}"#,
+                "organizationId must be an integer, got a string",
+            ),
+            (
+                r#"{"organizationId":42,"events":[{}]}"#,
+                "missing field eventType",
+            ),
+            (
+                r#"{"organizationId":42,"eventType":"","events":[{}]}"#,
+                "eventType is empty",
+            ),
+            (
+                r#"{"organizationId":42,"eventType":"x"}"#,
+                "missing field events",
+            ),
+            (
+                r#"{"organizationId":42,"eventType":"x","events":{}}"#,
+                "events must be an array, got an object",
+            ),
+            (
+                r#"{"organizationId":42,"eventType":"x","events":[]}"#,
+                "events has 0 entries, expected 1 to 50000",
+            ),
         ];
         for (body, msg) in cases {
             assert_eq!(prepare(body).unwrap_err().to_string(), msg, "{body}");
         }
-        let long = format!(r#"{{"organizationId":42,"eventType":"{}","events":[{{}}]}}"#, "é".repeat(129));
-        assert_eq!(prepare(&long).unwrap_err().to_string(), "eventType is 129 chars, at most 128");
-        let ok = format!(r#"{{"organizationId":42,"eventType":"{}","events":[{{}}]}}"#, "é".repeat(128));
+        let long = format!(
+            r#"{{"organizationId":42,"eventType":"{}","events":[{{}}]}}"#,
+            "é".repeat(129)
+        );
+        assert_eq!(
+            prepare(&long).unwrap_err().to_string(),
+            "eventType is 129 chars, at most 128"
+        );
+        let ok = format!(
+            r#"{{"organizationId":42,"eventType":"{}","events":[{{}}]}}"#,
+            "é".repeat(128)
+        );
         assert!(prepare(&ok).is_ok());
         assert!(matches!(prepare("{nope"), Err(RequestError::Malformed(_))));
     }
@@ -247,7 +333,11 @@ mod tests {
         );
         let p = prepare(&body).unwrap();
         assert_eq!((p.received, p.rows.len(), p.rejected), (8, 1, 7));
-        let reasons: Vec<(usize, String)> = p.rejects.iter().map(|r| (r.index, r.reason.to_string())).collect();
+        let reasons: Vec<(usize, String)> = p
+            .rejects
+            .iter()
+            .map(|r| (r.index, r.reason.to_string()))
+            .collect();
         assert_eq!(
             reasons,
             [
@@ -266,10 +356,18 @@ mod tests {
 
     #[test]
     fn only_the_first_fifty_rejects_are_listed() {
-        let events: Vec<String> = (0..120).map(|_| r#"{"phoneE164":"x","occurredAt":"2026-05-12T18:34:00Z"}"#.to_string()).collect();
-        let body = format!(r#"{{"organizationId":1,"eventType":"t","events":[{}]}}"#, events.join(","));
+        let events: Vec<String> = (0..120)
+            .map(|_| r#"{"phoneE164":"x","occurredAt":"2026-05-12T18:34:00Z"}"#.to_string())
+            .collect();
+        let body = format!(
+            r#"{{"organizationId":1,"eventType":"t","events":[{}]}}"#,
+            events.join(",")
+        );
         let p = prepare(&body).unwrap();
-        assert_eq!((p.rejected, p.rejects.len(), p.rejects[49].index), (120, 50, 49));
+        assert_eq!(
+            (p.rejected, p.rejects.len(), p.rejects[49].index),
+            (120, 50, 49)
+        );
     }
 
     #[test]

@@ -50,7 +50,10 @@ impl DedupIndex {
     /// An empty index with `shards` shards (rounded up to a power of two).
     pub fn new(shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
-        Self { shards: (0..n).map(|_| Mutex::new(FpSet::default())).collect(), mask: n as u64 - 1 }
+        Self {
+            shards: (0..n).map(|_| Mutex::new(FpSet::default())).collect(),
+            mask: n as u64 - 1,
+        }
     }
 
     /// The shard a lead's keys live in.
@@ -67,18 +70,24 @@ impl DedupIndex {
 
     /// Adds one fingerprint. Returns `true` when it was not present.
     pub fn insert(&self, p: Probe) -> bool {
-        self.shards[self.shard_of(p.lead)].lock().insert(p.fingerprint)
+        self.shards[self.shard_of(p.lead)]
+            .lock()
+            .insert(p.fingerprint)
     }
 
     /// Whether a fingerprint is present.
     pub fn contains(&self, p: Probe) -> bool {
-        self.shards[self.shard_of(p.lead)].lock().contains(&p.fingerprint)
+        self.shards[self.shard_of(p.lead)]
+            .lock()
+            .contains(&p.fingerprint)
     }
 
     /// Removes fingerprints (used to undo a batch whose store write failed).
     pub fn remove_all(&self, probes: &[Probe]) {
         for p in probes {
-            self.shards[self.shard_of(p.lead)].lock().remove(&p.fingerprint);
+            self.shards[self.shard_of(p.lead)]
+                .lock()
+                .remove(&p.fingerprint);
         }
     }
 
@@ -127,7 +136,9 @@ impl DedupIndex {
     /// Adds fingerprints known to be stored (start-up warm-up); duplicates are ignored.
     pub fn extend<I: IntoIterator<Item = Probe>>(&self, probes: I) {
         for p in probes {
-            self.shards[self.shard_of(p.lead)].lock().insert(p.fingerprint);
+            self.shards[self.shard_of(p.lead)]
+                .lock()
+                .insert(p.fingerprint);
         }
     }
 
@@ -150,7 +161,9 @@ mod tests {
 
     fn probe(k: u64) -> Probe {
         Probe {
-            fingerprint: Fingerprint(u128::from(k).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)),
+            fingerprint: Fingerprint(
+                u128::from(k).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
+            ),
             lead: k.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         }
     }

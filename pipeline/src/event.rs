@@ -81,7 +81,12 @@ mod tests {
     use super::*;
 
     fn key(t: &str, at: i64) -> EventKey<'_> {
-        EventKey { org: 42, phone: Phone(15551234567), event_type: t, occurred_at_ms: at }
+        EventKey {
+            org: 42,
+            phone: Phone(15551234567),
+            event_type: t,
+            occurred_at_ms: at,
+        }
     }
 
     #[test]
@@ -90,10 +95,27 @@ mod tests {
         assert_eq!(base, key("mastery_purchase", 1).fingerprint());
         assert_ne!(base, key("mastery_purchase", 2).fingerprint());
         assert_ne!(base, key("mastery_purchasf", 1).fingerprint());
-        assert_ne!(base, EventKey { org: 43, ..key("mastery_purchase", 1) }.fingerprint());
-        assert_ne!(base, EventKey { phone: Phone(15551234568), ..key("mastery_purchase", 1) }.fingerprint());
+        assert_ne!(
+            base,
+            EventKey {
+                org: 43,
+                ..key("mastery_purchase", 1)
+            }
+            .fingerprint()
+        );
+        assert_ne!(
+            base,
+            EventKey {
+                phone: Phone(15551234568),
+                ..key("mastery_purchase", 1)
+            }
+            .fingerprint()
+        );
         let long = "x".repeat(600);
-        assert_ne!(key(&long, 1).fingerprint(), key(&long[..599], 1).fingerprint());
+        assert_ne!(
+            key(&long, 1).fingerprint(),
+            key(&long[..599], 1).fingerprint()
+        );
     }
 
     #[test]

@@ -51,7 +51,12 @@ impl EventIndex {
     }
 
     /// Records stored events of one type for one organization.
-    pub fn record(&self, org: OrgId, event_type: &str, events: impl IntoIterator<Item = (Phone, i64)>) {
+    pub fn record(
+        &self,
+        org: OrgId,
+        event_type: &str,
+        events: impl IntoIterator<Item = (Phone, i64)>,
+    ) {
         let t = self.intern(org, event_type);
         for (phone, at) in events {
             let mut shard = self.shard(org, phone).write();
@@ -64,17 +69,34 @@ impl EventIndex {
 
     /// The instants of a lead's events of one type, oldest first.
     pub fn occurrences(&self, org: OrgId, event_type: &str, phone: Phone) -> Vec<i64> {
-        let Some(t) = self.type_id(org, event_type) else { return Vec::new() };
-        self.shard(org, phone).read().get(&(org, t, phone.0)).cloned().unwrap_or_default()
+        let Some(t) = self.type_id(org, event_type) else {
+            return Vec::new();
+        };
+        self.shard(org, phone)
+            .read()
+            .get(&(org, t, phone.0))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether the lead has an event of this type with
     /// `at_ms - within_minutes <= occurredAt <= at_ms`; with no window, any
     /// `occurredAt <= at_ms`. This is the send filter's "has the event" at instant T.
-    pub fn has_event(&self, org: OrgId, event_type: &str, phone: Phone, at_ms: i64, within_minutes: Option<u64>) -> bool {
-        let Some(t) = self.type_id(org, event_type) else { return false };
+    pub fn has_event(
+        &self,
+        org: OrgId,
+        event_type: &str,
+        phone: Phone,
+        at_ms: i64,
+        within_minutes: Option<u64>,
+    ) -> bool {
+        let Some(t) = self.type_id(org, event_type) else {
+            return false;
+        };
         let shard = self.shard(org, phone).read();
-        let Some(v) = shard.get(&(org, t, phone.0)) else { return false };
+        let Some(v) = shard.get(&(org, t, phone.0)) else {
+            return false;
+        };
         let lo = match within_minutes {
             Some(m) => at_ms.saturating_sub(m.saturating_mul(60_000).min(i64::MAX as u64) as i64),
             None => i64::MIN,
@@ -103,8 +125,14 @@ mod tests {
         assert!(idx.has_event(42, "webinar_attended", p, 100 * MIN, Some(0)));
         assert!(idx.has_event(42, "webinar_attended", p, 220 * MIN, Some(120)));
         assert!(!idx.has_event(42, "webinar_attended", p, 220 * MIN + 1, Some(120)));
-        assert!(!idx.has_event(42, "webinar_attended", p, 100 * MIN - 1, None), "future events do not count");
-        assert!(idx.has_event(42, "webinar_attended", p, i64::MAX, None), "no window: sticky");
+        assert!(
+            !idx.has_event(42, "webinar_attended", p, 100 * MIN - 1, None),
+            "future events do not count"
+        );
+        assert!(
+            idx.has_event(42, "webinar_attended", p, i64::MAX, None),
+            "no window: sticky"
+        );
     }
 
     #[test]

@@ -47,7 +47,9 @@ impl Scalar<'_> {
             Scalar::Bool(b) => (*b).into(),
             Scalar::Int(i) => (*i).into(),
             Scalar::UInt(u) => (*u).into(),
-            Scalar::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
+            Scalar::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+            }
             Scalar::Str(s) => s.as_ref().into(),
             Scalar::Array => serde_json::Value::Array(Vec::new()),
             Scalar::Object => serde_json::Value::Object(Default::default()),
@@ -162,7 +164,8 @@ impl<'de> DeserializeSeed<'de> for MetadataSeed {
     type Value = Metadata;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Metadata, D::Error> {
         let mut out = Vec::with_capacity(64);
-        serde_transcode::transcode(d, &mut serde_json::Serializer::new(&mut out)).map_err(de::Error::custom)?;
+        serde_transcode::transcode(d, &mut serde_json::Serializer::new(&mut out))
+            .map_err(de::Error::custom)?;
         Ok(match out.first() {
             Some(b'{') => Metadata::Object(String::from_utf8(out).map_err(de::Error::custom)?),
             Some(b'n') => Metadata::None,
@@ -267,7 +270,9 @@ impl<'de> Visitor<'de> for EventsVisitor {
         Ok(Events::List(v))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        ScalarVisitor.visit_map(map).map(|s| Events::NotArray(s.kind()))
+        ScalarVisitor
+            .visit_map(map)
+            .map(|s| Events::NotArray(s.kind()))
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(Events::NotArray("null"))
@@ -315,8 +320,14 @@ impl<'de> Visitor<'de> for BatchVisitor {
         let mut b = RawBatch::default();
         while let Some(k) = map.next_key::<Key<'de>>()? {
             let (slot_name, dup) = match k.as_ref() {
-                "organizationId" => ("organizationId", b.organization_id.replace(map.next_value()?).is_some()),
-                "eventType" => ("eventType", b.event_type.replace(map.next_value()?).is_some()),
+                "organizationId" => (
+                    "organizationId",
+                    b.organization_id.replace(map.next_value()?).is_some(),
+                ),
+                "eventType" => (
+                    "eventType",
+                    b.event_type.replace(map.next_value()?).is_some(),
+                ),
                 "events" => ("events", b.events.replace(map.next_value()?).is_some()),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -324,7 +335,9 @@ impl<'de> Visitor<'de> for BatchVisitor {
                 }
             };
             if dup {
-                return Err(de::Error::custom(format_args!("field {slot_name} appears twice")));
+                return Err(de::Error::custom(format_args!(
+                    "field {slot_name} appears twice"
+                )));
             }
         }
         Ok(b)
@@ -365,7 +378,11 @@ impl<'a> RawRecord<'a> {
             Some(events) => events,
             None => Events::List(vec![Slot::Event(self.event)]),
         };
-        RawBatch { organization_id: self.organization_id, event_type: self.event_type, events: Some(events) }
+        RawBatch {
+            organization_id: self.organization_id,
+            event_type: self.event_type,
+            events: Some(events),
+        }
     }
 }
 
@@ -381,16 +398,28 @@ impl<'de> Visitor<'de> for RecordVisitor {
         let mut event_field = None;
         while let Some(k) = map.next_key::<Key<'de>>()? {
             let (name, dup) = match k.as_ref() {
-                "organizationId" => ("organizationId", r.organization_id.replace(map.next_value()?).is_some()),
-                "eventType" => ("eventType", r.event_type.replace(map.next_value()?).is_some()),
+                "organizationId" => (
+                    "organizationId",
+                    r.organization_id.replace(map.next_value()?).is_some(),
+                ),
+                "eventType" => (
+                    "eventType",
+                    r.event_type.replace(map.next_value()?).is_some(),
+                ),
                 "events" => ("events", r.events.replace(map.next_value()?).is_some()),
                 "phoneE164" => {
                     event_field = Some("phoneE164");
-                    ("phoneE164", r.event.phone.replace(map.next_value()?).is_some())
+                    (
+                        "phoneE164",
+                        r.event.phone.replace(map.next_value()?).is_some(),
+                    )
                 }
                 "occurredAt" => {
                     event_field = Some("occurredAt");
-                    ("occurredAt", r.event.occurred_at.replace(map.next_value()?).is_some())
+                    (
+                        "occurredAt",
+                        r.event.occurred_at.replace(map.next_value()?).is_some(),
+                    )
                 }
                 "metadata" => {
                     event_field = Some("metadata");
@@ -404,7 +433,9 @@ impl<'de> Visitor<'de> for RecordVisitor {
                 }
             };
             if dup {
-                return Err(de::Error::custom(format_args!("field {name} appears twice")));
+                return Err(de::Error::custom(format_args!(
+                    "field {name} appears twice"
+                )));
             }
         }
         if let (Some(field), true) = (event_field, r.events.is_some()) {
@@ -441,7 +472,9 @@ impl Default for Parser {
 
 impl Parser {
     pub fn new() -> Self {
-        Self { buffers: simd_json::Buffers::new(64 * 1024) }
+        Self {
+            buffers: simd_json::Buffers::new(64 * 1024),
+        }
     }
 
     /// Parses a batch body in place.
@@ -450,12 +483,16 @@ impl Parser {
     /// A readable description when `body` is not well-formed JSON or not an object.
     pub fn parse_batch<'a>(&mut self, body: &'a mut [u8]) -> Result<RawBatch<'a>, String> {
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err("the body must be a JSON object with organizationId, eventType and events".into());
+            return Err(
+                "the body must be a JSON object with organizationId, eventType and events".into(),
+            );
         }
-        simd_json::serde::from_slice_with_buffers(body, &mut self.buffers).map_err(|e| match e.error() {
-            simd_json::ErrorType::Serde(m) => m.clone(),
-            simd_json::ErrorType::Eof => "the body ends before the JSON does".into(),
-            other => format!("invalid JSON near byte {} ({other:?})", e.index()),
+        simd_json::serde::from_slice_with_buffers(body, &mut self.buffers).map_err(|e| {
+            match e.error() {
+                simd_json::ErrorType::Serde(m) => m.clone(),
+                simd_json::ErrorType::Eof => "the body ends before the JSON does".into(),
+                other => format!("invalid JSON near byte {} ({other:?})", e.index()),
+            }
         })
     }
 
@@ -468,10 +505,12 @@ impl Parser {
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err("a record must be a JSON object: a batch {organizationId, eventType, events} or one event {organizationId, eventType, phoneE164, occurredAt, metadata?}".into());
         }
-        simd_json::serde::from_slice_with_buffers(body, &mut self.buffers).map_err(|e| match e.error() {
-            simd_json::ErrorType::Serde(m) => m.clone(),
-            simd_json::ErrorType::Eof => "the record ends before the JSON does".into(),
-            other => format!("invalid JSON near byte {} ({other:?})", e.index()),
+        simd_json::serde::from_slice_with_buffers(body, &mut self.buffers).map_err(|e| {
+            match e.error() {
+                simd_json::ErrorType::Serde(m) => m.clone(),
+                simd_json::ErrorType::Eof => "the record ends before the JSON does".into(),
+                other => format!("invalid JSON near byte {} ({other:?})", e.index()),
+            }
         })
     }
 }
@@ -487,28 +526,50 @@ mod tests {
 
     #[test]
     fn reads_the_seed_body() {
-        let b = parse(r#"{"organizationId":42,"eventType":"mastery_purchase","events":[{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z","metadata":{"orderId":"ord_9F2","amountUsd":297}}]}"#);
+        let b = parse(
+            r#"{"organizationId":42,"eventType":"mastery_purchase","events":[{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z","metadata":{"orderId":"ord_9F2","amountUsd":297}}]}"#,
+        );
         assert_eq!(b.organization_id, Some(Scalar::Int(42)));
-        assert_eq!(b.event_type.as_ref().and_then(Scalar::as_str), Some("mastery_purchase"));
-        let Some(Events::List(ev)) = b.events else { panic!("no events") };
-        let Slot::Event(e) = &ev[0] else { panic!("not an event") };
-        assert_eq!(e.phone.as_ref().and_then(Scalar::as_str), Some("+15551234567"));
-        assert_eq!(e.metadata, Metadata::Object(r#"{"orderId":"ord_9F2","amountUsd":297}"#.into()));
+        assert_eq!(
+            b.event_type.as_ref().and_then(Scalar::as_str),
+            Some("mastery_purchase")
+        );
+        let Some(Events::List(ev)) = b.events else {
+            panic!("no events")
+        };
+        let Slot::Event(e) = &ev[0] else {
+            panic!("not an event")
+        };
+        assert_eq!(
+            e.phone.as_ref().and_then(Scalar::as_str),
+            Some("+15551234567")
+        );
+        assert_eq!(
+            e.metadata,
+            Metadata::Object(r#"{"orderId":"ord_9F2","amountUsd":297}"#.into())
+        );
     }
 
     #[test]
     fn wrong_types_inside_events_do_not_fail_the_batch() {
-        let b = parse(r#"{"organizationId":"42","events":[7,{"phoneE164":15551234567,"metadata":[1],"x":{"y":[]}},{"metadata":null,"occurredAt":"a\"b"}]}"#);
+        let b = parse(
+            r#"{"organizationId":"42","events":[7,{"phoneE164":15551234567,"metadata":[1],"x":{"y":[]}},{"metadata":null,"occurredAt":"a\"b"}]}"#,
+        );
         assert_eq!(b.organization_id, Some(Scalar::Str("42".into())));
         assert_eq!(b.event_type, None);
-        let Some(Events::List(ev)) = b.events else { panic!() };
+        let Some(Events::List(ev)) = b.events else {
+            panic!()
+        };
         assert_eq!(ev[0], Slot::NotObject(Scalar::Int(7)));
         let Slot::Event(e) = &ev[1] else { panic!() };
         assert_eq!(e.phone, Some(Scalar::Int(15551234567)));
         assert_eq!(e.metadata, Metadata::NotObject("an array"));
         let Slot::Event(e) = &ev[2] else { panic!() };
         assert_eq!(e.metadata, Metadata::None);
-        assert_eq!(e.occurred_at.as_ref().and_then(Scalar::as_str), Some("a\"b"));
+        assert_eq!(
+            e.occurred_at.as_ref().and_then(Scalar::as_str),
+            Some("a\"b")
+        );
     }
 
     fn record(s: &str) -> Result<RawRecord<'static>, String> {
@@ -522,25 +583,44 @@ mod tests {
         assert!(!r.is_batch());
         let b = r.into_batch();
         assert_eq!(b.organization_id, Some(Scalar::Int(42)));
-        let Some(Events::List(ev)) = b.events else { panic!("no events") };
+        let Some(Events::List(ev)) = b.events else {
+            panic!("no events")
+        };
         assert_eq!(ev.len(), 1);
-        let Slot::Event(e) = &ev[0] else { panic!("not an event") };
-        assert_eq!(e.phone.as_ref().and_then(Scalar::as_str), Some("+15551234567"));
+        let Slot::Event(e) = &ev[0] else {
+            panic!("not an event")
+        };
+        assert_eq!(
+            e.phone.as_ref().and_then(Scalar::as_str),
+            Some("+15551234567")
+        );
         assert_eq!(e.metadata, Metadata::Object(r#"{"a":1}"#.into()));
     }
 
     #[test]
     fn a_batch_record_reads_like_the_http_body() {
-        let r = record(r#"{"organizationId":42,"eventType":"t","events":[{"phoneE164":"+15551234567"},5]}"#).unwrap();
+        let r = record(
+            r#"{"organizationId":42,"eventType":"t","events":[{"phoneE164":"+15551234567"},5]}"#,
+        )
+        .unwrap();
         assert!(r.is_batch());
-        let Some(Events::List(ev)) = r.into_batch().events else { panic!("no events") };
+        let Some(Events::List(ev)) = r.into_batch().events else {
+            panic!("no events")
+        };
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[1], Slot::NotObject(Scalar::Int(5)));
     }
 
     #[test]
     fn bad_records_are_errors() {
-        for bad in ["", "[1]", "{", r#"{"phoneE164":"1","phoneE164":"2"}"#, r#"{"events":[],"phoneE164":"+1"}"#, r#"{"metadata":{},"metadata":{}}"#] {
+        for bad in [
+            "",
+            "[1]",
+            "{",
+            r#"{"phoneE164":"1","phoneE164":"2"}"#,
+            r#"{"events":[],"phoneE164":"+1"}"#,
+            r#"{"metadata":{},"metadata":{}}"#,
+        ] {
             assert!(record(bad).is_err(), "{bad:?}");
         }
         // An empty object is a per-event record missing everything: validation says what.
@@ -549,7 +629,15 @@ mod tests {
 
     #[test]
     fn malformed_json_is_an_error() {
-        for bad in ["", "{", "[1,2]x", r#"{"events":[}"#, "nul", r#"[42,"t",[]]"#, r#"{"eventType":"a","eventType":"b"}"#] {
+        for bad in [
+            "",
+            "{",
+            "[1,2]x",
+            r#"{"events":[}"#,
+            "nul",
+            r#"[42,"t",[]]"#,
+            r#"{"eventType":"a","eventType":"b"}"#,
+        ] {
             let mut v = bad.as_bytes().to_vec();
             assert!(Parser::new().parse_batch(&mut v).is_err(), "{bad:?}");
         }

@@ -166,7 +166,10 @@ mod tests {
     fn fractions_truncate_to_millis() {
         let base = parse_rfc3339_ms("2026-05-12T18:34:00Z").unwrap();
         assert_eq!(parse_rfc3339_ms("2026-05-12T18:34:00.5Z"), Some(base + 500));
-        assert_eq!(parse_rfc3339_ms("2026-05-12T18:34:00.123456789Z"), Some(base + 123));
+        assert_eq!(
+            parse_rfc3339_ms("2026-05-12T18:34:00.123456789Z"),
+            Some(base + 123)
+        );
     }
 
     #[test]
