@@ -178,11 +178,13 @@ impl super::EventStore for SqliteStore {
         let mut n = 0;
         while let Some(row) = rows.next().map_err(StoreError::Read)? {
             let phone: String = row.get(2).map_err(StoreError::Read)?;
-            let digits = phone.strip_prefix('+').unwrap_or(&phone).parse::<u64>().unwrap_or(0);
+            let phone: Phone = phone.parse().map_err(|e| {
+                StoreError::Read(rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))
+            })?;
             f(WarmRow {
                 org: row.get(0).map_err(StoreError::Read)?,
                 event_type: row.get(1).map_err(StoreError::Read)?,
-                phone: Phone(digits),
+                phone,
                 occurred_at_ms: row.get(3).map_err(StoreError::Read)?,
                 fingerprint: Fingerprint::from_halves(row.get(4).map_err(StoreError::Read)?, row.get(5).map_err(StoreError::Read)?),
             });
