@@ -31,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(stored.parse::<Phone>(), Ok(p), "stored form of {raw:?}");
         match n.fast_path(&stored) {
             Some(again) => assert_eq!(again, Some(p), "{raw:?} -> {stored}"),
-            None => assert_eq!(n.normalize(&stored), n.normalize_reference(&stored), "{stored}"),
+            None => assert_eq!(
+                n.normalize(&stored),
+                n.normalize_reference(&stored),
+                "{stored}"
+            ),
         }
     }
 });

@@ -17,9 +17,15 @@ fn main() -> io::Result<()> {
     for (n, line) in stdin.lines().enumerate() {
         let line = line?;
         let raw: String = serde_json::from_str(&line).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("line {}: not a JSON string: {e}", n + 1))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("line {}: not a JSON string: {e}", n + 1),
+            )
         })?;
-        let answer = normalizer.normalize(&raw).map(|p| p.to_string()).unwrap_or_default();
+        let answer = normalizer
+            .normalize(&raw)
+            .map(|p| p.to_string())
+            .unwrap_or_default();
         serde_json::to_writer(&mut out, &answer)?;
         out.write_all(b"\n")?;
     }

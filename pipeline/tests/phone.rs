@@ -342,7 +342,7 @@ fn sweep(codes: &[i32], seed: u64) -> (u64, u64) {
                     None => assert_eq!(n.normalize(&raw), want, "normalize({raw:?})"),
                 }
                 total += 1;
-                if rng.next() % 16 == 0 {
+                if rng.next().is_multiple_of(16) {
                     let (a, b) = national.split_at(national.len() / 2);
                     for spelled in [
                         format!("{cc} {a} {b}"),
@@ -372,7 +372,7 @@ fn fast_path_equals_rlibphonenumber_on_generated_canonical_input() {
     let codes: Vec<i32> = by_code().keys().copied().collect();
     // Prefixes of calling codes and unassigned codes, too.
     let mut odd: Vec<i32> = (0..1000).filter(|c| !by_code().contains_key(c)).collect();
-    odd.retain(|c| c % 7 == 0);
+    odd.retain(|c| c % 7 == 0); // a sample
     let _ = normalizer();
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
