@@ -440,11 +440,37 @@ fn canonicalish() -> impl Strategy<Value = String> {
         })
 }
 
+/// `+`, a calling code, a string the code's `national_prefix_for_parsing`
+/// matches (the national numbers the fast path must hand over), more digits.
+fn prefixed() -> impl Strategy<Value = String> {
+    let patterns: Vec<(i32, String)> = by_code()
+        .iter()
+        .filter_map(|(cc, list)| {
+            let p = prefix_pattern(list[0]);
+            // ASCII digits for the generator; `$` dropped (the digits after it
+            // then exercise the end-anchored alternatives failing).
+            (!p.is_empty()).then(|| (*cc, p.replace("\\d", "[0-9]").replace('$', "")))
+        })
+        .collect();
+    prop::sample::select(patterns)
+        .prop_flat_map(|(cc, pattern)| {
+            let start =
+                proptest::string::string_regex(&pattern).expect("generator for the prefix pattern");
+            (
+                Just(cc),
+                start,
+                "[0-9]{0,14}",
+                prop::sample::select(vec!["", " ", "-"]),
+            )
+        })
+        .prop_map(|(cc, start, rest, sep)| format!("+{cc}{sep}{start}{sep}{rest}"))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 20_000, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn normalize_is_the_reference(raw in prop_oneof![phoneish(), canonicalish(), any::<String>()]) {
+    fn normalize_is_the_reference(raw in prop_oneof![phoneish(), canonicalish(), prefixed(), any::<String>()]) {
         check(&raw);
     }
 
@@ -454,7 +480,7 @@ proptest! {
     /// because it was followed by another `0`): exactly the outputs the fast
     /// path does not answer, which must still agree with the reference.
     #[test]
-    fn normalizing_twice_changes_nothing(raw in prop_oneof![phoneish(), canonicalish()]) {
+    fn normalizing_twice_changes_nothing(raw in prop_oneof![phoneish(), canonicalish(), prefixed()]) {
         let n = normalizer();
         if let Some(p) = n.normalize(&raw) {
             let s = p.to_string();

@@ -149,6 +149,10 @@ def spellings(cc, nsn, np, number, rng):
     yield "\uff0b" + in_script("%d %s" % (cc, nsn), 0xFF10)
     yield "+%d%s%s" % (cc, rng.choice(SEPARATORS), group(nsn, rng.choice(SEPARATORS), rng))
     yield "tel:" + e164
+    yield "tel:%s;phone-context=+%d" % (nsn, cc)
+    yield "tel:%s;phone-context=example.com;isub=12" % nsn
+    yield "%s;phone-context=%s;a=tel:" % (nsn, e164)
+    yield "%s tel:;phone-context=+%d %s" % (cc, cc, group(nsn, " ", rng))
     yield "Tel.: " + e164
     yield "+" + e164
     # Vanity: the last 3-7 digits as letters.

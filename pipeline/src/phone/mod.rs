@@ -317,11 +317,13 @@ fn reference(raw: &str) -> Option<Phone> {
     if s.len() > MAX_INPUT_CHARS && s.chars().count() > MAX_INPUT_CHARS {
         return None;
     }
+    let rewritten = tel_after_phone_context(&s);
+    let s = rewritten.as_deref().unwrap_or(&s);
     let util = &*PHONE_NUMBER_UTIL;
-    // rlibphonenumber is not known to panic; if it ever does, that input is
-    // refused rather than taking the caller down.
+    // Should rlibphonenumber panic on some other input, that input is refused
+    // rather than taking the caller down.
     catch_unwind(AssertUnwindSafe(|| {
-        let number = util.parse(&*s, None).ok()?;
+        let number = util.parse(s, None).ok()?;
         if !util.is_possible_number(&number) {
             return None;
         }
@@ -329,6 +331,25 @@ fn reference(raw: &str) -> Option<Phone> {
     }))
     .ok()
     .flatten()
+}
+
+const PHONE_CONTEXT: &str = ";phone-context=";
+
+/// RFC 3966 input whose first `tel:` comes after `;phone-context=`:
+/// rlibphonenumber panics there (it slices from after the `tel:` to the
+/// `;phone-context=`), while libphonenumber's Python port (the oracle) takes
+/// an empty slice, so its national number is the phone context alone (when it
+/// starts with `+`). This returns `;phone-context=<context>`, which
+/// rlibphonenumber reads exactly so (a valid context never holds `tel:`; an
+/// invalid one is refused either way). `None` for all other input.
+fn tel_after_phone_context(s: &str) -> Option<String> {
+    let at = s.find(PHONE_CONTEXT)?;
+    if s.find("tel:")? < at {
+        return None;
+    }
+    let context = &s[at + PHONE_CONTEXT.len()..];
+    let context = context.split(';').next().unwrap_or_default();
+    Some(format!("{PHONE_CONTEXT}{context}"))
 }
 
 /// The E.164 digits of a parsed number; `None` if they do not fit a `u64`
@@ -386,6 +407,32 @@ mod tests {
         assert_eq!(international_form(""), "+");
         // Only ASCII whitespace is skipped.
         assert_eq!(international_form("\u{A0}+1 555"), "+\u{A0}+1 555");
+    }
+
+    #[test]
+    fn tel_after_the_phone_context_reads_the_context() {
+        // As libphonenumber's Python port; rlibphonenumber alone panics here.
+        let n = PhoneNormalizer::new();
+        assert_eq!(
+            n.normalize("+1;phone-context=+442079460958;tel:"),
+            Some(Phone(442079460958))
+        );
+        assert_eq!(
+            n.normalize("1 tel:;phone-context=+442079460958"),
+            Some(Phone(442079460958))
+        );
+        assert_eq!(
+            n.normalize("+;phone-context=+1;ext=\u{FF0B}/68623tel:1260"),
+            None
+        );
+        assert_eq!(n.normalize("+;phone-context=;tel:"), None);
+        assert_eq!(n.normalize("tel:+1-555-123-4567;phone-context=+1"), None);
+        assert_eq!(n.normalize("+1-555-123-4567;phone-context=+1"), None);
+        assert_eq!(tel_after_phone_context("tel:1;phone-context=+1"), None);
+        assert_eq!(
+            tel_after_phone_context("+1;phone-context=+44 20;tel:9"),
+            Some(";phone-context=+44 20".into())
+        );
     }
 
     #[test]
