@@ -25,7 +25,12 @@ use std::time::Duration;
 const BATCH: usize = 50_000;
 const BATCHES: usize = 20;
 const SHARDS: usize = 64;
-const TYPES: [&str; 4] = ["mastery_purchase", "webinar_attended", "trial_started", "call_booked"];
+const TYPES: [&str; 4] = [
+    "mastery_purchase",
+    "webinar_attended",
+    "trial_started",
+    "call_booked",
+];
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
 use leadstream::cpu_time::now;
@@ -58,22 +63,45 @@ struct Ev {
 fn event(n: u64) -> Ev {
     let r = mix(n);
     // Distinct instants per n, so every key is distinct.
-    Ev { phone: Phone(15_550_000_000 + r % 250_000), ty: (r >> 32) as usize % 4, at_ms: T0 + n as i64 * 7_919 % (150 * 86_400_000) }
+    Ev {
+        phone: Phone(15_550_000_000 + r % 250_000),
+        ty: (r >> 32) as usize % 4,
+        at_ms: T0 + n as i64 * 7_919 % (150 * 86_400_000),
+    }
 }
 
 fn probe(e: &Ev) -> Probe {
-    let key = EventKey { org: 42, phone: e.phone, event_type: TYPES[e.ty], occurred_at_ms: e.at_ms };
-    Probe { fingerprint: key.fingerprint(), lead: key.lead_hash() }
+    let key = EventKey {
+        org: 42,
+        phone: e.phone,
+        event_type: TYPES[e.ty],
+        occurred_at_ms: e.at_ms,
+    };
+    Probe {
+        fingerprint: key.fingerprint(),
+        lead: key.lead_hash(),
+    }
 }
 
 /// `BATCHES` batches of `BATCH` distinct probes.
 fn batches() -> Vec<Vec<Probe>> {
-    (0..BATCHES).map(|b| (0..BATCH).map(|i| probe(&event((b * BATCH + i) as u64))).collect()).collect()
+    (0..BATCHES)
+        .map(|b| {
+            (0..BATCH)
+                .map(|i| probe(&event((b * BATCH + i) as u64)))
+                .collect()
+        })
+        .collect()
 }
 
 /// Times `insert` over the batches in turn, into a set that `fresh` replaces (untimed)
 /// whenever all the batches are in.
-fn rounds<S>(iters: u64, batches: &[Vec<Probe>], mut fresh: impl FnMut() -> S, mut insert: impl FnMut(&mut S, &[Probe]) -> usize) -> Duration {
+fn rounds<S>(
+    iters: u64,
+    batches: &[Vec<Probe>],
+    mut fresh: impl FnMut() -> S,
+    mut insert: impl FnMut(&mut S, &[Probe]) -> usize,
+) -> Duration {
     let mut total = Duration::ZERO;
     let mut set = fresh();
     for i in 0..iters as usize {
@@ -91,21 +119,32 @@ fn rounds<S>(iters: u64, batches: &[Vec<Probe>], mut fresh: impl FnMut() -> S, m
 fn dedup(c: &mut Criterion) {
     let batches = batches();
     let mut g = c.benchmark_group("dedup");
-    g.throughput(Throughput::Elements(BATCH as u64)).sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.throughput(Throughput::Elements(BATCH as u64))
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
 
     g.bench_function("insert_batch", |b| {
         let mut is_new = Vec::new();
         b.iter_custom(|iters| {
-            rounds(iters, &batches, || DedupIndex::new(SHARDS), |idx, probes| {
-                idx.insert_batch(probes, &mut is_new);
-                is_new.iter().filter(|&&n| n).count()
-            })
+            rounds(
+                iters,
+                &batches,
+                || DedupIndex::new(SHARDS),
+                |idx, probes| {
+                    idx.insert_batch(probes, &mut is_new);
+                    is_new.iter().filter(|&&n| n).count()
+                },
+            )
         })
     });
     g.bench_function("std_hashset_single", |b| {
         b.iter_custom(|iters| {
             rounds(iters, &batches, HashSet::<u128>::new, |set, probes| {
-                probes.iter().filter(|p| set.insert(p.fingerprint.0)).count()
+                probes
+                    .iter()
+                    .filter(|p| set.insert(p.fingerprint.0))
+                    .count()
             })
         })
     });
@@ -117,19 +156,31 @@ fn dedup(c: &mut Criterion) {
         std_full.extend(batch.iter().map(|p| p.fingerprint.0));
     }
     let present = &batches[BATCHES / 2];
-    g.bench_function("lookup", |b| iter(b, || {
-        black_box(present.iter().filter(|p| full.contains(**p)).count());
-    }));
-    g.bench_function("std_hashset_single_lookup", |b| iter(b, || {
-        black_box(present.iter().filter(|p| std_full.contains(&p.fingerprint.0)).count());
-    }));
+    g.bench_function("lookup", |b| {
+        iter(b, || {
+            black_box(present.iter().filter(|p| full.contains(**p)).count());
+        })
+    });
+    g.bench_function("std_hashset_single_lookup", |b| {
+        iter(b, || {
+            black_box(
+                present
+                    .iter()
+                    .filter(|p| std_full.contains(&p.fingerprint.0))
+                    .count(),
+            );
+        })
+    });
     g.finish();
 }
 
 fn event_index(c: &mut Criterion) {
     let evs: Vec<Ev> = (0..BATCH as u64).map(event).collect();
     let mut g = c.benchmark_group("event_index");
-    g.throughput(Throughput::Elements(BATCH as u64)).sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.throughput(Throughput::Elements(BATCH as u64))
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
 
     // One batch of one type per call, as the writer records it.
     g.bench_function("record", |b| {
@@ -170,12 +221,19 @@ fn event_index(c: &mut Criterion) {
     }
     // "Did this lead have the event in the 7 days before T?", T half a week after each
     // event. EventIndex takes the type by name; so does the baseline.
-    let type_ids: std::collections::HashMap<&str, usize> = TYPES.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    let type_ids: std::collections::HashMap<&str, usize> =
+        TYPES.iter().enumerate().map(|(i, t)| (*t, i)).collect();
     let week = 7 * 24 * 60;
     let week_ms = week as i64 * 60_000;
     g.bench_function("has_event", |b| {
         iter(b, || {
-            black_box(evs.iter().filter(|e| idx.has_event(42, TYPES[e.ty], e.phone, e.at_ms + week_ms / 2, Some(week))).count());
+            black_box(
+                evs.iter()
+                    .filter(|e| {
+                        idx.has_event(42, TYPES[e.ty], e.phone, e.at_ms + week_ms / 2, Some(week))
+                    })
+                    .count(),
+            );
         })
     });
     g.bench_function("btreeset_range_has_event", |b| {
@@ -185,7 +243,9 @@ fn event_index(c: &mut Criterion) {
                 .filter(|e| {
                     let at = e.at_ms + week_ms / 2;
                     let ty = type_ids[TYPES[e.ty]];
-                    tree.range((42, ty, e.phone.0, at - week_ms)..=(42, ty, e.phone.0, at)).next().is_some()
+                    tree.range((42, ty, e.phone.0, at - week_ms)..=(42, ty, e.phone.0, at))
+                        .next()
+                        .is_some()
                 })
                 .count();
             black_box(n);

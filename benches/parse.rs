@@ -39,8 +39,15 @@ fn body() -> Vec<u8> {
 
 /// `n` different bodies of `EVENTS` events, as `bench ingest` sends them.
 fn bodies(n: usize) -> Vec<Vec<u8>> {
-    let cfg = synth::Config { events: n * EVENTS, ..synth::Config::one_batch(EVENTS, 42) };
-    synth::generate(&cfg).batches.iter().map(|b| b.body.to_vec()).collect()
+    let cfg = synth::Config {
+        events: n * EVENTS,
+        ..synth::Config::one_batch(EVENTS, 42)
+    };
+    synth::generate(&cfg)
+        .batches
+        .iter()
+        .map(|b| b.body.to_vec())
+        .collect()
 }
 
 fn parse(c: &mut Criterion) {
@@ -48,7 +55,10 @@ fn parse(c: &mut Criterion) {
     let mut buf = Vec::with_capacity(body.len());
     let mut parser = Parser::new();
     let mut g = c.benchmark_group("parse");
-    g.throughput(Throughput::Elements(EVENTS as u64)).sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.throughput(Throughput::Elements(EVENTS as u64))
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
     g.bench_function("simd_json_typed", |b| {
         iter(b, || {
             buf.clear();
@@ -99,7 +109,10 @@ fn parse_and_prepare(c: &mut Criterion) {
     let mut parser = Parser::new();
     let ingest = Ingest::new(PhoneNormalizer::new());
     let mut g = c.benchmark_group("parse_and_prepare");
-    g.throughput(Throughput::Elements(EVENTS as u64)).sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.throughput(Throughput::Elements(EVENTS as u64))
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
     g.bench_function("simd_json", |b| {
         iter(b, || {
             buf.clear();

@@ -3,9 +3,9 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use leadstream_connectors::clickhouse::ClickHouseStore;
-use leadstream_connectors::kafka::{ClickHouseWarmer, PartitionWarmer, WarmedAtStartup};
 use leadstream_connectors::config::{ClickHouseConfig, Config};
 use leadstream_connectors::http::AppState;
+use leadstream_connectors::kafka::{ClickHouseWarmer, PartitionWarmer, WarmedAtStartup};
 use leadstream_connectors::registry::{KeyInfo, RegistryError};
 use leadstream_connectors::{AuthMode, Ingestor, KeyKind, Registry};
 use leadstream_pipeline::{Ingest, OrgId, PhoneNormalizer};
@@ -117,7 +117,8 @@ pub enum KeyCmd {
 /// # Errors
 /// Whatever the command fails with, with context.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok()).context("loading the configuration")?;
+    let mut config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())
+        .context("loading the configuration")?;
     if let Some(dir) = cli.data_dir {
         config.store.data_dir = dir;
     }
@@ -155,13 +156,18 @@ fn org(reg: &Registry, cmd: OrgCmd) -> anyhow::Result<()> {
     match cmd {
         OrgCmd::Create { id, name } => {
             let o = reg.create_org(id, &name)?;
-            println!("created organization {} ({}), auth mode {}", o.id, o.name, o.auth_mode);
+            println!(
+                "created organization {} ({}), auth mode {}",
+                o.id, o.name, o.auth_mode
+            );
             println!("next: leadstream api-key create --org {}", o.id);
         }
         OrgCmd::List => {
             let orgs = reg.orgs()?;
             if orgs.is_empty() {
-                println!("no organizations; create one with `leadstream org create --id 42 --name acme`");
+                println!(
+                    "no organizations; create one with `leadstream org create --id 42 --name acme`"
+                );
             }
             for o in orgs {
                 println!("{}\t{}\t{}", o.id, o.name, o.auth_mode);
@@ -170,7 +176,10 @@ fn org(reg: &Registry, cmd: OrgCmd) -> anyhow::Result<()> {
         OrgCmd::SetAuth { org, mode } => {
             let mode = AuthMode::parse(&mode)?;
             reg.set_auth_mode(org, mode)?;
-            println!("organization {org} now authenticates with {}", mode.as_str());
+            println!(
+                "organization {org} now authenticates with {}",
+                mode.as_str()
+            );
         }
     }
     Ok(())
@@ -185,7 +194,10 @@ fn keys(reg: &Registry, kind: KeyKind, cmd: KeyCmd) -> anyhow::Result<()> {
         KeyCmd::Create { org } => {
             let k = reg.issue(org, kind)?;
             let mode = reg.auth_mode(org)?;
-            println!("created {noun} {} for organization {org}; it is shown only this once:", k.id);
+            println!(
+                "created {noun} {} for organization {org}; it is shown only this once:",
+                k.id
+            );
             match (kind, mode) {
                 (KeyKind::SigningKey, Some(AuthMode::ApiKey)) => {
                     eprintln!("note: organization {org} is in api-key mode; `leadstream org set-auth --org {org} --mode hmac` to use signing keys")
@@ -202,9 +214,23 @@ fn keys(reg: &Registry, kind: KeyKind, cmd: KeyCmd) -> anyhow::Result<()> {
             if list.is_empty() {
                 println!("no {noun}s for organization {org}");
             }
-            for KeyInfo { id, prefix, revoked_at_ms, created_at_ms, .. } in list {
-                let state = if revoked_at_ms.is_some() { "revoked" } else { "active" };
-                println!("{id}\t{prefix}…\t{state}\tcreated {}", leadstream_pipeline::time::format_rfc3339_ms(created_at_ms));
+            for KeyInfo {
+                id,
+                prefix,
+                revoked_at_ms,
+                created_at_ms,
+                ..
+            } in list
+            {
+                let state = if revoked_at_ms.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{id}\t{prefix}…\t{state}\tcreated {}",
+                    leadstream_pipeline::time::format_rfc3339_ms(created_at_ms)
+                );
             }
         }
         KeyCmd::Revoke { org, id } => match reg.revoke(org, kind, id) {
@@ -224,19 +250,31 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     // Phone metadata loads here, not on the first request.
     let normalizer = PhoneNormalizer::new();
     let ingestor = if config.clickhouse.enabled() {
-        Ingestor::with_store(Box::new(connect_clickhouse(&config.clickhouse)?), config.store.shards)
+        Ingestor::with_store(
+            Box::new(connect_clickhouse(&config.clickhouse)?),
+            config.store.shards,
+        )
     } else {
         Ingestor::start(data_dir, config.store.shards).context("opening the event store")?
     };
     // Several processes may share the group and the ClickHouse: newly assigned raw
     // partitions are warmed from it, over a second connection. The embedded store is
     // per process, so there the start-up warm-up covers every partition.
-    let warmer: Box<dyn PartitionWarmer> = if config.clickhouse.enabled() && config.kafka.enabled() {
-        Box::new(ClickHouseWarmer::new(connect_clickhouse(&config.clickhouse)?, ingestor.clone(), &config.clickhouse))
+    let warmer: Box<dyn PartitionWarmer> = if config.clickhouse.enabled() && config.kafka.enabled()
+    {
+        Box::new(ClickHouseWarmer::new(
+            connect_clickhouse(&config.clickhouse)?,
+            ingestor.clone(),
+            &config.clickhouse,
+        ))
     } else {
         Box::new(WarmedAtStartup(ingestor.clone()))
     };
-    let state = AppState { registry: registry.clone(), ingestor, ingest: Ingest::new(normalizer) };
+    let state = AppState {
+        registry: registry.clone(),
+        ingestor,
+        ingest: Ingest::new(normalizer),
+    };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let listen = config.http.listen;
     let cfg = config.clone();
@@ -284,12 +322,21 @@ async fn start_kafka(
         format!("preparing the Kafka topics on {brokers} (is Kafka up? set kafka.brokers / LEADSTREAM_KAFKA_BROKERS, or leave it empty to run without Kafka)")
     })?;
     // Test-only crash points (tests/it/kafka.rs); see Failpoint.
-    let failpoint = std::env::var("LEADSTREAM_FAILPOINT").ok().and_then(|v| Failpoint::parse(&v));
+    let failpoint = std::env::var("LEADSTREAM_FAILPOINT")
+        .ok()
+        .and_then(|v| Failpoint::parse(&v));
     if let Some(f) = failpoint {
         tracing::warn!(failpoint = ?f, "test failpoint armed: this process will abort on purpose");
     }
-    let source = RawSource::with_warmer(config, &topics, state.ingestor.clone(), state.ingest.clone(), failpoint, warmer)
-        .context("starting the Kafka consumer")?;
+    let source = RawSource::with_warmer(
+        config,
+        &topics,
+        state.ingestor.clone(),
+        state.ingest.clone(),
+        failpoint,
+        warmer,
+    )
+    .context("starting the Kafka consumer")?;
     Ok(Some(tokio::spawn(async move {
         // Said at once: HTTP goes on without the consumer.
         if let Err(e) = source.run(stopping).await {
@@ -323,7 +370,10 @@ fn connect_clickhouse(cfg: &ClickHouseConfig) -> anyhow::Result<ClickHouseStore>
 }
 
 fn print_banner(addr: SocketAddr, data_dir: &Path, registry: &Registry) {
-    println!("leadstream listening on http://{addr} (data dir {})", data_dir.display());
+    println!(
+        "leadstream listening on http://{addr} (data dir {})",
+        data_dir.display()
+    );
     let d = data_dir.display();
     if registry.orgs().map(|o| o.is_empty()).unwrap_or(true) {
         println!("no organizations yet; in another terminal:");
@@ -338,8 +388,12 @@ fn print_banner(addr: SocketAddr, data_dir: &Path, registry: &Registry) {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LEADSTREAM_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEADSTREAM_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn shutdown_signal() {
@@ -348,7 +402,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

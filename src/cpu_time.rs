@@ -11,8 +11,18 @@ use std::time::{Duration, Instant};
 /// kernel reports them.
 pub fn thread_sched() -> Option<(f64, u64)> {
     let sched = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
-    let field = |name: &str| sched.lines().find_map(|l| l.strip_prefix(name)?.trim_start().strip_prefix(':').map(str::trim));
-    Some((field("se.sum_exec_runtime")?.parse().ok()?, field("nr_involuntary_switches")?.parse().ok()?))
+    let field = |name: &str| {
+        sched.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .trim_start()
+                .strip_prefix(':')
+                .map(str::trim)
+        })
+    };
+    Some((
+        field("se.sum_exec_runtime")?.parse().ok()?,
+        field("nr_involuntary_switches")?.parse().ok()?,
+    ))
 }
 
 /// A monotonic reading of this thread's CPU time (or of wall time, see the module docs).

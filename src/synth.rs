@@ -16,7 +16,12 @@ use std::fmt::Write;
 /// The organization every batch is for.
 pub const ORG: i64 = 42;
 /// Batch `i` has event type `EVENT_TYPES[i % 4]`.
-pub const EVENT_TYPES: [&str; 4] = ["mastery_purchase", "webinar_attended", "trial_started", "call_booked"];
+pub const EVENT_TYPES: [&str; 4] = [
+    "mastery_purchase",
+    "webinar_attended",
+    "trial_started",
+    "call_booked",
+];
 /// Number of phone spellings [`phone`] produces.
 pub const PHONE_SPELLINGS: usize = 7;
 
@@ -29,13 +34,33 @@ pub struct Country {
     pub weight: u32,
 }
 
-const fn c(iso: &'static str, cc: &'static str, leads: &'static [&'static str], len: usize, weight: u32) -> Country {
-    Country { iso, cc, leads, len, weight }
+const fn c(
+    iso: &'static str,
+    cc: &'static str,
+    leads: &'static [&'static str],
+    len: usize,
+    weight: u32,
+) -> Country {
+    Country {
+        iso,
+        cc,
+        leads,
+        len,
+        weight,
+    }
 }
 
 /// Lengths are national significant numbers that libphonenumber calls possible.
 pub const COUNTRIES: [Country; 27] = [
-    c("US", "1", &["212", "310", "415", "512", "617", "702", "206", "305", "555"], 10, 30),
+    c(
+        "US",
+        "1",
+        &[
+            "212", "310", "415", "512", "617", "702", "206", "305", "555",
+        ],
+        10,
+        30,
+    ),
     c("CA", "1", &["416", "604", "514"], 10, 4),
     c("GB", "44", &["74", "77", "79"], 10, 8),
     c("DE", "49", &["151", "160", "176"], 11, 5),
@@ -78,7 +103,13 @@ impl Config {
     /// One batch of `events` with the default mix.
     #[allow(dead_code)] // benches/parse.rs
     pub fn one_batch(events: usize, seed: u64) -> Self {
-        Self { events, batch_size: events, seed, dup_ratio: 0.10, bad_ratio: 0.01 }
+        Self {
+            events,
+            batch_size: events,
+            seed,
+            dup_ratio: 0.10,
+            bad_ratio: 0.01,
+        }
     }
 }
 
@@ -150,7 +181,11 @@ pub fn generate_with(cfg: &Config, mut progress: impl FnMut(usize)) -> Synth {
         batches.push(b);
         left -= n;
     }
-    Synth { batches, totals, bytes }
+    Synth {
+        batches,
+        totals,
+        bytes,
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -204,8 +239,12 @@ impl<'c> Gen<'c> {
             let c = &COUNTRIES[country];
             let lead = c.leads[rng.random_range(0..c.leads.len())];
             let rest = (c.len - lead.len()) as u32;
-            let national = lead.parse::<u64>().expect("digits") * 10u64.pow(rest) + rng.random_range(0..10u64.pow(rest));
-            let l = Lead { country: country as u8, national };
+            let national = lead.parse::<u64>().expect("digits") * 10u64.pow(rest)
+                + rng.random_range(0..10u64.pow(rest));
+            let l = Lead {
+                country: country as u8,
+                national,
+            };
             if phones.insert(l.e164()) {
                 leads.push(l);
             }
@@ -222,11 +261,18 @@ impl<'c> Gen<'c> {
 
     fn batch(&mut self, index: usize, n: usize) -> Batch {
         let ty = index % EVENT_TYPES.len();
-        let mut counts = Counts { events: n, ..Counts::default() };
+        let mut counts = Counts {
+            events: n,
+            ..Counts::default()
+        };
         let mut bad = Vec::new();
         let mut current: Vec<Key> = Vec::with_capacity(n);
         let mut out = String::with_capacity(n * 150 + 100);
-        let _ = write!(out, r#"{{"organizationId":{ORG},"eventType":"{}","events":["#, EVENT_TYPES[ty]);
+        let _ = write!(
+            out,
+            r#"{{"organizationId":{ORG},"eventType":"{}","events":["#,
+            EVENT_TYPES[ty]
+        );
         for i in 0..n {
             if i > 0 {
                 out.push(',');
@@ -239,7 +285,8 @@ impl<'c> Gen<'c> {
                 continue;
             }
             let dup = roll < self.cfg.bad_ratio + self.cfg.dup_ratio;
-            let within = !current.is_empty() && (self.earlier[ty].is_empty() || self.rng.random_bool(0.3));
+            let within =
+                !current.is_empty() && (self.earlier[ty].is_empty() || self.rng.random_bool(0.3));
             let key = if dup && within {
                 counts.dup_within_batch += 1;
                 current[self.rng.random_range(0..current.len())]
@@ -264,7 +311,12 @@ impl<'c> Gen<'c> {
         out.push_str("]}");
         counts.duplicates = counts.dup_within_batch + counts.dup_across_batches;
         self.earlier[ty].extend(current);
-        Batch { body: Bytes::from(out.into_bytes()), events: n, bad, counts }
+        Batch {
+            body: Bytes::from(out.into_bytes()),
+            events: n,
+            bad,
+            counts,
+        }
     }
 
     fn new_key(&mut self, ty: u8) -> Key {
@@ -272,8 +324,16 @@ impl<'c> Gen<'c> {
             let lead = self.rng.random_range(0..self.leads.len()) as u32;
             // Seven in ten on a whole second, the rest with milliseconds.
             let at = self.rng.random_range(0..SPAN_MS);
-            let at_ms = self.start_ms + if self.rng.random_bool(0.7) { at - at % 1000 } else { at };
-            if self.seen.insert((ty, self.leads[lead as usize].e164(), at_ms)) {
+            let at_ms = self.start_ms
+                + if self.rng.random_bool(0.7) {
+                    at - at % 1000
+                } else {
+                    at
+                };
+            if self
+                .seen
+                .insert((ty, self.leads[lead as usize].e164(), at_ms))
+            {
                 return Key { lead, at_ms };
             }
         }
@@ -285,9 +345,15 @@ impl<'c> Gen<'c> {
             return; // no metadata
         }
         let order: u32 = self.rng.random_range(0..36u32.pow(5));
-        let _ = write!(out, r#","metadata":{{"orderId":"ord_{order:x}","amountUsd":{}"#, self.rng.random_range(9..2000));
+        let _ = write!(
+            out,
+            r#","metadata":{{"orderId":"ord_{order:x}","amountUsd":{}"#,
+            self.rng.random_range(9..2000)
+        );
         match r {
-            10..=39 => out.push_str(r#","currency":"USD","utm":{"source":"facebook","campaign":"spring_26"}"#),
+            10..=39 => out.push_str(
+                r#","currency":"USD","utm":{"source":"facebook","campaign":"spring_26"}"#,
+            ),
             40..=41 => out.push_str(r#","note":"said \"call me after 5\" \u00e9""#),
             _ => {}
         }
@@ -295,17 +361,34 @@ impl<'c> Gen<'c> {
     }
 
     fn bad_row(&mut self, out: &mut String, counts: &mut Counts) {
-        const PHONES: [&str; 7] =
-            [r#""n/a""#, r#""12345""#, r#""+1 555""#, r#""+1234567890123456789""#, "15551234567", r#""""#, "null"];
-        const INSTANTS: [&str; 6] =
-            [r#""yesterday""#, r#""2026-13-01T00:00:00Z""#, r#""2026-05-12 18:34""#, "1778610840000", r#""2026-02-30T10:00:00Z""#, "null"];
+        const PHONES: [&str; 7] = [
+            r#""n/a""#,
+            r#""12345""#,
+            r#""+1 555""#,
+            r#""+1234567890123456789""#,
+            "15551234567",
+            r#""""#,
+            "null",
+        ];
+        const INSTANTS: [&str; 6] = [
+            r#""yesterday""#,
+            r#""2026-13-01T00:00:00Z""#,
+            r#""2026-05-12 18:34""#,
+            "1778610840000",
+            r#""2026-02-30T10:00:00Z""#,
+            "null",
+        ];
         const METADATA: [&str; 4] = ["[1,2]", r#""vip""#, "42", "true"];
         let ok_time = self.start_ms + self.rng.random_range(0..SPAN_MS / 1000) * 1000;
         let lead = self.leads[self.rng.random_range(0..self.leads.len())];
         match self.rng.random_range(0..3) {
             0 => {
                 counts.bad_phone += 1;
-                let _ = write!(out, r#"{{"phoneE164":{},"occurredAt":""#, PHONES[self.rng.random_range(0..PHONES.len())]);
+                let _ = write!(
+                    out,
+                    r#"{{"phoneE164":{},"occurredAt":""#,
+                    PHONES[self.rng.random_range(0..PHONES.len())]
+                );
                 instant(out, ok_time, &mut self.rng);
                 out.push_str(r#""}"#);
             }
@@ -313,7 +396,11 @@ impl<'c> Gen<'c> {
                 counts.bad_occurred_at += 1;
                 out.push_str(r#"{"phoneE164":""#);
                 phone(out, lead, self.rng.random_range(0..100));
-                let _ = write!(out, r#"","occurredAt":{}}}"#, INSTANTS[self.rng.random_range(0..INSTANTS.len())]);
+                let _ = write!(
+                    out,
+                    r#"","occurredAt":{}}}"#,
+                    INSTANTS[self.rng.random_range(0..INSTANTS.len())]
+                );
             }
             _ => {
                 counts.bad_metadata += 1;
@@ -321,7 +408,11 @@ impl<'c> Gen<'c> {
                 phone(out, lead, self.rng.random_range(0..100));
                 out.push_str(r#"","occurredAt":""#);
                 instant(out, ok_time, &mut self.rng);
-                let _ = write!(out, r#"","metadata":{}}}"#, METADATA[self.rng.random_range(0..METADATA.len())]);
+                let _ = write!(
+                    out,
+                    r#"","metadata":{}}}"#,
+                    METADATA[self.rng.random_range(0..METADATA.len())]
+                );
             }
         }
     }
@@ -348,11 +439,26 @@ fn phone(out: &mut String, lead: Lead, roll: u32) {
 /// Writes the instant `ms` as RFC 3339: 60% in UTC (`Z`), the rest at an offset;
 /// whole seconds without a fraction most of the time.
 fn instant(out: &mut String, ms: i64, rng: &mut StdRng) {
-    const OFFSETS: [(i64, &str); 6] = [(-300, "-05:00"), (60, "+01:00"), (330, "+05:30"), (-180, "-03:00"), (540, "+09:00"), (0, "+00:00")];
-    let (off, suffix) = if rng.random_bool(0.6) { (0, "Z") } else { OFFSETS[rng.random_range(0..OFFSETS.len())] };
+    const OFFSETS: [(i64, &str); 6] = [
+        (-300, "-05:00"),
+        (60, "+01:00"),
+        (330, "+05:30"),
+        (-180, "-03:00"),
+        (540, "+09:00"),
+        (0, "+00:00"),
+    ];
+    let (off, suffix) = if rng.random_bool(0.6) {
+        (0, "Z")
+    } else {
+        OFFSETS[rng.random_range(0..OFFSETS.len())]
+    };
     let local = format_rfc3339_ms(ms + off * 60_000); // YYYY-MM-DDThh:mm:ss.sssZ
     let local = &local[..local.len() - 1];
-    let local = if ms % 1000 == 0 && rng.random_bool(0.7) { &local[..19] } else { local };
+    let local = if ms % 1000 == 0 && rng.random_bool(0.7) {
+        &local[..19]
+    } else {
+        local
+    };
     out.push_str(local);
     out.push_str(suffix);
 }
@@ -362,10 +468,20 @@ mod tests {
     #[test]
     fn same_seed_same_bytes_and_counts_add_up() {
         use super::*;
-        let cfg = Config { events: 5_000, batch_size: 1_000, seed: 7, dup_ratio: 0.1, bad_ratio: 0.01 };
+        let cfg = Config {
+            events: 5_000,
+            batch_size: 1_000,
+            seed: 7,
+            dup_ratio: 0.1,
+            bad_ratio: 0.01,
+        };
         let (a, b) = (generate(&cfg), generate(&cfg));
         assert_eq!(a.batches.len(), 5);
-        assert!(a.batches.iter().zip(&b.batches).all(|(x, y)| x.body == y.body));
+        assert!(a
+            .batches
+            .iter()
+            .zip(&b.batches)
+            .all(|(x, y)| x.body == y.body));
         let t = a.totals;
         assert_eq!(t.unique + t.duplicates + t.rejected, t.events);
         assert_eq!(t.bad_phone + t.bad_occurred_at + t.bad_metadata, t.rejected);

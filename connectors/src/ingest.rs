@@ -63,15 +63,23 @@ struct Shared {
 
 /// The rows of `batch` that dedup found new (`is_new[i]` for `batch.rows[i]`), as the
 /// store takes them.
-pub fn new_rows<'a>(batch: &'a Prepared, is_new: &'a [bool]) -> impl Iterator<Item = StoredEvent<'a>> + 'a {
-    batch.rows.iter().zip(is_new).filter(|(_, &n)| n).map(move |(r, _)| StoredEvent {
-        org: batch.org,
-        event_type: &batch.event_type,
-        phone: r.phone,
-        occurred_at_ms: r.occurred_at_ms,
-        metadata: r.metadata.as_deref(),
-        probe: r.probe,
-    })
+pub fn new_rows<'a>(
+    batch: &'a Prepared,
+    is_new: &'a [bool],
+) -> impl Iterator<Item = StoredEvent<'a>> + 'a {
+    batch
+        .rows
+        .iter()
+        .zip(is_new)
+        .filter(|(_, &n)| n)
+        .map(move |(r, _)| StoredEvent {
+            org: batch.org,
+            event_type: &batch.event_type,
+            phone: r.phone,
+            occurred_at_ms: r.occurred_at_ms,
+            metadata: r.metadata.as_deref(),
+            probe: r.probe,
+        })
 }
 
 /// Rows per commit group at most; a single batch is never split.
@@ -146,9 +154,13 @@ impl Shared {
         let t = Instant::now();
         let mut warm = Vec::with_capacity(65_536);
         let flush = |warm: &mut Vec<crate::store::WarmRow>| {
-            self.dedup.extend(warm.iter().map(|r| Probe { fingerprint: r.fingerprint, lead: leadstream_pipeline::lead_hash(r.org, r.phone) }));
+            self.dedup.extend(warm.iter().map(|r| Probe {
+                fingerprint: r.fingerprint,
+                lead: leadstream_pipeline::lead_hash(r.org, r.phone),
+            }));
             for r in warm.drain(..) {
-                self.events.record(r.org, &r.event_type, [(r.phone, r.occurred_at_ms)]);
+                self.events
+                    .record(r.org, &r.event_type, [(r.phone, r.occurred_at_ms)]);
             }
         };
         // A store that cannot be reached (ClickHouse restarting) is waited for. Rows a
@@ -174,7 +186,11 @@ impl Shared {
         match scanned {
             Ok(n) => {
                 self.stats.warmed_keys.store(n, Ordering::Relaxed);
-                tracing::info!(keys = n, elapsed_ms = t.elapsed().as_millis() as u64, "indexes warmed from the event store");
+                tracing::info!(
+                    keys = n,
+                    elapsed_ms = t.elapsed().as_millis() as u64,
+                    "indexes warmed from the event store"
+                );
             }
             Err(e) => {
                 // Without the index, dedup would be wrong: refuse to ingest at all.
@@ -202,7 +218,13 @@ impl Shared {
         }
     }
 
-    fn commit_group(&self, store: &mut dyn EventStore, group: Vec<Job>, probes: &mut Vec<Probe>, is_new: &mut Vec<bool>) {
+    fn commit_group(
+        &self,
+        store: &mut dyn EventStore,
+        group: Vec<Job>,
+        probes: &mut Vec<Probe>,
+        is_new: &mut Vec<bool>,
+    ) {
         // Per job: which rows are new, as a bitmap over its rows.
         let mut fresh: Vec<Vec<bool>> = Vec::with_capacity(group.len());
         let mut added: Vec<Probe> = Vec::new();
@@ -210,11 +232,23 @@ impl Shared {
             probes.clear();
             probes.extend(job.batch.rows.iter().map(|r| r.probe));
             self.dedup.insert_batch(probes, is_new);
-            added.extend(probes.iter().zip(is_new.iter()).filter(|(_, &n)| n).map(|(p, _)| *p));
+            added.extend(
+                probes
+                    .iter()
+                    .zip(is_new.iter())
+                    .filter(|(_, &n)| n)
+                    .map(|(p, _)| *p),
+            );
             fresh.push(is_new.clone());
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let to_store: Vec<StoredEvent<'_>> = group.iter().zip(&fresh).flat_map(|(job, new)| new_rows(&job.batch, new)).collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let to_store: Vec<StoredEvent<'_>> = group
+            .iter()
+            .zip(&fresh)
+            .flat_map(|(job, new)| new_rows(&job.batch, new))
+            .collect();
         match store.append(&to_store, now) {
             Ok(_) => {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -223,15 +257,30 @@ impl Shared {
                 let mut answered = Vec::with_capacity(group.len());
                 for (Job { batch, reply }, new) in group.into_iter().zip(fresh) {
                     let inserted = new.iter().filter(|&&n| n).count();
-                    let s = Stored { inserted, duplicates: batch.rows.len() - inserted };
+                    let s = Stored {
+                        inserted,
+                        duplicates: batch.rows.len() - inserted,
+                    };
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                    self.stats.inserted.fetch_add(s.inserted as u64, Ordering::Relaxed);
-                    self.stats.duplicates.fetch_add(s.duplicates as u64, Ordering::Relaxed);
+                    self.stats
+                        .inserted
+                        .fetch_add(s.inserted as u64, Ordering::Relaxed);
+                    self.stats
+                        .duplicates
+                        .fetch_add(s.duplicates as u64, Ordering::Relaxed);
                     let _ = reply.send(Ok(s));
                     answered.push((batch, new));
                 }
                 for (b, new) in &answered {
-                    self.events.record(b.org, &b.event_type, b.rows.iter().zip(new).filter(|(_, &n)| n).map(|(r, _)| (r.phone, r.occurred_at_ms)));
+                    self.events.record(
+                        b.org,
+                        &b.event_type,
+                        b.rows
+                            .iter()
+                            .zip(new)
+                            .filter(|(_, &n)| n)
+                            .map(|(r, _)| (r.phone, r.occurred_at_ms)),
+                    );
                 }
             }
             Err(e) => {

@@ -109,7 +109,11 @@ pub enum RegistryError {
     #[error("organization {0} already exists")]
     OrgExists(OrgId),
     #[error("no {kind} {id} for organization {org}; see `leadstream {kind} list --org {org}`")]
-    NoSuchKey { kind: &'static str, id: i64, org: OrgId },
+    NoSuchKey {
+        kind: &'static str,
+        id: i64,
+        org: OrgId,
+    },
     #[error("unknown auth mode {0:?}: expected api-key or hmac")]
     BadMode(String),
     #[error("registry database: {0}")]
@@ -148,7 +152,9 @@ pub struct Registry {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -163,7 +169,9 @@ impl Registry {
     pub fn open(dir: &Path) -> Result<Self, RegistryError> {
         let conn = open_sqlite(&dir.join("leadstream.db"))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     /// Creates an organization (auth mode api-key).
@@ -173,9 +181,19 @@ impl Registry {
     pub fn create_org(&self, id: OrgId, name: &str) -> Result<Org, RegistryError> {
         let conn = self.conn.lock();
         let at = now_ms();
-        match conn.execute("INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)", params![id, name, at]) {
-            Ok(_) => Ok(Org { id, name: name.to_owned(), auth_mode: "api-key", created_at_ms: at }),
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+        match conn.execute(
+            "INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)",
+            params![id, name, at],
+        ) {
+            Ok(_) => Ok(Org {
+                id,
+                name: name.to_owned(),
+                auth_mode: "api-key",
+                created_at_ms: at,
+            }),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
                 Err(RegistryError::OrgExists(id))
             }
             Err(e) => Err(e.into()),
@@ -188,7 +206,8 @@ impl Registry {
     /// [`RegistryError::Db`].
     pub fn orgs(&self) -> Result<Vec<Org>, RegistryError> {
         let conn = self.conn.lock();
-        let mut stmt = conn.prepare("SELECT id, name, auth_mode, created_at FROM organizations ORDER BY id")?;
+        let mut stmt =
+            conn.prepare("SELECT id, name, auth_mode, created_at FROM organizations ORDER BY id")?;
         let rows = stmt.query_map([], |r| {
             let mode: String = r.get(2)?;
             Ok(Org {
@@ -207,9 +226,20 @@ impl Registry {
     /// [`RegistryError::Db`].
     pub fn auth_mode(&self, org: OrgId) -> Result<Option<AuthMode>, RegistryError> {
         let conn = self.conn.lock();
-        let mode: Option<String> =
-            conn.query_row("SELECT auth_mode FROM organizations WHERE id = ?1", [org], |r| r.get(0)).optional()?;
-        Ok(mode.map(|m| if m == "hmac" { AuthMode::Hmac } else { AuthMode::ApiKey }))
+        let mode: Option<String> = conn
+            .query_row(
+                "SELECT auth_mode FROM organizations WHERE id = ?1",
+                [org],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(mode.map(|m| {
+            if m == "hmac" {
+                AuthMode::Hmac
+            } else {
+                AuthMode::ApiKey
+            }
+        }))
     }
 
     /// Sets how the org authenticates inbound events.
@@ -217,7 +247,10 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::NoSuchOrg`].
     pub fn set_auth_mode(&self, org: OrgId, mode: AuthMode) -> Result<(), RegistryError> {
-        let n = self.conn.lock().execute("UPDATE organizations SET auth_mode = ?1 WHERE id = ?2", params![mode.as_str(), org])?;
+        let n = self.conn.lock().execute(
+            "UPDATE organizations SET auth_mode = ?1 WHERE id = ?2",
+            params![mode.as_str(), org],
+        )?;
         if n == 0 {
             return Err(RegistryError::NoSuchOrg(org));
         }
@@ -233,7 +266,11 @@ impl Registry {
         rand::rng().fill_bytes(&mut raw);
         let secret = format!("{}{}", kind.prefix(), hex::encode(&raw));
         let conn = self.conn.lock();
-        let exists: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = ?1)", [org], |r| r.get(0))?;
+        let exists: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM organizations WHERE id = ?1)",
+            [org],
+            |r| r.get(0),
+        )?;
         if !exists {
             return Err(RegistryError::NoSuchOrg(org));
         }
@@ -241,7 +278,10 @@ impl Registry {
             "INSERT INTO credentials (org_id, kind, hash, prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![org, kind.as_str(), &sha256(secret.as_bytes())[..], &secret[..12], now_ms()],
         )?;
-        Ok(IssuedKey { id: conn.last_insert_rowid(), secret })
+        Ok(IssuedKey {
+            id: conn.last_insert_rowid(),
+            secret,
+        })
     }
 
     /// Lists an org's keys of `kind`, newest first, revoked ones included.
@@ -257,7 +297,13 @@ impl Registry {
             "SELECT id, org_id, prefix, created_at, revoked_at FROM credentials WHERE org_id = ?1 AND kind = ?2 ORDER BY id DESC",
         )?;
         let rows = stmt.query_map(params![org, kind.as_str()], |r| {
-            Ok(KeyInfo { id: r.get(0)?, org: r.get(1)?, prefix: r.get(2)?, created_at_ms: r.get(3)?, revoked_at_ms: r.get(4)? })
+            Ok(KeyInfo {
+                id: r.get(0)?,
+                org: r.get(1)?,
+                prefix: r.get(2)?,
+                created_at_ms: r.get(3)?,
+                revoked_at_ms: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -272,7 +318,11 @@ impl Registry {
             params![now_ms(), id, org, kind.as_str()],
         )?;
         if n == 0 {
-            return Err(RegistryError::NoSuchKey { kind: kind.as_str(), id, org });
+            return Err(RegistryError::NoSuchKey {
+                kind: kind.as_str(),
+                id,
+                org,
+            });
         }
         Ok(())
     }
@@ -293,7 +343,9 @@ impl Registry {
             .optional()?;
         // The lookup is by hash, so its timing says nothing about the key; the
         // comparison is repeated in constant time all the same.
-        Ok(row.filter(|(_, stored)| bool::from(stored.ct_eq(&h[..]))).map(|(org, _)| org))
+        Ok(row
+            .filter(|(_, stored)| bool::from(stored.ct_eq(&h[..])))
+            .map(|(org, _)| org))
     }
 
     /// Whether `signature` (raw 32 bytes) is the HMAC-SHA256 of `body` under any active
@@ -301,7 +353,12 @@ impl Registry {
     ///
     /// # Errors
     /// [`RegistryError::Db`].
-    pub fn verify_signature(&self, org: OrgId, body: &[u8], signature: &[u8]) -> Result<bool, RegistryError> {
+    pub fn verify_signature(
+        &self,
+        org: OrgId,
+        body: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, RegistryError> {
         let keys: Vec<Vec<u8>> = {
             let conn = self.conn.lock();
             let mut stmt = conn.prepare_cached(
@@ -331,7 +388,10 @@ mod tests {
         reg.create_org(42, "acme").unwrap();
         let k1 = reg.issue(42, KeyKind::SigningKey).unwrap();
         let k2 = reg.issue(42, KeyKind::SigningKey).unwrap();
-        assert!(k1.secret.len() > 64, "secrets must exceed the HMAC block for hashed storage to verify");
+        assert!(
+            k1.secret.len() > 64,
+            "secrets must exceed the HMAC block for hashed storage to verify"
+        );
         let body = br#"{"organizationId":42}"#;
         for k in [&k1, &k2] {
             let mut mac = <Hmac<Sha256>>::new_from_slice(k.secret.as_bytes()).unwrap();
@@ -344,7 +404,9 @@ mod tests {
         reg.revoke(42, KeyKind::SigningKey, k1.id).unwrap();
         let mut mac = <Hmac<Sha256>>::new_from_slice(k1.secret.as_bytes()).unwrap();
         mac.update(body);
-        assert!(!reg.verify_signature(42, body, &mac.finalize().into_bytes()).unwrap());
+        assert!(!reg
+            .verify_signature(42, body, &mac.finalize().into_bytes())
+            .unwrap());
     }
 
     #[test]
@@ -352,8 +414,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(dir.path()).unwrap();
         reg.create_org(42, "acme").unwrap();
-        assert!(matches!(reg.create_org(42, "again"), Err(RegistryError::OrgExists(42))));
-        assert!(matches!(reg.issue(7, KeyKind::ApiKey), Err(RegistryError::NoSuchOrg(7))));
+        assert!(matches!(
+            reg.create_org(42, "again"),
+            Err(RegistryError::OrgExists(42))
+        ));
+        assert!(matches!(
+            reg.issue(7, KeyKind::ApiKey),
+            Err(RegistryError::NoSuchOrg(7))
+        ));
         let k = reg.issue(42, KeyKind::ApiKey).unwrap();
         assert_eq!(reg.org_for_api_key(&k.secret).unwrap(), Some(42));
         assert_eq!(reg.org_for_api_key("lsk_nope").unwrap(), None);
@@ -362,6 +430,9 @@ mod tests {
         assert!(k.secret.starts_with(&listed[0].prefix));
         reg.revoke(42, KeyKind::ApiKey, k.id).unwrap();
         assert_eq!(reg.org_for_api_key(&k.secret).unwrap(), None);
-        assert!(matches!(reg.revoke(42, KeyKind::ApiKey, k.id), Err(RegistryError::NoSuchKey { .. })));
+        assert!(matches!(
+            reg.revoke(42, KeyKind::ApiKey, k.id),
+            Err(RegistryError::NoSuchKey { .. })
+        ));
     }
 }

@@ -27,7 +27,12 @@ use std::time::Instant;
 
 /// The issue's warm-up target.
 const TARGET_WARM_KEYS_PER_SEC: f64 = 1_000_000.0;
-const EVENT_TYPES: [&str; 4] = ["webinar_attended", "mastery_purchase", "trial_started", "call_booked"];
+const EVENT_TYPES: [&str; 4] = [
+    "webinar_attended",
+    "mastery_purchase",
+    "trial_started",
+    "call_booked",
+];
 /// Country calling code and national number length.
 const COUNTRIES: [(u64, u32); 6] = [(1, 10), (44, 10), (49, 11), (91, 10), (55, 11), (234, 10)];
 
@@ -40,7 +45,12 @@ pub struct ClickhouseArgs {
     #[arg(long, env = "LEADSTREAM_CLICKHOUSE_USER", default_value = "default")]
     pub user: String,
     /// ClickHouse password.
-    #[arg(long, env = "LEADSTREAM_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LEADSTREAM_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub password: String,
     /// Distinct rows to insert and warm.
     #[arg(long, default_value_t = 1_000_000)]
@@ -122,8 +132,13 @@ pub fn run(args: &ClickhouseArgs) -> anyhow::Result<()> {
     ensure!(args.rows > 0, "--rows must be at least 1");
     ensure!(args.batch_rows > 0, "--batch-rows must be at least 1");
     let load_avg_start = super::load_avg();
-    let database = args.database.clone().unwrap_or_else(|| format!("leadstream_bench_{}", std::process::id()));
-    let mut cfg: ClickHouseConfig = Config::load(None, |_| None).context("default config")?.clickhouse;
+    let database = args
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("leadstream_bench_{}", std::process::id()));
+    let mut cfg: ClickHouseConfig = Config::load(None, |_| None)
+        .context("default config")?
+        .clickhouse;
     cfg.url = args.url.clone();
     cfg.user = args.user.clone();
     cfg.password = args.password.clone();
@@ -131,11 +146,23 @@ pub fn run(args: &ClickhouseArgs) -> anyhow::Result<()> {
     cfg.insert_rows = args.batch_rows;
 
     let rows = generate(args.rows, args.seed);
-    let mut ch = ClickHouseStore::connect(&cfg).with_context(|| format!("connecting to ClickHouse at {}", args.url))?;
-    ensure!(ch.count_exact()? == 0, "database {database} already holds lead_events rows; pass another --database");
-    let clickhouse = measure("ClickHouse", &mut ch, &rows, args.batch_rows, ClickHouseStore::count_exact).context("ClickHouse")?;
+    let mut ch = ClickHouseStore::connect(&cfg)
+        .with_context(|| format!("connecting to ClickHouse at {}", args.url))?;
+    ensure!(
+        ch.count_exact()? == 0,
+        "database {database} already holds lead_events rows; pass another --database"
+    );
+    let clickhouse = measure(
+        "ClickHouse",
+        &mut ch,
+        &rows,
+        args.batch_rows,
+        ClickHouseStore::count_exact,
+    )
+    .context("ClickHouse")?;
     if !args.keep {
-        ch.drop_database().with_context(|| format!("dropping database {database}"))?;
+        ch.drop_database()
+            .with_context(|| format!("dropping database {database}"))?;
     }
 
     let sqlite = if args.skip_sqlite {
@@ -143,7 +170,16 @@ pub fn run(args: &ClickhouseArgs) -> anyhow::Result<()> {
     } else {
         let dir = tempfile_dir()?;
         let mut store = SqliteStore::open(&dir.0).context("opening the SQLite peer")?;
-        Some(measure("SQLite (embedded, fsync per append)", &mut store, &rows, args.batch_rows, |s| s.count()).context("SQLite")?)
+        Some(
+            measure(
+                "SQLite (embedded, fsync per append)",
+                &mut store,
+                &rows,
+                args.batch_rows,
+                |s| s.count(),
+            )
+            .context("SQLite")?,
+        )
     };
     let ratio = |f: fn(&StoreRun) -> f64| sqlite.as_ref().map(|s| f(&clickhouse) / f(s));
     let summary = Summary {
@@ -196,29 +232,45 @@ fn measure<S: EventStore>(
                 probe: r.probe,
             })
             .collect();
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         let (t, cpu) = (Instant::now(), process_cpu_ms());
         store.append(&batch, now_ms).context("append")?;
         let took = super::ms(t.elapsed());
-        insert_cpu = insert_cpu.zip(cpu).zip(process_cpu_ms()).map(|((sum, a), b)| sum + b - a);
+        insert_cpu = insert_cpu
+            .zip(cpu)
+            .zip(process_cpu_ms())
+            .map(|((sum, a), b)| sum + b - a);
         insert_ms += took;
         latencies.push(took);
     }
     let exact = count(store).context("exact count")?;
-    ensure!(exact == rows.len() as u64, "{name}: {exact} rows stored, {} written", rows.len());
+    ensure!(
+        exact == rows.len() as u64,
+        "{name}: {exact} rows stored, {} written",
+        rows.len()
+    );
 
     let t = Instant::now();
     let scanned = store.scan(&mut |r| {
         std::hint::black_box(r);
     })?;
     let scan_ms = super::ms(t.elapsed());
-    ensure!(scanned == rows.len() as u64, "{name}: scan read {scanned} keys, {} stored", rows.len());
+    ensure!(
+        scanned == rows.len() as u64,
+        "{name}: scan read {scanned} keys, {} stored",
+        rows.len()
+    );
 
     // As the writer's warm-up does: buffer, then extend the index per 64k rows.
     let index = DedupIndex::new(64);
     let mut buf: Vec<WarmRow> = Vec::with_capacity(65_536);
     let flush = |buf: &mut Vec<WarmRow>| {
-        index.extend(buf.drain(..).map(|r| Probe { fingerprint: r.fingerprint, lead: lead_hash(r.org, r.phone) }));
+        index.extend(buf.drain(..).map(|r| Probe {
+            fingerprint: r.fingerprint,
+            lead: lead_hash(r.org, r.phone),
+        }));
     };
     let (t, cpu) = (Instant::now(), process_cpu_ms());
     let warmed = store.scan(&mut |r| {
@@ -230,7 +282,11 @@ fn measure<S: EventStore>(
     flush(&mut buf);
     let warm_ms = super::ms(t.elapsed());
     let warm_cpu = cpu.zip(process_cpu_ms()).map(|(a, b)| b - a);
-    ensure!(warmed == rows.len() as u64 && index.len() == rows.len(), "{name}: warmed {warmed} keys, index holds {}", index.len());
+    ensure!(
+        warmed == rows.len() as u64 && index.len() == rows.len(),
+        "{name}: warmed {warmed} keys, index holds {}",
+        index.len()
+    );
 
     let per_sec = |n: usize, ms: f64| n as f64 / (ms / 1e3);
     Ok(StoreRun {
@@ -274,15 +330,33 @@ fn generate(n: usize, seed: u64) -> Vec<Gen> {
         let event_type = EVENT_TYPES[rng.random_range(0..EVENT_TYPES.len())];
         let phone = leads[rng.random_range(0..leads.len())];
         let occurred_at_ms = start_ms + rng.random_range(0..150 * 86_400_000i64);
-        let key = EventKey { org: super::synth::ORG, phone, event_type, occurred_at_ms };
+        let key = EventKey {
+            org: super::synth::ORG,
+            phone,
+            event_type,
+            occurred_at_ms,
+        };
         let fingerprint = key.fingerprint();
         if !seen.insert(fingerprint) {
             continue;
         }
         let metadata = (rng.random_range(0..10) > 0).then(|| {
-            format!(r#"{{"amountUsd":{},"orderId":"ord_{:x}","utm":{{"source":"facebook"}}}}"#, rng.random_range(9..2000), rng.random::<u32>())
+            format!(
+                r#"{{"amountUsd":{},"orderId":"ord_{:x}","utm":{{"source":"facebook"}}}}"#,
+                rng.random_range(9..2000),
+                rng.random::<u32>()
+            )
         });
-        out.push(Gen { event_type, phone, occurred_at_ms, metadata, probe: Probe { fingerprint, lead: key.lead_hash() } });
+        out.push(Gen {
+            event_type,
+            phone,
+            occurred_at_ms,
+            metadata,
+            probe: Probe {
+                fingerprint,
+                lead: key.lead_hash(),
+            },
+        });
     }
     out
 }

@@ -140,7 +140,11 @@ struct Rate {
 impl Rate {
     fn of(elapsed: Duration, records: usize, events: usize) -> Self {
         let s = elapsed.as_secs_f64().max(1e-9);
-        Self { elapsed_ms: super::ms(elapsed), records_per_sec: records as f64 / s, events_per_sec: events as f64 / s }
+        Self {
+            elapsed_ms: super::ms(elapsed),
+            records_per_sec: records as f64 / s,
+            events_per_sec: events as f64 / s,
+        }
     }
 }
 
@@ -174,27 +178,61 @@ struct Got {
 /// or counts that disagree with the generator's plan.
 pub fn run(args: &KafkaArgs) -> anyhow::Result<()> {
     ensure!(args.events > 0, "--events must be at least 1");
-    ensure!((1..=50_000).contains(&args.batch_events), "--batch-events is {}, expected 1 to 50000", args.batch_events);
-    ensure!(args.max_batch_records > 0, "--max-batch-records must be at least 1");
-    ensure!((0.0..=0.5).contains(&args.dup_ratio), "--dup-ratio is {}, expected 0 to 0.5", args.dup_ratio);
-    ensure!((0.0..=0.5).contains(&args.bad_ratio), "--bad-ratio is {}, expected 0 to 0.5", args.bad_ratio);
-    ensure!(args.partitions.is_none_or(|p| (1..=1_000).contains(&p)), "--partitions must be 1 to 1000");
+    ensure!(
+        (1..=50_000).contains(&args.batch_events),
+        "--batch-events is {}, expected 1 to 50000",
+        args.batch_events
+    );
+    ensure!(
+        args.max_batch_records > 0,
+        "--max-batch-records must be at least 1"
+    );
+    ensure!(
+        (0.0..=0.5).contains(&args.dup_ratio),
+        "--dup-ratio is {}, expected 0 to 0.5",
+        args.dup_ratio
+    );
+    ensure!(
+        (0.0..=0.5).contains(&args.bad_ratio),
+        "--bad-ratio is {}, expected 0 to 0.5",
+        args.bad_ratio
+    );
+    ensure!(
+        args.partitions.is_none_or(|p| (1..=1_000).contains(&p)),
+        "--partitions must be 1 to 1000"
+    );
     let load_start = super::load_avg();
     // Logs only when asked, e.g. LEADSTREAM_LOG=leadstream_connectors::kafka=debug for
     // the consumer's per-batch stage times.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("LEADSTREAM_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
     }
 
     // Generate (not timed).
-    let batch_size = if args.shape == Shape::Batch { args.batch_events } else { 10_000 };
-    let cfg = synth::Config { events: args.events, batch_size, seed: args.seed, dup_ratio: args.dup_ratio, bad_ratio: args.bad_ratio };
+    let batch_size = if args.shape == Shape::Batch {
+        args.batch_events
+    } else {
+        10_000
+    };
+    let cfg = synth::Config {
+        events: args.events,
+        batch_size,
+        seed: args.seed,
+        dup_ratio: args.dup_ratio,
+        bad_ratio: args.bad_ratio,
+    };
     let data = synth::generate(&cfg);
     let normalizer = PhoneNormalizer::new();
     let mut partitions = args.partitions.unwrap_or(12);
     let mut records = build_records(&data, args.shape, partitions, &normalizer)?;
     let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
-    if args.brokers.is_none() && args.partitions.is_none() && bytes / partitions as usize > MOCK_TARGET_BYTES {
+    if args.brokers.is_none()
+        && args.partitions.is_none()
+        && bytes / partitions as usize > MOCK_TARGET_BYTES
+    {
         partitions = bytes.div_ceil(MOCK_TARGET_BYTES) as i32;
         records = build_records(&data, args.shape, partitions, &normalizer)?;
     }
@@ -210,7 +248,10 @@ pub fn run(args: &KafkaArgs) -> anyhow::Result<()> {
         );
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     let dir = super::TempDir::new(args.tmp_dir.as_deref())?;
     let (summary, topics_to_delete) = rt.block_on(async {
         // The cluster: the mock lives as long as this block.
@@ -274,9 +315,16 @@ pub fn run(args: &KafkaArgs) -> anyhow::Result<()> {
     let (kcfg, created) = topics_to_delete;
     if !created.is_empty() {
         rt.block_on(async {
-            let admin: Result<AdminClient<_>, _> = leadstream_connectors::kafka::config::admin(&kcfg).create();
+            let admin: Result<AdminClient<_>, _> =
+                leadstream_connectors::kafka::config::admin(&kcfg).create();
             let deleted = match admin {
-                Ok(a) => a.delete_topics(&created.iter().map(String::as_str).collect::<Vec<_>>(), &AdminOptions::new()).await.map(|_| ()),
+                Ok(a) => a
+                    .delete_topics(
+                        &created.iter().map(String::as_str).collect::<Vec<_>>(),
+                        &AdminOptions::new(),
+                    )
+                    .await
+                    .map(|_| ()),
                 Err(e) => Err(e),
             };
             if let Err(e) = deleted {
@@ -292,13 +340,21 @@ pub fn run(args: &KafkaArgs) -> anyhow::Result<()> {
         print_table(&summary);
     }
     if !summary.mismatches.is_empty() {
-        bail!("counts disagree with the generator's plan: {}", summary.mismatches.join("; "));
+        bail!(
+            "counts disagree with the generator's plan: {}",
+            summary.mismatches.join("; ")
+        );
     }
     Ok(())
 }
 
 /// The records to produce, from the generator's bodies.
-fn build_records(data: &synth::Synth, shape: Shape, partitions: i32, normalizer: &PhoneNormalizer) -> anyhow::Result<Vec<Record>> {
+fn build_records(
+    data: &synth::Synth,
+    shape: Shape,
+    partitions: i32,
+    normalizer: &PhoneNormalizer,
+) -> anyhow::Result<Vec<Record>> {
     let mut out = Vec::with_capacity(match shape {
         Shape::Event => data.totals.events,
         Shape::Batch => data.batches.len(),
@@ -307,26 +363,44 @@ fn build_records(data: &synth::Synth, shape: Shape, partitions: i32, normalizer:
     for (i, b) in data.batches.iter().enumerate() {
         match shape {
             Shape::Batch => {
-                ensure!(b.body.len() < MAX_RECORD_BYTES, "a batch record of {} bytes is over 1 MB: lower --batch-events", b.body.len());
-                out.push(Record { partition: i as i32 % partitions, key: None, payload: b.body.to_vec() });
+                ensure!(
+                    b.body.len() < MAX_RECORD_BYTES,
+                    "a batch record of {} bytes is over 1 MB: lower --batch-events",
+                    b.body.len()
+                );
+                out.push(Record {
+                    partition: i as i32 % partitions,
+                    key: None,
+                    payload: b.body.to_vec(),
+                });
             }
             Shape::Event => {
-                let body: serde_json::Value = serde_json::from_slice(&b.body).context("generated body")?;
+                let body: serde_json::Value =
+                    serde_json::from_slice(&b.body).context("generated body")?;
                 let (org, ty) = (body["organizationId"].clone(), body["eventType"].clone());
                 for ev in body["events"].as_array().context("generated events")? {
                     let mut rec = ev.as_object().cloned().unwrap_or_default();
                     rec.insert("organizationId".into(), org.clone());
                     rec.insert("eventType".into(), ty.clone());
-                    let lead = ev["phoneE164"].as_str().and_then(|p| normalizer.normalize(p));
+                    let lead = ev["phoneE164"]
+                        .as_str()
+                        .and_then(|p| normalizer.normalize(p));
                     let (partition, key) = match lead {
-                        Some(phone) => (partition_for(synth::ORG, phone, partitions), Some(lead_key(synth::ORG, phone))),
+                        Some(phone) => (
+                            partition_for(synth::ORG, phone, partitions),
+                            Some(lead_key(synth::ORG, phone)),
+                        ),
                         None => {
                             // A bad phone has no lead: spread those round-robin.
                             unrouted += 1;
                             (unrouted % partitions, None)
                         }
                     };
-                    out.push(Record { partition, key, payload: serde_json::to_vec(&rec)? });
+                    out.push(Record {
+                        partition,
+                        key,
+                        payload: serde_json::to_vec(&rec)?,
+                    });
                 }
             }
         }
@@ -345,10 +419,23 @@ struct Measured {
 
 /// Starts the consumer on a fresh store in `dir`, waits for its assignment, produces
 /// `records` and times them until they are all committed.
-async fn measure(config: &Config, topics: &Topics, dir: &super::TempDir, records: Vec<Record>, planned: synth::Counts) -> anyhow::Result<Measured> {
+async fn measure(
+    config: &Config,
+    topics: &Topics,
+    dir: &super::TempDir,
+    records: Vec<Record>,
+    planned: synth::Counts,
+) -> anyhow::Result<Measured> {
     let k = &config.kafka;
-    let ingestor = Ingestor::start(&dir.0, config.store.shards).context("opening the event store")?;
-    let source = RawSource::new(config, topics, ingestor.clone(), Ingest::new(PhoneNormalizer::new()), None)?;
+    let ingestor =
+        Ingestor::start(&dir.0, config.store.shards).context("opening the event store")?;
+    let source = RawSource::new(
+        config,
+        topics,
+        ingestor.clone(),
+        Ingest::new(PhoneNormalizer::new()),
+        None,
+    )?;
     let (stats, assignment) = (source.stats(), source.assignment());
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let consumer = tokio::spawn(source.run(stopping));
@@ -356,7 +443,11 @@ async fn measure(config: &Config, topics: &Topics, dir: &super::TempDir, records
     // The group join is not part of the measurement.
     let deadline = Instant::now() + Duration::from_secs(60);
     while assignment.partitions().len() < k.partitions as usize {
-        ensure!(Instant::now() < deadline, "the consumer was not assigned all {} partitions within 60 s", k.partitions);
+        ensure!(
+            Instant::now() < deadline,
+            "the consumer was not assigned all {} partitions within 60 s",
+            k.partitions
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -368,12 +459,15 @@ async fn measure(config: &Config, topics: &Topics, dir: &super::TempDir, records
         std::thread::spawn(move || sample_lag(&k, start, &sampling))
     };
 
-    let producer: FutureProducer = leadstream_connectors::kafka::config::producer(k, "bench").create()?;
+    let producer: FutureProducer =
+        leadstream_connectors::kafka::config::producer(k, "bench").create()?;
     let n_records = records.len();
     let mut pending = VecDeque::new();
     for r in &records {
         loop {
-            let mut rec = FutureRecord::to(&k.raw_topic).partition(r.partition).payload(&r.payload);
+            let mut rec = FutureRecord::to(&k.raw_topic)
+                .partition(r.partition)
+                .payload(&r.payload);
             if let Some(key) = &r.key {
                 rec = rec.key(key.as_str());
             }
@@ -382,10 +476,12 @@ async fn measure(config: &Config, topics: &Topics, dir: &super::TempDir, records
                     pending.push_back(f);
                     break;
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => match pending.pop_front() {
-                    Some(f) => ack(f.await)?,
-                    None => tokio::time::sleep(Duration::from_millis(1)).await,
-                },
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    match pending.pop_front() {
+                        Some(f) => ack(f.await)?,
+                        None => tokio::time::sleep(Duration::from_millis(1)).await,
+                    }
+                }
                 Err((e, _)) => bail!("producing: {e}"),
             }
         }
@@ -397,14 +493,19 @@ async fn measure(config: &Config, topics: &Topics, dir: &super::TempDir, records
 
     let deadline = Instant::now() + Duration::from_secs(600);
     while stats.committed_records.load(Ordering::Relaxed) < n_records as u64 {
-        ensure!(Instant::now() < deadline, "the consumer did not commit every record within 10 minutes");
+        ensure!(
+            Instant::now() < deadline,
+            "the consumer did not commit every record within 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let done = start.elapsed();
     // Let the sampler see the final lag.
     tokio::time::sleep(SAMPLE_EVERY * 3).await;
     sampling.store(false, Ordering::Relaxed);
-    let samples = sampler.join().map_err(|_| anyhow::anyhow!("lag sampler panicked"))??;
+    let samples = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("lag sampler panicked"))??;
     let _ = stop.send(true);
     consumer.await.context("consumer task")??;
 
@@ -413,7 +514,9 @@ async fn measure(config: &Config, topics: &Topics, dir: &super::TempDir, records
         tokio::task::spawn_blocking(move || topic_size(&k, &k.rejects_topic)).await??
     };
     drop(ingestor);
-    let stored_rows = SqliteStore::open(&dir.0).and_then(|s| s.count()).context("counting stored rows")?;
+    let stored_rows = SqliteStore::open(&dir.0)
+        .and_then(|s| s.count())
+        .context("counting stored rows")?;
     let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let got = Got {
         stored_rows,
@@ -434,7 +537,11 @@ async fn measure(config: &Config, topics: &Topics, dir: &super::TempDir, records
         ("inserted", got.inserted, planned.unique as u64),
         ("duplicates", got.duplicates, planned.duplicates as u64),
         ("rejected rows", got.rejected_rows, planned.rejected as u64),
-        ("dead letters", got.dead_letters as u64, planned.rejected as u64),
+        (
+            "dead letters",
+            got.dead_letters as u64,
+            planned.rejected as u64,
+        ),
     ] {
         if value != want {
             mismatches.push(format!("{what} {value}, planned {want}"));
@@ -447,13 +554,19 @@ async fn measure(config: &Config, topics: &Topics, dir: &super::TempDir, records
     Ok(Measured {
         produce: Rate::of(produced, n_records, planned.events),
         end_to_end: Rate::of(done, n_records, planned.events),
-        lag: Lag { max_records: samples.iter().map(|s| s.1).max().unwrap_or(0), final_records: final_lag, samples },
+        lag: Lag {
+            max_records: samples.iter().map(|s| s.1).max().unwrap_or(0),
+            final_records: final_lag,
+            samples,
+        },
         got,
         mismatches,
     })
 }
 
-fn ack<E>(r: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, E>) -> anyhow::Result<()> {
+fn ack<E>(
+    r: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, E>,
+) -> anyhow::Result<()> {
     match r {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((e, _))) => bail!("a record was not acknowledged: {e}"),
@@ -462,9 +575,14 @@ fn ack<E>(r: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, E>)
 }
 
 /// Samples the group's lag every [`SAMPLE_EVERY`] until `sampling` turns false.
-fn sample_lag(k: &leadstream_connectors::config::KafkaConfig, start: Instant, sampling: &AtomicBool) -> anyhow::Result<Vec<(u64, i64)>> {
+fn sample_lag(
+    k: &leadstream_connectors::config::KafkaConfig,
+    start: Instant,
+    sampling: &AtomicBool,
+) -> anyhow::Result<Vec<(u64, i64)>> {
     let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &k.brokers).set("group.id", &k.group_id);
+    cfg.set("bootstrap.servers", &k.brokers)
+        .set("group.id", &k.group_id);
     // Reads committed offsets (OffsetFetch) without joining the group.
     let c: BaseConsumer = cfg.create()?;
     let mut samples = Vec::new();
@@ -478,7 +596,10 @@ fn sample_lag(k: &leadstream_connectors::config::KafkaConfig, start: Instant, sa
         let mut lag = 0;
         for p in 0..k.partitions {
             let (_, end) = c.fetch_watermarks(&k.raw_topic, p, Duration::from_secs(5))?;
-            let at = match committed.find_partition(&k.raw_topic, p).map(|e| e.offset()) {
+            let at = match committed
+                .find_partition(&k.raw_topic, p)
+                .map(|e| e.offset())
+            {
                 Some(Offset::Offset(o)) => o,
                 _ => 0,
             };
@@ -495,9 +616,16 @@ fn sample_lag(k: &leadstream_connectors::config::KafkaConfig, start: Instant, sa
 /// producers leave control records), so the high watermark alone could disagree.
 fn topic_size(k: &leadstream_connectors::config::KafkaConfig, topic: &str) -> anyhow::Result<i64> {
     use rdkafka::Message;
-    let c: BaseConsumer = leadstream_connectors::kafka::config::common(k, "bench").set("group.id", "leadstream-bench-count").set("enable.auto.commit", "false").set("enable.partition.eof", "false").create()?;
+    let c: BaseConsumer = leadstream_connectors::kafka::config::common(k, "bench")
+        .set("group.id", "leadstream-bench-count")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-    let parts = md.topics().first().map_or(0, |t| t.partitions().len() as i32);
+    let parts = md
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32);
     let mut tpl = TopicPartitionList::new();
     let mut ends = std::collections::HashMap::new();
     for p in 0..parts {
@@ -514,11 +642,18 @@ fn topic_size(k: &leadstream_connectors::config::KafkaConfig, topic: &str) -> an
     let mut n = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ends.is_empty() {
-        ensure!(Instant::now() < deadline, "reading {topic} back took over 60 s; {} partitions unfinished", ends.len());
+        ensure!(
+            Instant::now() < deadline,
+            "reading {topic} back took over 60 s; {} partitions unfinished",
+            ends.len()
+        );
         match c.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
                 n += 1;
-                if ends.get(&m.partition()).is_some_and(|&hi| m.offset() + 1 >= hi) {
+                if ends
+                    .get(&m.partition())
+                    .is_some_and(|&hi| m.offset() + 1 >= hi)
+                {
                     ends.remove(&m.partition());
                 }
             }
@@ -561,13 +696,39 @@ fn print_table(s: &Summary) {
         m.load_avg_end.as_deref().unwrap_or("?")
     );
     println!();
-    println!("{:<48} {:>10} {:>12} {:>12}", "", "elapsed", "records/s", "events/s");
-    for (name, r) in [("produce (acks=all, lz4, idempotent)", &s.produce), ("end to end (stored or dead-lettered, committed)", &s.end_to_end)] {
-        println!("{:<48} {:>7.0} ms {:>12} {:>12}", name, r.elapsed_ms, t(r.records_per_sec as usize), t(r.events_per_sec as usize));
+    println!(
+        "{:<48} {:>10} {:>12} {:>12}",
+        "", "elapsed", "records/s", "events/s"
+    );
+    for (name, r) in [
+        ("produce (acks=all, lz4, idempotent)", &s.produce),
+        (
+            "end to end (stored or dead-lettered, committed)",
+            &s.end_to_end,
+        ),
+    ] {
+        println!(
+            "{:<48} {:>7.0} ms {:>12} {:>12}",
+            name,
+            r.elapsed_ms,
+            t(r.records_per_sec as usize),
+            t(r.events_per_sec as usize)
+        );
     }
     println!();
-    let curve: Vec<String> = s.lag.samples.iter().step_by((s.lag.samples.len() / 12).max(1)).map(|(ms, lag)| format!("{:.1}s:{}", *ms as f64 / 1e3, t(*lag as usize))).collect();
-    println!("consumer lag (records): max {}, final {}; over time {}", t(s.lag.max_records as usize), t(s.lag.final_records as usize), curve.join(" "));
+    let curve: Vec<String> = s
+        .lag
+        .samples
+        .iter()
+        .step_by((s.lag.samples.len() / 12).max(1))
+        .map(|(ms, lag)| format!("{:.1}s:{}", *ms as f64 / 1e3, t(*lag as usize)))
+        .collect();
+    println!(
+        "consumer lag (records): max {}, final {}; over time {}",
+        t(s.lag.max_records as usize),
+        t(s.lag.final_records as usize),
+        curve.join(" ")
+    );
     let (g, p) = (&s.got, &s.planned);
     println!(
         "counts: {} events, {} inserted = {} rows stored, {} duplicates, {} rejected rows = {} dead letters, {} bad records, {} re-routed; {} commits, {} retries",
@@ -582,8 +743,17 @@ fn print_table(s: &Summary) {
         t(g.commits as usize),
         t(g.retries as usize)
     );
-    let verdict = if s.mismatches.is_empty() { "as planned".to_owned() } else { format!("MISMATCH: {}", s.mismatches.join("; ")) };
-    println!("planned: {} unique, {} duplicates, {} rejected: {verdict}", t(p.unique), t(p.duplicates), t(p.rejected));
+    let verdict = if s.mismatches.is_empty() {
+        "as planned".to_owned()
+    } else {
+        format!("MISMATCH: {}", s.mismatches.join("; "))
+    };
+    println!(
+        "planned: {} unique, {} duplicates, {} rejected: {verdict}",
+        t(p.unique),
+        t(p.duplicates),
+        t(p.rejected)
+    );
     if let Some(b) = s.peak_rss_bytes {
         println!("peak RSS {} MB", b >> 20);
     }

@@ -147,11 +147,24 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
 
 fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
     ensure!(args.events > 0, "--events must be at least 1");
-    ensure!((1..=MAX_EVENTS).contains(&args.batch_size), "--batch-size is {}, expected 1 to {MAX_EVENTS}", args.batch_size);
+    ensure!(
+        (1..=MAX_EVENTS).contains(&args.batch_size),
+        "--batch-size is {}, expected 1 to {MAX_EVENTS}",
+        args.batch_size
+    );
     ensure!(args.concurrency > 0, "--concurrency must be at least 1");
-    ensure!((0.0..=0.5).contains(&args.dup_ratio), "--dup-ratio is {}, expected 0 to 0.5", args.dup_ratio);
-    ensure!((0.0..=0.5).contains(&args.bad_ratio), "--bad-ratio is {}, expected 0 to 0.5", args.bad_ratio);
-    let show_progress = !args.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    ensure!(
+        (0.0..=0.5).contains(&args.dup_ratio),
+        "--dup-ratio is {}, expected 0 to 0.5",
+        args.dup_ratio
+    );
+    ensure!(
+        (0.0..=0.5).contains(&args.bad_ratio),
+        "--bad-ratio is {}, expected 0 to 0.5",
+        args.bad_ratio
+    );
+    let show_progress =
+        !args.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
 
     let load_start = load_avg();
     reset_peak_rss();
@@ -229,10 +242,18 @@ fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
     } else {
         print_table(&summary);
     }
-    let problems: Vec<&String> = summary.pipeline.iter().chain(&summary.http).flat_map(|p| &p.mismatches).collect();
+    let problems: Vec<&String> = summary
+        .pipeline
+        .iter()
+        .chain(&summary.http)
+        .flat_map(|p| &p.mismatches)
+        .collect();
     if !problems.is_empty() {
         let list: Vec<&str> = problems.iter().map(|s| s.as_str()).collect();
-        bail!("counts disagree with the generator's plan: {}", list.join("; "));
+        bail!(
+            "counts disagree with the generator's plan: {}",
+            list.join("; ")
+        );
     }
     Ok(())
 }
@@ -241,10 +262,14 @@ fn progress(show: bool, events: usize, prefix: &'static str) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
-    let style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {human_pos}/{human_len} events, {per_sec}, eta {eta}")
-        .expect("valid template")
-        .progress_chars("=> ");
-    ProgressBar::new(events as u64).with_style(style).with_prefix(prefix)
+    let style = ProgressStyle::with_template(
+        "{prefix:>10} [{bar:30}] {human_pos}/{human_len} events, {per_sec}, eta {eta}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ");
+    ProgressBar::new(events as u64)
+        .with_style(style)
+        .with_prefix(prefix)
 }
 
 // ---------------------------------------------------------------------------------
@@ -276,11 +301,19 @@ fn pipeline_phase(data: &synth::Synth, pb: &ProgressBar) -> anyhow::Result<Phase
         dedup.insert_batch(&probes, &mut is_new);
         let t3 = Instant::now();
         let inserted = is_new.iter().filter(|&&n| n).count();
-        got.add(prepared.received, inserted, prepared.rows.len() - inserted, prepared.rejected);
+        got.add(
+            prepared.received,
+            inserted,
+            prepared.rows.len() - inserted,
+            prepared.rejected,
+        );
         // Rejects of rows the generator planted as valid: the first few, for the error.
         for r in &prepared.rejects {
             if unplanned.len() < 5 && batch.bad.binary_search(&(r.index as u32)).is_err() {
-                unplanned.push(format!("batch {i} row {}: {} ({})", r.index, r.phone, r.reason));
+                unplanned.push(format!(
+                    "batch {i} row {}: {} ({})",
+                    r.index, r.phone, r.reason
+                ));
             }
         }
         drop(prepared);
@@ -289,7 +322,10 @@ fn pipeline_phase(data: &synth::Synth, pb: &ProgressBar) -> anyhow::Result<Phase
             (Some(a), Some(b)) => cpu_ms += b.0 - a.0,
             _ => cpu_ok = false,
         }
-        faults = faults.zip(f0).zip(thread_faults()).map(|((n, a), b)| n + b - a);
+        faults = faults
+            .zip(f0)
+            .zip(thread_faults())
+            .map(|((n, a), b)| n + b - a);
         stages.parse += ms(t1 - t0);
         stages.prepare += ms(t2 - t1);
         stages.dedup += ms(t3 - t2);
@@ -300,7 +336,10 @@ fn pipeline_phase(data: &synth::Synth, pb: &ProgressBar) -> anyhow::Result<Phase
     let busy_ms: f64 = latencies.iter().sum();
     let mut mismatches = got.mismatches(&data.totals);
     if !unplanned.is_empty() {
-        mismatches.push(format!("valid rows rejected, e.g. {}", unplanned.join(", ")));
+        mismatches.push(format!(
+            "valid rows rejected, e.g. {}",
+            unplanned.join(", ")
+        ));
     }
     let cpu = cpu_ok.then_some(cpu_ms);
     Ok(Phase {
@@ -331,8 +370,13 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new(parent: Option<&Path>) -> anyhow::Result<Self> {
         let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let dir = parent.join(format!("leadstream-bench-{}-{nanos:09}", std::process::id()));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = parent.join(format!(
+            "leadstream-bench-{}-{nanos:09}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Self(dir))
     }
@@ -355,20 +399,34 @@ struct Accepted {
 fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyhow::Result<Phase> {
     let dir = TempDir::new(args.tmp_dir.as_deref())?;
     let registry = Arc::new(Registry::open(&dir.0).context("opening the registry")?);
-    registry.create_org(synth::ORG, "bench").context("creating the organization")?;
-    let key = registry.issue(synth::ORG, KeyKind::ApiKey).context("issuing an API key")?.secret;
+    registry
+        .create_org(synth::ORG, "bench")
+        .context("creating the organization")?;
+    let key = registry
+        .issue(synth::ORG, KeyKind::ApiKey)
+        .context("issuing an API key")?
+        .secret;
     let ingestor = Ingestor::start(&dir.0, SHARDS).context("opening the event store")?;
-    let state = AppState { registry, ingestor: ingestor.clone(), ingest: Ingest::new(PhoneNormalizer::new()) };
+    let state = AppState {
+        registry,
+        ingestor: ingestor.clone(),
+        ingest: Ingest::new(PhoneNormalizer::new()),
+    };
 
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let (results, wall, cpu) = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding 127.0.0.1:0")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding 127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(leadstream_connectors::http::run(listener, state, async {
             let _ = stopped.await;
         }));
-        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(300)).build()?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(300))
+            .build()?;
         wait_ready(&client, addr).await?;
 
         let url = format!("http://{addr}/api/v1/webhooks/lead-events");
@@ -378,7 +436,14 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
         let bodies: Arc<[bytes::Bytes]> = data.batches.iter().map(|b| b.body.clone()).collect();
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..args.concurrency.min(data.batches.len()) {
-            let (client, url, key, next, pb, bodies) = (client.clone(), url.clone(), key.clone(), next.clone(), pb.clone(), bodies.clone());
+            let (client, url, key, next, pb, bodies) = (
+                client.clone(),
+                url.clone(),
+                key.clone(),
+                next.clone(),
+                pb.clone(),
+                bodies.clone(),
+            );
             workers.spawn(async move {
                 let mut out = Vec::new();
                 loop {
@@ -394,12 +459,19 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
                         .await
                         .with_context(|| format!("POST batch {i}"))?;
                     let status = resp.status();
-                    let bytes = resp.bytes().await.with_context(|| format!("reading the response to batch {i}"))?;
+                    let bytes = resp
+                        .bytes()
+                        .await
+                        .with_context(|| format!("reading the response to batch {i}"))?;
                     let latency = ms(t.elapsed());
                     if !status.is_success() {
-                        bail!("batch {i}: HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+                        bail!(
+                            "batch {i}: HTTP {status}: {}",
+                            String::from_utf8_lossy(&bytes)
+                        );
                     }
-                    let a: Accepted = serde_json::from_slice(&bytes).with_context(|| format!("batch {i}: unexpected response body"))?;
+                    let a: Accepted = serde_json::from_slice(&bytes)
+                        .with_context(|| format!("batch {i}: unexpected response body"))?;
                     pb.inc(a.received as u64);
                     out.push((i, latency, a));
                 }
@@ -413,7 +485,10 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
         let wall = t.elapsed();
         let cpu = cpu0.zip(process_cpu_ms()).map(|(a, b)| b - a);
         let _ = stop.send(());
-        server.await.context("server task")?.context("HTTP server")?;
+        server
+            .await
+            .context("server task")?
+            .context("HTTP server")?;
         anyhow::Ok((results, wall, cpu))
     })?;
     drop(rt);
@@ -433,9 +508,14 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
         }
     }
     mismatches.extend(got.mismatches(&data.totals));
-    let stored = SqliteStore::open(&dir.0).and_then(|s| s.count()).context("counting stored rows")?;
+    let stored = SqliteStore::open(&dir.0)
+        .and_then(|s| s.count())
+        .context("counting stored rows")?;
     if stored != got.inserted as u64 {
-        mismatches.push(format!("the store holds {stored} rows, the responses said {} inserted", got.inserted));
+        mismatches.push(format!(
+            "the store holds {stored} rows, the responses said {} inserted",
+            got.inserted
+        ));
     }
     let fs = fs_type(&dir.0);
     Ok(Phase {
@@ -475,7 +555,11 @@ struct Breakdown {
     peak_rss_bytes: Option<u64>,
 }
 
-fn writer_breakdown(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyhow::Result<Breakdown> {
+fn writer_breakdown(
+    data: &synth::Synth,
+    args: &IngestArgs,
+    pb: &ProgressBar,
+) -> anyhow::Result<Breakdown> {
     use leadstream_connectors::store::{EventStore, StoredEvent};
     use leadstream_pipeline::EventIndex;
     let dir = TempDir::new(args.tmp_dir.as_deref())?;
@@ -496,13 +580,29 @@ fn writer_breakdown(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) ->
         probes.extend(b.rows.iter().map(|r| r.probe));
         dedup.insert_batch(&probes, &mut is_new);
         let t2 = Instant::now();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let rows: Vec<StoredEvent<'_>> = leadstream_connectors::ingest::new_rows(&b, &is_new).collect();
-        store.append(&rows, now).with_context(|| format!("storing batch {i}"))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let rows: Vec<StoredEvent<'_>> =
+            leadstream_connectors::ingest::new_rows(&b, &is_new).collect();
+        store
+            .append(&rows, now)
+            .with_context(|| format!("storing batch {i}"))?;
         let t3 = Instant::now();
-        events.record(b.org, &b.event_type, b.rows.iter().zip(&is_new).filter(|(_, &n)| n).map(|(r, _)| (r.phone, r.occurred_at_ms)));
+        events.record(
+            b.org,
+            &b.event_type,
+            b.rows
+                .iter()
+                .zip(&is_new)
+                .filter(|(_, &n)| n)
+                .map(|(r, _)| (r.phone, r.occurred_at_ms)),
+        );
         let t4 = Instant::now();
-        for (v, d) in steps.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0]) {
+        for (v, d) in steps
+            .iter_mut()
+            .zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0])
+        {
             v.push(ms(d));
         }
         pb.inc(batch.events as u64);
@@ -574,10 +674,15 @@ struct Machine {
 
 impl Machine {
     fn detect(tmp: Option<&Path>, load_avg_start: Option<String>) -> Self {
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        });
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())));
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned());
+            .map(|s| s.trim().to_owned());
         let tmp = tmp.map_or_else(std::env::temp_dir, Path::to_path_buf);
         Self {
             nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -660,9 +765,22 @@ impl Percentiles {
     /// Nearest-rank percentiles.
     fn of(v: &mut [f64]) -> Self {
         v.sort_by(f64::total_cmp);
-        let at = |q: f64| v.get(((q * v.len() as f64).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
-        let mean = if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
-        Self { p50: at(0.50), p99: at(0.99), max: at(1.0), mean }
+        let at = |q: f64| {
+            v.get(((q * v.len() as f64).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let mean = if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        Self {
+            p50: at(0.50),
+            p99: at(0.99),
+            max: at(1.0),
+            mean,
+        }
     }
 }
 
@@ -720,14 +838,21 @@ impl Targets {
                     Some(v) => (v, "thread CPU time"),
                     None => (p.events_per_sec, "wall time"),
                 };
-                Target { target: TARGET_PIPELINE_EVENTS_PER_SEC, measured, basis, met: measured >= TARGET_PIPELINE_EVENTS_PER_SEC }
+                Target {
+                    target: TARGET_PIPELINE_EVENTS_PER_SEC,
+                    measured,
+                    basis,
+                    met: measured >= TARGET_PIPELINE_EVENTS_PER_SEC,
+                }
             }),
-            http_batch_p50_ms: http.filter(|_| batch_size == TARGET_HTTP_BATCH).map(|h| Target {
-                target: TARGET_HTTP_P50_MS,
-                measured: h.batch_ms.p50,
-                basis: "wall time",
-                met: h.batch_ms.p50 <= TARGET_HTTP_P50_MS,
-            }),
+            http_batch_p50_ms: http
+                .filter(|_| batch_size == TARGET_HTTP_BATCH)
+                .map(|h| Target {
+                    target: TARGET_HTTP_P50_MS,
+                    measured: h.batch_ms.p50,
+                    basis: "wall time",
+                    met: h.batch_ms.p50 <= TARGET_HTTP_P50_MS,
+                }),
         }
     }
 }
@@ -768,7 +893,15 @@ fn print_table(s: &Summary) {
     if s.pipeline.is_some() || s.http.is_some() {
         println!(
             "{:<22} {:>9} {:>11} {:>11} {:>10} {:>10} {:>10} {:>9} {:>9}",
-            "phase", "in flight", "events/s", "per CPU-s", "batch p50", "batch p99", "batch max", "total", "peak RSS"
+            "phase",
+            "in flight",
+            "events/s",
+            "per CPU-s",
+            "batch p50",
+            "batch p99",
+            "batch max",
+            "total",
+            "peak RSS"
         );
     }
     for p in [&s.pipeline, &s.http].into_iter().flatten() {
@@ -777,12 +910,14 @@ fn print_table(s: &Summary) {
             p.name,
             p.concurrency,
             thousands(p.events_per_sec as usize),
-            p.events_per_cpu_sec.map_or("-".into(), |v| thousands(v as usize)),
+            p.events_per_cpu_sec
+                .map_or("-".into(), |v| thousands(v as usize)),
             p.batch_ms.p50,
             p.batch_ms.p99,
             p.batch_ms.max,
             p.elapsed_ms,
-            p.peak_rss_bytes.map_or("?".into(), |b| (b >> 20).to_string()),
+            p.peak_rss_bytes
+                .map_or("?".into(), |b| (b >> 20).to_string()),
         );
     }
     if let Some(p) = &s.pipeline {
@@ -832,7 +967,11 @@ fn print_table(s: &Summary) {
     println!();
     for p in [&s.pipeline, &s.http].into_iter().flatten() {
         let c = p.counts;
-        let verdict = if p.mismatches.is_empty() { "as planned".to_owned() } else { format!("MISMATCH: {}", p.mismatches.join("; ")) };
+        let verdict = if p.mismatches.is_empty() {
+            "as planned".to_owned()
+        } else {
+            format!("MISMATCH: {}", p.mismatches.join("; "))
+        };
         println!(
             "counts, {}: received {} = inserted {} + duplicates {} + rejected {}: {verdict}",
             p.name,
@@ -892,7 +1031,12 @@ fn load_avg() -> Option<String> {
 fn rss_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status.lines().find_map(|l| {
-        let kb = l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim();
+        let kb = l
+            .strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .strip_suffix("kB")?
+            .trim();
         kb.parse::<u64>().ok().map(|k| k * 1024)
     })
 }
@@ -910,7 +1054,12 @@ fn process_cpu_ms() -> Option<f64> {
 fn thread_faults() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
     // The command name (field 2) may hold spaces; count from the `)` that ends it.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(7)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(7)?
+        .parse()
+        .ok()
 }
 
 /// Resets VmHWM to the current RSS (Linux `clear_refs` 5), so each phase reports its own peak.

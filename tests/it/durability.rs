@@ -16,7 +16,13 @@ const VALID_PER_BATCH: u64 = (PER_BATCH - PER_BATCH / BAD_EVERY) as u64;
 /// Batch `b`: 5,000 events with keys of its own, 10 of them rejects.
 fn numbered_batch(b: usize) -> Value {
     let events = (b * PER_BATCH..(b + 1) * PER_BATCH)
-        .map(|k| if k % BAD_EVERY == 0 { json!({"phoneE164": "n/a", "occurredAt": "2026-05-12T18:34:00Z"}) } else { lead(k) })
+        .map(|k| {
+            if k % BAD_EVERY == 0 {
+                json!({"phoneE164": "n/a", "occurredAt": "2026-05-12T18:34:00Z"})
+            } else {
+                lead(k)
+            }
+        })
         .collect();
     batch(42, "webinar_attended", events)
 }
@@ -32,12 +38,22 @@ async fn acknowledged_batches_survive_kill_9() {
     let acked = Arc::new(AtomicUsize::new(0));
     let mut senders = tokio::task::JoinSet::new();
     for t in 0..4 {
-        let (client, url, key, bodies, acked) =
-            (s.client().clone(), s.url("/api/v1/webhooks/lead-events"), key.clone(), bodies.clone(), acked.clone());
+        let (client, url, key, bodies, acked) = (
+            s.client().clone(),
+            s.url("/api/v1/webhooks/lead-events"),
+            key.clone(),
+            bodies.clone(),
+            acked.clone(),
+        );
         senders.spawn(async move {
             let mut outcomes = Vec::new();
             for b in (t..BATCHES).step_by(4) {
-                let r = client.post(&url).bearer_auth(&key).json(&bodies[b]).send().await;
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&bodies[b])
+                    .send()
+                    .await;
                 let ok = match r {
                     Ok(r) if r.status() == 200 => r.json::<Value>().await.ok(),
                     _ => None,
@@ -74,24 +90,42 @@ async fn acknowledged_batches_survive_kill_9() {
 
     // What is on disk after the crash: every acknowledged row, and whole batches only.
     let on_disk = stored_rows(&s.data_dir());
-    assert!(on_disk >= acked_inserted, "lost acknowledged rows: {on_disk} on disk, {acked_inserted} acknowledged");
-    assert_eq!(on_disk % VALID_PER_BATCH, 0, "a batch was stored in part: {on_disk} rows");
+    assert!(
+        on_disk >= acked_inserted,
+        "lost acknowledged rows: {on_disk} on disk, {acked_inserted} acknowledged"
+    );
+    assert_eq!(
+        on_disk % VALID_PER_BATCH,
+        0,
+        "a batch was stored in part: {on_disk} rows"
+    );
 
     s.restart().await;
     for (b, _) in &acks {
         let r = s.post_bearer(&key, &bodies[*b]).await;
-        assert_eq!(r.counts(), (PER_BATCH as u64, 0, VALID_PER_BATCH, 10), "acknowledged batch {b} after kill -9");
+        assert_eq!(
+            r.counts(),
+            (PER_BATCH as u64, 0, VALID_PER_BATCH, 10),
+            "acknowledged batch {b} after kill -9"
+        );
     }
     // Batches that got no answer may or may not have been stored, but only once.
     let mut late_inserted = 0;
     for b in &unacked {
         let (_, inserted, duplicates, _) = s.post_bearer(&key, &bodies[*b]).await.counts();
-        assert!(inserted == 0 || inserted == VALID_PER_BATCH, "batch {b} stored in part: {inserted} new");
+        assert!(
+            inserted == 0 || inserted == VALID_PER_BATCH,
+            "batch {b} stored in part: {inserted} new"
+        );
         assert_eq!(inserted + duplicates, VALID_PER_BATCH);
         late_inserted += inserted;
     }
     assert_eq!(on_disk + late_inserted, BATCHES as u64 * VALID_PER_BATCH);
-    assert_eq!(stored_rows(&s.data_dir()), BATCHES as u64 * VALID_PER_BATCH, "every key stored exactly once");
+    assert_eq!(
+        stored_rows(&s.data_dir()),
+        BATCHES as u64 * VALID_PER_BATCH,
+        "every key stored exactly once"
+    );
 }
 
 #[tokio::test]
@@ -100,7 +134,11 @@ async fn rows_acknowledged_just_before_kill_9_are_kept() {
     let key = s.org(42).api_key(42).secret;
     let mut total = 0;
     for b in 0..5 {
-        let body = batch(42, "mastery_purchase", (b * 1000..(b + 1) * 1000).map(lead).collect());
+        let body = batch(
+            42,
+            "mastery_purchase",
+            (b * 1000..(b + 1) * 1000).map(lead).collect(),
+        );
         total += s.post_bearer(&key, &body).await.counts().1;
     }
     s.kill9();
@@ -115,13 +153,22 @@ async fn dedup_holds_across_a_graceful_restart() {
     let mut s = TestServer::start().await;
     let key = s.org(42).api_key(42).secret;
     let body = batch(42, "trial_started", (0..2000).map(lead).collect());
-    assert_eq!(s.post_bearer(&key, &body).await.counts(), (2000, 2000, 0, 0));
+    assert_eq!(
+        s.post_bearer(&key, &body).await.counts(),
+        (2000, 2000, 0, 0)
+    );
 
     let status = s.stop();
-    assert!(status.success(), "SIGTERM should end the server cleanly, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM should end the server cleanly, got {status}"
+    );
     s.restart().await;
 
-    assert_eq!(s.post_bearer(&key, &body).await.counts(), (2000, 0, 2000, 0));
+    assert_eq!(
+        s.post_bearer(&key, &body).await.counts(),
+        (2000, 0, 2000, 0)
+    );
     // The same instants spelled in another offset are still the same keys.
     let shifted: Vec<Value> = (0..10)
         .map(|k| {
@@ -131,7 +178,12 @@ async fn dedup_holds_across_a_graceful_restart() {
             e
         })
         .collect();
-    assert_eq!(s.post_bearer(&key, &batch(42, "trial_started", shifted)).await.counts(), (10, 0, 10, 0));
+    assert_eq!(
+        s.post_bearer(&key, &batch(42, "trial_started", shifted))
+            .await
+            .counts(),
+        (10, 0, 10, 0)
+    );
     assert_eq!(stored_rows(&s.data_dir()), 2000);
 }
 
@@ -154,16 +206,26 @@ async fn sigterm_lets_a_request_in_flight_finish() {
 
     s.sigterm();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    conn.write_all(rest).await.expect("the server stopped reading a request in flight");
-    let r = tokio::time::timeout(Duration::from_secs(15), read_response(&mut conn)).await.expect("no answer after SIGTERM");
+    conn.write_all(rest)
+        .await
+        .expect("the server stopped reading a request in flight");
+    let r = tokio::time::timeout(Duration::from_secs(15), read_response(&mut conn))
+        .await
+        .expect("no answer after SIGTERM");
     assert_eq!(r.counts(), (1000, 1000, 0, 0));
     let status = s.wait_exit();
-    assert!(status.success(), "SIGTERM should end the server cleanly, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM should end the server cleanly, got {status}"
+    );
 
     assert_eq!(stored_rows(&s.data_dir()), 1000);
     s.restart().await;
     let again: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(s.post_bearer(&key, &again).await.counts(), (1000, 0, 1000, 0));
+    assert_eq!(
+        s.post_bearer(&key, &again).await.counts(),
+        (1000, 0, 1000, 0)
+    );
 }
 
 /// `…Thh:mm:ssZ` as the same instant at `+02:00` (hh below 22, so the date stays).

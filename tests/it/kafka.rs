@@ -44,21 +44,31 @@ fn bytes(v: &Value) -> Vec<u8> {
 /// Produces [`per_event`] `k` to its lead's partition, keyed by lead, as a well-behaved producer does.
 async fn produce_keyed(kafka: &KafkaMock, k: usize) -> i64 {
     let p = partition_for(ORG, phone(k), kafka.raw_partitions());
-    kafka.produce(p, Some(&lead_key(ORG, phone(k))), &bytes(&per_event(k))).await
+    kafka
+        .produce(p, Some(&lead_key(ORG, phone(k))), &bytes(&per_event(k)))
+        .await
 }
 
 /// `(rows, distinct fingerprints)` in `<data dir>/events.db`.
 fn rows_and_distinct(data_dir: &Path) -> (u64, u64) {
     let conn = rusqlite::Connection::open(data_dir.join("events.db")).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    let distinct: u64 = conn.query_row("SELECT count(*) FROM (SELECT DISTINCT fp_hi, fp_lo FROM lead_events)", [], |r| r.get(0)).unwrap();
+    let distinct: u64 = conn
+        .query_row(
+            "SELECT count(*) FROM (SELECT DISTINCT fp_hi, fp_lo FROM lead_events)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     (stored_rows(data_dir), distinct)
 }
 
 /// `(organization_id, phone)` of every stored row.
 fn stored_leads(data_dir: &Path) -> Vec<(i64, Phone)> {
     let conn = rusqlite::Connection::open(data_dir.join("events.db")).unwrap();
-    let mut st = conn.prepare("SELECT organization_id, phone_e164 FROM lead_events").unwrap();
+    let mut st = conn
+        .prepare("SELECT organization_id, phone_e164 FROM lead_events")
+        .unwrap();
     st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
         .unwrap()
         .map(|r| {
@@ -72,7 +82,10 @@ fn dead_letters(kafka: &KafkaMock, n: usize) -> Vec<DeadLetter> {
     kafka
         .read(REJECTS, 2, n, Duration::from_secs(10))
         .iter()
-        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap_or_else(|e| panic!("dead letter {e}: {:?}", m.payload())))
+        .map(|m| {
+            serde_json::from_slice(m.payload().unwrap())
+                .unwrap_or_else(|e| panic!("dead letter {e}: {:?}", m.payload()))
+        })
         .collect()
 }
 
@@ -89,8 +102,20 @@ async fn per_event_and_batch_records_are_stored_once() {
         kafka.produce(0, None, &bytes(&respelled(k))).await;
     }
     // Two batch records: events 30..60 and 50..80 (10 overlap the per-event ones, 10 each other).
-    kafka.produce(1, None, &bytes(&batch(ORG, TYPE, (30..60).map(lead).collect()))).await;
-    kafka.produce(2, Some("anything"), &bytes(&batch(ORG, TYPE, (50..80).map(lead).collect()))).await;
+    kafka
+        .produce(
+            1,
+            None,
+            &bytes(&batch(ORG, TYPE, (30..60).map(lead).collect())),
+        )
+        .await;
+    kafka
+        .produce(
+            2,
+            Some("anything"),
+            &bytes(&batch(ORG, TYPE, (50..80).map(lead).collect())),
+        )
+        .await;
 
     let s = kafka.server().start().await;
     kafka.wait_all_committed(&[&s], DONE_WITHIN).await;
@@ -98,10 +123,14 @@ async fn per_event_and_batch_records_are_stored_once() {
 
     // One dedup index for both ways in: re-POSTing over HTTP finds them all.
     let key = s.org(ORG).api_key(ORG).secret;
-    let r = s.post_bearer(&key, &batch(ORG, TYPE, (0..80).map(lead).collect())).await;
+    let r = s
+        .post_bearer(&key, &batch(ORG, TYPE, (0..80).map(lead).collect()))
+        .await;
     assert_eq!(r.counts(), (80, 0, 80, 0));
     // And events that came over HTTP are duplicates when they arrive over Kafka.
-    let r = s.post_bearer(&key, &batch(ORG, TYPE, (80..90).map(lead).collect())).await;
+    let r = s
+        .post_bearer(&key, &batch(ORG, TYPE, (80..90).map(lead).collect()))
+        .await;
     assert_eq!(r.counts(), (10, 10, 0, 0));
     for k in 80..95 {
         produce_keyed(&kafka, k).await;
@@ -130,7 +159,8 @@ async fn bad_rows_and_bad_records_are_dead_lettered_with_their_source() {
     let at_text = kafka.produce(1, None, b"not json").await;
     let binary = [0xff, 0xfe, 0x00, b'{'];
     let at_binary = kafka.produce(1, None, &binary).await;
-    let orgless = br#"{"eventType":"t","phoneE164":"+12125550001","occurredAt":"2026-05-01T00:00:00Z"}"#;
+    let orgless =
+        br#"{"eventType":"t","phoneE164":"+12125550001","occurredAt":"2026-05-01T00:00:00Z"}"#;
     let at_orgless = kafka.produce(1, None, orgless).await;
 
     let s = kafka.server().start().await;
@@ -139,20 +169,58 @@ async fn bad_rows_and_bad_records_are_dead_lettered_with_their_source() {
 
     let mut got = dead_letters(&kafka, 6);
     assert_eq!(got.len(), 6, "{got:#?}");
-    got.sort_by_key(|d| (d.source.partition, d.source.offset, matches!(d.kind, dlq::Kind::RejectedRow { index, .. } if index == 3)));
+    got.sort_by_key(|d| {
+        (
+            d.source.partition,
+            d.source.offset,
+            matches!(d.kind, dlq::Kind::RejectedRow { index, .. } if index == 3),
+        )
+    });
     let row = |i: usize| serde_json::to_string(&events[i]).unwrap();
     let want: [(i32, i64, &str, &str, Vec<u8>); 6] = [
-        (0, at_batch, "rejected_row 1", "invalid phoneE164", row(1).into_bytes()),
-        (0, at_batch, "rejected_row 3", "metadata not an object", row(3).into_bytes()),
-        (0, at_late, "rejected_row 0", "invalid occurredAt", bytes(&late)),
+        (
+            0,
+            at_batch,
+            "rejected_row 1",
+            "invalid phoneE164",
+            row(1).into_bytes(),
+        ),
+        (
+            0,
+            at_batch,
+            "rejected_row 3",
+            "metadata not an object",
+            row(3).into_bytes(),
+        ),
+        (
+            0,
+            at_late,
+            "rejected_row 0",
+            "invalid occurredAt",
+            bytes(&late),
+        ),
         (1, at_text, "unparseable_record", "", b"not json".to_vec()),
         (1, at_binary, "unparseable_record", "", binary.to_vec()),
-        (1, at_orgless, "invalid_record", "missing field organizationId", orgless.to_vec()),
+        (
+            1,
+            at_orgless,
+            "invalid_record",
+            "missing field organizationId",
+            orgless.to_vec(),
+        ),
     ];
     for (d, (partition, offset, kind, reason, original)) in got.iter().zip(want) {
-        assert_eq!((d.source.topic.as_str(), d.source.partition, d.source.offset), ("leadstream.raw", partition, offset), "{d:?}");
+        assert_eq!(
+            (d.source.topic.as_str(), d.source.partition, d.source.offset),
+            ("leadstream.raw", partition, offset),
+            "{d:?}"
+        );
         let k = match &d.kind {
-            dlq::Kind::RejectedRow { organization_id, event_type, index } => {
+            dlq::Kind::RejectedRow {
+                organization_id,
+                event_type,
+                index,
+            } => {
                 assert_eq!((*organization_id, event_type.as_str()), (ORG, TYPE));
                 format!("rejected_row {index}")
             }
@@ -189,22 +257,48 @@ async fn a_crash_between_store_and_commit_loses_nothing_and_stores_nothing_twice
                 i => lead(1_500 + b * 300 + i),
             })
             .collect();
-        kafka.produce(b as i32 % 4, None, &bytes(&batch(ORG, TYPE, events))).await;
+        kafka
+            .produce(b as i32 % 4, None, &bytes(&batch(ORG, TYPE, events)))
+            .await;
     }
     let unique = 1_500 + 6 * (300 - 30) as u64;
 
-    let mut s = kafka.server().env("LEADSTREAM_FAILPOINT", "kafka-after-store").start().await;
+    let mut s = kafka
+        .server()
+        .env("LEADSTREAM_FAILPOINT", "kafka-after-store")
+        .start()
+        .await;
     let status = s.wait_exit();
-    assert!(!status.success(), "expected the failpoint's abort, got {status}\n{}", s.logs());
-    assert!(s.logs().contains("failpoint kafka-after-store"), "{}", s.logs());
+    assert!(
+        !status.success(),
+        "expected the failpoint's abort, got {status}\n{}",
+        s.logs()
+    );
+    assert!(
+        s.logs().contains("failpoint kafka-after-store"),
+        "{}",
+        s.logs()
+    );
     let (stored_before, _) = rows_and_distinct(&s.data_dir());
-    assert!(stored_before > 0, "the first batch was not stored before the crash");
-    assert!(kafka.committed().iter().all(Option::is_none), "committed before the crash: {:?}", kafka.committed());
+    assert!(
+        stored_before > 0,
+        "the first batch was not stored before the crash"
+    );
+    assert!(
+        kafka.committed().iter().all(Option::is_none),
+        "committed before the crash: {:?}",
+        kafka.committed()
+    );
 
     s.remove_env("LEADSTREAM_FAILPOINT");
     s.restart().await;
     kafka.wait_all_committed(&[&s], DONE_WITHIN).await;
-    assert_eq!(rows_and_distinct(&s.data_dir()), (unique, unique), "{}", s.logs());
+    assert_eq!(
+        rows_and_distinct(&s.data_dir()),
+        (unique, unique),
+        "{}",
+        s.logs()
+    );
     // The crash came before the dead letters were produced: they are there once.
     assert_eq!(dead_letters(&kafka, bad).len(), bad);
 }
@@ -223,7 +317,11 @@ async fn offsets_are_not_committed_while_the_store_fails() {
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while !s.logs().contains("batch not done") {
-        assert!(Instant::now() < deadline, "no failed store attempt within 30 s\n{}", s.logs());
+        assert!(
+            Instant::now() < deadline,
+            "no failed store attempt within 30 s\n{}",
+            s.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(kafka.committed(), [None, None]);
@@ -250,23 +348,50 @@ async fn with_two_processes_each_stores_only_the_leads_of_its_partition() {
         if pa.len() == 1 && pb.len() == 1 && pa != pb {
             break;
         }
-        assert!(Instant::now() < deadline, "no one-partition-each assignment within 30 s\n{}\n{}", a.logs(), b.logs());
+        assert!(
+            Instant::now() < deadline,
+            "no one-partition-each assignment within 30 s\n{}\n{}",
+            a.logs(),
+            b.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Unkeyed batch records mixing leads of both partitions, one to each partition.
-    kafka.produce(0, None, &bytes(&batch(ORG, TYPE, (0..40).map(lead).collect()))).await;
-    kafka.produce(1, None, &bytes(&batch(ORG, TYPE, (40..80).map(lead).collect()))).await;
+    kafka
+        .produce(
+            0,
+            None,
+            &bytes(&batch(ORG, TYPE, (0..40).map(lead).collect())),
+        )
+        .await;
+    kafka
+        .produce(
+            1,
+            None,
+            &bytes(&batch(ORG, TYPE, (40..80).map(lead).collect())),
+        )
+        .await;
     kafka.wait_all_committed(&[&a, &b], DONE_WITHIN).await;
 
     let (la, lb) = (stored_leads(&a.data_dir()), stored_leads(&b.data_dir()));
     assert_eq!(la.len() + lb.len(), 80, "{}\n{}", a.logs(), b.logs());
     for (leads, owner) in [(&la, assigned(&a.logs())[0]), (&lb, assigned(&b.logs())[0])] {
         assert!(!leads.is_empty());
-        assert!(leads.iter().all(|(org, p)| partition_for(*org, *p, 2) == owner), "a lead of another partition stored by the owner of {owner}");
+        assert!(
+            leads
+                .iter()
+                .all(|(org, p)| partition_for(*org, *p, 2) == owner),
+            "a lead of another partition stored by the owner of {owner}"
+        );
     }
     // The re-routed events are on the raw topic too: 2 batch records + one record per moved event.
-    let moved: u64 = (0..80).filter(|&k| partition_for(ORG, phone(k), 2) != i32::from(k >= 40)).count() as u64;
-    assert_eq!(kafka.ends("leadstream.raw", 2).iter().sum::<i64>() as u64, 2 + moved);
+    let moved: u64 = (0..80)
+        .filter(|&k| partition_for(ORG, phone(k), 2) != i32::from(k >= 40))
+        .count() as u64;
+    assert_eq!(
+        kafka.ends("leadstream.raw", 2).iter().sum::<i64>() as u64,
+        2 + moved
+    );
 }
 
 /// The raw partitions a server's log says it owns now: the last "partitions assigned"
@@ -277,7 +402,11 @@ fn assigned(logs: &str) -> Vec<i32> {
         if line.contains("partitions revoked") {
             now.clear();
         } else if line.contains("partitions assigned") {
-            let list = line.split("partitions=[").nth(1).and_then(|r| r.split(']').next()).unwrap_or("");
+            let list = line
+                .split("partitions=[")
+                .nth(1)
+                .and_then(|r| r.split(']').next())
+                .unwrap_or("");
             now.extend(list.split(',').filter_map(|p| p.trim().parse::<i32>().ok()));
         }
     }

@@ -34,7 +34,10 @@ async fn seed_real_time_single_event_is_accepted() {
         .reply()
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body, json!({"status":"accepted","received":1,"inserted":1,"duplicates":0,"rejected":0,"rejects":[]}));
+    assert_eq!(
+        r.body,
+        json!({"status":"accepted","received":1,"inserted":1,"duplicates":0,"rejected":0,"rejects":[]})
+    );
 }
 
 #[tokio::test]
@@ -54,13 +57,21 @@ async fn row_problems_are_rejects_inside_a_200() {
         json!({"phoneE164": "+15551234574", "occurredAt": at}),
         json!(17),
     ];
-    let r = s.post_bearer(&key, &batch(42, "trial_started", events)).await;
+    let r = s
+        .post_bearer(&key, &batch(42, "trial_started", events))
+        .await;
     assert_eq!(r.counts(), (10, 2, 0, 8));
     let rejects: Vec<(u64, Value, &str)> = r.body["rejects"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| (x["index"].as_u64().unwrap(), x["phoneE164"].clone(), x["reason"].as_str().unwrap()))
+        .map(|x| {
+            (
+                x["index"].as_u64().unwrap(),
+                x["phoneE164"].clone(),
+                x["reason"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         rejects,
@@ -89,7 +100,13 @@ async fn metadata_may_be_8kb_once_encoded_compactly() {
             {{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:34:00Z","metadata":{{   "k"  :  "{fits}"   }}}},
             {{"phoneE164":"+15551234567","occurredAt":"2026-05-12T18:35:00Z","metadata":{{"k":"{over}"}}}}]}}"#
     );
-    let r = s.lead_events().bearer_auth(&key).header("content-type", "application/json").body(body).reply().await;
+    let r = s
+        .lead_events()
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(body)
+        .reply()
+        .await;
     assert_eq!(r.counts(), (2, 1, 0, 1));
     assert_eq!(r.body["rejects"][0]["index"], 1);
     assert_eq!(r.body["rejects"][0]["reason"], "metadata over 8 KB encoded");
@@ -98,9 +115,13 @@ async fn metadata_may_be_8kb_once_encoded_compactly() {
 #[tokio::test]
 async fn only_the_first_fifty_rejects_are_listed() {
     let (s, key) = server_with_key().await;
-    let mut events: Vec<Value> = (0..120).map(|i| json!({"phoneE164": format!("bad-{i}"), "occurredAt": "2026-05-12T18:34:00Z"})).collect();
+    let mut events: Vec<Value> = (0..120)
+        .map(|i| json!({"phoneE164": format!("bad-{i}"), "occurredAt": "2026-05-12T18:34:00Z"}))
+        .collect();
     events.push(lead(1));
-    let r = s.post_bearer(&key, &batch(42, "cart_abandoned", events)).await;
+    let r = s
+        .post_bearer(&key, &batch(42, "cart_abandoned", events))
+        .await;
     assert_eq!(r.counts(), (121, 1, 0, 120));
     let rejects = r.body["rejects"].as_array().unwrap();
     assert_eq!(rejects.len(), 50);
@@ -115,14 +136,20 @@ async fn only_the_first_fifty_rejects_are_listed() {
 async fn a_key_repeated_inside_one_batch_is_inserted_once() {
     let (s, key) = server_with_key().await;
     let events = vec![lead(1), lead(2), lead(1), lead(3), lead(1), lead(2)];
-    let r = s.post_bearer(&key, &batch(42, "webinar_attended", events)).await;
+    let r = s
+        .post_bearer(&key, &batch(42, "webinar_attended", events))
+        .await;
     assert_eq!(r.counts(), (6, 3, 3, 0));
 }
 
 #[tokio::test]
 async fn other_spellings_of_one_instant_and_one_number_are_duplicates() {
     let (s, key) = server_with_key().await;
-    let first = batch(42, "mastery_purchase", vec![json!({"phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z"})]);
+    let first = batch(
+        42,
+        "mastery_purchase",
+        vec![json!({"phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z"})],
+    );
     assert_eq!(s.post_bearer(&key, &first).await.counts(), (1, 1, 0, 0));
 
     let spellings = [
@@ -132,11 +159,23 @@ async fn other_spellings_of_one_instant_and_one_number_are_duplicates() {
         ("15551234567", "2026-05-12T20:34:00+02:00"),
     ];
     for (phone, at) in spellings {
-        let b = batch(42, "mastery_purchase", vec![json!({"phoneE164": phone, "occurredAt": at})]);
-        assert_eq!(s.post_bearer(&key, &b).await.counts(), (1, 0, 1, 0), "{phone} at {at}");
+        let b = batch(
+            42,
+            "mastery_purchase",
+            vec![json!({"phoneE164": phone, "occurredAt": at})],
+        );
+        assert_eq!(
+            s.post_bearer(&key, &b).await.counts(),
+            (1, 0, 1, 0),
+            "{phone} at {at}"
+        );
     }
     // Another event type, org-scoped name: a different key.
-    let other = batch(42, "webinar_attended", vec![json!({"phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z"})]);
+    let other = batch(
+        42,
+        "webinar_attended",
+        vec![json!({"phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z"})],
+    );
     assert_eq!(s.post_bearer(&key, &other).await.counts(), (1, 1, 0, 0));
     assert_eq!(stored_rows(&s.data_dir()), 2);
 }
@@ -160,7 +199,15 @@ async fn reposting_a_batch_inserts_nothing() {
 async fn concurrent_overlapping_batches_insert_each_key_once() {
     let (s, key) = server_with_key().await;
     // Batch i holds keys [500 i, 500 i + 1000): neighbours overlap by half; 4,500 distinct keys.
-    let bodies: Vec<Value> = (0..8).map(|i| batch(42, "webinar_attended", (500 * i..500 * i + 1000).map(lead).collect())).collect();
+    let bodies: Vec<Value> = (0..8)
+        .map(|i| {
+            batch(
+                42,
+                "webinar_attended",
+                (500 * i..500 * i + 1000).map(lead).collect(),
+            )
+        })
+        .collect();
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(bodies.len()));
     let mut tasks = tokio::task::JoinSet::new();
     for body in bodies {

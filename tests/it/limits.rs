@@ -45,7 +45,11 @@ fn head(addr: SocketAddr, key: &str, length: &str) -> String {
 #[tokio::test]
 async fn a_declared_length_over_10mb_is_413_before_the_body_is_sent() {
     let (s, key) = server_with_key().await;
-    let head = head(s.addr(), &key, &format!("Content-Length: {}\r\n", MAX_BODY + 1));
+    let head = head(
+        s.addr(),
+        &key,
+        &format!("Content-Length: {}\r\n", MAX_BODY + 1),
+    );
     unfinished_request(s.addr(), head, vec![]).await.error(413);
 }
 
@@ -75,7 +79,13 @@ async fn a_complete_body_over_10mb_is_413() {
     // The server refuses from Content-Length without keeping the body, but reads and
     // drops the rest, so a client still uploading sees the 413 rather than a reset.
     for _ in 0..5 {
-        let r = s.lead_events().bearer_auth(&key).header("content-type", "application/json").body(body.clone()).send().await;
+        let r = s
+            .lead_events()
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await;
         let r = r.expect("the 413 reaches a client that is still sending");
         let status = r.status().as_u16();
         let body: Value = r.json().await.expect("JSON error body");
@@ -89,7 +99,13 @@ async fn a_body_of_exactly_10mb_is_read() {
     let (s, key) = server_with_key().await;
     let mut body = batch(42, "t", vec![lead(1)]).to_string().into_bytes();
     body.resize(MAX_BODY, b' ');
-    let r = s.lead_events().bearer_auth(&key).header("content-type", "application/json").body(body).reply().await;
+    let r = s
+        .lead_events()
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(body)
+        .reply()
+        .await;
     assert_eq!(r.counts(), (1, 1, 0, 0));
 }
 
@@ -97,14 +113,24 @@ async fn a_body_of_exactly_10mb_is_read() {
 async fn content_type_must_be_json() {
     let (s, key) = server_with_key().await;
     let body = batch(42, "t", vec![lead(1)]).to_string();
-    for ct in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
         let mut req = s.lead_events().bearer_auth(&key).body(body.clone());
         if let Some(ct) = ct {
             req = req.header("content-type", ct);
         }
         req.reply().await.error(415);
     }
-    let r = s.lead_events().bearer_auth(&key).header("content-type", "application/json; charset=utf-8").body(body).reply().await;
+    let r = s
+        .lead_events()
+        .bearer_auth(&key)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .reply()
+        .await;
     assert_eq!(r.counts(), (1, 1, 0, 0), "the refused calls stored nothing");
 }
 
@@ -116,20 +142,56 @@ async fn malformed_requests_are_400_naming_the_problem() {
         ("{\"organizationId\":42,".into(), "json"),
         ("not json".into(), "json"),
         ("".into(), "json"),
-        (json!({"eventType": "t", "events": ev}).to_string(), "organizationId"),
-        (json!({"organizationId": "42", "eventType": "t", "events": ev}).to_string(), "organizationId"),
-        (json!({"organizationId": 42, "events": ev}).to_string(), "eventType"),
-        (json!({"organizationId": 42, "eventType": 7, "events": ev}).to_string(), "eventType"),
-        (json!({"organizationId": 42, "eventType": "t"}).to_string(), "events"),
-        (json!({"organizationId": 42, "eventType": "t", "events": {}}).to_string(), "events"),
-        (json!({"organizationId": 42, "eventType": "t", "events": []}).to_string(), "events"),
-        (json!({"organizationId": 42, "eventType": "", "events": ev}).to_string(), "eventType"),
-        (json!({"organizationId": 42, "eventType": "a".repeat(129), "events": ev}).to_string(), "129"),
+        (
+            json!({"eventType": "t", "events": ev}).to_string(),
+            "organizationId",
+        ),
+        (
+            json!({"organizationId": "42", "eventType": "t", "events": ev}).to_string(),
+            "organizationId",
+        ),
+        (
+            json!({"organizationId": 42, "events": ev}).to_string(),
+            "eventType",
+        ),
+        (
+            json!({"organizationId": 42, "eventType": 7, "events": ev}).to_string(),
+            "eventType",
+        ),
+        (
+            json!({"organizationId": 42, "eventType": "t"}).to_string(),
+            "events",
+        ),
+        (
+            json!({"organizationId": 42, "eventType": "t", "events": {}}).to_string(),
+            "events",
+        ),
+        (
+            json!({"organizationId": 42, "eventType": "t", "events": []}).to_string(),
+            "events",
+        ),
+        (
+            json!({"organizationId": 42, "eventType": "", "events": ev}).to_string(),
+            "eventType",
+        ),
+        (
+            json!({"organizationId": 42, "eventType": "a".repeat(129), "events": ev}).to_string(),
+            "129",
+        ),
     ];
     for (body, hint) in cases {
-        let r = s.lead_events().bearer_auth(&key).header("content-type", "application/json").body(body.clone()).reply().await;
+        let r = s
+            .lead_events()
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .reply()
+            .await;
         let msg = r.error(400);
-        assert!(msg.to_lowercase().contains(&hint.to_lowercase()), "{body:?}: message {msg:?} should mention {hint:?}");
+        assert!(
+            msg.to_lowercase().contains(&hint.to_lowercase()),
+            "{body:?}: message {msg:?} should mention {hint:?}"
+        );
     }
     assert_eq!(stored_rows(&s.data_dir()), 0);
 }
@@ -139,8 +201,19 @@ async fn a_body_that_is_not_a_json_object_is_400() {
     let (s, key) = server_with_key().await;
     // The fields in order, as an array: the API takes an object with named fields.
     let as_array = json!([42, "mastery_purchase", [{"phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z"}]]);
-    for body in [as_array.to_string(), "42".into(), "\"x\"".into(), "null".into()] {
-        let r = s.lead_events().bearer_auth(&key).header("content-type", "application/json").body(body.clone()).reply().await;
+    for body in [
+        as_array.to_string(),
+        "42".into(),
+        "\"x\"".into(),
+        "null".into(),
+    ] {
+        let r = s
+            .lead_events()
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .reply()
+            .await;
         assert_eq!(r.status, 400, "{body}: {}", r.body);
         r.error(400);
     }
@@ -154,16 +227,27 @@ async fn event_type_may_be_128_characters() {
         let r = s.post_bearer(&key, &batch(42, &t, vec![lead(1)])).await;
         assert_eq!(r.counts(), (1, 1, 0, 0), "{} bytes", t.len());
     }
-    s.post_bearer(&key, &batch(42, &"é".repeat(129), vec![lead(1)])).await.error(400);
+    s.post_bearer(&key, &batch(42, &"é".repeat(129), vec![lead(1)]))
+        .await
+        .error(400);
 }
 
 #[tokio::test]
 async fn a_call_holds_at_most_50000_events() {
     let (s, key) = server_with_key().await;
     let events: Vec<Value> = (0..50_001).map(lead).collect();
-    let msg = s.post_bearer(&key, &batch(42, "t", events.clone())).await.error(400).to_owned();
-    assert!(msg.contains("50001"), "the message gives the count: {msg:?}");
+    let msg = s
+        .post_bearer(&key, &batch(42, "t", events.clone()))
+        .await
+        .error(400)
+        .to_owned();
+    assert!(
+        msg.contains("50001"),
+        "the message gives the count: {msg:?}"
+    );
     assert_eq!(stored_rows(&s.data_dir()), 0);
-    let r = s.post_bearer(&key, &batch(42, "t", events[..50_000].to_vec())).await;
+    let r = s
+        .post_bearer(&key, &batch(42, "t", events[..50_000].to_vec()))
+        .await;
     assert_eq!(r.counts(), (50_000, 50_000, 0, 0));
 }

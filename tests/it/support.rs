@@ -56,7 +56,11 @@ impl Builder {
     pub async fn start(self) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().unwrap();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
         let mut s = TestServer {
             dir,
             child: None,
@@ -134,29 +138,54 @@ impl TestServer {
 
     /// Creates an organization through the CLI.
     pub fn org(&self, id: i64) -> &Self {
-        self.cli(["org", "create", "--id", &id.to_string(), "--name", &format!("org{id}")]).ok();
+        self.cli([
+            "org",
+            "create",
+            "--id",
+            &id.to_string(),
+            "--name",
+            &format!("org{id}"),
+        ])
+        .ok();
         self
     }
 
     /// Sets an organization's auth mode (`api-key` or `hmac`) through the CLI.
     pub fn auth_mode(&self, org: i64, mode: &str) -> &Self {
-        self.cli(["org", "set-auth", "--org", &org.to_string(), "--mode", mode]).ok();
+        self.cli(["org", "set-auth", "--org", &org.to_string(), "--mode", mode])
+            .ok();
         self
     }
 
     /// Issues an API key through the CLI.
     pub fn api_key(&self, org: i64) -> Key {
-        Key::parse(&self.cli(["api-key", "create", "--org", &org.to_string()]).ok())
+        Key::parse(
+            &self
+                .cli(["api-key", "create", "--org", &org.to_string()])
+                .ok(),
+        )
     }
 
     /// Issues an HMAC signing key through the CLI.
     pub fn signing_key(&self, org: i64) -> Key {
-        Key::parse(&self.cli(["signing-key", "create", "--org", &org.to_string()]).ok())
+        Key::parse(
+            &self
+                .cli(["signing-key", "create", "--org", &org.to_string()])
+                .ok(),
+        )
     }
 
     /// Revokes a key through the CLI; `kind` is `api-key` or `signing-key`.
     pub fn revoke(&self, kind: &str, org: i64, key: &Key) {
-        self.cli([kind, "revoke", "--org", &org.to_string(), "--id", &key.id.to_string()]).ok();
+        self.cli([
+            kind,
+            "revoke",
+            "--org",
+            &org.to_string(),
+            "--id",
+            &key.id.to_string(),
+        ])
+        .ok();
     }
 
     /// `kill -9`: no chance to flush or clean up anything.
@@ -170,7 +199,10 @@ impl TestServer {
     /// Sends `SIGTERM` (graceful shutdown) without waiting.
     pub fn sigterm(&self) {
         let pid = self.child.as_ref().expect("server not running").id();
-        let st = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("run kill");
+        let st = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
         assert!(st.success(), "kill -TERM failed");
     }
 
@@ -191,7 +223,10 @@ impl TestServer {
             if Instant::now() > deadline {
                 let _ = c.kill();
                 let _ = c.wait();
-                panic!("server did not exit within 15 s of SIGTERM\n{}", self.logs());
+                panic!(
+                    "server did not exit within 15 s of SIGTERM\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -224,7 +259,10 @@ impl TestServer {
     }
 
     fn log_path(&self, n: u32, stream: &str) -> PathBuf {
-        self.dir.path().join("logs").join(format!("{stream}-{n}.log"))
+        self.dir
+            .path()
+            .join("logs")
+            .join(format!("{stream}-{n}.log"))
     }
 
     async fn spawn(&mut self) {
@@ -234,13 +272,23 @@ impl TestServer {
         let stderr = File::create(self.log_path(n, "stderr")).unwrap();
         let mut cmd = Command::new(BIN);
         if self.config_from_env {
-            cmd.arg("serve").env("LEADSTREAM_DATA_DIR", self.data_dir()).env("LEADSTREAM_LISTEN", "127.0.0.1:0");
+            cmd.arg("serve")
+                .env("LEADSTREAM_DATA_DIR", self.data_dir())
+                .env("LEADSTREAM_LISTEN", "127.0.0.1:0");
         } else {
-            cmd.arg("--data-dir").arg(self.data_dir()).args(["serve", "--listen", "127.0.0.1:0"]);
-            cmd.env_remove("LEADSTREAM_DATA_DIR").env_remove("LEADSTREAM_LISTEN");
+            cmd.arg("--data-dir")
+                .arg(self.data_dir())
+                .args(["serve", "--listen", "127.0.0.1:0"]);
+            cmd.env_remove("LEADSTREAM_DATA_DIR")
+                .env_remove("LEADSTREAM_LISTEN");
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        let child = cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr).spawn().expect("spawn leadstream serve");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn leadstream serve");
         self.child = Some(child);
         self.addr = self.wait_for_banner(n).await;
         self.wait_ready().await;
@@ -251,12 +299,21 @@ impl TestServer {
         let deadline = Instant::now() + STARTUP;
         loop {
             let text = std::fs::read_to_string(self.log_path(n, "stdout")).unwrap_or_default();
-            if let Some(rest) = text.lines().find_map(|l| l.strip_prefix("leadstream listening on http://")) {
+            if let Some(rest) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("leadstream listening on http://"))
+            {
                 let addr = rest.split_whitespace().next().unwrap_or("");
-                return addr.parse().unwrap_or_else(|_| panic!("bad address in banner: {rest:?}"));
+                return addr
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad address in banner: {rest:?}"));
             }
             self.assert_running();
-            assert!(Instant::now() < deadline, "no listening banner within {STARTUP:?}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "no listening banner within {STARTUP:?}\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -270,7 +327,11 @@ impl TestServer {
                 }
             }
             self.assert_running();
-            assert!(Instant::now() < deadline, "/readyz not 200 within {STARTUP:?}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "/readyz not 200 within {STARTUP:?}\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -278,7 +339,10 @@ impl TestServer {
     fn assert_running(&mut self) {
         if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
             self.child = None;
-            panic!("leadstream serve exited early with {status}\n{}", self.logs());
+            panic!(
+                "leadstream serve exited early with {status}\n{}",
+                self.logs()
+            );
         }
     }
 }
@@ -324,7 +388,13 @@ impl CliOutput {
     /// Asserts success and returns stdout.
     #[track_caller]
     pub fn ok(self) -> String {
-        assert!(self.status.success(), "leadstream failed ({}):\nstdout: {}\nstderr: {}", self.status, self.stdout, self.stderr);
+        assert!(
+            self.status.success(),
+            "leadstream failed ({}):\nstdout: {}\nstderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
         self.stdout
     }
 }
@@ -368,7 +438,11 @@ impl Reply {
     /// Asserts a 200 and returns the body.
     #[track_caller]
     pub fn accepted(&self) -> &Value {
-        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.body);
+        assert_eq!(
+            self.status, 200,
+            "expected 200, got {}: {}",
+            self.status, self.body
+        );
         assert_eq!(self.body["status"], "accepted", "{}", self.body);
         &self.body
     }
@@ -376,8 +450,14 @@ impl Reply {
     /// Asserts `status` with a body `{"error": "<non-empty message>"}` and returns the message.
     #[track_caller]
     pub fn error(&self, status: u16) -> &str {
-        assert_eq!(self.status, status, "expected {status}, got {}: {}", self.status, self.body);
-        let msg = self.body["error"].as_str().unwrap_or_else(|| panic!("no \"error\" string in {}", self.body));
+        assert_eq!(
+            self.status, status,
+            "expected {status}, got {}: {}",
+            self.status, self.body
+        );
+        let msg = self.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no \"error\" string in {}", self.body));
         assert!(!msg.trim().is_empty(), "empty error message for {status}");
         msg
     }
@@ -401,7 +481,8 @@ impl Call for reqwest::RequestBuilder {
         let r = self.send().await.expect("request failed");
         let status = r.status().as_u16();
         let text = r.text().await.expect("read body");
-        let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
         Reply { status, body }
     }
 }
@@ -416,14 +497,26 @@ pub async fn read_response(rd: &mut (impl tokio::io::AsyncRead + Unpin)) -> Repl
             break i + 4;
         }
         let n = rd.read(&mut tmp).await.expect("read response");
-        assert!(n > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "connection closed before a response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&tmp[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
     let len: usize = head
         .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().parse().unwrap()))
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.trim().parse().unwrap())
+        })
         .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
     while buf.len() < head_end + len {
         let n = rd.read(&mut tmp).await.expect("read response body");
@@ -455,12 +548,19 @@ pub fn lead(k: usize) -> Value {
 /// `2026-05-01T00:00:00Z` plus `k` seconds (k below 30 days).
 pub fn instant(k: usize) -> String {
     assert!(k < 30 * 86_400);
-    format!("2026-05-{:02}T{:02}:{:02}:{:02}Z", 1 + k / 86_400, k / 3600 % 24, k / 60 % 60, k % 60)
+    format!(
+        "2026-05-{:02}T{:02}:{:02}:{:02}Z",
+        1 + k / 86_400,
+        k / 3600 % 24,
+        k / 60 % 60,
+        k % 60
+    )
 }
 
 /// Counts the rows in `<data dir>/events.db`, straight from SQLite.
 pub fn stored_rows(data_dir: &Path) -> u64 {
     let conn = rusqlite::Connection::open(data_dir.join("events.db")).expect("open events.db");
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    conn.query_row("SELECT count(*) FROM lead_events", [], |r| r.get(0)).expect("count lead_events")
+    conn.query_row("SELECT count(*) FROM lead_events", [], |r| r.get(0))
+        .expect("count lead_events")
 }

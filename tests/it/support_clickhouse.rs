@@ -30,7 +30,9 @@ fn find_binary() -> (PathBuf, Option<&'static str>) {
         return (p, None);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs: Vec<PathBuf> = std::env::split_paths(&path).chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from)).collect();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
+        .collect();
     for (name, sub) in [("clickhouse-server", None), ("clickhouse", Some("server"))] {
         if let Some(p) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) {
             return (p, sub);
@@ -43,7 +45,11 @@ fn find_binary() -> (PathBuf, Option<&'static str>) {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// A `clickhouse-server` child process. Killed on drop.
@@ -71,9 +77,20 @@ impl ClickHouseServer {
         for d in ["data", "tmp", "user_files", "format_schemas", "log"] {
             std::fs::create_dir_all(root.join(d)).expect("create clickhouse dirs");
         }
-        std::fs::write(root.join("config.xml"), config_xml(root, http_port, tcp_port, interserver_port)).expect("write config.xml");
+        std::fs::write(
+            root.join("config.xml"),
+            config_xml(root, http_port, tcp_port, interserver_port),
+        )
+        .expect("write config.xml");
         std::fs::write(root.join("users.xml"), USERS_XML).expect("write users.xml");
-        let mut s = Self { dir, bin, subcommand, http_port, child: None, starts: 0 };
+        let mut s = Self {
+            dir,
+            bin,
+            subcommand,
+            http_port,
+            child: None,
+            starts: 0,
+        };
         s.spawn();
         s
     }
@@ -118,7 +135,8 @@ impl ClickHouseServer {
     #[track_caller]
     pub fn count(&self, sql: &str) -> u64 {
         let out = self.query(sql);
-        out.parse().unwrap_or_else(|_| panic!("{sql}: not a number: {out:?}"))
+        out.parse()
+            .unwrap_or_else(|_| panic!("{sql}: not a number: {out:?}"))
     }
 
     /// Runs `sql`: the body of a 200, or the status and body of anything else.
@@ -133,22 +151,37 @@ impl ClickHouseServer {
 
     /// The server's error log, for failure messages.
     pub fn logs(&self) -> String {
-        let err = std::fs::read_to_string(self.dir.path().join("log/server.err.log")).unwrap_or_default();
+        let err =
+            std::fs::read_to_string(self.dir.path().join("log/server.err.log")).unwrap_or_default();
         let tail: Vec<&str> = err.lines().rev().take(30).collect();
-        format!("--- clickhouse-server error log (last lines) ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+        format!(
+            "--- clickhouse-server error log (last lines) ---\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
     }
 
     fn spawn(&mut self) {
         self.starts += 1;
         let root = self.dir.path();
-        let out = std::fs::File::create(root.join(format!("log/stdout-{}.log", self.starts))).expect("create stdout log");
-        let err = std::fs::File::create(root.join(format!("log/stderr-{}.log", self.starts))).expect("create stderr log");
+        let out = std::fs::File::create(root.join(format!("log/stdout-{}.log", self.starts)))
+            .expect("create stdout log");
+        let err = std::fs::File::create(root.join(format!("log/stderr-{}.log", self.starts)))
+            .expect("create stderr log");
         let mut cmd = Command::new(&self.bin);
         if let Some(sub) = self.subcommand {
             cmd.arg(sub);
         }
-        cmd.arg(format!("--config-file={}", root.join("config.xml").display())).current_dir(root).stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
+        cmd.arg(format!(
+            "--config-file={}",
+            root.join("config.xml").display()
+        ))
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
         self.child = Some(child);
         let deadline = Instant::now() + STARTUP;
         loop {
@@ -157,11 +190,25 @@ impl ClickHouseServer {
                     return;
                 }
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let stderr = std::fs::read_to_string(root.join(format!("log/stderr-{}.log", self.starts))).unwrap_or_default();
-                panic!("{} exited with {status} at start\n{stderr}\n{}", self.bin.display(), self.logs());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let stderr =
+                    std::fs::read_to_string(root.join(format!("log/stderr-{}.log", self.starts)))
+                        .unwrap_or_default();
+                panic!(
+                    "{} exited with {status} at start\n{stderr}\n{}",
+                    self.bin.display(),
+                    self.logs()
+                );
             }
-            assert!(Instant::now() < deadline, "clickhouse-server did not answer /ping within {STARTUP:?}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "clickhouse-server did not answer /ping within {STARTUP:?}\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -240,19 +287,33 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
     let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad("no status"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
     let mut rest = &raw[head_end + 4..];
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
     if !chunked {
         return Ok((status, String::from_utf8_lossy(rest).into_owned()));
     }
     let mut out = Vec::new();
     loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or_else(|| bad("truncated chunk"))?;
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| bad("truncated chunk"))?;
         let size_text = String::from_utf8_lossy(&rest[..line_end]).into_owned();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).map_err(|_| bad("bad chunk size"))?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| bad("bad chunk size"))?;
         rest = &rest[line_end + 2..];
         if size == 0 {
             break;

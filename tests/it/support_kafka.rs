@@ -41,7 +41,10 @@ impl KafkaMock {
         for t in [REJECTS, "leadstream.deliveries", "leadstream.domain-events"] {
             cluster.create_topic(t, 2, 1).unwrap();
         }
-        let producer = client(&cluster.bootstrap_servers()).set("linger.ms", "0").create().expect("producer");
+        let producer = client(&cluster.bootstrap_servers())
+            .set("linger.ms", "0")
+            .create()
+            .expect("producer");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("leadstream.toml");
         std::fs::write(
@@ -52,7 +55,13 @@ impl KafkaMock {
             ),
         )
         .unwrap();
-        Self { producer, raw_partitions, config, _dir: dir, cluster }
+        Self {
+            producer,
+            raw_partitions,
+            config,
+            _dir: dir,
+            cluster,
+        }
     }
 
     pub fn brokers(&self) -> String {
@@ -77,24 +86,39 @@ impl KafkaMock {
         if let Some(k) = key {
             record = record.key(k);
         }
-        self.producer.send(record, Duration::from_secs(10)).await.expect("produce to the mock").offset
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("produce to the mock")
+            .offset
     }
 
     /// The end offset of each partition of `topic`.
     pub fn ends(&self, topic: &str, partitions: i32) -> Vec<i64> {
         let c: BaseConsumer = client(&self.brokers()).create().unwrap();
-        (0..partitions).map(|p| c.fetch_watermarks(topic, p, Duration::from_secs(5)).expect("watermarks").1).collect()
+        (0..partitions)
+            .map(|p| {
+                c.fetch_watermarks(topic, p, Duration::from_secs(5))
+                    .expect("watermarks")
+                    .1
+            })
+            .collect()
     }
 
     /// The group's committed offset of each raw partition; `None` where it committed none.
     pub fn committed(&self) -> Vec<Option<i64>> {
         // Reading committed offsets (OffsetFetch) does not join the group.
-        let c: BaseConsumer = client(&self.brokers()).set("group.id", GROUP).create().unwrap();
+        let c: BaseConsumer = client(&self.brokers())
+            .set("group.id", GROUP)
+            .create()
+            .unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in 0..self.raw_partitions {
             tpl.add_partition(RAW, p);
         }
-        let got = c.committed_offsets(tpl, Duration::from_secs(5)).expect("committed offsets");
+        let got = c
+            .committed_offsets(tpl, Duration::from_secs(5))
+            .expect("committed offsets");
         (0..self.raw_partitions)
             .map(|p| match got.find_partition(RAW, p).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => Some(o),
@@ -109,7 +133,10 @@ impl KafkaMock {
         loop {
             let ends = self.ends(RAW, self.raw_partitions);
             let committed = self.committed();
-            let done = ends.iter().zip(&committed).all(|(end, c)| *end == 0 || *c == Some(*end));
+            let done = ends
+                .iter()
+                .zip(&committed)
+                .all(|(end, c)| *end == 0 || *c == Some(*end));
             if done {
                 return;
             }
@@ -122,11 +149,21 @@ impl KafkaMock {
     }
 
     /// Every record of `topic` (all `partitions`), once `n` have arrived or after `within`.
-    pub fn read(&self, topic: &str, partitions: i32, n: usize, within: Duration) -> Vec<OwnedMessage> {
-        let c: BaseConsumer = client(&self.brokers()).set("group.id", "test-reader").create().unwrap();
+    pub fn read(
+        &self,
+        topic: &str,
+        partitions: i32,
+        n: usize,
+        within: Duration,
+    ) -> Vec<OwnedMessage> {
+        let c: BaseConsumer = client(&self.brokers())
+            .set("group.id", "test-reader")
+            .create()
+            .unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
         }
         c.assign(&tpl).unwrap();
         let mut out = Vec::new();

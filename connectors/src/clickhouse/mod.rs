@@ -154,11 +154,31 @@ impl ClickHouseStore {
         };
         let db = cfg.database.as_str();
         let setup = async {
-            let version: String = query(server.query("SELECT version()").fetch_one(), "version query").await?;
-            exec(&server, &format!("CREATE DATABASE IF NOT EXISTS `{db}`"), "create database").await?;
-            let dedup_tokens = has_setting(&server, "system.settings", "insert_deduplication_token").await?
-                && has_setting(&server, "system.merge_tree_settings", "non_replicated_deduplication_window").await?;
-            exec(&server, &schema::create_table(db, dedup_tokens), "create table").await?;
+            let version: String = query(
+                server.query("SELECT version()").fetch_one(),
+                "version query",
+            )
+            .await?;
+            exec(
+                &server,
+                &format!("CREATE DATABASE IF NOT EXISTS `{db}`"),
+                "create database",
+            )
+            .await?;
+            let dedup_tokens =
+                has_setting(&server, "system.settings", "insert_deduplication_token").await?
+                    && has_setting(
+                        &server,
+                        "system.merge_tree_settings",
+                        "non_replicated_deduplication_window",
+                    )
+                    .await?;
+            exec(
+                &server,
+                &schema::create_table(db, dedup_tokens),
+                "create table",
+            )
+            .await?;
 
             let (engine, sorting_key): (String, String) = query(
                 server
@@ -171,7 +191,11 @@ impl ClickHouseStore {
             .await?;
             schema::check_engine(db, &engine, &sorting_key)?;
             let columns: Vec<(String, String)> = query(
-                server.query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?").bind(db).bind(schema::TABLE).fetch_all(),
+                server
+                    .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
+                    .bind(db)
+                    .bind(schema::TABLE)
+                    .fetch_all(),
                 "read columns",
             )
             .await?;
@@ -182,8 +206,11 @@ impl ClickHouseStore {
             if dedup_tokens {
                 // A table created before the server learned the setting lacks it; setting
                 // it again is a metadata-only no-op otherwise.
-                let alter =
-                    format!("ALTER TABLE `{db}`.{} MODIFY SETTING non_replicated_deduplication_window = {}", schema::TABLE, schema::DEDUP_WINDOW);
+                let alter = format!(
+                    "ALTER TABLE `{db}`.{} MODIFY SETTING non_replicated_deduplication_window = {}",
+                    schema::TABLE,
+                    schema::DEDUP_WINDOW
+                );
                 exec(&server, &alter, "set the insert dedup window").await?;
             }
             Ok::<_, StoreError>((version, dedup_tokens))
@@ -214,7 +241,10 @@ impl ClickHouseStore {
     ///
     /// # Errors
     /// The first error that is not [`StoreError::Unavailable`].
-    pub fn connect_with_backoff(cfg: &ClickHouseConfig, mut on_retry: impl FnMut(&StoreError, Duration)) -> Result<Self, StoreError> {
+    pub fn connect_with_backoff(
+        cfg: &ClickHouseConfig,
+        mut on_retry: impl FnMut(&StoreError, Duration),
+    ) -> Result<Self, StoreError> {
         let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max);
         loop {
             match Self::connect(cfg) {
@@ -250,7 +280,8 @@ impl ClickHouseStore {
     /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`].
     pub fn count_exact(&mut self) -> Result<u64, StoreError> {
         let sql = format!("SELECT count() FROM {} FINAL", schema::TABLE);
-        self.rt.block_on(query(self.client.query(&sql).fetch_one::<u64>(), "count"))
+        self.rt
+            .block_on(query(self.client.query(&sql).fetch_one::<u64>(), "count"))
     }
 
     /// Physical rows, repeats of retried inserts included until they merge: for tests
@@ -260,7 +291,8 @@ impl ClickHouseStore {
     /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`].
     pub fn count_physical(&mut self) -> Result<u64, StoreError> {
         let sql = format!("SELECT count() FROM {}", schema::TABLE);
-        self.rt.block_on(query(self.client.query(&sql).fetch_one::<u64>(), "count"))
+        self.rt
+            .block_on(query(self.client.query(&sql).fetch_one::<u64>(), "count"))
     }
 
     /// Drops the whole database, `lead_events` and all: for benchmarks and tests that
@@ -274,10 +306,19 @@ impl ClickHouseStore {
     }
 
     /// Inserts one chunk in one `INSERT`; returns once ClickHouse acknowledged it.
-    async fn insert_chunk(client: &Client, rows: &[StoredEvent<'_>], ingested_at_ms: i64, token: bool, phone: &mut String) -> Result<(), StoreError> {
+    async fn insert_chunk(
+        client: &Client,
+        rows: &[StoredEvent<'_>],
+        ingested_at_ms: i64,
+        token: bool,
+        phone: &mut String,
+    ) -> Result<(), StoreError> {
         let fail = |e| classify("insert", e);
-        let mut insert =
-            client.insert::<InsertRow<'_>>(schema::TABLE).await.map_err(fail)?.with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+        let mut insert = client
+            .insert::<InsertRow<'_>>(schema::TABLE)
+            .await
+            .map_err(fail)?
+            .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
         if token {
             insert = insert.with_setting("insert_deduplication_token", dedup_token(rows));
         }
@@ -307,8 +348,19 @@ impl EventStore for ClickHouseStore {
     /// One `INSERT` per `insert_rows` rows, in order; returns once every one was
     /// acknowledged. On error, earlier chunks may be stored: see the module docs for
     /// why a retry does not make them count twice.
-    fn append(&mut self, rows: &[StoredEvent<'_>], ingested_at_ms: i64) -> Result<usize, StoreError> {
-        let Self { rt, client, insert_rows, dedup_tokens, phone, .. } = self;
+    fn append(
+        &mut self,
+        rows: &[StoredEvent<'_>],
+        ingested_at_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let Self {
+            rt,
+            client,
+            insert_rows,
+            dedup_tokens,
+            phone,
+            ..
+        } = self;
         rt.block_on(async {
             for chunk in rows.chunks(*insert_rows) {
                 Self::insert_chunk(client, chunk, ingested_at_ms, *dedup_tokens, phone).await?;
@@ -341,13 +393,26 @@ impl ClickHouseStore {
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::ClickHouse`], as `scan`. Rows
     /// delivered before a failure are delivered again by a retry.
-    pub fn scan_partitions(&mut self, partitions: &[i32], partition_count: i32, f: &mut dyn FnMut(WarmRow)) -> Result<u64, StoreError> {
+    pub fn scan_partitions(
+        &mut self,
+        partitions: &[i32],
+        partition_count: i32,
+        f: &mut dyn FnMut(WarmRow),
+    ) -> Result<u64, StoreError> {
         let n = partition_count.max(1) as u64;
-        let wanted: std::collections::BTreeSet<u64> = partitions.iter().filter(|&&p| p >= 0 && (p as u64) < n).map(|&p| p as u64).collect();
+        let wanted: std::collections::BTreeSet<u64> = partitions
+            .iter()
+            .filter(|&&p| p >= 0 && (p as u64) < n)
+            .map(|&p| p as u64)
+            .collect();
         if wanted.is_empty() {
             return Ok(0);
         }
-        let list = wanted.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        let list = wanted
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         // `lead_hash` is UInt64 and `n` a positive literal: integer modulo, the same
         // value as Rust's `u64 % n` (ClickHouse 18.16 and current alike).
         let sql = format!(
@@ -355,12 +420,23 @@ impl ClickHouseStore {
              WHERE lead_hash % {n} IN ({list}) OR lead_hash = 0",
             schema::TABLE
         );
-        self.scan_keys(&sql, "scan partitions", &mut |r| wanted.contains(&(leadstream_pipeline::lead_hash(r.org, r.phone) % n)), f)
+        self.scan_keys(
+            &sql,
+            "scan partitions",
+            &mut |r| wanted.contains(&(leadstream_pipeline::lead_hash(r.org, r.phone) % n)),
+            f,
+        )
     }
 
     /// Streams the key rows of `sql` (the columns of [`KeyRow`]) that `keep` accepts
     /// to `f`; returns how many it delivered.
-    fn scan_keys(&mut self, sql: &str, op: &'static str, keep: &mut dyn FnMut(&WarmRow) -> bool, f: &mut dyn FnMut(WarmRow)) -> Result<u64, StoreError> {
+    fn scan_keys(
+        &mut self,
+        sql: &str,
+        op: &'static str,
+        keep: &mut dyn FnMut(&WarmRow) -> bool,
+        f: &mut dyn FnMut(WarmRow),
+    ) -> Result<u64, StoreError> {
         let client = &self.client;
         self.rt.block_on(async {
             let fail = |e| classify(op, e);
@@ -415,15 +491,24 @@ async fn exec(client: &Client, sql: &str, op: &'static str) -> Result<(), StoreE
 /// Whether `table` (`system.settings` or `system.merge_tree_settings`) lists `name`.
 async fn has_setting(client: &Client, table: &'static str, name: &str) -> Result<bool, StoreError> {
     let sql = format!("SELECT count() FROM {table} WHERE name = ?");
-    let n: u64 = query(client.query(&sql).bind(name).fetch_one(), "read server settings").await?;
+    let n: u64 = query(
+        client.query(&sql).bind(name).fetch_one(),
+        "read server settings",
+    )
+    .await?;
     Ok(n > 0)
 }
 
 /// Awaits a client call with [`QUERY_TIMEOUT`], classifying its error.
-async fn query<T>(fut: impl Future<Output = clickhouse::error::Result<T>>, op: &'static str) -> Result<T, StoreError> {
+async fn query<T>(
+    fut: impl Future<Output = clickhouse::error::Result<T>>,
+    op: &'static str,
+) -> Result<T, StoreError> {
     match tokio::time::timeout(QUERY_TIMEOUT, fut).await {
         Ok(r) => r.map_err(|e| classify(op, e)),
-        Err(_) => Err(StoreError::Unavailable(format!("clickhouse {op}: no answer within {QUERY_TIMEOUT:?}"))),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "clickhouse {op}: no answer within {QUERY_TIMEOUT:?}"
+        ))),
     }
 }
 
@@ -453,7 +538,10 @@ fn is_transient_response(msg: &str) -> bool {
             return TRANSIENT_CODES.contains(&code);
         }
     }
-    !(msg.len() >= 4 && msg.starts_with('4') && msg.as_bytes()[..3].iter().all(u8::is_ascii_digit) && msg.as_bytes()[3] == b' ')
+    !(msg.len() >= 4
+        && msg.starts_with('4')
+        && msg.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+        && msg.as_bytes()[3] == b' ')
 }
 
 /// `url` without the credentials it may carry, for messages and logs.
@@ -486,7 +574,10 @@ impl Backoff {
     /// Starts at `initial` (at least 1 ms), doubling up to `max`.
     pub fn new(initial: Duration, max: Duration) -> Self {
         let initial = initial.max(Duration::from_millis(1));
-        Self { next: initial, max: max.max(initial) }
+        Self {
+            next: initial,
+            max: max.max(initial),
+        }
     }
 
     /// The wait before the next try.
@@ -504,12 +595,20 @@ mod tests {
 
     #[test]
     fn errors_a_retry_can_fix_are_unavailable() {
-        assert!(is_transient_response("Code: 252, e.displayText() = DB::Exception: Too many parts (300)"));
-        assert!(is_transient_response("Code: 241. DB::Exception: Memory limit (total) exceeded"));
+        assert!(is_transient_response(
+            "Code: 252, e.displayText() = DB::Exception: Too many parts (300)"
+        ));
+        assert!(is_transient_response(
+            "Code: 241. DB::Exception: Memory limit (total) exceeded"
+        ));
         assert!(is_transient_response("502 Bad Gateway"));
         assert!(is_transient_response("<html>upstream unavailable</html>"));
-        assert!(!is_transient_response("Code: 60, e.displayText() = DB::Exception: Table leadstream.lead_events doesn't exist"));
-        assert!(!is_transient_response("Code: 516. DB::Exception: default: Authentication failed"));
+        assert!(!is_transient_response(
+            "Code: 60, e.displayText() = DB::Exception: Table leadstream.lead_events doesn't exist"
+        ));
+        assert!(!is_transient_response(
+            "Code: 516. DB::Exception: default: Authentication failed"
+        ));
         assert!(!is_transient_response("403 Forbidden"));
     }
 
@@ -517,15 +616,29 @@ mod tests {
     fn credentials_in_the_url_win_and_leave_it() {
         assert_eq!(
             split_credentials("http://bob:s3cret@ch:8123", "default", ""),
-            ("http://ch:8123".to_owned(), "bob".to_owned(), "s3cret".to_owned())
+            (
+                "http://ch:8123".to_owned(),
+                "bob".to_owned(),
+                "s3cret".to_owned()
+            )
         );
-        assert_eq!(split_credentials("http://ch:8123/", "u", "p"), ("http://ch:8123/".to_owned(), "u".to_owned(), "p".to_owned()));
+        assert_eq!(
+            split_credentials("http://ch:8123/", "u", "p"),
+            ("http://ch:8123/".to_owned(), "u".to_owned(), "p".to_owned())
+        );
     }
 
     #[test]
     fn phones_round_trip_and_junk_is_refused() {
         assert_eq!("+15551234567".parse::<Phone>(), Ok(Phone(15_551_234_567)));
-        for bad in ["15551234567", "+", "+1555x", "", "+12345678901234567890123", "+0"] {
+        for bad in [
+            "15551234567",
+            "+",
+            "+1555x",
+            "",
+            "+12345678901234567890123",
+            "+0",
+        ] {
             assert!(bad.parse::<Phone>().is_err(), "{bad:?}");
         }
     }
@@ -538,7 +651,10 @@ mod tests {
             phone: Phone(1),
             occurred_at_ms: 0,
             metadata: meta,
-            probe: Probe { fingerprint: Fingerprint(fp), lead: 0 },
+            probe: Probe {
+                fingerprint: Fingerprint(fp),
+                lead: 0,
+            },
         };
         let a = [ev(1, None), ev(2, None)];
         let same_keys = [ev(1, Some("{}")), ev(2, None)];

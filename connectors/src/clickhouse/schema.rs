@@ -55,8 +55,15 @@ pub const DEDUP_WINDOW: u32 = 1000;
 /// `CREATE TABLE IF NOT EXISTS lead_events ...` in `database`. `dedup_window` adds
 /// `non_replicated_deduplication_window`, which only newer servers know.
 pub fn create_table(database: &str, dedup_window: bool) -> String {
-    let cols: Vec<String> = COLUMNS.iter().map(|(name, ty, _)| format!("    {name} {ty}")).collect();
-    let settings = if dedup_window { format!(", non_replicated_deduplication_window = {DEDUP_WINDOW}") } else { String::new() };
+    let cols: Vec<String> = COLUMNS
+        .iter()
+        .map(|(name, ty, _)| format!("    {name} {ty}"))
+        .collect();
+    let settings = if dedup_window {
+        format!(", non_replicated_deduplication_window = {DEDUP_WINDOW}")
+    } else {
+        String::new()
+    };
     format!(
         "CREATE TABLE IF NOT EXISTS `{database}`.{TABLE} (\n{}\n) ENGINE = ReplacingMergeTree(ingested_at)\nORDER BY ({SORTING_KEY})\nSETTINGS index_granularity = 8192{settings}",
         cols.join(",\n")
@@ -69,8 +76,10 @@ pub fn create_table(database: &str, dedup_window: bool) -> String {
 /// # Errors
 /// [`StoreError::Schema`] naming the bad value.
 pub fn check_database_name(name: &str) -> Result<(), StoreError> {
-    let ok =
-        !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !name.as_bytes()[0].is_ascii_digit();
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
     if ok {
         Ok(())
     } else {
@@ -85,7 +94,10 @@ pub fn check_database_name(name: &str) -> Result<(), StoreError> {
 /// [`StoreError::Schema`] when a column has a different type than leadstream writes
 /// (changing it would rewrite the table: leadstream refuses rather than guess), or
 /// when a column every version had is missing (not a leadstream table).
-pub fn migrations(database: &str, existing: &[(String, String)]) -> Result<Vec<String>, StoreError> {
+pub fn migrations(
+    database: &str,
+    existing: &[(String, String)],
+) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     for (name, ty, default) in COLUMNS {
         match existing.iter().find(|(n, _)| n == name) {
@@ -127,16 +139,26 @@ mod tests {
     use super::*;
 
     fn cols(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+        list.iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
     }
 
     #[test]
     fn create_table_orders_by_the_unique_key_and_adds_the_window_only_when_asked() {
         let old = create_table("leadstream", false);
-        assert!(old.contains("ENGINE = ReplacingMergeTree(ingested_at)"), "{old}");
-        assert!(old.contains("ORDER BY (organization_id, event_type, phone_e164, occurred_at)"), "{old}");
+        assert!(
+            old.contains("ENGINE = ReplacingMergeTree(ingested_at)"),
+            "{old}"
+        );
+        assert!(
+            old.contains("ORDER BY (organization_id, event_type, phone_e164, occurred_at)"),
+            "{old}"
+        );
         assert!(!old.contains("non_replicated"), "{old}");
-        assert!(create_table("leadstream", true).contains("non_replicated_deduplication_window = 1000"));
+        assert!(
+            create_table("leadstream", true).contains("non_replicated_deduplication_window = 1000")
+        );
     }
 
     #[test]
@@ -154,12 +176,18 @@ mod tests {
         assert!(migrations("db", &cols(&all)).unwrap().is_empty());
 
         let without_lead_hash = &all[..all.len() - 1];
-        assert_eq!(migrations("db", &cols(without_lead_hash)).unwrap(), ["ALTER TABLE `db`.lead_events ADD COLUMN lead_hash UInt64 DEFAULT 0"]);
+        assert_eq!(
+            migrations("db", &cols(without_lead_hash)).unwrap(),
+            ["ALTER TABLE `db`.lead_events ADD COLUMN lead_hash UInt64 DEFAULT 0"]
+        );
 
         let mut retyped = all.clone();
         retyped[3] = ("occurred_at", "DateTime");
         let e = migrations("db", &cols(&retyped)).unwrap_err().to_string();
-        assert!(e.contains("occurred_at is DateTime") && e.contains("Int64"), "{e}");
+        assert!(
+            e.contains("occurred_at is DateTime") && e.contains("Int64"),
+            "{e}"
+        );
 
         let e = migrations("db", &cols(&all[1..])).unwrap_err().to_string();
         assert!(e.contains("no column organization_id"), "{e}");
@@ -167,9 +195,21 @@ mod tests {
 
     #[test]
     fn engine_check_accepts_what_either_server_prints() {
-        assert!(check_engine("db", "ReplacingMergeTree", "organization_id, event_type, phone_e164, occurred_at").is_ok());
-        assert!(check_engine("db", "ReplacingMergeTree", "organization_id,event_type,phone_e164,occurred_at").is_ok());
-        let e = check_engine("db", "MergeTree", SORTING_KEY).unwrap_err().to_string();
+        assert!(check_engine(
+            "db",
+            "ReplacingMergeTree",
+            "organization_id, event_type, phone_e164, occurred_at"
+        )
+        .is_ok());
+        assert!(check_engine(
+            "db",
+            "ReplacingMergeTree",
+            "organization_id,event_type,phone_e164,occurred_at"
+        )
+        .is_ok());
+        let e = check_engine("db", "MergeTree", SORTING_KEY)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("is MergeTree"), "{e}");
         assert!(check_engine("db", "ReplacingMergeTree", "organization_id").is_err());
     }

@@ -14,11 +14,18 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Invalid { path: String, message: String },
     #[error("environment variable {var}={value:?}: {message}")]
-    Env { var: &'static str, value: String, message: String },
+    Env {
+        var: &'static str,
+        value: String,
+        message: String,
+    },
 }
 
 /// The whole configuration.
@@ -137,31 +144,62 @@ impl Config {
     ///
     /// # Errors
     /// [`ConfigError`] naming the file, key or variable at fault.
-    pub fn load(file: Option<&Path>, getenv: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut merged: toml::Table = DEFAULT_TOML.parse().expect("the embedded default config parses");
+    pub fn load(
+        file: Option<&Path>,
+        getenv: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut merged: toml::Table = DEFAULT_TOML
+            .parse()
+            .expect("the embedded default config parses");
         let mut source = "(embedded default)".to_owned();
         if let Some(path) = file {
             source = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: source.clone(), source: e })?;
-            let over: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Invalid { path: source.clone(), message: e.to_string() })?;
-            merge(&mut merged, over, "").map_err(|message| ConfigError::Invalid { path: source.clone(), message })?;
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: source.clone(),
+                source: e,
+            })?;
+            let over: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                        path: source.clone(),
+                        message: e.to_string(),
+                    })?;
+            merge(&mut merged, over, "").map_err(|message| ConfigError::Invalid {
+                path: source.clone(),
+                message,
+            })?;
         }
-        let mut cfg: Config = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid { path: source.clone(), message: e.to_string() })?;
+        let mut cfg: Config =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    path: source.clone(),
+                    message: e.to_string(),
+                })?;
         for (var, _) in ENV_OVERRIDES {
             if let Some(value) = getenv(var) {
                 cfg.apply_env(var, &value)?;
             }
         }
-        cfg.validate().map_err(|message| ConfigError::Invalid { path: source, message })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: source,
+            message,
+        })?;
         Ok(cfg)
     }
 
     fn apply_env(&mut self, var: &'static str, value: &str) -> Result<(), ConfigError> {
-        let bad = |message: String| ConfigError::Env { var, value: value.to_owned(), message };
+        let bad = |message: String| ConfigError::Env {
+            var,
+            value: value.to_owned(),
+            message,
+        };
         match var {
-            "LEADSTREAM_LISTEN" => self.http.listen = value.parse().map_err(|e| bad(format!("not an address like 127.0.0.1:8080: {e}")))?,
+            "LEADSTREAM_LISTEN" => {
+                self.http.listen = value
+                    .parse()
+                    .map_err(|e| bad(format!("not an address like 127.0.0.1:8080: {e}")))?
+            }
             "LEADSTREAM_DATA_DIR" => self.store.data_dir = value.into(),
             "LEADSTREAM_KAFKA_BROKERS" => self.kafka.brokers = value.to_owned(),
             "LEADSTREAM_KAFKA_GROUP_ID" => self.kafka.group_id = value.to_owned(),
@@ -182,13 +220,24 @@ impl Config {
             return Err("kafka.partitions and kafka.replication_factor must be at least 1".into());
         }
         if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.kafka.compression.as_str()) {
-            return Err(format!("kafka.compression {:?}: expected none, gzip, snappy, lz4 or zstd", self.kafka.compression));
+            return Err(format!(
+                "kafka.compression {:?}: expected none, gzip, snappy, lz4 or zstd",
+                self.kafka.compression
+            ));
         }
-        if self.clickhouse.enabled() && !(self.clickhouse.url.starts_with("http://") || self.clickhouse.url.starts_with("https://")) {
-            return Err(format!("clickhouse.url {:?}: expected http://host:8123", self.clickhouse.url));
+        if self.clickhouse.enabled()
+            && !(self.clickhouse.url.starts_with("http://")
+                || self.clickhouse.url.starts_with("https://"))
+        {
+            return Err(format!(
+                "clickhouse.url {:?}: expected http://host:8123",
+                self.clickhouse.url
+            ));
         }
         if self.clickhouse.insert_rows == 0 || self.kafka.max_batch_records == 0 {
-            return Err("clickhouse.insert_rows and kafka.max_batch_records must be at least 1".into());
+            return Err(
+                "clickhouse.insert_rows and kafka.max_batch_records must be at least 1".into(),
+            );
         }
         Ok(())
     }
@@ -207,9 +256,17 @@ impl Config {
 /// Overlays `over` onto `base`, refusing keys `base` does not have.
 fn merge(base: &mut toml::Table, over: toml::Table, prefix: &str) -> Result<(), String> {
     for (k, v) in over {
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match (base.get_mut(&k), v) {
-            (None, _) => return Err(format!("unknown key {path}; see `leadstream config print` for the keys there are")),
+            (None, _) => {
+                return Err(format!(
+                    "unknown key {path}; see `leadstream config print` for the keys there are"
+                ))
+            }
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o, &path)?,
             (Some(toml::Value::Table(_)), _) => return Err(format!("{path} must be a table")),
             (Some(slot), v) => *slot = v,
@@ -251,7 +308,11 @@ mod tests {
     fn a_file_overrides_some_keys_and_env_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[clickhouse]\nurl = \"http://ch:8123\"\nretry_max = \"3s\"\n").unwrap();
+        std::fs::write(
+            &f,
+            "[clickhouse]\nurl = \"http://ch:8123\"\nretry_max = \"3s\"\n",
+        )
+        .unwrap();
         let env = |k: &str| match k {
             "LEADSTREAM_KAFKA_BROKERS" => Some("k1:9092".to_owned()),
             "LEADSTREAM_CLICKHOUSE_PASSWORD" => Some("hunter2".to_owned()),
@@ -262,7 +323,10 @@ mod tests {
         assert_eq!(c.clickhouse.retry_max, Duration::from_secs(3));
         assert_eq!(c.kafka.brokers, "k1:9092");
         let printed = c.to_masked_toml();
-        assert!(!printed.contains("hunter2") && printed.contains("********"), "{printed}");
+        assert!(
+            !printed.contains("hunter2") && printed.contains("********"),
+            "{printed}"
+        );
     }
 
     #[test]
@@ -273,16 +337,26 @@ mod tests {
         let e = Config::load(Some(&f), no_env).unwrap_err().to_string();
         assert!(e.contains("kafka.brokerz"), "{e}");
         std::fs::write(&f, "[kafkaa]\n").unwrap();
-        assert!(Config::load(Some(&f), no_env).unwrap_err().to_string().contains("kafkaa"));
+        assert!(Config::load(Some(&f), no_env)
+            .unwrap_err()
+            .to_string()
+            .contains("kafkaa"));
     }
 
     #[test]
     fn bad_values_name_where_they_came_from() {
-        let e = Config::load(None, |k| (k == "LEADSTREAM_LISTEN").then(|| "nope".to_owned())).unwrap_err().to_string();
+        let e = Config::load(None, |k| {
+            (k == "LEADSTREAM_LISTEN").then(|| "nope".to_owned())
+        })
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("LEADSTREAM_LISTEN"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "[kafka]\ncompression = \"brotli\"\n").unwrap();
-        assert!(Config::load(Some(&f), no_env).unwrap_err().to_string().contains("kafka.compression"));
+        assert!(Config::load(Some(&f), no_env)
+            .unwrap_err()
+            .to_string()
+            .contains("kafka.compression"));
     }
 }

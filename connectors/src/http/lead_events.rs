@@ -60,7 +60,9 @@ fn bad_request(e: RequestError) -> ApiError {
 
 async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     if !s.ingestor.is_ready() {
-        return Err(ApiError::unavailable("starting up: warming the dedup index from the store; retry shortly"));
+        return Err(ApiError::unavailable(
+            "starting up: warming the dedup index from the store; retry shortly",
+        ));
     }
     let credential = credential(&s, &headers)?;
     check_json(&headers)?;
@@ -68,19 +70,31 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response,
 
     let registry = s.registry.clone();
     let ingest = s.ingest.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&registry, &ingest, credential, bytes))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("request worker failed: {e}")))??;
+    let prepared =
+        tokio::task::spawn_blocking(move || prepare(&registry, &ingest, credential, bytes))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("request worker failed: {e}"),
+                )
+            })??;
 
     let received = prepared.received;
     let rejected = prepared.rejected;
     let rejects = prepared
         .rejects
         .iter()
-        .map(|r| RejectOut { index: r.index, phone: r.phone.clone(), reason: r.reason.to_string() })
+        .map(|r| RejectOut {
+            index: r.index,
+            phone: r.phone.clone(),
+            reason: r.reason.to_string(),
+        })
         .collect();
     let stored = s.ingestor.store(prepared).await.map_err(|e| {
-        ApiError::unavailable(format!("{e}; nothing from this request was stored, retry it"))
+        ApiError::unavailable(format!(
+            "{e}; nothing from this request was stored, retry it"
+        ))
     })?;
     Ok(Json(Accepted {
         status: "accepted",
@@ -100,7 +114,9 @@ fn credential(s: &AppState, headers: &HeaderMap) -> Result<Credential, ApiError>
         let hex_sig = v.strip_prefix("sha256=").unwrap_or("");
         let mut sig = [0u8; 32];
         if hex::decode_to_slice(hex_sig, &mut sig).is_err() {
-            return Err(unauthorized("X-Setter-Signature must be sha256=<64 hex digits of HMAC-SHA256 of the raw body>"));
+            return Err(unauthorized(
+                "X-Setter-Signature must be sha256=<64 hex digits of HMAC-SHA256 of the raw body>",
+            ));
         }
         return Ok(Credential::Signature(sig));
     }
@@ -111,43 +127,70 @@ fn credential(s: &AppState, headers: &HeaderMap) -> Result<Credential, ApiError>
     };
     let v = v.to_str().unwrap_or("");
     let token = match v.split_once(' ') {
-        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => t.trim(),
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
+            t.trim()
+        }
         _ => return Err(unauthorized("Authorization must be Bearer <api key>")),
     };
     match s.registry.org_for_api_key(token) {
         Ok(Some(org)) => Ok(Credential::ApiKey(org)),
         Ok(None) => Err(unauthorized("invalid or revoked API key")),
-        Err(e) => Err(ApiError::unavailable(format!("credential lookup failed: {e}"))),
+        Err(e) => Err(ApiError::unavailable(format!(
+            "credential lookup failed: {e}"
+        ))),
     }
 }
 
 fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim();
-    if mime.eq_ignore_ascii_case("application/json") || (mime.starts_with("application/") && mime.ends_with("+json")) {
+    if mime.eq_ignore_ascii_case("application/json")
+        || (mime.starts_with("application/") && mime.ends_with("+json"))
+    {
         Ok(())
     } else {
-        let got = if ct.is_empty() { "none".to_owned() } else { format!("{ct:?}") };
-        Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type must be application/json, got {got}")))
+        let got = if ct.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("{ct:?}")
+        };
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be application/json, got {got}"),
+        ))
     }
 }
 
 fn too_large() -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body over 10 MB (10485760 bytes); split the batch")
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body over 10 MB (10485760 bytes); split the batch",
+    )
 }
 
 /// Reads the body, refusing as soon as it is known to exceed the limit: from
 /// `Content-Length` before reading, or while streaming a chunked body. Nothing past
 /// the limit is kept.
 async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiError> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         discard(&mut body).await;
         return Err(too_large());
     }
     let mut buf = bytes::BytesMut::with_capacity(declared.map_or(64 * 1024, |n| n as usize));
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("failed reading the request body: {e}")))?;
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("failed reading the request body: {e}"),
+            )
+        })?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > MAX_BODY_BYTES {
                 drop(buf);
@@ -178,7 +221,12 @@ async fn discard(body: &mut Body) {
 
 /// Parses, authorizes against the body's org, validates and normalizes. CPU-bound:
 /// runs on a blocking thread with that thread's reusable parser.
-fn prepare(registry: &crate::registry::Registry, ingest: &Ingest, credential: Credential, bytes: Bytes) -> Result<Prepared, ApiError> {
+fn prepare(
+    registry: &crate::registry::Registry,
+    ingest: &Ingest,
+    credential: Credential,
+    bytes: Bytes,
+) -> Result<Prepared, ApiError> {
     // simd-json parses in place; a signature needs the raw bytes too, so then the
     // parse works on a copy (`Vec::from` takes the allocation without copying when
     // nothing else holds it).

@@ -38,7 +38,10 @@ impl Topics {
 
     /// Partitions of the delivery topic.
     pub fn deliveries_partitions(&self) -> i32 {
-        self.partitions.get(&self.deliveries_topic).copied().unwrap_or(1)
+        self.partitions
+            .get(&self.deliveries_topic)
+            .copied()
+            .unwrap_or(1)
     }
 }
 
@@ -59,15 +62,40 @@ type Admin = AdminClient<DefaultClientContext>;
 pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<Topics, KafkaError> {
     let brokers = cfg.brokers.trim().to_owned();
     let admin: Arc<Admin> =
-        Arc::new(config::admin(cfg).create().map_err(|source| KafkaError::Client { client: "admin", brokers: brokers.clone(), source })?);
-    let wanted = [&cfg.raw_topic, &cfg.rejects_topic, &cfg.deliveries_topic, &cfg.domain_events_topic];
+        Arc::new(
+            config::admin(cfg)
+                .create()
+                .map_err(|source| KafkaError::Client {
+                    client: "admin",
+                    brokers: brokers.clone(),
+                    source,
+                })?,
+        );
+    let wanted = [
+        &cfg.raw_topic,
+        &cfg.rejects_topic,
+        &cfg.deliveries_topic,
+        &cfg.domain_events_topic,
+    ];
 
     let mut existing = metadata(&admin, &brokers).await?;
-    let missing: Vec<&str> = wanted.iter().filter(|t| !existing.contains_key(t.as_str())).map(|t| t.as_str()).collect();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|t| !existing.contains_key(t.as_str()))
+        .map(|t| t.as_str())
+        .collect();
     let mut created = Vec::new();
     if !missing.is_empty() {
-        let new: Vec<NewTopic<'_>> =
-            missing.iter().map(|t| NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(cfg.replication_factor))).collect();
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    cfg.partitions,
+                    TopicReplication::Fixed(cfg.replication_factor),
+                )
+            })
+            .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let refused = |topic: &str, message: String| KafkaError::CreateTopic {
             topic: topic.to_owned(),
@@ -75,7 +103,10 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<Topics, KafkaError> {
             replication: cfg.replication_factor,
             message,
         };
-        let results = admin.create_topics(&new, &opts).await.map_err(|e| refused(missing[0], e.to_string()))?;
+        let results = admin
+            .create_topics(&new, &opts)
+            .await
+            .map_err(|e| refused(missing[0], e.to_string()))?;
         for r in results {
             match r {
                 Ok(topic) => created.push(topic),
@@ -87,7 +118,9 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<Topics, KafkaError> {
         let deadline = tokio::time::Instant::now() + CREATE_SETTLE;
         loop {
             existing = metadata(&admin, &brokers).await?;
-            if missing.iter().all(|t| existing.contains_key(*t)) || tokio::time::Instant::now() > deadline {
+            if missing.iter().all(|t| existing.contains_key(*t))
+                || tokio::time::Instant::now() > deadline
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -96,7 +129,9 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<Topics, KafkaError> {
 
     let mut partitions = BTreeMap::new();
     for t in wanted {
-        let n = *existing.get(t.as_str()).ok_or_else(|| KafkaError::TopicMissing { topic: t.clone() })?;
+        let n = *existing
+            .get(t.as_str())
+            .ok_or_else(|| KafkaError::TopicMissing { topic: t.clone() })?;
         partitions.insert(t.clone(), n);
     }
     let raw = partitions[&cfg.raw_topic];
@@ -109,7 +144,12 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<Topics, KafkaError> {
         );
     }
     tracing::info!(created = ?created, partitions = ?partitions, "Kafka topics ready");
-    Ok(Topics { partitions, created, raw_topic: cfg.raw_topic.clone(), deliveries_topic: cfg.deliveries_topic.clone() })
+    Ok(Topics {
+        partitions,
+        created,
+        raw_topic: cfg.raw_topic.clone(),
+        deliveries_topic: cfg.deliveries_topic.clone(),
+    })
 }
 
 /// Every topic on the cluster that has partitions and no error, with its partition count.
@@ -117,15 +157,21 @@ async fn metadata(admin: &Arc<Admin>, brokers: &str) -> Result<BTreeMap<String, 
     let admin = admin.clone();
     // librdkafka's metadata call blocks its thread.
     let md = tokio::task::spawn_blocking(move || {
-        admin.inner().fetch_metadata(None, METADATA_TIMEOUT).map(|md| {
-            md.topics()
-                .iter()
-                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-                .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
-                .collect::<BTreeMap<_, _>>()
-        })
+        admin
+            .inner()
+            .fetch_metadata(None, METADATA_TIMEOUT)
+            .map(|md| {
+                md.topics()
+                    .iter()
+                    .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                    .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+                    .collect::<BTreeMap<_, _>>()
+            })
     })
     .await
     .expect("metadata task does not panic");
-    md.map_err(|source| KafkaError::Metadata { brokers: brokers.to_owned(), source })
+    md.map_err(|source| KafkaError::Metadata {
+        brokers: brokers.to_owned(),
+        source,
+    })
 }

@@ -9,7 +9,8 @@ use rdkafka::ClientConfig;
 /// Properties every client shares: the bootstrap brokers and a client id.
 pub fn common(cfg: &KafkaConfig, role: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", cfg.brokers.trim()).set("client.id", format!("leadstream-{role}"));
+    c.set("bootstrap.servers", cfg.brokers.trim())
+        .set("client.id", format!("leadstream-{role}"));
     c
 }
 
@@ -27,9 +28,17 @@ pub fn consumer(cfg: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", millis(cfg.session_timeout).max(1).to_string())
+        .set(
+            "session.timeout.ms",
+            millis(cfg.session_timeout).max(1).to_string(),
+        )
         // Heartbeats at a third of the session timeout at most (Kafka's rule of thumb).
-        .set("heartbeat.interval.ms", (millis(cfg.session_timeout) / 3).clamp(1, 3_000).to_string());
+        .set(
+            "heartbeat.interval.ms",
+            (millis(cfg.session_timeout) / 3)
+                .clamp(1, 3_000)
+                .to_string(),
+        );
     c
 }
 

@@ -51,7 +51,11 @@ pub struct DeadLetter {
 pub enum Kind {
     /// One event of a record was rejected; the record's other events were stored.
     #[serde(rename_all = "camelCase")]
-    RejectedRow { organization_id: i64, event_type: String, index: usize },
+    RejectedRow {
+        organization_id: i64,
+        event_type: String,
+        index: usize,
+    },
     /// The record is JSON but was refused as a whole (missing `organizationId`,
     /// `eventType` empty, `events` empty, ...): nothing of it was stored.
     #[serde(rename_all = "camelCase")]
@@ -95,8 +99,20 @@ pub enum Scope {
 
 impl DeadLetter {
     /// A rejected row; `row` is its JSON, or `None` to keep the whole `record` instead.
-    pub fn rejected_row(source: Source, org: i64, event_type: &str, index: usize, reason: String, row: Option<String>, record: &[u8]) -> Self {
-        let kind = Kind::RejectedRow { organization_id: org, event_type: event_type.to_owned(), index };
+    pub fn rejected_row(
+        source: Source,
+        org: i64,
+        event_type: &str,
+        index: usize,
+        reason: String,
+        row: Option<String>,
+        record: &[u8],
+    ) -> Self {
+        let kind = Kind::RejectedRow {
+            organization_id: org,
+            event_type: event_type.to_owned(),
+            index,
+        };
         match row {
             Some(row) => Self::new(kind, reason, source, row, Encoding::Utf8, Scope::Row),
             None => Self::with_record(kind, reason, source, record),
@@ -104,8 +120,22 @@ impl DeadLetter {
     }
 
     /// A record refused as a whole.
-    pub fn invalid_record(source: Source, org: Option<i64>, event_type: Option<String>, reason: String, record: &[u8]) -> Self {
-        Self::with_record(Kind::InvalidRecord { organization_id: org, event_type }, reason, source, record)
+    pub fn invalid_record(
+        source: Source,
+        org: Option<i64>,
+        event_type: Option<String>,
+        reason: String,
+        record: &[u8],
+    ) -> Self {
+        Self::with_record(
+            Kind::InvalidRecord {
+                organization_id: org,
+                event_type,
+            },
+            reason,
+            source,
+            record,
+        )
     }
 
     /// A record that is not a JSON object.
@@ -116,12 +146,22 @@ impl DeadLetter {
     fn with_record(kind: Kind, reason: String, source: Source, record: &[u8]) -> Self {
         let (original, encoding) = match std::str::from_utf8(record) {
             Ok(s) => (s.to_owned(), Encoding::Utf8),
-            Err(_) => (base64::engine::general_purpose::STANDARD.encode(record), Encoding::Base64),
+            Err(_) => (
+                base64::engine::general_purpose::STANDARD.encode(record),
+                Encoding::Base64,
+            ),
         };
         Self::new(kind, reason, source, original, encoding, Scope::Record)
     }
 
-    fn new(kind: Kind, reason: String, source: Source, original: String, encoding: Encoding, scope: Scope) -> Self {
+    fn new(
+        kind: Kind,
+        reason: String,
+        source: Source,
+        original: String,
+        encoding: Encoding,
+        scope: Scope,
+    ) -> Self {
         Self {
             v: Version,
             kind,
@@ -158,7 +198,8 @@ impl DeadLetter {
         loop {
             // Escaping can make the JSON longer than `original`: cut in proportion,
             // then again if still too long.
-            let keep = (cut.original.len() as u128 * (MAX_DEAD_LETTER_BYTES as u128 - 256) / len as u128) as usize;
+            let keep = (cut.original.len() as u128 * (MAX_DEAD_LETTER_BYTES as u128 - 256)
+                / len as u128) as usize;
             let mut keep = keep.min(cut.original.len().saturating_sub(1));
             if cut.original_encoding == Encoding::Base64 {
                 keep -= keep % 4; // whole base64 quanta still decode
@@ -186,7 +227,9 @@ pub fn batch_rows(record: &[u8]) -> Option<Vec<&serde_json::value::RawValue>> {
         #[serde(borrow)]
         events: Vec<&'a serde_json::value::RawValue>,
     }
-    serde_json::from_slice::<Rows<'_>>(record).ok().map(|r| r.events)
+    serde_json::from_slice::<Rows<'_>>(record)
+        .ok()
+        .map(|r| r.events)
 }
 
 #[cfg(test)]
@@ -194,12 +237,24 @@ mod tests {
     use super::*;
 
     fn source() -> Source {
-        Source { topic: "leadstream.raw".into(), partition: 5, offset: 1042 }
+        Source {
+            topic: "leadstream.raw".into(),
+            partition: 5,
+            offset: 1042,
+        }
     }
 
     #[test]
     fn a_rejected_row_reads_as_documented() {
-        let d = DeadLetter::rejected_row(source(), 42, "t", 3, "invalid phoneE164".into(), Some(r#"{"phoneE164":"n/a"}"#.into()), b"{}");
+        let d = DeadLetter::rejected_row(
+            source(),
+            42,
+            "t",
+            3,
+            "invalid phoneE164".into(),
+            Some(r#"{"phoneE164":"n/a"}"#.into()),
+            b"{}",
+        );
         let v: serde_json::Value = serde_json::from_slice(&d.encode()).unwrap();
         assert_eq!(
             v,
@@ -228,7 +283,13 @@ mod tests {
 
     #[test]
     fn invalid_records_name_what_they_know() {
-        let d = DeadLetter::invalid_record(source(), Some(7), None, "missing field eventType".into(), br#"{"organizationId":7}"#);
+        let d = DeadLetter::invalid_record(
+            source(),
+            Some(7),
+            None,
+            "missing field eventType".into(),
+            br#"{"organizationId":7}"#,
+        );
         let v: serde_json::Value = serde_json::from_slice(&d.encode()).unwrap();
         assert_eq!(v["kind"], "invalid_record");
         assert_eq!(v["organizationId"], 7);
@@ -238,7 +299,11 @@ mod tests {
     #[test]
     fn big_originals_are_cut_under_the_limit_and_flagged() {
         // Control characters escape to six bytes each: the worst case for the size.
-        for record in ["\u{1}".repeat(1_000_000).into_bytes(), "é".repeat(600_000).into_bytes(), vec![0xffu8; 1_000_000]] {
+        for record in [
+            "\u{1}".repeat(1_000_000).into_bytes(),
+            "é".repeat(600_000).into_bytes(),
+            vec![0xffu8; 1_000_000],
+        ] {
             let d = DeadLetter::unparseable(source(), "x".into(), &record);
             let json = d.encode();
             assert!(json.len() <= MAX_DEAD_LETTER_BYTES, "{}", json.len());
@@ -251,7 +316,8 @@ mod tests {
 
     #[test]
     fn batch_rows_are_the_events_as_sent() {
-        let rows = batch_rows(br#"{"organizationId":1,"events":[{"phoneE164":"x", "a":1},7]}"#).unwrap();
+        let rows =
+            batch_rows(br#"{"organizationId":1,"events":[{"phoneE164":"x", "a":1},7]}"#).unwrap();
         assert_eq!(rows[0].get(), r#"{"phoneE164":"x", "a":1}"#);
         assert_eq!(rows[1].get(), "7");
         assert!(batch_rows(b"{}").is_none());

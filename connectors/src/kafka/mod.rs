@@ -55,25 +55,46 @@ pub fn lead_key(org: OrgId, phone: Phone) -> String {
 pub enum KafkaError {
     /// A client (consumer, producer, admin) could not be created or configured.
     #[error("creating the Kafka {client} client (brokers {brokers:?}): {source}")]
-    Client { client: &'static str, brokers: String, source: rdkafka::error::KafkaError },
+    Client {
+        client: &'static str,
+        brokers: String,
+        source: rdkafka::error::KafkaError,
+    },
     /// Topic metadata could not be read.
     #[error("reading Kafka metadata from {brokers:?}: {source}")]
-    Metadata { brokers: String, source: rdkafka::error::KafkaError },
+    Metadata {
+        brokers: String,
+        source: rdkafka::error::KafkaError,
+    },
     /// Creating a missing topic failed.
     #[error("creating Kafka topic {topic:?} ({partitions} partitions, replication {replication}): {message}")]
-    CreateTopic { topic: String, partitions: i32, replication: i32, message: String },
+    CreateTopic {
+        topic: String,
+        partitions: i32,
+        replication: i32,
+        message: String,
+    },
     /// A topic is still missing after it was created.
     #[error("Kafka topic {topic:?} does not exist after creating it")]
     TopicMissing { topic: String },
     /// Subscribing the consumer failed.
     #[error("subscribing to Kafka topic {topic:?}: {source}")]
-    Subscribe { topic: String, source: rdkafka::error::KafkaError },
+    Subscribe {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
     /// A record was not acknowledged by the brokers.
     #[error("producing to Kafka topic {topic:?}: {source}")]
-    Produce { topic: String, source: rdkafka::error::KafkaError },
+    Produce {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
     /// Serializing a record failed (a bug: the types serialize by construction).
     #[error("encoding a record for Kafka topic {topic:?}: {source}")]
-    Encode { topic: String, source: serde_json::Error },
+    Encode {
+        topic: String,
+        source: serde_json::Error,
+    },
 }
 
 /// A schema version on the wire: serializes as the number `N`, and refuses any other
@@ -93,7 +114,9 @@ impl<'de, const N: u8> Deserialize<'de> for Version<N> {
         if v == u64::from(N) {
             Ok(Version)
         } else {
-            Err(serde::de::Error::custom(format_args!("unsupported record version {v}, expected {N}")))
+            Err(serde::de::Error::custom(format_args!(
+                "unsupported record version {v}, expected {N}"
+            )))
         }
     }
 }
@@ -110,10 +133,16 @@ pub(crate) mod e164 {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Phone, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         s.strip_prefix('+')
-            .filter(|digits| (1..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|digits| {
+                (1..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+            })
             .and_then(|digits| digits.parse().ok())
             .map(Phone)
-            .ok_or_else(|| serde::de::Error::custom(format_args!("phone {s:?} is not E.164 (+ and 1 to 15 digits)")))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format_args!(
+                    "phone {s:?} is not E.164 (+ and 1 to 15 digits)"
+                ))
+            })
     }
 }
 
@@ -145,7 +174,12 @@ mod tests {
     fn versions_refuse_other_numbers() {
         assert_eq!(serde_json::to_string(&Version::<1>).unwrap(), "1");
         assert!(serde_json::from_str::<Version<1>>("1").is_ok());
-        let e = serde_json::from_str::<Version<1>>("2").unwrap_err().to_string();
-        assert!(e.contains("unsupported record version 2, expected 1"), "{e}");
+        let e = serde_json::from_str::<Version<1>>("2")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unsupported record version 2, expected 1"),
+            "{e}"
+        );
     }
 }

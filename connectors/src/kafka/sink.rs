@@ -75,8 +75,16 @@ impl DeliveryProducer {
     pub fn new(cfg: &KafkaConfig, topics: &Topics) -> Result<Self, KafkaError> {
         let producer = config::producer(cfg, "deliveries")
             .create()
-            .map_err(|source| KafkaError::Client { client: "delivery producer", brokers: cfg.brokers.clone(), source })?;
-        Ok(Self { producer, topic: cfg.deliveries_topic.clone(), partitions: topics.deliveries_partitions() })
+            .map_err(|source| KafkaError::Client {
+                client: "delivery producer",
+                brokers: cfg.brokers.clone(),
+                source,
+            })?;
+        Ok(Self {
+            producer,
+            topic: cfg.deliveries_topic.clone(),
+            partitions: topics.deliveries_partitions(),
+        })
     }
 
     /// Produces one delivery and waits until the brokers have it (`acks=all`).
@@ -86,16 +94,32 @@ impl DeliveryProducer {
     /// librdkafka's `delivery.timeout.ms`; the caller retries (the record may then
     /// be there twice: consumers deduplicate by delivery).
     pub async fn send(&self, delivery: &Delivery) -> Result<Produced, KafkaError> {
-        let payload = serde_json::to_vec(&DeliveryRecord::Delivery(V1 { v: Version, body: delivery.clone() }))
-            .map_err(|source| KafkaError::Encode { topic: self.topic.clone(), source })?;
+        let payload = serde_json::to_vec(&DeliveryRecord::Delivery(V1 {
+            v: Version,
+            body: delivery.clone(),
+        }))
+        .map_err(|source| KafkaError::Encode {
+            topic: self.topic.clone(),
+            source,
+        })?;
         let key = lead_key(delivery.organization_id, delivery.phone);
         let record = FutureRecord::to(&self.topic)
             .key(&key)
             .payload(&payload)
-            .partition(partition_for(delivery.organization_id, delivery.phone, self.partitions));
+            .partition(partition_for(
+                delivery.organization_id,
+                delivery.phone,
+                self.partitions,
+            ));
         match self.producer.send(record, QUEUE_TIMEOUT).await {
-            Ok(d) => Ok(Produced { partition: d.partition, offset: d.offset }),
-            Err((source, _)) => Err(KafkaError::Produce { topic: self.topic.clone(), source }),
+            Ok(d) => Ok(Produced {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Err((source, _)) => Err(KafkaError::Produce {
+                topic: self.topic.clone(),
+                source,
+            }),
         }
     }
 }
@@ -115,14 +139,20 @@ mod tests {
             scheduled_at: "2026-05-12T18:34:00.000Z".into(),
             variables: serde_json::Map::new(),
         };
-        let rec = DeliveryRecord::Delivery(V1 { v: Version, body: d.clone() });
+        let rec = DeliveryRecord::Delivery(V1 {
+            v: Version,
+            body: d.clone(),
+        });
         let v = serde_json::to_value(&rec).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"type": "delivery", "v": 1, "organizationId": 42, "phoneE164": "+15551234567",
                 "campaignId": "c1", "sendId": "s9", "scheduledAt": "2026-05-12T18:34:00.000Z"})
         );
-        assert_eq!(serde_json::from_value::<DeliveryRecord>(v.clone()).unwrap(), rec);
+        assert_eq!(
+            serde_json::from_value::<DeliveryRecord>(v.clone()).unwrap(),
+            rec
+        );
         let mut v2 = v;
         v2["v"] = 2.into();
         assert!(serde_json::from_value::<DeliveryRecord>(v2).is_err());
@@ -139,7 +169,12 @@ mod tests {
         let mut cfg = crate::config::Config::load(None, |_| None).unwrap().kafka;
         cfg.brokers = mock.bootstrap_servers();
         // The mock has no CreateTopics: create them there, then `ensure_topics` finds them.
-        for t in [&cfg.raw_topic, &cfg.rejects_topic, &cfg.deliveries_topic, &cfg.domain_events_topic] {
+        for t in [
+            &cfg.raw_topic,
+            &cfg.rejects_topic,
+            &cfg.deliveries_topic,
+            &cfg.domain_events_topic,
+        ] {
             mock.create_topic(t, 3, 1).unwrap();
         }
         let topics = crate::kafka::ensure_topics(&cfg).await.unwrap();
@@ -155,7 +190,10 @@ mod tests {
                 send_id: format!("s{i}"),
                 external_id: (i % 2 == 0).then(|| format!("lead-{i}")),
                 scheduled_at: "2026-05-12T18:34:00.000Z".into(),
-                variables: serde_json::json!({"first_name": "Ana"}).as_object().unwrap().clone(),
+                variables: serde_json::json!({"first_name": "Ana"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
             })
             .collect();
         for d in &deliveries {
@@ -163,10 +201,14 @@ mod tests {
             assert_eq!(at.partition, partition_for(d.organization_id, d.phone, 3));
         }
 
-        let consumer: BaseConsumer = crate::kafka::config::common(&cfg, "test").set("group.id", "t").create().unwrap();
+        let consumer: BaseConsumer = crate::kafka::config::common(&cfg, "test")
+            .set("group.id", "t")
+            .create()
+            .unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in 0..3 {
-            tpl.add_partition_offset(&cfg.deliveries_topic, p, Offset::Beginning).unwrap();
+            tpl.add_partition_offset(&cfg.deliveries_topic, p, Offset::Beginning)
+                .unwrap();
         }
         consumer.assign(&tpl).unwrap();
         let mut got = Vec::new();
@@ -174,9 +216,16 @@ mod tests {
         while got.len() < deliveries.len() && std::time::Instant::now() < deadline {
             if let Some(m) = consumer.poll(Duration::from_millis(100)) {
                 let m = m.unwrap();
-                let DeliveryRecord::Delivery(V1 { body, .. }) = serde_json::from_slice(m.payload().unwrap()).unwrap();
-                assert_eq!(m.key(), Some(lead_key(body.organization_id, body.phone).as_bytes()));
-                assert_eq!(m.partition(), partition_for(body.organization_id, body.phone, 3));
+                let DeliveryRecord::Delivery(V1 { body, .. }) =
+                    serde_json::from_slice(m.payload().unwrap()).unwrap();
+                assert_eq!(
+                    m.key(),
+                    Some(lead_key(body.organization_id, body.phone).as_bytes())
+                );
+                assert_eq!(
+                    m.partition(),
+                    partition_for(body.organization_id, body.phone, 3)
+                );
                 got.push(body);
             }
         }

@@ -37,7 +37,9 @@ use leadstream_pipeline::parse::{Events, Scalar, Slot};
 use leadstream_pipeline::time::format_rfc3339_ms;
 use leadstream_pipeline::{Ingest, OrgId, Parser, Prepared, Row};
 use parking_lot::RwLock;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -105,7 +107,15 @@ pub struct SourceStats {
 impl SourceStats {
     fn snapshot(&self) -> [u64; 7] {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        [l(&self.records), l(&self.events), l(&self.inserted), l(&self.duplicates), l(&self.rejected_rows), l(&self.bad_records), l(&self.forwarded)]
+        [
+            l(&self.records),
+            l(&self.events),
+            l(&self.inserted),
+            l(&self.duplicates),
+            l(&self.rejected_rows),
+            l(&self.bad_records),
+            l(&self.forwarded),
+        ]
     }
 }
 
@@ -142,10 +152,18 @@ pub struct WarmedAtStartup(pub Ingestor);
 impl PartitionWarmer for WarmedAtStartup {
     fn warm(&self, partitions: &[i32], partition_count: i32) {
         if self.0.is_ready() {
-            tracing::info!(?partitions, partition_count, keys = self.0.stats().warmed_keys.load(Ordering::Relaxed), "partitions assigned; the index holds every stored key (warmed at start-up)");
+            tracing::info!(
+                ?partitions,
+                partition_count,
+                keys = self.0.stats().warmed_keys.load(Ordering::Relaxed),
+                "partitions assigned; the index holds every stored key (warmed at start-up)"
+            );
         } else {
             // Not reachable: the consumer subscribes after warm-up. Storing waits for it anyway.
-            tracing::warn!(?partitions, "partitions assigned before the index is warm; storing waits for the warm-up");
+            tracing::warn!(
+                ?partitions,
+                "partitions assigned before the index is warm; storing waits for the warm-up"
+            );
         }
     }
 }
@@ -167,7 +185,11 @@ impl ConsumerContext for LeadContext {
             Rebalance::Assign(tpl) => {
                 let new: Vec<i32> = {
                     let mut owned = self.owned.write();
-                    tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).filter(|p| owned.insert(*p)).collect()
+                    tpl.elements_for_topic(&self.topic)
+                        .iter()
+                        .map(|e| e.partition())
+                        .filter(|p| owned.insert(*p))
+                        .collect()
                 };
                 if !new.is_empty() {
                     self.warmer.warm(&new, self.partition_count);
@@ -175,7 +197,12 @@ impl ConsumerContext for LeadContext {
             }
             Rebalance::Revoke(tpl) => {
                 let mut owned = self.owned.write();
-                let gone: Vec<i32> = tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).filter(|p| owned.remove(p)).collect();
+                let gone: Vec<i32> = tpl
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .filter(|p| owned.remove(p))
+                    .collect();
                 tracing::info!(partitions = ?gone, still_owned = owned.len(), "partitions revoked");
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "consumer group rebalance failed"),
@@ -215,7 +242,13 @@ impl RawSource {
     ///
     /// # Errors
     /// [`KafkaError::Client`] when librdkafka refuses the configuration.
-    pub fn new(config: &Config, topics: &Topics, ingestor: Ingestor, ingest: Ingest, failpoint: Option<Failpoint>) -> Result<Self, KafkaError> {
+    pub fn new(
+        config: &Config,
+        topics: &Topics,
+        ingestor: Ingestor,
+        ingest: Ingest,
+        failpoint: Option<Failpoint>,
+    ) -> Result<Self, KafkaError> {
         let warmer = Box::new(WarmedAtStartup(ingestor.clone()));
         Self::with_warmer(config, topics, ingestor, ingest, failpoint, warmer)
     }
@@ -235,7 +268,13 @@ impl RawSource {
         warmer: Box<dyn PartitionWarmer>,
     ) -> Result<Self, KafkaError> {
         let k = &config.kafka;
-        let client_err = |client| move |source| KafkaError::Client { client, brokers: k.brokers.clone(), source };
+        let client_err = |client| {
+            move |source| KafkaError::Client {
+                client,
+                brokers: k.brokers.clone(),
+                source,
+            }
+        };
         let owned = Arc::new(RwLock::new(BTreeSet::new()));
         let context = LeadContext {
             topic: k.raw_topic.clone(),
@@ -243,11 +282,15 @@ impl RawSource {
             owned: owned.clone(),
             warmer,
         };
-        let consumer = config::consumer(k).create_with_context(context).map_err(client_err("raw-topic consumer"))?;
+        let consumer = config::consumer(k)
+            .create_with_context(context)
+            .map_err(client_err("raw-topic consumer"))?;
         // This producer enqueues a whole batch's dead letters and re-routed events at
         // once and then waits for their acks: lingering would only add latency.
-        let producer =
-            config::producer(k, "raw-consumer-producer").set("linger.ms", "0").create().map_err(client_err("dead-letter producer"))?;
+        let producer = config::producer(k, "raw-consumer-producer")
+            .set("linger.ms", "0")
+            .create()
+            .map_err(client_err("dead-letter producer"))?;
         Ok(Self {
             consumer: Arc::new(consumer),
             producer,
@@ -260,7 +303,10 @@ impl RawSource {
                 max_batch_records: k.max_batch_records,
                 max_batch_wait: k.max_batch_wait,
                 retry_initial: config.clickhouse.retry_initial,
-                retry_max: config.clickhouse.retry_max.max(config.clickhouse.retry_initial),
+                retry_max: config
+                    .clickhouse
+                    .retry_max
+                    .max(config.clickhouse.retry_initial),
                 failpoint,
             },
             owned,
@@ -293,7 +339,12 @@ impl RawSource {
             }
         }
         let topic = self.settings.raw_topic.clone();
-        self.consumer.subscribe(&[&topic]).map_err(|source| KafkaError::Subscribe { topic: topic.clone(), source })?;
+        self.consumer
+            .subscribe(&[&topic])
+            .map_err(|source| KafkaError::Subscribe {
+                topic: topic.clone(),
+                source,
+            })?;
         tracing::info!(topic = %topic, partitions = self.settings.partitions, "consuming lead events from Kafka");
 
         let mut progress = (Instant::now(), self.stats.snapshot());
@@ -308,8 +359,18 @@ impl RawSource {
             if progress.0.elapsed() >= PROGRESS_EVERY {
                 let now = self.stats.snapshot();
                 if now != progress.1 {
-                    let [records, events, inserted, duplicates, rejected_rows, bad_records, forwarded] = now;
-                    tracing::info!(records, events, inserted, duplicates, rejected_rows, bad_records, forwarded, "Kafka ingest totals");
+                    let [records, events, inserted, duplicates, rejected_rows, bad_records, forwarded] =
+                        now;
+                    tracing::info!(
+                        records,
+                        events,
+                        inserted,
+                        duplicates,
+                        rejected_rows,
+                        bad_records,
+                        forwarded,
+                        "Kafka ingest totals"
+                    );
                 }
                 progress = (Instant::now(), now);
             }
@@ -322,7 +383,11 @@ impl RawSource {
     }
 
     /// The next batch, or `None` on shutdown.
-    async fn poll_batch(&self, shutdown: &mut watch::Receiver<bool>, errors: &mut ErrorLog) -> Option<Vec<OwnedMessage>> {
+    async fn poll_batch(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+        errors: &mut ErrorLog,
+    ) -> Option<Vec<OwnedMessage>> {
         let first = loop {
             tokio::select! {
                 biased;
@@ -358,7 +423,11 @@ impl RawSource {
 
     /// Runs [`process`](Self::process) until it succeeds; `false` when shutdown
     /// comes while waiting to retry.
-    async fn process_until_done(&self, batch: &Arc<Vec<OwnedMessage>>, shutdown: &mut watch::Receiver<bool>) -> bool {
+    async fn process_until_done(
+        &self,
+        batch: &Arc<Vec<OwnedMessage>>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
         let mut delay = self.settings.retry_initial;
         loop {
             match self.process(batch).await {
@@ -408,7 +477,10 @@ impl RawSource {
             return Err(e);
         }
         if self.settings.failpoint == Some(Failpoint::AfterStore) {
-            tracing::error!(records = batch.len(), "failpoint kafka-after-store: aborting after the store write, before the commit");
+            tracing::error!(
+                records = batch.len(),
+                "failpoint kafka-after-store: aborting after the store write, before the commit"
+            );
             std::process::abort();
         }
 
@@ -422,7 +494,8 @@ impl RawSource {
         st.events.fetch_add(c.events, Ordering::Relaxed);
         st.inserted.fetch_add(inserted, Ordering::Relaxed);
         st.duplicates.fetch_add(duplicates, Ordering::Relaxed);
-        st.rejected_rows.fetch_add(c.rejected_rows, Ordering::Relaxed);
+        st.rejected_rows
+            .fetch_add(c.rejected_rows, Ordering::Relaxed);
         st.bad_records.fetch_add(c.bad_records, Ordering::Relaxed);
         st.forwarded.fetch_add(c.forwarded, Ordering::Relaxed);
         tracing::debug!(
@@ -463,10 +536,18 @@ impl RawSource {
                         break;
                     }
                     // The local queue is full: wait for what is in flight, then go on.
-                    Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                        _,
+                    )) => {
                         await_acks(pending.drain(..)).await?;
                     }
-                    Err((source, _)) => return Err(StepError::Produce(KafkaError::Produce { topic: topic.to_owned(), source })),
+                    Err((source, _)) => {
+                        return Err(StepError::Produce(KafkaError::Produce {
+                            topic: topic.to_owned(),
+                            source,
+                        }))
+                    }
                 }
             }
         }
@@ -487,11 +568,14 @@ impl RawSource {
             }
         }
         let consumer = self.consumer.clone();
-        let result = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+        let result =
+            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
         match result {
             Ok(Ok(())) => {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                self.stats.committed_records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .committed_records
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             Ok(Err(e)) => {
                 self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
@@ -502,13 +586,21 @@ impl RawSource {
     }
 }
 
-async fn await_acks<'a>(pending: impl Iterator<Item = (DeliveryFuture, &'a str)>) -> Result<(), StepError> {
+async fn await_acks<'a>(
+    pending: impl Iterator<Item = (DeliveryFuture, &'a str)>,
+) -> Result<(), StepError> {
     let mut first_err = None;
     for (f, topic) in pending {
         let err = match f.await {
             Ok(Ok(_)) => continue,
-            Ok(Err((source, _))) => KafkaError::Produce { topic: topic.to_owned(), source },
-            Err(_) => KafkaError::Produce { topic: topic.to_owned(), source: rdkafka::error::KafkaError::Canceled },
+            Ok(Err((source, _))) => KafkaError::Produce {
+                topic: topic.to_owned(),
+                source,
+            },
+            Err(_) => KafkaError::Produce {
+                topic: topic.to_owned(),
+                source: rdkafka::error::KafkaError::Canceled,
+            },
         };
         first_err.get_or_insert(err);
     }
@@ -590,16 +682,37 @@ struct Plan {
 }
 
 /// Parses, prepares and routes every record of `msgs`. Pure but for the parser scratch.
-fn plan(msgs: &[OwnedMessage], ingest: &Ingest, parser: &mut Parser, buf: &mut Vec<u8>, s: &Settings, owned: &BTreeSet<i32>) -> Plan {
+fn plan(
+    msgs: &[OwnedMessage],
+    ingest: &Ingest,
+    parser: &mut Parser,
+    buf: &mut Vec<u8>,
+    s: &Settings,
+    owned: &BTreeSet<i32>,
+) -> Plan {
     let mut groups: HashMap<(OrgId, String), Prepared> = HashMap::new();
     let mut outgoing = Vec::new();
     let mut counts = Counts::default();
     for m in msgs {
-        let source = || DlqSource { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset() };
-        let mut dead = |d: DeadLetter| outgoing.push(Outgoing { to: To::DeadLetter, key: m.key().map(<[u8]>::to_vec), payload: d.encode() });
+        let source = || DlqSource {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+        };
+        let mut dead = |d: DeadLetter| {
+            outgoing.push(Outgoing {
+                to: To::DeadLetter,
+                key: m.key().map(<[u8]>::to_vec),
+                payload: d.encode(),
+            })
+        };
         let Some(payload) = m.payload().filter(|p| !p.is_empty()) else {
             counts.bad_records += 1;
-            dead(DeadLetter::unparseable(source(), "empty record".into(), &[]));
+            dead(DeadLetter::unparseable(
+                source(),
+                "empty record".into(),
+                &[],
+            ));
             continue;
         };
         buf.clear();
@@ -615,12 +728,22 @@ fn plan(msgs: &[OwnedMessage], ingest: &Ingest, parser: &mut Parser, buf: &mut V
         let is_batch = record.is_batch();
         let raw = record.into_batch();
         let org_hint = Ingest::organization_id(&raw).ok();
-        let type_hint = raw.event_type.as_ref().and_then(Scalar::as_str).map(str::to_owned);
+        let type_hint = raw
+            .event_type
+            .as_ref()
+            .and_then(Scalar::as_str)
+            .map(str::to_owned);
         let prepared = match ingest.prepare(raw) {
             Ok(p) => p,
             Err(e) => {
                 counts.bad_records += 1;
-                dead(DeadLetter::invalid_record(source(), org_hint, type_hint, e.to_string(), payload));
+                dead(DeadLetter::invalid_record(
+                    source(),
+                    org_hint,
+                    type_hint,
+                    e.to_string(),
+                    payload,
+                ));
                 continue;
             }
         };
@@ -628,24 +751,53 @@ fn plan(msgs: &[OwnedMessage], ingest: &Ingest, parser: &mut Parser, buf: &mut V
 
         if prepared.rejected > 0 {
             counts.rejected_rows += prepared.rejected as u64;
-            let rejects: Vec<(usize, RejectReason)> = if prepared.rejects.len() == prepared.rejected {
-                prepared.rejects.iter().map(|r| (r.index, r.reason)).collect()
+            let rejects: Vec<(usize, RejectReason)> = if prepared.rejects.len() == prepared.rejected
+            {
+                prepared
+                    .rejects
+                    .iter()
+                    .map(|r| (r.index, r.reason))
+                    .collect()
             } else {
                 // `prepare` lists the first 50; the dead letter wants every one.
-                all_rejects(ingest, parser, buf, payload, prepared.org, &prepared.event_type)
+                all_rejects(
+                    ingest,
+                    parser,
+                    buf,
+                    payload,
+                    prepared.org,
+                    &prepared.event_type,
+                )
             };
-            let rows = if is_batch { dlq::batch_rows(payload) } else { None };
+            let rows = if is_batch {
+                dlq::batch_rows(payload)
+            } else {
+                None
+            };
             for (index, reason) in rejects {
                 let row = match &rows {
                     Some(rows) => rows.get(index).map(|r| r.get().to_owned()),
                     None if !is_batch => std::str::from_utf8(payload).ok().map(str::to_owned),
                     None => None,
                 };
-                dead(DeadLetter::rejected_row(source(), prepared.org, &prepared.event_type, index, reason.to_string(), row, payload));
+                dead(DeadLetter::rejected_row(
+                    source(),
+                    prepared.org,
+                    &prepared.event_type,
+                    index,
+                    reason.to_string(),
+                    row,
+                    payload,
+                ));
             }
         }
 
-        let Prepared { org, event_type, rows, .. } = prepared;
+        let Prepared {
+            org,
+            event_type,
+            rows,
+            ..
+        } = prepared;
         let mut keep = Vec::with_capacity(rows.len());
         for row in rows {
             let p = partition_for(org, row.phone, s.partitions);
@@ -663,33 +815,53 @@ fn plan(msgs: &[OwnedMessage], ingest: &Ingest, parser: &mut Parser, buf: &mut V
             }
         }
         if !keep.is_empty() {
-            let group = groups.entry((org, event_type)).or_insert_with_key(|(org, event_type)| Prepared {
-                org: *org,
-                event_type: event_type.clone(),
-                received: 0,
-                rows: Vec::new(),
-                rejected: 0,
-                rejects: Vec::new(),
-            });
+            let group = groups
+                .entry((org, event_type))
+                .or_insert_with_key(|(org, event_type)| Prepared {
+                    org: *org,
+                    event_type: event_type.clone(),
+                    received: 0,
+                    rows: Vec::new(),
+                    rejected: 0,
+                    rejects: Vec::new(),
+                });
             group.received += keep.len();
             group.rows.append(&mut keep);
         }
     }
-    Plan { groups: groups.into_values().collect(), outgoing, counts }
+    Plan {
+        groups: groups.into_values().collect(),
+        outgoing,
+        counts,
+    }
 }
 
 /// Every reject of a record, in order: judges each event again (the slow path, for
 /// records with more rejects than [`Prepared::rejects`] lists).
-fn all_rejects(ingest: &Ingest, parser: &mut Parser, buf: &mut Vec<u8>, payload: &[u8], org: OrgId, event_type: &str) -> Vec<(usize, RejectReason)> {
+fn all_rejects(
+    ingest: &Ingest,
+    parser: &mut Parser,
+    buf: &mut Vec<u8>,
+    payload: &[u8],
+    org: OrgId,
+    event_type: &str,
+) -> Vec<(usize, RejectReason)> {
     buf.clear();
     buf.extend_from_slice(payload);
-    let Ok(record) = parser.parse_record(buf) else { return Vec::new() };
-    let Some(Events::List(slots)) = record.into_batch().events else { return Vec::new() };
+    let Ok(record) = parser.parse_record(buf) else {
+        return Vec::new();
+    };
+    let Some(Events::List(slots)) = record.into_batch().events else {
+        return Vec::new();
+    };
     slots
         .into_iter()
         .enumerate()
         .filter_map(|(i, slot)| match slot {
-            Slot::Event(ev) => ingest.judge(org, event_type, ev).err().map(|(reason, _)| (i, reason)),
+            Slot::Event(ev) => ingest
+                .judge(org, event_type, ev)
+                .err()
+                .map(|(reason, _)| (i, reason)),
             Slot::NotObject(_) => Some((i, RejectReason::NotAnObject)),
         })
         .collect()
@@ -698,7 +870,8 @@ fn all_rejects(ingest: &Ingest, parser: &mut Parser, buf: &mut Vec<u8>, payload:
 /// A per-event record holding a normalized row: what re-routing produces. Normalizing
 /// it again changes nothing, so it keeps its fingerprint.
 fn event_record(org: OrgId, event_type: &str, row: &Row) -> Vec<u8> {
-    let mut out = String::with_capacity(128 + event_type.len() + row.metadata.as_deref().map_or(0, str::len));
+    let mut out =
+        String::with_capacity(128 + event_type.len() + row.metadata.as_deref().map_or(0, str::len));
     out.push_str("{\"organizationId\":");
     out.push_str(&org.to_string());
     out.push_str(",\"eventType\":");
@@ -724,7 +897,15 @@ mod tests {
     use rdkafka::message::Timestamp;
 
     fn msg(partition: i32, offset: i64, payload: &[u8]) -> OwnedMessage {
-        OwnedMessage::new(Some(payload.to_vec()), None, "raw".into(), Timestamp::NotAvailable, partition, offset, None)
+        OwnedMessage::new(
+            Some(payload.to_vec()),
+            None,
+            "raw".into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
     }
 
     fn settings(partitions: i32) -> Settings {
@@ -743,11 +924,22 @@ mod tests {
     fn run(msgs: &[OwnedMessage], partitions: i32, owned: &[i32]) -> Plan {
         let ingest = Ingest::new(PhoneNormalizer::new());
         let owned: BTreeSet<i32> = owned.iter().copied().collect();
-        plan(msgs, &ingest, &mut Parser::new(), &mut Vec::new(), &settings(partitions), &owned)
+        plan(
+            msgs,
+            &ingest,
+            &mut Parser::new(),
+            &mut Vec::new(),
+            &settings(partitions),
+            &owned,
+        )
     }
 
     fn dead_letters(p: &Plan) -> Vec<serde_json::Value> {
-        p.outgoing.iter().filter(|o| o.to == To::DeadLetter).map(|o| serde_json::from_slice(&o.payload).unwrap()).collect()
+        p.outgoing
+            .iter()
+            .filter(|o| o.to == To::DeadLetter)
+            .map(|o| serde_json::from_slice(&o.payload).unwrap())
+            .collect()
     }
 
     #[test]
@@ -758,9 +950,16 @@ mod tests {
             msg(0, 2, br#"{"organizationId":2,"eventType":"a","phoneE164":"+15551230001","occurredAt":"2026-05-12T18:34:00Z"}"#),
         ];
         let p = run(&msgs, 1, &[0]);
-        assert_eq!(p.counts, Counts { events: 4, ..Counts::default() });
+        assert_eq!(
+            p.counts,
+            Counts {
+                events: 4,
+                ..Counts::default()
+            }
+        );
         assert!(p.outgoing.is_empty());
-        let mut sizes: Vec<(OrgId, usize)> = p.groups.iter().map(|g| (g.org, g.rows.len())).collect();
+        let mut sizes: Vec<(OrgId, usize)> =
+            p.groups.iter().map(|g| (g.org, g.rows.len())).collect();
         sizes.sort();
         assert_eq!(sizes, [(1, 3), (2, 1)]);
     }
@@ -768,9 +967,14 @@ mod tests {
     #[test]
     fn every_rejected_row_and_bad_record_is_dead_lettered_with_its_source() {
         // 60 bad rows: more than `prepare` lists.
-        let mut events: Vec<String> = (0..60).map(|_| r#"{"phoneE164":"n/a","occurredAt":"2026-05-12T18:34:00Z"}"#.to_string()).collect();
+        let mut events: Vec<String> = (0..60)
+            .map(|_| r#"{"phoneE164":"n/a","occurredAt":"2026-05-12T18:34:00Z"}"#.to_string())
+            .collect();
         events.push(r#"{"phoneE164":"+15551230001","occurredAt":"2026-05-12T18:34:00Z"}"#.into());
-        let batch = format!(r#"{{"organizationId":1,"eventType":"a","events":[{}]}}"#, events.join(","));
+        let batch = format!(
+            r#"{{"organizationId":1,"eventType":"a","events":[{}]}}"#,
+            events.join(",")
+        );
         let msgs = [
             msg(0, 10, batch.as_bytes()),
             msg(0, 11, b"not json"),
@@ -779,15 +983,29 @@ mod tests {
             msg(0, 14, &[0xff, 0x00]),
         ];
         let p = run(&msgs, 1, &[0]);
-        assert_eq!(p.counts, Counts { events: 62, rejected_rows: 61, bad_records: 3, forwarded: 0 });
+        assert_eq!(
+            p.counts,
+            Counts {
+                events: 62,
+                rejected_rows: 61,
+                bad_records: 3,
+                forwarded: 0
+            }
+        );
         let dl = dead_letters(&p);
         assert_eq!(dl.len(), 64);
         assert_eq!(dl[0]["kind"], "rejected_row");
         assert_eq!(dl[0]["index"], 0);
         assert_eq!(dl[59]["index"], 59);
-        assert_eq!(dl[59]["original"], r#"{"phoneE164":"n/a","occurredAt":"2026-05-12T18:34:00Z"}"#);
+        assert_eq!(
+            dl[59]["original"],
+            r#"{"phoneE164":"n/a","occurredAt":"2026-05-12T18:34:00Z"}"#
+        );
         assert_eq!(dl[59]["originalScope"], "row");
-        assert_eq!(dl[59]["source"], serde_json::json!({"topic": "raw", "partition": 0, "offset": 10}));
+        assert_eq!(
+            dl[59]["source"],
+            serde_json::json!({"topic": "raw", "partition": 0, "offset": 10})
+        );
         assert_eq!(dl[60]["kind"], "unparseable_record");
         assert_eq!(dl[60]["original"], "not json");
         assert_eq!(dl[61]["kind"], "invalid_record");
@@ -804,10 +1022,17 @@ mod tests {
         let ingest = Ingest::new(PhoneNormalizer::new());
         // Find a phone whose lead is on partition 1 of 2, and read it from partition 0.
         let (phone, e164) = (0..100)
-            .map(|i| (format!("+1 (555) 123-{:04}", i), leadstream_pipeline::Phone(15551230000 + i)))
+            .map(|i| {
+                (
+                    format!("+1 (555) 123-{:04}", i),
+                    leadstream_pipeline::Phone(15551230000 + i),
+                )
+            })
             .find(|(_, p)| partition_for(7, *p, 2) == 1)
             .unwrap();
-        let body = format!(r#"{{"organizationId":7,"eventType":"t","phoneE164":"{phone}","occurredAt":"2026-05-12T13:34:00-05:00","metadata":{{"a":[1]}}}}"#);
+        let body = format!(
+            r#"{{"organizationId":7,"eventType":"t","phoneE164":"{phone}","occurredAt":"2026-05-12T13:34:00-05:00","metadata":{{"a":[1]}}}}"#
+        );
         let msgs = [msg(0, 5, body.as_bytes())];
         // Owning both partitions: stored here.
         let p = run(&msgs, 2, &[0, 1]);
@@ -824,13 +1049,19 @@ mod tests {
         // Read again from its own partition, it is stored with the same fingerprint.
         let again = run(&[msg(1, 0, &out.payload)], 2, &[1]);
         let original = run(&msgs, 2, &[0, 1]);
-        assert_eq!(again.groups[0].rows[0].probe, original.groups[0].rows[0].probe);
+        assert_eq!(
+            again.groups[0].rows[0].probe,
+            original.groups[0].rows[0].probe
+        );
         drop(ingest);
     }
 
     #[test]
     fn failpoints_parse() {
-        assert_eq!(Failpoint::parse("kafka-after-store"), Some(Failpoint::AfterStore));
+        assert_eq!(
+            Failpoint::parse("kafka-after-store"),
+            Some(Failpoint::AfterStore)
+        );
         assert_eq!(Failpoint::parse("nope"), None);
     }
 }

@@ -42,7 +42,12 @@ impl ClickHouseWarmer {
     /// into `ingestor`'s indexes, retrying an unavailable store with a backoff from
     /// `cfg.retry_initial` doubling up to `cfg.retry_max`.
     pub fn new(store: ClickHouseStore, ingestor: Ingestor, cfg: &ClickHouseConfig) -> Self {
-        Self { store: Mutex::new(Some(store)), ingestor, retry_initial: cfg.retry_initial, retry_max: cfg.retry_max.max(cfg.retry_initial) }
+        Self {
+            store: Mutex::new(Some(store)),
+            ingestor,
+            retry_initial: cfg.retry_initial,
+            retry_max: cfg.retry_max.max(cfg.retry_initial),
+        }
     }
 
     /// Loads the keys of the leads of `partitions` into the indexes, retrying until
@@ -50,11 +55,16 @@ impl ClickHouseWarmer {
     /// async runtime's thread ([`warm`](PartitionWarmer::warm) takes care of that).
     pub fn warm_blocking(&self, partitions: &[i32], partition_count: i32) -> u64 {
         let mut guard = self.store.lock();
-        let Some(store) = guard.as_mut() else { return 0 };
+        let Some(store) = guard.as_mut() else {
+            return 0;
+        };
         let (dedup, events) = (self.ingestor.dedup_index(), self.ingestor.event_index());
         let mut buf: Vec<WarmRow> = Vec::with_capacity(FLUSH_ROWS);
         let flush = |buf: &mut Vec<WarmRow>| {
-            dedup.extend(buf.iter().map(|r| Probe { fingerprint: r.fingerprint, lead: lead_hash(r.org, r.phone) }));
+            dedup.extend(buf.iter().map(|r| Probe {
+                fingerprint: r.fingerprint,
+                lead: lead_hash(r.org, r.phone),
+            }));
             for r in buf.drain(..) {
                 events.record(r.org, &r.event_type, [(r.phone, r.occurred_at_ms)]);
             }
@@ -110,7 +120,13 @@ impl PartitionWarmer for ClickHouseWarmer {
                 .join()
                 .expect("warm-up thread panicked")
         });
-        tracing::info!(?partitions, partition_count, keys, elapsed_ms = t.elapsed().as_millis() as u64, "partitions assigned; their stored keys are in the index");
+        tracing::info!(
+            ?partitions,
+            partition_count,
+            keys,
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "partitions assigned; their stored keys are in the index"
+        );
     }
 }
 
@@ -120,7 +136,9 @@ impl Drop for ClickHouseWarmer {
         // runtime's thread (where the consumer may be dropped): drop it on its own.
         if let Some(store) = self.store.get_mut().take() {
             if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::Builder::new().name("leadstream-warm-drop".into()).spawn(move || drop(store));
+                let _ = std::thread::Builder::new()
+                    .name("leadstream-warm-drop".into())
+                    .spawn(move || drop(store));
             } else {
                 drop(store);
             }

@@ -23,7 +23,10 @@ pub enum StoreError {
     #[error("event store unavailable: {0}")]
     Unavailable(String),
     #[error("event store at {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("event store write failed: {0}")]
     Write(#[source] rusqlite::Error),
     #[error("event store read failed: {0}")]
@@ -33,7 +36,11 @@ pub enum StoreError {
     /// A ClickHouse request failed for a reason a retry will not fix (bad SQL, auth,
     /// a row the server refused).
     #[error("clickhouse {op} failed: {source}")]
-    ClickHouse { op: &'static str, #[source] source: clickhouse::error::Error },
+    ClickHouse {
+        op: &'static str,
+        #[source]
+        source: clickhouse::error::Error,
+    },
     /// The ClickHouse schema or database is not what leadstream needs.
     #[error("clickhouse schema: {0}")]
     Schema(String),
@@ -94,14 +101,20 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("leadstream-checkpoint".into())
             .spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(std::time::Duration::from_millis(250)) {
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(std::time::Duration::from_millis(250))
+                {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
                         tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
                     }
                 }
             })
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok(Self { stop: Some(stop), thread: Some(thread) })
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 }
 
@@ -121,15 +134,24 @@ impl SqliteStore {
     /// [`StoreError::Open`] when the file cannot be opened or migrated.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("events.db");
-        let err = |source| StoreError::Open { path: path.display().to_string(), source };
+        let err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
         let conn = super::open_sqlite(&path).map_err(err)?;
-        conn.pragma_update(None, "cache_size", -65_536).map_err(err)?;
+        conn.pragma_update(None, "cache_size", -65_536)
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(err)?;
         // Bound the WAL file that checkpoints leave behind.
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024).map_err(err)?;
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+            .map_err(err)?;
         let checkpointer = Checkpointer::start(&path).map_err(err)?;
-        Ok(Self { conn, _checkpointer: checkpointer })
+        Ok(Self {
+            conn,
+            _checkpointer: checkpointer,
+        })
     }
 
     /// Number of stored events.
@@ -137,14 +159,20 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Read`].
     pub fn count(&self) -> Result<u64, StoreError> {
-        self.conn.query_row("SELECT count(*) FROM lead_events", [], |r| r.get(0)).map_err(StoreError::Read)
+        self.conn
+            .query_row("SELECT count(*) FROM lead_events", [], |r| r.get(0))
+            .map_err(StoreError::Read)
     }
 }
 
 impl super::EventStore for SqliteStore {
     /// One transaction; returns once the commit is on disk. On error the transaction
     /// is rolled back and nothing is stored.
-    fn append(&mut self, rows: &[StoredEvent<'_>], ingested_at_ms: i64) -> Result<usize, StoreError> {
+    fn append(
+        &mut self,
+        rows: &[StoredEvent<'_>],
+        ingested_at_ms: i64,
+    ) -> Result<usize, StoreError> {
         let tx = self.conn.transaction().map_err(StoreError::Write)?;
         let mut n = 0;
         {
@@ -160,8 +188,17 @@ impl super::EventStore for SqliteStore {
                 phone.clear();
                 let _ = write!(phone, "{}", r.phone);
                 let (hi, lo) = r.probe.fingerprint.halves();
-                stmt.execute(params![r.org, r.event_type, phone, r.occurred_at_ms, r.metadata, ingested_at_ms, hi, lo])
-                    .map_err(StoreError::Write)?;
+                stmt.execute(params![
+                    r.org,
+                    r.event_type,
+                    phone,
+                    r.occurred_at_ms,
+                    r.metadata,
+                    ingested_at_ms,
+                    hi,
+                    lo
+                ])
+                .map_err(StoreError::Write)?;
                 n += 1;
             }
         }
@@ -179,14 +216,21 @@ impl super::EventStore for SqliteStore {
         while let Some(row) = rows.next().map_err(StoreError::Read)? {
             let phone: String = row.get(2).map_err(StoreError::Read)?;
             let phone: Phone = phone.parse().map_err(|e| {
-                StoreError::Read(rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))
+                StoreError::Read(rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                ))
             })?;
             f(WarmRow {
                 org: row.get(0).map_err(StoreError::Read)?,
                 event_type: row.get(1).map_err(StoreError::Read)?,
                 phone,
                 occurred_at_ms: row.get(3).map_err(StoreError::Read)?,
-                fingerprint: Fingerprint::from_halves(row.get(4).map_err(StoreError::Read)?, row.get(5).map_err(StoreError::Read)?),
+                fingerprint: Fingerprint::from_halves(
+                    row.get(4).map_err(StoreError::Read)?,
+                    row.get(5).map_err(StoreError::Read)?,
+                ),
             });
             n += 1;
         }

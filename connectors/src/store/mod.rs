@@ -22,7 +22,11 @@ pub trait EventStore: Send + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`] when the store cannot be reached (the caller backs
     /// off and retries), other [`StoreError`]s otherwise.
-    fn append(&mut self, rows: &[StoredEvent<'_>], ingested_at_ms: i64) -> Result<usize, StoreError>;
+    fn append(
+        &mut self,
+        rows: &[StoredEvent<'_>],
+        ingested_at_ms: i64,
+    ) -> Result<usize, StoreError>;
 
     /// Streams every stored event's key to `f`: the start-up warm-up of the indexes.
     ///
