@@ -1,22 +1,30 @@
 //! Phone normalization: `PhoneNormalizer::normalize` (fast path + cached
-//! fallback) against the `phonenumber` crate's full parse + possible-number
-//! check (`normalize_with_crate`, the uncached reference), on the same 10,000 inputs.
+//! rlibphonenumber fallback) against rlibphonenumber alone (`parse(s, None)` +
+//! `is_possible_number` + E.164 format, the work the contract defines), on the
+//! same inputs, in one group per input shape so criterion prints the ratio.
 //!
-//! The inputs are generated deterministically (fixed-seed LCG) from the
-//! metadata's example numbers of 40 countries, last digits randomised, in
-//! seven formats: canonical E.164, spaces, dashes, parentheses, dots, no `+`,
-//! and a `00` prefix. For the crate, inputs without a `+` are rewritten to
-//! their `+` form *before* timing (the crate rejects them otherwise); the
-//! normalizer gets the raw strings.
+//! Inputs are generated deterministically (fixed-seed LCG) from rlibphonenumber's
+//! example numbers (mobile and fixed line) of 40 countries, last four digits
+//! randomised:
+//!
+//! * `canonical`: 10,000 × `+<code><national number>`;
+//! * `formatted`: 10,000 × one of spaces, dashes, parentheses, dots, no `+`,
+//!   a `00` prefix, a national prefix written as `(0)`.
+//!
+//! rlibphonenumber alone gets each input already rewritten to its `+` form
+//! (outside the timing); the normalizer gets the raw strings.
 //!
 //! `cargo bench --bench normalize`
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use leadstream_pipeline::phone::{international_form, PhoneNormalizer};
-use phonenumber::metadata::DATABASE;
+use rlibphonenumber::{
+    get_national_significant_number_owned, PhoneNumberFormat, PhoneNumberType, Region,
+    PHONE_NUMBER_UTIL,
+};
 
 const INPUTS: usize = 10_000;
 
@@ -54,40 +62,90 @@ fn grouped(nsn: &str, sep: &str) -> String {
     parts.join(sep)
 }
 
-fn inputs() -> Vec<String> {
+/// `(canonical, formatted)` inputs.
+fn inputs() -> (Vec<String>, Vec<String>) {
     let mut rng = Lcg(0x5eed_1ead_u64);
-    let mut templates: Vec<(u16, String)> = Vec::new();
+    let mut templates: Vec<(i32, String)> = Vec::new();
     for id in COUNTRIES {
-        let meta = DATABASE
-            .by_id(*id)
-            .unwrap_or_else(|| panic!("no metadata for {id}"));
-        let d = meta.descriptors();
-        for desc in [d.mobile(), d.fixed_line()].into_iter().flatten() {
-            if let Some(ex) = desc.example() {
-                templates.push((meta.country_code(), ex.to_owned()));
+        let region = Region::from_code(id).unwrap_or_else(|_| panic!("no region {id}"));
+        for t in [PhoneNumberType::Mobile, PhoneNumberType::FixedLine] {
+            if let Ok(ex) = PHONE_NUMBER_UTIL.get_example_number_for_type_and_region(region, t) {
+                templates.push((ex.country_code, get_national_significant_number_owned(&ex)));
             }
         }
     }
-    (0..INPUTS)
+    let mut next = || {
+        let (cc, ex) = &templates[rng.below(templates.len() as u64) as usize];
+        // Keep the leading digits (area / mobile prefix), randomise the last 4.
+        let keep = ex.len().saturating_sub(4);
+        let mut nsn: String = ex[..keep].to_owned();
+        for _ in keep..ex.len() {
+            nsn.push((b'0' + rng.below(10) as u8) as char);
+        }
+        let shape = rng.below(7);
+        (*cc, nsn, shape)
+    };
+    let canonical = (0..INPUTS)
         .map(|_| {
-            let (cc, ex) = &templates[rng.below(templates.len() as u64) as usize];
-            // Keep the leading digits (area / mobile prefix), randomise the last 4.
-            let keep = ex.len().saturating_sub(4);
-            let mut nsn: String = ex[..keep].to_owned();
-            for _ in keep..ex.len() {
-                nsn.push((b'0' + rng.below(10) as u8) as char);
-            }
-            match rng.below(7) {
-                0 => format!("+{cc}{nsn}"),
-                1 => format!("+{cc} {}", grouped(&nsn, " ")),
-                2 => format!("+{cc}-{}", grouped(&nsn, "-")),
-                3 => format!("+{cc} ({}) {}", &nsn[..2], grouped(&nsn[2..], "-")),
-                4 => format!("{cc}{nsn}"),
-                5 => format!("00{cc} {}", grouped(&nsn, " ")),
+            let (cc, nsn, _) = next();
+            format!("+{cc}{nsn}")
+        })
+        .collect();
+    let formatted = (0..INPUTS)
+        .map(|_| {
+            let (cc, nsn, shape) = next();
+            match shape {
+                0 => format!("+{cc} {}", grouped(&nsn, " ")),
+                1 => format!("+{cc}-{}", grouped(&nsn, "-")),
+                2 => format!("+{cc} ({}) {}", &nsn[..2], grouped(&nsn[2..], "-")),
+                3 => format!("{cc}{nsn}"),
+                4 => format!("00{cc} {}", grouped(&nsn, " ")),
+                5 => format!("+{cc} (0) {}", grouped(&nsn, " ")),
                 _ => format!("+{cc}.{}", grouped(&nsn, ".")),
             }
         })
-        .collect()
+        .collect();
+    (canonical, formatted)
+}
+
+/// rlibphonenumber alone: the contract's parse, check and format.
+fn crate_alone(plus_form: &str) -> u64 {
+    match PHONE_NUMBER_UTIL.parse(plus_form, None) {
+        Ok(n) if PHONE_NUMBER_UTIL.is_possible_number(&n) => {
+            PHONE_NUMBER_UTIL.format(&n, PhoneNumberFormat::E164).len() as u64
+        }
+        _ => 0,
+    }
+}
+
+fn compare(
+    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    normalizer: &PhoneNormalizer,
+    raw: &[String],
+) {
+    let plus: Vec<String> = raw
+        .iter()
+        .map(|s| international_form(s).into_owned())
+        .collect();
+    group.throughput(Throughput::Elements(raw.len() as u64));
+    group.bench_function("PhoneNormalizer::normalize", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            for s in raw {
+                n = n.wrapping_add(normalizer.normalize(black_box(s)).map_or(0, |p| p.0));
+            }
+            black_box(n)
+        })
+    });
+    group.bench_function("rlibphonenumber", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            for s in &plus {
+                n = n.wrapping_add(crate_alone(black_box(s)));
+            }
+            black_box(n)
+        })
+    });
 }
 
 fn normalize(c: &mut Criterion) {
@@ -95,83 +153,33 @@ fn normalize(c: &mut Criterion) {
     let normalizer = PhoneNormalizer::new();
     eprintln!("PhoneNormalizer::new(): {:?}", t.elapsed());
 
-    let raw = inputs();
-    let plus: Vec<String> = raw
-        .iter()
-        .map(|s| international_form(s).into_owned())
-        .collect();
-
-    // Sanity: same answers, and how much of the set the fast path decides.
-    let mut fast = 0;
-    let mut accepted = 0;
-    for (r, p) in raw.iter().zip(&plus) {
-        let ours = normalizer.normalize(r).map(|p| p.0);
-        assert_eq!(
-            ours,
-            normalizer.normalize_with_crate(p).map(|p| p.0),
-            "{r:?}"
-        );
-        fast += normalizer.fast_path(r).is_some() as usize;
-        accepted += ours.is_some() as usize;
-    }
-    eprintln!(
-        "{} inputs, {} countries: {} accepted, {} decided on the fast path",
-        raw.len(),
-        COUNTRIES.len(),
-        accepted,
-        fast
-    );
-
-    // Informational only (not a criterion measurement): the canonical
-    // "+<digits>" subset alone.
-    let canonical: Vec<&String> = raw
-        .iter()
-        .filter(|s| s.starts_with('+') && s[1..].bytes().all(|b| b.is_ascii_digit()))
-        .collect();
-    let rounds = 200;
-    let t = Instant::now();
-    let mut sink = 0u64;
-    for _ in 0..rounds {
-        for s in &canonical {
-            sink = sink.wrapping_add(normalizer.normalize(black_box(s)).map_or(0, |p| p.0));
+    let (canonical, formatted) = inputs();
+    for (name, set) in [("canonical", &canonical), ("formatted", &formatted)] {
+        // Sanity: same answers as the reference, and the fast path's share.
+        let mut fast = 0;
+        let mut accepted = 0;
+        for r in set.iter() {
+            let ours = normalizer.normalize(r);
+            assert_eq!(ours, normalizer.normalize_reference(r), "{r:?}");
+            fast += normalizer.fast_path(r).is_some() as usize;
+            accepted += ours.is_some() as usize;
         }
+        eprintln!(
+            "{name}: {} inputs, {} countries: {accepted} accepted, {fast} decided on the fast path",
+            set.len(),
+            COUNTRIES.len(),
+        );
     }
-    black_box(sink);
-    eprintln!(
-        "canonical subset ({} inputs): {:.1} ns/number",
-        canonical.len(),
-        t.elapsed().as_nanos() as f64 / (rounds * canonical.len()) as f64
-    );
 
-    let mut group = c.benchmark_group("normalize");
-    group
-        .throughput(Throughput::Elements(raw.len() as u64))
-        .measurement_time(Duration::from_secs(5))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(20);
-    group.bench_function("fast_path", |b| {
-        b.iter(|| {
-            let mut n = 0u64;
-            for s in &raw {
-                n = n.wrapping_add(normalizer.normalize(black_box(s)).map_or(0, |p| p.0));
-            }
-            black_box(n)
-        })
-    });
-    group.bench_function("crate_full_parse", |b| {
-        b.iter(|| {
-            let mut n = 0u64;
-            for s in &plus {
-                n = n.wrapping_add(
-                    normalizer
-                        .normalize_with_crate(black_box(s))
-                        .map_or(0, |p| p.0),
-                );
-            }
-            black_box(n)
-        })
-    });
-    group.finish();
+    for (name, set) in [("canonical", &canonical), ("formatted", &formatted)] {
+        let mut group = c.benchmark_group(format!("normalize/{name}"));
+        group
+            .measurement_time(Duration::from_secs(5))
+            .warm_up_time(Duration::from_secs(1))
+            .sample_size(20);
+        compare(&mut group, &normalizer, set);
+        group.finish();
+    }
 }
 
 criterion_group!(benches, normalize);

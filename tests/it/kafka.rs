@@ -75,7 +75,7 @@ fn stored_leads(data_dir: &Path) -> Vec<(i64, Phone)> {
         .unwrap()
         .map(|r| {
             let (org, p) = r.unwrap();
-            (org, Phone(p.trim_start_matches('+').parse().unwrap()))
+            (org, p.parse::<Phone>().unwrap())
         })
         .collect()
 }

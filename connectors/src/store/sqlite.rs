@@ -58,15 +58,12 @@ fn classify(op: &'static str, e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// `+15551234567` → `Phone(15551234567)`; 0 for text that is not `+digits` (never
-/// written by leadstream).
-fn phone_of(text: &str) -> Phone {
-    Phone(
-        text.strip_prefix('+')
-            .unwrap_or(text)
-            .parse::<u64>()
-            .unwrap_or(0),
-    )
+/// A stored `phone_e164` (`+15551234567`) read back; text that is not the canonical
+/// form leadstream writes is a read error, never some other number.
+fn phone_of(text: &str) -> rusqlite::Result<Phone> {
+    text.parse::<Phone>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// The durable event table in SQLite. Not `Sync`: one writer owns it.
@@ -235,7 +232,7 @@ fn migrate_ms_to_us(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
             let occurred_at_us = ms.saturating_mul(1000);
             let key = EventKey {
                 org,
-                phone: phone_of(&phone),
+                phone: phone_of(&phone)?,
                 event_type: &event_type,
                 occurred_at_us,
             };
@@ -315,7 +312,7 @@ impl super::EventStore for SqliteStore {
             f(WarmRow {
                 org: row.get(0).map_err(fail)?,
                 event_type: row.get(1).map_err(fail)?,
-                phone: phone_of(&phone),
+                phone: phone_of(&phone).map_err(fail)?,
                 occurred_at_us: row.get(3).map_err(fail)?,
                 fingerprint: Fingerprint::from_halves(
                     row.get(4).map_err(fail)?,
