@@ -13,7 +13,7 @@
 //! `cargo bench --bench parse`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use leadstream_pipeline::{Ingest, Parser, PhoneNormalizer};
+use leadstream_pipeline::{Parser, PhoneNormalizer, Preparer};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -111,7 +111,7 @@ fn parse(c: &mut Criterion) {
 fn parse_and_prepare(c: &mut Criterion) {
     let body = body();
     let mut parser = Parser::new();
-    let ingest = Ingest::new(PhoneNormalizer::new());
+    let ingest = Preparer::new(PhoneNormalizer::new());
     let mut g = c.benchmark_group("parse_and_prepare");
     g.throughput(Throughput::Elements(EVENTS as u64))
         .sample_size(10)
@@ -119,7 +119,7 @@ fn parse_and_prepare(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4));
     g.bench_function("parse_and_prepare", |b| {
         iter(b, || {
-            let raw = Ingest::parse(&mut parser, &body).expect("valid");
+            let raw = Preparer::parse(&mut parser, &body).expect("valid");
             black_box(ingest.prepare(raw).expect("valid"));
         })
     });
@@ -128,7 +128,7 @@ fn parse_and_prepare(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let raw = Ingest::parse(&mut parser, &body).expect("valid");
+                let raw = Preparer::parse(&mut parser, &body).expect("valid");
                 let t = now();
                 let prepared = ingest.prepare(raw).expect("valid");
                 total += now() - t;

@@ -7,8 +7,8 @@ use leadstream_connectors::clickhouse::{ClickHouseStore, ClickHouseWarmer};
 use leadstream_connectors::config::{ClickHouseConfig, Config, RetryConfig};
 use leadstream_connectors::kafka::{PartitionWarmer, WarmedAtStartup};
 use leadstream_connectors::registry::{KeyInfo, RegistryError};
-use leadstream_connectors::{AuthMode, Ingestor, KeyKind, Registry};
-use leadstream_pipeline::{Ingest, OrgId, PhoneNormalizer};
+use leadstream_connectors::{AuthMode, EventWriter, KeyKind, Registry};
+use leadstream_pipeline::{OrgId, PhoneNormalizer, Preparer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -585,14 +585,14 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let registry = Arc::new(open_registry(data_dir)?);
     // Phone metadata loads here, not on the first request.
     let normalizer = PhoneNormalizer::new();
-    let ingestor = if config.clickhouse.enabled() {
-        Ingestor::with_store(
+    let writer = if config.clickhouse.enabled() {
+        EventWriter::with_store(
             Box::new(connect_clickhouse(&config.clickhouse, &config.store.retry)?),
             config.store.shards,
             config.store.retry.backoff(),
         )
     } else {
-        Ingestor::start(data_dir, config.store.shards, config.store.retry.backoff())
+        EventWriter::start(data_dir, config.store.shards, config.store.retry.backoff())
             .context("opening the event store")?
     };
     // Several processes may share the group and the ClickHouse: newly assigned raw
@@ -602,16 +602,16 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     {
         Box::new(ClickHouseWarmer::new(
             connect_clickhouse(&config.clickhouse, &config.store.retry)?,
-            ingestor.clone(),
+            writer.clone(),
             config.store.retry.backoff(),
         ))
     } else {
-        Box::new(WarmedAtStartup(ingestor.clone()))
+        Box::new(WarmedAtStartup(writer.clone()))
     };
     let state = AppState::new(
         registry.clone(),
-        ingestor,
-        Ingest::new(normalizer),
+        writer,
+        Preparer::new(normalizer),
         &config.http,
     );
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -720,8 +720,8 @@ async fn start_kafka(
     let source = RawSource::with_warmer(
         config,
         &topics,
-        state.ingestor.clone(),
-        state.ingest.clone(),
+        state.writer.clone(),
+        state.preparer.clone(),
         failpoint,
         warmer,
     )

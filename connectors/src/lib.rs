@@ -5,10 +5,10 @@
 pub mod api;
 pub mod clickhouse;
 pub mod config;
-pub mod ingest;
 pub mod kafka;
 pub mod registry;
 pub mod store;
+pub mod writer;
 
-pub use ingest::{Ingestor, Stored};
 pub use registry::{AuthMode, KeyKind, Registry};
+pub use writer::{EventWriter, Stored};

@@ -1,6 +1,6 @@
 //! The ingest stage: a parsed batch becomes validated, normalized rows and rejects.
 //!
-//! [`Ingest::prepare`] is pure: it checks the request-level fields (a failure is a
+//! [`Preparer::prepare`] is pure: it checks the request-level fields (a failure is a
 //! [`RequestError`], a 400 for the whole call) and judges every event on its own
 //! (a failure is a [`Reject`] row, never an error). Dedup and storage come after, in
 //! the connectors, which is what makes counts exact across concurrent calls.
@@ -115,11 +115,11 @@ pub struct Prepared {
 /// The parse + normalize + validate stage. Holds reusable parser buffers; one per
 /// worker thread.
 #[derive(Clone)]
-pub struct Ingest {
+pub struct Preparer {
     normalizer: PhoneNormalizer,
 }
 
-impl Ingest {
+impl Preparer {
     pub fn new(normalizer: PhoneNormalizer) -> Self {
         Self { normalizer }
     }
@@ -314,8 +314,8 @@ mod tests {
 
     fn prepare(body: &str) -> Result<Prepared, RequestError> {
         let mut parser = Parser::new();
-        let raw = Ingest::parse(&mut parser, body.as_bytes())?;
-        Ingest::new(PhoneNormalizer::new()).prepare(raw)
+        let raw = Preparer::parse(&mut parser, body.as_bytes())?;
+        Preparer::new(PhoneNormalizer::new()).prepare(raw)
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod phone;
 pub mod retry;
 pub mod time;
 
-pub use batch::{Ingest, Prepared, Reject, RejectReason, RequestError, Row};
+pub use batch::{Prepared, Preparer, Reject, RejectReason, RequestError, Row};
 pub use dedup::{DedupIndex, Probe};
 pub use event::{lead_hash, EventKey, Fingerprint, OrgId};
 pub use index::EventIndex;

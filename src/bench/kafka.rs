@@ -24,8 +24,8 @@ use clap::{Args, ValueEnum};
 use leadstream_connectors::config::Config;
 use leadstream_connectors::kafka::{ensure_topics, lead_key, partition_for, RawSource, Topics};
 use leadstream_connectors::store::SqliteStore;
-use leadstream_connectors::Ingestor;
-use leadstream_pipeline::{Ingest, PhoneNormalizer};
+use leadstream_connectors::EventWriter;
+use leadstream_pipeline::{PhoneNormalizer, Preparer};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -428,13 +428,13 @@ async fn measure(
     planned: synth::Counts,
 ) -> anyhow::Result<Measured> {
     let k = &config.kafka;
-    let ingestor = Ingestor::start(&dir.0, config.store.shards, config.store.retry.backoff())
+    let writer = EventWriter::start(&dir.0, config.store.shards, config.store.retry.backoff())
         .context("opening the event store")?;
     let source = RawSource::new(
         config,
         topics,
-        ingestor.clone(),
-        Ingest::new(PhoneNormalizer::new()),
+        writer.clone(),
+        Preparer::new(PhoneNormalizer::new()),
         None,
     )?;
     let (stats, assignment) = (source.stats(), source.assignment());
@@ -514,7 +514,7 @@ async fn measure(
         let k = k.clone();
         tokio::task::spawn_blocking(move || topic_size(&k, &k.rejects_topic)).await??
     };
-    drop(ingestor);
+    drop(writer);
     let stored_rows = SqliteStore::open(&dir.0)
         .and_then(|s| s.count())
         .context("counting stored rows")?;

@@ -16,9 +16,9 @@ use leadstream::cpu_time::thread_sched;
 use leadstream::synth;
 use leadstream_connectors::api::AppState;
 use leadstream_connectors::store::SqliteStore;
-use leadstream_connectors::{Ingestor, KeyKind, Registry};
+use leadstream_connectors::{EventWriter, KeyKind, Registry};
 use leadstream_pipeline::batch::MAX_EVENTS;
-use leadstream_pipeline::{DedupIndex, Ingest, Parser, PhoneNormalizer, Probe};
+use leadstream_pipeline::{DedupIndex, Parser, PhoneNormalizer, Preparer, Probe};
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -71,7 +71,7 @@ pub enum BenchCmd {
     /// inserted equals the unique valid keys planted; the HTTP phase also counts the
     /// rows in the store. A mismatch exits non-zero. Also reported: peak RSS of each
     /// phase (VmHWM) and the machine.
-    Ingest(IngestArgs),
+    Preparer(IngestArgs),
     /// ClickHouse event store: insert rows/s and index warm-up keys/s, SQLite as the peer.
     ///
     /// Generates --rows distinct rows (not timed), appends them --batch-rows at a time
@@ -139,7 +139,7 @@ pub struct IngestArgs {
 /// Bad arguments, a failed phase, or counts that disagree with the generator.
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
-        BenchCmd::Ingest(args) => ingest(&args),
+        BenchCmd::Preparer(args) => ingest(&args),
         BenchCmd::Clickhouse(args) => clickhouse::run(&args),
         BenchCmd::Kafka(args) => kafka::run(&args),
     }
@@ -276,7 +276,7 @@ fn progress(show: bool, events: usize, prefix: &'static str) -> ProgressBar {
 // Phase 1: in-process
 
 fn pipeline_phase(data: &synth::Synth, pb: &ProgressBar) -> anyhow::Result<Phase> {
-    let ingest = Ingest::new(PhoneNormalizer::new());
+    let ingest = Preparer::new(PhoneNormalizer::new());
     let mut parser = Parser::new();
     let dedup = DedupIndex::new(SHARDS);
     let (mut probes, mut is_new) = (Vec::<Probe>::new(), Vec::new());
@@ -289,7 +289,8 @@ fn pipeline_phase(data: &synth::Synth, pb: &ProgressBar) -> anyhow::Result<Phase
     for (i, batch) in data.batches.iter().enumerate() {
         let (c0, f0) = (thread_sched(), thread_faults());
         let t0 = Instant::now();
-        let raw = Ingest::parse(&mut parser, &batch.body).with_context(|| format!("batch {i}"))?;
+        let raw =
+            Preparer::parse(&mut parser, &batch.body).with_context(|| format!("batch {i}"))?;
         let t1 = Instant::now();
         let prepared = ingest.prepare(raw).with_context(|| format!("batch {i}"))?;
         let t2 = Instant::now();
@@ -403,15 +404,15 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
         .issue(synth::ORG, KeyKind::ApiKey)
         .context("issuing an API key")?
         .secret;
-    let ingestor =
-        Ingestor::start(&dir.0, SHARDS, Default::default()).context("opening the event store")?;
+    let writer = EventWriter::start(&dir.0, SHARDS, Default::default())
+        .context("opening the event store")?;
     let http = leadstream_connectors::config::Config::load(None, |_| None)
         .context("loading the default configuration")?
         .http;
     let state = AppState::new(
         registry,
-        ingestor.clone(),
-        Ingest::new(PhoneNormalizer::new()),
+        writer.clone(),
+        Preparer::new(PhoneNormalizer::new()),
         &http,
     );
 
@@ -547,7 +548,7 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
 struct Breakdown {
     /// Parse + prepare (what a request's blocking task does).
     prepare_ms: Percentiles,
-    /// The writer's steps (`Ingestor::commit_group`): dedup, append + commit, record.
+    /// The writer's steps (`EventWriter::commit_group`): dedup, append + commit, record.
     dedup_ms: Percentiles,
     append_ms: Percentiles,
     record_ms: Percentiles,
@@ -567,13 +568,14 @@ fn writer_breakdown(
     let dir = TempDir::new(args.tmp_dir.as_deref())?;
     let mut store = SqliteStore::open(&dir.0).context("opening the event store")?;
     let (dedup, events) = (DedupIndex::new(SHARDS), EventIndex::new(SHARDS));
-    let ingest = Ingest::new(PhoneNormalizer::new());
+    let ingest = Preparer::new(PhoneNormalizer::new());
     let mut parser = Parser::new();
     let (mut probes, mut is_new) = (Vec::<Probe>::new(), Vec::new());
     let mut steps: [Vec<f64>; 5] = Default::default();
     for (i, batch) in data.batches.iter().enumerate() {
         let t0 = Instant::now();
-        let raw = Ingest::parse(&mut parser, &batch.body).with_context(|| format!("batch {i}"))?;
+        let raw =
+            Preparer::parse(&mut parser, &batch.body).with_context(|| format!("batch {i}"))?;
         let b = ingest.prepare(raw).with_context(|| format!("batch {i}"))?;
         let t1 = Instant::now();
         probes.clear();
@@ -584,7 +586,7 @@ fn writer_breakdown(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let rows: Vec<StoredEvent<'_>> =
-            leadstream_connectors::ingest::new_rows(&b, &is_new).collect();
+            leadstream_connectors::writer::new_rows(&b, &is_new).collect();
         store
             .append(&rows, now)
             .with_context(|| format!("storing batch {i}"))?;

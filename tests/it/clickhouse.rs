@@ -598,7 +598,7 @@ fn scan_partitions_returns_exactly_the_keys_of_the_leads_of_those_partitions() {
 fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
     use leadstream_connectors::clickhouse::ClickHouseWarmer;
     use leadstream_connectors::kafka::PartitionWarmer;
-    use leadstream_connectors::Ingestor;
+    use leadstream_connectors::EventWriter;
     use leadstream_pipeline::{Prepared, Row};
 
     let ch = ClickHouseServer::start();
@@ -609,16 +609,16 @@ fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
 
     // A fresh process: an empty embedded store, so its start-up warm-up loads nothing.
     let dir = tempfile::tempdir().unwrap();
-    let ingestor = Ingestor::start(dir.path(), 16, cfg_retry()).expect("ingestor");
+    let writer = EventWriter::start(dir.path(), 16, cfg_retry()).expect("writer");
     let t = Instant::now();
-    while !ingestor.is_ready() {
-        assert!(t.elapsed() < Duration::from_secs(10), "ingestor not ready");
+    while !writer.is_ready() {
+        assert!(t.elapsed() < Duration::from_secs(10), "writer not ready");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(ingestor.dedup_index().is_empty());
+    assert!(writer.dedup_index().is_empty());
     let warmer = ClickHouseWarmer::new(
         ClickHouseStore::connect(&cfg).expect("second connection"),
-        ingestor.clone(),
+        writer.clone(),
         cfg_retry(),
     );
     let (p, n) = (1, 3);
@@ -626,11 +626,11 @@ fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
     let mine = |r: &(i64, Phone, i64, Probe)| lead_hash(r.0, r.1) % n as u64 == p as u64;
     let expected = rows.iter().filter(|r| mine(r)).count();
     assert!(expected > 0 && expected < rows.len());
-    assert_eq!(ingestor.dedup_index().len(), expected);
+    assert_eq!(writer.dedup_index().len(), expected);
     for r in &rows {
-        assert_eq!(ingestor.dedup_index().contains(r.3), mine(r), "{r:?}");
+        assert_eq!(writer.dedup_index().contains(r.3), mine(r), "{r:?}");
         assert_eq!(
-            ingestor
+            writer
                 .event_index()
                 .occurrences(r.0, "t", r.1)
                 .contains(&r.2),
@@ -640,7 +640,7 @@ fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
     }
     // Warming again (a partition revoked and assigned back) changes nothing.
     warmer.warm(&[p], n);
-    assert_eq!(ingestor.dedup_index().len(), expected);
+    assert_eq!(writer.dedup_index().len(), expected);
 
     // Storing all of them again: the warmed ones are duplicates, the rest new.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -667,7 +667,7 @@ fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
             rejected: 0,
             rejects: Vec::new(),
         };
-        let s = rt.block_on(ingestor.store(batch)).expect("store");
+        let s = rt.block_on(writer.store(batch)).expect("store");
         inserted += s.inserted;
         duplicates += s.duplicates;
     }
@@ -680,7 +680,7 @@ fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
 #[test]
 fn a_millisecond_table_is_refused_and_its_events_export_as_raw_records() {
     use leadstream_connectors::clickhouse::schema;
-    use leadstream_pipeline::{Ingest, Parser, PhoneNormalizer};
+    use leadstream_pipeline::{Parser, PhoneNormalizer, Preparer};
 
     let ch = ClickHouseServer::start();
     ch.query("CREATE DATABASE ls_ms");
@@ -712,12 +712,11 @@ fn a_millisecond_table_is_refused_and_its_events_export_as_raw_records() {
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort();
     assert_eq!(lines.len(), 2, "{out}");
-    let ingest = Ingest::new(PhoneNormalizer::new());
+    let ingest = Preparer::new(PhoneNormalizer::new());
     let mut parser = Parser::new();
     let mut read = |line: &str| {
-        let mut buf = line.as_bytes().to_vec();
         let raw = parser
-            .parse_record(&mut buf)
+            .parse_record(line.as_bytes())
             .unwrap_or_else(|e| panic!("{line}: {e}"))
             .into_batch();
         let p = ingest

@@ -17,7 +17,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use leadstream_pipeline::parse::find_organization_id;
-use leadstream_pipeline::{Ingest, OrgId, Parser, Prepared, RequestError};
+use leadstream_pipeline::{OrgId, Parser, Prepared, Preparer, RequestError};
 use serde::Serialize;
 use std::cell::RefCell;
 
@@ -68,7 +68,7 @@ pub struct Accepted {
     rejects: Vec<RejectOut>,
 }
 
-/// Ingest a batch of lead events.
+/// Preparer a batch of lead events.
 ///
 /// Deduplicated on `(organizationId, phoneE164, eventType, occurredAt)`; a 200 means
 /// every inserted row is durable.
@@ -113,7 +113,7 @@ fn lookup_failed(e: impl std::fmt::Display) -> ApiError {
 }
 
 async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    if !s.ingestor.is_ready() {
+    if !s.writer.is_ready() {
         return Err(ApiError::unavailable(
             "starting up: warming the dedup index from the store; retry shortly",
         ));
@@ -130,7 +130,7 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response,
     .await?;
 
     let registry = s.registry.clone();
-    let ingest = s.ingest.clone();
+    let ingest = s.preparer.clone();
     let prepared =
         tokio::task::spawn_blocking(move || prepare(&registry, &ingest, credential, body))
             .await
@@ -152,7 +152,7 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response,
             reason: r.reason.to_string(),
         })
         .collect();
-    let stored = s.ingestor.store(prepared).await.map_err(|e| match &*e {
+    let stored = s.writer.store(prepared).await.map_err(|e| match &*e {
         // The store refused these rows for good (a ClickHouse type or range error): a
         // retry would be refused again, so no Retry-After.
         StoreError::Rejected { .. } => ApiError::new(
@@ -230,7 +230,7 @@ fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
 /// validates and normalizes. CPU-bound: runs on a blocking thread.
 fn prepare(
     registry: &Registry,
-    ingest: &Ingest,
+    ingest: &Preparer,
     credential: Credential,
     body: ReadBody,
 ) -> Result<Prepared, ApiError> {
@@ -254,8 +254,8 @@ fn prepare(
         }
     }
     PARSER.with_borrow_mut(|parser| {
-        let raw = Ingest::parse(parser, bytes).map_err(bad_request)?;
-        let org = Ingest::organization_id(&raw).map_err(bad_request)?;
+        let raw = Preparer::parse(parser, bytes).map_err(bad_request)?;
+        let org = Preparer::organization_id(&raw).map_err(bad_request)?;
         if let Credential::ApiKey(key_org) = credential {
             if key_org != org {
                 return Err(ApiError::new(

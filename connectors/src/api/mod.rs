@@ -3,7 +3,7 @@
 //!
 //! Request-level problems answer 4xx with `{"error": "..."}` and store nothing;
 //! row-level problems are rejects inside a 200. A 200 is sent only after the batch's
-//! new rows are durable (see [`crate::ingest`]). Every error the server sends is JSON
+//! new rows are durable (see [`crate::writer`]). Every error the server sends is JSON
 //! ([`limits`]); work before authentication is bounded ([`body`], [`server`]).
 
 pub mod body;
@@ -13,14 +13,14 @@ pub mod openapi;
 pub mod server;
 
 use crate::config::HttpConfig;
-use crate::ingest::Ingestor;
 use crate::registry::Registry;
+use crate::writer::EventWriter;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use body::BodyBudget;
-use leadstream_pipeline::Ingest;
+use leadstream_pipeline::Preparer;
 use std::sync::Arc;
 
 pub use server::run;
@@ -32,8 +32,8 @@ pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
-    pub ingestor: Ingestor,
-    pub ingest: Ingest,
+    pub writer: EventWriter,
+    pub preparer: Preparer,
     /// Timeouts and caps from `[http]`.
     pub limits: Arc<HttpConfig>,
     /// Request-body bytes in flight across all requests.
@@ -43,14 +43,14 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         registry: Arc<Registry>,
-        ingestor: Ingestor,
-        ingest: Ingest,
+        writer: EventWriter,
+        preparer: Preparer,
         limits: &HttpConfig,
     ) -> Self {
         Self {
             registry,
-            ingestor,
-            ingest,
+            writer,
+            preparer,
             budget: BodyBudget::new(limits.max_body_bytes_in_flight),
             limits: Arc::new(limits.clone()),
         }
@@ -85,7 +85,7 @@ async fn healthz() -> Json<Status> {
     (status = 503, description = "Still warming the dedup index from the store", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
 ))]
 async fn readyz(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
-    if s.ingestor.is_ready() {
+    if s.writer.is_ready() {
         Json(Status { status: "ready" }).into_response()
     } else {
         ApiError::unavailable("warming up the dedup index from the store").into_response()

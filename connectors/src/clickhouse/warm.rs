@@ -15,9 +15,9 @@
 //! by default) or the group considers the member gone and rebalances again.
 
 use super::ClickHouseStore;
-use crate::ingest::Ingestor;
 use crate::kafka::PartitionWarmer;
 use crate::store::{StoreError, WarmRow};
+use crate::writer::EventWriter;
 use leadstream_pipeline::retry::Backoff;
 use leadstream_pipeline::{lead_hash, Probe};
 use parking_lot::Mutex;
@@ -26,22 +26,22 @@ use std::time::{Duration, Instant};
 /// Rows buffered before they are added to the indexes.
 const FLUSH_ROWS: usize = 65_536;
 
-/// Warms the indexes of an [`Ingestor`] for newly assigned raw partitions from
+/// Warms the indexes of an [`EventWriter`] for newly assigned raw partitions from
 /// ClickHouse, over a connection of its own (the writer owns the other one).
 pub struct ClickHouseWarmer {
     /// `None` only while being dropped.
     store: Mutex<Option<ClickHouseStore>>,
-    ingestor: Ingestor,
+    writer: EventWriter,
     retry: Backoff,
 }
 
 impl ClickHouseWarmer {
     /// A warmer reading through `store` (a second connection to the writer's database)
-    /// into `ingestor`'s indexes, retrying a failed read with `retry` (`[store.retry]`).
-    pub fn new(store: ClickHouseStore, ingestor: Ingestor, retry: Backoff) -> Self {
+    /// into `writer`'s indexes, retrying a failed read with `retry` (`[store.retry]`).
+    pub fn new(store: ClickHouseStore, writer: EventWriter, retry: Backoff) -> Self {
         Self {
             store: Mutex::new(Some(store)),
-            ingestor,
+            writer,
             retry,
         }
     }
@@ -54,7 +54,7 @@ impl ClickHouseWarmer {
         let Some(store) = guard.as_mut() else {
             return 0;
         };
-        let (dedup, events) = (self.ingestor.dedup_index(), self.ingestor.event_index());
+        let (dedup, events) = (self.writer.dedup_index(), self.writer.event_index());
         let mut buf: Vec<WarmRow> = Vec::with_capacity(FLUSH_ROWS);
         let flush = |buf: &mut Vec<WarmRow>| {
             dedup.extend(buf.iter().map(|r| Probe {

@@ -12,7 +12,7 @@ use super::{lead_key, partition_for, Version};
 use leadstream_pipeline::batch::RejectReason;
 use leadstream_pipeline::parse::{Events, Scalar, Slot};
 use leadstream_pipeline::time::format_rfc3339_us;
-use leadstream_pipeline::{Ingest, OrgId, Parser, Phone, Prepared, Row};
+use leadstream_pipeline::{OrgId, Parser, Phone, Prepared, Preparer, Row};
 use rdkafka::message::{Message, OwnedMessage};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
@@ -132,7 +132,7 @@ fn source_of(m: &OwnedMessage) -> Source {
 /// rejected rows and invalid or unparseable records are dead-lettered.
 pub fn plan(
     msgs: &[OwnedMessage],
-    ingest: &Ingest,
+    ingest: &Preparer,
     parser: &mut Parser,
     buf: &mut Vec<u8>,
     partitions: i32,
@@ -170,7 +170,7 @@ pub fn plan(
         };
         let is_batch = raw_record.is_batch();
         let raw = raw_record.into_batch();
-        let org_hint = Ingest::organization_id(&raw).ok();
+        let org_hint = Preparer::organization_id(&raw).ok();
         let type_hint = raw
             .event_type
             .as_ref()
@@ -305,7 +305,7 @@ fn row_json(
 /// Every reject of a record, in order: judges each event again (the slow path, for
 /// records with more rejects than [`Prepared::rejects`] lists).
 fn all_rejects(
-    ingest: &Ingest,
+    ingest: &Preparer,
     parser: &mut Parser,
     buf: &mut Vec<u8>,
     payload: &[u8],
@@ -392,7 +392,7 @@ mod tests {
     }
 
     fn run(msgs: &[OwnedMessage], partitions: i32, owned: &[i32]) -> Plan {
-        let ingest = Ingest::new(PhoneNormalizer::new());
+        let ingest = Preparer::new(PhoneNormalizer::new());
         let owned: BTreeSet<i32> = owned.iter().copied().collect();
         plan(
             msgs,

@@ -2,7 +2,7 @@
 //! (what decides between storing a row and re-routing it, see [`super::plan`]), and
 //! readying the dedup index for partitions it newly owns ([`PartitionWarmer`]).
 
-use crate::ingest::Ingestor;
+use crate::writer::EventWriter;
 use parking_lot::RwLock;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::ClientContext;
@@ -44,7 +44,7 @@ pub trait PartitionWarmer: Send + Sync + 'static {
 /// The one-process warmer: the writer warms the whole index from the store at
 /// start-up, and the consumer subscribes only after that, so every lead of every
 /// partition is already in the index. It only checks that this holds.
-pub struct WarmedAtStartup(pub Ingestor);
+pub struct WarmedAtStartup(pub EventWriter);
 
 impl PartitionWarmer for WarmedAtStartup {
     fn warm(&self, partitions: &[i32], partition_count: i32) {

@@ -8,7 +8,7 @@
 //!    and decide where each row goes: stored here, re-routed to its lead's partition,
 //!    or dead-lettered;
 //! 3. **store** the groups through the single writer
-//!    ([`Ingestor::store_isolating_refusals`]), which dedups them against everything
+//!    ([`EventWriter::store_isolating_refusals`]), which dedups them against everything
 //!    stored so far and returns once they are durable. Rows the store refuses for good
 //!    ([`StoreError::Rejected`]) are found by splitting the group (down to single
 //!    rows, within [`ISOLATION_ATTEMPTS`] store calls a group), the rest is stored,
@@ -35,10 +35,10 @@ use super::plan::{plan, refused_dead_letters, Outgoing, Plan, To};
 use super::rebalance::{Assignment, PartitionWarmer, RebalanceHooks, WarmedAtStartup};
 use super::{config, KafkaError, Topics};
 use crate::config::Config;
-use crate::ingest::{Ingestor, Isolated};
 use crate::store::StoreError;
+use crate::writer::{EventWriter, Isolated};
 use leadstream_pipeline::retry::Backoff;
-use leadstream_pipeline::{Ingest, Parser};
+use leadstream_pipeline::{Parser, Preparer};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Message, OwnedMessage};
@@ -141,8 +141,8 @@ struct Settings {
 pub struct RawSource {
     consumer: Arc<StreamConsumer<RebalanceHooks>>,
     producer: FutureProducer,
-    ingestor: Ingestor,
-    ingest: Ingest,
+    writer: EventWriter,
+    preparer: Preparer,
     settings: Settings,
     owned: Assignment,
     stats: Arc<SourceStats>,
@@ -159,12 +159,12 @@ impl RawSource {
     pub fn new(
         config: &Config,
         topics: &Topics,
-        ingestor: Ingestor,
-        ingest: Ingest,
+        writer: EventWriter,
+        preparer: Preparer,
         failpoint: Option<Failpoint>,
     ) -> Result<Self, KafkaError> {
-        let warmer = Box::new(WarmedAtStartup(ingestor.clone()));
-        Self::with_warmer(config, topics, ingestor, ingest, failpoint, warmer)
+        let warmer = Box::new(WarmedAtStartup(writer.clone()));
+        Self::with_warmer(config, topics, writer, preparer, failpoint, warmer)
     }
 
     /// Like [`new`](RawSource::new), warming newly assigned partitions with `warmer`
@@ -176,8 +176,8 @@ impl RawSource {
     pub fn with_warmer(
         config: &Config,
         topics: &Topics,
-        ingestor: Ingestor,
-        ingest: Ingest,
+        writer: EventWriter,
+        preparer: Preparer,
         failpoint: Option<Failpoint>,
         warmer: Box<dyn PartitionWarmer>,
     ) -> Result<Self, KafkaError> {
@@ -208,8 +208,8 @@ impl RawSource {
         Ok(Self {
             consumer: Arc::new(consumer),
             producer,
-            ingestor,
-            ingest,
+            writer,
+            preparer,
             settings: Settings {
                 raw_topic: k.raw_topic.clone(),
                 rejects_topic: k.rejects_topic.clone(),
@@ -243,7 +243,7 @@ impl RawSource {
     /// [`KafkaError::Subscribe`] when the subscription is refused;
     /// [`KafkaError::Store`] when the writer stopped (nothing more can be stored).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), KafkaError> {
-        while !self.ingestor.is_ready() {
+        while !self.writer.is_ready() {
             tokio::select! {
                 () = stopped(&mut shutdown) => return Ok(()),
                 () = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -381,8 +381,11 @@ impl RawSource {
 
     /// Steps 2–4 of the module docs for one batch.
     async fn process(&self, batch: &Arc<Vec<OwnedMessage>>) -> Result<(), StepError> {
-        let (msgs, ingest, partitions) =
-            (batch.clone(), self.ingest.clone(), self.settings.partitions);
+        let (msgs, ingest, partitions) = (
+            batch.clone(),
+            self.preparer.clone(),
+            self.settings.partitions,
+        );
         let owned = self.owned.snapshot();
         let t0 = Instant::now();
         let Plan {
@@ -400,10 +403,10 @@ impl RawSource {
         let t1 = Instant::now();
         let mut stores = Vec::with_capacity(groups.len());
         for group in groups {
-            let ingestor = self.ingestor.clone();
+            let writer = self.writer.clone();
             let (org, event_type) = (group.batch.org, group.batch.event_type.clone());
             let task = tokio::spawn(async move {
-                ingestor
+                writer
                     .store_isolating_refusals(group.batch, ISOLATION_ATTEMPTS)
                     .await
             });

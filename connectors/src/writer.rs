@@ -44,7 +44,7 @@ struct Job {
     reply: oneshot::Sender<Result<Stored, Refused>>,
 }
 
-/// What [`Ingestor::store_isolating_refusals`] came to.
+/// What [`EventWriter::store_isolating_refusals`] came to.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Isolated {
     /// Counts of the rows that were stored (or found duplicates).
@@ -57,7 +57,7 @@ pub struct Isolated {
 
 /// Counters for `/metrics`-style reporting and tests.
 #[derive(Debug, Default)]
-pub struct IngestStats {
+pub struct WriterStats {
     pub batches: AtomicU64,
     pub inserted: AtomicU64,
     pub duplicates: AtomicU64,
@@ -68,7 +68,7 @@ pub struct IngestStats {
 /// Handle to the writer thread. Cheap to clone; the thread stops when the last
 /// handle is dropped.
 #[derive(Clone)]
-pub struct Ingestor {
+pub struct EventWriter {
     tx: Sender<Job>,
     shared: Arc<Shared>,
 }
@@ -78,7 +78,7 @@ struct Shared {
     dedup: Arc<DedupIndex>,
     events: Arc<EventIndex>,
     ready: AtomicBool,
-    stats: IngestStats,
+    stats: WriterStats,
 }
 
 /// The rows of `batch` that dedup found new (`is_new[i]` for `batch.rows[i]`), as the
@@ -105,10 +105,10 @@ pub fn new_rows<'a>(
 /// Rows per commit group at most; a single batch is never split.
 const GROUP_ROWS: usize = 200_000;
 
-impl Ingestor {
+impl EventWriter {
     /// Opens the SQLite store in `dir` and starts the writer thread, which first warms
     /// the dedup and event indexes from the store (retrying with `warm_retry`,
-    /// `[store.retry]`, while it is unavailable); [`Ingestor::is_ready`] turns true
+    /// `[store.retry]`, while it is unavailable); [`EventWriter::is_ready`] turns true
     /// when that is done. Batches sent before then wait for it.
     ///
     /// # Errors
@@ -121,14 +121,14 @@ impl Ingestor {
         ))
     }
 
-    /// Like [`Ingestor::start`], with any [`EventStore`] (ClickHouse in production).
+    /// Like [`EventWriter::start`], with any [`EventStore`] (ClickHouse in production).
     pub fn with_store(store: Box<dyn EventStore>, shards: usize, warm_retry: Backoff) -> Self {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(1024);
         let shared = Arc::new(Shared {
             dedup: Arc::new(DedupIndex::new(shards)),
             events: Arc::new(EventIndex::new(shards)),
             ready: AtomicBool::new(false),
-            stats: IngestStats::default(),
+            stats: WriterStats::default(),
         });
         let w = shared.clone();
         std::thread::Builder::new()
@@ -154,7 +154,7 @@ impl Ingestor {
     }
 
     /// Counters.
-    pub fn stats(&self) -> &IngestStats {
+    pub fn stats(&self) -> &WriterStats {
         &self.shared.stats
     }
 
@@ -457,21 +457,21 @@ mod tests {
         }
     }
 
-    fn ingestor(poison: &[u64]) -> (Ingestor, Arc<Mutex<Vec<Phone>>>) {
+    fn writer(poison: &[u64]) -> (EventWriter, Arc<Mutex<Vec<Phone>>>) {
         let stored = Arc::new(Mutex::new(Vec::new()));
         let store = Picky {
             poison: poison.iter().map(|&p| Phone(p)).collect(),
             stored: stored.clone(),
         };
         (
-            Ingestor::with_store(Box::new(store), 4, Backoff::default()),
+            EventWriter::with_store(Box::new(store), 4, Backoff::default()),
             stored,
         )
     }
 
     #[tokio::test]
     async fn refused_rows_are_found_by_splitting_and_the_rest_is_stored() {
-        let (ing, stored) = ingestor(&[1_017, 1_090]);
+        let (ing, stored) = writer(&[1_017, 1_090]);
         let out = ing
             .store_isolating_refusals(batch(1_000..1_100), 1_000)
             .await
@@ -514,7 +514,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_search_stops_after_its_budget_and_refuses_the_rest_whole() {
-        let (ing, stored) = ingestor(&(2_000..2_064).collect::<Vec<_>>());
+        let (ing, stored) = writer(&(2_000..2_064).collect::<Vec<_>>());
         let out = ing
             .store_isolating_refusals(batch(2_000..2_064), 8)
             .await
@@ -531,7 +531,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_batch_does_not_fail_the_batches_committed_with_it() {
-        let (ing, stored) = ingestor(&[3_005]);
+        let (ing, stored) = writer(&[3_005]);
         // Queue several at once so the writer groups them.
         let tasks: Vec<_> = [
             batch(3_000..3_010),
