@@ -58,7 +58,6 @@ pub struct Isolated {
 /// Counters for `/metrics`-style reporting and tests.
 #[derive(Debug, Default)]
 pub struct WriterStats {
-    pub batches: AtomicU64,
     pub inserted: AtomicU64,
     pub duplicates: AtomicU64,
     pub commits: AtomicU64,
@@ -353,7 +352,6 @@ impl Shared {
                         inserted,
                         duplicates: batch.rows.len() - inserted,
                     };
-                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
                     self.stats
                         .inserted
                         .fetch_add(s.inserted as u64, Ordering::Relaxed);
