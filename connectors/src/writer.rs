@@ -101,6 +101,40 @@ pub fn new_rows<'a>(
         })
 }
 
+/// The writer's dedup step for one batch: offers its rows' fingerprints to `dedup` in
+/// order; `is_new[i]` tells whether `batch.rows[i]` was new (`probes` is scratch).
+pub fn dedup_batch(
+    dedup: &DedupIndex,
+    batch: &Prepared,
+    probes: &mut Vec<Probe>,
+    is_new: &mut Vec<bool>,
+) {
+    probes.clear();
+    probes.extend(batch.rows.iter().map(|r| r.probe));
+    dedup.insert_batch(probes, is_new);
+}
+
+/// The writer's last step for one stored batch: its new rows into the event index.
+pub fn record_new(events: &EventIndex, batch: &Prepared, is_new: &[bool]) {
+    events.record(
+        batch.org,
+        &batch.event_type,
+        batch
+            .rows
+            .iter()
+            .zip(is_new)
+            .filter(|(_, &n)| n)
+            .map(|(r, _)| (r.phone, r.occurred_at_us)),
+    );
+}
+
+/// Now, as the `ingested_at` the stores keep (UTC milliseconds).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Rows per commit group at most; a single batch is never split.
 const GROUP_ROWS: usize = 200_000;
 
@@ -320,9 +354,7 @@ impl Shared {
         let mut fresh: Vec<Vec<bool>> = Vec::with_capacity(group.len());
         let mut added: Vec<Probe> = Vec::new();
         for job in &group {
-            probes.clear();
-            probes.extend(job.batch.rows.iter().map(|r| r.probe));
-            self.dedup.insert_batch(probes, is_new);
+            dedup_batch(&self.dedup, &job.batch, probes, is_new);
             added.extend(
                 probes
                     .iter()
@@ -332,9 +364,7 @@ impl Shared {
             );
             fresh.push(is_new.clone());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = now_ms();
         let to_store: Vec<StoredEvent<'_>> = group
             .iter()
             .zip(&fresh)
@@ -362,15 +392,7 @@ impl Shared {
                     answered.push((batch, new));
                 }
                 for (b, new) in &answered {
-                    self.events.record(
-                        b.org,
-                        &b.event_type,
-                        b.rows
-                            .iter()
-                            .zip(new)
-                            .filter(|(_, &n)| n)
-                            .map(|(r, _)| (r.phone, r.occurred_at_us)),
-                    );
+                    record_new(&self.events, b, new);
                 }
             }
             Err(e) if e.is_rejected() && group.len() > 1 => {

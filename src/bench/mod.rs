@@ -564,6 +564,7 @@ fn writer_breakdown(
     pb: &ProgressBar,
 ) -> anyhow::Result<Breakdown> {
     use leadstream_connectors::store::{EventStore, StoredEvent};
+    use leadstream_connectors::writer;
     use leadstream_pipeline::EventIndex;
     let dir = TempDir::new(args.tmp_dir.as_deref())?;
     let mut store = SqliteStore::open(&dir.0).context("opening the event store")?;
@@ -578,28 +579,14 @@ fn writer_breakdown(
             Preparer::parse(&mut parser, &batch.body).with_context(|| format!("batch {i}"))?;
         let b = ingest.prepare(raw).with_context(|| format!("batch {i}"))?;
         let t1 = Instant::now();
-        probes.clear();
-        probes.extend(b.rows.iter().map(|r| r.probe));
-        dedup.insert_batch(&probes, &mut is_new);
+        writer::dedup_batch(&dedup, &b, &mut probes, &mut is_new);
         let t2 = Instant::now();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let rows: Vec<StoredEvent<'_>> =
-            leadstream_connectors::writer::new_rows(&b, &is_new).collect();
+        let rows: Vec<StoredEvent<'_>> = writer::new_rows(&b, &is_new).collect();
         store
-            .append(&rows, now)
+            .append(&rows, writer::now_ms())
             .with_context(|| format!("storing batch {i}"))?;
         let t3 = Instant::now();
-        events.record(
-            b.org,
-            &b.event_type,
-            b.rows
-                .iter()
-                .zip(&is_new)
-                .filter(|(_, &n)| n)
-                .map(|(r, _)| (r.phone, r.occurred_at_us)),
-        );
+        writer::record_new(&events, &b, &is_new);
         let t4 = Instant::now();
         for (v, d) in steps
             .iter_mut()
