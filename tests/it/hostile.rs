@@ -362,3 +362,30 @@ async fn bodies_in_flight_are_capped_with_a_503() {
         (1, 1, 0, 0)
     );
 }
+
+#[tokio::test]
+async fn requests_hyper_cannot_parse_get_json_errors_too() {
+    let s = TestServer::start().await;
+    for (raw, status) in [
+        (b"GARBAGE LINE\r\n\r\n".to_vec(), 400),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            [
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nx-big: ".to_vec(),
+                vec![b'v'; 70_000],
+                b"\r\n\r\n".to_vec(),
+            ]
+            .concat(),
+            431,
+        ),
+    ] {
+        let mut c = TcpStream::connect(s.addr()).await.unwrap();
+        c.write_all(&raw).await.unwrap();
+        let r = read_response(&mut c).await;
+        assert!(!r.error(status).is_empty());
+    }
+    assert_eq!(s.get("/healthz").await.status, 200);
+}

@@ -13,6 +13,11 @@
 //!   headers (beyond those it answers an empty 431 and closes); the JSON 414/431
 //!   answers for smaller but still oversized heads come from [`super::limits`].
 //!
+//! - **Requests hyper cannot parse** (a garbage request line, a malformed header) are
+//!   answered by hyper itself, before any handler, with an empty body; the socket
+//!   wrapper [`JsonParseErrors`] gives those answers the same `{"error": ...}` body as
+//!   every other error.
+//!
 //! On `shutdown`, the listener closes and in-flight requests get `http.shutdown_grace`
 //! to finish.
 
@@ -22,9 +27,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 /// Connections admitted past the cap, each with a short header timeout.
@@ -120,7 +129,7 @@ pub async fn run(
             .max_header_list_size(MAX_HEAD_BYTES as u32);
         let conn = builder
             .serve_connection_with_upgrades(
-                TokioIo::new(stream),
+                TokioIo::new(JsonParseErrors::new(stream)),
                 TowerToHyperService::new(router.clone()),
             )
             .into_owned();
@@ -139,4 +148,153 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// A connection whose error answers written by hyper itself (a request it could not
+/// parse: empty body, `connection: close`) carry a JSON body like every other error.
+///
+/// hyper writes such an answer as one head with `content-length: 0` and closes; the
+/// head is recognised by its exact start and replaced whole. Every other byte passes
+/// through unchanged. Writes are not vectored, so a head always starts a write.
+pub struct JsonParseErrors {
+    inner: TcpStream,
+    /// A replacement answer being written, and how much of it is out.
+    pending: Option<(Vec<u8>, usize)>,
+}
+
+impl JsonParseErrors {
+    pub fn new(inner: TcpStream) -> Self {
+        Self {
+            inner,
+            pending: None,
+        }
+    }
+
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, done)) = &mut self.pending {
+            if *done == bytes.len() {
+                self.pending = None;
+                break;
+            }
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*done..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *done += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The JSON answer for a head hyper wrote for a request it refused, if `buf` is one.
+fn json_answer(buf: &[u8]) -> Option<Vec<u8>> {
+    let head = buf.strip_suffix(b"\r\n\r\n")?;
+    let text = std::str::from_utf8(head).ok()?;
+    let (status_line, headers) = text.split_once("\r\n")?;
+    let code = status_line.strip_prefix("HTTP/1.1 ")?.get(..3)?;
+    let lower = headers.to_ascii_lowercase();
+    if !(code.starts_with('4') || code.starts_with('5'))
+        || !lower.contains("content-length: 0")
+        || lower.contains("content-type")
+    {
+        return None;
+    }
+    let message = match code {
+        "400" => "malformed HTTP request: the request line or a header could not be parsed",
+        "414" => "request target too long",
+        "431" => "request head too large: at most 64 KB and 1000 headers",
+        "505" => "HTTP version not supported: use HTTP/1.1 or HTTP/2",
+        _ => "the request could not be read",
+    };
+    let body = serde_json::to_vec(&serde_json::json!({ "error": message })).ok()?;
+    let mut out = format!("{status_line}\r\n").into_bytes();
+    for line in headers
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:"))
+    {
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(
+        format!(
+            "content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(&body);
+    Some(out)
+}
+
+impl AsyncRead for JsonParseErrors {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for JsonParseErrors {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.drain(cx))?;
+        if buf.len() < 512 {
+            if let Some(answer) = json_answer(buf) {
+                self.pending = Some((answer, 0));
+                // Accepted whole; the rest goes out on the next write, flush or shutdown.
+                let _ = self.drain(cx)?;
+                return Poll::Ready(Ok(buf.len()));
+            }
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_answer;
+
+    #[test]
+    fn hypers_own_error_heads_get_a_json_body() {
+        let head = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 22:11:02 GMT\r\n\r\n";
+        let out = String::from_utf8(json_answer(head).unwrap()).unwrap();
+        let (h, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(
+            h.starts_with("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ndate: "),
+            "{h}"
+        );
+        assert!(
+            h.contains("content-type: application/json")
+                && h.contains(&format!("content-length: {}", body.len())),
+            "{h}"
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(body).unwrap()["error"],
+            "malformed HTTP request: the request line or a header could not be parsed"
+        );
+        // Our own answers, and anything that is not an empty error head, pass through.
+        assert!(json_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_none());
+        assert!(json_answer(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n").is_none());
+        assert!(json_answer(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n\r\n").is_none());
+        assert!(json_answer(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n{}").is_none());
+    }
 }
