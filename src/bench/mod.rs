@@ -71,7 +71,7 @@ pub enum BenchCmd {
     /// inserted equals the unique valid keys planted; the HTTP phase also counts the
     /// rows in the store. A mismatch exits non-zero. Also reported: peak RSS of each
     /// phase (VmHWM) and the machine.
-    Preparer(IngestArgs),
+    Ingest(IngestArgs),
     /// ClickHouse event store: insert rows/s and index warm-up keys/s, SQLite as the peer.
     ///
     /// Generates --rows distinct rows (not timed), appends them --batch-rows at a time
@@ -139,7 +139,7 @@ pub struct IngestArgs {
 /// Bad arguments, a failed phase, or counts that disagree with the generator.
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
-        BenchCmd::Preparer(args) => ingest(&args),
+        BenchCmd::Ingest(args) => ingest(&args),
         BenchCmd::Clickhouse(args) => clickhouse::run(&args),
         BenchCmd::Kafka(args) => kafka::run(&args),
     }

@@ -504,3 +504,12 @@ fn every_flag_and_positional_of_every_command_has_help_text() {
         missing.join("\n")
     );
 }
+
+#[test]
+fn the_documented_bench_commands_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in ["ingest", "kafka", "clickhouse"] {
+        let out = leadstream(dir.path(), ["bench", cmd, "--help"]).ok();
+        assert!(out.contains("Usage: leadstream bench"), "bench {cmd}: {out}");
+    }
+}
