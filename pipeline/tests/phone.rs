@@ -284,6 +284,8 @@ fn starts(cc: i32) -> Vec<String> {
     let mut v: Vec<String> = (0..1000).map(|i| format!("{i:03}")).collect();
     v.extend((0..100).map(|i| format!("{i:02}")));
     v.extend((0..10).map(|i| i.to_string()));
+    // Runs of zeros (libphonenumber keeps every leading zero).
+    v.extend((4..=17).map(|k| "0".repeat(k)));
     for md in &by_code()[&cc] {
         let np = md.national_prefix.clone().unwrap_or_default();
         let descs = [

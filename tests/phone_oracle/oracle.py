@@ -195,8 +195,13 @@ ALPHABET = list("0123456789" * 4) + list("+() -./#,;x*~") + list("abcXYZ") + SEP
 ] + [chr(z + i) for z in DIGIT_ZEROS for i in (0, 5, 9)]
 
 
-def random_inputs(rng):
-    kind = rng.randrange(6)
+def random_inputs(rng, codes):
+    kind = rng.randrange(7)
+    if kind == 6:
+        # Many leading zeros in the national number.
+        cc = rng.choice(codes)
+        tail = "".join(rng.choice("0123456789") for _ in range(rng.randint(0, 4)))
+        return rng.choice(["+", "", "00"]) + "%d%s%s" % (cc, "0" * rng.randint(1, 17), tail)
     if kind == 0:
         return "+" + "".join(rng.choice("0123456789") for _ in range(rng.randint(0, 21)))
     if kind == 1:
@@ -222,8 +227,9 @@ def generate(count, seed):
     for cc, nsn, np, number in examples():
         inputs.extend(spellings(cc, nsn, np, number, rng))
         inputs.extend(mutations(cc, nsn, np, rng))
+    codes = sorted(pn.COUNTRY_CODE_TO_REGION_CODE)
     while len(inputs) < count:
-        inputs.append(random_inputs(rng))
+        inputs.append(random_inputs(rng, codes))
     return inputs
 
 

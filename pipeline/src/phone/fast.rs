@@ -87,7 +87,7 @@ impl Tables {
                     ..Default::default()
                 };
                 if util.is_possible_number(&number) {
-                    mask | 1 << len
+                    mask | (1 << len)
                 } else {
                     mask
                 }
@@ -141,11 +141,13 @@ impl Tables {
         None
     }
 
-    /// Looks `digits` up in the possible-length set of `code`.
-    #[cfg(test)]
-    fn possible(&self, code: u16, len: usize) -> bool {
-        let i = self.index[code as usize];
-        i != 0 && self.codes[usize::from(i) - 1].possible & 1 << len != 0
+    /// libphonenumber's `isPossibleNumber` for a national significant number
+    /// of `len` digits under calling code `code`.
+    pub(crate) fn is_possible(&self, code: i32, len: usize) -> bool {
+        let Some(&i) = usize::try_from(code).ok().and_then(|c| self.index.get(c)) else {
+            return false;
+        };
+        i != 0 && len <= MAX_NSN && self.codes[usize::from(i) - 1].possible & (1 << len) != 0
     }
 }
 
@@ -244,7 +246,7 @@ pub(crate) fn classify(t: &Tables, raw: &str) -> Fast {
         return Fast::Fallback;
     }
     let len = national.len();
-    if len > MAX_NSN || code.possible & 1 << len == 0 {
+    if len > MAX_NSN || code.possible & (1 << len) == 0 {
         return Fast::Reject; // TOO_LONG_NSN, or not a possible length
     }
     let value = digits.iter().try_fold(0u64, |v, &d| {
@@ -285,9 +287,13 @@ mod tests {
         let t = tables();
         assert!(t.len() > 200, "{}", t.len());
         assert!(t.codes.iter().all(|c| !matches!(c.prefix, Prefix::Unknown)));
-        assert!(t.possible(1, 10));
-        assert!(!t.possible(1, 9));
-        assert!(t.possible(44, 10));
+        assert!(t.is_possible(1, 10));
+        assert!(!t.is_possible(1, 9));
+        assert!(t.is_possible(44, 10));
+        assert!(t.is_possible(7, 14));
+        assert!(!t.is_possible(7, 18));
+        assert!(!t.is_possible(999, 10));
+        assert!(!t.is_possible(-1, 10));
         assert_eq!(t.country(b"4477").map(|(c, l)| (c.code, l)), Some((44, 2)));
         assert_eq!(t.country(b"3545").map(|(c, l)| (c.code, l)), Some((354, 3)));
         assert!(t.country(b"0441").is_none());
