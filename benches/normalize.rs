@@ -14,12 +14,16 @@
 //! rlibphonenumber alone gets each input already rewritten to its `+` form
 //! (outside the timing); the normalizer gets the raw strings.
 //!
+//! Timed as this thread's CPU time (`leadstream::cpu_time`), like the other
+//! benches: the machine is shared.
+//!
 //! `cargo bench --bench normalize`
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use leadstream::cpu_time::now;
 use leadstream_pipeline::phone::{international_form, PhoneNormalizer};
 use rlibphonenumber::{
     get_national_significant_number_owned, PhoneNumberFormat, PhoneNumberType, Region,
@@ -108,6 +112,17 @@ fn inputs() -> (Vec<String>, Vec<String>) {
     (canonical, formatted)
 }
 
+/// `b.iter(f)`, timed with [`now`] (this thread's CPU time).
+fn iter(b: &mut criterion::Bencher<'_>, mut f: impl FnMut()) {
+    b.iter_custom(|iters| {
+        let t = now();
+        for _ in 0..iters {
+            f();
+        }
+        now() - t
+    })
+}
+
 /// rlibphonenumber alone: the contract's parse, check and format.
 fn crate_alone(plus_form: &str) -> u64 {
     match PHONE_NUMBER_UTIL.parse(plus_form, None) {
@@ -129,21 +144,21 @@ fn compare(
         .collect();
     group.throughput(Throughput::Elements(raw.len() as u64));
     group.bench_function("PhoneNormalizer::normalize", |b| {
-        b.iter(|| {
+        iter(b, || {
             let mut n = 0u64;
             for s in raw {
                 n = n.wrapping_add(normalizer.normalize(black_box(s)).map_or(0, |p| p.0));
             }
-            black_box(n)
+            black_box(n);
         })
     });
     group.bench_function("rlibphonenumber", |b| {
-        b.iter(|| {
+        iter(b, || {
             let mut n = 0u64;
             for s in &plus {
                 n = n.wrapping_add(crate_alone(black_box(s)));
             }
-            black_box(n)
+            black_box(n);
         })
     });
 }
