@@ -1,4 +1,4 @@
-//! Bounded, sharded cache of slow-path (full `phonenumber` parse) results.
+//! Bounded, sharded cache of slow-path (full rlibphonenumber parse) results.
 //!
 //! Fixed capacity: `SHARDS * SLOTS_PER_SHARD` direct-mapped slots, keyed by
 //! the raw input (inputs longer than [`MAX_KEY_LEN`] bytes are not cached),

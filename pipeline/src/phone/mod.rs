@@ -281,8 +281,9 @@ impl PhoneNormalizer {
 
     /// The contract itself, uncached and without the fast path:
     /// [`international_form`], the 250-character limit, rlibphonenumber's
-    /// `parse(s, None)` and `is_possible_number`. This is the definition
-    /// [`normalize`](Self::normalize) must agree with.
+    /// `parse(s, None)`, the possible-length check (with the adjustments the
+    /// module docs list). This is the definition [`normalize`](Self::normalize)
+    /// must agree with.
     pub fn normalize_reference(&self, raw: &str) -> Option<Phone> {
         reference(raw)
     }
