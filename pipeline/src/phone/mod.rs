@@ -56,7 +56,7 @@
 //!
 //! # Fast path, and why it is exact
 //!
-//! rlibphonenumber takes 1–3 µs a number; the fast path ([`fast`]) answers
+//! rlibphonenumber takes 1–3 µs a number; the fast path (`fast.rs`) answers
 //! the input language `ws* ( "+" | "00" | ε ) [0-9 ()-.]*` (after the
 //! rewrite of step 1: `+`, then ASCII digits and the separators
 //! `' ' '-' '.' '(' ')'`) in tens of nanoseconds. For that language every step
@@ -88,6 +88,16 @@
 //! A property test (`pipeline/tests/phone.rs`) compares the fast path with
 //! rlibphonenumber over millions of generated inputs covering every calling
 //! code, every length and every national prefix.
+//!
+//! # Normalizing twice
+//!
+//! Normalizing an output again gives it back, except where libphonenumber
+//! strips a second national prefix: `+49 000 30 1234567` → `+4900301234567`
+//! (one `0` stripped) → `+490301234567` → `+49301234567`. We keep its answers.
+//! Such an output is always one the fast path hands to rlibphonenumber (its
+//! national number starts with a match of the prefix pattern): every output
+//! the fast path answers normalizes to itself, which the property tests and
+//! the fuzz target check.
 //!
 //! # Fallback
 //!
