@@ -510,6 +510,9 @@ fn the_documented_bench_commands_exist() {
     let dir = tempfile::tempdir().unwrap();
     for cmd in ["ingest", "kafka", "clickhouse"] {
         let out = leadstream(dir.path(), ["bench", cmd, "--help"]).ok();
-        assert!(out.contains("Usage: leadstream bench"), "bench {cmd}: {out}");
+        assert!(
+            out.contains("Usage: leadstream bench"),
+            "bench {cmd}: {out}"
+        );
     }
 }
