@@ -249,7 +249,7 @@ impl DeadLetter {
 }
 
 /// The entries of a batch record's `events`, each exactly as sent (serde_json's raw
-/// values: the simd-json parse works in place and leaves no copy), to put each
+/// values: the reader does not keep a row's raw text), to put each
 /// rejected row's own JSON in its dead letter. `None` when the record has no
 /// `events` array.
 pub fn batch_rows(record: &[u8]) -> Option<Vec<&serde_json::value::RawValue>> {
