@@ -210,11 +210,20 @@ impl Preparer {
         if let Some(field) = ev.duplicate {
             return Err((RejectReason::DuplicateField(field), as_sent(&ev)));
         }
+        let normalize = |s: &str| match ev.phone_normalized {
+            // Kept as it is when it is a valid number at all (re-normalizing a
+            // normalized number can change it: `+4900301234567` → `+490301234567`).
+            true => s
+                .parse::<Phone>()
+                .ok()
+                .filter(|_| self.normalizer.normalize(s).is_some()),
+            false => self.normalizer.normalize(s),
+        };
         let Some(phone) = ev
             .phone
             .as_ref()
             .and_then(Scalar::as_str)
-            .and_then(|s| self.normalizer.normalize(s))
+            .and_then(normalize)
         else {
             return Err((RejectReason::InvalidPhone, as_sent(&ev)));
         };
@@ -463,5 +472,33 @@ mod tests {
         let p = prepare(body).unwrap();
         assert_eq!(p.rows[1].occurred_at_us - p.rows[0].occurred_at_us, 100);
         assert_ne!(p.rows[0].probe.fingerprint, p.rows[1].probe.fingerprint);
+    }
+
+    #[test]
+    fn a_rerouted_record_keeps_its_normalized_phone() {
+        let n = PhoneNormalizer::new();
+        // libphonenumber strips a second national prefix on a second pass.
+        let once = n.normalize("+49 000 30 1234567").unwrap();
+        assert_ne!(n.normalize(&once.to_string()), Some(once));
+        let record = |kind: &str, phone: &str| {
+            format!(
+                r#"{{"kind":"{kind}","v":1,"organizationId":7,"eventType":"t","phoneE164":"{phone}","occurredAt":"2026-05-12T18:34:00Z"}}"#
+            )
+        };
+        let prepare = |text: String| {
+            let raw = Parser::new()
+                .parse_record(text.as_bytes())
+                .unwrap()
+                .into_batch();
+            Preparer::new(n.clone()).prepare(raw).unwrap()
+        };
+        let p = prepare(record("rerouted_event", &once.to_string()));
+        assert_eq!(p.rows[0].phone, once);
+        // Anything else is normalized as always, and a re-routed junk phone is refused.
+        assert_ne!(
+            prepare(record("other", &once.to_string())).rows[0].phone,
+            once
+        );
+        assert_eq!(prepare(record("rerouted_event", "+1")).rejected, 1);
     }
 }

@@ -182,6 +182,10 @@ pub struct RawEvent<'a> {
     pub metadata: Metadata<'a>,
     /// The first field leadstream reads that appeared twice, if any.
     pub duplicate: Option<&'static str>,
+    /// `phoneE164` is a normalized E.164 already (a re-routed raw record,
+    /// `"kind":"rerouted_event"`): normalizing it again could change it, since
+    /// libphonenumber is not idempotent on every number.
+    pub phone_normalized: bool,
 }
 
 /// An entry of `events`: an object, or something else (a per-row reject).
@@ -436,6 +440,10 @@ impl Parser {
                     if rec.events.replace(e).is_some() {
                         return Err(RequestError::DuplicateField("events"));
                     }
+                }
+                "kind" => {
+                    let kind = scalar(&mut r)?;
+                    rec.event.phone_normalized = kind.as_str() == Some("rerouted_event");
                 }
                 other => {
                     if event_field(&mut r, &mut rec.event, &mut seen, other)? {
