@@ -123,10 +123,7 @@ impl DeadLetter {
             event_type: event_type.to_owned(),
             index,
         };
-        match row {
-            Some(row) => Self::new(kind, reason, source, row, Encoding::Utf8, Scope::Row),
-            None => Self::with_record(kind, reason, source, record),
-        }
+        Self::for_row(kind, reason, source, row, record)
     }
 
     /// A row the store refused; `row` is its JSON, or `None` to keep the whole `record`.
@@ -144,6 +141,17 @@ impl DeadLetter {
             event_type: event_type.to_owned(),
             index,
         };
+        Self::for_row(kind, reason, source, row, record)
+    }
+
+    /// One row's dead letter: the row's own JSON when known, else the whole record.
+    fn for_row(
+        kind: Kind,
+        reason: String,
+        source: Source,
+        row: Option<String>,
+        record: &[u8],
+    ) -> Self {
         match row {
             Some(row) => Self::new(kind, reason, source, row, Encoding::Utf8, Scope::Row),
             None => Self::with_record(kind, reason, source, record),
