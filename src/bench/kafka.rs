@@ -187,16 +187,7 @@ pub fn run(args: &KafkaArgs) -> anyhow::Result<()> {
         args.max_batch_records > 0,
         "--max-batch-records must be at least 1"
     );
-    ensure!(
-        (0.0..=0.5).contains(&args.dup_ratio),
-        "--dup-ratio is {}, expected 0 to 0.5",
-        args.dup_ratio
-    );
-    ensure!(
-        (0.0..=0.5).contains(&args.bad_ratio),
-        "--bad-ratio is {}, expected 0 to 0.5",
-        args.bad_ratio
-    );
+    super::check_ratios(args.dup_ratio, args.bad_ratio)?;
     ensure!(
         args.partitions.is_none_or(|p| (1..=1_000).contains(&p)),
         "--partitions must be 1 to 1000"

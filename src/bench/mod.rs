@@ -153,16 +153,7 @@ fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
         args.batch_size
     );
     ensure!(args.concurrency > 0, "--concurrency must be at least 1");
-    ensure!(
-        (0.0..=0.5).contains(&args.dup_ratio),
-        "--dup-ratio is {}, expected 0 to 0.5",
-        args.dup_ratio
-    );
-    ensure!(
-        (0.0..=0.5).contains(&args.bad_ratio),
-        "--bad-ratio is {}, expected 0 to 0.5",
-        args.bad_ratio
-    );
+    check_ratios(args.dup_ratio, args.bad_ratio)?;
     let show_progress =
         !args.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
 
@@ -1072,3 +1063,16 @@ fn fs_type(path: &Path) -> Option<String> {
 }
 
 // ---------------------------------------------------------------------------------
+
+/// `--dup-ratio` and `--bad-ratio`, shared by the benches that generate data.
+pub(crate) fn check_ratios(dup_ratio: f64, bad_ratio: f64) -> anyhow::Result<()> {
+    ensure!(
+        (0.0..=0.5).contains(&dup_ratio),
+        "--dup-ratio is {dup_ratio}, expected 0 to 0.5"
+    );
+    ensure!(
+        (0.0..=0.5).contains(&bad_ratio),
+        "--bad-ratio is {bad_ratio}, expected 0 to 0.5"
+    );
+    Ok(())
+}
