@@ -1,6 +1,6 @@
 //! leadstream's core: the lead-event model, parsing (a validating, non-recursive JSON
 //! reader), phone normalization (E.164), validation, the dedup index, the event index
-//! and the retry policy.
+//! the retry policy, webhook signatures and the rules for webhook targets.
 //!
 //! Everything here is synchronous and free of I/O, so it can be benchmarked and
 //! property-tested on its own; `leadstream-connectors` wraps it in servers and stores.
@@ -12,6 +12,8 @@ pub mod index;
 pub mod parse;
 pub mod phone;
 pub mod retry;
+pub mod signature;
+pub mod target;
 pub mod time;
 
 pub use batch::{Prepared, Preparer, Reject, RejectReason, RequestError, Row};

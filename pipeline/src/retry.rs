@@ -171,6 +171,137 @@ pub fn honour_retry_after(
     }
 }
 
+/// What one webhook delivery attempt came to, as far as retrying is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The endpoint answered with this status.
+    Status(u16),
+    /// No complete answer within the endpoint's timeout.
+    Timeout,
+    /// The connection could not be made or broke (DNS, refused, reset, TLS).
+    ConnectError,
+    /// The target's address is not allowed (private, loopback, …): never sent.
+    Refused,
+}
+
+impl AttemptOutcome {
+    /// A 2xx answer.
+    pub fn succeeded(self) -> bool {
+        matches!(self, AttemptOutcome::Status(s) if (200..300).contains(&s))
+    }
+
+    /// 410 Gone: the receiver asks never to be called again.
+    pub fn disables_endpoint(self) -> bool {
+        self == AttemptOutcome::Status(410)
+    }
+}
+
+/// The retry policy of webhook deliveries (`delivery.retry_schedule`): the nominal gaps
+/// between attempts, so `gaps.len() + 1` attempts in all.
+///
+/// - 2xx: success, no retry.
+/// - 5xx, timeouts and connection errors: retried after the next gap of the schedule.
+/// - 408 and 429: retried too; a `Retry-After` the receiver sent replaces the gap,
+///   capped at [`DeliveryRetry::retry_after_cap`].
+/// - Every other 4xx, 1xx and 3xx (redirects are not followed), and refused targets:
+///   final.
+///
+/// [`DeliveryRetry::retry_delay`] is pure; [`DeliveryRetry::jittered`] spreads a gap
+/// by at most ±[`DeliveryRetry::jitter`] of it with a draw the caller passes in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRetry {
+    /// Gap before attempt 2, 3, …
+    pub gaps: Vec<Duration>,
+    /// Largest share of a gap the jitter moves it by (0.2: ±20%).
+    pub jitter: f64,
+    /// Longest `Retry-After` honoured.
+    pub retry_after_cap: Duration,
+}
+
+impl Default for DeliveryRetry {
+    /// `5s,30s,2m,10m` (5 attempts in all), ±20%, `Retry-After` up to 1 h.
+    fn default() -> Self {
+        Self {
+            gaps: [5, 30, 120, 600].map(Duration::from_secs).to_vec(),
+            jitter: 0.2,
+            retry_after_cap: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl DeliveryRetry {
+    /// Attempts in all.
+    pub fn max_attempts(&self) -> u32 {
+        u32::try_from(self.gaps.len()).unwrap_or(u32::MAX).saturating_add(1)
+    }
+
+    /// The nominal wait before the next attempt after `attempt` (1-based: the attempt
+    /// that just ended) came to `outcome`, or `None` when there is no next attempt
+    /// (success, a final answer, or the schedule is used up). `retry_after` is the
+    /// receiver's `Retry-After`, already parsed; only 408 and 429 honour it.
+    pub fn retry_delay(
+        &self,
+        outcome: AttemptOutcome,
+        attempt: u32,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        let gap = self
+            .gaps
+            .get(usize::try_from(attempt.checked_sub(1)?).ok()?)
+            .copied()?;
+        match outcome {
+            AttemptOutcome::Status(408 | 429) => {
+                Some(retry_after.map_or(gap, |ra| ra.min(self.retry_after_cap)))
+            }
+            AttemptOutcome::Status(s) if (500..600).contains(&s) => Some(gap),
+            AttemptOutcome::Timeout | AttemptOutcome::ConnectError => Some(gap),
+            AttemptOutcome::Status(_) | AttemptOutcome::Refused => None,
+        }
+    }
+
+    /// `gap` moved by `(2·unit − 1) · jitter · gap`, `unit` a uniform draw from
+    /// `[0, 1)` (clamped): within ±`jitter` of the gap, never negative.
+    pub fn jittered(&self, gap: Duration, unit: f64) -> Duration {
+        let unit = if unit.is_nan() { 0.5 } else { unit.clamp(0.0, 1.0) };
+        let share = self.jitter.clamp(0.0, 1.0) * (2.0 * unit - 1.0);
+        Duration::from_secs_f64((gap.as_secs_f64() * (1.0 + share)).max(0.0))
+    }
+
+    /// Parses `5s,30s,2m,10m`: comma-separated durations with a unit (`ms`, `s`,
+    /// `m`, `h`, `d`), each above zero. An empty string is one attempt and no retry.
+    ///
+    /// # Errors
+    /// A message naming the part that is not a duration.
+    pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
+        if text.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        text.split(',')
+            .map(|part| {
+                let p = part.trim();
+                let split = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
+                let (n, unit) = p.split_at(split);
+                let n: u64 = n
+                    .parse()
+                    .map_err(|_| format!("{p:?} is not a duration like 5s, 2m or 1h"))?;
+                let secs = match unit {
+                    "ms" => return Ok(Duration::from_millis(n)),
+                    "s" => 1,
+                    "m" => 60,
+                    "h" => 3600,
+                    "d" => 86_400,
+                    _ => return Err(format!("{p:?} has no unit: write 5s, 2m, 1h or 500ms")),
+                };
+                Ok(Duration::from_secs(n.saturating_mul(secs)))
+            })
+            .map(|d| match d {
+                Ok(d) if d.is_zero() => Err("a retry gap must be above zero".to_owned()),
+                other => other,
+            })
+            .collect()
+    }
+}
+
 /// `Sun, 06 Nov 1994 08:49:37 GMT`.
 fn parse_imf_fixdate(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
@@ -198,6 +329,109 @@ fn parse_imf_fixdate(s: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn delivery() -> DeliveryRetry {
+        DeliveryRetry::default()
+    }
+
+    #[test]
+    fn delivery_retry_table() {
+        use AttemptOutcome::*;
+        let s = |secs| Some(Duration::from_secs(secs));
+        let ra = |secs| Some(Duration::from_secs(secs));
+        // (outcome, attempt that just ended, Retry-After, expected nominal wait)
+        let table: &[(AttemptOutcome, u32, Option<Duration>, Option<Duration>)] = &[
+            (Status(200), 1, None, None),
+            (Status(204), 3, None, None),
+            (Status(500), 1, None, s(5)),
+            (Status(502), 2, None, s(30)),
+            (Status(503), 3, ra(1), s(120)), // 5xx ignores Retry-After
+            (Status(599), 4, None, s(600)),
+            (Status(500), 5, None, None), // the fifth attempt was the last
+            (Timeout, 1, None, s(5)),
+            (ConnectError, 4, None, s(600)),
+            (ConnectError, 5, None, None),
+            (Status(400), 1, None, None),
+            (Status(401), 1, None, None),
+            (Status(404), 1, None, None),
+            (Status(410), 1, None, None),
+            (Status(408), 1, None, s(5)),
+            (Status(429), 1, None, s(5)),
+            (Status(429), 2, ra(7), s(7)),
+            (Status(429), 2, ra(0), s(0)),
+            (Status(408), 1, ra(86_400), s(3600)), // capped at 1 h
+            (Status(429), 5, ra(1), None),         // no attempts left
+            (Status(301), 1, None, None),
+            (Status(302), 1, None, None),
+            (Status(304), 1, None, None),
+            (Status(100), 1, None, None),
+            (Refused, 1, None, None),
+            (Status(500), 0, None, None), // no attempt ended: nothing to retry
+        ];
+        for &(outcome, attempt, retry_after, want) in table {
+            assert_eq!(
+                delivery().retry_delay(outcome, attempt, retry_after),
+                want,
+                "{outcome:?} after attempt {attempt}, Retry-After {retry_after:?}"
+            );
+        }
+        assert_eq!(delivery().max_attempts(), 5);
+        assert!(Status(299).succeeded() && !Status(300).succeeded() && !Timeout.succeeded());
+        assert!(Status(410).disables_endpoint() && !Status(404).disables_endpoint());
+    }
+
+    #[test]
+    fn schedule_length_sets_the_attempts() {
+        let d = DeliveryRetry {
+            gaps: DeliveryRetry::parse_schedule("1s, 2s").unwrap(),
+            ..DeliveryRetry::default()
+        };
+        assert_eq!(d.max_attempts(), 3);
+        assert_eq!(
+            d.retry_delay(AttemptOutcome::Status(500), 2, None),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(d.retry_delay(AttemptOutcome::Status(500), 3, None), None);
+        let none = DeliveryRetry {
+            gaps: Vec::new(),
+            ..DeliveryRetry::default()
+        };
+        assert_eq!(none.retry_delay(AttemptOutcome::Timeout, 1, None), None);
+    }
+
+    #[test]
+    fn schedules_parse_with_units_and_refuse_the_rest() {
+        assert_eq!(
+            DeliveryRetry::parse_schedule("5s,30s,2m,10m").unwrap(),
+            [5, 30, 120, 600].map(Duration::from_secs).to_vec()
+        );
+        assert_eq!(
+            DeliveryRetry::parse_schedule("250ms,1h,1d").unwrap(),
+            vec![
+                Duration::from_millis(250),
+                Duration::from_secs(3600),
+                Duration::from_secs(86_400)
+            ]
+        );
+        assert_eq!(DeliveryRetry::parse_schedule("").unwrap(), vec![]);
+        for bad in ["5", "5x", "s", "1s,,2s", "-1s", "0s"] {
+            assert!(DeliveryRetry::parse_schedule(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        let d = delivery();
+        let gap = Duration::from_secs(100);
+        assert_eq!(d.jittered(gap, 0.0), Duration::from_secs(80));
+        assert_eq!(d.jittered(gap, 0.5), gap);
+        assert_eq!(d.jittered(gap, 1.0), Duration::from_secs(120));
+        for i in 0..1000 {
+            let j = d.jittered(gap, f64::from(i) / 1000.0);
+            assert!(j >= Duration::from_secs(80) && j <= Duration::from_secs(120));
+        }
+        assert_eq!(d.jittered(gap, f64::NAN), gap);
+    }
     use proptest::prelude::*;
 
     fn policy(jitter: Jitter) -> Backoff {

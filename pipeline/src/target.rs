@@ -1,0 +1,247 @@
+//! Webhook targets: which URLs an endpoint may have, and which addresses a delivery
+//! may connect to (SSRF).
+//!
+//! Unless private targets are allowed, a delivery never connects to loopback,
+//! private, link-local, CGNAT, multicast, unspecified, broadcast, reserved or
+//! documentation addresses, nor to IPv6 forms that embed one of them (IPv4-mapped
+//! `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4
+//! `2002::/16`). The check applies to the address actually connected to, after name
+//! resolution; see `connectors::delivery::client`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Longest endpoint URL accepted.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Why an address is not a target, e.g. `"a loopback address"`; `None` when it is a
+/// public address.
+pub fn address_refusal(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => v4_refusal(v4),
+        IpAddr::V6(v6) => v6_refusal(v6),
+    }
+}
+
+fn v4_refusal(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        _ if ip.is_unspecified() => "an unspecified address",
+        (0, _, _) => "a 'this network' address (0.0.0.0/8)",
+        (127, _, _) => "a loopback address",
+        (10, _, _) => "a private address",
+        (172, 16..=31, _) => "a private address",
+        (192, 168, _) => "a private address",
+        (100, 64..=127, _) => "a carrier-grade NAT address (100.64.0.0/10)",
+        (169, 254, _) => "a link-local address",
+        (192, 0, 0) => "an IETF protocol address (192.0.0.0/24)",
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "a documentation address",
+        (198, 18..=19, _) => "a benchmarking address (198.18.0.0/15)",
+        (224..=239, _, _) => "a multicast address",
+        _ if ip.is_broadcast() => "the broadcast address",
+        (240..=255, _, _) => "a reserved address (240.0.0.0/4)",
+        _ => return None,
+    })
+}
+
+fn v6_refusal(ip: Ipv6Addr) -> Option<&'static str> {
+    let seg = ip.segments();
+    if ip.is_unspecified() {
+        return Some("an unspecified address");
+    }
+    if ip.is_loopback() {
+        return Some("a loopback address");
+    }
+    // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated).
+    if let Some(v4) = ip.to_ipv4() {
+        let mapped = seg[5] == 0xffff;
+        return match v4_refusal(v4) {
+            Some(_) if mapped => Some("an IPv4-mapped form of a non-public IPv4 address"),
+            Some(_) => Some("an IPv4-compatible form of a non-public IPv4 address"),
+            // ::a.b.c.d with a public a.b.c.d: deprecated, never a real target.
+            None if !mapped => Some("an IPv4-compatible address (deprecated)"),
+            None => None,
+        };
+    }
+    if seg[0] == 0x0064 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
+        let v4 = Ipv4Addr::new(
+            (seg[6] >> 8) as u8,
+            seg[6] as u8,
+            (seg[7] >> 8) as u8,
+            seg[7] as u8,
+        );
+        return v4_refusal(v4).map(|_| "a NAT64 form of a non-public IPv4 address");
+    }
+    if seg[0] == 0x2002 {
+        let v4 = Ipv4Addr::new(
+            (seg[1] >> 8) as u8,
+            seg[1] as u8,
+            (seg[2] >> 8) as u8,
+            seg[2] as u8,
+        );
+        return v4_refusal(v4).map(|_| "a 6to4 form of a non-public IPv4 address");
+    }
+    Some(match seg[0] {
+        0xfc00..=0xfdff => "a private (unique local) address",
+        0xfe80..=0xfebf => "a link-local address",
+        0xfec0..=0xfeff => "a site-local address",
+        0xff00..=0xffff => "a multicast address",
+        0x2001 if seg[1] == 0x0db8 => "a documentation address",
+        0x0100 if seg[1..4] == [0, 0, 0] => "a discard-only address (100::/64)",
+        _ => return None,
+    })
+}
+
+/// Why `text` is not an endpoint URL, as a sentence for the client; `None` when it is
+/// an absolute `http://` or `https://` URL with a host.
+pub fn url_problem(text: &str) -> Option<String> {
+    if text.trim().is_empty() {
+        return Some("webhook is empty: give the full http:// or https:// URL of your endpoint".into());
+    }
+    if text.len() > MAX_URL_LEN {
+        return Some(format!(
+            "webhook is {} chars, at most {MAX_URL_LEN}",
+            text.len()
+        ));
+    }
+    if text.trim() != text {
+        return Some("webhook has leading or trailing whitespace: send the URL alone".into());
+    }
+    let url = match url::Url::parse(text) {
+        Ok(u) => u,
+        Err(e) => return Some(format!("webhook {text:?} is not a valid URL ({e}): give the full URL, e.g. https://api.example.com/events")),
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return Some(format!(
+            "webhook {text:?} has scheme {:?}: it must begin with http:// or https://",
+            url.scheme()
+        ));
+    }
+    // The URL standard reads `http:///x` as `http://x/`; a client that wrote that did
+    // not mean host `x`, so the authority must be written out.
+    let authority = text.split_once("://").map(|(_, rest)| rest);
+    if url.host_str().is_none_or(str::is_empty)
+        || authority.is_none_or(|a| a.starts_with(['/', '\\']) || a.is_empty())
+    {
+        return Some(format!("webhook {text:?} has no host"));
+    }
+    None
+}
+
+/// The address a URL's host is written as, when it is a literal IP.
+pub fn literal_ip(text: &str) -> Option<IpAddr> {
+    match url::Url::parse(text).ok()?.host()? {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(s: &str) -> bool {
+        address_refusal(s.parse().unwrap()).is_some()
+    }
+
+    #[test]
+    fn non_public_addresses_are_refused() {
+        for a in [
+            "127.0.0.1",
+            "127.255.255.254",
+            "0.0.0.0",
+            "0.1.2.3",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "169.254.169.254",
+            "224.0.0.1",
+            "239.255.255.255",
+            "255.255.255.255",
+            "240.0.0.1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.1.2.3",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+        ] {
+            assert!(refused(a), "{a} must be refused");
+        }
+    }
+
+    #[test]
+    fn public_addresses_pass() {
+        for a in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "172.15.255.255",
+            "172.32.0.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "192.169.0.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::",
+        ] {
+            assert!(!refused(a), "{a} is public");
+        }
+    }
+
+    #[test]
+    fn urls_must_be_http_or_https_with_a_host() {
+        for ok in [
+            "https://api.example.com/events",
+            "http://127.0.0.1:8080/hook?x=1",
+            "http://[::1]:9/",
+        ] {
+            assert_eq!(url_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "   ",
+            "api.example.com/events",
+            "ftp://example.com/",
+            "javascript:alert(1)",
+            "https://",
+            "http:///path",
+            " https://example.com",
+            "mailto:a@example.com",
+        ] {
+            assert!(url_problem(bad).is_some(), "{bad:?} must be refused");
+        }
+        assert!(url_problem(&format!("https://e.com/{}", "a".repeat(3000))).is_some());
+    }
+
+    #[test]
+    fn literal_hosts_are_found() {
+        assert_eq!(
+            literal_ip("http://127.0.0.1:1/x"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(literal_ip("http://[::1]/"), Some("::1".parse().unwrap()));
+        assert_eq!(literal_ip("http://localhost/"), None);
+        // The URL parser reads the shorthand forms an attacker might try.
+        assert_eq!(
+            literal_ip("http://2130706433/"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            literal_ip("http://0x7f.1/"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+    }
+}
