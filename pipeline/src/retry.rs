@@ -232,7 +232,9 @@ impl Default for DeliveryRetry {
 impl DeliveryRetry {
     /// Attempts in all.
     pub fn max_attempts(&self) -> u32 {
-        u32::try_from(self.gaps.len()).unwrap_or(u32::MAX).saturating_add(1)
+        u32::try_from(self.gaps.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
     }
 
     /// The nominal wait before the next attempt after `attempt` (1-based: the attempt
@@ -262,7 +264,11 @@ impl DeliveryRetry {
     /// `gap` moved by `(2·unit − 1) · jitter · gap`, `unit` a uniform draw from
     /// `[0, 1)` (clamped): within ±`jitter` of the gap, never negative.
     pub fn jittered(&self, gap: Duration, unit: f64) -> Duration {
-        let unit = if unit.is_nan() { 0.5 } else { unit.clamp(0.0, 1.0) };
+        let unit = if unit.is_nan() {
+            0.5
+        } else {
+            unit.clamp(0.0, 1.0)
+        };
         let share = self.jitter.clamp(0.0, 1.0) * (2.0 * unit - 1.0);
         Duration::from_secs_f64((gap.as_secs_f64() * (1.0 + share)).max(0.0))
     }

@@ -57,7 +57,9 @@ impl WebhookSecret {
     /// # Errors
     /// [`SecretError`] saying what is wrong with the text.
     pub fn parse(text: &str) -> Result<Self, SecretError> {
-        let b64 = text.strip_prefix(SECRET_PREFIX).ok_or(SecretError::Prefix)?;
+        let b64 = text
+            .strip_prefix(SECRET_PREFIX)
+            .ok_or(SecretError::Prefix)?;
         let key = STANDARD.decode(b64).map_err(|_| SecretError::Base64)?;
         Self::from_key(&key)
     }
@@ -78,7 +80,6 @@ impl WebhookSecret {
         format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
     }
 }
-
 
 /// The `webhook-signature` header value: one `v1,…` entry per secret, space-separated,
 /// in the order given (newest first by convention).
@@ -123,7 +124,10 @@ mod tests {
         let b = WebhookSecret::from_key(&[2; 32]).unwrap();
         let h = signature_header([&a, &b], "msg_1", 10, b"{}");
         let parts: Vec<&str> = h.split(' ').collect();
-        assert_eq!(parts, [a.sign("msg_1", 10, b"{}"), b.sign("msg_1", 10, b"{}")]);
+        assert_eq!(
+            parts,
+            [a.sign("msg_1", 10, b"{}"), b.sign("msg_1", 10, b"{}")]
+        );
         assert_ne!(parts[0], parts[1]);
         assert_eq!(signature_header([], "msg_1", 10, b"{}"), "");
     }

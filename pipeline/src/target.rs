@@ -95,7 +95,9 @@ fn v6_refusal(ip: Ipv6Addr) -> Option<&'static str> {
 /// an absolute `http://` or `https://` URL with a host.
 pub fn url_problem(text: &str) -> Option<String> {
     if text.trim().is_empty() {
-        return Some("webhook is empty: give the full http:// or https:// URL of your endpoint".into());
+        return Some(
+            "webhook is empty: give the full http:// or https:// URL of your endpoint".into(),
+        );
     }
     if text.len() > MAX_URL_LEN {
         return Some(format!(

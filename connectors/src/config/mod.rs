@@ -35,8 +35,52 @@ pub enum ConfigError {
 pub struct Config {
     pub http: HttpConfig,
     pub store: StoreConfig,
+    pub delivery: DeliveryConfig,
     pub kafka: KafkaConfig,
     pub clickhouse: ClickHouseConfig,
+}
+
+/// `[delivery]`: the outbound webhook engine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Gaps between attempts, `5s,30s,2m,10m`: length + 1 attempts in all.
+    pub retry_schedule: String,
+    /// Per-attempt timeout of endpoints that set none.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts in flight to one endpoint that sets no `maxInFlight`.
+    pub max_in_flight_per_endpoint: usize,
+    /// Attempts in flight in all.
+    pub max_in_flight: usize,
+    /// Deliver to non-public addresses.
+    pub allow_private_targets: bool,
+    /// How long a rotated-out secret keeps signing.
+    #[serde(with = "humantime_serde")]
+    pub secret_grace: Duration,
+    /// An endpoint failing every attempt this long is disabled.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+    /// How long finished deliveries and their attempts are kept.
+    #[serde(with = "humantime_serde")]
+    pub log_retention: Duration,
+    /// Window in which a repeated `idempotencyKey` creates nothing.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+}
+
+impl DeliveryConfig {
+    /// The retry policy of `retry_schedule`.
+    ///
+    /// # Panics
+    /// Never after [`Config::load`], which validated the schedule.
+    pub fn retry(&self) -> leadstream_pipeline::retry::DeliveryRetry {
+        leadstream_pipeline::retry::DeliveryRetry {
+            gaps: leadstream_pipeline::retry::DeliveryRetry::parse_schedule(&self.retry_schedule)
+                .expect("validated at load"),
+            ..Default::default()
+        }
+    }
 }
 
 /// `[http]`
@@ -213,10 +257,21 @@ impl ClickHouseConfig {
     }
 }
 
+/// Longest per-attempt timeout an endpoint may have.
+pub const MAX_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Environment overrides: variable, and the key it sets.
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("LEADSTREAM_LISTEN", "http.listen"),
     ("LEADSTREAM_DATA_DIR", "store.data_dir"),
+    (
+        "LEADSTREAM_DELIVERY_RETRY_SCHEDULE",
+        "delivery.retry_schedule",
+    ),
+    (
+        "LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS",
+        "delivery.allow_private_targets",
+    ),
     ("LEADSTREAM_KAFKA_BROKERS", "kafka.brokers"),
     ("LEADSTREAM_KAFKA_GROUP_ID", "kafka.group_id"),
     ("LEADSTREAM_CLICKHOUSE_URL", "clickhouse.url"),
@@ -286,6 +341,17 @@ impl Config {
                 self.http.listen = value.to_owned();
             }
             "LEADSTREAM_DATA_DIR" => self.store.data_dir = value.into(),
+            "LEADSTREAM_DELIVERY_RETRY_SCHEDULE" => {
+                leadstream_pipeline::retry::DeliveryRetry::parse_schedule(value).map_err(bad)?;
+                self.delivery.retry_schedule = value.to_owned();
+            }
+            "LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS" => {
+                self.delivery.allow_private_targets = match value.trim() {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" | "" => false,
+                    _ => return Err(bad("expected true or false".into())),
+                }
+            }
             "LEADSTREAM_KAFKA_BROKERS" => self.kafka.brokers = value.to_owned(),
             "LEADSTREAM_KAFKA_GROUP_ID" => self.kafka.group_id = value.to_owned(),
             "LEADSTREAM_CLICKHOUSE_URL" => self.clickhouse.url = value.to_owned(),
@@ -336,6 +402,25 @@ impl Config {
         if self.clickhouse.insert_rows == 0 || self.kafka.max_batch_records == 0 {
             return Err(
                 "clickhouse.insert_rows and kafka.max_batch_records must be at least 1".into(),
+            );
+        }
+        leadstream_pipeline::retry::DeliveryRetry::parse_schedule(&self.delivery.retry_schedule)
+            .map_err(|e| {
+                format!(
+                    "delivery.retry_schedule {:?}: {e}",
+                    self.delivery.retry_schedule
+                )
+            })?;
+        if self.delivery.timeout.is_zero() || self.delivery.timeout > MAX_DELIVERY_TIMEOUT {
+            return Err(format!(
+                "delivery.timeout {:?}: expected above zero and at most 30s",
+                self.delivery.timeout
+            ));
+        }
+        if self.delivery.max_in_flight == 0 || self.delivery.max_in_flight_per_endpoint == 0 {
+            return Err(
+                "delivery.max_in_flight and delivery.max_in_flight_per_endpoint must be at least 1"
+                    .into(),
             );
         }
         self.store.retry.validate("store.retry")?;
