@@ -5,7 +5,9 @@
 pub mod api;
 pub mod clickhouse;
 pub mod config;
+pub mod delivery;
 pub mod kafka;
+pub mod metrics;
 pub mod registry;
 pub mod store;
 pub mod writer;
