@@ -1,0 +1,839 @@
+//! The webhook delivery engine over real sockets: the registry (seed 002), settings
+//! (seed 000), publishing, scripted receivers for every outcome, signatures checked
+//! with the `standardwebhooks` crate, rotation, SSRF, the attempt log, kill -9.
+
+use crate::receiver::{Receiver, Step};
+use crate::support::{Call, Reply, TestServer};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const ORG: i64 = 7;
+
+/// A server whose deliveries may go to 127.0.0.1, retrying quickly.
+async fn server(schedule: &str) -> TestServer {
+    TestServer::builder()
+        .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+        .env("LEADSTREAM_DELIVERY_RETRY_SCHEDULE", schedule)
+        .start()
+        .await
+}
+
+/// The org's API calls.
+struct Api<'a> {
+    s: &'a TestServer,
+    key: String,
+}
+
+impl<'a> Api<'a> {
+    fn new(s: &'a TestServer, org: i64) -> Self {
+        s.org(org);
+        Self {
+            s,
+            key: s.api_key(org).secret,
+        }
+    }
+    fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.s
+            .client()
+            .request(m, self.s.url(path))
+            .bearer_auth(&self.key)
+    }
+    async fn get(&self, path: &str) -> Reply {
+        self.req(reqwest::Method::GET, path).reply().await
+    }
+    async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.req(reqwest::Method::POST, path)
+            .json(body)
+            .reply()
+            .await
+    }
+    async fn patch(&self, path: &str, body: &Value) -> Reply {
+        self.req(reqwest::Method::PATCH, path)
+            .json(body)
+            .reply()
+            .await
+    }
+    async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.req(reqwest::Method::PUT, path)
+            .json(body)
+            .reply()
+            .await
+    }
+    async fn delete(&self, path: &str) -> Reply {
+        self.req(reqwest::Method::DELETE, path).reply().await
+    }
+    /// Creates an endpoint; its id.
+    async fn endpoint(&self, url: &str) -> i64 {
+        let r = self
+            .post("/api/webhooks/create", &json!({ "webhook": url }))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["data"]["id"].as_i64().unwrap()
+    }
+    async fn secret(&self, id: i64) -> String {
+        let r = self.get(&format!("/api/webhooks/{id}/secret")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["key"].as_str().unwrap().to_owned()
+    }
+    async fn publish(&self, event_type: &str, payload: Value) -> Value {
+        let r = self
+            .post(
+                "/api/v1/outbound-events",
+                &json!({"eventType": event_type, "payload": payload}),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        r.body
+    }
+    /// Every delivery, once none is pending (at most `within`).
+    async fn settled(&self, within: Duration) -> Vec<Value> {
+        let until = Instant::now() + within;
+        loop {
+            let r = self.get("/api/v1/deliveries?limit=1000").await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let all = r.body["data"].as_array().unwrap().clone();
+            if all.iter().all(|d| d["state"] != "pending") {
+                return all;
+            }
+            assert!(
+                Instant::now() < until,
+                "deliveries still pending after {within:?}: {all:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    async fn detail(&self, id: &str) -> Value {
+        let r = self.get(&format!("/api/v1/deliveries/{id}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    }
+}
+
+/// Verifies a request's signature as a receiver would, with the spec's own library.
+fn verify(secret: &str, r: &crate::receiver::Received) -> bool {
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(&r.body, &r.headers)
+        .is_ok()
+}
+
+fn by_endpoint(all: &[Value]) -> HashMap<i64, Value> {
+    all.iter()
+        .map(|d| (d["endpointId"].as_i64().unwrap(), d.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn registry_follows_seed_002() {
+    let s = TestServer::start().await;
+    let api = Api::new(&s, ORG);
+    let other = Api::new(&s, ORG + 1);
+
+    let a = api
+        .post(
+            "/api/webhooks/create",
+            &json!({"webhook": "https://api.example.com/events"}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let data = &a.body["data"];
+    assert!(data["id"].is_i64());
+    assert_eq!(data["webhook"], "https://api.example.com/events");
+    let user = data["user_id"].as_str().unwrap().to_owned();
+    assert!(uuid_like(&user), "{user}");
+    assert!(data["created_at"].as_str().unwrap().ends_with('Z'));
+    let b = api
+        .post(
+            "/api/webhooks/create",
+            &json!({"webhook": "http://hooks.example.org/b"}),
+        )
+        .await;
+    assert_eq!(
+        b.body["data"]["user_id"],
+        user.as_str(),
+        "user_id is stable"
+    );
+
+    let list = api.get("/api/webhooks/get").await;
+    let ids: Vec<i64> = list
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            b.body["data"]["id"].as_i64().unwrap(),
+            data["id"].as_i64().unwrap()
+        ],
+        "newest first"
+    );
+    let found = api.get("/api/webhooks/get?search=example.org").await;
+    assert_eq!(found.body.as_array().unwrap().len(), 1);
+    assert_eq!(other.get("/api/webhooks/get").await.body, json!([]));
+
+    for bad in [
+        json!({}),
+        json!({"webhook": ""}),
+        json!({"webhook": "not a url"}),
+        json!({"webhook": "ftp://x.example/"}),
+        json!({"webhook": 5}),
+    ] {
+        let r = api.post("/api/webhooks/create", &bad).await;
+        r.error(400);
+    }
+    let private = api
+        .post(
+            "/api/webhooks/create",
+            &json!({"webhook": "http://127.0.0.1:8080/x"}),
+        )
+        .await;
+    assert!(private.error(400).contains("private"), "{}", private.body);
+    let r = s
+        .client()
+        .get(s.url("/api/webhooks/get"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let id = data["id"].as_i64().unwrap();
+    api.delete("/api/webhooks/delete").await.error(400);
+    other
+        .delete(&format!("/api/webhooks/delete?id={id}"))
+        .await
+        .error(403);
+    api.delete("/api/webhooks/delete?id=999999")
+        .await
+        .error(404);
+    let d = api.delete(&format!("/api/webhooks/delete?id={id}")).await;
+    assert_eq!((d.status, d.body), (200, json!({"success": true})));
+    api.delete(&format!("/api/webhooks/delete?id={id}"))
+        .await
+        .error(404);
+
+    // The seed's four fields first, in its order.
+    let raw = s
+        .client()
+        .post(s.url("/api/webhooks/create"))
+        .bearer_auth(&api.key)
+        .json(&json!({"webhook": "https://api.example.com/other"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = |k: &str| raw.find(&format!("\"{k}\":")).unwrap_or(usize::MAX);
+    assert!(raw.starts_with("{\"data\":{\"id\":"), "{raw}");
+    assert!(
+        at("id") < at("created_at")
+            && at("created_at") < at("webhook")
+            && at("webhook") < at("user_id")
+            && at("user_id") < at("kind"),
+        "{raw}"
+    );
+}
+
+fn uuid_like(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+        && s.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+}
+
+#[tokio::test]
+async fn patch_changes_subscriptions_and_limits_and_says_what_is_wrong() {
+    let s = TestServer::start().await;
+    let api = Api::new(&s, ORG);
+    let id = api.endpoint("https://api.example.com/x").await;
+    let path = format!("/api/webhooks/{id}");
+    let r = api
+        .patch(&path, &json!({"eventTypes": ["a", "b"], "description": "crm", "timeout": "10s", "maxInFlight": 4, "rateLimit": 50}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let e = api.get(&path).await.body;
+    assert_eq!(e["eventTypes"], json!(["a", "b"]));
+    assert_eq!(
+        (
+            e["timeout"].as_str(),
+            e["maxInFlight"].as_i64(),
+            e["rateLimit"].as_f64()
+        ),
+        (Some("10s"), Some(4), Some(50.0))
+    );
+    assert_eq!(e["description"], "crm");
+    assert_eq!(e["enabled"], true);
+    for (bad, field) in [
+        (json!({"timeout": "31s"}), "timeout"),
+        (json!({"timeout": "soon"}), "timeout"),
+        (json!({"maxInFlight": 0}), "maxInFlight"),
+        (json!({"rateLimit": -1}), "rateLimit"),
+        (json!({"eventTypes": []}), "eventTypes"),
+        (json!({"enabled": "yes"}), "enabled"),
+        (json!({"colour": "red"}), "colour"),
+    ] {
+        let r = api.patch(&path, &bad).await;
+        assert!(r.error(400).contains(field), "{bad}: {}", r.body);
+    }
+    assert_eq!(
+        api.get(&path).await.body["timeout"],
+        "10s",
+        "a refused PATCH changed nothing"
+    );
+    let r = api
+        .patch(&path, &json!({"eventTypes": null, "enabled": false}))
+        .await;
+    assert_eq!(
+        (r.body["eventTypes"].clone(), r.body["enabled"].clone()),
+        (Value::Null, json!(false))
+    );
+    let other = Api::new(&s, ORG + 1);
+    other
+        .patch(&path, &json!({"enabled": true}))
+        .await
+        .error(403);
+    api.get("/api/webhooks/424242").await.error(404);
+}
+
+#[tokio::test]
+async fn every_receiver_outcome_gets_its_attempts_signed_with_one_id() {
+    let rx = Receiver::start().await;
+    let s = server("300ms,300ms,300ms,300ms").await;
+    let api = Api::new(&s, ORG);
+    let scripts: Vec<(&str, Vec<Step>)> = vec![
+        ("ok", vec![Step::Status(200)]),
+        ("always500", vec![Step::Status(500)]),
+        (
+            "flaky",
+            vec![Step::Status(500), Step::Status(500), Step::Status(200)],
+        ),
+        ("notfound", vec![Step::Status(404)]),
+        ("gone", vec![Step::Status(410)]),
+        ("busy", vec![Step::RetryAfter(429, 1), Step::Status(200)]),
+        (
+            "moved",
+            vec![Step::Redirect("http://127.0.0.1:1/elsewhere")],
+        ),
+        ("slow", vec![Step::Hang(Duration::from_secs(5))]),
+    ];
+    let mut ids = HashMap::new();
+    for (name, steps) in scripts {
+        let id = api.endpoint(&rx.script(name, steps)).await;
+        ids.insert(name, id);
+    }
+    let slow = ids["slow"];
+    api.patch(&format!("/api/webhooks/{slow}"), &json!({"timeout": "1s"}))
+        .await;
+    let payload = json!({"orderId": "ord_9F2", "amountUsd": 297, "note": "ünïcode ✓"});
+    let published = api.publish("order_paid", payload.clone()).await;
+    assert_eq!(published["deliveries"], 8);
+    assert_eq!(published["eventType"], "order_paid");
+
+    let all = by_endpoint(&api.settled(Duration::from_secs(40)).await);
+    let expect = [
+        ("ok", "succeeded", 1),
+        ("always500", "failed", 5),
+        ("flaky", "succeeded", 3),
+        ("notfound", "failed", 1),
+        ("gone", "failed", 1),
+        ("busy", "succeeded", 2),
+        ("moved", "failed", 1),
+        ("slow", "failed", 5),
+    ];
+    for (name, state, attempts) in expect {
+        let d = &all[&ids[name]];
+        assert_eq!(
+            (
+                d["state"].as_str().unwrap(),
+                d["attempts"].as_u64().unwrap()
+            ),
+            (state, attempts),
+            "{name}: {d}"
+        );
+        let seen = rx.seen(name);
+        assert_eq!(seen.len() as u64, attempts, "{name}: requests received");
+        let secret = api.secret(ids[name]).await;
+        for r in &seen {
+            assert!(verify(&secret, r), "{name}: signature does not verify");
+            assert_eq!(
+                r.header("webhook-id"),
+                d["id"].as_str().unwrap(),
+                "{name}: one id on every attempt"
+            );
+            assert_eq!(r.header("content-type"), "application/json");
+            assert!(r.header("user-agent").starts_with("leadstream/"));
+            assert_eq!(serde_json::from_slice::<Value>(&r.body).unwrap(), payload);
+        }
+    }
+    // The body is the payload's exact bytes, whatever the publisher's spacing.
+    assert_eq!(rx.seen("ok")[0].body, serde_json::to_vec(&payload).unwrap());
+
+    // Gaps: 300 ms ±20% between 5xx attempts; the 429's Retry-After (1 s) is honoured.
+    let times: Vec<Instant> = rx.seen("always500").iter().map(|r| r.at).collect();
+    for w in times.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= Duration::from_millis(235) && gap < Duration::from_secs(3),
+            "gap {gap:?}"
+        );
+    }
+    let busy = rx.seen("busy");
+    assert!(
+        busy[1].at - busy[0].at >= Duration::from_millis(990),
+        "Retry-After not honoured"
+    );
+
+    // 410 disables the endpoint, saying why; the 404 and 302 ones stay enabled.
+    let gone = api
+        .get(&format!("/api/webhooks/{}", ids["gone"]))
+        .await
+        .body;
+    assert_eq!(gone["enabled"], false);
+    assert!(
+        gone["disabledReason"].as_str().unwrap().contains("410"),
+        "{gone}"
+    );
+    assert_eq!(
+        api.get(&format!("/api/webhooks/{}", ids["notfound"]))
+            .await
+            .body["enabled"],
+        true
+    );
+    assert_eq!(
+        api.get(&format!("/api/webhooks/{}", ids["moved"]))
+            .await
+            .body["enabled"],
+        true
+    );
+    assert!(rx.seen("elsewhere").is_empty(), "a redirect was followed");
+
+    // The log: every attempt with status, body and error.
+    let flaky = api.detail(all[&ids["flaky"]]["id"].as_str().unwrap()).await;
+    let statuses: Vec<Value> = flaky["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["responseStatus"].clone())
+        .collect();
+    assert_eq!(statuses, [json!(500), json!(500), json!(200)]);
+    assert_eq!(flaky["attempts"][2]["responseBody"], "answer 200");
+    assert_eq!(flaky["payload"], payload);
+    let slow_log = api.detail(all[&slow]["id"].as_str().unwrap()).await;
+    let first = &slow_log["attempts"][0];
+    assert_eq!(first["responseStatus"], Value::Null);
+    assert!(
+        first["error"].as_str().unwrap().contains("timed out"),
+        "{first}"
+    );
+
+    // A disabled endpoint gets nothing new; PATCH enabled:true brings it back.
+    assert_eq!(
+        api.publish("order_paid", json!({"n": 2})).await["deliveries"],
+        7
+    );
+    api.patch(
+        &format!("/api/webhooks/{}", ids["gone"]),
+        &json!({"enabled": true}),
+    )
+    .await;
+    let again = api
+        .get(&format!("/api/webhooks/{}", ids["gone"]))
+        .await
+        .body;
+    assert_eq!(
+        (again["enabled"].clone(), again["disabledReason"].clone()),
+        (json!(true), Value::Null)
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_never_delays_another() {
+    let rx = Receiver::start().await;
+    let s = server("10s").await;
+    let api = Api::new(&s, ORG);
+    let hang = api
+        .endpoint(&rx.script("hang", vec![Step::Hang(Duration::from_secs(20))]))
+        .await;
+    api.patch(
+        &format!("/api/webhooks/{hang}"),
+        &json!({"timeout": "30s", "maxInFlight": 2}),
+    )
+    .await;
+    api.endpoint(&rx.script("fast", vec![Step::Status(200)]))
+        .await;
+    let started = Instant::now();
+    for i in 0..40 {
+        api.publish("tick", json!({ "i": i })).await;
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while rx.seen("fast").len() < 40 {
+        assert!(
+            Instant::now() < until,
+            "fast endpoint got {} of 40",
+            rx.seen("fast").len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        rx.seen("hang").len(),
+        2,
+        "maxInFlight bounds the hanging endpoint"
+    );
+}
+
+#[tokio::test]
+async fn rotation_signs_with_both_secrets_during_the_grace_then_one() {
+    let rx = Receiver::start().await;
+    let s = TestServer::builder()
+        .config("[delivery]\nallow_private_targets = true\nsecret_grace = \"2s\"\n")
+        .start()
+        .await;
+    let api = Api::new(&s, ORG);
+    let id = api
+        .endpoint(&rx.script("hook", vec![Step::Status(200)]))
+        .await;
+    let old = api.secret(id).await;
+    assert!(old.starts_with("whsec_") && old.len() >= 6 + 32, "{old}");
+    let r = api
+        .post(&format!("/api/webhooks/{id}/secret/rotate"), &json!({}))
+        .await;
+    let new = r.body["key"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(api.secret(id).await, new);
+
+    api.publish("a", json!({"k": 1})).await;
+    api.settled(Duration::from_secs(10)).await;
+    let during = rx.seen("hook").pop().unwrap();
+    assert_eq!(during.header("webhook-signature").split(' ').count(), 2);
+    assert!(verify(&old, &during) && verify(&new, &during));
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    api.publish("a", json!({"k": 2})).await;
+    api.settled(Duration::from_secs(10)).await;
+    let after = rx.seen("hook").pop().unwrap();
+    assert_eq!(after.header("webhook-signature").split(' ').count(), 1);
+    assert!(verify(&new, &after) && !verify(&old, &after));
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_also_behind_a_name() {
+    let rx = Receiver::start().await;
+    let s = TestServer::start().await;
+    let api = Api::new(&s, ORG);
+    for url in [
+        "http://127.0.0.1/x",
+        "http://[::1]/x",
+        "http://10.0.0.8/x",
+        "http://169.254.169.254/latest",
+        "http://[::ffff:127.0.0.1]/x",
+    ] {
+        let r = api
+            .post("/api/webhooks/create", &json!({ "webhook": url }))
+            .await;
+        assert!(r.error(400).contains("private"), "{url}: {}", r.body);
+    }
+    // localhost is a name: accepted, then refused when it resolves to loopback.
+    let url = format!("http://localhost:{}/named", rx.port());
+    api.endpoint(&url).await;
+    api.publish("a", json!({})).await;
+    let all = api.settled(Duration::from_secs(10)).await;
+    assert_eq!(all[0]["state"], "failed");
+    assert_eq!(all[0]["attempts"], 1, "a refused target is final");
+    let log = api.detail(all[0]["id"].as_str().unwrap()).await;
+    assert!(
+        log["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "{log}"
+    );
+    assert!(rx.all().is_empty(), "nothing reached the receiver");
+}
+
+#[tokio::test]
+async fn publish_fans_out_by_event_type_and_idempotency_key() {
+    let rx = Receiver::start().await;
+    let s = server("1s").await;
+    let api = Api::new(&s, ORG);
+    let only_a = api.endpoint(&rx.script("a", vec![])).await;
+    api.patch(
+        &format!("/api/webhooks/{only_a}"),
+        &json!({"eventTypes": ["booked"]}),
+    )
+    .await;
+    api.endpoint(&rx.script("all", vec![])).await;
+    Api::new(&s, ORG + 1)
+        .endpoint(&rx.script("other-org", vec![]))
+        .await;
+
+    assert_eq!(
+        api.publish("booked", json!({"x": 1})).await["deliveries"],
+        2
+    );
+    assert_eq!(
+        api.publish("Booked", json!({"x": 2})).await["deliveries"],
+        1,
+        "types are case-sensitive"
+    );
+    let body = json!({"eventType": "booked", "payload": {"x": 3}, "idempotencyKey": "k-1"});
+    let first = api.post("/api/v1/outbound-events", &body).await;
+    let again = api.post("/api/v1/outbound-events", &body).await;
+    assert_eq!((first.status, again.status), (202, 202));
+    assert_eq!(first.body["id"], again.body["id"]);
+    assert_eq!(
+        (
+            first.body["deliveries"].clone(),
+            again.body["deliveries"].clone()
+        ),
+        (json!(2), json!(0))
+    );
+    api.settled(Duration::from_secs(10)).await;
+    assert_eq!(rx.seen("a").len(), 2);
+    assert_eq!(rx.seen("all").len(), 3);
+    assert!(rx.seen("other-org").is_empty());
+
+    for (bad, status) in [
+        (json!({"payload": {}}), 400),
+        (json!({"eventType": "x"}), 400),
+        (json!({"eventType": "x", "payload": [1]}), 400),
+        (json!({"eventType": "", "payload": {}}), 400),
+        (
+            json!({"eventType": "x", "payload": {"big": "a".repeat(300 * 1024)}}),
+            413,
+        ),
+    ] {
+        api.post("/api/v1/outbound-events", &bad)
+            .await
+            .error(status);
+    }
+}
+
+#[tokio::test]
+async fn settings_url_is_an_endpoint_for_every_event_type() {
+    let rx = Receiver::start().await;
+    let s = server("1s").await;
+    let api = Api::new(&s, ORG);
+    let path = "/api/v1/organizations/current/settings";
+    assert_eq!(
+        api.get(path).await.body,
+        json!({"webhookUrl": null, "webhookSigningSecret": null})
+    );
+    let r = api.put(path, &json!({"webhookUrl": rx.url("first")})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let secret = r.body["webhookSigningSecret"].as_str().unwrap().to_owned();
+    let r = api
+        .put(path, &json!({"webhookUrl": rx.url("second")}))
+        .await;
+    assert_eq!(r.body["webhookUrl"], rx.url("second"));
+    assert_eq!(
+        r.body["webhookSigningSecret"],
+        secret.as_str(),
+        "replacing the URL keeps the secret"
+    );
+    assert_eq!(
+        api.get("/api/webhooks/get")
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    api.publish("anything", json!({"a": 1})).await;
+    api.settled(Duration::from_secs(10)).await;
+    assert!(rx.seen("first").is_empty());
+    assert!(verify(&secret, &rx.seen("second")[0]));
+    api.put(path, &json!({"webhookUrl": "nope"}))
+        .await
+        .error(400);
+    api.put(path, &json!({})).await.error(400);
+    let r = api.put(path, &json!({"webhookUrl": null})).await;
+    assert_eq!(
+        r.body,
+        json!({"webhookUrl": null, "webhookSigningSecret": null})
+    );
+    assert_eq!(api.publish("anything", json!({})).await["deliveries"], 0);
+}
+
+#[tokio::test]
+async fn the_log_lists_filters_pages_retries_and_replays() {
+    let rx = Receiver::start().await;
+    let s = server("").await; // one attempt each
+    let api = Api::new(&s, ORG);
+    let bad = api
+        .endpoint(&rx.script("bad", vec![Step::Status(500)]))
+        .await;
+    let good = api.endpoint(&rx.script("good", vec![])).await;
+    for i in 0..30 {
+        api.publish(if i % 2 == 0 { "even" } else { "odd" }, json!({ "i": i }))
+            .await;
+    }
+    let all = api.settled(Duration::from_secs(20)).await;
+    assert_eq!(all.len(), 60);
+    let created: Vec<&str> = all
+        .iter()
+        .map(|d| d["createdAt"].as_str().unwrap())
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first");
+
+    let failed = api
+        .get(&format!(
+            "/api/v1/deliveries?status=failed&endpointId={bad}"
+        ))
+        .await
+        .body;
+    assert_eq!(failed["data"].as_array().unwrap().len(), 30);
+    let odd = api
+        .get("/api/v1/deliveries?eventType=odd&limit=1000")
+        .await
+        .body;
+    assert_eq!(odd["data"].as_array().unwrap().len(), 30);
+    let by_attempts = api
+        .get("/api/v1/deliveries?sort=lastStatus&order=asc&limit=1")
+        .await
+        .body;
+    assert_eq!(
+        by_attempts["data"][0]["lastStatus"], 200,
+        "200 sorts below 500"
+    );
+
+    // Pages of 7 while new deliveries arrive: each one seen exactly once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = cursor
+            .as_ref()
+            .map_or(String::new(), |c| format!("&cursor={c}"));
+        let page = api
+            .get(&format!("/api/v1/deliveries?limit=7&order=asc{q}"))
+            .await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        seen.extend(
+            page.body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_owned()),
+        );
+        if seen.len() == 14 {
+            api.publish("late", json!({})).await;
+        }
+        match page.body["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len());
+    assert_eq!(
+        seen.len(),
+        62,
+        "ascending pages reach the deliveries added meanwhile"
+    );
+    api.get("/api/v1/deliveries?cursor=garbage")
+        .await
+        .error(400);
+    api.get("/api/v1/deliveries?status=lost").await.error(400);
+    api.get("/api/v1/deliveries?sort=colour").await.error(400);
+
+    // Retry: one attempt now, also after a final failure; 409 while pending.
+    let one = failed["data"][0]["id"].as_str().unwrap().to_owned();
+    let r = api
+        .post(&format!("/api/v1/deliveries/{one}/retry"), &json!({}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let again = api
+        .post(&format!("/api/v1/deliveries/{one}/retry"), &json!({}))
+        .await;
+    assert!(again.status == 409 || again.status == 202, "{}", again.body);
+    api.settled(Duration::from_secs(10)).await;
+    let d = api.detail(&one).await;
+    assert!(d["attempts"].as_array().unwrap().len() >= 2);
+    api.post("/api/v1/deliveries/msg_nope/retry", &json!({}))
+        .await
+        .error(404);
+
+    // Replay every failed one of the bad endpoint, which now answers 200.
+    rx.script("bad", vec![Step::Status(200)]);
+    let r = api
+        .post(
+            &format!("/api/webhooks/{bad}/replay"),
+            &json!({"since": "2000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["replayed"], 31, "30 and the late one");
+    api.settled(Duration::from_secs(20)).await;
+    let still = api
+        .get(&format!(
+            "/api/v1/deliveries?status=failed&endpointId={bad}"
+        ))
+        .await
+        .body;
+    assert_eq!(still["data"].as_array().unwrap().len(), 0);
+    let _ = good;
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_retry_schedules_loses_no_delivery() {
+    let rx = Receiver::start().await;
+    let mut s = server("1s,1s,1s,1s").await;
+    let api_key;
+    let ids: Vec<String>;
+    {
+        let api = Api::new(&s, ORG);
+        api_key = api.key.clone();
+        api.endpoint(&rx.script(
+            "flaky",
+            vec![
+                Step::Status(500),
+                Step::Status(500),
+                Step::Status(500),
+                Step::Status(200),
+            ],
+        ))
+        .await;
+        for i in 0..20 {
+            api.publish("e", json!({ "i": i })).await;
+        }
+        // Wait for the first attempts, then kill in the middle of the schedules.
+        let until = Instant::now() + Duration::from_secs(10);
+        while rx.seen("flaky").len() < 20 {
+            assert!(Instant::now() < until);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let listed = api.get("/api/v1/deliveries?limit=100").await.body;
+        ids = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect();
+    }
+    s.kill9();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.restart().await;
+    let api = Api {
+        s: &s,
+        key: api_key,
+    };
+    let all = api.settled(Duration::from_secs(30)).await;
+    assert_eq!(all.len(), 20);
+    assert!(all.iter().all(|d| d["state"] == "succeeded"), "{all:#?}");
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for r in rx.seen("flaky") {
+        *per_id.entry(r.header("webhook-id").to_owned()).or_default() += 1;
+    }
+    for id in &ids {
+        let n = per_id.get(id).copied().unwrap_or(0);
+        assert!(
+            (4..=5).contains(&n),
+            "{id} was sent {n} times: at most the attempt in flight at the kill repeats"
+        );
+    }
+}
