@@ -35,6 +35,7 @@ const TARGET_HTTP_P50_MS: f64 = 100.0;
 const TARGET_HTTP_BATCH: usize = 50_000;
 
 mod clickhouse;
+mod deliver;
 mod kafka;
 
 #[derive(Subcommand, Debug)]
@@ -93,6 +94,24 @@ pub enum BenchCmd {
     /// partitions are raised to keep each under ~4 MB. Counts are checked against
     /// the generator's plan; a mismatch exits non-zero.
     Kafka(kafka::KafkaArgs),
+    /// Webhook deliveries end to end: deliveries/s and publish-to-2xx latency, a bare
+    /// HTTP client loop as the ceiling.
+    ///
+    /// Starts --endpoints local receivers on 127.0.0.1:0 and registers them with the
+    /// real delivery engine on a fresh embedded store (removed afterwards): one answers
+    /// after 20 ms and gets 1% of the deliveries; half of the others answer 500 to the
+    /// first attempt of one delivery in ten, so those are retried (schedule 100ms,…).
+    /// Publishes --deliveries events (one delivery each, --publish-batch per
+    /// transaction) while the engine delivers them, signed, with every outcome written
+    /// before the next step. Reports deliveries/s from the first publish to the last
+    /// outcome durable, publish-to-2xx latency p50/p99, attempts and peak RSS, and
+    /// checks every delivery succeeded with exactly the planned attempts.
+    ///
+    /// Then, in the same run, the ceiling: the same requests to the same receivers
+    /// from a bare reqwest loop with as many in flight as the engine may use, no store
+    /// and no signing; the engine is reported as a ratio of it. Target: 20,000
+    /// deliveries/s.
+    Deliver(deliver::DeliverArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -143,6 +162,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Ingest(args) => ingest(&args),
         BenchCmd::Clickhouse(args) => clickhouse::run(&args),
         BenchCmd::Kafka(args) => kafka::run(&args),
+        BenchCmd::Deliver(args) => deliver::run(&args),
     }
 }
 
