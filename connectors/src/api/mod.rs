@@ -1,5 +1,5 @@
 //! The HTTP API (axum on hyper): `POST /api/v1/webhooks/lead-events`, `GET /healthz`,
-//! `GET /readyz`, `GET /openapi.json`.
+//! `GET /readyz`, `GET /metrics`, `GET /openapi.json`.
 //!
 //! Request-level problems answer 4xx with `{"error": "..."}` and store nothing;
 //! row-level problems are rejects inside a 200. A 200 is sent only after the batch's
@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod server;
 
 use crate::config::HttpConfig;
+use crate::metrics;
 use crate::registry::Registry;
 use crate::writer::EventWriter;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -41,12 +42,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The handlers' state. Installs the Prometheus recorder ([`metrics::install`]),
+    /// so a server built from it records and serves `GET /metrics`.
     pub fn new(
         registry: Arc<Registry>,
         writer: EventWriter,
         preparer: Preparer,
         limits: &HttpConfig,
     ) -> Self {
+        metrics::install();
         Self {
             registry,
             writer,
@@ -63,14 +67,31 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/webhooks/lead-events", post(lead_events::post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(serve_metrics))
         .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state);
     // The guard wraps the whole router, so it sees responses as routing finished them
-    // (a 405 with its Allow header).
+    // (a 405 with its Allow header); responses are counted outside it, with the status
+    // the client gets.
     Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::from_fn(limits::guard))
+        .layer(axum::middleware::from_fn(count_response))
+}
+
+/// Middleware: counts every response the router sends by its status class.
+async fn count_response(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(req).await;
+    metrics::http_response(response.status().as_u16());
+    response
+}
+
+/// `GET /metrics`: Prometheus metrics. Unauthenticated, like the health checks: a
+/// scraper sends no credentials, and the values hold no organization data.
+#[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus metrics in the text exposition format 0.0.4", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]
+async fn serve_metrics() -> Response {
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render()).into_response()
 }
 
 /// `GET /healthz`: the process is up and serving HTTP.

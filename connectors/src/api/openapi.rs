@@ -14,9 +14,9 @@ use utoipa::{Modify, OpenApi};
         description = "High-throughput ingest of lead events (purchases, webinars, trials) with dedup, and the webhooks that follow from them. Every error is {\"error\": \"...\"}.",
         license(name = "Apache-2.0")
     ),
-    paths(super::lead_events::post, super::healthz, super::readyz, serve),
+    paths(super::lead_events::post, super::healthz, super::readyz, super::serve_metrics, serve),
     modifiers(&Security),
-    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "health", description = "Liveness and readiness"), (name = "meta", description = "This document"))
+    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "health", description = "Liveness and readiness"), (name = "metrics", description = "Prometheus metrics"), (name = "meta", description = "This document"))
 )]
 pub struct ApiDoc;
 
@@ -109,6 +109,7 @@ mod tests {
             "/api/v1/webhooks/lead-events",
             "/healthz",
             "/readyz",
+            "/metrics",
             "/openapi.json",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
@@ -119,5 +120,10 @@ mod tests {
         ] {
             assert!(post["responses"][status].is_object(), "{status} missing");
         }
+        let metrics = &doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"];
+        assert!(
+            metrics[crate::metrics::CONTENT_TYPE]["schema"]["type"] == "string",
+            "{metrics}"
+        );
     }
 }
