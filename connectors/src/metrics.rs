@@ -67,7 +67,8 @@ impl Source {
 /// returns its handle; later calls (from any thread, e.g. many tests in one process)
 /// return the same handle.
 ///
-/// Also describes every metric and starts a background thread that keeps the
+/// Also describes every metric, sets the lead-event counters to 0 (the other series
+/// appear when first recorded) and starts a background thread that keeps the
 /// histograms' memory bounded between scrapes. If another recorder was installed
 /// first, nothing recorded reaches this one: a warning is logged and [`render`]
 /// shows only the descriptions.
@@ -83,6 +84,11 @@ pub fn install() -> &'static PrometheusHandle {
             tracing::warn!(error = %e, "another metrics recorder is installed; GET /metrics will show no values");
         }
         describe();
+        // Series appear only once recorded; these start at 0 so a scrape shows them
+        // (and rate() sees their first increase) before the first batch.
+        for source in [Source::Http, Source::Kafka] {
+            lead_batch(source, 0, 0, 0);
+        }
         let upkeep = handle.clone();
         let spawned = std::thread::Builder::new()
             .name("metrics-upkeep".to_owned())

@@ -37,12 +37,18 @@ async fn lead_event_counters_follow_acknowledged_batches() {
     let (ct, text) = scrape(&s).await;
     assert_eq!(ct, CONTENT_TYPE);
     assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
-    for name in [
-        "leadstream_lead_events_total",
-        "leadstream_http_responses_total",
-    ] {
-        assert!(text.contains(&format!("# HELP {name} ")), "{text}");
-    }
+    assert!(
+        text.contains("# HELP leadstream_lead_events_total "),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"leadstream_lead_events_total{source="http",outcome="accepted"}"#
+        ),
+        Some(0.0),
+        "the lead-event series start at 0: {text}"
+    );
 
     // Two new events, one repeated within the call, one reject.
     let first = batch(
@@ -77,8 +83,12 @@ async fn lead_event_counters_follow_acknowledged_batches() {
         text.contains("# TYPE leadstream_lead_events_total counter"),
         "{text}"
     );
-    assert!(
-        !text.contains(r#"source="kafka""#),
+    assert_eq!(
+        sample(
+            &text,
+            r#"leadstream_lead_events_total{source="kafka",outcome="accepted"}"#
+        ),
+        Some(0.0),
         "no Kafka source configured: {text}"
     );
     assert_eq!(
