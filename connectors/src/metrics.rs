@@ -16,8 +16,8 @@
 //! | `leadstream_delivery_queue_depth` | gauge | `endpoint` |
 //! | `leadstream_delivery_in_flight` | gauge | `endpoint` |
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics::Unit;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -257,18 +257,36 @@ mod tests {
         deliveries_published(4);
 
         let text = render();
-        assert!(value(&text, accepted) >= value(&before, accepted) + 5.0, "{text}");
-        assert!(value(&text, duplicate) >= value(&before, duplicate) + 2.0, "{text}");
-        assert!(value(&text, rejected) >= value(&before, rejected) + 1.0, "{text}");
-        assert!(value(&text, responses) >= value(&before, responses) + 1.0, "{text}");
         assert!(
-            sample(&text, r#"leadstream_deliveries_finished_total{state="succeeded"}"#)
-                .is_some_and(|v| v >= 1.0),
+            value(&text, accepted) >= value(&before, accepted) + 5.0,
             "{text}"
         );
         assert!(
-            sample(&text, r#"leadstream_delivery_attempts_total{outcome="timeout"}"#)
-                .is_some_and(|v| v >= 1.0),
+            value(&text, duplicate) >= value(&before, duplicate) + 2.0,
+            "{text}"
+        );
+        assert!(
+            value(&text, rejected) >= value(&before, rejected) + 1.0,
+            "{text}"
+        );
+        assert!(
+            value(&text, responses) >= value(&before, responses) + 1.0,
+            "{text}"
+        );
+        assert!(
+            sample(
+                &text,
+                r#"leadstream_deliveries_finished_total{state="succeeded"}"#
+            )
+            .is_some_and(|v| v >= 1.0),
+            "{text}"
+        );
+        assert!(
+            sample(
+                &text,
+                r#"leadstream_delivery_attempts_total{outcome="timeout"}"#
+            )
+            .is_some_and(|v| v >= 1.0),
             "{text}"
         );
         assert!(

@@ -87,11 +87,17 @@ async fn count_response(req: axum::extract::Request, next: axum::middleware::Nex
     response
 }
 
-/// `GET /metrics`: Prometheus metrics. Unauthenticated, like the health checks: a
-/// scraper sends no credentials, and the values hold no organization data.
+/// `GET /metrics`: Prometheus metrics, without authentication.
+///
+/// Like the health checks: a scraper sends no credentials, and the values are counts
+/// and gauges without event data or secrets.
 #[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus metrics in the text exposition format 0.0.4", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]
 async fn serve_metrics() -> Response {
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render()).into_response()
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::render(),
+    )
+        .into_response()
 }
 
 /// `GET /healthz`: the process is up and serving HTTP.
