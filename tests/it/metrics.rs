@@ -1,9 +1,11 @@
 //! `GET /metrics`: unauthenticated Prometheus text whose counters follow the lead-event
-//! batches the server acknowledged.
+//! batches the server acknowledged, over HTTP and from the raw Kafka topic.
 
 use crate::support::{batch, lead, TestServer};
+use crate::support_kafka::KafkaMock;
 use leadstream_connectors::metrics::CONTENT_TYPE;
 use serde_json::json;
+use std::time::Duration;
 
 /// The value of the sample `series` (name and exact rendered labels) in `text`.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -115,4 +117,46 @@ async fn metrics_is_documented_and_needs_no_credentials() {
         "{get}"
     );
     assert!(get.get("security").is_none(), "{get}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_batches_are_counted_by_outcome() {
+    // One partition: every lead is this process's, nothing is re-routed.
+    let kafka = KafkaMock::start(1);
+    let record = batch(
+        42,
+        "webinar_attended",
+        vec![
+            lead(0),
+            lead(1),
+            lead(1),
+            json!({"phoneE164": "n/a", "occurredAt": "2026-05-12T18:34:00Z"}),
+        ],
+    );
+    kafka
+        .produce(0, None, &serde_json::to_vec(&record).unwrap())
+        .await;
+    let s = kafka.server().start().await;
+    kafka
+        .wait_all_committed(&[&s], Duration::from_secs(45))
+        .await;
+
+    let (_, text) = scrape(&s).await;
+    let kafka_outcome = |outcome: &str| {
+        sample(
+            &text,
+            &format!(r#"leadstream_lead_events_total{{source="kafka",outcome="{outcome}"}}"#),
+        )
+    };
+    assert_eq!(kafka_outcome("accepted"), Some(2.0), "{text}\n{}", s.logs());
+    assert_eq!(kafka_outcome("duplicate"), Some(1.0), "{text}");
+    assert_eq!(kafka_outcome("rejected"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"leadstream_lead_events_total{source="http",outcome="accepted"}"#
+        ),
+        Some(0.0),
+        "{text}"
+    );
 }
