@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use leadstream_connectors::api::AppState;
 use leadstream_connectors::clickhouse::{ClickHouseStore, ClickHouseWarmer};
 use leadstream_connectors::config::{ClickHouseConfig, Config, RetryConfig};
+use leadstream_connectors::delivery::DeliveryEngine;
 use leadstream_connectors::kafka::{PartitionWarmer, WarmedAtStartup};
 use leadstream_connectors::registry::{KeyInfo, RegistryError};
 use leadstream_connectors::{AuthMode, EventWriter, KeyKind, Registry};
@@ -608,13 +609,20 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     } else {
         Box::new(WarmedAtStartup(writer.clone()))
     };
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    // The engine's dispatcher runs on the runtime; it resumes what the last run left
+    // pending before the server takes new work.
+    let engine = {
+        let _in_runtime = rt.enter();
+        DeliveryEngine::start(data_dir, &config.delivery).context("opening the webhook store")?
+    };
     let state = AppState::new(
         registry.clone(),
         writer,
         Preparer::new(normalizer),
+        engine,
         &config.http,
     );
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let cfg = config.clone();
     rt.block_on(async move {
         let listeners = bind(&cfg.http.listen).await?;

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod clickhouse;
 pub mod config;
+pub mod delivery;
 pub mod kafka;
 pub mod metrics;
 pub mod registry;

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS organizations (
     id          INTEGER PRIMARY KEY,
     name        TEXT    NOT NULL,
     auth_mode   TEXT    NOT NULL DEFAULT 'api-key' CHECK (auth_mode IN ('api-key', 'hmac')),
-    created_at  INTEGER NOT NULL
+    created_at  INTEGER NOT NULL,
+    account_id  TEXT
 );
 CREATE TABLE IF NOT EXISTS credentials (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -161,6 +162,28 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
+/// Gives every organization an account UUID: adds the column to registries made
+/// before it existed and fills it for their orgs, once.
+fn migrate_account_ids(conn: &Connection) -> Result<(), RegistryError> {
+    let has_column = conn
+        .prepare("SELECT 1 FROM pragma_table_info('organizations') WHERE name = 'account_id'")?
+        .exists([])?;
+    if !has_column {
+        conn.execute_batch("ALTER TABLE organizations ADD COLUMN account_id TEXT")?;
+    }
+    let missing: Vec<OrgId> = conn
+        .prepare("SELECT id FROM organizations WHERE account_id IS NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in missing {
+        conn.execute(
+            "UPDATE organizations SET account_id = ?1 WHERE id = ?2 AND account_id IS NULL",
+            params![uuid::Uuid::new_v4().to_string(), id],
+        )?;
+    }
+    Ok(())
+}
+
 impl Registry {
     /// Opens (creating if needed) `leadstream.db` in `dir`.
     ///
@@ -169,6 +192,7 @@ impl Registry {
     pub fn open(dir: &Path) -> Result<Self, RegistryError> {
         let conn = open_sqlite(&dir.join("leadstream.db"))?;
         conn.execute_batch(SCHEMA)?;
+        migrate_account_ids(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -182,8 +206,8 @@ impl Registry {
         let conn = self.conn.lock();
         let at = now_ms();
         match conn.execute(
-            "INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)",
-            params![id, name, at],
+            "INSERT INTO organizations (id, name, created_at, account_id) VALUES (?1, ?2, ?3, ?4)",
+            params![id, name, at, uuid::Uuid::new_v4().to_string()],
         ) {
             Ok(_) => Ok(Org {
                 id,
@@ -325,6 +349,22 @@ impl Registry {
             });
         }
         Ok(())
+    }
+
+    /// The org's account UUID (`user_id` in webhook payloads): made with the org and
+    /// never changed. `None` when there is no such org.
+    ///
+    /// # Errors
+    /// [`RegistryError::Db`].
+    pub fn account_id(&self, org: OrgId) -> Result<Option<String>, RegistryError> {
+        let conn = self.conn.lock();
+        Ok(conn
+            .query_row(
+                "SELECT account_id FROM organizations WHERE id = ?1",
+                [org],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// The org an active API key belongs to, or `None` for an unknown or revoked key.

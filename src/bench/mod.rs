@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use leadstream::cpu_time::thread_sched;
 use leadstream::synth;
 use leadstream_connectors::api::AppState;
+use leadstream_connectors::delivery::DeliveryEngine;
 use leadstream_connectors::store::SqliteStore;
 use leadstream_connectors::{EventWriter, KeyKind, Registry};
 use leadstream_pipeline::batch::MAX_EVENTS;
@@ -397,17 +398,20 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
         .secret;
     let writer = EventWriter::start(&dir.0, SHARDS, Default::default())
         .context("opening the event store")?;
-    let http = leadstream_connectors::config::Config::load(None, |_| None)
-        .context("loading the default configuration")?
-        .http;
+    let config = leadstream_connectors::config::Config::load(None, |_| None)
+        .context("loading the default configuration")?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let engine = {
+        let _in_runtime = rt.enter();
+        DeliveryEngine::start(&dir.0, &config.delivery).context("opening the webhook store")?
+    };
     let state = AppState::new(
         registry,
         writer.clone(),
         Preparer::new(PhoneNormalizer::new()),
-        &http,
+        engine,
+        &config.http,
     );
-
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let (results, wall, cpu) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

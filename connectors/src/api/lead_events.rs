@@ -194,16 +194,7 @@ fn credential(registry: &Registry, headers: &HeaderMap) -> Result<Credential, Ap
         }
         return Ok(Credential::Signature(sig));
     }
-    let v = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(unauthorized)?;
-    let token = match v.split_once(' ') {
-        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
-            t.trim()
-        }
-        _ => return Err(unauthorized()),
-    };
+    let token = super::auth::bearer_token(headers).ok_or_else(unauthorized)?;
     match registry.org_for_api_key(token) {
         Ok(Some(org)) => Ok(Credential::ApiKey(org)),
         Ok(None) => Err(unauthorized()),

@@ -1,24 +1,30 @@
-//! The HTTP API (axum on hyper): `POST /api/v1/webhooks/lead-events`, `GET /healthz`,
-//! `GET /readyz`, `GET /metrics`, `GET /openapi.json`.
+//! The HTTP API (axum on hyper): lead-event ingest (`POST /api/v1/webhooks/lead-events`),
+//! the webhook endpoint registry and org settings ([`webhooks`]), publishing and the
+//! delivery log ([`deliveries`]), `GET /healthz`, `GET /readyz`, `GET /metrics`,
+//! `GET /openapi.json`.
 //!
 //! Request-level problems answer 4xx with `{"error": "..."}` and store nothing;
 //! row-level problems are rejects inside a 200. A 200 is sent only after the batch's
 //! new rows are durable (see [`crate::writer`]). Every error the server sends is JSON
 //! ([`limits`]); work before authentication is bounded ([`body`], [`server`]).
 
+pub mod auth;
 pub mod body;
+mod deliveries;
 mod lead_events;
 pub mod limits;
 pub mod openapi;
 pub mod server;
+mod webhooks;
 
 use crate::config::HttpConfig;
+use crate::delivery::DeliveryEngine;
 use crate::metrics;
 use crate::registry::Registry;
 use crate::writer::EventWriter;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use body::BodyBudget;
 use leadstream_pipeline::Preparer;
@@ -35,6 +41,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub writer: EventWriter,
     pub preparer: Preparer,
+    /// Outbound webhooks: endpoints, publishing, the delivery log.
+    pub engine: DeliveryEngine,
     /// Timeouts and caps from `[http]`.
     pub limits: Arc<HttpConfig>,
     /// Request-body bytes in flight across all requests.
@@ -48,6 +56,7 @@ impl AppState {
         registry: Arc<Registry>,
         writer: EventWriter,
         preparer: Preparer,
+        engine: DeliveryEngine,
         limits: &HttpConfig,
     ) -> Self {
         metrics::install();
@@ -55,6 +64,7 @@ impl AppState {
             registry,
             writer,
             preparer,
+            engine,
             budget: BodyBudget::new(limits.max_body_bytes_in_flight),
             limits: Arc::new(limits.clone()),
         }
@@ -65,6 +75,24 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .route("/api/v1/webhooks/lead-events", post(lead_events::post))
+        .route("/api/webhooks/get", get(webhooks::list))
+        .route("/api/webhooks/create", post(webhooks::create))
+        .route("/api/webhooks/delete", delete(webhooks::delete))
+        .route(
+            "/api/webhooks/{id}",
+            get(webhooks::get_one).patch(webhooks::patch),
+        )
+        .route("/api/webhooks/{id}/secret", get(webhooks::secret))
+        .route("/api/webhooks/{id}/secret/rotate", post(webhooks::rotate))
+        .route("/api/webhooks/{id}/replay", post(webhooks::replay))
+        .route(
+            "/api/v1/organizations/current/settings",
+            put(webhooks::put_settings).get(webhooks::get_settings),
+        )
+        .route("/api/v1/outbound-events", post(deliveries::publish))
+        .route("/api/v1/deliveries", get(deliveries::list))
+        .route("/api/v1/deliveries/{id}", get(deliveries::get_one))
+        .route("/api/v1/deliveries/{id}/retry", post(deliveries::retry))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(serve_metrics))

@@ -14,9 +14,29 @@ use utoipa::{Modify, OpenApi};
         description = "High-throughput ingest of lead events (purchases, webinars, trials) with dedup, and the webhooks that follow from them. Every error is {\"error\": \"...\"}.",
         license(name = "Apache-2.0")
     ),
-    paths(super::lead_events::post, super::healthz, super::readyz, super::serve_metrics, serve),
+    paths(
+        super::lead_events::post,
+        super::webhooks::list,
+        super::webhooks::create,
+        super::webhooks::delete,
+        super::webhooks::get_one,
+        super::webhooks::patch,
+        super::webhooks::secret,
+        super::webhooks::rotate,
+        super::webhooks::replay,
+        super::webhooks::get_settings,
+        super::webhooks::put_settings,
+        super::deliveries::publish,
+        super::deliveries::list,
+        super::deliveries::get_one,
+        super::deliveries::retry,
+        super::healthz,
+        super::readyz,
+        super::serve_metrics,
+        serve
+    ),
     modifiers(&Security),
-    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "health", description = "Liveness and readiness"), (name = "metrics", description = "Prometheus metrics"), (name = "meta", description = "This document"))
+    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "webhooks", description = "Webhook endpoints, their secrets, and the org's settings URL"), (name = "deliveries", description = "Publishing events to the endpoints, and the delivery log"), (name = "health", description = "Liveness and readiness"), (name = "metrics", description = "Prometheus metrics"), (name = "meta", description = "This document"))
 )]
 pub struct ApiDoc;
 

@@ -1,0 +1,389 @@
+//! Publishing (`POST /api/v1/outbound-events`) and the attempt log
+//! (`/api/v1/deliveries`). API-key authenticated.
+
+use super::auth::ApiKeyOrg;
+use super::body::{parse_json, read_small};
+use super::{ApiError, AppState, ErrorBody};
+use crate::delivery::deliveries::{DeliveryDetail, DeliveryRow, DeliveryState, ListQuery, SortKey};
+use crate::delivery::{RetryAnswer, MAX_PAYLOAD_BYTES};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use leadstream_pipeline::time::parse_rfc3339_us;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+
+/// Largest request body of a publish: the payload's 256 KB and the envelope.
+const MAX_PUBLISH_BODY: usize = MAX_PAYLOAD_BYTES + 4096;
+/// Longest event type.
+pub const MAX_EVENT_TYPE: usize = 128;
+/// Longest idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// Page size of a listing by default and at most.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 1000;
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, msg)
+}
+
+fn store_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("database error: {e}; retry after a short delay"),
+    )
+}
+
+/// What is wrong with `t` as an event type, if anything.
+pub fn event_type_problem(t: &str) -> Option<String> {
+    if t.trim().is_empty() {
+        return Some("an event type is empty or blank".into());
+    }
+    let n = t.chars().count();
+    if n > MAX_EVENT_TYPE {
+        return Some(format!("event type is {n} chars, at most {MAX_EVENT_TYPE}"));
+    }
+    if t.chars().any(char::is_control) {
+        return Some(format!("event type {t:?} contains control characters"));
+    }
+    None
+}
+
+/// The body of a publish.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishIn<'a> {
+    /// What happened, e.g. `appointment_booked`; endpoints subscribe by it
+    /// (case-sensitive). 1 to 128 characters.
+    #[serde(rename = "eventType")]
+    #[schema(
+        example = "appointment_booked",
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
+    event_type: Option<String>,
+    /// A JSON object: the exact body every endpoint receives. At most 256 KB encoded.
+    #[serde(borrow)]
+    #[schema(value_type = Object)]
+    payload: Option<&'a RawValue>,
+    /// A repeat within 24 h answers the first call's `id` and creates nothing.
+    #[serde(rename = "idempotencyKey")]
+    #[schema(min_length = 1, max_length = 256, example = "order-9F2-booked")]
+    idempotency_key: Option<String>,
+}
+
+/// What a publish created.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PublishOut {
+    /// The event's id (the first call's, for a repeated idempotency key).
+    #[schema(example = "evt_01jd8x6k3v9q2w7e5r4t1y0u8i")]
+    id: String,
+    #[serde(rename = "eventType")]
+    event_type: String,
+    /// Deliveries created: one per enabled endpoint subscribed to `eventType` (0 for a
+    /// repeat).
+    deliveries: usize,
+}
+
+/// Publish an event: one delivery per enabled endpoint of the org subscribed to its
+/// type, each signed, retried and logged. Answered once the deliveries are durable.
+#[utoipa::path(post, path = "/api/v1/outbound-events", tag = "deliveries", security(("api_key" = [])),
+    request_body = PublishIn,
+    responses(
+        (status = 202, description = "Queued for delivery", body = PublishOut),
+        (status = 400, description = "eventType or payload missing or malformed (the message says which)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 413, description = "payload over 256 KB", body = ErrorBody),
+    ))]
+pub async fn publish(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_small(&s, &headers, body, MAX_PUBLISH_BODY).await?;
+    let req: PublishIn<'_> = parse_json(&body.bytes)?;
+    let event_type = req.event_type.ok_or_else(|| {
+        bad("eventType is missing: send {\"eventType\": \"...\", \"payload\": {...}}")
+    })?;
+    if let Some(why) = event_type_problem(&event_type) {
+        return Err(bad(format!("eventType: {why}")));
+    }
+    let payload = req
+        .payload
+        .ok_or_else(|| {
+            bad("payload is missing: send the JSON object every endpoint should receive")
+        })?
+        .get();
+    if !payload.starts_with('{') {
+        return Err(bad(format!(
+            "payload must be a JSON object, not {}",
+            payload.chars().take(40).collect::<String>()
+        )));
+    }
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "payload is {} bytes encoded, at most {MAX_PAYLOAD_BYTES} (256 KB): send a smaller object, e.g. ids the receiver can look up",
+                payload.len()
+            ),
+        ));
+    }
+    if let Some(k) = &req.idempotency_key {
+        if k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY {
+            return Err(bad(format!(
+                "idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
+            )));
+        }
+    }
+    // The payload's exact bytes: a slice of the body, no re-encoding.
+    let start = payload.as_ptr() as usize - body.bytes.as_ptr() as usize;
+    let payload: Bytes = body.bytes.slice(start..start + payload.len());
+    let published = s
+        .engine
+        .publish(org, &event_type, payload, req.idempotency_key)
+        .await
+        .map_err(store_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(PublishOut {
+            id: published.event_id,
+            event_type,
+            deliveries: published.jobs.len(),
+        }),
+    )
+        .into_response())
+}
+
+/// A page of deliveries.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeliveryPage {
+    data: Vec<DeliveryRow>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    #[serde(rename = "nextCursor")]
+    next_cursor: Option<String>,
+}
+
+/// Which page a cursor continues: the listing's order and the last row's position.
+#[derive(Serialize, Deserialize)]
+struct Cursor {
+    sort: String,
+    desc: bool,
+    value: i64,
+    seq: i64,
+}
+
+fn encode_cursor(c: &Cursor) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).unwrap_or_default())
+}
+
+fn decode_cursor(text: &str) -> Option<Cursor> {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(text).ok()?).ok()
+}
+
+fn instant_ms(field: &str, text: &str) -> Result<i64, ApiError> {
+    parse_rfc3339_us(text)
+        .map(|us| us.div_euclid(1000))
+        .ok_or_else(|| {
+            bad(format!(
+                "{field} {text:?} is not an RFC 3339 instant like 2026-06-01T00:00:00Z"
+            ))
+        })
+}
+
+/// List deliveries (newest first by default), filtered and sorted; keyset cursors
+/// stay correct while deliveries are added.
+#[utoipa::path(get, path = "/api/v1/deliveries", tag = "deliveries", security(("api_key" = [])),
+    params(
+        ("status" = Option<String>, Query, description = "pending, succeeded or failed", pattern = "^(pending|succeeded|failed)$"),
+        ("eventType" = Option<String>, Query, description = "Only this event type"),
+        ("endpointId" = Option<i64>, Query, description = "Only deliveries to this endpoint", minimum = -9007199254740991_i64, maximum = 9007199254740991_i64),
+        ("since" = Option<String>, Query, description = "Created at or after (RFC 3339)"),
+        ("until" = Option<String>, Query, description = "Created at or before (RFC 3339)"),
+        ("sort" = Option<String>, Query, description = "createdAt (default), updatedAt, attempts or lastStatus", pattern = "^(createdAt|updatedAt|attempts|lastStatus)$"),
+        ("order" = Option<String>, Query, description = "desc (default) or asc", pattern = "^(asc|desc)$"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page", body = DeliveryPage),
+        (status = 400, description = "A parameter is not valid (the message names it)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<DeliveryPage>, ApiError> {
+    const KNOWN: [&str; 9] = [
+        "status",
+        "eventType",
+        "endpointId",
+        "since",
+        "until",
+        "sort",
+        "order",
+        "limit",
+        "cursor",
+    ];
+    if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "unknown parameter {k:?}: the filters are {}",
+            KNOWN.join(", ")
+        )));
+    }
+    let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let state = get("status")
+        .map(|v| {
+            DeliveryState::parse(v).ok_or_else(|| {
+                bad(format!(
+                    "status {v:?} is not one of pending, succeeded, failed"
+                ))
+            })
+        })
+        .transpose()?;
+    let sort_text = get("sort").unwrap_or("createdAt");
+    let sort = SortKey::parse(sort_text).ok_or_else(|| {
+        bad(format!(
+            "sort {sort_text:?} is not one of createdAt, updatedAt, attempts, lastStatus"
+        ))
+    })?;
+    let descending = match get("order").unwrap_or("desc") {
+        "desc" => true,
+        "asc" => false,
+        other => return Err(bad(format!("order {other:?} is not asc or desc"))),
+    };
+    let limit = match get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(bad(format!(
+                    "limit {v:?} is not an integer from 1 to {MAX_LIMIT}"
+                )))
+            }
+        },
+    };
+    let endpoint_id = get("endpointId")
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| bad(format!("endpointId {v:?} is not an integer")))
+        })
+        .transpose()?;
+    let since_ms = get("since").map(|v| instant_ms("since", v)).transpose()?;
+    let until_ms = get("until").map(|v| instant_ms("until", v)).transpose()?;
+    let after = match get("cursor") {
+        None => None,
+        Some(text) => {
+            let c = decode_cursor(text).ok_or_else(|| {
+                bad("cursor is not one this server gave: pass nextCursor as it came")
+            })?;
+            if c.sort != sort_text || c.desc != descending {
+                return Err(bad(format!(
+                    "cursor belongs to a listing sorted by {} {}: repeat that sort and order with it",
+                    c.sort,
+                    if c.desc { "desc" } else { "asc" }
+                )));
+            }
+            Some((c.value, c.seq))
+        }
+    };
+    let query = ListQuery {
+        org,
+        state,
+        event_type: get("eventType").map(str::to_owned),
+        endpoint_id,
+        since_ms,
+        until_ms,
+        sort,
+        descending,
+        limit,
+        after,
+    };
+    let (rows, more) = s.engine.list(query).await.map_err(store_error)?;
+    let next_cursor = more.then(|| {
+        let last = rows.last().expect("a full page has a last row");
+        encode_cursor(&Cursor {
+            sort: sort_text.to_owned(),
+            desc: descending,
+            value: sort.value(last),
+            seq: last.seq,
+        })
+    });
+    Ok(Json(DeliveryPage {
+        data: rows,
+        next_cursor,
+    }))
+}
+
+/// One delivery with its payload and every attempt.
+#[utoipa::path(get, path = "/api/v1/deliveries/{id}", tag = "deliveries", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The delivery id (`webhook-id`)")),
+    responses(
+        (status = 200, description = "The delivery", body = DeliveryDetail),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such delivery of this organization", body = ErrorBody),
+    ))]
+pub async fn get_one(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+) -> Result<Json<DeliveryDetail>, ApiError> {
+    match s.engine.get(org, id.clone()).await.map_err(store_error)? {
+        Some(d) => Ok(Json(d)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no delivery {id:?} in this organization"),
+        )),
+    }
+}
+
+/// `{id, state}` of a retried delivery.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RetryOut {
+    id: String,
+    #[schema(example = "pending")]
+    state: &'static str,
+}
+
+/// One more attempt now, also after a final failure (not while one is pending).
+#[utoipa::path(post, path = "/api/v1/deliveries/{id}/retry", tag = "deliveries", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The delivery id")),
+    responses(
+        (status = 202, description = "One attempt queued", body = RetryOut),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such delivery of this organization", body = ErrorBody),
+        (status = 409, description = "The delivery is still pending", body = ErrorBody),
+    ))]
+pub async fn retry(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match s.engine.retry(org, id.clone()).await.map_err(store_error)? {
+        RetryAnswer::Queued => Ok((
+            StatusCode::ACCEPTED,
+            Json(RetryOut {
+                id,
+                state: "pending",
+            }),
+        )
+            .into_response()),
+        RetryAnswer::Pending => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("delivery {id:?} is still pending: its next attempt is already scheduled; retry it once it has succeeded or failed"),
+        )),
+        RetryAnswer::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no delivery {id:?} in this organization"),
+        )),
+    }
+}

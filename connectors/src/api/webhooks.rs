@@ -1,0 +1,650 @@
+//! The endpoint registry (seed 002's `/api/webhooks/*`, plus `PATCH`/`GET` of one
+//! endpoint, its secret and rotation, replay) and seed 000's organization settings.
+//! Every route authenticates with the org's API key ([`ApiKeyOrg`]).
+
+use super::auth::ApiKeyOrg;
+use super::body::{parse_json, read_small};
+use super::{ApiError, AppState, ErrorBody};
+use crate::delivery::endpoints::{EndpointError, EndpointPatch};
+use crate::delivery::model::{Endpoint, EndpointKind};
+use crate::writer::now_ms;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use leadstream_pipeline::target::{address_refusal, literal_ip, url_problem};
+use leadstream_pipeline::time::{format_rfc3339_ms, parse_rfc3339_us};
+use leadstream_pipeline::OrgId;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Largest body of these routes.
+const MAX_BODY: usize = 64 * 1024;
+/// Longest `timeout` an endpoint may set.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most `maxInFlight` an endpoint may set.
+pub const MAX_IN_FLIGHT: u64 = 1024;
+/// Event types an endpoint may list at most.
+const MAX_EVENT_TYPES: usize = 256;
+
+/// A webhook endpoint: seed 002's four fields first, then the engine's.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WebhookOut {
+    id: i64,
+    /// ISO 8601 UTC, milliseconds.
+    #[schema(example = "2025-06-01T10:22:33.000Z")]
+    created_at: String,
+    /// The endpoint URL.
+    #[schema(example = "https://api.example.com/events")]
+    webhook: String,
+    /// The organization's account UUID.
+    #[schema(example = "6fb11ff2-d9b2-4560-8437-0fe58ec9f4a6")]
+    user_id: String,
+    /// `registry` (created here) or `settings` (the org's settings `webhookUrl`).
+    #[schema(example = "registry")]
+    kind: &'static str,
+    enabled: bool,
+    /// Why leadstream disabled it (410 Gone, or failing for `delivery.disable_after`).
+    #[serde(rename = "disabledReason")]
+    disabled_reason: Option<String>,
+    /// The event types it receives; `null`: every type.
+    #[serde(rename = "eventTypes")]
+    event_types: Option<Vec<String>>,
+    description: Option<String>,
+    /// Per-attempt timeout in effect.
+    #[schema(example = "5s")]
+    timeout: String,
+    /// Attempts in flight at most, in effect.
+    #[serde(rename = "maxInFlight")]
+    max_in_flight: u64,
+    /// Attempts started per second at most; `null`: no limit.
+    #[serde(rename = "rateLimit")]
+    rate_limit: Option<f64>,
+    #[serde(rename = "updatedAt")]
+    updated_at: String,
+}
+
+fn out(s: &AppState, account: &str, e: &Endpoint) -> WebhookOut {
+    let cfg = s.engine.config();
+    WebhookOut {
+        id: e.id,
+        created_at: format_rfc3339_ms(e.created_at_ms),
+        webhook: e.url.clone(),
+        user_id: account.to_owned(),
+        kind: e.kind.as_str(),
+        enabled: e.enabled,
+        disabled_reason: e.disabled_reason.clone(),
+        event_types: e.event_types.clone(),
+        description: e.description.clone(),
+        timeout: humantime::format_duration(e.timeout.unwrap_or(cfg.timeout)).to_string(),
+        max_in_flight: e
+            .max_in_flight
+            .map_or(cfg.max_in_flight_per_endpoint as u64, u64::from),
+        rate_limit: e.rate_limit,
+        updated_at: format_rfc3339_ms(e.updated_at_ms),
+    }
+}
+
+fn account_id(s: &AppState, org: OrgId) -> Result<String, ApiError> {
+    match s.registry.account_id(org) {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            super::auth::INVALID_API_KEY,
+        )),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+fn store_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("database error: {e}; retry after a short delay"),
+    )
+}
+
+pub(super) fn endpoint_error(e: EndpointError) -> ApiError {
+    match e {
+        EndpointError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+        EndpointError::OtherOrg(_) => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+        EndpointError::Db(e) => store_error(e),
+    }
+}
+
+/// The problem with `url` as an endpoint of this server, if any.
+pub(super) fn target_problem(s: &AppState, field: &str, url: &str) -> Option<String> {
+    if let Some(p) = url_problem(url) {
+        return Some(p.replacen("webhook", field, 1));
+    }
+    if s.engine.config().allow_private_targets {
+        return None;
+    }
+    let ip = literal_ip(url)?;
+    address_refusal(ip).map(|why| {
+        format!(
+            "{field} {url:?} points at {ip}, {why}; private targets are refused (a server may allow them with delivery.allow_private_targets = true)"
+        )
+    })
+}
+
+fn parse_id(text: &str) -> Result<i64, ApiError> {
+    text.trim().parse::<i64>().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("id {text:?} is not an integer webhook id"),
+        )
+    })
+}
+
+/// List the org's webhook endpoints, newest first.
+#[utoipa::path(get, path = "/api/webhooks/get", tag = "webhooks", security(("api_key" = [])),
+    params(("search" = Option<String>, Query, description = "Only endpoints whose URL contains this text")),
+    responses(
+        (status = 200, description = "The endpoints, newest first", body = [WebhookOut]),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<WebhookOut>>, ApiError> {
+    let account = account_id(&s, org)?;
+    let search = q
+        .get("search")
+        .map(String::as_str)
+        .filter(|t| !t.is_empty());
+    let all = s.engine.endpoints().list(org, search);
+    Ok(Json(all.iter().map(|e| out(&s, &account, e)).collect()))
+}
+
+/// `{data: endpoint}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WebhookData {
+    data: WebhookOut,
+}
+
+/// The body of `POST /api/webhooks/create`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+pub struct CreateWebhook {
+    /// Full http:// or https:// URL of the endpoint.
+    #[schema(
+        example = "https://api.example.com/events",
+        min_length = 1,
+        max_length = 2048
+    )]
+    webhook: Option<Value>,
+}
+
+/// Register a webhook endpoint (it receives every event type until `eventTypes` is
+/// set, and gets its own signing secret).
+#[utoipa::path(post, path = "/api/webhooks/create", tag = "webhooks", security(("api_key" = [])),
+    request_body = CreateWebhook,
+    responses(
+        (status = 200, description = "Created", body = WebhookData),
+        (status = 400, description = "`webhook` missing, empty, not an http(s) URL, or a private address", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<WebhookData>, ApiError> {
+    let account = account_id(&s, org)?;
+    let body = read_small(&s, &headers, body, MAX_BODY).await?;
+    let req: CreateWebhook = parse_json(&body.bytes)?;
+    let url = match req.webhook {
+        None | Some(Value::Null) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "webhook is missing: send {\"webhook\": \"https://your.host/path\"}",
+            ))
+        }
+        Some(Value::String(u)) => u,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("webhook must be a URL string, not {other}"),
+            ))
+        }
+    };
+    if let Some(p) = target_problem(&s, "webhook", &url) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, p));
+    }
+    let e = s
+        .engine
+        .endpoints()
+        .create(org, EndpointKind::Registry, url, now_ms())
+        .await
+        .map_err(endpoint_error)?;
+    Ok(Json(WebhookData {
+        data: out(&s, &account, &e),
+    }))
+}
+
+/// `{success: true}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Success {
+    success: bool,
+}
+
+/// Delete a webhook endpoint. Its pending deliveries fail ("endpoint deleted"); the
+/// log keeps them.
+#[utoipa::path(delete, path = "/api/webhooks/delete", tag = "webhooks", security(("api_key" = [])),
+    params(("id" = i64, Query, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "Deleted", body = Success, example = json!({"success": true})),
+        (status = 400, description = "`id` missing or not an integer", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's endpoint", body = ErrorBody),
+        (status = 404, description = "No such endpoint", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Success>, ApiError> {
+    let id = q.get("id").filter(|v| !v.is_empty()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "id is missing: DELETE /api/webhooks/delete?id=<webhook id>",
+        )
+    })?;
+    let id = parse_id(id)?;
+    s.engine
+        .endpoints()
+        .delete(org, id)
+        .await
+        .map_err(endpoint_error)?;
+    Ok(Json(Success { success: true }))
+}
+
+/// One webhook endpoint.
+#[utoipa::path(get, path = "/api/webhooks/{id}", tag = "webhooks", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "The endpoint", body = WebhookOut),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's endpoint", body = ErrorBody),
+        (status = 404, description = "No such endpoint", body = ErrorBody),
+    ))]
+pub async fn get_one(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookOut>, ApiError> {
+    let account = account_id(&s, org)?;
+    let id = parse_id(&id)?;
+    let e = s.engine.endpoints().get(org, id).map_err(endpoint_error)?;
+    Ok(Json(out(&s, &account, &e)))
+}
+
+/// The body of `PATCH /api/webhooks/{id}`: any of these fields.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: the handler reads the fields one by one
+pub struct PatchWebhook {
+    /// `true` re-enables an endpoint leadstream disabled.
+    enabled: Option<bool>,
+    /// The event types it receives; `null`: every type.
+    #[schema(rename = "eventTypes")]
+    event_types: Option<Vec<String>>,
+    #[schema(max_length = 1000)]
+    description: Option<String>,
+    /// Per-attempt timeout, `"5s"`, at most 30 s; `null`: the server's default.
+    #[schema(example = "10s")]
+    timeout: Option<String>,
+    /// Attempts in flight at most, 1 to 1024; `null`: the server's default.
+    #[schema(rename = "maxInFlight", minimum = 1, maximum = 1024)]
+    max_in_flight: Option<u32>,
+    /// Attempts started per second at most (above 0, at most 100000); `null`: no limit.
+    #[schema(rename = "rateLimit", exclusive_minimum = 0, maximum = 100000)]
+    rate_limit: Option<f64>,
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, msg)
+}
+
+fn read_patch(fields: Map<String, Value>) -> Result<EndpointPatch, ApiError> {
+    let mut p = EndpointPatch::default();
+    for (key, v) in fields {
+        match key.as_str() {
+            "enabled" => {
+                p.enabled = Some(v.as_bool().ok_or_else(|| {
+                    bad(format!("enabled must be true or false, not {v}"))
+                })?);
+            }
+            "eventTypes" => {
+                p.event_types = Some(match v {
+                    Value::Null => None,
+                    Value::Array(items) => {
+                        if items.is_empty() {
+                            return Err(bad("eventTypes is empty: list at least one event type, or send null to receive every type"));
+                        }
+                        if items.len() > MAX_EVENT_TYPES {
+                            return Err(bad(format!("eventTypes has {} entries, at most {MAX_EVENT_TYPES}", items.len())));
+                        }
+                        let mut types = Vec::with_capacity(items.len());
+                        for item in items {
+                            let t = item.as_str().ok_or_else(|| bad(format!("eventTypes must hold strings, not {item}")))?;
+                            if let Some(why) = super::deliveries::event_type_problem(t) {
+                                return Err(bad(format!("eventTypes: {why}")));
+                            }
+                            if !types.iter().any(|x: &String| x == t) {
+                                types.push(t.to_owned());
+                            }
+                        }
+                        Some(types)
+                    }
+                    other => return Err(bad(format!("eventTypes must be an array of event types or null, not {other}"))),
+                });
+            }
+            "description" => {
+                p.description = Some(match v {
+                    Value::Null => None,
+                    Value::String(d) if d.chars().count() <= 1000 => Some(d),
+                    Value::String(_) => return Err(bad("description is longer than 1000 characters")),
+                    other => return Err(bad(format!("description must be a string or null, not {other}"))),
+                });
+            }
+            "timeout" => {
+                p.timeout = Some(match v {
+                    Value::Null => None,
+                    Value::String(t) => {
+                        let d = humantime::parse_duration(t.trim()).map_err(|_| {
+                            bad(format!("timeout {t:?} is not a duration: write e.g. \"5s\" or \"1500ms\""))
+                        })?;
+                        if d.is_zero() || d > MAX_TIMEOUT {
+                            return Err(bad(format!("timeout {t:?} must be above 0 and at most 30s")));
+                        }
+                        Some(d)
+                    }
+                    other => return Err(bad(format!("timeout must be a duration string like \"5s\", not {other}"))),
+                });
+            }
+            "maxInFlight" => {
+                p.max_in_flight = Some(match v {
+                    Value::Null => None,
+                    v => match v.as_u64() {
+                        Some(n) if (1..=MAX_IN_FLIGHT).contains(&n) => Some(n as u32),
+                        _ => return Err(bad(format!("maxInFlight must be an integer from 1 to {MAX_IN_FLIGHT}, not {v}"))),
+                    },
+                });
+            }
+            "rateLimit" => {
+                p.rate_limit = Some(match v {
+                    Value::Null => None,
+                    v => match v.as_f64() {
+                        Some(r) if r > 0.0 && r <= 100_000.0 => Some(r),
+                        _ => return Err(bad(format!("rateLimit must be deliveries per second above 0 and at most 100000, not {v}"))),
+                    },
+                });
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown field {other:?}: PATCH takes enabled, eventTypes, description, timeout, maxInFlight, rateLimit"
+                )))
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// Change an endpoint's subscriptions, state or delivery limits.
+#[utoipa::path(patch, path = "/api/webhooks/{id}", tag = "webhooks", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "The endpoint's id")),
+    request_body = PatchWebhook,
+    responses(
+        (status = 200, description = "The endpoint as changed", body = WebhookOut),
+        (status = 400, description = "A field is not valid (the message names it)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's endpoint", body = ErrorBody),
+        (status = 404, description = "No such endpoint", body = ErrorBody),
+    ))]
+pub async fn patch(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<WebhookOut>, ApiError> {
+    let account = account_id(&s, org)?;
+    let id = parse_id(&id)?;
+    s.engine.endpoints().get(org, id).map_err(endpoint_error)?;
+    let body = read_small(&s, &headers, body, MAX_BODY).await?;
+    let fields: Value = parse_json(&body.bytes)?;
+    let Value::Object(fields) = fields else {
+        return Err(bad(
+            "the body must be a JSON object of the fields to change",
+        ));
+    };
+    let patch = read_patch(fields)?;
+    let e = s
+        .engine
+        .endpoints()
+        .patch(org, id, patch, now_ms())
+        .await
+        .map_err(endpoint_error)?;
+    Ok(Json(out(&s, &account, &e)))
+}
+
+/// `{key}`: a signing secret.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SecretOut {
+    /// `whsec_` + base64 of 32 random bytes.
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    key: String,
+}
+
+/// The endpoint's current signing secret.
+#[utoipa::path(get, path = "/api/webhooks/{id}/secret", tag = "webhooks", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "The current secret", body = SecretOut),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's endpoint", body = ErrorBody),
+        (status = 404, description = "No such endpoint", body = ErrorBody),
+    ))]
+pub async fn secret(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+) -> Result<Json<SecretOut>, ApiError> {
+    let id = parse_id(&id)?;
+    let e = s.engine.endpoints().get(org, id).map_err(endpoint_error)?;
+    let key = e.current_secret().map(|k| k.text()).unwrap_or_default();
+    Ok(Json(SecretOut { key }))
+}
+
+/// A new signing secret; the previous one keeps signing beside it for
+/// `delivery.secret_grace` (24 h by default).
+#[utoipa::path(post, path = "/api/webhooks/{id}/secret/rotate", tag = "webhooks", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "The new secret", body = SecretOut),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's endpoint", body = ErrorBody),
+        (status = 404, description = "No such endpoint", body = ErrorBody),
+    ))]
+pub async fn rotate(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+) -> Result<Json<SecretOut>, ApiError> {
+    let id = parse_id(&id)?;
+    let grace = s.engine.config().secret_grace;
+    let e = s
+        .engine
+        .endpoints()
+        .rotate_secret(org, id, grace, now_ms())
+        .await
+        .map_err(endpoint_error)?;
+    let key = e.current_secret().map(|k| k.text()).unwrap_or_default();
+    Ok(Json(SecretOut { key }))
+}
+
+/// The body of a replay.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayIn {
+    /// RFC 3339: deliveries created at or after this.
+    #[schema(example = "2026-06-01T00:00:00Z")]
+    since: String,
+    /// RFC 3339: deliveries created at or before this; default now.
+    #[schema(example = "2026-06-02T00:00:00Z")]
+    until: Option<String>,
+}
+
+/// `{replayed}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReplayOut {
+    /// Failed deliveries sent again.
+    replayed: usize,
+}
+
+fn instant_ms(field: &str, text: &str) -> Result<i64, ApiError> {
+    parse_rfc3339_us(text)
+        .map(|us| us.div_euclid(1000))
+        .ok_or_else(|| {
+            bad(format!(
+                "{field} {text:?} is not an RFC 3339 instant like 2026-06-01T00:00:00Z"
+            ))
+        })
+}
+
+/// Send again every failed delivery of this endpoint created in `[since, until]`
+/// (one attempt each, now).
+#[utoipa::path(post, path = "/api/webhooks/{id}/replay", tag = "webhooks", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "The endpoint's id")),
+    request_body = ReplayIn,
+    responses(
+        (status = 200, description = "How many were sent again", body = ReplayOut),
+        (status = 400, description = "since/until missing or not RFC 3339", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's endpoint", body = ErrorBody),
+        (status = 404, description = "No such endpoint", body = ErrorBody),
+    ))]
+pub async fn replay(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ReplayOut>, ApiError> {
+    let id = parse_id(&id)?;
+    s.engine.endpoints().get(org, id).map_err(endpoint_error)?;
+    let body = read_small(&s, &headers, body, MAX_BODY).await?;
+    let req: ReplayIn = parse_json(&body.bytes)?;
+    let since = instant_ms("since", &req.since)?;
+    let until = match &req.until {
+        Some(u) => instant_ms("until", u)?,
+        None => now_ms(),
+    };
+    if until < since {
+        return Err(bad("until is before since"));
+    }
+    let replayed = s
+        .engine
+        .replay(id, since, until)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(ReplayOut { replayed }))
+}
+
+/// Seed 000's organization settings.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SettingsOut {
+    /// Where every event is delivered; `null` when unset.
+    #[serde(rename = "webhookUrl")]
+    #[schema(example = "https://api.example.com/webhook")]
+    webhook_url: Option<String>,
+    /// The secret its deliveries are signed with (Standard Webhooks); `null` when unset.
+    #[serde(rename = "webhookSigningSecret")]
+    webhook_signing_secret: Option<String>,
+}
+
+/// The body of `PUT /api/v1/organizations/current/settings`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct SettingsIn {
+    /// An http(s) URL, or `null` to stop delivering to one.
+    #[schema(rename = "webhookUrl", example = "https://api.example.com/webhook")]
+    webhook_url: Option<String>,
+}
+
+fn settings_out(e: Option<&Endpoint>) -> SettingsOut {
+    SettingsOut {
+        webhook_url: e.map(|e| e.url.clone()),
+        webhook_signing_secret: e.and_then(|e| e.current_secret()).map(|k| k.text()),
+    }
+}
+
+/// The org's settings.
+#[utoipa::path(get, path = "/api/v1/organizations/current/settings", tag = "webhooks", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The settings", body = SettingsOut),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+    ))]
+pub async fn get_settings(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+) -> Json<SettingsOut> {
+    Json(settings_out(s.engine.endpoints().settings(org).as_deref()))
+}
+
+/// Set (or, with `null`, remove) the org's webhook URL: an endpoint that receives
+/// every event type. Another URL replaces it and keeps its secret.
+#[utoipa::path(put, path = "/api/v1/organizations/current/settings", tag = "webhooks", security(("api_key" = [])),
+    request_body = SettingsIn,
+    responses(
+        (status = 200, description = "The settings as saved", body = SettingsOut),
+        (status = 400, description = "webhookUrl missing, not an http(s) URL, or a private address", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+    ))]
+pub async fn put_settings(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<SettingsOut>, ApiError> {
+    let body = read_small(&s, &headers, body, MAX_BODY).await?;
+    let fields: Value = parse_json(&body.bytes)?;
+    let Value::Object(mut fields) = fields else {
+        return Err(bad(
+            "the body must be a JSON object: {\"webhookUrl\": \"https://…\"}",
+        ));
+    };
+    if let Some(k) = fields.keys().find(|k| *k != "webhookUrl") {
+        return Err(bad(format!(
+            "unknown setting {k:?}: the settings are webhookUrl"
+        )));
+    }
+    let url =
+        match fields.remove("webhookUrl") {
+            None => return Err(bad(
+                "webhookUrl is missing: send {\"webhookUrl\": \"https://…\"}, or null to remove it",
+            )),
+            Some(Value::Null) => None,
+            Some(Value::String(u)) => {
+                if let Some(p) = target_problem(&s, "webhookUrl", &u) {
+                    return Err(bad(p));
+                }
+                Some(u)
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "webhookUrl must be a URL string or null, not {other}"
+                )))
+            }
+        };
+    let e = s
+        .engine
+        .endpoints()
+        .set_settings_url(org, url, now_ms())
+        .await
+        .map_err(endpoint_error)?;
+    Ok(Json(settings_out(e.as_deref())))
+}

@@ -1,0 +1,661 @@
+//! Published events, deliveries and attempts in `webhooks.db`: the statements the
+//! engine runs. A delivery is `pending` until an attempt succeeds or its last attempt
+//! fails; `next_attempt_at` is when it is due (what a restart resumes from).
+
+use super::endpoints::{EndpointEffect, Endpoints};
+use super::model::{new_id, Endpoint};
+use super::store::DbError;
+use bytes::Bytes;
+use leadstream_pipeline::OrgId;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A delivery's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Succeeded => "succeeded",
+            DeliveryState::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => DeliveryState::Pending,
+            "succeeded" => DeliveryState::Succeeded,
+            "failed" => DeliveryState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A delivery to attempt: what the dispatcher queues.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub seq: i64,
+    /// The delivery id: `webhook-id` on every attempt.
+    pub id: Arc<str>,
+    pub endpoint_id: i64,
+    pub event_type: Arc<str>,
+    pub payload: Bytes,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// A manual retry or replay: one attempt, no schedule.
+    pub single: bool,
+    pub created_at_ms: i64,
+}
+
+/// What a publish did.
+#[derive(Debug)]
+pub struct Published {
+    pub event_id: String,
+    /// Deliveries created (0 for a repeated idempotency key).
+    pub jobs: Vec<Job>,
+    /// The idempotency key had been used within the window: nothing was created.
+    pub repeated: bool,
+}
+
+/// One event to publish.
+pub struct NewEvent {
+    pub org: OrgId,
+    pub event_type: String,
+    pub payload: Bytes,
+    pub idempotency_key: Option<String>,
+    pub endpoints: Vec<Arc<Endpoint>>,
+}
+
+/// Inserts the event and one pending delivery per endpoint, due now.
+///
+/// # Errors
+/// [`DbError`].
+pub fn insert_event(
+    conn: &Connection,
+    ev: &NewEvent,
+    now_ms: i64,
+    idempotency_window: Duration,
+) -> Result<Published, DbError> {
+    if let Some(key) = &ev.idempotency_key {
+        let earlier: Option<(String, i64)> = conn
+            .prepare_cached(
+                "SELECT id, created_at FROM events WHERE org_id = ?1 AND idempotency_key = ?2",
+            )?
+            .query_row(params![ev.org, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((id, at)) = earlier {
+            if now_ms - at < idempotency_window.as_millis() as i64 {
+                return Ok(Published {
+                    event_id: id,
+                    jobs: Vec::new(),
+                    repeated: true,
+                });
+            }
+            // The window is over: the key is free again.
+            conn.execute(
+                "UPDATE events SET idempotency_key = NULL WHERE id = ?1",
+                [&id],
+            )?;
+        }
+    }
+    let event_id = new_id("evt_", now_ms);
+    conn.prepare_cached(
+        "INSERT INTO events (id, org_id, event_type, payload, idempotency_key, deliveries, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        event_id,
+        ev.org,
+        ev.event_type,
+        &ev.payload[..],
+        ev.idempotency_key,
+        ev.endpoints.len(),
+        now_ms
+    ])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, next_attempt_at, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?7)",
+    )?;
+    let event_type: Arc<str> = Arc::from(ev.event_type.as_str());
+    let mut jobs = Vec::with_capacity(ev.endpoints.len());
+    for e in &ev.endpoints {
+        let id = new_id("msg_", now_ms);
+        insert.execute(params![
+            id,
+            event_id,
+            ev.org,
+            e.id,
+            e.url,
+            ev.event_type,
+            now_ms
+        ])?;
+        jobs.push(Job {
+            seq: conn.last_insert_rowid(),
+            id: Arc::from(id),
+            endpoint_id: e.id,
+            event_type: event_type.clone(),
+            payload: ev.payload.clone(),
+            attempts: 0,
+            single: false,
+            created_at_ms: now_ms,
+        });
+    }
+    Ok(Published {
+        event_id,
+        jobs,
+        repeated: false,
+    })
+}
+
+/// An attempt's (or an abandoned delivery's) result, to record.
+pub struct Outcome {
+    pub seq: i64,
+    pub endpoint_id: i64,
+    /// `None`: no attempt was made (the endpoint was deleted or disabled).
+    pub attempt: Option<RecordedAttempt>,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub next_attempt_at_ms: Option<i64>,
+    pub at_ms: i64,
+    pub effect: Option<EndpointEffect>,
+}
+
+/// One attempt, as logged.
+pub struct RecordedAttempt {
+    pub number: u32,
+    pub url: String,
+    pub response_status: Option<u16>,
+    pub response_body: Option<Vec<u8>>,
+    pub duration_ms: i64,
+    pub error: Option<String>,
+}
+
+/// Records `o`: the attempt, the delivery's new state and the endpoint's. Returns
+/// whether the endpoint row changed.
+///
+/// # Errors
+/// [`DbError`].
+pub fn record_outcome(
+    conn: &Connection,
+    o: &Outcome,
+    disable_after: Duration,
+) -> Result<bool, DbError> {
+    if let Some(a) = &o.attempt {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO attempts (delivery_seq, attempt, at, url, response_status, response_body, duration_ms, error) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            o.seq,
+            a.number,
+            o.at_ms,
+            a.url,
+            a.response_status,
+            a.response_body,
+            a.duration_ms,
+            a.error
+        ])?;
+    }
+    conn.prepare_cached(
+        "UPDATE deliveries SET state = ?2, attempts = ?3, last_status = COALESCE(?4, last_status), last_error = ?5, \
+         next_attempt_at = ?6, updated_at = ?7, single_attempt = CASE WHEN ?2 = 'pending' THEN single_attempt ELSE 0 END \
+         WHERE seq = ?1",
+    )?
+    .execute(params![
+        o.seq,
+        o.state.as_str(),
+        o.attempts,
+        o.last_status,
+        o.last_error,
+        o.next_attempt_at_ms,
+        o.at_ms
+    ])?;
+    match &o.effect {
+        Some(effect) => Endpoints::write_effect(conn, o.endpoint_id, effect, disable_after),
+        None => Ok(false),
+    }
+}
+
+/// Every pending delivery with its payload, oldest due first (a restart's queue).
+///
+/// # Errors
+/// [`DbError`].
+pub fn load_pending(conn: &Connection) -> Result<Vec<(Job, i64)>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT d.seq, d.id, d.endpoint_id, d.event_type, d.attempts, d.single_attempt, \
+         COALESCE(d.next_attempt_at, d.created_at), e.payload, d.created_at \
+         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.state = 'pending' \
+         ORDER BY d.next_attempt_at, d.seq",
+    )?;
+    let mut payloads: std::collections::HashMap<Vec<u8>, Bytes> = Default::default();
+    let rows = stmt.query_map([], |r| {
+        let payload: Vec<u8> = r.get(7)?;
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, u32>(4)?,
+            r.get::<_, bool>(5)?,
+            r.get::<_, i64>(6)?,
+            payload,
+            r.get::<_, i64>(8)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, id, endpoint_id, event_type, attempts, single, due, payload, created) = row?;
+        // One copy per event, shared by its deliveries.
+        let payload = payloads
+            .entry(payload)
+            .or_insert_with_key(|p| Bytes::from(p.clone()))
+            .clone();
+        out.push((
+            Job {
+                seq,
+                id: Arc::from(id),
+                endpoint_id,
+                event_type: Arc::from(event_type),
+                payload,
+                attempts,
+                single,
+                created_at_ms: created,
+            },
+            due,
+        ));
+    }
+    Ok(out)
+}
+
+/// Marks a finished delivery for one more attempt now. `Ok(None)`: no such delivery
+/// of `org`; `Err(state)` inside: it is still pending.
+///
+/// # Errors
+/// [`DbError`].
+pub fn mark_for_retry(
+    conn: &Connection,
+    org: OrgId,
+    id: &str,
+    now_ms: i64,
+) -> Result<Option<Result<Job, DeliveryState>>, DbError> {
+    let row: Option<(String, Job)> = conn
+        .query_row(
+            "SELECT d.seq, d.state, d.endpoint_id, d.event_type, d.attempts, d.id, e.payload, d.created_at \
+             FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1 AND d.org_id = ?2",
+            params![id, org],
+            |r| {
+                Ok((
+                    r.get(1)?,
+                    Job {
+                        seq: r.get(0)?,
+                        id: Arc::from(r.get::<_, String>(5)?),
+                        endpoint_id: r.get(2)?,
+                        event_type: Arc::from(r.get::<_, String>(3)?),
+                        payload: Bytes::from(r.get::<_, Vec<u8>>(6)?),
+                        attempts: r.get(4)?,
+                        single: true,
+                        created_at_ms: r.get(7)?,
+                    },
+                ))
+            },
+        )
+        .optional()?;
+    let Some((state, job)) = row else {
+        return Ok(None);
+    };
+    if state == "pending" {
+        return Ok(Some(Err(DeliveryState::Pending)));
+    }
+    conn.execute(
+        "UPDATE deliveries SET state = 'pending', single_attempt = 1, next_attempt_at = ?2, updated_at = ?2 WHERE seq = ?1",
+        params![job.seq, now_ms],
+    )?;
+    Ok(Some(Ok(job)))
+}
+
+/// Marks every failed delivery of endpoint `endpoint` created in `[since, until]`
+/// for one more attempt now.
+///
+/// # Errors
+/// [`DbError`].
+pub fn mark_replay(
+    conn: &Connection,
+    endpoint: i64,
+    since_ms: i64,
+    until_ms: i64,
+    now_ms: i64,
+) -> Result<Vec<Job>, DbError> {
+    let ids: Vec<String> = conn
+        .prepare(
+            "SELECT id FROM deliveries WHERE endpoint_id = ?1 AND state = 'failed' \
+             AND created_at >= ?2 AND created_at <= ?3 ORDER BY seq",
+        )?
+        .query_map(params![endpoint, since_ms, until_ms], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let org: Option<OrgId> = conn
+        .query_row(
+            "SELECT org_id FROM deliveries WHERE endpoint_id = ?1 LIMIT 1",
+            [endpoint],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(org) = org else {
+        return Ok(Vec::new());
+    };
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(Ok(job)) = mark_for_retry(conn, org, &id, now_ms)? {
+            jobs.push(job);
+        }
+    }
+    Ok(jobs)
+}
+
+/// Deletes finished deliveries (with their attempts) last updated before `cutoff_ms`,
+/// and events left with no delivery, a chunk at a time. Returns the deliveries deleted.
+///
+/// # Errors
+/// [`DbError`].
+pub fn delete_older_than(
+    conn: &Connection,
+    cutoff_ms: i64,
+    chunk: usize,
+) -> Result<usize, DbError> {
+    let seqs: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT seq FROM deliveries WHERE state != 'pending' AND updated_at < ?1 LIMIT ?2",
+        )?
+        .query_map(params![cutoff_ms, chunk as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for seq in &seqs {
+        conn.prepare_cached("DELETE FROM attempts WHERE delivery_seq = ?1")?
+            .execute([seq])?;
+        conn.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?
+            .execute([seq])?;
+    }
+    conn.execute(
+        "DELETE FROM events WHERE created_at < ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
+        [cutoff_ms],
+    )?;
+    Ok(seqs.len())
+}
+
+/// A delivery as listed.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRow {
+    #[schema(example = "msg_01jd8x6k3v9q2w7e5r4t1y0u8i")]
+    pub id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub endpoint_id: i64,
+    pub url: String,
+    /// `pending`, `succeeded` or `failed`.
+    #[schema(example = "succeeded")]
+    pub state: String,
+    pub attempts: u32,
+    /// The status of the last answer, `null` when none came.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed without an answer (timeout, connection, refused).
+    pub last_error: Option<String>,
+    /// When the next attempt is due, for a pending delivery.
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub seq: i64,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub created_at_ms: i64,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub updated_at_ms: i64,
+}
+
+const ROW_COLUMNS: &str =
+    "id, event_id, event_type, endpoint_id, url, state, attempts, last_status, last_error, \
+     next_attempt_at, created_at, updated_at, seq";
+
+fn read_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
+    use leadstream_pipeline::time::format_rfc3339_ms;
+    let state: String = r.get(5)?;
+    let next: Option<i64> = r.get(9)?;
+    let created: i64 = r.get(10)?;
+    let updated: i64 = r.get(11)?;
+    Ok(DeliveryRow {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        event_type: r.get(2)?,
+        endpoint_id: r.get(3)?,
+        url: r.get(4)?,
+        next_attempt_at: next.filter(|_| state == "pending").map(format_rfc3339_ms),
+        state,
+        attempts: r.get(6)?,
+        last_status: r.get(7)?,
+        last_error: r.get(8)?,
+        created_at: format_rfc3339_ms(created),
+        updated_at: format_rfc3339_ms(updated),
+        seq: r.get(12)?,
+        created_at_ms: created,
+        updated_at_ms: updated,
+    })
+}
+
+/// The order of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    CreatedAt,
+    UpdatedAt,
+    Attempts,
+    LastStatus,
+}
+
+impl SortKey {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "createdAt" => SortKey::CreatedAt,
+            "updatedAt" => SortKey::UpdatedAt,
+            "attempts" => SortKey::Attempts,
+            "lastStatus" => SortKey::LastStatus,
+            _ => return None,
+        })
+    }
+    fn column(self) -> &'static str {
+        match self {
+            SortKey::CreatedAt => "created_at",
+            SortKey::UpdatedAt => "updated_at",
+            SortKey::Attempts => "attempts",
+            // No answer sorts below every status.
+            SortKey::LastStatus => "COALESCE(last_status, -1)",
+        }
+    }
+    /// The sort value of `row`, for a cursor.
+    pub fn value(self, row: &DeliveryRow) -> i64 {
+        match self {
+            SortKey::CreatedAt => row.created_at_ms,
+            SortKey::UpdatedAt => row.updated_at_ms,
+            SortKey::Attempts => i64::from(row.attempts),
+            SortKey::LastStatus => row.last_status.map_or(-1, i64::from),
+        }
+    }
+}
+
+/// A listing's filters, order and position.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub org: OrgId,
+    pub state: Option<DeliveryState>,
+    pub event_type: Option<String>,
+    pub endpoint_id: Option<i64>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub sort: SortKey,
+    pub descending: bool,
+    pub limit: usize,
+    /// After this (sort value, seq).
+    pub after: Option<(i64, i64)>,
+}
+
+/// One page of deliveries: at most `limit`, and whether more follow.
+///
+/// # Errors
+/// [`DbError`].
+pub fn list(conn: &Connection, q: &ListQuery) -> Result<(Vec<DeliveryRow>, bool), DbError> {
+    use rusqlite::types::Value;
+    let mut sql = format!("SELECT {ROW_COLUMNS} FROM deliveries WHERE org_id = ?");
+    let mut args: Vec<Value> = vec![Value::Integer(q.org)];
+    if let Some(s) = q.state {
+        sql.push_str(" AND state = ?");
+        args.push(Value::Text(s.as_str().into()));
+    }
+    if let Some(t) = &q.event_type {
+        sql.push_str(" AND event_type = ?");
+        args.push(Value::Text(t.clone()));
+    }
+    if let Some(e) = q.endpoint_id {
+        sql.push_str(" AND endpoint_id = ?");
+        args.push(Value::Integer(e));
+    }
+    if let Some(s) = q.since_ms {
+        sql.push_str(" AND created_at >= ?");
+        args.push(Value::Integer(s));
+    }
+    if let Some(u) = q.until_ms {
+        sql.push_str(" AND created_at <= ?");
+        args.push(Value::Integer(u));
+    }
+    let col = q.sort.column();
+    let (cmp, dir) = if q.descending {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    if let Some((v, seq)) = q.after {
+        sql.push_str(&format!(
+            " AND ({col} {cmp} ? OR ({col} = ? AND seq {cmp} ?))"
+        ));
+        args.extend([Value::Integer(v), Value::Integer(v), Value::Integer(seq)]);
+    }
+    sql.push_str(&format!(" ORDER BY {col} {dir}, seq {dir} LIMIT ?"));
+    args.push(Value::Integer(q.limit as i64 + 1));
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows: Vec<DeliveryRow> = stmt
+        .query_map(rusqlite::params_from_iter(args), read_delivery)?
+        .collect::<Result<_, _>>()?;
+    let more = rows.len() > q.limit;
+    rows.truncate(q.limit);
+    Ok((rows, more))
+}
+
+/// One attempt as shown.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRow {
+    /// 1-based.
+    pub attempt: u32,
+    pub at: String,
+    pub url: String,
+    /// `null` when no answer came.
+    pub response_status: Option<u16>,
+    /// The first 20 KB of the answer, as text (invalid UTF-8 replaced).
+    pub response_body: Option<String>,
+    pub duration_ms: i64,
+    /// Why no (complete) answer came: timeout, connection error, refused target.
+    pub error: Option<String>,
+}
+
+/// A delivery with its request body and every attempt.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryDetail {
+    pub id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub endpoint_id: i64,
+    pub url: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub state: String,
+    /// Every attempt, first first.
+    pub attempts: Vec<AttemptRow>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The body every attempt sent.
+    #[schema(value_type = Object)]
+    pub payload: Box<serde_json::value::RawValue>,
+}
+
+/// `org`'s delivery `id`, with its payload and attempts.
+///
+/// # Errors
+/// [`DbError`].
+pub fn get(conn: &Connection, org: OrgId, id: &str) -> Result<Option<DeliveryDetail>, DbError> {
+    use leadstream_pipeline::time::format_rfc3339_ms;
+    let Some(delivery) = conn
+        .query_row(
+            &format!("SELECT {ROW_COLUMNS} FROM deliveries WHERE id = ?1 AND org_id = ?2"),
+            params![id, org],
+            read_delivery,
+        )
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let payload: Vec<u8> = conn.query_row(
+        "SELECT payload FROM events WHERE id = ?1",
+        [&delivery.event_id],
+        |r| r.get(0),
+    )?;
+    let payload =
+        serde_json::value::RawValue::from_string(String::from_utf8_lossy(&payload).into_owned())
+            .map_err(|e| {
+                DbError::Sql(Arc::new(rusqlite::Error::ToSqlConversionFailure(Box::new(
+                    e,
+                ))))
+            })?;
+    let attempts = conn
+        .prepare(
+            "SELECT attempt, at, url, response_status, response_body, duration_ms, error FROM attempts \
+             WHERE delivery_seq = ?1 ORDER BY attempt",
+        )?
+        .query_map([delivery.seq], |r| {
+            let body: Option<Vec<u8>> = r.get(4)?;
+            Ok(AttemptRow {
+                attempt: r.get(0)?,
+                at: format_rfc3339_ms(r.get(1)?),
+                url: r.get(2)?,
+                response_status: r.get(3)?,
+                response_body: body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                duration_ms: r.get(5)?,
+                error: r.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let d = delivery;
+    Ok(Some(DeliveryDetail {
+        id: d.id,
+        event_id: d.event_id,
+        event_type: d.event_type,
+        endpoint_id: d.endpoint_id,
+        url: d.url,
+        state: d.state,
+        attempts,
+        last_status: d.last_status,
+        last_error: d.last_error,
+        next_attempt_at: d.next_attempt_at,
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+        payload,
+    }))
+}

@@ -1,0 +1,502 @@
+//! The dispatcher: one task that owns the in-memory queue and starts attempts.
+//!
+//! Deliveries wait in one lane per endpoint. A lane runs when it has work, fewer
+//! attempts in flight than its endpoint's `maxInFlight`, and (with a `rateLimit`) a
+//! token; lanes take turns, so a slow or failing endpoint only ever holds its own
+//! lane's slots and never delays another endpoint's deliveries. Scheduled retries
+//! wait in a timer map. Across every lane at most `delivery.max_in_flight` attempts
+//! run at once.
+//!
+//! Each attempt runs in its own task: send, then write the outcome (attempt row,
+//! delivery state, endpoint health) and wait for the commit; only then is the delivery
+//! dropped from memory or its next attempt scheduled. A process killed at any point
+//! leaves the delivery `pending` in the store with its due time, and the next start
+//! resumes it from there ([`super::deliveries::load_pending`]): at most the attempt in
+//! flight at the kill is sent twice.
+
+use super::client::{AttemptRequest, DeliveryClient};
+use super::deliveries::{record_outcome, DeliveryState, Job, Outcome, RecordedAttempt};
+use super::endpoints::{EndpointEffect, Endpoints};
+use super::model::Endpoint;
+use super::store::Db;
+use crate::config::DeliveryConfig;
+use crate::writer::now_ms;
+use leadstream_pipeline::retry::{AttemptOutcome, DeliveryRetry};
+use leadstream_pipeline::signature::signature_header;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// What the attempt tasks and the engine tell the dispatcher.
+pub enum Msg {
+    /// Attempt these now.
+    Due(Vec<Job>),
+    /// Attempt these at the given wall-clock milliseconds.
+    At(Vec<(Job, i64)>),
+    /// An attempt task ended; `next` is its delivery's next attempt, already durable.
+    Finished {
+        endpoint: i64,
+        next: Option<(Job, i64)>,
+    },
+}
+
+/// What the attempt tasks share.
+pub struct Shared {
+    pub db: Arc<Db>,
+    pub endpoints: Arc<Endpoints>,
+    pub client: DeliveryClient,
+    pub retry: DeliveryRetry,
+    pub config: DeliveryConfig,
+}
+
+/// Sends work to the dispatcher.
+#[derive(Clone)]
+pub struct DispatchHandle {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl DispatchHandle {
+    /// Queues deliveries due now.
+    pub fn due(&self, jobs: Vec<Job>) {
+        if !jobs.is_empty() {
+            let _ = self.tx.send(Msg::Due(jobs));
+        }
+    }
+
+    /// Queues deliveries due at wall-clock instants.
+    pub fn at(&self, jobs: Vec<(Job, i64)>) {
+        if !jobs.is_empty() {
+            let _ = self.tx.send(Msg::At(jobs));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<Job>,
+    in_flight: u32,
+    /// In `runnable` already.
+    listed: bool,
+    /// Waiting for a rate-limit token (a wake-up timer is set).
+    waking: bool,
+    tokens: f64,
+    refilled: Option<Instant>,
+}
+
+enum Timer {
+    Job(Job),
+    Wake(i64),
+}
+
+struct Dispatcher {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Msg>,
+    lanes: HashMap<i64, Lane>,
+    runnable: VecDeque<i64>,
+    timers: BTreeMap<(Instant, u64), Timer>,
+    timer_seq: u64,
+    in_flight: usize,
+    /// Lanes whose gauges changed since they were last published.
+    touched: Vec<i64>,
+}
+
+/// Starts the dispatcher on the current runtime.
+pub fn start(shared: Arc<Shared>) -> DispatchHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let d = Dispatcher {
+        shared,
+        tx: tx.clone(),
+        lanes: HashMap::new(),
+        runnable: VecDeque::new(),
+        timers: BTreeMap::new(),
+        timer_seq: 0,
+        in_flight: 0,
+        touched: Vec::new(),
+    };
+    tokio::spawn(d.run(rx));
+    DispatchHandle { tx }
+}
+
+/// The instant of wall-clock milliseconds `at_ms`.
+fn instant_of(at_ms: i64) -> Instant {
+    let wait = at_ms.saturating_sub(now_ms()).max(0);
+    Instant::now() + Duration::from_millis(wait as u64)
+}
+
+impl Dispatcher {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        loop {
+            let next_timer = self.timers.keys().next().map(|(at, _)| *at);
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(m) => self.handle(m),
+                    None => return,
+                },
+                () = tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {}
+            }
+            while let Ok(m) = rx.try_recv() {
+                self.handle(m);
+            }
+            self.fire_timers();
+            self.pump();
+            self.publish_gauges();
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Due(jobs) => {
+                for job in jobs {
+                    self.enqueue(job);
+                }
+            }
+            Msg::At(jobs) => {
+                for (job, at_ms) in jobs {
+                    self.schedule(job, at_ms);
+                }
+            }
+            Msg::Finished { endpoint, next } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                if let Some(lane) = self.lanes.get_mut(&endpoint) {
+                    lane.in_flight = lane.in_flight.saturating_sub(1);
+                }
+                self.touched.push(endpoint);
+                if let Some((job, at_ms)) = next {
+                    self.schedule(job, at_ms);
+                }
+                self.list(endpoint);
+                self.drop_if_idle(endpoint);
+            }
+        }
+    }
+
+    fn schedule(&mut self, job: Job, at_ms: i64) {
+        if at_ms <= now_ms() {
+            self.enqueue(job);
+        } else {
+            self.timer_seq += 1;
+            self.timers
+                .insert((instant_of(at_ms), self.timer_seq), Timer::Job(job));
+        }
+    }
+
+    fn enqueue(&mut self, job: Job) {
+        let id = job.endpoint_id;
+        self.lanes.entry(id).or_default().queue.push_back(job);
+        self.touched.push(id);
+        self.list(id);
+    }
+
+    /// Puts lane `id` in the turn order when it has work and is not waiting.
+    fn list(&mut self, id: i64) {
+        if let Some(lane) = self.lanes.get_mut(&id) {
+            if !lane.listed && !lane.waking && !lane.queue.is_empty() {
+                lane.listed = true;
+                self.runnable.push_back(id);
+            }
+        }
+    }
+
+    fn drop_if_idle(&mut self, id: i64) {
+        if let Some(lane) = self.lanes.get(&id) {
+            if lane.queue.is_empty() && lane.in_flight == 0 && !lane.waking && !lane.listed {
+                self.lanes.remove(&id);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            match entry.remove() {
+                Timer::Job(job) => self.enqueue(job),
+                Timer::Wake(id) => {
+                    if let Some(lane) = self.lanes.get_mut(&id) {
+                        lane.waking = false;
+                    }
+                    self.list(id);
+                }
+            }
+        }
+    }
+
+    /// Starts attempts, one per lane per turn, until no lane can start one or the
+    /// global cap is reached.
+    fn pump(&mut self) {
+        let cap = self.shared.config.max_in_flight.max(1);
+        while self.in_flight < cap {
+            let Some(id) = self.runnable.pop_front() else {
+                break;
+            };
+            let Some(lane) = self.lanes.get_mut(&id) else {
+                continue;
+            };
+            lane.listed = false;
+            let endpoint = self.shared.endpoints.by_id(id);
+            let usable = endpoint.as_ref().filter(|e| e.enabled);
+            let Some(ep) = usable.cloned() else {
+                // Deleted or disabled: what waits for it fails, saying why.
+                let jobs: Vec<Job> = lane.queue.drain(..).collect();
+                let why = match &endpoint {
+                    None => format!("endpoint {id} was deleted"),
+                    Some(e) => format!(
+                        "endpoint {id} is disabled{}",
+                        e.disabled_reason
+                            .as_ref()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    ),
+                };
+                tokio::spawn(abandon(self.shared.clone(), jobs, why));
+                self.touched.push(id);
+                self.drop_if_idle(id);
+                continue;
+            };
+            let max = ep
+                .max_in_flight
+                .map_or(self.shared.config.max_in_flight_per_endpoint, |m| {
+                    m as usize
+                })
+                .max(1);
+            if lane.in_flight as usize >= max {
+                // Its next Finished lists it again.
+                continue;
+            }
+            if let Some(rate) = ep.rate_limit.filter(|r| *r > 0.0) {
+                let now = Instant::now();
+                let burst = rate.max(1.0);
+                let since = lane.refilled.map_or(Duration::from_secs(3600), |t| now - t);
+                lane.tokens = (lane.tokens + since.as_secs_f64() * rate).min(burst);
+                lane.refilled = Some(now);
+                if lane.tokens < 1.0 {
+                    let wait = Duration::from_secs_f64((1.0 - lane.tokens) / rate);
+                    lane.waking = true;
+                    self.timer_seq += 1;
+                    self.timers
+                        .insert((now + wait, self.timer_seq), Timer::Wake(id));
+                    continue;
+                }
+                lane.tokens -= 1.0;
+            }
+            let Some(job) = lane.queue.pop_front() else {
+                continue;
+            };
+            lane.in_flight += 1;
+            self.in_flight += 1;
+            if !lane.queue.is_empty() {
+                lane.listed = true;
+                self.runnable.push_back(id);
+            }
+            self.touched.push(id);
+            tokio::spawn(attempt(self.shared.clone(), ep, job, self.tx.clone()));
+        }
+    }
+
+    fn publish_gauges(&mut self) {
+        self.touched.sort_unstable();
+        self.touched.dedup();
+        for id in self.touched.drain(..) {
+            let (depth, in_flight) = self
+                .lanes
+                .get(&id)
+                .map_or((0, 0), |l| (l.queue.len() as u64, u64::from(l.in_flight)));
+            crate::metrics::delivery_queue_depth(id, depth);
+            crate::metrics::delivery_in_flight(id, in_flight);
+        }
+    }
+}
+
+/// The reason a 410 gives an endpoint.
+fn gone_reason() -> String {
+    "the endpoint answered 410 Gone, asking not to be called again; PATCH {\"enabled\": true} to re-enable it".into()
+}
+
+fn outcome_label(o: AttemptOutcome) -> &'static str {
+    match o {
+        AttemptOutcome::Status(s) if s < 200 => "1xx",
+        AttemptOutcome::Status(s) if s < 300 => "2xx",
+        AttemptOutcome::Status(s) if s < 400 => "3xx",
+        AttemptOutcome::Status(s) if s < 500 => "4xx",
+        AttemptOutcome::Status(_) => "5xx",
+        AttemptOutcome::Timeout => "timeout",
+        AttemptOutcome::ConnectError => "connect_error",
+        AttemptOutcome::Refused => "refused",
+    }
+}
+
+/// One attempt of `job` to `ep`, its outcome made durable, then reported.
+async fn attempt(
+    shared: Arc<Shared>,
+    ep: Arc<Endpoint>,
+    mut job: Job,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    let started_ms = now_ms();
+    let timestamp = started_ms.div_euclid(1000);
+    let signature = signature_header(
+        ep.signing_secrets(started_ms),
+        &job.id,
+        timestamp,
+        &job.payload,
+    );
+    let timeout = ep.timeout.unwrap_or(shared.config.timeout);
+    let result = shared
+        .client
+        .send(AttemptRequest {
+            url: &ep.url,
+            webhook_id: &job.id,
+            timestamp,
+            signature: &signature,
+            body: job.payload.clone(),
+            timeout,
+        })
+        .await;
+    let ended_ms = now_ms();
+    let number = job.attempts + 1;
+    let outcome = result.outcome;
+    crate::metrics::delivery_attempt(outcome_label(outcome));
+    let delay = if job.single {
+        None
+    } else {
+        shared
+            .retry
+            .retry_delay(outcome, number, result.retry_after)
+    };
+    let (state, next_at_ms) = if outcome.succeeded() {
+        (DeliveryState::Succeeded, None)
+    } else if let Some(gap) = delay {
+        // The receiver's own Retry-After is kept as it asked; our gaps are spread.
+        let asked =
+            result.retry_after.is_some() && matches!(outcome, AttemptOutcome::Status(408 | 429));
+        let gap = if asked {
+            gap
+        } else {
+            shared.retry.jittered(gap, rand::random::<f64>())
+        };
+        (
+            DeliveryState::Pending,
+            Some(ended_ms.saturating_add(gap.as_millis() as i64)),
+        )
+    } else {
+        (DeliveryState::Failed, None)
+    };
+    let effect = if outcome.succeeded() {
+        EndpointEffect::Succeeded
+    } else if outcome.disables_endpoint() {
+        EndpointEffect::Disable {
+            reason: gone_reason(),
+            at_ms: ended_ms,
+        }
+    } else {
+        EndpointEffect::Failed { at_ms: ended_ms }
+    };
+    let status = match outcome {
+        AttemptOutcome::Status(s) => Some(s),
+        _ => None,
+    };
+    let record = Outcome {
+        seq: job.seq,
+        endpoint_id: ep.id,
+        attempt: Some(RecordedAttempt {
+            number,
+            url: ep.url.clone(),
+            response_status: status,
+            response_body: result.response_body,
+            duration_ms: result.duration.as_millis() as i64,
+            error: result.error.clone(),
+        }),
+        state,
+        attempts: number,
+        last_status: status,
+        last_error: result.error,
+        next_attempt_at_ms: next_at_ms,
+        at_ms: started_ms,
+        effect: Some(effect),
+    };
+    let disable_after = shared.config.disable_after;
+    let written = shared
+        .db
+        .write(move |conn| record_outcome(conn, &record, disable_after))
+        .await;
+    let next = match written {
+        Ok(changed) => {
+            if changed {
+                if let Err(e) = shared.endpoints.refresh(ep.id).await {
+                    tracing::warn!(endpoint = ep.id, error = %e, "re-reading an endpoint after its health changed");
+                }
+            }
+            match state {
+                DeliveryState::Pending => {
+                    job.attempts = number;
+                    next_at_ms.map(|at| (job, at))
+                }
+                DeliveryState::Succeeded | DeliveryState::Failed => {
+                    crate::metrics::delivery_finished(state.as_str());
+                    if state == DeliveryState::Succeeded {
+                        let age = ended_ms.saturating_sub(job.created_at_ms).max(0);
+                        crate::metrics::delivery_latency(Duration::from_millis(age as u64));
+                    }
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            // Not recorded: the store still says pending with the old due time. Try
+            // the same attempt again shortly (the receiver may see it twice).
+            tracing::error!(delivery = %job.id, error = %e, "recording a delivery attempt failed; it will be attempted again");
+            Some((job, ended_ms + 1000))
+        }
+    };
+    let _ = tx.send(Msg::Finished {
+        endpoint: ep.id,
+        next,
+    });
+}
+
+/// Fails `jobs` (no attempt made) with `why`.
+async fn abandon(shared: Arc<Shared>, jobs: Vec<Job>, why: String) {
+    if jobs.is_empty() {
+        return;
+    }
+    let at_ms = now_ms();
+    let n = jobs.len();
+    let disable_after = shared.config.disable_after;
+    let written = shared
+        .db
+        .write(move |conn| {
+            for job in &jobs {
+                record_outcome(
+                    conn,
+                    &Outcome {
+                        seq: job.seq,
+                        endpoint_id: job.endpoint_id,
+                        attempt: None,
+                        state: DeliveryState::Failed,
+                        attempts: job.attempts,
+                        last_status: None,
+                        last_error: Some(why.clone()),
+                        next_attempt_at_ms: None,
+                        at_ms,
+                        effect: None,
+                    },
+                    disable_after,
+                )?;
+            }
+            Ok(())
+        })
+        .await;
+    match written {
+        Ok(()) => {
+            for _ in 0..n {
+                crate::metrics::delivery_finished("failed");
+            }
+        }
+        // Still pending in the store: the next start fails them.
+        Err(e) => tracing::error!(error = %e, "failing the deliveries of a removed endpoint"),
+    }
+}

@@ -1,0 +1,241 @@
+//! The webhook delivery engine: endpoints, publishing, workers that deliver with
+//! Standard Webhooks signatures, retries, and the attempt log.
+//!
+//! Everything leadstream sends out goes through [`DeliveryEngine::publish`]. A publish
+//! writes the event and one pending delivery per subscribed endpoint in one
+//! transaction of `webhooks.db` (group-committed with other writes), answers, and
+//! hands the deliveries to the [`dispatch`]er. From there each delivery is attempted
+//! until it succeeds, fails for good, or its schedule is used up; every outcome is
+//! durable before the delivery leaves memory or its next attempt is scheduled.
+
+pub mod client;
+pub mod deliveries;
+mod dispatch;
+pub mod endpoints;
+pub mod model;
+pub mod store;
+
+use crate::config::DeliveryConfig;
+use crate::writer::now_ms;
+use bytes::Bytes;
+use deliveries::{DeliveryDetail, DeliveryRow, DeliveryState, ListQuery, NewEvent, Published};
+use dispatch::{DispatchHandle, Shared};
+use endpoints::Endpoints;
+use leadstream_pipeline::OrgId;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{Db, DbError};
+
+/// How often finished deliveries past `delivery.log_retention` and expired secrets
+/// are deleted.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Largest `payload` accepted, encoded.
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// The engine: cheap to clone.
+#[derive(Clone)]
+pub struct DeliveryEngine {
+    shared: Arc<Shared>,
+    dispatch: DispatchHandle,
+}
+
+/// What a manual retry found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RetryAnswer {
+    /// One more attempt is queued.
+    Queued,
+    /// The delivery is still pending.
+    Pending,
+    /// No such delivery of this org.
+    NotFound,
+}
+
+impl DeliveryEngine {
+    /// Opens `webhooks.db` in `dir`, starts the dispatcher on the current tokio
+    /// runtime and queues every delivery left pending by the last run.
+    ///
+    /// # Errors
+    /// [`DbError`] when the store cannot be opened or read.
+    pub fn start(dir: &Path, config: &DeliveryConfig) -> Result<Self, DbError> {
+        let db = Db::open(dir)?;
+        let endpoints = Arc::new(Endpoints::load(db.clone())?);
+        let shared = Arc::new(Shared {
+            db: db.clone(),
+            endpoints,
+            client: client::DeliveryClient::new(
+                config.allow_private_targets,
+                config.max_in_flight_per_endpoint,
+            ),
+            retry: config.retry(),
+            config: config.clone(),
+        });
+        let dispatch = dispatch::start(shared.clone());
+        let pending = db.read_blocking(deliveries::load_pending)?;
+        if !pending.is_empty() {
+            tracing::info!(
+                deliveries = pending.len(),
+                "resuming deliveries left pending"
+            );
+        }
+        dispatch.at(pending);
+        let engine = Self { shared, dispatch };
+        tokio::spawn(engine.clone().retention());
+        Ok(engine)
+    }
+
+    /// The endpoint registry.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.shared.endpoints
+    }
+
+    /// `[delivery]` as started.
+    pub fn config(&self) -> &DeliveryConfig {
+        &self.shared.config
+    }
+
+    /// Publishes `payload` (a JSON object's exact bytes) as `event_type` to every
+    /// enabled endpoint of `org` subscribed to it. A repeated `idempotency_key` within
+    /// `delivery.idempotency_window` answers the first event's id and creates nothing.
+    ///
+    /// # Errors
+    /// [`DbError`]: nothing was published.
+    pub async fn publish(
+        &self,
+        org: OrgId,
+        event_type: &str,
+        payload: Bytes,
+        idempotency_key: Option<String>,
+    ) -> Result<Published, DbError> {
+        let ev = NewEvent {
+            org,
+            event_type: event_type.to_owned(),
+            endpoints: self.shared.endpoints.subscribers(org, event_type),
+            payload,
+            idempotency_key,
+        };
+        let mut out = self.publish_many(vec![ev]).await?;
+        Ok(out.pop().expect("one event in, one out"))
+    }
+
+    /// Publishes several events in one transaction (bulk callers: sends, benches).
+    /// Each [`NewEvent`] names its endpoints, usually from
+    /// [`Endpoints::subscribers`].
+    ///
+    /// # Errors
+    /// [`DbError`]: none was published.
+    pub async fn publish_many(&self, events: Vec<NewEvent>) -> Result<Vec<Published>, DbError> {
+        let window = self.shared.config.idempotency_window;
+        let published = self
+            .shared
+            .db
+            .write(move |conn| {
+                let now = now_ms();
+                events
+                    .iter()
+                    .map(|ev| deliveries::insert_event(conn, ev, now, window))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        let mut jobs = Vec::new();
+        for p in &published {
+            jobs.extend(p.jobs.iter().cloned());
+        }
+        crate::metrics::deliveries_published(jobs.len() as u64);
+        self.dispatch.due(jobs);
+        Ok(published)
+    }
+
+    /// A page of deliveries and whether more follow.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn list(&self, q: ListQuery) -> Result<(Vec<DeliveryRow>, bool), DbError> {
+        self.shared
+            .db
+            .read(move |conn| deliveries::list(conn, &q))
+            .await
+    }
+
+    /// `org`'s delivery `id` with its attempts.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn get(&self, org: OrgId, id: String) -> Result<Option<DeliveryDetail>, DbError> {
+        self.shared
+            .db
+            .read(move |conn| deliveries::get(conn, org, &id))
+            .await
+    }
+
+    /// One more attempt of a finished delivery, now.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn retry(&self, org: OrgId, id: String) -> Result<RetryAnswer, DbError> {
+        let found = self
+            .shared
+            .db
+            .write(move |conn| deliveries::mark_for_retry(conn, org, &id, now_ms()))
+            .await?;
+        Ok(match found {
+            None => RetryAnswer::NotFound,
+            Some(Err(DeliveryState::Pending | _)) => RetryAnswer::Pending,
+            Some(Ok(job)) => {
+                self.dispatch.due(vec![job]);
+                RetryAnswer::Queued
+            }
+        })
+    }
+
+    /// One more attempt, now, of every failed delivery of endpoint `endpoint` created
+    /// in `[since_ms, until_ms]`. The caller checked the endpoint is the org's.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn replay(
+        &self,
+        endpoint: i64,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<usize, DbError> {
+        let jobs = self
+            .shared
+            .db
+            .write(move |conn| {
+                deliveries::mark_replay(conn, endpoint, since_ms, until_ms, now_ms())
+            })
+            .await?;
+        let n = jobs.len();
+        self.dispatch.due(jobs);
+        Ok(n)
+    }
+
+    /// Deletes what `delivery.log_retention` no longer keeps, now and every hour.
+    async fn retention(self) {
+        let mut tick = tokio::time::interval(RETENTION_EVERY);
+        loop {
+            tick.tick().await;
+            let cutoff = now_ms() - self.shared.config.log_retention.as_millis() as i64;
+            loop {
+                match self
+                    .shared
+                    .db
+                    .write(move |conn| deliveries::delete_older_than(conn, cutoff, 5000))
+                    .await
+                {
+                    Ok(n) if n > 0 => tokio::task::yield_now().await,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "deleting deliveries past log retention");
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = self.shared.endpoints.drop_expired_secrets(now_ms()).await {
+                tracing::warn!(error = %e, "deleting expired endpoint secrets");
+            }
+        }
+    }
+}

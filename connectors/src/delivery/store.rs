@@ -1,0 +1,253 @@
+//! The delivery engine's durable state in `webhooks.db` (data dir): endpoints and their
+//! secrets, published events, deliveries (the embedded queue) and every attempt.
+//!
+//! One writer thread owns the write connection and commits in groups: every write
+//! waiting when a transaction starts joins it (each in its own savepoint, so one
+//! failing write does not undo the others), and each caller hears back only after the
+//! `COMMIT` (with `synchronous = FULL`). Publishing a thousand events or recording a
+//! thousand attempt outcomes costs one fsync. Reads use their own connection (WAL),
+//! so they never wait for the writer.
+
+use crate::store::open_sqlite;
+use parking_lot::Mutex;
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS endpoints (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    org_id           INTEGER NOT NULL,
+    kind             TEXT    NOT NULL DEFAULT 'registry' CHECK (kind IN ('registry', 'settings')),
+    url              TEXT    NOT NULL,
+    description      TEXT,
+    event_types      TEXT,
+    enabled          INTEGER NOT NULL DEFAULT 1,
+    disabled_reason  TEXT,
+    timeout_ms       INTEGER,
+    max_in_flight    INTEGER,
+    rate_limit       REAL,
+    failing_since    INTEGER,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS endpoints_settings ON endpoints (org_id) WHERE kind = 'settings';
+CREATE TABLE IF NOT EXISTS endpoint_secrets (
+    endpoint_id  INTEGER NOT NULL,
+    secret       TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER
+);
+CREATE INDEX IF NOT EXISTS endpoint_secrets_endpoint ON endpoint_secrets (endpoint_id);
+CREATE TABLE IF NOT EXISTS events (
+    id               TEXT    PRIMARY KEY,
+    org_id           INTEGER NOT NULL,
+    event_type       TEXT    NOT NULL,
+    payload          BLOB    NOT NULL,
+    idempotency_key  TEXT,
+    deliveries       INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events (org_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT    NOT NULL UNIQUE,
+    event_id         TEXT    NOT NULL,
+    org_id           INTEGER NOT NULL,
+    endpoint_id      INTEGER NOT NULL,
+    url              TEXT    NOT NULL,
+    event_type       TEXT    NOT NULL,
+    state            TEXT    NOT NULL CHECK (state IN ('pending', 'succeeded', 'failed')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    last_status      INTEGER,
+    last_error       TEXT,
+    next_attempt_at  INTEGER,
+    single_attempt   INTEGER NOT NULL DEFAULT 0,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_org_created ON deliveries (org_id, created_at, seq);
+CREATE INDEX IF NOT EXISTS deliveries_org_updated ON deliveries (org_id, updated_at, seq);
+CREATE INDEX IF NOT EXISTS deliveries_endpoint ON deliveries (endpoint_id, state, created_at);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_seq     INTEGER NOT NULL,
+    attempt          INTEGER NOT NULL,
+    at               INTEGER NOT NULL,
+    url              TEXT    NOT NULL,
+    response_status  INTEGER,
+    response_body    BLOB,
+    duration_ms      INTEGER NOT NULL,
+    error            TEXT,
+    PRIMARY KEY (delivery_seq, attempt)
+) WITHOUT ROWID;
+";
+
+/// A failure of the delivery store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    #[error("webhook store: {0}")]
+    Sql(Arc<rusqlite::Error>),
+    #[error("webhook store stopped")]
+    Stopped,
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sql(Arc::new(e))
+    }
+}
+
+/// Runs after the transaction holding its write committed (`Ok`) or failed.
+type Finish = Box<dyn FnOnce(Result<(), DbError>) + Send>;
+/// A write: runs inside the group's transaction and says what to do once it commits.
+type Work = Box<dyn FnOnce(&Connection) -> Finish + Send>;
+
+/// Writes that wait longer than this many per group are left for the next group.
+const GROUP_MAX: usize = 4096;
+
+/// The write thread and a read connection.
+pub struct Db {
+    writes: crossbeam_channel::Sender<Work>,
+    read: Mutex<Connection>,
+}
+
+impl Db {
+    /// Opens (creating) `webhooks.db` in `dir` and starts its writer thread.
+    ///
+    /// # Errors
+    /// [`DbError::Sql`] when the file cannot be opened or migrated.
+    pub fn open(dir: &Path) -> Result<Arc<Self>, DbError> {
+        let path = dir.join("webhooks.db");
+        let conn = open_sqlite(&path)?;
+        conn.execute_batch(SCHEMA)?;
+        let read = open_sqlite(&path)?;
+        let (tx, rx) = crossbeam_channel::unbounded::<Work>();
+        std::thread::Builder::new()
+            .name("webhooks-db".into())
+            .spawn(move || write_loop(&conn, &rx))
+            .map_err(|e| {
+                DbError::Sql(Arc::new(rusqlite::Error::ToSqlConversionFailure(Box::new(
+                    e,
+                ))))
+            })?;
+        Ok(Arc::new(Self {
+            writes: tx,
+            read: Mutex::new(read),
+        }))
+    }
+
+    /// Runs `f` in the next group's transaction; answers once that committed.
+    ///
+    /// # Errors
+    /// `f`'s error (its writes undone, the group's others kept), or the commit's.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(f, tx)?;
+        rx.await.map_err(|_| DbError::Stopped)?
+    }
+
+    /// [`Db::write`] for a caller that is not async.
+    ///
+    /// # Errors
+    /// As [`Db::write`].
+    pub fn write_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(f, tx)?;
+        rx.blocking_recv().map_err(|_| DbError::Stopped)?
+    }
+
+    fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+        tx: oneshot::Sender<Result<T, DbError>>,
+    ) -> Result<(), DbError> {
+        let work: Work = Box::new(move |conn: &Connection| -> Finish {
+            let done = savepoint(conn, f);
+            Box::new(move |committed: Result<(), DbError>| {
+                let _ = tx.send(committed.and(done));
+            })
+        });
+        self.writes.send(work).map_err(|_| DbError::Stopped)
+    }
+
+    /// Runs `f` on the read connection, off the async runtime.
+    ///
+    /// # Errors
+    /// `f`'s.
+    pub async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me.read.lock()))
+            .await
+            .map_err(|_| DbError::Stopped)?
+    }
+
+    /// Runs `f` on the read connection, here.
+    ///
+    /// # Errors
+    /// `f`'s.
+    pub fn read_blocking<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        f(&self.read.lock())
+    }
+}
+
+fn savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    conn.execute_batch("SAVEPOINT w")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE w")?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO w; RELEASE w")?;
+            Err(e)
+        }
+    }
+}
+
+fn write_loop(conn: &Connection, rx: &crossbeam_channel::Receiver<Work>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(w) => group.push(w),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping a write unrun drops its answer channel: its caller hears
+            // `Stopped` (nothing was written).
+            tracing::error!(error = %e, writes = group.len(), "webhook store: cannot begin a transaction; these writes are refused");
+            drop(group);
+            continue;
+        }
+        let mut finishes = Vec::with_capacity(group.len());
+        for w in group {
+            finishes.push(w(conn));
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(DbError::from);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "webhook store: commit failed; the writes of this group are lost and their callers told so");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for f in finishes {
+            f(committed.clone());
+        }
+    }
+}
