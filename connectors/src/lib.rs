@@ -1,6 +1,6 @@
 //! leadstream's connections to the outside: the HTTP API (axum), the embedded store
-//! (SQLite), the ClickHouse store, the organization/credential registry and the single
-//! writer that makes acknowledged events durable.
+//! (SQLite), the ClickHouse store, the organization/credential registry, the single
+//! writer that makes acknowledged events durable, and the Prometheus metrics.
 
 pub mod api;
 pub mod clickhouse;

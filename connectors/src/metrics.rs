@@ -1,8 +1,324 @@
-//! PLACEHOLDER until the metrics branch merges (replaced by it).
-#![allow(dead_code, unused_variables, missing_docs)]
-pub fn delivery_finished(state: &'static str) {}
-pub fn delivery_attempt(outcome: &'static str) {}
-pub fn delivery_latency(d: std::time::Duration) {}
-pub fn delivery_queue_depth(endpoint_id: i64, depth: u64) {}
-pub fn delivery_in_flight(endpoint_id: i64, n: u64) {}
-pub fn deliveries_published(n: u64) {}
+//! Prometheus metrics: the process-wide recorder, the names and labels of every
+//! leadstream metric, and the text served at `GET /metrics`.
+//!
+//! Recording goes through the [`metrics`] facade; until [`install`] has run, every
+//! recording function is a no-op. Callers count in locals and record once per batch
+//! or per response, never per event (a facade call hashes its key).
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `leadstream_lead_events_total` | counter | `source` (`http`, `kafka`), `outcome` (`accepted`, `duplicate`, `rejected`) |
+//! | `leadstream_http_responses_total` | counter | `class` (`1xx` … `5xx`) |
+//! | `leadstream_deliveries_published_total` | counter | |
+//! | `leadstream_deliveries_finished_total` | counter | `state` |
+//! | `leadstream_delivery_attempts_total` | counter | `outcome` |
+//! | `leadstream_delivery_attempt_duration_seconds` | histogram | |
+//! | `leadstream_delivery_queue_depth` | gauge | `endpoint` |
+//! | `leadstream_delivery_in_flight` | gauge | `endpoint` |
+
+use metrics::Unit;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The content type of [`render`]'s text: Prometheus text exposition format 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const LEAD_EVENTS: &str = "leadstream_lead_events_total";
+const HTTP_RESPONSES: &str = "leadstream_http_responses_total";
+const DELIVERIES_PUBLISHED: &str = "leadstream_deliveries_published_total";
+const DELIVERIES_FINISHED: &str = "leadstream_deliveries_finished_total";
+const DELIVERY_ATTEMPTS: &str = "leadstream_delivery_attempts_total";
+const DELIVERY_LATENCY: &str = "leadstream_delivery_attempt_duration_seconds";
+const DELIVERY_QUEUE_DEPTH: &str = "leadstream_delivery_queue_depth";
+const DELIVERY_IN_FLIGHT: &str = "leadstream_delivery_in_flight";
+
+/// Buckets of [`DELIVERY_LATENCY`], in seconds: from a receiver on the same network
+/// up to the longest per-attempt timeout an endpoint may set (30 s).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Histogram samples wait in the recorder until a scrape or an upkeep folds them into
+/// buckets; without a scrape they would pile up, so upkeep runs this often.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Where lead events came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `POST /api/v1/webhooks/lead-events`.
+    Http,
+    /// The raw Kafka topic.
+    Kafka,
+}
+
+impl Source {
+    /// The `source` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Kafka => "kafka",
+        }
+    }
+}
+
+/// Installs the Prometheus recorder as the process's `metrics` recorder, once, and
+/// returns its handle; later calls (from any thread, e.g. many tests in one process)
+/// return the same handle.
+///
+/// Also describes every metric, sets the lead-event counters to 0 (the other series
+/// appear when first recorded) and starts a background thread that keeps the
+/// histograms' memory bounded between scrapes. If another recorder was installed
+/// first, nothing recorded reaches this one: a warning is logged and [`render`]
+/// shows only the descriptions.
+pub fn install() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.to_owned()), LATENCY_BUCKETS)
+            .expect("the latency buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        if let Err(e) = metrics::set_global_recorder(recorder) {
+            tracing::warn!(error = %e, "another metrics recorder is installed; GET /metrics will show no values");
+        }
+        describe();
+        // Series appear only once recorded; these start at 0 so a scrape shows them
+        // (and rate() sees their first increase) before the first batch.
+        for source in [Source::Http, Source::Kafka] {
+            lead_batch(source, 0, 0, 0);
+        }
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".to_owned())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the metrics upkeep thread; histograms are folded at each scrape only");
+        }
+        handle
+    })
+}
+
+fn describe() {
+    describe_counter!(
+        LEAD_EVENTS,
+        "Lead events in acknowledged HTTP batches and processed Kafka batches, by source and outcome: accepted (stored), duplicate (already stored), rejected (invalid, or refused by the store)"
+    );
+    describe_counter!(
+        HTTP_RESPONSES,
+        "HTTP responses sent by the router, by status class"
+    );
+    describe_counter!(
+        DELIVERIES_PUBLISHED,
+        "Webhook deliveries published to the delivery topic"
+    );
+    describe_counter!(
+        DELIVERIES_FINISHED,
+        "Webhook deliveries that reached a final state, by state"
+    );
+    describe_counter!(
+        DELIVERY_ATTEMPTS,
+        "Webhook delivery attempts, by outcome (status class, timeout, connect_error, refused)"
+    );
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        Unit::Seconds,
+        "Duration of one webhook delivery attempt, from sending the request to its outcome"
+    );
+    describe_gauge!(
+        DELIVERY_QUEUE_DEPTH,
+        "Deliveries waiting for an attempt, by endpoint id"
+    );
+    describe_gauge!(
+        DELIVERY_IN_FLIGHT,
+        "Delivery attempts in flight, by endpoint id"
+    );
+}
+
+/// The current values in the Prometheus text format ([`CONTENT_TYPE`]). Installs the
+/// recorder first if nothing has.
+pub fn render() -> String {
+    install().render()
+}
+
+/// Records the outcome of one batch of lead events: `accepted` were stored,
+/// `duplicates` were already stored, `rejected` were refused row by row.
+pub fn lead_batch(source: Source, accepted: u64, duplicates: u64, rejected: u64) {
+    let source = source.as_str();
+    for (outcome, n) in [
+        ("accepted", accepted),
+        ("duplicate", duplicates),
+        ("rejected", rejected),
+    ] {
+        counter!(LEAD_EVENTS, "source" => source, "outcome" => outcome).increment(n);
+    }
+}
+
+/// Records one HTTP response by its status class (`2xx`, `4xx`, ...).
+pub fn http_response(status: u16) {
+    counter!(HTTP_RESPONSES, "class" => status_class(status)).increment(1);
+}
+
+/// `1xx` to `5xx`; `other` for codes outside 100..=599.
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
+    }
+}
+
+/// Records a delivery reaching its final `state` (e.g. `succeeded`, `failed`).
+pub fn delivery_finished(state: &'static str) {
+    counter!(DELIVERIES_FINISHED, "state" => state).increment(1);
+}
+
+/// Records one delivery attempt's `outcome` (`2xx`, `4xx`, `5xx`, `timeout`,
+/// `connect_error`, `refused`).
+pub fn delivery_attempt(outcome: &'static str) {
+    counter!(DELIVERY_ATTEMPTS, "outcome" => outcome).increment(1);
+}
+
+/// Records how long one delivery attempt took.
+pub fn delivery_latency(d: Duration) {
+    histogram!(DELIVERY_LATENCY).record(d.as_secs_f64());
+}
+
+/// Sets how many deliveries to `endpoint_id` wait for an attempt.
+pub fn delivery_queue_depth(endpoint_id: i64, depth: u64) {
+    gauge!(DELIVERY_QUEUE_DEPTH, "endpoint" => endpoint_id.to_string()).set(depth as f64);
+}
+
+/// Sets how many attempts to `endpoint_id` are in flight.
+pub fn delivery_in_flight(endpoint_id: i64, n: u64) {
+    gauge!(DELIVERY_IN_FLIGHT, "endpoint" => endpoint_id.to_string()).set(n as f64);
+}
+
+/// Records `n` deliveries published to the delivery topic.
+pub fn deliveries_published(n: u64) {
+    counter!(DELIVERIES_PUBLISHED).increment(n);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample `name{labels}` in `text`, where `labels` is the exact
+    /// label set as rendered.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn install_is_idempotent() {
+        assert!(std::ptr::eq(install(), install()));
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(503), "5xx");
+        assert_eq!(status_class(101), "1xx");
+        assert_eq!(status_class(308), "3xx");
+        assert_eq!(status_class(99), "other");
+        assert_eq!(status_class(600), "other");
+    }
+
+    // One test records everything: counters are process-wide, and other tests in this
+    // binary may record too, so only increases of at least what was recorded are
+    // asserted.
+    #[test]
+    fn records_and_renders_every_metric() {
+        install();
+        let before = render();
+        let accepted = r#"leadstream_lead_events_total{source="kafka",outcome="accepted"}"#;
+        let duplicate = r#"leadstream_lead_events_total{source="kafka",outcome="duplicate"}"#;
+        let rejected = r#"leadstream_lead_events_total{source="kafka",outcome="rejected"}"#;
+        let responses = r#"leadstream_http_responses_total{class="4xx"}"#;
+        let value = |text: &str, series: &str| sample(text, series).unwrap_or(0.0);
+
+        lead_batch(Source::Kafka, 5, 2, 1);
+        http_response(404);
+        delivery_finished("succeeded");
+        delivery_attempt("timeout");
+        delivery_latency(Duration::from_millis(30));
+        delivery_queue_depth(-7, 12);
+        delivery_in_flight(-7, 3);
+        deliveries_published(4);
+
+        let text = render();
+        assert!(
+            value(&text, accepted) >= value(&before, accepted) + 5.0,
+            "{text}"
+        );
+        assert!(
+            value(&text, duplicate) >= value(&before, duplicate) + 2.0,
+            "{text}"
+        );
+        assert!(
+            value(&text, rejected) >= value(&before, rejected) + 1.0,
+            "{text}"
+        );
+        assert!(
+            value(&text, responses) >= value(&before, responses) + 1.0,
+            "{text}"
+        );
+        assert!(
+            sample(
+                &text,
+                r#"leadstream_deliveries_finished_total{state="succeeded"}"#
+            )
+            .is_some_and(|v| v >= 1.0),
+            "{text}"
+        );
+        assert!(
+            sample(
+                &text,
+                r#"leadstream_delivery_attempts_total{outcome="timeout"}"#
+            )
+            .is_some_and(|v| v >= 1.0),
+            "{text}"
+        );
+        assert!(
+            sample(&text, "leadstream_deliveries_published_total").is_some_and(|v| v >= 4.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, r#"leadstream_delivery_queue_depth{endpoint="-7"}"#),
+            Some(12.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, r#"leadstream_delivery_in_flight{endpoint="-7"}"#),
+            Some(3.0),
+            "{text}"
+        );
+        // The configured buckets, not the exporter's default summary.
+        assert!(
+            sample(
+                &text,
+                r#"leadstream_delivery_attempt_duration_seconds_bucket{le="0.05"}"#
+            )
+            .is_some_and(|v| v >= 1.0),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE leadstream_delivery_attempt_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP leadstream_lead_events_total Lead events"),
+            "{text}"
+        );
+    }
+}

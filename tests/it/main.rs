@@ -11,6 +11,7 @@ mod hostile;
 mod kafka;
 mod lead_events;
 mod limits;
+mod metrics;
 mod precision;
 mod receiver;
 mod serve;

@@ -9,6 +9,7 @@
 
 use super::body::{self, ReadBody};
 use super::{ApiError, AppState, ErrorBody, MAX_BODY_BYTES};
+use crate::metrics::{self, Source};
 use crate::registry::{AuthMode, Registry};
 use crate::store::StoreError;
 use axum::body::Body;
@@ -161,6 +162,13 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response,
         ),
         _ => ApiError::unavailable(format!("{e}; nothing from this request was stored, retry it")),
     })?;
+    // Counted only once the batch is acknowledged: a refused call is retried whole.
+    metrics::lead_batch(
+        Source::Http,
+        stored.inserted as u64,
+        stored.duplicates as u64,
+        rejected as u64,
+    );
     Ok(Json(Accepted {
         status: "accepted",
         received,

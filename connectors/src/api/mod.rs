@@ -1,6 +1,7 @@
 //! The HTTP API (axum on hyper): lead-event ingest (`POST /api/v1/webhooks/lead-events`),
 //! the webhook endpoint registry and org settings ([`webhooks`]), publishing and the
-//! delivery log ([`deliveries`]), `GET /healthz`, `GET /readyz`, `GET /openapi.json`.
+//! delivery log ([`deliveries`]), `GET /healthz`, `GET /readyz`, `GET /metrics`,
+//! `GET /openapi.json`.
 //!
 //! Request-level problems answer 4xx with `{"error": "..."}` and store nothing;
 //! row-level problems are rejects inside a 200. A 200 is sent only after the batch's
@@ -18,6 +19,7 @@ mod webhooks;
 
 use crate::config::HttpConfig;
 use crate::delivery::DeliveryEngine;
+use crate::metrics;
 use crate::registry::Registry;
 use crate::writer::EventWriter;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -48,6 +50,8 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The handlers' state. Installs the Prometheus recorder ([`metrics::install`]),
+    /// so a server built from it records and serves `GET /metrics`.
     pub fn new(
         registry: Arc<Registry>,
         writer: EventWriter,
@@ -55,6 +59,7 @@ impl AppState {
         engine: DeliveryEngine,
         limits: &HttpConfig,
     ) -> Self {
+        metrics::install();
         Self {
             registry,
             writer,
@@ -90,14 +95,37 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/deliveries/{id}/retry", post(deliveries::retry))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(serve_metrics))
         .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state);
     // The guard wraps the whole router, so it sees responses as routing finished them
-    // (a 405 with its Allow header).
+    // (a 405 with its Allow header); responses are counted outside it, with the status
+    // the client gets.
     Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::from_fn(limits::guard))
+        .layer(axum::middleware::from_fn(count_response))
+}
+
+/// Middleware: counts every response the router sends by its status class.
+async fn count_response(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(req).await;
+    metrics::http_response(response.status().as_u16());
+    response
+}
+
+/// `GET /metrics`: Prometheus metrics, without authentication.
+///
+/// Like the health checks: a scraper sends no credentials, and the values are counts
+/// and gauges without event data or secrets.
+#[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus metrics in the text exposition format 0.0.4", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]
+async fn serve_metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::render(),
+    )
+        .into_response()
 }
 
 /// `GET /healthz`: the process is up and serving HTTP.

@@ -32,10 +32,11 @@ use utoipa::{Modify, OpenApi};
         super::deliveries::retry,
         super::healthz,
         super::readyz,
+        super::serve_metrics,
         serve
     ),
     modifiers(&Security),
-    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "webhooks", description = "Webhook endpoints, their secrets, and the org's settings URL"), (name = "deliveries", description = "Publishing events to the endpoints, and the delivery log"), (name = "health", description = "Liveness and readiness"), (name = "meta", description = "This document"))
+    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "webhooks", description = "Webhook endpoints, their secrets, and the org's settings URL"), (name = "deliveries", description = "Publishing events to the endpoints, and the delivery log"), (name = "health", description = "Liveness and readiness"), (name = "metrics", description = "Prometheus metrics"), (name = "meta", description = "This document"))
 )]
 pub struct ApiDoc;
 
@@ -128,6 +129,7 @@ mod tests {
             "/api/v1/webhooks/lead-events",
             "/healthz",
             "/readyz",
+            "/metrics",
             "/openapi.json",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
@@ -138,5 +140,10 @@ mod tests {
         ] {
             assert!(post["responses"][status].is_object(), "{status} missing");
         }
+        let metrics = &doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"];
+        assert!(
+            metrics[crate::metrics::CONTENT_TYPE]["schema"]["type"] == "string",
+            "{metrics}"
+        );
     }
 }

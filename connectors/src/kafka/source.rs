@@ -35,6 +35,7 @@ use super::plan::{plan, refused_dead_letters, Outgoing, Plan, To};
 use super::rebalance::{Assignment, PartitionWarmer, RebalanceHooks, WarmedAtStartup};
 use super::{config, KafkaError, Topics};
 use crate::config::Config;
+use crate::metrics::{self, Source};
 use crate::store::StoreError;
 use crate::writer::{EventWriter, Isolated};
 use leadstream_pipeline::retry::Backoff;
@@ -464,6 +465,15 @@ impl RawSource {
             .fetch_add(counts.bad_records, Ordering::Relaxed);
         st.forwarded.fetch_add(counts.forwarded, Ordering::Relaxed);
         st.refused_rows.fetch_add(refused_rows, Ordering::Relaxed);
+        // Rows refused by the store are dead-lettered like rejected rows; bad records
+        // (unreadable whole) hold no countable events; forwarded events are counted
+        // where they land.
+        metrics::lead_batch(
+            Source::Kafka,
+            inserted,
+            duplicates,
+            counts.rejected_rows + refused_rows,
+        );
         tracing::debug!(
             records = batch.len(),
             events = counts.events,
