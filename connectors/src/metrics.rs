@@ -12,7 +12,9 @@
 //! | `leadstream_deliveries_published_total` | counter | |
 //! | `leadstream_deliveries_finished_total` | counter | `state` |
 //! | `leadstream_delivery_attempts_total` | counter | `outcome` |
+//! | `leadstream_lead_batch_duration_seconds` | histogram | `source` |
 //! | `leadstream_delivery_attempt_duration_seconds` | histogram | |
+//! | `leadstream_delivery_completion_seconds` | histogram | |
 //! | `leadstream_delivery_queue_depth` | gauge | `endpoint` |
 //! | `leadstream_delivery_in_flight` | gauge | `endpoint` |
 
@@ -31,6 +33,8 @@ const DELIVERIES_PUBLISHED: &str = "leadstream_deliveries_published_total";
 const DELIVERIES_FINISHED: &str = "leadstream_deliveries_finished_total";
 const DELIVERY_ATTEMPTS: &str = "leadstream_delivery_attempts_total";
 const DELIVERY_LATENCY: &str = "leadstream_delivery_attempt_duration_seconds";
+const DELIVERY_COMPLETION: &str = "leadstream_delivery_completion_seconds";
+const LEAD_BATCH_LATENCY: &str = "leadstream_lead_batch_duration_seconds";
 const DELIVERY_QUEUE_DEPTH: &str = "leadstream_delivery_queue_depth";
 const DELIVERY_IN_FLIGHT: &str = "leadstream_delivery_in_flight";
 
@@ -38,6 +42,11 @@ const DELIVERY_IN_FLIGHT: &str = "leadstream_delivery_in_flight";
 /// up to the longest per-attempt timeout an endpoint may set (30 s).
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Publish to success spans retries: minutes to hours.
+const COMPLETION_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
 ];
 
 /// Histogram samples wait in the recorder until a scrape or an upkeep folds them into
@@ -78,6 +87,13 @@ pub fn install() -> &'static PrometheusHandle {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.to_owned()), LATENCY_BUCKETS)
             .expect("the latency buckets are not empty")
+            .set_buckets_for_metric(Matcher::Full(LEAD_BATCH_LATENCY.to_owned()), LATENCY_BUCKETS)
+            .expect("the latency buckets are not empty")
+            .set_buckets_for_metric(
+                Matcher::Full(DELIVERY_COMPLETION.to_owned()),
+                COMPLETION_BUCKETS,
+            )
+            .expect("the completion buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
         if let Err(e) = metrics::set_global_recorder(recorder) {
@@ -87,7 +103,7 @@ pub fn install() -> &'static PrometheusHandle {
         // Series appear only once recorded; these start at 0 so a scrape shows them
         // (and rate() sees their first increase) before the first batch.
         for source in [Source::Http, Source::Kafka] {
-            lead_batch(source, 0, 0, 0);
+            lead_batch(source, 0, 0, 0, None);
         }
         let upkeep = handle.clone();
         let spawned = std::thread::Builder::new()
@@ -129,6 +145,16 @@ fn describe() {
         Unit::Seconds,
         "Duration of one webhook delivery attempt, from sending the request to its outcome"
     );
+    describe_histogram!(
+        DELIVERY_COMPLETION,
+        Unit::Seconds,
+        "Time from publishing a webhook delivery to its successful attempt, retries included"
+    );
+    describe_histogram!(
+        LEAD_BATCH_LATENCY,
+        Unit::Seconds,
+        "Time to process one lead-event batch, by source: an HTTP request from its start to the 200, a Kafka batch from its first record to the stored outcome"
+    );
     describe_gauge!(
         DELIVERY_QUEUE_DEPTH,
         "Deliveries waiting for an attempt, by endpoint id"
@@ -146,9 +172,19 @@ pub fn render() -> String {
 }
 
 /// Records the outcome of one batch of lead events: `accepted` were stored,
-/// `duplicates` were already stored, `rejected` were refused row by row.
-pub fn lead_batch(source: Source, accepted: u64, duplicates: u64, rejected: u64) {
+/// `duplicates` were already stored, `rejected` were refused row by row; `took` is
+/// how long the batch took (`None`: not timed).
+pub fn lead_batch(
+    source: Source,
+    accepted: u64,
+    duplicates: u64,
+    rejected: u64,
+    took: Option<Duration>,
+) {
     let source = source.as_str();
+    if let Some(d) = took {
+        histogram!(LEAD_BATCH_LATENCY, "source" => source).record(d.as_secs_f64());
+    }
     for (outcome, n) in [
         ("accepted", accepted),
         ("duplicate", duplicates),
@@ -189,6 +225,11 @@ pub fn delivery_attempt(outcome: &'static str) {
 /// Records how long one delivery attempt took.
 pub fn delivery_latency(d: Duration) {
     histogram!(DELIVERY_LATENCY).record(d.as_secs_f64());
+}
+
+/// Records how long a delivery took from publish to its successful attempt.
+pub fn delivery_completed(d: Duration) {
+    histogram!(DELIVERY_COMPLETION).record(d.as_secs_f64());
 }
 
 /// Sets how many deliveries to `endpoint_id` wait for an attempt.
@@ -247,7 +288,7 @@ mod tests {
         let responses = r#"leadstream_http_responses_total{class="4xx"}"#;
         let value = |text: &str, series: &str| sample(text, series).unwrap_or(0.0);
 
-        lead_batch(Source::Kafka, 5, 2, 1);
+        lead_batch(Source::Kafka, 5, 2, 1, None);
         http_response(404);
         delivery_finished("succeeded");
         delivery_attempt("timeout");

@@ -79,7 +79,7 @@ struct Receiver {
 fn planned_flaky(id: &str) -> bool {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     id.hash(&mut h);
-    h.finish() % FLAKY_ONE_IN == 0
+    h.finish().is_multiple_of(FLAKY_ONE_IN)
 }
 
 async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, _body: Bytes) -> StatusCode {
@@ -433,15 +433,18 @@ async fn engine_phase(
     }
     let elapsed = started.elapsed();
     pb.finish_and_clear();
-    let published_at = published_at.lock();
-    let mut lat = Vec::with_capacity(n);
-    for (_, r) in &receivers.all {
-        for (id, at) in r.ok.lock().iter() {
-            if let Some(p) = published_at.get(id) {
-                lat.push(ms(at.saturating_duration_since(*p)));
+    let lat = {
+        let published_at = published_at.lock();
+        let mut lat = Vec::with_capacity(n);
+        for (_, r) in &receivers.all {
+            for (id, at) in r.ok.lock().iter() {
+                if let Some(p) = published_at.get(id) {
+                    lat.push(ms(at.saturating_duration_since(*p)));
+                }
             }
         }
-    }
+        lat
+    };
     let count = |state| {
         let q = ListQuery {
             state: Some(state),

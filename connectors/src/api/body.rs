@@ -158,6 +158,34 @@ async fn discard(body: &mut Body) {
     }
 }
 
+/// Reads a management API's JSON body: at most `max` bytes, within the same
+/// progress and memory bounds as every body.
+///
+/// # Errors
+/// As [`read`].
+pub async fn read_small(
+    s: &super::AppState,
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<ReadBody, ApiError> {
+    read(headers, body, max, s.limits.body_timeout, &s.budget).await
+}
+
+/// Parses `bytes` as `T`, with a 400 that says what is wrong.
+///
+/// # Errors
+/// 400: not JSON, or not the shape `T` wants.
+pub fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let msg = match e.classify() {
+            serde_json::error::Category::Data => format!("invalid request body: {e}"),
+            _ => format!("request body is not valid JSON: {e}"),
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, msg)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,32 +232,4 @@ mod tests {
         drop((first, chunked));
         assert_eq!(budget.available(), 100);
     }
-}
-
-/// Reads a management API's JSON body: at most `max` bytes, within the same
-/// progress and memory bounds as every body.
-///
-/// # Errors
-/// As [`read`].
-pub async fn read_small(
-    s: &super::AppState,
-    headers: &HeaderMap,
-    body: Body,
-    max: usize,
-) -> Result<ReadBody, ApiError> {
-    read(headers, body, max, s.limits.body_timeout, &s.budget).await
-}
-
-/// Parses `bytes` as `T`, with a 400 that says what is wrong.
-///
-/// # Errors
-/// 400: not JSON, or not the shape `T` wants.
-pub fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let msg = match e.classify() {
-            serde_json::error::Category::Data => format!("invalid request body: {e}"),
-            _ => format!("request body is not valid JSON: {e}"),
-        };
-        ApiError::new(StatusCode::BAD_REQUEST, msg)
-    })
 }

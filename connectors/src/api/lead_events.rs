@@ -114,6 +114,7 @@ fn lookup_failed(e: impl std::fmt::Display) -> ApiError {
 }
 
 async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     if !s.writer.is_ready() {
         return Err(ApiError::unavailable(
             "starting up: warming the dedup index from the store; retry shortly",
@@ -168,6 +169,7 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response,
         stored.inserted as u64,
         stored.duplicates as u64,
         rejected as u64,
+        Some(started.elapsed()),
     );
     Ok(Json(Accepted {
         status: "accepted",

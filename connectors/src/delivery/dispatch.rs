@@ -360,6 +360,7 @@ async fn attempt(
     let number = job.attempts + 1;
     let outcome = result.outcome;
     crate::metrics::delivery_attempt(outcome_label(outcome));
+    crate::metrics::delivery_latency(result.duration);
     let delay = if job.single {
         None
     } else {
@@ -439,7 +440,7 @@ async fn attempt(
                     crate::metrics::delivery_finished(state.as_str());
                     if state == DeliveryState::Succeeded {
                         let age = ended_ms.saturating_sub(job.created_at_ms).max(0);
-                        crate::metrics::delivery_latency(Duration::from_millis(age as u64));
+                        crate::metrics::delivery_completed(Duration::from_millis(age as u64));
                     }
                     None
                 }

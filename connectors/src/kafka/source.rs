@@ -473,6 +473,7 @@ impl RawSource {
             inserted,
             duplicates,
             counts.rejected_rows + refused_rows,
+            Some(t0.elapsed()),
         );
         tracing::debug!(
             records = batch.len(),
