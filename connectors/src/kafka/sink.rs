@@ -1,14 +1,15 @@
-//! The delivery topic (`kafka.deliveries_topic`): one record per delivery a send
-//! materializes, for the HTTP webhook workers.
+//! The delivery topic (`kafka.deliveries_topic`): one record per webhook delivery the
+//! engine publishes.
 //!
 //! [`DeliveryProducer`] is idempotent with `acks=all` and the configured linger and
-//! compression; records are keyed by lead (`"42:+15551234567"`) and go to the lead's
-//! partition ([`partition_for`]), so one lead's deliveries stay in order. Each record
-//! is a [`DeliveryRecord`]: `{"type":"delivery","v":1,"organizationId":42,...}`.
+//! compression; records are keyed by endpoint (`"endpoint:17"`) and go to the
+//! endpoint's partition ([`partition_for_endpoint`]), so one endpoint's deliveries
+//! stay in order on one partition. Each record is a [`DeliveryRecord`]:
+//! `{"type":"delivery","v":1,"deliveryId":"msg_…","endpointId":17,...}`.
 
-use super::{config, e164, lead_key, partition_for, KafkaError, Topics, Version};
+use super::{config, KafkaError, Topics, Version};
 use crate::config::KafkaConfig;
-use leadstream_pipeline::{OrgId, Phone};
+use leadstream_pipeline::OrgId;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -16,25 +17,39 @@ use std::time::Duration;
 /// How long [`DeliveryProducer::send`] waits for room in the producer's queue.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One delivery: a send's message to one eligible lead.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One webhook delivery: an event's payload for one endpoint, and where its
+/// schedule stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
+    /// The delivery id, sent as `webhook-id` on every attempt.
+    pub delivery_id: String,
+    /// The published event it belongs to.
+    pub event_id: String,
     pub organization_id: OrgId,
-    /// The lead's phone, E.164.
-    #[serde(rename = "phoneE164", with = "e164")]
-    pub phone: Phone,
-    /// The campaign and the send (of that campaign) this delivery belongs to.
-    pub campaign_id: String,
-    pub send_id: String,
-    /// The lead's id in the customer's system, when the audience gave one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_id: Option<String>,
-    /// The send's instant, RFC 3339 in UTC.
-    pub scheduled_at: String,
-    /// The lead's template variables.
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub variables: serde_json::Map<String, serde_json::Value>,
+    pub endpoint_id: i64,
+    pub event_type: String,
+    /// The exact body every attempt sends (a JSON object's text). A string, not a
+    /// nested object: the record is read through a tagged enum, which would re-encode
+    /// a nested value, and the receiver must get the publisher's bytes.
+    pub payload: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When it was published, microseconds since the Unix epoch.
+    pub created_at_us: i64,
+    /// When its next attempt is due, microseconds since the Unix epoch.
+    pub due_at_us: i64,
+}
+
+/// The record key of an endpoint's deliveries: `"endpoint:<id>"`.
+pub fn endpoint_key(endpoint: i64) -> String {
+    format!("endpoint:{endpoint}")
+}
+
+/// The partition of an endpoint's deliveries among `partitions`.
+pub fn partition_for_endpoint(endpoint: i64, partitions: i32) -> i32 {
+    let n = partitions.max(1) as u64;
+    (xxhash_rust::xxh3::xxh3_64(&endpoint.to_le_bytes()) % n) as i32
 }
 
 /// A record body of version 1: `"v": 1` beside the body's own fields.
@@ -92,7 +107,7 @@ impl DeliveryProducer {
     /// # Errors
     /// [`KafkaError::Produce`] when the brokers do not acknowledge it within
     /// librdkafka's `delivery.timeout.ms`; the caller retries (the record may then
-    /// be there twice: consumers deduplicate by delivery).
+    /// be there twice: consumers deduplicate by `deliveryId`).
     pub async fn send(&self, delivery: &Delivery) -> Result<Produced, KafkaError> {
         let payload = serde_json::to_vec(&DeliveryRecord::Delivery(V1 {
             v: Version,
@@ -102,13 +117,12 @@ impl DeliveryProducer {
             topic: self.topic.clone(),
             source,
         })?;
-        let key = lead_key(delivery.organization_id, delivery.phone);
+        let key = endpoint_key(delivery.endpoint_id);
         let record = FutureRecord::to(&self.topic)
             .key(&key)
             .payload(&payload)
-            .partition(partition_for(
-                delivery.organization_id,
-                delivery.phone,
+            .partition(partition_for_endpoint(
+                delivery.endpoint_id,
                 self.partitions,
             ));
         match self.producer.send(record, QUEUE_TIMEOUT).await {
@@ -128,31 +142,36 @@ impl DeliveryProducer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_delivery_record_is_versioned_and_tagged() {
-        let d = Delivery {
+    fn delivery(i: i64) -> Delivery {
+        Delivery {
+            delivery_id: format!("msg_{i:026}"),
+            event_id: format!("evt_{i:026}"),
             organization_id: 42,
-            phone: Phone(15551234567),
-            campaign_id: "c1".into(),
-            send_id: "s9".into(),
-            external_id: None,
-            scheduled_at: "2026-05-12T18:34:00.000Z".into(),
-            variables: serde_json::Map::new(),
-        };
+            endpoint_id: 1 + i % 5,
+            event_type: "appointment_booked".into(),
+            payload: format!("{{\"n\": {i}}}"),
+            attempts: 0,
+            created_at_us: 1_778_610_840_123_456,
+            due_at_us: 1_778_610_840_123_456,
+        }
+    }
+
+    #[test]
+    fn a_delivery_record_is_versioned_and_tagged_and_keeps_the_payload_bytes() {
         let rec = DeliveryRecord::Delivery(V1 {
             v: Version,
-            body: d.clone(),
+            body: delivery(7),
         });
-        let v = serde_json::to_value(&rec).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"type": "delivery", "v": 1, "organizationId": 42, "phoneE164": "+15551234567",
-                "campaignId": "c1", "sendId": "s9", "scheduledAt": "2026-05-12T18:34:00.000Z"})
+        let text = serde_json::to_string(&rec).unwrap();
+        assert!(
+            text.starts_with(r#"{"type":"delivery","v":1,"deliveryId":"msg_"#),
+            "{text}"
         );
-        assert_eq!(
-            serde_json::from_value::<DeliveryRecord>(v.clone()).unwrap(),
-            rec
-        );
+        assert!(text.contains(r#""payload":"{\"n\": 7}""#), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["endpointId"], 3);
+        assert_eq!(v["createdAtUs"], 1_778_610_840_123_456_i64);
+        assert_eq!(serde_json::from_str::<DeliveryRecord>(&text).unwrap(), rec);
         let mut v2 = v;
         v2["v"] = 2.into();
         assert!(serde_json::from_value::<DeliveryRecord>(v2).is_err());
@@ -160,7 +179,7 @@ mod tests {
 
     /// Against librdkafka's mock cluster (in-process, real sockets on localhost).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn deliveries_are_keyed_by_lead_and_read_back_from_the_lead_partition() {
+    async fn deliveries_are_keyed_by_endpoint_and_read_back_from_its_partition() {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::message::Message;
         use rdkafka::{Offset, TopicPartitionList};
@@ -182,23 +201,10 @@ mod tests {
         assert_eq!(topics.deliveries_partitions(), 3);
 
         let producer = DeliveryProducer::new(&cfg, &topics).unwrap();
-        let deliveries: Vec<Delivery> = (0..30)
-            .map(|i| Delivery {
-                organization_id: 42,
-                phone: Phone(15551230000 + i % 10),
-                campaign_id: "c1".into(),
-                send_id: format!("s{i}"),
-                external_id: (i % 2 == 0).then(|| format!("lead-{i}")),
-                scheduled_at: "2026-05-12T18:34:00.000Z".into(),
-                variables: serde_json::json!({"first_name": "Ana"})
-                    .as_object()
-                    .unwrap()
-                    .clone(),
-            })
-            .collect();
+        let deliveries: Vec<Delivery> = (0..30).map(delivery).collect();
         for d in &deliveries {
             let at = producer.send(d).await.unwrap();
-            assert_eq!(at.partition, partition_for(d.organization_id, d.phone, 3));
+            assert_eq!(at.partition, partition_for_endpoint(d.endpoint_id, 3));
         }
 
         let consumer: BaseConsumer = crate::kafka::config::common(&cfg, "test")
@@ -218,18 +224,23 @@ mod tests {
                 let m = m.unwrap();
                 let DeliveryRecord::Delivery(V1 { body, .. }) =
                     serde_json::from_slice(m.payload().unwrap()).unwrap();
-                assert_eq!(
-                    m.key(),
-                    Some(lead_key(body.organization_id, body.phone).as_bytes())
-                );
-                assert_eq!(
-                    m.partition(),
-                    partition_for(body.organization_id, body.phone, 3)
-                );
+                assert_eq!(m.key(), Some(endpoint_key(body.endpoint_id).as_bytes()));
+                assert_eq!(m.partition(), partition_for_endpoint(body.endpoint_id, 3));
                 got.push(body);
             }
         }
-        got.sort_by_key(|d| d.send_id[1..].parse::<u32>().unwrap());
+        // One endpoint's deliveries arrive in the order they were produced.
+        for e in 1..=5 {
+            let mine: Vec<&str> = got
+                .iter()
+                .filter(|d| d.endpoint_id == e)
+                .map(|d| d.delivery_id.as_str())
+                .collect();
+            let mut sorted = mine.clone();
+            sorted.sort_unstable();
+            assert_eq!(mine, sorted, "endpoint {e} out of order");
+        }
+        got.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
         assert_eq!(got, deliveries);
     }
 }
