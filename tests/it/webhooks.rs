@@ -857,3 +857,37 @@ async fn kill_9_in_the_middle_of_retry_schedules_loses_no_delivery() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_endpoint_failing_for_disable_after_is_disabled_until_patched() {
+    let rx = Receiver::start().await;
+    let s = TestServer::builder()
+        .config("[delivery]\nallow_private_targets = true\nretry_schedule = \"400ms,400ms,400ms,400ms\"\ndisable_after = \"1s\"\n")
+        .start()
+        .await;
+    let api = Api::new(&s, ORG);
+    let id = api
+        .endpoint(&rx.script("down", vec![Step::Status(503)]))
+        .await;
+    api.publish("a", json!({})).await;
+    let all = api.settled(Duration::from_secs(20)).await;
+    assert_eq!(all[0]["state"], "failed");
+    let e = api.get(&format!("/api/webhooks/{id}")).await.body;
+    assert_eq!(e["enabled"], false, "{e}");
+    assert!(
+        e["disabledReason"]
+            .as_str()
+            .unwrap()
+            .contains("disable_after"),
+        "{e}"
+    );
+    // Attempts stopped when it was disabled: the rest failed without being sent.
+    let sent = rx.seen("down").len();
+    assert!((3..5).contains(&sent), "{sent} attempts");
+    assert_eq!(api.publish("a", json!({})).await["deliveries"], 0);
+    let r = api
+        .patch(&format!("/api/webhooks/{id}"), &json!({"enabled": true}))
+        .await;
+    assert_eq!(r.body["enabled"], true);
+    assert_eq!(api.publish("a", json!({})).await["deliveries"], 1);
+}

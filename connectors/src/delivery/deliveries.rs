@@ -562,6 +562,9 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<(Vec<DeliveryRow>, bool)
 pub struct AttemptRow {
     /// 1-based.
     pub attempt: u32,
+    /// `succeeded` (a 2xx) or `failed`.
+    #[schema(example = "failed")]
+    pub state: &'static str,
     pub at: String,
     pub url: String,
     /// `null` when no answer came.
@@ -631,8 +634,14 @@ pub fn get(conn: &Connection, org: OrgId, id: &str) -> Result<Option<DeliveryDet
         )?
         .query_map([delivery.seq], |r| {
             let body: Option<Vec<u8>> = r.get(4)?;
+            let status: Option<u16> = r.get(3)?;
             Ok(AttemptRow {
                 attempt: r.get(0)?,
+                state: if status.is_some_and(|s| (200..300).contains(&s)) {
+                    "succeeded"
+                } else {
+                    "failed"
+                },
                 at: format_rfc3339_ms(r.get(1)?),
                 url: r.get(2)?,
                 response_status: r.get(3)?,
@@ -658,4 +667,153 @@ pub fn get(conn: &Connection, org: OrgId, id: &str) -> Result<Option<DeliveryDet
         updated_at: d.updated_at,
         payload,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::endpoints::Endpoints;
+    use crate::delivery::model::EndpointKind;
+    use crate::delivery::store::Db;
+
+    async fn setup() -> (tempfile::TempDir, Arc<Db>, Arc<Endpoint>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let endpoints = Endpoints::load(db.clone()).unwrap();
+        let e = endpoints
+            .create(
+                1,
+                EndpointKind::Registry,
+                "https://example.com/h".into(),
+                1_000,
+            )
+            .await
+            .unwrap();
+        (dir, db, e)
+    }
+
+    fn event(e: &Arc<Endpoint>, key: Option<&str>) -> NewEvent {
+        NewEvent {
+            org: 1,
+            event_type: "t".into(),
+            payload: Bytes::from_static(b"{\"a\":1}"),
+            idempotency_key: key.map(str::to_owned),
+            endpoints: vec![e.clone()],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_repeats_within_the_window_and_is_free_after_it() {
+        let (_d, db, e) = setup().await;
+        let window = Duration::from_secs(10);
+        let ev = event(&e, Some("k"));
+        let ev2 = event(&e, Some("k"));
+        let ev3 = event(&e, Some("k"));
+        let (first, again, later) = db
+            .write(move |c| {
+                Ok((
+                    insert_event(c, &ev, 1_000, window)?,
+                    insert_event(c, &ev2, 10_999, window)?,
+                    insert_event(c, &ev3, 11_000, window)?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!((first.jobs.len(), again.jobs.len()), (1, 0));
+        assert!(again.repeated && again.event_id == first.event_id);
+        assert!(!later.repeated && later.event_id != first.event_id);
+        assert_eq!(later.jobs.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_finished_deliveries_and_keeps_pending_ones() {
+        let (_d, db, e) = setup().await;
+        let (ev1, ev2) = (event(&e, None), event(&e, None));
+        let jobs = db
+            .write(move |c| {
+                let a = insert_event(c, &ev1, 1_000, Duration::ZERO)?;
+                let b = insert_event(c, &ev2, 1_000, Duration::ZERO)?;
+                Ok([a.jobs[0].seq, b.jobs[0].seq])
+            })
+            .await
+            .unwrap();
+        let finished = Outcome {
+            seq: jobs[0],
+            endpoint_id: e.id,
+            attempt: Some(RecordedAttempt {
+                number: 1,
+                url: e.url.clone(),
+                response_status: Some(200),
+                response_body: Some(b"ok".to_vec()),
+                duration_ms: 3,
+                error: None,
+            }),
+            state: DeliveryState::Succeeded,
+            attempts: 1,
+            last_status: Some(200),
+            last_error: None,
+            next_attempt_at_ms: None,
+            at_ms: 2_000,
+            effect: None,
+        };
+        db.write(move |c| record_outcome(c, &finished, Duration::from_secs(1)))
+            .await
+            .unwrap();
+        let deleted = db.write(|c| delete_older_than(c, 5_000, 10)).await.unwrap();
+        assert_eq!(deleted, 1);
+        let left = db.read_blocking(load_pending).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0.seq, jobs[1]);
+        let attempts: i64 = db
+            .read_blocking(|c| Ok(c.query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(attempts, 0);
+    }
+
+    #[tokio::test]
+    async fn keyset_pages_see_each_delivery_once_in_either_order() {
+        let (_d, db, e) = setup().await;
+        let events: Vec<NewEvent> = (0..25).map(|_| event(&e, None)).collect();
+        db.write(move |c| {
+            for (i, ev) in events.iter().enumerate() {
+                // Several share an instant: the seq breaks the tie.
+                insert_event(c, ev, 1_000 + (i as i64 / 4), Duration::ZERO)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        for descending in [true, false] {
+            let mut q = ListQuery {
+                org: 1,
+                state: None,
+                event_type: None,
+                endpoint_id: None,
+                since_ms: None,
+                until_ms: None,
+                sort: SortKey::CreatedAt,
+                descending,
+                limit: 4,
+                after: None,
+            };
+            let mut seen = Vec::new();
+            loop {
+                let (rows, more) = db.read_blocking(|c| list(c, &q)).unwrap();
+                seen.extend(rows.iter().map(|r| r.seq));
+                match rows.last() {
+                    Some(last) if more => {
+                        q.after = Some((SortKey::CreatedAt.value(last), last.seq))
+                    }
+                    _ => break,
+                }
+            }
+            let mut want: Vec<i64> = seen.clone();
+            want.sort_unstable();
+            if descending {
+                want.reverse();
+            }
+            assert_eq!(seen, want);
+            assert_eq!(seen.len(), 25);
+        }
+    }
 }
