@@ -614,7 +614,16 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     // pending before the server takes new work.
     let engine = {
         let _in_runtime = rt.enter();
-        DeliveryEngine::start(data_dir, &config.delivery).context("opening the webhook store")?
+        let engine = DeliveryEngine::start(data_dir, &config.delivery)
+            .context("opening the webhook store")?;
+        // With Kafka the unfinished deliveries are read again from the topics
+        // (attach_kafka in start_kafka); embedded, from the store.
+        if !config.kafka.enabled() {
+            engine
+                .resume_pending()
+                .context("reading the pending deliveries")?;
+        }
+        engine
     };
     let state = AppState::new(
         registry.clone(),
@@ -725,6 +734,10 @@ async fn start_kafka(
     if let Some(f) = failpoint {
         tracing::warn!(failpoint = ?f, "test failpoint armed: this process will abort on purpose");
     }
+    state
+        .engine
+        .attach_kafka(&config.kafka, &topics)
+        .context("starting the Kafka delivery workers")?;
     let source = RawSource::with_warmer(
         config,
         &topics,

@@ -264,12 +264,13 @@ pub fn run(args: &KafkaArgs) -> anyhow::Result<()> {
             k.raw_topic = format!("{tag}.raw");
             k.rejects_topic = format!("{tag}.rejects");
             k.deliveries_topic = format!("{tag}.deliveries");
+            k.deliveries_retry_topic = format!("{tag}.deliveries-retry");
             k.domain_events_topic = format!("{tag}.domain-events");
         }
         if let Some(m) = &mock {
             // The mock has no CreateTopics API.
             m.create_topic(&k.raw_topic, partitions, 1)?;
-            for t in [&k.rejects_topic, &k.deliveries_topic, &k.domain_events_topic] {
+            for t in [&k.rejects_topic, &k.deliveries_topic, &k.deliveries_retry_topic, &k.domain_events_topic] {
                 m.create_topic(t, 4, 1)?;
             }
         }

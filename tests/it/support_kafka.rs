@@ -38,7 +38,12 @@ impl KafkaMock {
     pub fn start(raw_partitions: i32) -> Self {
         let cluster = MockCluster::new(1).expect("mock cluster");
         cluster.create_topic(RAW, raw_partitions, 1).unwrap();
-        for t in [REJECTS, "leadstream.deliveries", "leadstream.domain-events"] {
+        for t in [
+            REJECTS,
+            "leadstream.deliveries",
+            "leadstream.deliveries-retry",
+            "leadstream.domain-events",
+        ] {
             cluster.create_topic(t, 2, 1).unwrap();
         }
         let producer = client(&cluster.bootstrap_servers())

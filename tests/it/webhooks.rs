@@ -891,3 +891,76 @@ async fn an_endpoint_failing_for_disable_after_is_disabled_until_patched() {
     assert_eq!(r.body["enabled"], true);
     assert_eq!(api.publish("a", json!({})).await["deliveries"], 1);
 }
+
+/// With Kafka: deliveries go through the deliveries topic (keyed by endpoint) and the
+/// consumer group, retries through the retry topic; kill -9 mid-schedule loses none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kafka_deliveries_and_retries_travel_as_records_and_survive_kill_9() {
+    use rdkafka::message::Message;
+    let kafka = crate::support_kafka::KafkaMock::start(2);
+    let rx = Receiver::start().await;
+    let mut s = kafka
+        .server()
+        .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+        .env("LEADSTREAM_DELIVERY_RETRY_SCHEDULE", "1s,1s,1s")
+        .start()
+        .await;
+    let key;
+    let endpoint;
+    {
+        let api = Api::new(&s, ORG);
+        key = api.key.clone();
+        endpoint = api
+            .endpoint(&rx.script(
+                "flaky",
+                vec![Step::Status(500), Step::Status(500), Step::Status(200)],
+            ))
+            .await;
+        for i in 0..10 {
+            assert_eq!(api.publish("e", json!({ "i": i })).await["deliveries"], 1);
+        }
+        // The first attempts (after the group join), then kill in the schedules.
+        let until = Instant::now() + Duration::from_secs(30);
+        while rx.seen("flaky").len() < 10 {
+            assert!(Instant::now() < until, "{}", s.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.kill9();
+    s.restart().await;
+    let api = Api { s: &s, key };
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    loop {
+        per_id.clear();
+        for r in rx.seen("flaky") {
+            *per_id.entry(r.header("webhook-id").to_owned()).or_default() += 1;
+        }
+        if per_id.len() == 10 && per_id.values().all(|n| *n >= 3) {
+            break;
+        }
+        assert!(Instant::now() < until, "{per_id:?}\n{}", s.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (id, n) in &per_id {
+        assert!((3..=4).contains(n), "{id} sent {n} times");
+    }
+    let log = api.settled(Duration::from_secs(20)).await;
+    assert_eq!(log.len(), 10);
+    assert!(log.iter().all(|d| d["state"] == "succeeded"), "{log:#?}");
+    let secret = api.secret(endpoint).await;
+    assert!(rx.seen("flaky").iter().all(|r| verify(&secret, r)));
+    // New deliveries on the topic, keyed by endpoint; each retry a record too.
+    let records = kafka.read("leadstream.deliveries", 2, 10, Duration::from_secs(5));
+    assert_eq!(records.len(), 10);
+    let key = format!("endpoint:{endpoint}");
+    assert!(records.iter().all(|m| m.key() == Some(key.as_bytes())));
+    let retries = kafka.read("leadstream.deliveries-retry", 2, 20, Duration::from_secs(5));
+    assert!(retries.len() >= 20, "{} retry records", retries.len());
+    let body: Value = serde_json::from_slice(records[0].payload().unwrap()).unwrap();
+    assert_eq!(
+        (body["type"].clone(), body["v"].clone()),
+        (json!("delivery"), json!(1))
+    );
+}

@@ -5,7 +5,7 @@ use super::auth::ApiKeyOrg;
 use super::body::{parse_json, read_small};
 use super::{ApiError, AppState, ErrorBody};
 use crate::delivery::deliveries::{DeliveryDetail, DeliveryRow, DeliveryState, ListQuery, SortKey};
-use crate::delivery::{RetryAnswer, MAX_PAYLOAD_BYTES};
+use crate::delivery::{PublishError, RetryAnswer, MAX_PAYLOAD_BYTES};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -151,7 +151,13 @@ pub async fn publish(
         .engine
         .publish(org, &event_type, payload, req.idempotency_key)
         .await
-        .map_err(store_error)?;
+        .map_err(|e| match e {
+            PublishError::Kafka(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{e}; nothing was published, retry"),
+            ),
+            PublishError::Store(e) => store_error(e),
+        })?;
     Ok((
         StatusCode::ACCEPTED,
         Json(PublishOut {

@@ -134,8 +134,12 @@ pub struct KafkaConfig {
     pub raw_topic: String,
     /// Dead letter.
     pub rejects_topic: String,
-    /// Deliveries out.
+    /// Webhook deliveries, keyed by endpoint.
     pub deliveries_topic: String,
+    /// Scheduled retries of deliveries.
+    pub deliveries_retry_topic: String,
+    /// Consumer group of the delivery workers.
+    pub deliveries_group_id: String,
     /// Domain events in.
     pub domain_events_topic: String,
     /// Partitions of topics created at start-up.

@@ -43,6 +43,8 @@ pub struct Job {
     pub seq: i64,
     /// The delivery id: `webhook-id` on every attempt.
     pub id: Arc<str>,
+    pub event_id: Arc<str>,
+    pub org: OrgId,
     pub endpoint_id: i64,
     pub event_type: Arc<str>,
     pub payload: Bytes,
@@ -51,6 +53,11 @@ pub struct Job {
     /// A manual retry or replay: one attempt, no schedule.
     pub single: bool,
     pub created_at_ms: i64,
+    /// The endpoint as a Kafka record carried it, when this process's registry does
+    /// not have it (see `super::kafka`).
+    pub snapshot: Option<Arc<Endpoint>>,
+    /// The Kafka record to mark done once this delivery's outcome is durable.
+    pub ack: Option<super::kafka::Ack>,
 }
 
 /// What a publish did.
@@ -123,6 +130,7 @@ pub fn insert_event(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?7)",
     )?;
     let event_type: Arc<str> = Arc::from(ev.event_type.as_str());
+    let event_arc: Arc<str> = Arc::from(event_id.as_str());
     let mut jobs = Vec::with_capacity(ev.endpoints.len());
     for e in &ev.endpoints {
         let id = new_id("msg_", now_ms);
@@ -138,12 +146,16 @@ pub fn insert_event(
         jobs.push(Job {
             seq: conn.last_insert_rowid(),
             id: Arc::from(id),
+            event_id: event_arc.clone(),
+            org: ev.org,
             endpoint_id: e.id,
             event_type: event_type.clone(),
             payload: ev.payload.clone(),
             attempts: 0,
             single: false,
             created_at_ms: now_ms,
+            snapshot: None,
+            ack: None,
         });
     }
     Ok(Published {
@@ -231,7 +243,7 @@ pub fn record_outcome(
 pub fn load_pending(conn: &Connection) -> Result<Vec<(Job, i64)>, DbError> {
     let mut stmt = conn.prepare(
         "SELECT d.seq, d.id, d.endpoint_id, d.event_type, d.attempts, d.single_attempt, \
-         COALESCE(d.next_attempt_at, d.created_at), e.payload, d.created_at \
+         COALESCE(d.next_attempt_at, d.created_at), e.payload, d.created_at, d.event_id, d.org_id \
          FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.state = 'pending' \
          ORDER BY d.next_attempt_at, d.seq",
     )?;
@@ -248,11 +260,25 @@ pub fn load_pending(conn: &Connection) -> Result<Vec<(Job, i64)>, DbError> {
             r.get::<_, i64>(6)?,
             payload,
             r.get::<_, i64>(8)?,
+            r.get::<_, String>(9)?,
+            r.get::<_, OrgId>(10)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (seq, id, endpoint_id, event_type, attempts, single, due, payload, created) = row?;
+        let (
+            seq,
+            id,
+            endpoint_id,
+            event_type,
+            attempts,
+            single,
+            due,
+            payload,
+            created,
+            event_id,
+            org,
+        ) = row?;
         // One copy per event, shared by its deliveries.
         let payload = payloads
             .entry(payload)
@@ -262,12 +288,16 @@ pub fn load_pending(conn: &Connection) -> Result<Vec<(Job, i64)>, DbError> {
             Job {
                 seq,
                 id: Arc::from(id),
+                event_id: Arc::from(event_id),
+                org,
                 endpoint_id,
                 event_type: Arc::from(event_type),
                 payload,
                 attempts,
                 single,
                 created_at_ms: created,
+                snapshot: None,
+                ack: None,
             },
             due,
         ));
@@ -288,7 +318,7 @@ pub fn mark_for_retry(
 ) -> Result<Option<Result<Job, DeliveryState>>, DbError> {
     let row: Option<(String, Job)> = conn
         .query_row(
-            "SELECT d.seq, d.state, d.endpoint_id, d.event_type, d.attempts, d.id, e.payload, d.created_at \
+            "SELECT d.seq, d.state, d.endpoint_id, d.event_type, d.attempts, d.id, e.payload, d.created_at, d.event_id \
              FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1 AND d.org_id = ?2",
             params![id, org],
             |r| {
@@ -297,12 +327,16 @@ pub fn mark_for_retry(
                     Job {
                         seq: r.get(0)?,
                         id: Arc::from(r.get::<_, String>(5)?),
+                        event_id: Arc::from(r.get::<_, String>(8)?),
+                        org,
                         endpoint_id: r.get(2)?,
                         event_type: Arc::from(r.get::<_, String>(3)?),
                         payload: Bytes::from(r.get::<_, Vec<u8>>(6)?),
                         attempts: r.get(4)?,
                         single: true,
                         created_at_ms: r.get(7)?,
+                        snapshot: None,
+                        ack: None,
                     },
                 ))
             },

@@ -20,6 +20,7 @@ use super::endpoints::{EndpointEffect, Endpoints};
 use super::model::Endpoint;
 use super::store::Db;
 use crate::config::DeliveryConfig;
+use crate::kafka::DeliveryTopic;
 use crate::writer::now_ms;
 use leadstream_pipeline::retry::{AttemptOutcome, DeliveryRetry};
 use leadstream_pipeline::signature::signature_header;
@@ -44,6 +45,8 @@ pub enum Msg {
 
 /// What the attempt tasks share.
 pub struct Shared {
+    /// Set when Kafka carries the deliveries ([`super::kafka`]).
+    pub kafka: std::sync::OnceLock<Arc<super::kafka::KafkaLink>>,
     pub db: Arc<Db>,
     pub endpoints: Arc<Endpoints>,
     pub client: DeliveryClient,
@@ -237,7 +240,11 @@ impl Dispatcher {
                 continue;
             };
             lane.listed = false;
-            let endpoint = self.shared.endpoints.by_id(id);
+            let endpoint = lane
+                .queue
+                .front()
+                .and_then(|j| j.snapshot.clone())
+                .or_else(|| self.shared.endpoints.by_id(id));
             let usable = endpoint.as_ref().filter(|e| e.enabled);
             let Some(ep) = usable.cloned() else {
                 // Deleted or disabled: what waits for it fails, saying why.
@@ -433,14 +440,41 @@ async fn attempt(
             }
             match state {
                 DeliveryState::Pending => {
-                    job.attempts = number;
-                    next_at_ms.map(|at| (job, at))
+                    let at = next_at_ms.unwrap_or(ended_ms);
+                    match shared.kafka.get() {
+                        // The next attempt as a record on the retry topic; this record
+                        // is done once the brokers have that one.
+                        Some(link) if job.ack.is_some() => {
+                            let record =
+                                super::kafka::KafkaLink::record(&job, &ep, number, at, now_ms());
+                            match link.send_all(DeliveryTopic::Retry, &[record]).await {
+                                Ok(()) => {
+                                    if let Some(ack) = &job.ack {
+                                        ack.done();
+                                    }
+                                    None
+                                }
+                                Err(e) => {
+                                    tracing::warn!(delivery = %job.id, error = %e, "could not put a retry on the retry topic; this process holds it instead");
+                                    job.attempts = number;
+                                    Some((job, at))
+                                }
+                            }
+                        }
+                        _ => {
+                            job.attempts = number;
+                            Some((job, at))
+                        }
+                    }
                 }
                 DeliveryState::Succeeded | DeliveryState::Failed => {
                     crate::metrics::delivery_finished(state.as_str());
                     if state == DeliveryState::Succeeded {
                         let age = ended_ms.saturating_sub(job.created_at_ms).max(0);
                         crate::metrics::delivery_completed(Duration::from_millis(age as u64));
+                    }
+                    if let Some(ack) = &job.ack {
+                        ack.done();
                     }
                     None
                 }
@@ -464,6 +498,7 @@ async fn abandon(shared: Arc<Shared>, jobs: Vec<Job>, why: String) {
     if jobs.is_empty() {
         return;
     }
+    let acks: Vec<super::kafka::Ack> = jobs.iter().filter_map(|j| j.ack.clone()).collect();
     let at_ms = now_ms();
     let n = jobs.len();
     let disable_after = shared.config.disable_after;
@@ -495,6 +530,9 @@ async fn abandon(shared: Arc<Shared>, jobs: Vec<Job>, why: String) {
         Ok(()) => {
             for _ in 0..n {
                 crate::metrics::delivery_finished("failed");
+            }
+            for ack in acks {
+                ack.done();
             }
         }
         // Still pending in the store: the next start fails them.

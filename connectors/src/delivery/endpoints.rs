@@ -51,6 +51,8 @@ pub enum EndpointEffect {
 pub struct Endpoints {
     db: Arc<Db>,
     cache: RwLock<HashMap<i64, Arc<Endpoint>>>,
+    /// Ids deleted while this process runs (a Kafka record for one is not delivered).
+    deleted: RwLock<std::collections::HashSet<i64>>,
 }
 
 const COLUMNS: &str = "id, org_id, kind, url, description, event_types, enabled, disabled_reason, \
@@ -156,6 +158,7 @@ impl Endpoints {
         Ok(Self {
             db,
             cache: RwLock::new(all),
+            deleted: RwLock::default(),
         })
     }
 
@@ -314,7 +317,13 @@ impl Endpoints {
             })
             .await?;
         self.cache.write().remove(&id);
+        self.deleted.write().insert(id);
         Ok(())
+    }
+
+    /// Whether endpoint `id` was deleted while this process runs.
+    pub fn was_deleted(&self, id: i64) -> bool {
+        self.deleted.read().contains(&id)
     }
 
     /// Sets (`Some`) or removes (`None`) `org`'s settings URL. Setting another URL

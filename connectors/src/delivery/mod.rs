@@ -12,6 +12,7 @@ pub mod client;
 pub mod deliveries;
 mod dispatch;
 pub mod endpoints;
+pub mod kafka;
 pub mod model;
 pub mod store;
 
@@ -41,6 +42,15 @@ pub struct DeliveryEngine {
     dispatch: DispatchHandle,
 }
 
+/// Why a publish did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] DbError),
+    #[error("Kafka did not take the deliveries: {0}")]
+    Kafka(String),
+}
+
 /// What a manual retry found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RetryAnswer {
@@ -53,8 +63,9 @@ pub enum RetryAnswer {
 }
 
 impl DeliveryEngine {
-    /// Opens `webhooks.db` in `dir`, starts the dispatcher on the current tokio
-    /// runtime and queues every delivery left pending by the last run.
+    /// Opens `webhooks.db` in `dir` and starts the dispatcher on the current tokio
+    /// runtime. Then either [`DeliveryEngine::resume_pending`] (embedded) or
+    /// [`DeliveryEngine::attach_kafka`].
     ///
     /// # Errors
     /// [`DbError`] when the store cannot be opened or read.
@@ -62,6 +73,7 @@ impl DeliveryEngine {
         let db = Db::open(dir)?;
         let endpoints = Arc::new(Endpoints::load(db.clone())?);
         let shared = Arc::new(Shared {
+            kafka: std::sync::OnceLock::new(),
             db: db.clone(),
             endpoints,
             client: client::DeliveryClient::new(
@@ -72,17 +84,40 @@ impl DeliveryEngine {
             config: config.clone(),
         });
         let dispatch = dispatch::start(shared.clone());
-        let pending = db.read_blocking(deliveries::load_pending)?;
-        if !pending.is_empty() {
-            tracing::info!(
-                deliveries = pending.len(),
-                "resuming deliveries left pending"
-            );
-        }
-        dispatch.at(pending);
         let engine = Self { shared, dispatch };
         tokio::spawn(engine.clone().retention());
         Ok(engine)
+    }
+
+    /// Embedded queue: queues every delivery the last run left pending, each at its
+    /// due time.
+    ///
+    /// # Errors
+    /// [`DbError`] reading them.
+    pub fn resume_pending(&self) -> Result<usize, DbError> {
+        let pending = self.shared.db.read_blocking(deliveries::load_pending)?;
+        let n = pending.len();
+        if n > 0 {
+            tracing::info!(deliveries = n, "resuming deliveries left pending");
+        }
+        self.dispatch.at(pending);
+        Ok(n)
+    }
+
+    /// Kafka: from now on publishes go to `kafka.deliveries_topic` and this process
+    /// delivers what its share of the consumer group reads ([`kafka`]). What the last
+    /// run left unfinished is read again from the topics, not from the store.
+    ///
+    /// # Errors
+    /// [`KafkaError`](crate::kafka::KafkaError) starting the producer or consumer.
+    pub fn attach_kafka(
+        &self,
+        cfg: &crate::config::KafkaConfig,
+        topics: &crate::kafka::Topics,
+    ) -> Result<(), crate::kafka::KafkaError> {
+        let link = kafka::start(&self.shared, self.dispatch.clone(), cfg, topics)?;
+        let _ = self.shared.kafka.set(link);
+        Ok(())
     }
 
     /// The endpoint registry.
@@ -100,14 +135,14 @@ impl DeliveryEngine {
     /// `delivery.idempotency_window` answers the first event's id and creates nothing.
     ///
     /// # Errors
-    /// [`DbError`]: nothing was published.
+    /// [`PublishError`]: nothing was published.
     pub async fn publish(
         &self,
         org: OrgId,
         event_type: &str,
         payload: Bytes,
         idempotency_key: Option<String>,
-    ) -> Result<Published, DbError> {
+    ) -> Result<Published, PublishError> {
         let ev = NewEvent {
             org,
             event_type: event_type.to_owned(),
@@ -124,8 +159,11 @@ impl DeliveryEngine {
     /// [`Endpoints::subscribers`].
     ///
     /// # Errors
-    /// [`DbError`]: none was published.
-    pub async fn publish_many(&self, events: Vec<NewEvent>) -> Result<Vec<Published>, DbError> {
+    /// [`PublishError`]: none was published.
+    pub async fn publish_many(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Published>, PublishError> {
         let window = self.shared.config.idempotency_window;
         let published = self
             .shared
@@ -142,8 +180,42 @@ impl DeliveryEngine {
         for p in &published {
             jobs.extend(p.jobs.iter().cloned());
         }
+        if let Some(link) = self.shared.kafka.get() {
+            let now = now_ms();
+            let records: Vec<_> = jobs
+                .iter()
+                .filter_map(|j| {
+                    let ep = self.shared.endpoints.by_id(j.endpoint_id)?;
+                    Some(kafka::KafkaLink::record(j, &ep, 0, now, now))
+                })
+                .collect();
+            if let Err(e) = link
+                .send_all(crate::kafka::DeliveryTopic::Deliveries, &records)
+                .await
+            {
+                // Undo: what the caller is told was not published must not linger
+                // as pending rows no record will ever finish.
+                let ids: Vec<String> = published.iter().map(|p| p.event_id.clone()).collect();
+                let undone = self
+                    .shared
+                    .db
+                    .write(move |conn| {
+                        for id in &ids {
+                            conn.execute("DELETE FROM deliveries WHERE event_id = ?1", [id])?;
+                            conn.execute("DELETE FROM events WHERE id = ?1", [id])?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if let Err(u) = undone {
+                    tracing::error!(error = %u, "undoing a publish Kafka refused");
+                }
+                return Err(PublishError::Kafka(e.to_string()));
+            }
+        } else {
+            self.dispatch.due(jobs.clone());
+        }
         crate::metrics::deliveries_published(jobs.len() as u64);
-        self.dispatch.due(jobs);
         Ok(published)
     }
 

@@ -31,7 +31,7 @@ impl EndpointKind {
 }
 
 /// One signing secret of an endpoint.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct EndpointSecret {
     pub secret: WebhookSecret,
     pub created_at_ms: i64,
@@ -40,7 +40,7 @@ pub struct EndpointSecret {
 }
 
 /// A webhook endpoint as the engine delivers to it.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Endpoint {
     pub id: i64,
     pub org: OrgId,

@@ -28,6 +28,7 @@ pub struct Topics {
     pub created: Vec<String>,
     raw_topic: String,
     deliveries_topic: String,
+    deliveries_retry_topic: String,
 }
 
 impl Topics {
@@ -43,12 +44,20 @@ impl Topics {
             .copied()
             .unwrap_or(1)
     }
+
+    /// Partitions of the delivery retry topic.
+    pub fn deliveries_retry_partitions(&self) -> i32 {
+        self.partitions
+            .get(&self.deliveries_retry_topic)
+            .copied()
+            .unwrap_or(1)
+    }
 }
 
 type Admin = AdminClient<DefaultClientContext>;
 
-/// Creates whichever of `raw_topic`, `rejects_topic`, `deliveries_topic` and
-/// `domain_events_topic` is missing, then reads every one's partition count.
+/// Creates whichever of `raw_topic`, `rejects_topic`, `deliveries_topic`,
+/// `deliveries_retry_topic` and `domain_events_topic` is missing, then reads every one's partition count.
 ///
 /// Safe when several processes start at once: a topic another one created in the
 /// meantime counts as existing.
@@ -75,6 +84,7 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<Topics, KafkaError> {
         &cfg.raw_topic,
         &cfg.rejects_topic,
         &cfg.deliveries_topic,
+        &cfg.deliveries_retry_topic,
         &cfg.domain_events_topic,
     ];
 
@@ -149,6 +159,7 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<Topics, KafkaError> {
         created,
         raw_topic: cfg.raw_topic.clone(),
         deliveries_topic: cfg.deliveries_topic.clone(),
+        deliveries_retry_topic: cfg.deliveries_retry_topic.clone(),
     })
 }
 

@@ -36,7 +36,7 @@ pub use admin::{ensure_topics, Topics};
 pub use dlq::DeadLetter;
 pub use plan::ReroutedEvent;
 pub use rebalance::{Assignment, PartitionWarmer, WarmedAtStartup};
-pub use sink::{Delivery, DeliveryProducer, DeliveryRecord};
+pub use sink::{Delivery, DeliveryProducer, DeliveryRecord, DeliveryTopic, V1};
 pub use source::{Failpoint, RawSource, SourceStats};
 
 use leadstream_pipeline::{lead_hash, OrgId, Phone};

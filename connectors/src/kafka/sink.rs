@@ -39,6 +39,15 @@ pub struct Delivery {
     pub created_at_us: i64,
     /// When its next attempt is due, microseconds since the Unix epoch.
     pub due_at_us: i64,
+    /// The endpoint as published: a worker that does not know the endpoint (another
+    /// process's registry) delivers with these. The signing secrets travel with the
+    /// record, so the delivery topics must be protected like the data dir.
+    pub url: String,
+    /// Signing secrets (`whsec_…`), newest first.
+    pub secrets: Vec<String>,
+    /// Per-attempt timeout, when the endpoint sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// The record key of an endpoint's deliveries: `"endpoint:<id>"`.
@@ -74,12 +83,23 @@ pub struct Produced {
     pub offset: i64,
 }
 
+/// Which delivery topic a record goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryTopic {
+    /// `kafka.deliveries_topic`: new deliveries.
+    Deliveries,
+    /// `kafka.deliveries_retry_topic`: scheduled retries.
+    Retry,
+}
+
 /// The delivery-topic producer. Cheap to share behind an `Arc`; `send` may be called
 /// concurrently, and librdkafka batches what is in flight (linger).
 pub struct DeliveryProducer {
     producer: FutureProducer,
     topic: String,
     partitions: i32,
+    retry_topic: String,
+    retry_partitions: i32,
 }
 
 impl DeliveryProducer {
@@ -99,6 +119,8 @@ impl DeliveryProducer {
             producer,
             topic: cfg.deliveries_topic.clone(),
             partitions: topics.deliveries_partitions(),
+            retry_topic: cfg.deliveries_retry_topic.clone(),
+            retry_partitions: topics.deliveries_retry_partitions(),
         })
     }
 
@@ -109,29 +131,42 @@ impl DeliveryProducer {
     /// librdkafka's `delivery.timeout.ms`; the caller retries (the record may then
     /// be there twice: consumers deduplicate by `deliveryId`).
     pub async fn send(&self, delivery: &Delivery) -> Result<Produced, KafkaError> {
+        self.send_to(DeliveryTopic::Deliveries, delivery).await
+    }
+
+    /// Produces one delivery to `which` topic; as [`DeliveryProducer::send`].
+    ///
+    /// # Errors
+    /// As [`DeliveryProducer::send`].
+    pub async fn send_to(
+        &self,
+        which: DeliveryTopic,
+        delivery: &Delivery,
+    ) -> Result<Produced, KafkaError> {
+        let (topic, partitions) = match which {
+            DeliveryTopic::Deliveries => (&self.topic, self.partitions),
+            DeliveryTopic::Retry => (&self.retry_topic, self.retry_partitions),
+        };
         let payload = serde_json::to_vec(&DeliveryRecord::Delivery(V1 {
             v: Version,
             body: delivery.clone(),
         }))
         .map_err(|source| KafkaError::Encode {
-            topic: self.topic.clone(),
+            topic: topic.clone(),
             source,
         })?;
         let key = endpoint_key(delivery.endpoint_id);
-        let record = FutureRecord::to(&self.topic)
+        let record = FutureRecord::to(topic)
             .key(&key)
             .payload(&payload)
-            .partition(partition_for_endpoint(
-                delivery.endpoint_id,
-                self.partitions,
-            ));
+            .partition(partition_for_endpoint(delivery.endpoint_id, partitions));
         match self.producer.send(record, QUEUE_TIMEOUT).await {
             Ok(d) => Ok(Produced {
                 partition: d.partition,
                 offset: d.offset,
             }),
             Err((source, _)) => Err(KafkaError::Produce {
-                topic: self.topic.clone(),
+                topic: topic.clone(),
                 source,
             }),
         }
@@ -153,6 +188,9 @@ mod tests {
             attempts: 0,
             created_at_us: 1_778_610_840_123_456,
             due_at_us: 1_778_610_840_123_456,
+            url: "https://example.com/hook".into(),
+            secrets: vec!["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()],
+            timeout_ms: None,
         }
     }
 
@@ -192,6 +230,7 @@ mod tests {
             &cfg.raw_topic,
             &cfg.rejects_topic,
             &cfg.deliveries_topic,
+            &cfg.deliveries_retry_topic,
             &cfg.domain_events_topic,
         ] {
             mock.create_topic(t, 3, 1).unwrap();
