@@ -167,7 +167,7 @@ fn payload(n: usize, size: usize) -> Bytes {
     let pad = size.saturating_sub(head.len() + 2);
     let mut s = String::with_capacity(head.len() + pad + 2);
     s.push_str(&head);
-    s.extend(std::iter::repeat_n('x', pad));
+    s.push_str(&"x".repeat(pad));
     s.push_str("\"}");
     Bytes::from(s)
 }

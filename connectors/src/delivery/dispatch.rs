@@ -393,15 +393,20 @@ async fn attempt(
     } else {
         (DeliveryState::Failed, None)
     };
-    let effect = if outcome.succeeded() {
-        EndpointEffect::Succeeded
+    // A snapshot endpoint (another process's, from a Kafka record) has no row here.
+    let local = job.snapshot.is_none();
+    let effect = if !local {
+        None
+    } else if outcome.succeeded() {
+        // Healthy and known to be: nothing to write.
+        ep.failing_since_ms.map(|_| EndpointEffect::Succeeded)
     } else if outcome.disables_endpoint() {
-        EndpointEffect::Disable {
+        Some(EndpointEffect::Disable {
             reason: gone_reason(),
             at_ms: ended_ms,
-        }
+        })
     } else {
-        EndpointEffect::Failed { at_ms: ended_ms }
+        Some(EndpointEffect::Failed { at_ms: ended_ms })
     };
     let status = match outcome {
         AttemptOutcome::Status(s) => Some(s),
@@ -424,7 +429,7 @@ async fn attempt(
         last_error: result.error,
         next_attempt_at_ms: next_at_ms,
         at_ms: started_ms,
-        effect: Some(effect),
+        effect,
     };
     let disable_after = shared.config.disable_after;
     let written = shared

@@ -69,8 +69,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_org_created ON deliveries (org_id, created_at, seq);
 CREATE INDEX IF NOT EXISTS deliveries_org_updated ON deliveries (org_id, updated_at, seq);
-CREATE INDEX IF NOT EXISTS deliveries_endpoint ON deliveries (endpoint_id, state, created_at);
-CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_endpoint_created ON deliveries (endpoint_id, created_at);
+DROP INDEX IF EXISTS deliveries_endpoint;
+DROP INDEX IF EXISTS deliveries_pending;
 CREATE TABLE IF NOT EXISTS attempts (
     delivery_seq     INTEGER NOT NULL,
     attempt          INTEGER NOT NULL,
@@ -208,14 +209,16 @@ fn savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
-    conn.execute_batch("SAVEPOINT w")?;
+    // Cached: a group runs thousands of these, and parsing them each time showed.
+    conn.prepare_cached("SAVEPOINT w")?.execute([])?;
     match f(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE w")?;
+            conn.prepare_cached("RELEASE w")?.execute([])?;
             Ok(v)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO w; RELEASE w")?;
+            conn.prepare_cached("ROLLBACK TO w")?.execute([])?;
+            conn.prepare_cached("RELEASE w")?.execute([])?;
             Err(e)
         }
     }
