@@ -623,6 +623,17 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
                 .resume_pending()
                 .context("reading the pending deliveries")?;
         }
+        if config.clickhouse.enabled() {
+            let log = rt
+                .block_on(
+                    leadstream_connectors::clickhouse::attempts::AttemptLog::start(
+                        &config.clickhouse,
+                        config.store.retry.backoff(),
+                    ),
+                )
+                .context("creating the webhook attempt log in ClickHouse")?;
+            engine.attach_attempt_log(log);
+        }
         engine
     };
     let state = AppState::new(

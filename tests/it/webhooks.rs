@@ -964,3 +964,47 @@ async fn with_kafka_deliveries_and_retries_travel_as_records_and_survive_kill_9(
         (json!("delivery"), json!(1))
     );
 }
+
+/// With ClickHouse configured every attempt is also in its `webhook_attempts` table.
+#[tokio::test]
+async fn with_clickhouse_every_attempt_is_in_the_attempt_log_table() {
+    let ch = crate::support_clickhouse::ClickHouseServer::start();
+    let rx = Receiver::start().await;
+    let s = TestServer::builder()
+        .env("LEADSTREAM_CLICKHOUSE_URL", ch.url())
+        .env("LEADSTREAM_CLICKHOUSE_DATABASE", "hooks")
+        .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+        .env("LEADSTREAM_DELIVERY_RETRY_SCHEDULE", "200ms")
+        .start()
+        .await;
+    let api = Api::new(&s, ORG);
+    let id = api
+        .endpoint(&rx.script("hook", vec![Step::Status(502), Step::Status(200)]))
+        .await;
+    for i in 0..3 {
+        api.publish("booked", json!({ "i": i })).await;
+    }
+    let log = api.settled(Duration::from_secs(20)).await;
+    assert!(log.iter().all(|d| d["state"] == "succeeded"));
+    let sql = "SELECT delivery_id, attempt, state, response_status, endpoint_id, event_type \
+               FROM hooks.webhook_attempts FINAL ORDER BY delivery_id, attempt FORMAT TSV";
+    let until = Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let out = ch.query(sql);
+        let rows: Vec<String> = out.lines().map(str::to_owned).collect();
+        if rows.len() >= 6 || Instant::now() > until {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for pair in rows.chunks(2) {
+        let a: Vec<&str> = pair[0].split('\t').collect();
+        let b: Vec<&str> = pair[1].split('\t').collect();
+        assert_eq!(a[0], b[0]);
+        assert_eq!(&a[1..4], ["1", "failed", "502"]);
+        assert_eq!(&b[1..4], ["2", "succeeded", "200"]);
+        assert_eq!(a[4], id.to_string());
+        assert_eq!(a[5], "booked");
+    }
+}

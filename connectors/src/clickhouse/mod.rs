@@ -42,6 +42,7 @@
 //! - **[`StoreError::Open`]** at connect for a database or table leadstream cannot use
 //!   ([`schema::SchemaError`]).
 
+pub mod attempts;
 pub mod schema;
 pub mod warm;
 

@@ -47,6 +47,8 @@ pub enum Msg {
 pub struct Shared {
     /// Set when Kafka carries the deliveries ([`super::kafka`]).
     pub kafka: std::sync::OnceLock<Arc<super::kafka::KafkaLink>>,
+    /// Set when ClickHouse is configured: every attempt is logged there too.
+    pub attempt_log: std::sync::OnceLock<crate::clickhouse::attempts::AttemptLog>,
     pub db: Arc<Db>,
     pub endpoints: Arc<Endpoints>,
     pub client: DeliveryClient,
@@ -412,6 +414,33 @@ async fn attempt(
         AttemptOutcome::Status(s) => Some(s),
         _ => None,
     };
+    let mirrored = shared
+        .attempt_log
+        .get()
+        .map(|_| crate::clickhouse::attempts::AttemptLogRow {
+            organization_id: job.org,
+            delivery_id: job.id.to_string(),
+            event_id: job.event_id.to_string(),
+            endpoint_id: ep.id,
+            url: ep.url.clone(),
+            event_type: job.event_type.to_string(),
+            attempt: number,
+            state: if outcome.succeeded() {
+                "succeeded"
+            } else {
+                "failed"
+            },
+            at_ms: started_ms,
+            response_status: status.map_or(-1, i32::from),
+            response_body: result
+                .response_body
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default(),
+            duration_ms: result.duration.as_millis() as i64,
+            error: result.error.clone().unwrap_or_default(),
+            host: crate::clickhouse::attempts::host_name().to_owned(),
+        });
     let record = Outcome {
         seq: job.seq,
         endpoint_id: ep.id,
@@ -436,6 +465,9 @@ async fn attempt(
         .db
         .write(move |conn| record_outcome(conn, &record, disable_after))
         .await;
+    if let (Ok(_), Some(log), Some(row)) = (&written, shared.attempt_log.get(), mirrored) {
+        log.record(row).await;
+    }
     let next = match written {
         Ok(changed) => {
             if changed {

@@ -74,6 +74,7 @@ impl DeliveryEngine {
         let endpoints = Arc::new(Endpoints::load(db.clone())?);
         let shared = Arc::new(Shared {
             kafka: std::sync::OnceLock::new(),
+            attempt_log: std::sync::OnceLock::new(),
             db: db.clone(),
             endpoints,
             client: client::DeliveryClient::new(
@@ -102,6 +103,12 @@ impl DeliveryEngine {
         }
         self.dispatch.at(pending);
         Ok(n)
+    }
+
+    /// ClickHouse: from now on every attempt is also logged in its
+    /// `webhook_attempts` table ([`crate::clickhouse::attempts`]).
+    pub fn attach_attempt_log(&self, log: crate::clickhouse::attempts::AttemptLog) {
+        let _ = self.shared.attempt_log.set(log);
     }
 
     /// Kafka: from now on publishes go to `kafka.deliveries_topic` and this process
