@@ -654,15 +654,16 @@ async fn settings_url_is_an_endpoint_for_every_event_type() {
         secret.as_str(),
         "replacing the URL keeps the secret"
     );
-    assert_eq!(
-        api.get("/api/webhooks/get")
-            .await
-            .body
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    let listed = api.get("/api/webhooks/get").await.body;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["kind"], "settings");
+    let sid = listed[0]["id"].as_i64().unwrap();
+    api.patch(
+        &format!("/api/webhooks/{sid}"),
+        &json!({"eventTypes": ["a"]}),
+    )
+    .await
+    .error(400);
     api.publish("anything", json!({"a": 1})).await;
     api.settled(Duration::from_secs(10)).await;
     assert!(rx.seen("first").is_empty());
@@ -1007,4 +1008,28 @@ async fn with_clickhouse_every_attempt_is_in_the_attempt_log_table() {
         assert_eq!(a[4], id.to_string());
         assert_eq!(a[5], "booked");
     }
+}
+
+#[tokio::test]
+async fn a_rate_limit_spaces_an_endpoints_attempts() {
+    let rx = Receiver::start().await;
+    let s = server("1s").await;
+    let api = Api::new(&s, ORG);
+    let id = api.endpoint(&rx.script("limited", vec![])).await;
+    let r = api
+        .patch(&format!("/api/webhooks/{id}"), &json!({"rateLimit": 4}))
+        .await;
+    assert_eq!(r.body["rateLimit"], 4.0);
+    for i in 0..12 {
+        api.publish("a", json!({ "i": i })).await;
+    }
+    api.settled(Duration::from_secs(20)).await;
+    let at: Vec<Instant> = rx.seen("limited").iter().map(|r| r.at).collect();
+    assert_eq!(at.len(), 12);
+    // A burst of 4, then 4 a second: the 12th at least 2 s after the first.
+    let span = at[11] - at[0];
+    assert!(
+        span >= Duration::from_millis(1900),
+        "12 attempts in {span:?}"
+    );
 }

@@ -413,7 +413,7 @@ pub async fn patch(
 ) -> Result<Json<WebhookOut>, ApiError> {
     let account = account_id(&s, org)?;
     let id = parse_id(&id)?;
-    s.engine.endpoints().get(org, id).map_err(endpoint_error)?;
+    let current = s.engine.endpoints().get(org, id).map_err(endpoint_error)?;
     let body = read_small(&s, &headers, body, MAX_BODY).await?;
     let fields: Value = parse_json(&body.bytes)?;
     let Value::Object(fields) = fields else {
@@ -422,6 +422,11 @@ pub async fn patch(
         ));
     };
     let patch = read_patch(fields)?;
+    if current.kind == EndpointKind::Settings && matches!(patch.event_types, Some(Some(_))) {
+        return Err(bad(
+            "eventTypes: the organization's settings webhookUrl receives every event type; create a registry endpoint (POST /api/webhooks/create) to subscribe to some",
+        ));
+    }
     let e = s
         .engine
         .endpoints()

@@ -86,8 +86,12 @@ struct Lane {
     listed: bool,
     /// Waiting for a rate-limit token (a wake-up timer is set).
     waking: bool,
+}
+
+/// An endpoint's rate-limit tokens; kept while its lane comes and goes.
+struct Bucket {
     tokens: f64,
-    refilled: Option<Instant>,
+    refilled: Instant,
 }
 
 enum Timer {
@@ -99,6 +103,8 @@ struct Dispatcher {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Msg>,
     lanes: HashMap<i64, Lane>,
+    /// Only endpoints with a `rateLimit`.
+    buckets: HashMap<i64, Bucket>,
     runnable: VecDeque<i64>,
     timers: BTreeMap<(Instant, u64), Timer>,
     timer_seq: u64,
@@ -114,6 +120,7 @@ pub fn start(shared: Arc<Shared>) -> DispatchHandle {
         shared,
         tx: tx.clone(),
         lanes: HashMap::new(),
+        buckets: HashMap::new(),
         runnable: VecDeque::new(),
         timers: BTreeMap::new(),
         timer_seq: 0,
@@ -279,18 +286,24 @@ impl Dispatcher {
             if let Some(rate) = ep.rate_limit.filter(|r| *r > 0.0) {
                 let now = Instant::now();
                 let burst = rate.max(1.0);
-                let since = lane.refilled.map_or(Duration::from_secs(3600), |t| now - t);
-                lane.tokens = (lane.tokens + since.as_secs_f64() * rate).min(burst);
-                lane.refilled = Some(now);
-                if lane.tokens < 1.0 {
-                    let wait = Duration::from_secs_f64((1.0 - lane.tokens) / rate);
+                let bucket = self.buckets.entry(id).or_insert(Bucket {
+                    tokens: burst,
+                    refilled: now,
+                });
+                bucket.tokens =
+                    (bucket.tokens + (now - bucket.refilled).as_secs_f64() * rate).min(burst);
+                bucket.refilled = now;
+                if bucket.tokens < 1.0 {
+                    let wait = Duration::from_secs_f64((1.0 - bucket.tokens) / rate);
                     lane.waking = true;
                     self.timer_seq += 1;
                     self.timers
                         .insert((now + wait, self.timer_seq), Timer::Wake(id));
                     continue;
                 }
-                lane.tokens -= 1.0;
+                bucket.tokens -= 1.0;
+            } else {
+                self.buckets.remove(&id);
             }
             let Some(job) = lane.queue.pop_front() else {
                 continue;
