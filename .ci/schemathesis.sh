@@ -17,6 +17,6 @@ for _ in $(seq 100); do
   curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
   sleep 0.2
 done
-schemathesis run "http://127.0.0.1:$port/openapi.json" \
+schemathesis --config-file .ci/schemathesis.toml run "http://127.0.0.1:$port/openapi.json" \
   --header "Authorization: Bearer $key" \
   --checks all --max-examples "${SCHEMATHESIS_EXAMPLES:-100}" --seed 42 --no-color

@@ -99,14 +99,27 @@ pub fn url_problem(text: &str) -> Option<String> {
             "webhook is empty: give the full http:// or https:// URL of your endpoint".into(),
         );
     }
-    if text.len() > MAX_URL_LEN {
-        return Some(format!(
-            "webhook is {} chars, at most {MAX_URL_LEN}",
-            text.len()
-        ));
+    let chars = text.chars().count();
+    if chars > MAX_URL_LEN {
+        return Some(format!("webhook is {chars} chars, at most {MAX_URL_LEN}"));
     }
     if text.trim() != text {
         return Some("webhook has leading or trailing whitespace: send the URL alone".into());
+    }
+    // The URL standard drops tabs, newlines and leading control characters and
+    // encodes spaces, so such text would be stored as one URL and mean another.
+    if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Some(format!(
+            "webhook {text:?} contains {c:?}: percent-encode spaces and control characters"
+        ));
+    }
+    // `https:/host` and `https:host` parse as `https://host/`: say so rather than store
+    // one URL and mean another.
+    let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Some(format!(
+            "webhook {text:?} must begin with http:// or https:// (two slashes), e.g. https://api.example.com/events"
+        ));
     }
     let url = match url::Url::parse(text) {
         Ok(u) => u,
@@ -125,6 +138,22 @@ pub fn url_problem(text: &str) -> Option<String> {
         || authority.is_none_or(|a| a.starts_with(['/', '\\']) || a.is_empty())
     {
         return Some(format!("webhook {text:?} has no host"));
+    }
+    // The URL standard lets through host names no resolver has (`a*`, `a..b`). A DNS
+    // name is dot-separated labels of letters, digits, hyphens (and underscores, which
+    // some internal names use); an IDN arrives here as punycode.
+    if let Some(url::Host::Domain(host)) = url.host() {
+        let labels = host.strip_suffix('.').unwrap_or(host);
+        let dns = labels.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        if !dns {
+            return Some(format!(
+                "webhook {text:?} has host {host:?}, which is not a DNS name (letters, digits and hyphens, between dots)"
+            ));
+        }
     }
     None
 }
@@ -209,6 +238,8 @@ mod tests {
             "https://api.example.com/events",
             "http://127.0.0.1:8080/hook?x=1",
             "http://[::1]:9/",
+            "https://Bücher.example/x",
+            "https://my_service.internal./hook#frag",
         ] {
             assert_eq!(url_problem(ok), None, "{ok}");
         }
@@ -222,6 +253,12 @@ mod tests {
             "http:///path",
             " https://example.com",
             "mailto:a@example.com",
+            "HTTP://A*",
+            "https://a..b/",
+            "https://a b/",
+            "https://example.com/a b",
+            "\u{1}https://example.com/",
+            "https://example.com/\tx",
         ] {
             assert!(url_problem(bad).is_some(), "{bad:?} must be refused");
         }

@@ -52,13 +52,20 @@ pub struct ReadBody {
 }
 
 fn too_large(max: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
+    const MB: usize = 1024 * 1024;
+    // The small bodies of the management routes are KB: "over 0 MB" says nothing.
+    let message = if max >= MB {
         format!(
             "request body over {} MB ({max} bytes); split the batch",
-            max / (1024 * 1024)
-        ),
-    )
+            max / MB
+        )
+    } else {
+        format!(
+            "request body over {} KB ({max} bytes); send a smaller body",
+            max / 1024
+        )
+    };
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message)
 }
 
 /// Reads the body, refusing as soon as it is known to exceed `max`: from

@@ -18,11 +18,18 @@ use leadstream_pipeline::time::parse_rfc3339_us;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
+use utoipa::openapi::schema::{
+    KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::RefOr;
 
 /// Largest request body of a publish: the payload's 256 KB and the envelope.
 const MAX_PUBLISH_BODY: usize = MAX_PAYLOAD_BYTES + 4096;
 /// Longest event type.
 pub const MAX_EVENT_TYPE: usize = 128;
+/// What [`event_type_problem`] accepts, as a JSON Schema pattern: not blank, no
+/// control characters (U+0000–U+001F, U+007F–U+009F).
+pub const EVENT_TYPE_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
 /// Longest idempotency key.
 const MAX_IDEMPOTENCY_KEY: usize = 256;
 /// Page size of a listing by default and at most.
@@ -63,6 +70,8 @@ pub struct PublishIn<'a> {
     /// (case-sensitive). 1 to 128 characters.
     #[serde(rename = "eventType")]
     #[schema(
+        value_type = String,
+        required = true,
         example = "appointment_booked",
         min_length = 1,
         max_length = 128,
@@ -100,7 +109,10 @@ pub struct PublishOut {
         (status = 202, description = "Queued for delivery", body = PublishOut),
         (status = 400, description = "eventType or payload missing or malformed (the message says which)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 413, description = "payload over 256 KB", body = ErrorBody),
+        (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
+        (status = 413, description = "payload over 256 KB encoded, or the whole request body over 260 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read, or too many request bodies are in flight; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn publish(
     State(s): State<AppState>,
@@ -205,17 +217,42 @@ fn instant_ms(field: &str, text: &str) -> Result<i64, ApiError> {
         })
 }
 
+/// A query parameter that is an RFC 3339 instant or, empty, no bound.
+pub struct InstantParam;
+
+impl utoipa::PartialSchema for InstantParam {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(0)),
+            )
+            .description(Some(
+                "An RFC 3339 instant, e.g. 2026-06-01T00:00:00Z; empty: no bound",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for InstantParam {}
+
 /// List deliveries (newest first by default), filtered and sorted; keyset cursors
 /// stay correct while deliveries are added.
 #[utoipa::path(get, path = "/api/v1/deliveries", tag = "deliveries", security(("api_key" = [])),
     params(
-        ("status" = Option<String>, Query, description = "pending, succeeded or failed", pattern = "^(pending|succeeded|failed)$"),
-        ("eventType" = Option<String>, Query, description = "Only this event type"),
-        ("endpointId" = Option<i64>, Query, description = "Only deliveries to this endpoint", minimum = -9007199254740991_i64, maximum = 9007199254740991_i64),
-        ("since" = Option<String>, Query, description = "Created at or after (RFC 3339)"),
-        ("until" = Option<String>, Query, description = "Created at or before (RFC 3339)"),
-        ("sort" = Option<String>, Query, description = "createdAt (default), updatedAt, attempts or lastStatus", pattern = "^(createdAt|updatedAt|attempts|lastStatus)$"),
-        ("order" = Option<String>, Query, description = "desc (default) or asc", pattern = "^(asc|desc)$"),
+        ("status" = Option<String>, Query, description = "pending, succeeded or failed; empty: any", pattern = "^(pending|succeeded|failed)?$"),
+        ("eventType" = Option<String>, Query, description = "Only this event type (exact, case-sensitive); empty: any"),
+        ("endpointId" = Option<i64>, Query, description = "Only deliveries to this endpoint", minimum = -9223372036854775808_i64, maximum = 9223372036854775807_i64),
+        ("since" = Option<InstantParam>, Query, description = "Created at or after this RFC 3339 instant; empty: no bound"),
+        ("until" = Option<InstantParam>, Query, description = "Created at or before this RFC 3339 instant; empty: no bound"),
+        ("sort" = Option<String>, Query, description = "createdAt (default), updatedAt, attempts or lastStatus; empty: the default", pattern = "^(createdAt|updatedAt|attempts|lastStatus)?$"),
+        ("order" = Option<String>, Query, description = "desc (default) or asc; empty: the default", pattern = "^(asc|desc)?$"),
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
         ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
     ),
@@ -223,6 +260,8 @@ fn instant_ms(field: &str, text: &str) -> Result<i64, ApiError> {
         (status = 200, description = "A page", body = DeliveryPage),
         (status = 400, description = "A parameter is not valid (the message names it)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn list(
     State(s): State<AppState>,
@@ -337,6 +376,8 @@ pub async fn list(
         (status = 200, description = "The delivery", body = DeliveryDetail),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such delivery of this organization", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn get_one(
     State(s): State<AppState>,
@@ -368,6 +409,8 @@ pub struct RetryOut {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such delivery of this organization", body = ErrorBody),
         (status = 409, description = "The delivery is still pending", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn retry(
     State(s): State<AppState>,

@@ -35,6 +35,7 @@ use utoipa::{Modify, OpenApi};
         super::serve_metrics,
         serve
     ),
+    components(schemas(super::deliveries::InstantParam)),
     modifiers(&Security),
     tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "webhooks", description = "Webhook endpoints, their secrets, and the org's settings URL"), (name = "deliveries", description = "Publishing events to the endpoints, and the delivery log"), (name = "health", description = "Liveness and readiness"), (name = "metrics", description = "Prometheus metrics"), (name = "meta", description = "This document"))
 )]

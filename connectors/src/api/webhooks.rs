@@ -19,6 +19,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::time::Duration;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 
 /// Largest body of these routes.
 const MAX_BODY: usize = 64 * 1024;
@@ -144,6 +146,8 @@ fn parse_id(text: &str) -> Result<i64, ApiError> {
     responses(
         (status = 200, description = "The endpoints, newest first", body = [WebhookOut]),
         (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn list(
     State(s): State<AppState>,
@@ -168,11 +172,19 @@ pub struct WebhookData {
 /// The body of `POST /api/webhooks/create`.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct CreateWebhook {
-    /// Full http:// or https:// URL of the endpoint.
+    /// Full http:// or https:// URL of the endpoint, at most 2048 characters, without
+    /// whitespace or control characters. The pattern is a safe subset of what is
+    /// accepted: any URL the WHATWG URL standard parses with an http(s) scheme and a
+    /// DNS name or IP address as host (IDNs, user info, a trailing dot, any port). A
+    /// host written as a private or loopback address is refused unless the server
+    /// allows private targets.
     #[schema(
+        value_type = String,
+        required = true,
         example = "https://api.example.com/events",
         min_length = 1,
-        max_length = 2048
+        max_length = 2048,
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9_]+(-[A-Za-z0-9_]+)*\.)*[A-Za-z][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*(:[0-9]{1,4})?([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
     )]
     webhook: Option<Value>,
 }
@@ -185,7 +197,10 @@ pub struct CreateWebhook {
         (status = 200, description = "Created", body = WebhookData),
         (status = 400, description = "`webhook` missing, empty, not an http(s) URL, or a private address", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
+        (status = 413, description = "Request body over 64 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
         (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read, or too many request bodies are in flight; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn create(
     State(s): State<AppState>,
@@ -234,13 +249,15 @@ pub struct Success {
 /// Delete a webhook endpoint. Its pending deliveries fail ("endpoint deleted"); the
 /// log keeps them.
 #[utoipa::path(delete, path = "/api/webhooks/delete", tag = "webhooks", security(("api_key" = [])),
-    params(("id" = i64, Query, description = "The endpoint's id")),
+    params(("id" = i64, Query, description = "The endpoint's id", minimum = 1, maximum = 9223372036854775807_i64)),
     responses(
         (status = 200, description = "Deleted", body = Success, example = json!({"success": true})),
         (status = 400, description = "`id` missing or not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's endpoint", body = ErrorBody),
         (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn delete(
     State(s): State<AppState>,
@@ -264,12 +281,15 @@ pub async fn delete(
 
 /// One webhook endpoint.
 #[utoipa::path(get, path = "/api/webhooks/{id}", tag = "webhooks", security(("api_key" = [])),
-    params(("id" = i64, Path, description = "The endpoint's id")),
+    params(("id" = i64, Path, description = "The endpoint's id", minimum = 1, maximum = 9223372036854775807_i64)),
     responses(
         (status = 200, description = "The endpoint", body = WebhookOut),
+        (status = 400, description = "`id` is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's endpoint", body = ErrorBody),
         (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn get_one(
     State(s): State<AppState>,
@@ -282,19 +302,46 @@ pub async fn get_one(
     Ok(Json(out(&s, &account, &e)))
 }
 
-/// The body of `PATCH /api/webhooks/{id}`: any of these fields.
+/// An event type: 1 to 128 characters, not blank, no control characters (a schema).
+pub struct EventTypeName;
+
+impl utoipa::PartialSchema for EventTypeName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(super::deliveries::MAX_EVENT_TYPE))
+            .pattern(Some(super::deliveries::EVENT_TYPE_PATTERN))
+            .examples(["appointment_booked"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventTypeName {}
+
+/// The body of `PATCH /api/webhooks/{id}`: any of these fields; others are refused.
 #[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // a schema only: the handler reads the fields one by one
 pub struct PatchWebhook {
-    /// `true` re-enables an endpoint leadstream disabled.
+    /// `true` re-enables an endpoint leadstream disabled, `false` stops deliveries to
+    /// it. Not `null`.
+    #[schema(value_type = bool, required = false)]
     enabled: Option<bool>,
-    /// The event types it receives; `null`: every type.
-    #[schema(rename = "eventTypes")]
+    /// The event types it receives (1 to 256, case-sensitive; repeats are dropped);
+    /// `null`: every type.
+    #[schema(rename = "eventTypes", value_type = Option<Vec<EventTypeName>>, min_items = 1, max_items = 256)]
     event_types: Option<Vec<String>>,
+    /// Free text, at most 1000 characters; `null` clears it.
     #[schema(max_length = 1000)]
     description: Option<String>,
-    /// Per-attempt timeout, `"5s"`, at most 30 s; `null`: the server's default.
-    #[schema(example = "10s")]
+    /// Per-attempt timeout, above 0 and at most 30 s: `"10s"`, `"1500ms"` (the
+    /// pattern shows the plain forms; `"1s 500ms"` is accepted too); `null`: the
+    /// server's `delivery.timeout`.
+    #[schema(
+        example = "10s",
+        pattern = "^0*([1-9]|[12][0-9]|30)s$|^0*([1-9][0-9]{0,3}|[12][0-9]{4}|30000)ms$"
+    )]
     timeout: Option<String>,
     /// Attempts in flight at most, 1 to 1024; `null`: the server's default.
     #[schema(rename = "maxInFlight", minimum = 1, maximum = 1024)]
@@ -368,7 +415,12 @@ fn read_patch(fields: Map<String, Value>) -> Result<EndpointPatch, ApiError> {
             "maxInFlight" => {
                 p.max_in_flight = Some(match v {
                     Value::Null => None,
-                    v => match v.as_u64() {
+                    // JSON has one number type: 16.0 is the integer 16 (as JSON Schema says).
+                    v => match v.as_u64().or_else(|| {
+                        v.as_f64()
+                            .filter(|f| f.fract() == 0.0 && (1.0..=MAX_IN_FLIGHT as f64).contains(f))
+                            .map(|f| f as u64)
+                    }) {
                         Some(n) if (1..=MAX_IN_FLIGHT).contains(&n) => Some(n as u32),
                         _ => return Err(bad(format!("maxInFlight must be an integer from 1 to {MAX_IN_FLIGHT}, not {v}"))),
                     },
@@ -395,7 +447,7 @@ fn read_patch(fields: Map<String, Value>) -> Result<EndpointPatch, ApiError> {
 
 /// Change an endpoint's subscriptions, state or delivery limits.
 #[utoipa::path(patch, path = "/api/webhooks/{id}", tag = "webhooks", security(("api_key" = [])),
-    params(("id" = i64, Path, description = "The endpoint's id")),
+    params(("id" = i64, Path, description = "The endpoint's id", minimum = 1, maximum = 9223372036854775807_i64)),
     request_body = PatchWebhook,
     responses(
         (status = 200, description = "The endpoint as changed", body = WebhookOut),
@@ -403,6 +455,10 @@ fn read_patch(fields: Map<String, Value>) -> Result<EndpointPatch, ApiError> {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's endpoint", body = ErrorBody),
         (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
+        (status = 413, description = "Request body over 64 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read, or too many request bodies are in flight; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn patch(
     State(s): State<AppState>,
@@ -446,12 +502,14 @@ pub struct SecretOut {
 
 /// The endpoint's current signing secret.
 #[utoipa::path(get, path = "/api/webhooks/{id}/secret", tag = "webhooks", security(("api_key" = [])),
-    params(("id" = i64, Path, description = "The endpoint's id")),
+    params(("id" = i64, Path, description = "The endpoint's id", minimum = 1, maximum = 9223372036854775807_i64)),
     responses(
         (status = 200, description = "The current secret", body = SecretOut),
+        (status = 400, description = "`id` is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's endpoint", body = ErrorBody),
         (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn secret(
     State(s): State<AppState>,
@@ -467,12 +525,15 @@ pub async fn secret(
 /// A new signing secret; the previous one keeps signing beside it for
 /// `delivery.secret_grace` (24 h by default).
 #[utoipa::path(post, path = "/api/webhooks/{id}/secret/rotate", tag = "webhooks", security(("api_key" = [])),
-    params(("id" = i64, Path, description = "The endpoint's id")),
+    params(("id" = i64, Path, description = "The endpoint's id", minimum = 1, maximum = 9223372036854775807_i64)),
     responses(
         (status = 200, description = "The new secret", body = SecretOut),
+        (status = 400, description = "`id` is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's endpoint", body = ErrorBody),
         (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn rotate(
     State(s): State<AppState>,
@@ -496,10 +557,11 @@ pub async fn rotate(
 #[serde(deny_unknown_fields)]
 pub struct ReplayIn {
     /// RFC 3339: deliveries created at or after this.
-    #[schema(example = "2026-06-01T00:00:00Z")]
+    #[schema(example = "2026-06-01T00:00:00Z", format = DateTime)]
     since: String,
-    /// RFC 3339: deliveries created at or before this; default now.
-    #[schema(example = "2026-06-02T00:00:00Z")]
+    /// RFC 3339: deliveries created at or before this; default now. A range with
+    /// `until` before `since` is empty: nothing is replayed.
+    #[schema(example = "2026-06-02T00:00:00Z", format = DateTime)]
     until: Option<String>,
 }
 
@@ -523,7 +585,7 @@ fn instant_ms(field: &str, text: &str) -> Result<i64, ApiError> {
 /// Send again every failed delivery of this endpoint created in `[since, until]`
 /// (one attempt each, now).
 #[utoipa::path(post, path = "/api/webhooks/{id}/replay", tag = "webhooks", security(("api_key" = [])),
-    params(("id" = i64, Path, description = "The endpoint's id")),
+    params(("id" = i64, Path, description = "The endpoint's id", minimum = 1, maximum = 9223372036854775807_i64)),
     request_body = ReplayIn,
     responses(
         (status = 200, description = "How many were sent again", body = ReplayOut),
@@ -531,6 +593,10 @@ fn instant_ms(field: &str, text: &str) -> Result<i64, ApiError> {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's endpoint", body = ErrorBody),
         (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
+        (status = 413, description = "Request body over 64 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read, or too many request bodies are in flight; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn replay(
     State(s): State<AppState>,
@@ -548,8 +614,10 @@ pub async fn replay(
         Some(u) => instant_ms("until", u)?,
         None => now_ms(),
     };
+    // An empty range (until before since, or since in the future) replays nothing,
+    // as a listing of it lists nothing.
     if until < since {
-        return Err(bad("until is before since"));
+        return Ok(Json(ReplayOut { replayed: 0 }));
     }
     let replayed = s
         .engine
@@ -573,10 +641,19 @@ pub struct SettingsOut {
 
 /// The body of `PUT /api/v1/organizations/current/settings`.
 #[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // a schema only
 pub struct SettingsIn {
-    /// An http(s) URL, or `null` to stop delivering to one.
-    #[schema(rename = "webhookUrl", example = "https://api.example.com/webhook")]
+    /// An http(s) URL (as `webhook` of `POST /api/webhooks/create`), or `null` to stop
+    /// delivering to one. Required.
+    #[schema(
+        rename = "webhookUrl",
+        required = true,
+        example = "https://api.example.com/webhook",
+        min_length = 1,
+        max_length = 2048,
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9_]+(-[A-Za-z0-9_]+)*\.)*[A-Za-z][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*(:[0-9]{1,4})?([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
+    )]
     webhook_url: Option<String>,
 }
 
@@ -592,6 +669,7 @@ fn settings_out(e: Option<&Endpoint>) -> SettingsOut {
     responses(
         (status = 200, description = "The settings", body = SettingsOut),
         (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn get_settings(
     State(s): State<AppState>,
@@ -608,6 +686,10 @@ pub async fn get_settings(
         (status = 200, description = "The settings as saved", body = SettingsOut),
         (status = 400, description = "webhookUrl missing, not an http(s) URL, or a private address", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
+        (status = 413, description = "Request body over 64 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The credential registry cannot be read, or too many request bodies are in flight; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn put_settings(
     State(s): State<AppState>,
