@@ -663,7 +663,7 @@ async fn settings_url_is_an_endpoint_for_every_event_type() {
         &json!({"eventTypes": ["a"]}),
     )
     .await
-    .error(400);
+    .error(409);
     api.publish("anything", json!({"a": 1})).await;
     api.settled(Duration::from_secs(10)).await;
     assert!(rx.seen("first").is_empty());

@@ -455,6 +455,7 @@ fn read_patch(fields: Map<String, Value>) -> Result<EndpointPatch, ApiError> {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's endpoint", body = ErrorBody),
         (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 409, description = "eventTypes on the org's settings endpoint, which receives every event type", body = ErrorBody),
         (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
         (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
@@ -479,7 +480,8 @@ pub async fn patch(
     };
     let patch = read_patch(fields)?;
     if current.kind == EndpointKind::Settings && matches!(patch.event_types, Some(Some(_))) {
-        return Err(bad(
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
             "eventTypes: the organization's settings webhookUrl receives every event type; create a registry endpoint (POST /api/webhooks/create) to subscribe to some",
         ));
     }
