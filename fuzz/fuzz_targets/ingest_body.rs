@@ -38,8 +38,20 @@ fuzz_target!(|data: &[u8]| {
                         assert!(m.starts_with('{'));
                         assert!(serde_json::from_str::<serde::de::IgnoredAny>(m).is_ok(), "stored metadata is JSON: {m}");
                     }
-                    // The stored phone normalizes to itself.
-                    assert_eq!(normalizer().normalize(&row.phone.to_string()), Some(row.phone));
+                    // A stored phone the fast path decides normalizes to itself. One it
+                    // hands to rlibphonenumber may not: libphonenumber strips a second
+                    // national prefix (`+92 00 0 26…` → `+92000 26…` → `+9200 26…`; see
+                    // "Normalizing twice" in pipeline/src/phone/mod.rs), and we keep its
+                    // answers. Such a phone still gets the reference's answer.
+                    let stored = row.phone.to_string();
+                    match normalizer().fast_path(&stored) {
+                        Some(answer) => assert_eq!(answer, Some(row.phone), "fast path on {stored}"),
+                        None => assert_eq!(
+                            normalizer().normalize(&stored),
+                            normalizer().normalize_reference(&stored),
+                            "fallback on {stored}"
+                        ),
+                    }
                 }
             }
         }
