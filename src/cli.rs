@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 The HTTP API is described in docs/api.md."
 )]
 pub struct Cli {
-    /// Directory for the embedded store (events.db, leadstream.db). Created if missing.
+    /// Directory for the embedded store (events.db, leadstream.db, webhooks.db). Created if missing.
     /// [default: ./data, or store.data_dir of --config]
     #[arg(long, global = true, env = "LEADSTREAM_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -49,7 +49,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the HTTP API (POST /api/v1/webhooks/lead-events, /healthz, /readyz).
+    /// Run the server: lead-events ingest, the webhook registry and delivery engine, /metrics.
     ///
     /// One server per data dir: `serve` locks <data dir>/serve.lock for as long as it
     /// runs, and a second `serve` on the same data dir exits at once, naming the

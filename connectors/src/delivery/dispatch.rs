@@ -88,10 +88,33 @@ struct Lane {
     waking: bool,
 }
 
-/// An endpoint's rate-limit tokens; kept while its lane comes and goes.
+/// An endpoint's rate-limit tokens; kept while its lane comes and goes. It holds at
+/// most one second's worth (`rate`, at least 1) and refills at `rate` per second.
 struct Bucket {
     tokens: f64,
     refilled: Instant,
+}
+
+impl Bucket {
+    /// A full bucket for `rate` deliveries per second.
+    fn full(rate: f64, now: Instant) -> Self {
+        Bucket {
+            tokens: rate.max(1.0),
+            refilled: now,
+        }
+    }
+
+    /// Takes a token at `now`, or says how long until one is there.
+    fn take(&mut self, rate: f64, now: Instant) -> Result<(), Duration> {
+        let burst = rate.max(1.0);
+        self.tokens = (self.tokens + (now - self.refilled).as_secs_f64() * rate).min(burst);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            return Err(Duration::from_secs_f64((1.0 - self.tokens) / rate));
+        }
+        self.tokens -= 1.0;
+        Ok(())
+    }
 }
 
 enum Timer {
@@ -285,23 +308,17 @@ impl Dispatcher {
             }
             if let Some(rate) = ep.rate_limit.filter(|r| *r > 0.0) {
                 let now = Instant::now();
-                let burst = rate.max(1.0);
-                let bucket = self.buckets.entry(id).or_insert(Bucket {
-                    tokens: burst,
-                    refilled: now,
-                });
-                bucket.tokens =
-                    (bucket.tokens + (now - bucket.refilled).as_secs_f64() * rate).min(burst);
-                bucket.refilled = now;
-                if bucket.tokens < 1.0 {
-                    let wait = Duration::from_secs_f64((1.0 - bucket.tokens) / rate);
+                let bucket = self
+                    .buckets
+                    .entry(id)
+                    .or_insert_with(|| Bucket::full(rate, now));
+                if let Err(wait) = bucket.take(rate, now) {
                     lane.waking = true;
                     self.timer_seq += 1;
                     self.timers
                         .insert((now + wait, self.timer_seq), Timer::Wake(id));
                     continue;
                 }
-                bucket.tokens -= 1.0;
             } else {
                 self.buckets.remove(&id);
             }
@@ -587,5 +604,50 @@ async fn abandon(shared: Arc<Shared>, jobs: Vec<Job>, why: String) {
         }
         // Still pending in the store: the next start fails them.
         Err(e) => tracing::error!(error = %e, "failing the deliveries of a removed endpoint"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bucket;
+    use std::time::Duration;
+    use tokio::time::{advance, Instant};
+
+    /// A take's answer in whole milliseconds (the wait is computed in floating point).
+    fn take_ms(bucket: &mut Bucket, rate: f64) -> Result<(), u64> {
+        bucket
+            .take(rate, Instant::now())
+            .map_err(|d| (d.as_secs_f64() * 1000.0).round() as u64)
+    }
+
+    /// The rate limit's clock is tokio's, so paused time drives it exactly.
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_allows_a_seconds_burst_then_one_token_per_gap() {
+        let rate = 4.0;
+        let mut bucket = Bucket::full(rate, Instant::now());
+        for _ in 0..4 {
+            assert_eq!(take_ms(&mut bucket, rate), Ok(()));
+        }
+        assert_eq!(take_ms(&mut bucket, rate), Err(250));
+        advance(Duration::from_millis(100)).await;
+        assert_eq!(take_ms(&mut bucket, rate), Err(150));
+        advance(Duration::from_millis(150)).await;
+        assert_eq!(take_ms(&mut bucket, rate), Ok(()));
+        // An idle minute refills one second's worth, not a minute's.
+        advance(Duration::from_secs(60)).await;
+        for _ in 0..4 {
+            assert_eq!(take_ms(&mut bucket, rate), Ok(()));
+        }
+        assert!(bucket.take(rate, Instant::now()).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_below_one_per_second_still_allows_one_delivery() {
+        let rate = 0.5;
+        let mut bucket = Bucket::full(rate, Instant::now());
+        assert_eq!(take_ms(&mut bucket, rate), Ok(()));
+        assert_eq!(take_ms(&mut bucket, rate), Err(2000));
+        advance(Duration::from_secs(2)).await;
+        assert_eq!(take_ms(&mut bucket, rate), Ok(()));
     }
 }
