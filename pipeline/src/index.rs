@@ -16,6 +16,25 @@ const MICROS_PER_MINUTE: u64 = 60_000_000;
 type LeadKey = (OrgId, u32, u64);
 type Shard = RwLock<HashMap<LeadKey, Instants>>;
 
+/// Audiences at least this large are answered on several threads.
+const PARALLEL_FROM: usize = 50_000;
+
+/// The first instant inside the window ending at `at_us`.
+fn window_start(at_us: i64, within_minutes: Option<u64>) -> i64 {
+    match within_minutes {
+        Some(m) => {
+            at_us.saturating_sub(m.saturating_mul(MICROS_PER_MINUTE).min(i64::MAX as u64) as i64)
+        }
+        None => i64::MIN,
+    }
+}
+
+/// Whether sorted `instants` has one in `[lo, hi]`.
+fn in_window(instants: &[i64], lo: i64, hi: i64) -> bool {
+    let first = instants.partition_point(|&x| x < lo);
+    first < instants.len() && instants[first] <= hi
+}
+
 /// Per-lead event instants, sharded by lead.
 pub struct EventIndex {
     types: RwLock<HashMap<(OrgId, Box<str>), u32>>,
@@ -47,8 +66,12 @@ impl EventIndex {
         *types.entry((org, event_type.into())).or_insert(next)
     }
 
+    fn shard_of(&self, org: OrgId, phone: Phone) -> usize {
+        ((lead_hash(org, phone) >> 40) & self.mask) as usize
+    }
+
     fn shard(&self, org: OrgId, phone: Phone) -> &Shard {
-        &self.shards[((lead_hash(org, phone) >> 40) & self.mask) as usize]
+        &self.shards[self.shard_of(org, phone)]
     }
 
     /// Records stored events of one type for one organization.
@@ -99,13 +122,76 @@ impl EventIndex {
         let Some(v) = shard.get(&(org, t, phone.0)) else {
             return false;
         };
-        let lo = match within_minutes {
-            Some(m) => at_us
-                .saturating_sub(m.saturating_mul(MICROS_PER_MINUTE).min(i64::MAX as u64) as i64),
-            None => i64::MIN,
+        in_window(v, window_start(at_us, within_minutes), at_us)
+    }
+
+    /// [`has_event`](Self::has_event) for many leads at once: answer `i` is for
+    /// `phones[i]`. Leads are grouped by shard, each shard read under one lock, and
+    /// large audiences are split over the machine's cores.
+    pub fn have_event(
+        &self,
+        org: OrgId,
+        event_type: &str,
+        phones: &[Phone],
+        at_us: i64,
+        within_minutes: Option<u64>,
+    ) -> Vec<bool> {
+        let mut answers = vec![false; phones.len()];
+        let Some(t) = self.type_id(org, event_type) else {
+            return answers;
         };
-        let first = v.partition_point(|&x| x < lo);
-        first < v.len() && v[first] <= at_us
+        let lo = window_start(at_us, within_minutes);
+        // Positions of the phones, by shard.
+        let mut by_shard: Vec<Vec<u32>> = vec![Vec::new(); self.shards.len()];
+        for (i, &p) in phones.iter().enumerate() {
+            by_shard[self.shard_of(org, p)].push(i as u32);
+        }
+        let answer_shard = |shard: usize, positions: &[u32]| -> Vec<(u32, bool)> {
+            let map = self.shards[shard].read();
+            positions
+                .iter()
+                .map(|&i| {
+                    let has = map
+                        .get(&(org, t, phones[i as usize].0))
+                        .is_some_and(|v| in_window(v, lo, at_us));
+                    (i, has)
+                })
+                .collect()
+        };
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        if phones.len() < PARALLEL_FROM || threads < 2 {
+            for (shard, positions) in by_shard.iter().enumerate() {
+                for (i, has) in answer_shard(shard, positions) {
+                    answers[i as usize] = has;
+                }
+            }
+            return answers;
+        }
+        let per_thread = by_shard.len().div_ceil(threads);
+        let parts: Vec<Vec<(u32, bool)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = by_shard
+                .chunks(per_thread)
+                .enumerate()
+                .map(|(c, chunk)| {
+                    let answer_shard = &answer_shard;
+                    scope.spawn(move || {
+                        let mut out = Vec::new();
+                        for (k, positions) in chunk.iter().enumerate() {
+                            out.extend(answer_shard(c * per_thread + k, positions));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("an index reader panicked"))
+                .collect()
+        });
+        for (i, has) in parts.into_iter().flatten() {
+            answers[i as usize] = has;
+        }
+        answers
     }
 
     /// Number of distinct (org, type, lead) entries.
@@ -149,5 +235,24 @@ mod tests {
         assert!(!idx.has_event(42, "mastery_purchase", Phone(447700900123), 10, None));
         assert!(!idx.has_event(42, "mastery_purchase", p, 2, Some(0)));
         assert!(idx.has_event(42, "mastery_purchase", p, 5, Some(0)));
+    }
+
+    #[test]
+    fn have_event_answers_like_has_event_for_a_whole_audience() {
+        let idx = EventIndex::new(16);
+        let phones: Vec<Phone> = (0..120_000u64).map(|i| Phone(15550000000 + i)).collect();
+        for (i, p) in phones.iter().enumerate() {
+            if i % 3 != 0 {
+                idx.record(42, "t", [(*p, (i as i64 % 500) * MIN)]);
+            }
+        }
+        for within in [None, Some(100), Some(0)] {
+            let many = idx.have_event(42, "t", &phones, 400 * MIN, within);
+            for (p, has) in phones.iter().zip(&many) {
+                assert_eq!(*has, idx.has_event(42, "t", *p, 400 * MIN, within), "{p:?} {within:?}");
+            }
+            assert!(many.iter().any(|h| *h) && many.iter().any(|h| !*h));
+        }
+        assert!(idx.have_event(42, "other", &phones[..10], 400 * MIN, None).iter().all(|h| !h));
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod dedup;
+pub mod eligibility;
 pub mod event;
 pub mod index;
 pub mod parse;
