@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use leadstream_connectors::api::AppState;
+use leadstream_connectors::campaigns::Campaigns;
 use leadstream_connectors::clickhouse::{ClickHouseStore, ClickHouseWarmer};
 use leadstream_connectors::config::{ClickHouseConfig, Config, RetryConfig};
 use leadstream_connectors::delivery::DeliveryEngine;
@@ -636,11 +637,19 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         }
         engine
     };
+    let campaigns = {
+        let _in_runtime = rt.enter();
+        let campaigns = Campaigns::open(engine.clone(), writer.clone(), &config.sends)
+            .context("opening the campaign store")?;
+        campaigns.start_scheduler();
+        campaigns
+    };
     let state = AppState::new(
         registry.clone(),
         writer,
         Preparer::new(normalizer),
         engine,
+        campaigns,
         &config.http,
     );
     let cfg = config.clone();

@@ -3,6 +3,7 @@
 //! writer that makes acknowledged events durable, and the Prometheus metrics.
 
 pub mod api;
+pub mod campaigns;
 pub mod clickhouse;
 pub mod config;
 pub mod delivery;

@@ -78,6 +78,12 @@ struct Shared {
     events: Arc<EventIndex>,
     ready: AtomicBool,
     stats: WriterStats,
+    /// Commit groups answered so far, and how many of them are in the event index:
+    /// the index is filled just after the answers, so a reader that must see every
+    /// acknowledged event waits for `indexed` to reach `answered` ([`EventWriter::indexed_now`]).
+    answered: AtomicU64,
+    indexed: AtomicU64,
+    indexed_changed: tokio::sync::Notify,
 }
 
 /// The rows of `batch` that dedup found new (`is_new[i]` for `batch.rows[i]`), as the
@@ -162,6 +168,9 @@ impl EventWriter {
             events: Arc::new(EventIndex::new(shards)),
             ready: AtomicBool::new(false),
             stats: WriterStats::default(),
+            answered: AtomicU64::new(0),
+            indexed: AtomicU64::new(0),
+            indexed_changed: tokio::sync::Notify::new(),
         });
         let w = shared.clone();
         std::thread::Builder::new()
@@ -179,6 +188,21 @@ impl EventWriter {
     /// The event index (per-lead instants) the send filters read.
     pub fn event_index(&self) -> &Arc<EventIndex> {
         &self.shared.events
+    }
+
+    /// Resolves once every event acknowledged before the call (a 200, or a committed
+    /// Kafka offset) is in the [`event_index`](Self::event_index): read your writes.
+    /// The writer fills the index right after answering, so this waits at most for
+    /// the indexing of the commit groups already answered.
+    pub async fn indexed_now(&self) {
+        let target = self.shared.answered.load(Ordering::Acquire);
+        loop {
+            let changed = self.shared.indexed_changed.notified();
+            if self.shared.indexed.load(Ordering::Acquire) >= target {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// The dedup index.
@@ -375,6 +399,7 @@ impl Shared {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 // Answer first: the event index is not part of what a 200 promises, and
                 // filling it costs as much as a tenth of a batch's latency.
+                let group_no = self.answered.fetch_add(1, Ordering::AcqRel) + 1;
                 let mut answered = Vec::with_capacity(group.len());
                 for (Job { batch, reply }, new) in group.into_iter().zip(fresh) {
                     let inserted = new.iter().filter(|&&n| n).count();
@@ -394,6 +419,8 @@ impl Shared {
                 for (b, new) in &answered {
                     record_new(&self.events, b, new);
                 }
+                self.indexed.store(group_no, Ordering::Release);
+                self.indexed_changed.notify_waiters();
             }
             Err(e) if e.is_rejected() && group.len() > 1 => {
                 // One batch's row may be to blame: do not fail the others with it.

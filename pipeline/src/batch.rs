@@ -124,6 +124,11 @@ impl Preparer {
         Self { normalizer }
     }
 
+    /// The phone normalizer, for other inputs that must normalize as events do.
+    pub fn normalizer(&self) -> &PhoneNormalizer {
+        &self.normalizer
+    }
+
     /// Reads `organizationId` only, so the caller can authenticate before the rest
     /// of the request is judged.
     ///

@@ -136,13 +136,7 @@ pub fn evaluate(q: &Question<'_>, leads: &[Lead], index: &EventIndex) -> (Vec<us
     }
     if let Some(f) = q.event_filter {
         let phones: Vec<Phone> = kept.iter().map(|&i| leads[i].phone).collect();
-        let has = index.have_event(
-            q.org,
-            &f.event_type,
-            &phones,
-            q.at_us,
-            f.within_minutes,
-        );
+        let has = index.have_event(q.org, &f.event_type, &phones, q.at_us, f.within_minutes);
         let before = kept.len();
         let mut it = has.into_iter();
         kept.retain(|_| f.mode.keeps(it.next().unwrap_or(false)));
@@ -232,7 +226,10 @@ mod tests {
     #[test]
     fn event_types_are_case_sensitive_and_no_events_follow_the_mode() {
         let (kept, _) = run(&[], None, Some(&filter(Mode::Include, "Purchase", None)));
-        assert!(kept.is_empty(), "include: leads without the event are dropped");
+        assert!(
+            kept.is_empty(),
+            "include: leads without the event are dropped"
+        );
         let (kept, _) = run(&[], None, Some(&filter(Mode::Exclude, "Purchase", None)));
         assert_eq!(kept, [1, 2, 3, 4], "exclude: leads without the event stay");
     }

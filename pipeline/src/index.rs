@@ -249,10 +249,17 @@ mod tests {
         for within in [None, Some(100), Some(0)] {
             let many = idx.have_event(42, "t", &phones, 400 * MIN, within);
             for (p, has) in phones.iter().zip(&many) {
-                assert_eq!(*has, idx.has_event(42, "t", *p, 400 * MIN, within), "{p:?} {within:?}");
+                assert_eq!(
+                    *has,
+                    idx.has_event(42, "t", *p, 400 * MIN, within),
+                    "{p:?} {within:?}"
+                );
             }
             assert!(many.iter().any(|h| *h) && many.iter().any(|h| !*h));
         }
-        assert!(idx.have_event(42, "other", &phones[..10], 400 * MIN, None).iter().all(|h| !h));
+        assert!(idx
+            .have_event(42, "other", &phones[..10], 400 * MIN, None)
+            .iter()
+            .all(|h| !h));
     }
 }

@@ -113,6 +113,18 @@ pub fn format_rfc3339_us(us: i64) -> String {
     format!("{}.{micros:06}Z", seconds(date))
 }
 
+/// Formats microseconds since the epoch as RFC 3339 UTC with as many fractional
+/// digits as the instant needs: none, 3 or 6 (`2026-06-01T13:00:00Z`,
+/// `…:00.250Z`, `…:00.000001Z`). [`parse_rfc3339_us`] reads it back to the same value.
+pub fn format_rfc3339_short_us(us: i64) -> String {
+    let (secs, micros) = (us.div_euclid(1_000_000), us.rem_euclid(1_000_000));
+    match micros {
+        0 => format!("{}Z", seconds(secs)),
+        m if m % 1000 == 0 => format!("{}.{:03}Z", seconds(secs), m / 1000),
+        m => format!("{}.{m:06}Z", seconds(secs)),
+    }
+}
+
 /// Formats milliseconds since the epoch as `YYYY-MM-DDThh:mm:ss.sssZ` (UTC), for the
 /// instants kept in milliseconds (key creation times, `ingested_at`).
 pub fn format_rfc3339_ms(ms: i64) -> String {
@@ -315,6 +327,18 @@ mod tests {
                 std::cmp::Ordering::Greater => prop_assert_eq!(got, whole + 1, "{}", text),
                 std::cmp::Ordering::Equal => prop_assert!(got == whole || got == whole + 1, "{}", text),
             }
+        }
+    }
+
+    #[test]
+    fn short_format_keeps_only_the_digits_needed_and_reads_back() {
+        for (us, text) in [
+            (1_780_318_800_000_000, "2026-06-01T13:00:00Z"),
+            (1_780_318_800_250_000, "2026-06-01T13:00:00.250Z"),
+            (1_780_318_800_000_001, "2026-06-01T13:00:00.000001Z"),
+        ] {
+            assert_eq!(format_rfc3339_short_us(us), text);
+            assert_eq!(parse_rfc3339_us(text), Some(us));
         }
     }
 }

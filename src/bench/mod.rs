@@ -425,11 +425,18 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
         let _in_runtime = rt.enter();
         DeliveryEngine::start(&dir.0, &config.delivery).context("opening the webhook store")?
     };
+    let campaigns = leadstream_connectors::campaigns::Campaigns::open(
+        engine.clone(),
+        writer.clone(),
+        &config.sends,
+    )
+    .context("opening the campaign store")?;
     let state = AppState::new(
         registry,
         writer.clone(),
         Preparer::new(PhoneNormalizer::new()),
         engine,
+        campaigns,
         &config.http,
     );
     let (results, wall, cpu) = rt.block_on(async {

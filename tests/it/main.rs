@@ -3,7 +3,9 @@
 //! Every test starts its own server (`serve --listen 127.0.0.1:0`) on its own data
 //! dir, sets it up through the real admin CLI and talks HTTP to it.
 
+mod api;
 mod auth;
+mod campaigns;
 mod cli;
 mod clickhouse;
 mod durability;

@@ -2,8 +2,9 @@
 //! (seed 000), publishing, scripted receivers for every outcome, signatures checked
 //! with the `standardwebhooks` crate, rotation, SSRF, the attempt log, kill -9.
 
+use crate::api::Api;
 use crate::receiver::{Receiver, Step};
-use crate::support::{Call, Reply, TestServer};
+use crate::support::TestServer;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,97 +18,6 @@ async fn server(schedule: &str) -> TestServer {
         .env("LEADSTREAM_DELIVERY_RETRY_SCHEDULE", schedule)
         .start()
         .await
-}
-
-/// The org's API calls.
-struct Api<'a> {
-    s: &'a TestServer,
-    key: String,
-}
-
-impl<'a> Api<'a> {
-    fn new(s: &'a TestServer, org: i64) -> Self {
-        s.org(org);
-        Self {
-            s,
-            key: s.api_key(org).secret,
-        }
-    }
-    fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.s
-            .client()
-            .request(m, self.s.url(path))
-            .bearer_auth(&self.key)
-    }
-    async fn get(&self, path: &str) -> Reply {
-        self.req(reqwest::Method::GET, path).reply().await
-    }
-    async fn post(&self, path: &str, body: &Value) -> Reply {
-        self.req(reqwest::Method::POST, path)
-            .json(body)
-            .reply()
-            .await
-    }
-    async fn patch(&self, path: &str, body: &Value) -> Reply {
-        self.req(reqwest::Method::PATCH, path)
-            .json(body)
-            .reply()
-            .await
-    }
-    async fn put(&self, path: &str, body: &Value) -> Reply {
-        self.req(reqwest::Method::PUT, path)
-            .json(body)
-            .reply()
-            .await
-    }
-    async fn delete(&self, path: &str) -> Reply {
-        self.req(reqwest::Method::DELETE, path).reply().await
-    }
-    /// Creates an endpoint; its id.
-    async fn endpoint(&self, url: &str) -> i64 {
-        let r = self
-            .post("/api/webhooks/create", &json!({ "webhook": url }))
-            .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.body["data"]["id"].as_i64().unwrap()
-    }
-    async fn secret(&self, id: i64) -> String {
-        let r = self.get(&format!("/api/webhooks/{id}/secret")).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.body["key"].as_str().unwrap().to_owned()
-    }
-    async fn publish(&self, event_type: &str, payload: Value) -> Value {
-        let r = self
-            .post(
-                "/api/v1/outbound-events",
-                &json!({"eventType": event_type, "payload": payload}),
-            )
-            .await;
-        assert_eq!(r.status, 202, "{}", r.body);
-        r.body
-    }
-    /// Every delivery, once none is pending (at most `within`).
-    async fn settled(&self, within: Duration) -> Vec<Value> {
-        let until = Instant::now() + within;
-        loop {
-            let r = self.get("/api/v1/deliveries?limit=1000").await;
-            assert_eq!(r.status, 200, "{}", r.body);
-            let all = r.body["data"].as_array().unwrap().clone();
-            if all.iter().all(|d| d["state"] != "pending") {
-                return all;
-            }
-            assert!(
-                Instant::now() < until,
-                "deliveries still pending after {within:?}: {all:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    async fn detail(&self, id: &str) -> Value {
-        let r = self.get(&format!("/api/v1/deliveries/{id}")).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.body
-    }
 }
 
 /// Verifies a request's signature as a receiver would, with the spec's own library.

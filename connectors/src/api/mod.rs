@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod body;
+mod campaigns;
 mod deliveries;
 mod lead_events;
 pub mod limits;
@@ -17,6 +18,7 @@ pub mod openapi;
 pub mod server;
 mod webhooks;
 
+use crate::campaigns::Campaigns;
 use crate::config::HttpConfig;
 use crate::delivery::DeliveryEngine;
 use crate::metrics;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub preparer: Preparer,
     /// Outbound webhooks: endpoints, publishing, the delivery log.
     pub engine: DeliveryEngine,
+    /// Campaigns, audiences, sends, opt-outs.
+    pub campaigns: Campaigns,
     /// Timeouts and caps from `[http]`.
     pub limits: Arc<HttpConfig>,
     /// Request-body bytes in flight across all requests.
@@ -57,6 +61,7 @@ impl AppState {
         writer: EventWriter,
         preparer: Preparer,
         engine: DeliveryEngine,
+        campaigns: Campaigns,
         limits: &HttpConfig,
     ) -> Self {
         metrics::install();
@@ -65,6 +70,7 @@ impl AppState {
             writer,
             preparer,
             engine,
+            campaigns,
             budget: BodyBudget::new(limits.max_body_bytes_in_flight),
             limits: Arc::new(limits.clone()),
         }
@@ -93,6 +99,48 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/deliveries", get(deliveries::list))
         .route("/api/v1/deliveries/{id}", get(deliveries::get_one))
         .route("/api/v1/deliveries/{id}/retry", post(deliveries::retry))
+        .route(
+            "/api/v1/campaigns",
+            post(campaigns::create).get(campaigns::list),
+        )
+        .route(
+            "/api/v1/campaigns/{id}",
+            get(campaigns::get_one).patch(campaigns::patch),
+        )
+        .route("/api/v1/campaigns/{id}/schedule", post(campaigns::schedule))
+        .route("/api/v1/campaigns/{id}/pause", post(campaigns::pause))
+        .route("/api/v1/campaigns/{id}/resume", post(campaigns::resume))
+        .route("/api/v1/campaigns/{id}/cancel", post(campaigns::cancel))
+        .route(
+            "/api/v1/campaigns/{id}/audience",
+            post(campaigns::upload_audience),
+        )
+        .route(
+            "/api/v1/campaigns/{id}/sends",
+            post(campaigns::create_send).get(campaigns::list_sends),
+        )
+        .route(
+            "/api/v1/campaigns/{id}/sends/{send}",
+            get(campaigns::get_send),
+        )
+        .route(
+            "/api/v1/campaigns/{id}/sends/{send}/eligible",
+            post(campaigns::eligible),
+        )
+        .route(
+            "/api/v1/campaigns/{id}/sends/{send}/materialize",
+            post(campaigns::materialize),
+        )
+        .route(
+            "/api/v1/webhooks/campaigns/audience-filter",
+            post(campaigns::audience_filter),
+        )
+        .route(
+            "/api/v1/opt-outs",
+            post(campaigns::add_opt_outs)
+                .delete(campaigns::remove_opt_outs)
+                .get(campaigns::get_opt_out),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(serve_metrics))

@@ -30,6 +30,24 @@ use utoipa::{Modify, OpenApi};
         super::deliveries::list,
         super::deliveries::get_one,
         super::deliveries::retry,
+        super::campaigns::create,
+        super::campaigns::list,
+        super::campaigns::get_one,
+        super::campaigns::patch,
+        super::campaigns::schedule,
+        super::campaigns::pause,
+        super::campaigns::resume,
+        super::campaigns::cancel,
+        super::campaigns::upload_audience,
+        super::campaigns::create_send,
+        super::campaigns::list_sends,
+        super::campaigns::get_send,
+        super::campaigns::eligible,
+        super::campaigns::materialize,
+        super::campaigns::audience_filter,
+        super::campaigns::add_opt_outs,
+        super::campaigns::remove_opt_outs,
+        super::campaigns::get_opt_out,
         super::healthz,
         super::readyz,
         super::serve_metrics,
@@ -37,7 +55,7 @@ use utoipa::{Modify, OpenApi};
     ),
     components(schemas(super::deliveries::InstantParam)),
     modifiers(&Security),
-    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "webhooks", description = "Webhook endpoints, their secrets, and the org's settings URL"), (name = "deliveries", description = "Publishing events to the endpoints, and the delivery log"), (name = "health", description = "Liveness and readiness"), (name = "metrics", description = "Prometheus metrics"), (name = "meta", description = "This document"))
+    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "webhooks", description = "Webhook endpoints, their secrets, and the org's settings URL"), (name = "deliveries", description = "Publishing events to the endpoints, and the delivery log"), (name = "campaigns", description = "Campaigns, audiences, sends, eligibility, materialization and opt-outs"), (name = "health", description = "Liveness and readiness"), (name = "metrics", description = "Prometheus metrics"), (name = "meta", description = "This document"))
 )]
 pub struct ApiDoc;
 

@@ -36,6 +36,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub store: StoreConfig,
     pub delivery: DeliveryConfig,
+    pub sends: SendsConfig,
     pub kafka: KafkaConfig,
     pub clickhouse: ClickHouseConfig,
 }
@@ -81,6 +82,15 @@ impl DeliveryConfig {
             ..Default::default()
         }
     }
+}
+
+/// `[sends]`: campaign sends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendsConfig {
+    /// A send is materialized this long before its instant.
+    #[serde(with = "humantime_serde")]
+    pub materialize_ahead: Duration,
 }
 
 /// `[http]`

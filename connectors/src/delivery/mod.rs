@@ -127,6 +127,11 @@ impl DeliveryEngine {
         Ok(())
     }
 
+    /// `webhooks.db`, for the records that belong with the deliveries (campaigns).
+    pub fn db(&self) -> &Arc<Db> {
+        &self.shared.db
+    }
+
     /// The endpoint registry.
     pub fn endpoints(&self) -> &Endpoints {
         &self.shared.endpoints
@@ -171,16 +176,32 @@ impl DeliveryEngine {
         &self,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Published>, PublishError> {
+        self.publish_many_and(events, |_, _| Ok(())).await
+    }
+
+    /// [`publish_many`](Self::publish_many), running `also` in the same transaction
+    /// with what was published: a caller's own record of what it published (a
+    /// campaign send's emitted leads) commits with the deliveries or not at all.
+    ///
+    /// # Errors
+    /// [`PublishError`]: none was published, and `also` wrote nothing.
+    pub async fn publish_many_and(
+        &self,
+        events: Vec<NewEvent>,
+        also: impl FnOnce(&rusqlite::Connection, &[Published]) -> Result<(), DbError> + Send + 'static,
+    ) -> Result<Vec<Published>, PublishError> {
         let window = self.shared.config.idempotency_window;
         let published = self
             .shared
             .db
             .write(move |conn| {
                 let now = now_ms();
-                events
+                let published = events
                     .iter()
                     .map(|ev| deliveries::insert_event(conn, ev, now, window))
-                    .collect::<Result<Vec<_>, _>>()
+                    .collect::<Result<Vec<_>, _>>()?;
+                also(conn, &published)?;
+                Ok(published)
             })
             .await?;
         let mut jobs = Vec::new();

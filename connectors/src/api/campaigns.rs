@@ -1,0 +1,1357 @@
+//! Campaigns, their audiences and sends, eligibility and materialization
+//! (`/api/v1/campaigns/*`), the audience-filter webhook and the org's opt-outs.
+//! API-key authenticated; errors are `{"error": ...}`.
+
+use super::auth::ApiKeyOrg;
+use super::body::{parse_json, read, read_small};
+use super::deliveries::event_type_problem;
+use super::webhooks::target_problem;
+use super::{ApiError, AppState, ErrorBody};
+use crate::campaigns::audience::{self, UploadError, UploadTally};
+use crate::campaigns::model::{Campaign, CampaignState, Send, SendTime, Transition};
+use crate::campaigns::{owned_campaign, store, Campaigns, MaterializeError, Materialized};
+use crate::delivery::model::EndpointKind;
+use crate::writer::now_ms;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{LocalResult, NaiveDateTime, Offset, TimeZone};
+use leadstream_pipeline::eligibility::{EventFilter, Mode};
+use leadstream_pipeline::time::{format_rfc3339_ms, format_rfc3339_short_us, parse_rfc3339_us};
+use leadstream_pipeline::{OrgId, Phone};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+/// Largest body of the small routes.
+const MAX_BODY: usize = 64 * 1024;
+/// Largest audience-filter or opt-out body.
+const MAX_LIST_BODY: usize = 10 * 1024 * 1024;
+/// Largest JSON audience upload (a CSV streams and has no limit but this one's).
+const MAX_AUDIENCE_JSON: usize = 64 * 1024 * 1024;
+/// Largest CSV audience upload.
+const MAX_AUDIENCE_CSV: u64 = 1024 * 1024 * 1024;
+/// Phones in one opt-out call at most.
+const MAX_OPT_OUT_PHONES: usize = 10_000;
+/// Leads in one audience filter at most.
+const MAX_FILTER_LEADS: usize = 1_000_000;
+/// An audience filter is accepted until this long before the send's instant.
+const FILTER_CUTOFF_US: i64 = 5 * 60 * 1_000_000;
+/// Longest campaign name, template name or language.
+const MAX_NAME: usize = 256;
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, msg)
+}
+
+fn conflict(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, msg)
+}
+
+fn store_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("database error: {e}; retry after a short delay"),
+    )
+}
+
+fn campaigns(s: &AppState) -> &Campaigns {
+    &s.campaigns
+}
+
+/// `org`'s campaign `id`: 404 when there is none, 403 when it is another org's.
+async fn load_campaign(s: &AppState, org: OrgId, id: i64) -> Result<Campaign, ApiError> {
+    let found = campaigns(s)
+        .db()
+        .read(move |conn| owned_campaign(conn, org, id))
+        .await
+        .map_err(store_error)?;
+    match found {
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no campaign {id}"),
+        )),
+        Some(Err(())) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("campaign {id} belongs to another organization"),
+        )),
+        Some(Ok(c)) => Ok(c),
+    }
+}
+
+async fn load_send(s: &AppState, campaign: &Campaign, send: i64) -> Result<Send, ApiError> {
+    let found = campaigns(s)
+        .db()
+        .read(move |conn| store::send(conn, send))
+        .await
+        .map_err(store_error)?;
+    match found {
+        Some(x) if x.campaign_id == campaign.id => Ok(x),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("campaign {} has no send {send}", campaign.id),
+        )),
+    }
+}
+
+fn parse_id(what: &str, text: &str) -> Result<i64, ApiError> {
+    text.trim()
+        .parse::<i64>()
+        .map_err(|_| bad(format!("{what} {text:?} is not an integer id")))
+}
+
+/// A campaign.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CampaignOut {
+    id: i64,
+    name: String,
+    /// draft, scheduled, running, paused, completed or cancelled.
+    #[schema(example = "draft")]
+    state: &'static str,
+    /// Set when created with a `deliveryUrl`: registered as endpoint `endpointId`.
+    #[serde(rename = "deliveryUrl", skip_serializing_if = "Option::is_none")]
+    delivery_url: Option<String>,
+    /// The webhook endpoint its deliveries go to (its secret signs them).
+    #[serde(rename = "endpointId")]
+    endpoint_id: i64,
+    /// Leads in the audience.
+    #[serde(rename = "audienceSize")]
+    audience_size: u64,
+    #[serde(rename = "createdAt")]
+    created_at: String,
+    #[serde(rename = "updatedAt")]
+    updated_at: String,
+}
+
+async fn campaign_out(s: &AppState, c: Campaign) -> Result<CampaignOut, ApiError> {
+    let id = c.id;
+    let audience_size = campaigns(s)
+        .db()
+        .read(move |conn| store::audience_size(conn, id))
+        .await
+        .map_err(store_error)?;
+    Ok(CampaignOut {
+        id: c.id,
+        name: c.name,
+        state: c.state.as_str(),
+        delivery_url: c.delivery_url,
+        endpoint_id: c.endpoint_id,
+        audience_size,
+        created_at: format_rfc3339_ms(c.created_at_ms),
+        updated_at: format_rfc3339_ms(c.updated_at_ms),
+    })
+}
+
+/// The body of a campaign create or edit.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignIn {
+    /// 1 to 256 characters.
+    #[schema(example = "Mastery launch", min_length = 1, max_length = 256)]
+    name: Option<String>,
+    /// Where the deliveries go: registered as a webhook endpoint of the org
+    /// (subscribed to `campaign_send`) with its own signing secret. Give this or
+    /// `endpointId`.
+    #[serde(rename = "deliveryUrl")]
+    #[schema(example = "https://sender.example.com/campaign-sends")]
+    delivery_url: Option<String>,
+    /// An existing webhook endpoint of the org to deliver to.
+    #[serde(rename = "endpointId")]
+    endpoint_id: Option<i64>,
+}
+
+fn name_problem(name: &str) -> Option<String> {
+    let n = name.chars().count();
+    if name.trim().is_empty() {
+        Some("name is empty; give the campaign a name".into())
+    } else if n > MAX_NAME {
+        Some(format!("name is {n} characters, at most {MAX_NAME}"))
+    } else if name.chars().any(char::is_control) {
+        Some("name contains control characters".into())
+    } else {
+        None
+    }
+}
+
+/// The endpoint a campaign delivers to: an existing one of the org, or a new one
+/// registered for `deliveryUrl`.
+async fn resolve_target(
+    s: &AppState,
+    org: OrgId,
+    name: &str,
+    delivery_url: Option<String>,
+    endpoint_id: Option<i64>,
+) -> Result<(Option<String>, i64), ApiError> {
+    match (delivery_url, endpoint_id) {
+        (Some(_), Some(_)) => Err(bad("give deliveryUrl or endpointId, not both")),
+        (None, None) => Err(bad(
+            "deliveryUrl or endpointId is missing: say where the deliveries go",
+        )),
+        (None, Some(id)) => {
+            s.engine
+                .endpoints()
+                .get(org, id)
+                .map_err(super::webhooks::endpoint_error)?;
+            Ok((None, id))
+        }
+        (Some(url), None) => {
+            if let Some(p) = target_problem(s, "deliveryUrl", &url) {
+                return Err(bad(p));
+            }
+            let e = s
+                .engine
+                .endpoints()
+                .create(org, EndpointKind::Registry, url.clone(), now_ms())
+                .await
+                .map_err(super::webhooks::endpoint_error)?;
+            let patch = crate::delivery::endpoints::EndpointPatch {
+                event_types: Some(Some(vec![crate::campaigns::EVENT_TYPE.to_owned()])),
+                description: Some(Some(format!("campaign {name}"))),
+                ..Default::default()
+            };
+            s.engine
+                .endpoints()
+                .patch(org, e.id, patch, now_ms())
+                .await
+                .map_err(super::webhooks::endpoint_error)?;
+            Ok((Some(url), e.id))
+        }
+    }
+}
+
+/// Create a campaign (state `draft`).
+#[utoipa::path(post, path = "/api/v1/campaigns", tag = "campaigns", security(("api_key" = [])),
+    request_body = CampaignIn,
+    responses(
+        (status = 201, description = "Created", body = CampaignOut),
+        (status = 400, description = "name missing or invalid; no deliveryUrl or endpointId, or both; a deliveryUrl that is not an http(s) URL or is a private address", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "endpointId is another organization's", body = ErrorBody),
+        (status = 404, description = "No such endpointId", body = ErrorBody),
+        (status = 413, description = "Request body over 64 KB", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_small(&s, &headers, body, MAX_BODY).await?;
+    let req: CampaignIn = parse_json(&body.bytes)?;
+    let name = req.name.ok_or_else(|| {
+        bad("name is missing: send {\"name\": \"...\", \"deliveryUrl\": \"https://...\"}")
+    })?;
+    if let Some(p) = name_problem(&name) {
+        return Err(bad(p));
+    }
+    let (url, endpoint) = resolve_target(&s, org, &name, req.delivery_url, req.endpoint_id).await?;
+    let c = campaigns(&s)
+        .db()
+        .write(move |conn| {
+            store::insert_campaign(conn, org, &name, url.as_deref(), endpoint, now_ms())
+        })
+        .await
+        .map_err(store_error)?;
+    let out = campaign_out(&s, c).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// A page of campaigns.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CampaignPage {
+    data: Vec<CampaignOut>,
+    /// Pass as `cursor` for the next page; null on the last.
+    #[serde(rename = "nextCursor")]
+    next_cursor: Option<String>,
+}
+
+/// List the org's campaigns, newest first.
+#[utoipa::path(get, path = "/api/v1/campaigns", tag = "campaigns", security(("api_key" = [])),
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "Newest first", body = CampaignPage),
+        (status = 400, description = "limit or cursor invalid", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<CampaignPage>, ApiError> {
+    let limit = match q.get("limit").map(|l| l.trim()).filter(|l| !l.is_empty()) {
+        None => 50,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n @ 1..=1000) => n,
+            _ => return Err(bad(format!("limit {l:?}: expected 1 to 1000"))),
+        },
+    };
+    let before = match q.get("cursor").map(|c| c.trim()).filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| bad(format!("cursor {c:?} is not one this server gave")))?,
+        ),
+    };
+    let mut rows = campaigns(&s)
+        .db()
+        .read(move |conn| store::campaigns(conn, org, before, limit + 1))
+        .await
+        .map_err(store_error)?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = more
+        .then(|| rows.last().map(|c| c.id.to_string()))
+        .flatten();
+    let mut data = Vec::with_capacity(rows.len());
+    for c in rows {
+        data.push(campaign_out(&s, c).await?);
+    }
+    Ok(Json(CampaignPage { data, next_cursor }))
+}
+
+/// One campaign.
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "campaigns", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Campaign id")),
+    responses(
+        (status = 200, description = "The campaign", body = CampaignOut),
+        (status = 400, description = "id is not an integer", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's campaign", body = ErrorBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn get_one(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignOut>, ApiError> {
+    let c = load_campaign(&s, org, parse_id("campaign id", &id)?).await?;
+    Ok(Json(campaign_out(&s, c).await?))
+}
+
+/// Edit a draft's name or target (`deliveryUrl` or `endpointId`).
+#[utoipa::path(patch, path = "/api/v1/campaigns/{id}", tag = "campaigns", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Campaign id")),
+    request_body = CampaignIn,
+    responses(
+        (status = 200, description = "The edited campaign", body = CampaignOut),
+        (status = 400, description = "A field is invalid", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's campaign or endpoint", body = ErrorBody),
+        (status = 404, description = "No such campaign or endpoint", body = ErrorBody),
+        (status = 409, description = "The campaign is no longer a draft", body = ErrorBody),
+        (status = 413, description = "Request body over 64 KB", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn patch(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<CampaignOut>, ApiError> {
+    let c = load_campaign(&s, org, parse_id("campaign id", &id)?).await?;
+    let body = read_small(&s, &headers, body, MAX_BODY).await?;
+    let req: CampaignIn = parse_json(&body.bytes)?;
+    if c.state != CampaignState::Draft {
+        return Err(conflict(format!(
+            "campaign {} is {}: only a draft's name and target can be edited",
+            c.id,
+            c.state.as_str()
+        )));
+    }
+    let name = req.name.unwrap_or(c.name.clone());
+    if let Some(p) = name_problem(&name) {
+        return Err(bad(p));
+    }
+    let (url, endpoint) = if req.delivery_url.is_none() && req.endpoint_id.is_none() {
+        (c.delivery_url.clone(), c.endpoint_id)
+    } else {
+        resolve_target(&s, org, &name, req.delivery_url, req.endpoint_id).await?
+    };
+    let cid = c.id;
+    let updated = campaigns(&s)
+        .db()
+        .write(move |conn| {
+            store::update_draft(conn, cid, &name, url.as_deref(), endpoint, now_ms())?;
+            store::campaign(conn, cid)
+        })
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no campaign {cid}")))?;
+    Ok(Json(campaign_out(&s, updated).await?))
+}
+
+async fn transition(
+    s: &AppState,
+    org: OrgId,
+    id: &str,
+    action: Transition,
+) -> Result<Json<CampaignOut>, ApiError> {
+    let c = load_campaign(s, org, parse_id("campaign id", id)?).await?;
+    let cid = c.id;
+    let result = campaigns(s)
+        .db()
+        .write(move |conn| {
+            let Some(c) = store::campaign(conn, cid)? else {
+                return Ok(Err(CampaignState::Cancelled));
+            };
+            match action.apply(c.state, c.paused_from) {
+                None => Ok(Err(c.state)),
+                Some((next, paused_from)) => {
+                    store::set_state(conn, cid, next, paused_from, now_ms())?;
+                    store::campaign(conn, cid).map(|c| c.ok_or(next))
+                }
+            }
+        })
+        .await
+        .map_err(store_error)?;
+    match result {
+        Ok(c) => Ok(Json(campaign_out(s, c).await?)),
+        Err(state) => Err(conflict(format!(
+            "campaign {cid} is {}: it cannot {}",
+            state.as_str(),
+            action.as_str()
+        ))),
+    }
+}
+
+macro_rules! transition_route {
+    ($name:ident, $action:expr, $path:literal, $what:literal) => {
+        #[doc = $what]
+        #[utoipa::path(post, path = $path, tag = "campaigns", security(("api_key" = [])),
+            params(("id" = i64, Path, description = "Campaign id")),
+            responses(
+                (status = 200, description = "The campaign in its new state", body = CampaignOut),
+                (status = 400, description = "id is not an integer", body = ErrorBody),
+                (status = 401, description = "No valid API key", body = ErrorBody),
+                (status = 403, description = "Another organization's campaign", body = ErrorBody),
+                (status = 404, description = "No such campaign", body = ErrorBody),
+                (status = 409, description = "Not allowed from the campaign's current state (named in the error)", body = ErrorBody),
+                (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+            ))]
+        pub async fn $name(
+            State(s): State<AppState>,
+            ApiKeyOrg(org): ApiKeyOrg,
+            Path(id): Path<String>,
+        ) -> Result<Json<CampaignOut>, ApiError> {
+            transition(&s, org, &id, $action).await
+        }
+    };
+}
+
+transition_route!(
+    schedule,
+    Transition::Schedule,
+    "/api/v1/campaigns/{id}/schedule",
+    "Schedule a draft: its sends are materialized as they fall due."
+);
+transition_route!(
+    pause,
+    Transition::Pause,
+    "/api/v1/campaigns/{id}/pause",
+    "Pause a scheduled or running campaign: the scheduler skips it until resumed."
+);
+transition_route!(
+    resume,
+    Transition::Resume,
+    "/api/v1/campaigns/{id}/resume",
+    "Resume a paused campaign (back to scheduled or running)."
+);
+transition_route!(
+    cancel,
+    Transition::Cancel,
+    "/api/v1/campaigns/{id}/cancel",
+    "Cancel a campaign for good: nothing more is materialized."
+);
+
+/// Add leads to a campaign's audience: `text/csv` with a header row naming `phone`
+/// (and optionally `external_id`; every other column is kept as a string variable),
+/// or a JSON array of `{phoneE164, externalId?, variables?}`. Streamed; phones are
+/// normalized as lead events are; rows with one phone collapse, the later row's
+/// externalId and variables winning; adding again merges.
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/audience", tag = "campaigns", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Campaign id")),
+    request_body(content = String, content_type = "text/csv", description = "CSV with a header row, or (application/json) an array of {phoneE164, externalId?, variables?}"),
+    responses(
+        (status = 200, description = "What the upload added; row problems are rejects", body = UploadTally),
+        (status = 400, description = "Not CSV with a phone column, nor a JSON array", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's campaign", body = ErrorBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 408, description = "The body made no progress for http.body_timeout", body = ErrorBody),
+        (status = 409, description = "The campaign is completed or cancelled", body = ErrorBody),
+        (status = 413, description = "Over 1 GB of CSV or 64 MB of JSON", body = ErrorBody),
+        (status = 415, description = "Neither text/csv nor application/json", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn upload_audience(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<UploadTally>, ApiError> {
+    let c = load_campaign(&s, org, parse_id("campaign id", &id)?).await?;
+    if !c.state.takes_sends() {
+        return Err(conflict(format!(
+            "campaign {} is {}: its audience is final",
+            c.id,
+            c.state.as_str()
+        )));
+    }
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let db = campaigns(&s).db().clone();
+    let cid = c.id;
+    let merge = move |rows: &[store::AudienceRow]| {
+        let rows: Vec<store::AudienceRow> = rows
+            .iter()
+            .map(|r| store::AudienceRow {
+                phone: r.phone,
+                external_id: r.external_id.clone(),
+                variables: r.variables.clone(),
+            })
+            .collect();
+        db.write_blocking(move |conn| store::merge_audience(conn, cid, &rows))
+    };
+    let normalizer = s.preparer.normalizer().clone();
+    let result = match ctype.as_str() {
+        "text/csv" | "application/csv" => {
+            let declared = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > MAX_AUDIENCE_CSV) {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "audience CSV over 1 GB; split it into several uploads (they merge)",
+                ));
+            }
+            let (reader, feed) = BodyReader::new();
+            let stall = s.limits.body_timeout;
+            let feeding = tokio::spawn(feed.run(body, stall));
+            let parsed =
+                tokio::task::spawn_blocking(move || audience::load_csv(reader, &normalizer, merge))
+                    .await
+                    .map_err(|_| store_error("audience upload stopped"))?;
+            let fed = feeding
+                .await
+                .map_err(|_| store_error("audience upload stopped"))?;
+            match (parsed, fed) {
+                (Err(UploadError::Body(_)), Err(e)) => return Err(e),
+                (r, _) => r,
+            }
+        }
+        "application/json" | "" => {
+            let body = read(
+                &headers,
+                body,
+                MAX_AUDIENCE_JSON,
+                s.limits.body_timeout,
+                &s.budget,
+            )
+            .await?;
+            tokio::task::spawn_blocking(move || {
+                audience::load_json(&body.bytes, &normalizer, merge)
+            })
+            .await
+            .map_err(|_| store_error("audience upload stopped"))?
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Type {other:?}: send text/csv or application/json"),
+            ))
+        }
+    };
+    match result {
+        Ok(t) => Ok(Json(t)),
+        Err(UploadError::Invalid(m)) => Err(bad(m)),
+        Err(UploadError::Body(m)) => Err(bad(format!("reading the upload failed: {m}"))),
+        Err(UploadError::Db(e)) => Err(store_error(e)),
+    }
+}
+
+/// A `std::io::Read` over an HTTP body that an async task feeds in chunks, so a
+/// blocking parser reads an upload as it arrives (a few chunks held at a time).
+struct BodyReader {
+    rx: std::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+struct BodyFeed {
+    tx: std::sync::mpsc::SyncSender<bytes::Bytes>,
+}
+
+impl BodyReader {
+    fn new() -> (Self, BodyFeed) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        (
+            BodyReader {
+                rx,
+                current: bytes::Bytes::new(),
+            },
+            BodyFeed { tx },
+        )
+    }
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(b) => self.current = b,
+                // The feed ended: at the body's end, or on an error it reports.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+impl BodyFeed {
+    /// Feeds the body's bytes until its end; answers the error that cut it short.
+    async fn run(self, mut body: Body, stall: std::time::Duration) -> Result<(), ApiError> {
+        use http_body_util::BodyExt;
+        let mut total: u64 = 0;
+        loop {
+            let frame = match tokio::time::timeout(stall, body.frame()).await {
+                Err(_) => return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "upload stalled: no bytes for {} s; the rows before the stall were added",
+                        stall.as_secs()
+                    ),
+                )),
+                Ok(None) => return Ok(()),
+                Ok(Some(Err(e))) => return Err(bad(format!("failed reading the upload: {e}"))),
+                Ok(Some(Ok(f))) => f,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total += data.len() as u64;
+            if total > MAX_AUDIENCE_CSV {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "audience CSV over 1 GB; the rows before the limit were added; split the rest into further uploads",
+                ));
+            }
+            let tx = self.tx.clone();
+            // The parser applies back-pressure: wait off the runtime's threads.
+            let sent = tokio::task::spawn_blocking(move || tx.send(data).is_ok())
+                .await
+                .unwrap_or(false);
+            if !sent {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The body of a send.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendIn {
+    /// The send's instant (RFC 3339). Or give `localTime` and `timeZone`.
+    #[serde(rename = "scheduledFor")]
+    #[schema(example = "2026-06-01T13:00:00Z")]
+    scheduled_for: Option<String>,
+    /// A wall-clock time `YYYY-MM-DDTHH:MM[:SS]` in `timeZone`. A time skipped by a
+    /// DST change is moved forward by the gap (02:30 on a spring-forward night is
+    /// 03:30); a time that occurs twice is its first occurrence.
+    #[serde(rename = "localTime")]
+    #[schema(example = "2026-06-01T09:00")]
+    local_time: Option<String>,
+    /// IANA time zone of `localTime`.
+    #[serde(rename = "timeZone")]
+    #[schema(example = "America/New_York")]
+    time_zone: Option<String>,
+    #[serde(rename = "templateName")]
+    #[schema(example = "mastery_launch_1", min_length = 1, max_length = 256)]
+    template_name: Option<String>,
+    #[schema(example = "en_US", min_length = 1, max_length = 256)]
+    language: Option<String>,
+    /// Keep (include) or skip (exclude) leads with an event of this type at the
+    /// send's instant, within the last `within.minutes` if given.
+    #[serde(rename = "eventFilter")]
+    event_filter: Option<EventFilterIn>,
+    /// Apply the latest audience filter received for this send.
+    #[serde(rename = "useAudienceFilter", default)]
+    use_audience_filter: bool,
+}
+
+#[derive(Deserialize, Serialize, utoipa::ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct EventFilterIn {
+    /// include or exclude.
+    #[schema(example = "exclude")]
+    mode: String,
+    /// Case-sensitive.
+    #[serde(rename = "eventType")]
+    #[schema(example = "mastery_purchase")]
+    event_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    within: Option<WithinIn>,
+}
+
+#[derive(Deserialize, Serialize, utoipa::ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WithinIn {
+    #[schema(minimum = 0, maximum = 52_560_000)]
+    minutes: u64,
+}
+
+/// Longest window: 100 years of minutes.
+const MAX_WITHIN_MINUTES: u64 = 52_560_000;
+
+fn event_filter(f: EventFilterIn) -> Result<EventFilter, ApiError> {
+    let mode = Mode::parse(&f.mode).ok_or_else(|| {
+        bad(format!(
+            "eventFilter.mode {:?}: expected include or exclude",
+            f.mode
+        ))
+    })?;
+    if let Some(p) = event_type_problem(&f.event_type) {
+        return Err(bad(format!("eventFilter.eventType: {p}")));
+    }
+    let within = f.within.map(|w| w.minutes);
+    if within.is_some_and(|m| m > MAX_WITHIN_MINUTES) {
+        return Err(bad(format!(
+            "eventFilter.within.minutes is at most {MAX_WITHIN_MINUTES}"
+        )));
+    }
+    Ok(EventFilter {
+        mode,
+        event_type: f.event_type,
+        within_minutes: within,
+    })
+}
+
+/// The instant of `local` (`YYYY-MM-DDTHH:MM[:SS]`) in IANA zone `zone`, UTC µs.
+pub fn resolve_local_time(local: &str, zone: &str) -> Result<i64, String> {
+    let tz: chrono_tz::Tz = zone.parse().map_err(|_| {
+        format!("timeZone {zone:?} is not an IANA time zone, e.g. America/New_York")
+    })?;
+    let naive = NaiveDateTime::parse_from_str(local, "%Y-%m-%dT%H:%M")
+        .or_else(|_| NaiveDateTime::parse_from_str(local, "%Y-%m-%dT%H:%M:%S"))
+        .map_err(|_| {
+            format!("localTime {local:?}: expected YYYY-MM-DDTHH:MM, e.g. 2026-06-01T09:00")
+        })?;
+    let at = match tz.from_local_datetime(&naive) {
+        LocalResult::Single(t) => t,
+        LocalResult::Ambiguous(first, _) => first,
+        LocalResult::None => {
+            // Skipped by a DST change: read it with the offset in force before the
+            // gap, which moves it forward by the gap, as a wall clock does (02:30 on
+            // a spring-forward night in New York is 03:30 EDT).
+            let before = tz
+                .from_local_datetime(&(naive - chrono::Duration::hours(6)))
+                .earliest()
+                .ok_or_else(|| format!("localTime {local:?} does not exist in {zone}"))?;
+            let offset =
+                chrono::Duration::seconds(i64::from(before.offset().fix().local_minus_utc()));
+            return Ok((naive - offset).and_utc().timestamp_micros());
+        }
+    };
+    Ok(at.timestamp_micros())
+}
+
+/// A send.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SendOut {
+    id: i64,
+    #[serde(rename = "campaignId")]
+    campaign_id: i64,
+    /// The instant, UTC.
+    #[serde(rename = "scheduledFor")]
+    scheduled_for: String,
+    #[serde(rename = "localTime", skip_serializing_if = "Option::is_none")]
+    local_time: Option<String>,
+    #[serde(rename = "timeZone", skip_serializing_if = "Option::is_none")]
+    time_zone: Option<String>,
+    #[serde(rename = "templateName")]
+    template_name: String,
+    language: String,
+    #[serde(rename = "eventFilter")]
+    event_filter: Option<EventFilterIn>,
+    #[serde(rename = "useAudienceFilter")]
+    use_audience_filter: bool,
+    #[serde(rename = "createdAt")]
+    created_at: String,
+    /// When its eligible set was fixed; null before.
+    #[serde(rename = "materializedAt")]
+    materialized_at: Option<String>,
+    /// Leads of the eligible set with a delivery.
+    emitted: u64,
+    /// Of those deliveries: succeeded, failed, still pending.
+    delivered: u64,
+    failed: u64,
+    pending: u64,
+}
+
+async fn send_out(s: &AppState, x: Send) -> Result<SendOut, ApiError> {
+    let id = x.id;
+    let ((emitted, _), (delivered, failed, pending)) = campaigns(s)
+        .db()
+        .read(move |conn| {
+            Ok((
+                store::emitted_counts(conn, id)?,
+                store::delivery_counts(conn, id)?,
+            ))
+        })
+        .await
+        .map_err(store_error)?;
+    let (local_time, time_zone) = x.time.local.unzip();
+    Ok(SendOut {
+        id: x.id,
+        campaign_id: x.campaign_id,
+        scheduled_for: format_rfc3339_short_us(x.time.at_us),
+        local_time,
+        time_zone,
+        template_name: x.template_name,
+        language: x.language,
+        event_filter: x.event_filter.map(|f| EventFilterIn {
+            mode: f.mode.as_str().to_owned(),
+            event_type: f.event_type,
+            within: f.within_minutes.map(|minutes| WithinIn { minutes }),
+        }),
+        use_audience_filter: x.use_audience_filter,
+        created_at: format_rfc3339_ms(x.created_at_ms),
+        materialized_at: x.materialized_at_ms.map(format_rfc3339_ms),
+        emitted,
+        delivered,
+        failed,
+        pending,
+    })
+}
+
+fn required_text(field: &str, v: Option<String>) -> Result<String, ApiError> {
+    let v = v.ok_or_else(|| bad(format!("{field} is missing")))?;
+    let n = v.chars().count();
+    if v.trim().is_empty() || n > MAX_NAME || v.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "{field} must be 1 to {MAX_NAME} characters without control characters"
+        )));
+    }
+    Ok(v)
+}
+
+/// Add a send to a campaign.
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/sends", tag = "campaigns", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Campaign id")),
+    request_body = SendIn,
+    responses(
+        (status = 201, description = "Created", body = SendOut),
+        (status = 400, description = "No instant (or both forms), an unknown time zone, a missing templateName or language, an invalid eventFilter", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's campaign", body = ErrorBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 409, description = "The campaign is completed or cancelled", body = ErrorBody),
+        (status = 413, description = "Request body over 64 KB", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn create_send(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let c = load_campaign(&s, org, parse_id("campaign id", &id)?).await?;
+    let body = read_small(&s, &headers, body, MAX_BODY).await?;
+    let req: SendIn = parse_json(&body.bytes)?;
+    if !c.state.takes_sends() {
+        return Err(conflict(format!(
+            "campaign {} is {}: it takes no more sends",
+            c.id,
+            c.state.as_str()
+        )));
+    }
+    let time = match (req.scheduled_for, req.local_time, req.time_zone) {
+        (Some(at), None, None) => SendTime {
+            at_us: parse_rfc3339_us(&at).ok_or_else(|| {
+                bad(format!(
+                    "scheduledFor {at:?} is not an RFC 3339 instant, e.g. 2026-06-01T13:00:00Z"
+                ))
+            })?,
+            local: None,
+        },
+        (None, Some(local), Some(zone)) => SendTime {
+            at_us: resolve_local_time(&local, &zone).map_err(bad)?,
+            local: Some((local, zone)),
+        },
+        (None, None, None) => {
+            return Err(bad(
+                "the send has no time: give scheduledFor (RFC 3339) or localTime with timeZone",
+            ))
+        }
+        _ => {
+            return Err(bad(
+                "give scheduledFor, or localTime with timeZone, not a mix",
+            ))
+        }
+    };
+    let send = Send {
+        id: 0,
+        campaign_id: c.id,
+        org,
+        time,
+        template_name: required_text("templateName", req.template_name)?,
+        language: required_text("language", req.language)?,
+        event_filter: req.event_filter.map(event_filter).transpose()?,
+        use_audience_filter: req.use_audience_filter,
+        created_at_ms: now_ms(),
+        materialized_at_ms: None,
+        emitted_all: false,
+    };
+    let created = campaigns(&s)
+        .db()
+        .write(move |conn| store::insert_send(conn, &send))
+        .await
+        .map_err(store_error)?;
+    Ok((StatusCode::CREATED, Json(send_out(&s, created).await?)).into_response())
+}
+
+/// A campaign's sends, newest first.
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/sends", tag = "campaigns", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Campaign id")),
+    responses(
+        (status = 200, description = "Newest first", body = [SendOut]),
+        (status = 400, description = "id is not an integer", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's campaign", body = ErrorBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn list_sends(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<SendOut>>, ApiError> {
+    let c = load_campaign(&s, org, parse_id("campaign id", &id)?).await?;
+    let cid = c.id;
+    let sends = campaigns(&s)
+        .db()
+        .read(move |conn| store::sends(conn, cid))
+        .await
+        .map_err(store_error)?;
+    let mut out = Vec::with_capacity(sends.len());
+    for x in sends {
+        out.push(send_out(&s, x).await?);
+    }
+    Ok(Json(out))
+}
+
+/// One send, with its progress.
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/sends/{sendId}", tag = "campaigns", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Campaign id"), ("sendId" = i64, Path, description = "Send id")),
+    responses(
+        (status = 200, description = "The send", body = SendOut),
+        (status = 400, description = "An id is not an integer", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's campaign", body = ErrorBody),
+        (status = 404, description = "No such campaign or send", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn get_send(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path((id, send)): Path<(String, String)>,
+) -> Result<Json<SendOut>, ApiError> {
+    let c = load_campaign(&s, org, parse_id("campaign id", &id)?).await?;
+    let x = load_send(&s, &c, parse_id("send id", &send)?).await?;
+    Ok(Json(send_out(&s, x).await?))
+}
+
+/// The eligibility stream's last line.
+#[derive(Serialize)]
+struct SummaryLine {
+    summary: leadstream_pipeline::eligibility::Summary,
+}
+
+/// A line of the eligibility stream.
+#[derive(Serialize)]
+struct EligibleLine<'a> {
+    #[serde(rename = "phoneE164")]
+    phone_e164: String,
+    #[serde(rename = "externalId", skip_serializing_if = "Option::is_none")]
+    external_id: Option<&'a str>,
+}
+
+/// Which leads of the campaign's audience are eligible for the send at `at` (default:
+/// the send's instant), as NDJSON: one `{phoneE164, externalId?}` line per lead, then
+/// `{"summary": {audience, optedOut, audienceFilter, eventFilter, eligible}}` — the
+/// leads in, those each step dropped, and those left. Emits nothing.
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/sends/{sendId}/eligible", tag = "campaigns", security(("api_key" = [])),
+    params(
+        ("id" = i64, Path, description = "Campaign id"),
+        ("sendId" = i64, Path, description = "Send id"),
+        ("at" = Option<String>, Query, description = "RFC 3339 instant to evaluate at; default the send's"),
+    ),
+    responses(
+        (status = 200, description = "NDJSON: the eligible leads, then the summary", content_type = "application/x-ndjson", body = String),
+        (status = 400, description = "at is not an RFC 3339 instant, or an id is not an integer", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's campaign", body = ErrorBody),
+        (status = 404, description = "No such campaign or send", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The event index is still warming; retry", body = ErrorBody),
+    ))]
+pub async fn eligible(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path((id, send)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let c = load_campaign(&s, org, parse_id("campaign id", &id)?).await?;
+    let x = load_send(&s, &c, parse_id("send id", &send)?).await?;
+    let at_us = match q.get("at").map(|a| a.trim()).filter(|a| !a.is_empty()) {
+        None => x.time.at_us,
+        Some(a) => parse_rfc3339_us(a).ok_or_else(|| {
+            bad(format!(
+                "at {a:?} is not an RFC 3339 instant, e.g. 2026-06-01T13:00:00Z"
+            ))
+        })?,
+    };
+    if !campaigns(&s).is_ready() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "warming the event index from the store; retry shortly",
+        ));
+    }
+    let (leads, summary) = campaigns(&s)
+        .eligible(&x, at_us)
+        .await
+        .map_err(store_error)?;
+    // Written in chunks as the client reads.
+    let stream = futures_util::stream::iter(
+        leads
+            .chunks(4096)
+            .map(|chunk| {
+                let mut buf = Vec::with_capacity(chunk.len() * 40);
+                for l in chunk {
+                    let line = EligibleLine {
+                        phone_e164: l.phone.to_string(),
+                        external_id: l.external_id.as_deref(),
+                    };
+                    serde_json::to_writer(&mut buf, &line).expect("a line serializes");
+                    buf.push(b'\n');
+                }
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(buf))
+            })
+            .chain(std::iter::once(Ok(bytes::Bytes::from(format!(
+                "{}\n",
+                serde_json::to_string(&SummaryLine { summary }).expect("a summary serializes")
+            )))))
+            .collect::<Vec<_>>(),
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Materialize the send now: fix its eligible set at its instant (the first time)
+/// and publish a `campaign_send` delivery per lead not emitted yet. Idempotent per
+/// (send, lead): a second call emits nothing new.
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/sends/{sendId}/materialize", tag = "campaigns", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Campaign id"), ("sendId" = i64, Path, description = "Send id")),
+    responses(
+        (status = 200, description = "What this run emitted and what was emitted before", body = Materialized),
+        (status = 400, description = "An id is not an integer", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's campaign", body = ErrorBody),
+        (status = 404, description = "No such campaign or send", body = ErrorBody),
+        (status = 409, description = "The campaign is paused or cancelled", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 503, description = "The event index is still warming, or Kafka did not take the deliveries; retry", body = ErrorBody),
+    ))]
+pub async fn materialize(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path((id, send)): Path<(String, String)>,
+) -> Result<Json<Materialized>, ApiError> {
+    let c = load_campaign(&s, org, parse_id("campaign id", &id)?).await?;
+    let x = load_send(&s, &c, parse_id("send id", &send)?).await?;
+    if matches!(c.state, CampaignState::Paused | CampaignState::Cancelled) {
+        return Err(conflict(format!(
+            "campaign {} is {}: its sends are not materialized",
+            c.id,
+            c.state.as_str()
+        )));
+    }
+    if !campaigns(&s).is_ready() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "warming the event index from the store; retry shortly",
+        ));
+    }
+    match campaigns(&s).materialize(x.id).await {
+        Ok(m) => Ok(Json(m)),
+        Err(MaterializeError::Publish(crate::delivery::PublishError::Kafka(e))) => Err(
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry")),
+        ),
+        Err(MaterializeError::NoSend(n)) => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, format!("no send {n}")))
+        }
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// The audience-filter webhook's body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct AudienceFilterIn {
+    #[serde(rename = "campaignId")]
+    campaign_id: i64,
+    #[serde(rename = "sendId")]
+    send_id: i64,
+    /// include or exclude.
+    #[schema(example = "include")]
+    mode: String,
+    /// Each `{externalId}` (case-sensitive) or `{phoneE164}`.
+    #[schema(value_type = Vec<Object>)]
+    leads: Vec<Value>,
+}
+
+/// The audience-filter webhook's answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AudienceFilterOut {
+    #[schema(example = "accepted")]
+    status: &'static str,
+    /// Distinct leads in the request.
+    #[serde(rename = "leadCount")]
+    lead_count: u64,
+}
+
+/// Receive a send's audience filter: the latest one wins. Accepted until 5 minutes
+/// before the send's instant.
+#[utoipa::path(post, path = "/api/v1/webhooks/campaigns/audience-filter", tag = "campaigns", security(("api_key" = [])),
+    request_body = AudienceFilterIn,
+    responses(
+        (status = 200, description = "Accepted", body = AudienceFilterOut),
+        (status = 400, description = "A field is missing or invalid (mode, a lead without externalId or phoneE164, a bad phone)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's campaign", body = ErrorBody),
+        (status = 404, description = "No such campaign or send", body = ErrorBody),
+        (status = 409, description = "Less than 5 minutes before the send's instant, or the send is materialized", body = ErrorBody),
+        (status = 413, description = "Request body over 10 MB", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn audience_filter(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<AudienceFilterOut>, ApiError> {
+    let body = read_small(&s, &headers, body, MAX_LIST_BODY).await?;
+    let req: AudienceFilterIn = parse_json(&body.bytes)?;
+    let mode = Mode::parse(&req.mode)
+        .ok_or_else(|| bad(format!("mode {:?}: expected include or exclude", req.mode)))?;
+    if req.leads.len() > MAX_FILTER_LEADS {
+        return Err(bad(format!("at most {MAX_FILTER_LEADS} leads per filter")));
+    }
+    let normalizer = s.preparer.normalizer();
+    let mut external_ids: HashSet<String> = HashSet::new();
+    let mut phones: HashSet<u64> = HashSet::new();
+    for (i, lead) in req.leads.iter().enumerate() {
+        match (
+            lead.get("externalId").and_then(Value::as_str),
+            lead.get("phoneE164").and_then(Value::as_str),
+        ) {
+            (Some(e), _) => {
+                external_ids.insert(e.to_owned());
+            }
+            (None, Some(p)) => match normalizer.normalize(p) {
+                Some(p) => {
+                    phones.insert(p.0);
+                }
+                None => {
+                    return Err(bad(format!(
+                        "leads[{i}].phoneE164 {p:?} is not a phone number"
+                    )))
+                }
+            },
+            (None, None) => {
+                return Err(bad(format!(
+                    "leads[{i}] has neither externalId nor phoneE164 (strings)"
+                )))
+            }
+        }
+    }
+    let c = load_campaign(&s, org, req.campaign_id).await?;
+    let x = load_send(&s, &c, req.send_id).await?;
+    let now_us = now_ms() * 1000;
+    if now_us > x.time.at_us - FILTER_CUTOFF_US || x.materialized_at_ms.is_some() {
+        return Err(conflict(format!(
+            "too late: audience filters for send {} were accepted until 5 minutes before its instant {}",
+            x.id,
+            format_rfc3339_short_us(x.time.at_us)
+        )));
+    }
+    let lead_count = (external_ids.len() + phones.len()) as u64;
+    let ext: Vec<String> = external_ids.into_iter().collect();
+    let ph: Vec<Phone> = phones.into_iter().map(Phone).collect();
+    let sid = x.id;
+    campaigns(&s)
+        .db()
+        .write(move |conn| store::put_audience_filter(conn, sid, mode, &ext, &ph, now_ms()))
+        .await
+        .map_err(store_error)?;
+    Ok(Json(AudienceFilterOut {
+        status: "accepted",
+        lead_count,
+    }))
+}
+
+/// Phones to opt out or back in.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptOutsIn {
+    /// 1 to 10,000 phones, normalized as lead events are.
+    #[schema(example = json!(["+15551234567"]))]
+    phones: Vec<String>,
+}
+
+/// How many opt-outs changed.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OptOutCount {
+    count: u64,
+}
+
+async fn opt_out_phones(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<Phone>, ApiError> {
+    let body = read_small(s, headers, body, MAX_LIST_BODY).await?;
+    let req: OptOutsIn = parse_json(&body.bytes)?;
+    if req.phones.is_empty() || req.phones.len() > MAX_OPT_OUT_PHONES {
+        return Err(bad(format!(
+            "phones must hold 1 to {MAX_OPT_OUT_PHONES} phones"
+        )));
+    }
+    let n = s.preparer.normalizer();
+    req.phones
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            n.normalize(p)
+                .ok_or_else(|| bad(format!("phones[{i}] {p:?} is not a phone number")))
+        })
+        .collect()
+}
+
+/// Opt phones out of every campaign of the org.
+#[utoipa::path(post, path = "/api/v1/opt-outs", tag = "campaigns", security(("api_key" = [])),
+    request_body = OptOutsIn,
+    responses(
+        (status = 200, description = "How many phones were newly opted out", body = OptOutCount),
+        (status = 400, description = "No phones, too many, or one that is not a phone number (nothing changed)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 413, description = "Request body over 10 MB", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn add_opt_outs(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<OptOutCount>, ApiError> {
+    let phones = opt_out_phones(&s, &headers, body).await?;
+    let count = campaigns(&s)
+        .db()
+        .write(move |conn| store::add_opt_outs(conn, org, &phones, now_ms()))
+        .await
+        .map_err(store_error)?;
+    Ok(Json(OptOutCount { count }))
+}
+
+/// Remove opt-outs.
+#[utoipa::path(delete, path = "/api/v1/opt-outs", tag = "campaigns", security(("api_key" = [])),
+    request_body = OptOutsIn,
+    responses(
+        (status = 200, description = "How many opt-outs were removed", body = OptOutCount),
+        (status = 400, description = "No phones, too many, or one that is not a phone number (nothing changed)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 413, description = "Request body over 10 MB", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn remove_opt_outs(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<OptOutCount>, ApiError> {
+    let phones = opt_out_phones(&s, &headers, body).await?;
+    let count = campaigns(&s)
+        .db()
+        .write(move |conn| store::remove_opt_outs(conn, org, &phones))
+        .await
+        .map_err(store_error)?;
+    Ok(Json(OptOutCount { count }))
+}
+
+/// Whether a phone is opted out.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OptOutStatus {
+    #[serde(rename = "phoneE164")]
+    phone_e164: String,
+    #[serde(rename = "optedOut")]
+    opted_out: bool,
+    /// When it opted out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<String>,
+}
+
+/// Look up one phone's opt-out.
+#[utoipa::path(get, path = "/api/v1/opt-outs", tag = "campaigns", security(("api_key" = [])),
+    params(("phone" = String, Query, description = "The phone, in any form lead events accept")),
+    responses(
+        (status = 200, description = "Its opt-out state", body = OptOutStatus),
+        (status = 400, description = "phone missing or not a phone number", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn get_opt_out(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<OptOutStatus>, ApiError> {
+    let raw = q
+        .get("phone")
+        .ok_or_else(|| bad("phone is missing: GET /api/v1/opt-outs?phone=+15551234567"))?;
+    let phone = s
+        .preparer
+        .normalizer()
+        .normalize(raw)
+        .ok_or_else(|| bad(format!("phone {raw:?} is not a phone number")))?;
+    let since = campaigns(&s)
+        .db()
+        .read(move |conn| store::opt_out_since(conn, org, phone))
+        .await
+        .map_err(store_error)?;
+    Ok(Json(OptOutStatus {
+        phone_e164: phone.to_string(),
+        opted_out: since.is_some(),
+        since: since.map(format_rfc3339_ms),
+    }))
+}

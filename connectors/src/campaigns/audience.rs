@@ -1,0 +1,410 @@
+//! Audience uploads: CSV (a header row naming `phone`, optionally `external_id`; every
+//! other column a string variable) or a JSON array of `{phoneE164, externalId?,
+//! variables?}`. Rows are read one at a time and handed on in chunks, so an upload of
+//! a million rows is never held whole: a CSV is parsed as it streams in, a JSON array
+//! element by element.
+//!
+//! Phones are normalized exactly as lead events are. A row with a bad phone, a wrong
+//! number of fields, an oversized externalId or variables is a reject, never an
+//! error for the whole upload; the first [`MAX_REJECTS_LISTED`] are listed.
+
+use super::store::AudienceRow;
+use crate::delivery::store::DbError;
+use leadstream_pipeline::PhoneNormalizer;
+use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::fmt;
+use std::io::Read;
+
+/// Rows handed to the store at once.
+pub const CHUNK_ROWS: usize = 5_000;
+/// Rejects listed in an answer at most.
+pub const MAX_REJECTS_LISTED: usize = 50;
+/// Longest externalId.
+pub const MAX_EXTERNAL_ID: usize = 256;
+/// Largest variables object, encoded.
+pub const MAX_VARIABLES_BYTES: usize = 8 * 1024;
+
+/// One rejected row.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RowReject {
+    /// 1-based, the header row not counted.
+    pub row: u64,
+    /// The row's phone as sent.
+    pub value: String,
+    pub reason: String,
+}
+
+/// What an upload did.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct UploadTally {
+    /// Rows read (`accepted + duplicates + rejected`).
+    pub received: u64,
+    /// Distinct leads the upload added to the audience.
+    pub accepted: u64,
+    /// Rows whose phone an earlier row or the audience already had.
+    pub duplicates: u64,
+    pub rejected: u64,
+    /// The first 50 rejected rows.
+    pub rejects: Vec<RowReject>,
+}
+
+/// Why an upload stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The upload as a whole is not one we read: nothing of it was stored.
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading the body failed part-way (its cause is with the caller).
+    #[error("reading the upload: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Collects rows into chunks for `store`, which merges one and answers how many
+/// phones were new to the audience.
+struct Loader<'a, S> {
+    normalizer: &'a PhoneNormalizer,
+    store: S,
+    chunk: Vec<AudienceRow>,
+    tally: UploadTally,
+}
+
+impl<'a, S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> Loader<'a, S> {
+    fn new(normalizer: &'a PhoneNormalizer, store: S) -> Self {
+        Self {
+            normalizer,
+            store,
+            chunk: Vec::with_capacity(CHUNK_ROWS),
+            tally: UploadTally::default(),
+        }
+    }
+
+    fn reject(&mut self, value: impl Into<String>, reason: impl Into<String>) {
+        self.tally.rejected += 1;
+        if self.tally.rejects.len() < MAX_REJECTS_LISTED {
+            self.tally.rejects.push(RowReject {
+                row: self.tally.received,
+                value: value.into(),
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// One row: its phone as sent, its externalId, its variables object.
+    fn row(
+        &mut self,
+        phone: &str,
+        external_id: Option<String>,
+        variables: &Map<String, Value>,
+    ) -> Result<(), DbError> {
+        self.tally.received += 1;
+        let Some(p) = self.normalizer.normalize(phone) else {
+            self.reject(phone, "invalid phoneE164");
+            return Ok(());
+        };
+        if external_id
+            .as_ref()
+            .is_some_and(|e| e.chars().count() > MAX_EXTERNAL_ID)
+        {
+            self.reject(
+                phone,
+                format!("externalId over {MAX_EXTERNAL_ID} characters"),
+            );
+            return Ok(());
+        }
+        let variables = serde_json::to_string(variables).unwrap_or_else(|_| "{}".into());
+        if variables.len() > MAX_VARIABLES_BYTES {
+            self.reject(
+                phone,
+                format!("variables over {} KB encoded", MAX_VARIABLES_BYTES / 1024),
+            );
+            return Ok(());
+        }
+        self.chunk.push(AudienceRow {
+            phone: p,
+            external_id: external_id.filter(|e| !e.is_empty()),
+            variables,
+        });
+        if self.chunk.len() >= CHUNK_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), DbError> {
+        if !self.chunk.is_empty() {
+            self.tally.accepted += (self.store)(&self.chunk)?;
+            self.chunk.clear();
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<UploadTally, DbError> {
+        self.flush()?;
+        let t = &mut self.tally;
+        t.duplicates = t.received - t.rejected - t.accepted;
+        Ok(self.tally)
+    }
+}
+
+/// Reads a CSV upload from `input` as it arrives.
+///
+/// # Errors
+/// [`UploadError::Invalid`] for a header without `phone` or an empty upload (before
+/// anything is stored); [`UploadError::Body`] when `input` fails.
+pub fn load_csv(
+    input: impl Read,
+    normalizer: &PhoneNormalizer,
+    store: impl FnMut(&[AudienceRow]) -> Result<u64, DbError>,
+) -> Result<UploadTally, UploadError> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(input);
+    let header = csv.byte_headers().map_err(csv_error)?.clone();
+    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+        return Err(UploadError::Invalid(
+            "the CSV is empty: send a header row naming the columns (phone, and optionally external_id), then one row per lead".into(),
+        ));
+    }
+    let names: Vec<String> = header
+        .iter()
+        .map(|h| String::from_utf8_lossy(h).trim().to_owned())
+        .collect();
+    let find = |wanted: &[&str]| {
+        names
+            .iter()
+            .position(|n| wanted.iter().any(|w| n.eq_ignore_ascii_case(w)))
+    };
+    let Some(phone_col) = find(&["phone", "phoneE164", "phone_e164"]) else {
+        return Err(UploadError::Invalid(format!(
+            "the CSV header {:?} has no phone column; the first row must name the columns, e.g. phone,external_id,first_name",
+            names.join(",")
+        )));
+    };
+    let ext_col = find(&["external_id", "externalId"]);
+    let mut loader = Loader::new(normalizer, store);
+    let mut record = csv::ByteRecord::new();
+    let mut variables = Map::new();
+    while csv.read_byte_record(&mut record).map_err(csv_error)? {
+        let field = |i: usize| String::from_utf8_lossy(record.get(i).unwrap_or_default());
+        if record.len() != names.len() {
+            loader.tally.received += 1;
+            let phone = field(phone_col).into_owned();
+            loader.reject(
+                phone,
+                format!(
+                    "expected {} fields as in the header, found {}",
+                    names.len(),
+                    record.len()
+                ),
+            );
+            continue;
+        }
+        if std::str::from_utf8(record.as_slice()).is_err() {
+            loader.tally.received += 1;
+            loader.reject(field(phone_col).into_owned(), "the row is not UTF-8");
+            continue;
+        }
+        variables.clear();
+        for (i, name) in names.iter().enumerate() {
+            if i != phone_col && Some(i) != ext_col {
+                variables.insert(name.clone(), Value::String(field(i).into_owned()));
+            }
+        }
+        let phone = field(phone_col).into_owned();
+        let ext = ext_col.map(|i| field(i).trim().to_owned());
+        loader.row(&phone, ext, &variables)?;
+    }
+    Ok(loader.finish()?)
+}
+
+fn csv_error(e: csv::Error) -> UploadError {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => UploadError::Body(io.to_string()),
+        _ => UploadError::Invalid(format!("the CSV cannot be read: {e}")),
+    }
+}
+
+/// Reads a JSON upload, `[{phoneE164, externalId?, variables?}, ...]`, element by
+/// element.
+///
+/// # Errors
+/// [`UploadError::Invalid`] when the body is not a JSON array (rows before a syntax
+/// error part-way are stored, like a cut-off CSV).
+pub fn load_json(
+    body: &[u8],
+    normalizer: &PhoneNormalizer,
+    store: impl FnMut(&[AudienceRow]) -> Result<u64, DbError>,
+) -> Result<UploadTally, UploadError> {
+    let mut loader = Loader::new(normalizer, store);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut db_error = None;
+    let seed = Rows {
+        loader: &mut loader,
+        db_error: &mut db_error,
+    };
+    let parsed = seed.deserialize(&mut de).and_then(|()| de.end());
+    if let Some(e) = db_error {
+        return Err(UploadError::Db(e));
+    }
+    if let Err(e) = parsed {
+        return Err(UploadError::Invalid(format!(
+            "the body must be a JSON array of {{\"phoneE164\": ..., \"externalId\"?: ..., \"variables\"?: {{...}}}}: {e}"
+        )));
+    }
+    Ok(loader.finish()?)
+}
+
+struct Rows<'l, 'a, S> {
+    loader: &'l mut Loader<'a, S>,
+    db_error: &'l mut Option<DbError>,
+}
+
+impl<'de, S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> DeserializeSeed<'de>
+    for Rows<'_, '_, S>
+{
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> Visitor<'de> for Rows<'_, '_, S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of leads")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(v) = seq.next_element::<Value>()? {
+            let Value::Object(mut o) = v else {
+                self.loader.tally.received += 1;
+                self.loader
+                    .reject(v.to_string(), "a lead must be an object with phoneE164");
+                continue;
+            };
+            let phone = match o.remove("phoneE164") {
+                Some(Value::String(p)) => p,
+                other => {
+                    self.loader.tally.received += 1;
+                    let shown = other.map_or_else(|| "null".to_owned(), |v| v.to_string());
+                    self.loader.reject(shown, "invalid phoneE164");
+                    continue;
+                }
+            };
+            let ext = match o.remove("externalId") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(e)) => Some(e),
+                Some(other) => {
+                    self.loader.tally.received += 1;
+                    self.loader
+                        .reject(phone, format!("externalId must be a string, not {other}"));
+                    continue;
+                }
+            };
+            let vars = match o.remove("variables") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(m)) => m,
+                Some(other) => {
+                    self.loader.tally.received += 1;
+                    self.loader
+                        .reject(phone, format!("variables must be an object, not {other}"));
+                    continue;
+                }
+            };
+            if let Err(e) = self.loader.row(&phone, ext, &vars) {
+                *self.db_error = Some(e);
+                // Stop reading: the rest is not stored either.
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A store over a map: answers how many phones were new.
+    fn store(
+        into: &mut HashMap<u64, (Option<String>, String)>,
+    ) -> impl FnMut(&[AudienceRow]) -> Result<u64, DbError> + '_ {
+        |rows| {
+            let mut n = 0;
+            for r in rows {
+                if into
+                    .insert(r.phone.0, (r.external_id.clone(), r.variables.clone()))
+                    .is_none()
+                {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn csv_rows_collapse_by_phone_and_the_later_row_wins() {
+        let n = PhoneNormalizer::new();
+        let mut audience = HashMap::new();
+        let csv = "external_id,phone,first_name\n\
+                   a,+1 555 123 4567,Ann\n\
+                   b,not a phone,Bob\n\
+                   c,15551234567,Cid\n\
+                   d,+447700900123\n\
+                   e,+44 7700 900124,\"Eve, Jr\"\n";
+        let t = load_csv(csv.as_bytes(), &n, store(&mut audience)).unwrap();
+        assert_eq!(
+            (t.received, t.accepted, t.duplicates, t.rejected),
+            (5, 2, 1, 2)
+        );
+        assert_eq!(t.rejects[0].row, 2);
+        assert_eq!(t.rejects[0].reason, "invalid phoneE164");
+        assert_eq!(t.rejects[1].row, 4);
+        assert!(t.rejects[1].reason.contains("expected 3 fields"));
+        let (ext, vars) = &audience[&15551234567];
+        assert_eq!(ext.as_deref(), Some("c"));
+        assert_eq!(vars, r#"{"first_name":"Cid"}"#);
+        assert_eq!(audience[&447700900124].1, r#"{"first_name":"Eve, Jr"}"#);
+    }
+
+    #[test]
+    fn csv_without_a_phone_column_is_refused_before_storing() {
+        let n = PhoneNormalizer::new();
+        let mut audience = HashMap::new();
+        let e = load_csv("name,number\na,1\n".as_bytes(), &n, store(&mut audience)).unwrap_err();
+        assert!(e.to_string().contains("no phone column"), "{e}");
+        assert!(audience.is_empty());
+        let e = load_csv("".as_bytes(), &n, store(&mut audience)).unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn json_rows_are_read_one_by_one_with_rejects() {
+        let n = PhoneNormalizer::new();
+        let mut audience = HashMap::new();
+        let body = br#"[{"phoneE164":"+15551234567","externalId":"x","variables":{"n":1}},
+            {"phoneE164":12},{"phoneE164":"+15551234567"},"x",
+            {"phoneE164":"+15551234568","variables":[1]}]"#;
+        let t = load_json(body, &n, store(&mut audience)).unwrap();
+        assert_eq!(
+            (t.received, t.accepted, t.duplicates, t.rejected),
+            (5, 1, 1, 3)
+        );
+        assert_eq!(
+            t.rejects.iter().map(|r| r.row).collect::<Vec<_>>(),
+            [2, 4, 5]
+        );
+        assert_eq!(audience[&15551234567], (None, "{}".to_owned()));
+        let e = load_json(b"{\"a\":1}", &n, store(&mut audience)).unwrap_err();
+        assert!(matches!(e, UploadError::Invalid(_)));
+    }
+}

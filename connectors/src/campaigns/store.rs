@@ -1,0 +1,520 @@
+//! Campaigns, audiences, opt-outs, sends and what each send emitted, in the delivery
+//! engine's `webhooks.db` (so a chunk of a send is marked emitted in the same
+//! transaction that publishes its deliveries).
+
+use super::model::{Campaign, CampaignState, Send, SendTime};
+use crate::delivery::store::DbError;
+use leadstream_pipeline::eligibility::{AudienceFilter, EventFilter, Lead, Mode};
+use leadstream_pipeline::{OrgId, Phone};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS campaigns (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    org_id        INTEGER NOT NULL,
+    name          TEXT    NOT NULL,
+    state         TEXT    NOT NULL,
+    paused_from   TEXT,
+    delivery_url  TEXT,
+    endpoint_id   INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS campaigns_org ON campaigns (org_id, id);
+CREATE TABLE IF NOT EXISTS audience (
+    campaign_id   INTEGER NOT NULL,
+    phone         INTEGER NOT NULL,
+    external_id   TEXT,
+    variables     TEXT    NOT NULL,
+    PRIMARY KEY (campaign_id, phone)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS opt_outs (
+    org_id        INTEGER NOT NULL,
+    phone         INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (org_id, phone)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sends (
+    id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+    campaign_id          INTEGER NOT NULL,
+    org_id               INTEGER NOT NULL,
+    scheduled_us         INTEGER NOT NULL,
+    local_time           TEXT,
+    time_zone            TEXT,
+    template_name        TEXT    NOT NULL,
+    language             TEXT    NOT NULL,
+    filter_mode          TEXT,
+    filter_event_type    TEXT,
+    filter_within        INTEGER,
+    use_audience_filter  INTEGER NOT NULL,
+    created_at           INTEGER NOT NULL,
+    materialized_at      INTEGER,
+    emitted_all          INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS sends_campaign ON sends (campaign_id, id);
+CREATE INDEX IF NOT EXISTS sends_due ON sends (emitted_all, scheduled_us);
+CREATE TABLE IF NOT EXISTS audience_filters (
+    send_id       INTEGER PRIMARY KEY,
+    mode          TEXT    NOT NULL,
+    received_at   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audience_filter_leads (
+    send_id       INTEGER NOT NULL,
+    external_id   TEXT,
+    phone         INTEGER
+);
+CREATE INDEX IF NOT EXISTS audience_filter_leads_send ON audience_filter_leads (send_id);
+-- A send's progress joins its leads' events to their deliveries.
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
+CREATE TABLE IF NOT EXISTS send_leads (
+    send_id       INTEGER NOT NULL,
+    phone         INTEGER NOT NULL,
+    event_id      TEXT,
+    PRIMARY KEY (send_id, phone)
+) WITHOUT ROWID;
+";
+
+fn campaign_of(r: &Row<'_>) -> rusqlite::Result<Campaign> {
+    let state: String = r.get(3)?;
+    let paused_from: Option<String> = r.get(4)?;
+    Ok(Campaign {
+        id: r.get(0)?,
+        org: r.get(1)?,
+        name: r.get(2)?,
+        state: CampaignState::parse(&state).unwrap_or(CampaignState::Draft),
+        paused_from: paused_from.as_deref().and_then(CampaignState::parse),
+        delivery_url: r.get(5)?,
+        endpoint_id: r.get(6)?,
+        created_at_ms: r.get(7)?,
+        updated_at_ms: r.get(8)?,
+    })
+}
+
+const CAMPAIGN_COLUMNS: &str =
+    "id, org_id, name, state, paused_from, delivery_url, endpoint_id, created_at, updated_at";
+
+pub fn insert_campaign(
+    conn: &Connection,
+    org: OrgId,
+    name: &str,
+    delivery_url: Option<&str>,
+    endpoint_id: i64,
+    now_ms: i64,
+) -> Result<Campaign, DbError> {
+    conn.execute(
+        "INSERT INTO campaigns (org_id, name, state, delivery_url, endpoint_id, created_at, updated_at) \
+         VALUES (?1, ?2, 'draft', ?3, ?4, ?5, ?5)",
+        params![org, name, delivery_url, endpoint_id, now_ms],
+    )?;
+    let id = conn.last_insert_rowid();
+    campaign(conn, id)?.ok_or(DbError::Stopped)
+}
+
+pub fn campaign(conn: &Connection, id: i64) -> Result<Option<Campaign>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?1"
+        ))?
+        .query_row([id], campaign_of)
+        .optional()?)
+}
+
+/// `org`'s campaigns, newest first, with ids below `before` (a cursor).
+pub fn campaigns(
+    conn: &Connection,
+    org: OrgId,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<Campaign>, DbError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE org_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(
+        params![org, before.unwrap_or(i64::MAX), limit as i64],
+        campaign_of,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn set_state(
+    conn: &Connection,
+    id: i64,
+    state: CampaignState,
+    paused_from: Option<CampaignState>,
+    now_ms: i64,
+) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE campaigns SET state = ?2, paused_from = ?3, updated_at = ?4 WHERE id = ?1",
+        params![id, state.as_str(), paused_from.map(|s| s.as_str()), now_ms],
+    )?;
+    Ok(())
+}
+
+pub fn update_draft(
+    conn: &Connection,
+    id: i64,
+    name: &str,
+    delivery_url: Option<&str>,
+    endpoint_id: i64,
+    now_ms: i64,
+) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE campaigns SET name = ?2, delivery_url = ?3, endpoint_id = ?4, updated_at = ?5 WHERE id = ?1",
+        params![id, name, delivery_url, endpoint_id, now_ms],
+    )?;
+    Ok(())
+}
+
+/// One row of an audience upload, normalized.
+pub struct AudienceRow {
+    pub phone: Phone,
+    pub external_id: Option<String>,
+    /// A JSON object's text.
+    pub variables: String,
+}
+
+/// Merges `rows` into the audience in order (a later row's externalId and variables
+/// win); answers how many phones were new to it.
+pub fn merge_audience(
+    conn: &Connection,
+    campaign: i64,
+    rows: &[AudienceRow],
+) -> Result<u64, DbError> {
+    let mut exists =
+        conn.prepare_cached("SELECT 1 FROM audience WHERE campaign_id = ?1 AND phone = ?2")?;
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO audience (campaign_id, phone, external_id, variables) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (campaign_id, phone) DO UPDATE SET external_id = excluded.external_id, variables = excluded.variables",
+    )?;
+    let mut added = 0;
+    for r in rows {
+        let phone = r.phone.0 as i64;
+        if !exists.exists(params![campaign, phone])? {
+            added += 1;
+        }
+        upsert.execute(params![campaign, phone, r.external_id, r.variables])?;
+    }
+    Ok(added)
+}
+
+/// The campaign's audience, in phone order.
+pub fn audience(conn: &Connection, campaign: i64) -> Result<Vec<Lead>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT phone, external_id FROM audience WHERE campaign_id = ?1 ORDER BY phone",
+    )?;
+    let rows = stmt.query_map([campaign], |r| {
+        Ok(Lead {
+            phone: Phone(r.get::<_, i64>(0)? as u64),
+            external_id: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn audience_size(conn: &Connection, campaign: i64) -> Result<u64, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM audience WHERE campaign_id = ?1")?
+        .query_row([campaign], |r| r.get::<_, i64>(0))? as u64)
+}
+
+/// The org's opted-out phones.
+pub fn opted_out(conn: &Connection, org: OrgId) -> Result<std::collections::HashSet<u64>, DbError> {
+    let mut stmt = conn.prepare_cached("SELECT phone FROM opt_outs WHERE org_id = ?1")?;
+    let rows = stmt.query_map([org], |r| r.get::<_, i64>(0))?;
+    let mut out = std::collections::HashSet::new();
+    for p in rows {
+        out.insert(p? as u64);
+    }
+    Ok(out)
+}
+
+/// Adds opt-outs; answers how many were new.
+pub fn add_opt_outs(
+    conn: &Connection,
+    org: OrgId,
+    phones: &[Phone],
+    now_ms: i64,
+) -> Result<u64, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO opt_outs (org_id, phone, created_at) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut n = 0;
+    for p in phones {
+        n += stmt.execute(params![org, p.0 as i64, now_ms])? as u64;
+    }
+    Ok(n)
+}
+
+/// Removes opt-outs; answers how many there were.
+pub fn remove_opt_outs(conn: &Connection, org: OrgId, phones: &[Phone]) -> Result<u64, DbError> {
+    let mut stmt = conn.prepare_cached("DELETE FROM opt_outs WHERE org_id = ?1 AND phone = ?2")?;
+    let mut n = 0;
+    for p in phones {
+        n += stmt.execute(params![org, p.0 as i64])? as u64;
+    }
+    Ok(n)
+}
+
+/// When `phone` opted out of `org`, if it did.
+pub fn opt_out_since(conn: &Connection, org: OrgId, phone: Phone) -> Result<Option<i64>, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT created_at FROM opt_outs WHERE org_id = ?1 AND phone = ?2")?
+        .query_row(params![org, phone.0 as i64], |r| r.get(0))
+        .optional()?)
+}
+
+const SEND_COLUMNS: &str = "id, campaign_id, org_id, scheduled_us, local_time, time_zone, template_name, language, \
+     filter_mode, filter_event_type, filter_within, use_audience_filter, created_at, materialized_at, emitted_all";
+
+fn send_of(r: &Row<'_>) -> rusqlite::Result<Send> {
+    let mode: Option<String> = r.get(8)?;
+    let event_type: Option<String> = r.get(9)?;
+    let within: Option<i64> = r.get(10)?;
+    let event_filter = match (mode.as_deref().and_then(Mode::parse), event_type) {
+        (Some(mode), Some(event_type)) => Some(EventFilter {
+            mode,
+            event_type,
+            within_minutes: within.map(|m| m as u64),
+        }),
+        _ => None,
+    };
+    let local_time: Option<String> = r.get(4)?;
+    let time_zone: Option<String> = r.get(5)?;
+    Ok(Send {
+        id: r.get(0)?,
+        campaign_id: r.get(1)?,
+        org: r.get(2)?,
+        time: SendTime {
+            at_us: r.get(3)?,
+            local: local_time.zip(time_zone),
+        },
+        template_name: r.get(6)?,
+        language: r.get(7)?,
+        event_filter,
+        use_audience_filter: r.get(11)?,
+        created_at_ms: r.get(12)?,
+        materialized_at_ms: r.get(13)?,
+        emitted_all: r.get(14)?,
+    })
+}
+
+pub fn insert_send(conn: &Connection, s: &Send) -> Result<Send, DbError> {
+    let f = s.event_filter.as_ref();
+    conn.execute(
+        "INSERT INTO sends (campaign_id, org_id, scheduled_us, local_time, time_zone, template_name, language, \
+         filter_mode, filter_event_type, filter_within, use_audience_filter, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            s.campaign_id,
+            s.org,
+            s.time.at_us,
+            s.time.local.as_ref().map(|l| &l.0),
+            s.time.local.as_ref().map(|l| &l.1),
+            s.template_name,
+            s.language,
+            f.map(|f| f.mode.as_str()),
+            f.map(|f| &f.event_type),
+            f.and_then(|f| f.within_minutes).map(|m| m as i64),
+            s.use_audience_filter,
+            s.created_at_ms,
+        ],
+    )?;
+    send(conn, conn.last_insert_rowid())?.ok_or(DbError::Stopped)
+}
+
+pub fn send(conn: &Connection, id: i64) -> Result<Option<Send>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {SEND_COLUMNS} FROM sends WHERE id = ?1"))?
+        .query_row([id], send_of)
+        .optional()?)
+}
+
+pub fn sends(conn: &Connection, campaign: i64) -> Result<Vec<Send>, DbError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SEND_COLUMNS} FROM sends WHERE campaign_id = ?1 ORDER BY id DESC"
+    ))?;
+    let rows = stmt.query_map([campaign], send_of)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Sends not yet fully emitted whose materialization is due at `due_us`, oldest first.
+pub fn due_sends(conn: &Connection, due_us: i64, limit: usize) -> Result<Vec<Send>, DbError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SEND_COLUMNS} FROM sends WHERE emitted_all = 0 AND (scheduled_us <= ?1 OR materialized_at IS NOT NULL) \
+         ORDER BY scheduled_us LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![due_us, limit as i64], send_of)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Replaces the send's audience filter (the latest one wins).
+pub fn put_audience_filter(
+    conn: &Connection,
+    send: i64,
+    mode: Mode,
+    external_ids: &[String],
+    phones: &[Phone],
+    now_ms: i64,
+) -> Result<(), DbError> {
+    conn.execute(
+        "DELETE FROM audience_filter_leads WHERE send_id = ?1",
+        [send],
+    )?;
+    conn.execute(
+        "INSERT INTO audience_filters (send_id, mode, received_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (send_id) DO UPDATE SET mode = excluded.mode, received_at = excluded.received_at",
+        params![send, mode.as_str(), now_ms],
+    )?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO audience_filter_leads (send_id, external_id, phone) VALUES (?1, ?2, ?3)",
+    )?;
+    for e in external_ids {
+        stmt.execute(params![send, e, Option::<i64>::None])?;
+    }
+    for p in phones {
+        stmt.execute(params![send, Option::<String>::None, p.0 as i64])?;
+    }
+    Ok(())
+}
+
+/// The send's latest audience filter, if one was received.
+pub fn audience_filter(conn: &Connection, send: i64) -> Result<Option<AudienceFilter>, DbError> {
+    let mode: Option<String> = conn
+        .prepare_cached("SELECT mode FROM audience_filters WHERE send_id = ?1")?
+        .query_row([send], |r| r.get(0))
+        .optional()?;
+    let Some(mode) = mode.as_deref().and_then(Mode::parse) else {
+        return Ok(None);
+    };
+    let mut f = AudienceFilter {
+        mode: Some(mode),
+        ..AudienceFilter::default()
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT external_id, phone FROM audience_filter_leads WHERE send_id = ?1",
+    )?;
+    let mut rows = stmt.query([send])?;
+    while let Some(r) = rows.next()? {
+        if let Some(e) = r.get::<_, Option<String>>(0)? {
+            f.external_ids.insert(e);
+        }
+        if let Some(p) = r.get::<_, Option<i64>>(1)? {
+            f.phones.insert(p as u64);
+        }
+    }
+    Ok(Some(f))
+}
+
+/// Fixes the send's eligible set, once: answers false (and writes nothing) when it
+/// was fixed before.
+pub fn fix_eligible(
+    conn: &Connection,
+    send: i64,
+    phones: &[Phone],
+    now_ms: i64,
+) -> Result<bool, DbError> {
+    let changed = conn.execute(
+        "UPDATE sends SET materialized_at = ?2 WHERE id = ?1 AND materialized_at IS NULL",
+        params![send, now_ms],
+    )?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO send_leads (send_id, phone, event_id) VALUES (?1, ?2, NULL)",
+    )?;
+    for p in phones {
+        stmt.execute(params![send, p.0 as i64])?;
+    }
+    Ok(true)
+}
+
+/// A lead of a send's eligible set still to emit, with what its delivery carries.
+pub struct ToEmit {
+    pub phone: Phone,
+    pub external_id: Option<String>,
+    pub variables: String,
+}
+
+/// Up to `limit` leads of the send's eligible set not emitted yet, in phone order.
+pub fn to_emit(
+    conn: &Connection,
+    send: i64,
+    campaign: i64,
+    limit: usize,
+) -> Result<Vec<ToEmit>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.phone, a.external_id, a.variables FROM send_leads s \
+         LEFT JOIN audience a ON a.campaign_id = ?2 AND a.phone = s.phone \
+         WHERE s.send_id = ?1 AND s.event_id IS NULL ORDER BY s.phone LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![send, campaign, limit as i64], |r| {
+        Ok(ToEmit {
+            phone: Phone(r.get::<_, i64>(0)? as u64),
+            external_id: r.get(1)?,
+            variables: r
+                .get::<_, Option<String>>(2)?
+                .unwrap_or_else(|| "{}".to_owned()),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Marks leads emitted with their event ids; answers how many were not emitted yet.
+pub fn mark_emitted(
+    conn: &Connection,
+    send: i64,
+    emitted: &[(Phone, String)],
+) -> Result<u64, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE send_leads SET event_id = ?3 WHERE send_id = ?1 AND phone = ?2 AND event_id IS NULL",
+    )?;
+    let mut n = 0;
+    for (p, event) in emitted {
+        n += stmt.execute(params![send, p.0 as i64, event])? as u64;
+    }
+    Ok(n)
+}
+
+pub fn mark_emitted_all(conn: &Connection, send: i64) -> Result<(), DbError> {
+    conn.execute("UPDATE sends SET emitted_all = 1 WHERE id = ?1", [send])?;
+    Ok(())
+}
+
+/// `(emitted, eligible)` leads of a send.
+pub fn emitted_counts(conn: &Connection, send: i64) -> Result<(u64, u64), DbError> {
+    Ok(conn
+        .prepare_cached("SELECT count(event_id), count(*) FROM send_leads WHERE send_id = ?1")?
+        .query_row([send], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })?)
+}
+
+/// `(succeeded, failed, pending)` deliveries of a send.
+pub fn delivery_counts(conn: &Connection, send: i64) -> Result<(u64, u64, u64), DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.state, count(*) FROM send_leads s JOIN deliveries d ON d.event_id = s.event_id \
+         WHERE s.send_id = ?1 GROUP BY d.state",
+    )?;
+    let mut rows = stmt.query([send])?;
+    let (mut ok, mut failed, mut pending) = (0, 0, 0);
+    while let Some(r) = rows.next()? {
+        let n = r.get::<_, i64>(1)? as u64;
+        match r.get::<_, String>(0)?.as_str() {
+            "succeeded" => ok = n,
+            "failed" => failed = n,
+            _ => pending += n,
+        }
+    }
+    Ok((ok, failed, pending))
+}
+
+/// Whether every send of the campaign is emitted (and it has one).
+pub fn all_sends_emitted(conn: &Connection, campaign: i64) -> Result<bool, DbError> {
+    let (total, done): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(emitted_all), 0) FROM sends WHERE campaign_id = ?1",
+        )?
+        .query_row([campaign], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(total > 0 && total == done)
+}
