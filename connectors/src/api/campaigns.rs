@@ -23,7 +23,7 @@ use leadstream_pipeline::time::{format_rfc3339_ms, format_rfc3339_short_us, pars
 use leadstream_pipeline::{OrgId, Phone};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// Largest body of the small routes.
 const MAX_BODY: usize = 64 * 1024;
@@ -148,14 +148,24 @@ async fn campaign_out(s: &AppState, c: Campaign) -> Result<CampaignOut, ApiError
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignIn {
-    /// 1 to 256 characters.
-    #[schema(example = "Mastery launch", min_length = 1, max_length = 256)]
+    /// 1 to 256 characters, not blank, no control characters. Required to create.
+    #[schema(
+        example = "Mastery launch",
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: Option<String>,
     /// Where the deliveries go: registered as a webhook endpoint of the org
     /// (subscribed to `campaign_send`) with its own signing secret. Give this or
     /// `endpointId`.
     #[serde(rename = "deliveryUrl")]
-    #[schema(example = "https://sender.example.com/campaign-sends")]
+    #[schema(
+        example = "https://sender.example.com/campaign-sends",
+        min_length = 1,
+        max_length = 2048,
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9_]+(-[A-Za-z0-9_]+)*\.)*[A-Za-z][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*(:[0-9]{1,4})?([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
+    )]
     delivery_url: Option<String>,
     /// An existing webhook endpoint of the org to deliver to.
     #[serde(rename = "endpointId")]
@@ -283,9 +293,10 @@ pub struct CampaignPage {
 pub async fn list(
     State(s): State<AppState>,
     ApiKeyOrg(org): ApiKeyOrg,
-    Query(q): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<CampaignPage>, ApiError> {
-    let limit = match q.get("limit").map(|l| l.trim()).filter(|l| !l.is_empty()) {
+    let q = super::query_params(pairs, &["limit", "cursor"])?;
+    let limit = match q.get("limit").map(|l| l.trim()) {
         None => 50,
         Some(l) => match l.parse::<usize>() {
             Ok(n @ 1..=1000) => n,
@@ -633,13 +644,15 @@ impl BodyFeed {
         let mut total: u64 = 0;
         loop {
             let frame = match tokio::time::timeout(stall, body.frame()).await {
-                Err(_) => return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
+                Err(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
                         "upload stalled: no bytes for {} s; the rows before the stall were added",
                         stall.as_secs()
                     ),
-                )),
+                    ))
+                }
                 Ok(None) => return Ok(()),
                 Ok(Some(Err(e))) => return Err(bad(format!("failed reading the upload: {e}"))),
                 Ok(Some(Ok(f))) => f,
@@ -684,10 +697,22 @@ pub struct SendIn {
     #[serde(rename = "timeZone")]
     #[schema(example = "America/New_York")]
     time_zone: Option<String>,
+    /// Required; 1 to 256 characters, not blank, no control characters.
     #[serde(rename = "templateName")]
-    #[schema(example = "mastery_launch_1", min_length = 1, max_length = 256)]
+    #[schema(
+        example = "mastery_launch_1",
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     template_name: Option<String>,
-    #[schema(example = "en_US", min_length = 1, max_length = 256)]
+    /// Required; 1 to 256 characters, not blank, no control characters.
+    #[schema(
+        example = "en_US",
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     language: Option<String>,
     /// Keep (include) or skip (exclude) leads with an event of this type at the
     /// send's instant, within the last `within.minutes` if given.
@@ -1004,7 +1029,7 @@ struct EligibleLine<'a> {
     params(
         ("id" = i64, Path, description = "Campaign id"),
         ("sendId" = i64, Path, description = "Send id"),
-        ("at" = Option<String>, Query, description = "RFC 3339 instant to evaluate at; default the send's"),
+        ("at" = Option<super::deliveries::InstantParam>, Query, description = "RFC 3339 instant to evaluate at; empty or absent: the send's instant"),
     ),
     responses(
         (status = 200, description = "NDJSON: the eligible leads, then the summary", content_type = "application/x-ndjson", body = String),
@@ -1019,8 +1044,9 @@ pub async fn eligible(
     State(s): State<AppState>,
     ApiKeyOrg(org): ApiKeyOrg,
     Path((id, send)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
+    let q = super::query_params(pairs, &["at"])?;
     let c = load_campaign(&s, org, parse_id("campaign id", &id)?).await?;
     let x = load_send(&s, &c, parse_id("send id", &send)?).await?;
     let at_us = match q.get("at").map(|a| a.trim()).filter(|a| !a.is_empty()) {
@@ -1334,8 +1360,9 @@ pub struct OptOutStatus {
 pub async fn get_opt_out(
     State(s): State<AppState>,
     ApiKeyOrg(org): ApiKeyOrg,
-    Query(q): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<OptOutStatus>, ApiError> {
+    let q = super::query_params(pairs, &["phone"])?;
     let raw = q
         .get("phone")
         .ok_or_else(|| bad("phone is missing: GET /api/v1/opt-outs?phone=+15551234567"))?;

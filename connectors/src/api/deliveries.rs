@@ -17,7 +17,6 @@ use bytes::Bytes;
 use leadstream_pipeline::time::parse_rfc3339_us;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::collections::HashMap;
 use utoipa::openapi::schema::{
     KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
 };
@@ -266,25 +265,22 @@ impl utoipa::ToSchema for InstantParam {}
 pub async fn list(
     State(s): State<AppState>,
     ApiKeyOrg(org): ApiKeyOrg,
-    Query(q): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
-    const KNOWN: [&str; 9] = [
-        "status",
-        "eventType",
-        "endpointId",
-        "since",
-        "until",
-        "sort",
-        "order",
-        "limit",
-        "cursor",
-    ];
-    if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(bad(format!(
-            "unknown parameter {k:?}: the filters are {}",
-            KNOWN.join(", ")
-        )));
-    }
+    let q = super::query_params(
+        pairs,
+        &[
+            "status",
+            "eventType",
+            "endpointId",
+            "since",
+            "until",
+            "sort",
+            "order",
+            "limit",
+            "cursor",
+        ],
+    )?;
     let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let state = get("status")
         .map(|v| {

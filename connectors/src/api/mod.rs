@@ -195,6 +195,35 @@ async fn readyz(axum::extract::State(s): axum::extract::State<AppState>) -> Resp
     }
 }
 
+/// A query string's parameters, each at most once and each one of `known`.
+///
+/// # Errors
+/// 400 naming an unknown or repeated parameter.
+pub fn query_params(
+    pairs: Vec<(String, String)>,
+    known: &[&str],
+) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    let mut out = std::collections::HashMap::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        if !known.contains(&k.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown parameter {k:?}: the parameters are {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        if out.insert(k.clone(), v).is_some() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("parameter {k:?} is given more than once; give it once"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// A health answer.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Status {

@@ -248,15 +248,17 @@ impl Campaigns {
             .await?
             .ok_or(MaterializeError::NoSend(send_id))?;
         let mut emitted = 0;
+        let mut after = Phone(0);
         loop {
             let chunk = self
                 .inner
                 .db
-                .read(move |conn| store::to_emit(conn, send_id, campaign_id, EMIT_CHUNK))
+                .read(move |conn| store::to_emit(conn, send_id, campaign_id, after, EMIT_CHUNK))
                 .await?;
-            if chunk.is_empty() {
+            let Some(last) = chunk.last() else {
                 break;
-            }
+            };
+            after = last.phone;
             emitted += self.emit(&campaign, &send, chunk).await?;
         }
         let now = now_ms();

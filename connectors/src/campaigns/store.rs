@@ -436,19 +436,21 @@ pub struct ToEmit {
     pub variables: String,
 }
 
-/// Up to `limit` leads of the send's eligible set not emitted yet, in phone order.
+/// Up to `limit` leads of the send's eligible set not emitted yet with phones above
+/// `after`, in phone order (a keyset: each chunk starts where the last ended).
 pub fn to_emit(
     conn: &Connection,
     send: i64,
     campaign: i64,
+    after: Phone,
     limit: usize,
 ) -> Result<Vec<ToEmit>, DbError> {
     let mut stmt = conn.prepare_cached(
         "SELECT s.phone, a.external_id, a.variables FROM send_leads s \
          LEFT JOIN audience a ON a.campaign_id = ?2 AND a.phone = s.phone \
-         WHERE s.send_id = ?1 AND s.event_id IS NULL ORDER BY s.phone LIMIT ?3",
+         WHERE s.send_id = ?1 AND s.phone > ?3 AND s.event_id IS NULL ORDER BY s.phone LIMIT ?4",
     )?;
-    let rows = stmt.query_map(params![send, campaign, limit as i64], |r| {
+    let rows = stmt.query_map(params![send, campaign, after.0 as i64, limit as i64], |r| {
         Ok(ToEmit {
             phone: Phone(r.get::<_, i64>(0)? as u64),
             external_id: r.get(1)?,

@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Draws docs/img/campaign-eligibility.svg and docs/img/campaign-materialize.svg from
+`leadstream bench eligibility --json` and `leadstream bench materialize --json`.
+
+usage: python3 docs/plot_campaigns.py ELIGIBILITY.json MATERIALIZE.json
+"""
+import json
+import sys
+
+
+def bars(path, title, rows, target, target_label, unit):
+    w, h = 720, 70 + 40 * len(rows)
+    mx = max(max(v for _, v, _ in rows), target) * 1.15
+    x0 = 260
+    span = w - x0 - 90
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="13">',
+           f'<text x="10" y="22" font-size="15">{title}</text>']
+    tx = x0 + span * target / mx
+    out.append(f'<line x1="{tx:.0f}" y1="32" x2="{tx:.0f}" y2="{h-10}" stroke="#c00" stroke-dasharray="4"/>'
+               f'<text x="{tx+3:.0f}" y="{h-12}" fill="#c00">{target_label}</text>')
+    for i, (label, v, ours) in enumerate(rows):
+        y = 40 + 40 * i
+        bw = span * v / mx
+        col = "#4a7bd0" if ours else "#999"
+        out.append(f'<text x="10" y="{y+18}">{label}</text><rect x="{x0}" y="{y+4}" width="{bw:.0f}" height="22" fill="{col}"/>'
+                   f'<text x="{x0+bw+5:.0f}" y="{y+20}">{v:,.0f} {unit}</text>')
+    out.append("</svg>")
+    open(path, "w").write("\n".join(out))
+
+
+e = json.load(open(sys.argv[1]))
+m = json.load(open(sys.argv[2]))
+rows = [("event index, in-process", e["in_process_ms"], True)]
+if e.get("sql_ms") is not None:
+    rows.append(("same question, SQLite", e["sql_ms"], False))
+bars("docs/img/campaign-eligibility.svg",
+     f'bench eligibility: {e["audience"]:,} leads over {e["events"]:,} events (ms, lower is better; 2 cores)',
+     rows, e["target_ms"], f'target {e["target_ms"]:.0f} ms', "ms")
+bars("docs/img/campaign-materialize.svg",
+     f'bench materialize: {m["audience"]:,} leads into durable deliveries (per second; 2 cores)',
+     [("materialize (engine)", m["leads_per_sec"], True),
+      ("bare SQLite rows, same fsync", m["baseline_rows_per_sec"], False)],
+     m["target_per_sec"], f'target {m["target_per_sec"]:,.0f}/s', "/s")
