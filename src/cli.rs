@@ -641,6 +641,14 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         let _in_runtime = rt.enter();
         let campaigns = Campaigns::open(engine.clone(), writer.clone(), &config.sends)
             .context("opening the campaign store")?;
+        if config.clickhouse.enabled() {
+            // Eligibility of large audiences (and of every audience when processes
+            // share the Kafka group) is one ClickHouse query: sends.eligibility.
+            campaigns.attach_clickhouse(
+                connect_clickhouse(&config.clickhouse, &config.store.retry)?,
+                config.kafka.enabled(),
+            );
+        }
         campaigns.start_scheduler();
         campaigns
     };

@@ -14,6 +14,7 @@
 //! audience at once ([`EventIndex::have_event`]), shard by shard.
 
 use crate::event::OrgId;
+pub use crate::index::window_start;
 use crate::index::EventIndex;
 use crate::phone::Phone;
 use std::collections::HashSet;
@@ -87,6 +88,15 @@ pub struct Lead {
     pub external_id: Option<String>,
 }
 
+/// Where the event filter's answer comes from.
+pub enum Events<'a> {
+    /// The in-process event index, asked for the whole audience.
+    Index(&'a EventIndex),
+    /// The phones that have an event of the filter's type in its window at T, already
+    /// looked up elsewhere (ClickHouse).
+    Having(&'a HashSet<u64>),
+}
+
 /// The question: a send of `org` at `at_us` (UTC microseconds).
 pub struct Question<'a> {
     pub org: OrgId,
@@ -113,7 +123,7 @@ pub struct Summary {
 }
 
 /// The positions in `leads` of the eligible leads, in order, and the summary.
-pub fn evaluate(q: &Question<'_>, leads: &[Lead], index: &EventIndex) -> (Vec<usize>, Summary) {
+pub fn evaluate(q: &Question<'_>, leads: &[Lead], events: Events<'_>) -> (Vec<usize>, Summary) {
     let mut s = Summary {
         audience: leads.len() as u64,
         ..Summary::default()
@@ -135,8 +145,16 @@ pub fn evaluate(q: &Question<'_>, leads: &[Lead], index: &EventIndex) -> (Vec<us
         kept.push(i);
     }
     if let Some(f) = q.event_filter {
-        let phones: Vec<Phone> = kept.iter().map(|&i| leads[i].phone).collect();
-        let has = index.have_event(q.org, &f.event_type, &phones, q.at_us, f.within_minutes);
+        let has: Vec<bool> = match events {
+            Events::Index(index) => {
+                let phones: Vec<Phone> = kept.iter().map(|&i| leads[i].phone).collect();
+                index.have_event(q.org, &f.event_type, &phones, q.at_us, f.within_minutes)
+            }
+            Events::Having(set) => kept
+                .iter()
+                .map(|&i| set.contains(&leads[i].phone.0))
+                .collect(),
+        };
         let before = kept.len();
         let mut it = has.into_iter();
         kept.retain(|_| f.mode.keeps(it.next().unwrap_or(false)));
@@ -194,7 +212,25 @@ mod tests {
             audience_filter: af,
             event_filter: ef,
         };
-        let (kept, s) = evaluate(&q, &leads, &index());
+        let idx = index();
+        let (kept, s) = evaluate(&q, &leads, Events::Index(&idx));
+        // The same question answered from a looked-up set gives the same answer.
+        if let Some(f) = ef {
+            let lo = f.within_minutes.map_or(i64::MIN, |m| T - m as i64 * MIN);
+            let having: HashSet<u64> = leads
+                .iter()
+                .filter(|l| {
+                    idx.occurrences(42, &f.event_type, l.phone)
+                        .iter()
+                        .any(|&at| lo <= at && at <= T)
+                })
+                .map(|l| l.phone.0)
+                .collect();
+            assert_eq!(
+                evaluate(&q, &leads, Events::Having(&having)),
+                (kept.clone(), s)
+            );
+        }
         (kept.iter().map(|&i| leads[i].phone.0 % 10).collect(), s)
     }
 

@@ -20,7 +20,7 @@ type Shard = RwLock<HashMap<LeadKey, Instants>>;
 const PARALLEL_FROM: usize = 50_000;
 
 /// The first instant inside the window ending at `at_us`.
-fn window_start(at_us: i64, within_minutes: Option<u64>) -> i64 {
+pub fn window_start(at_us: i64, within_minutes: Option<u64>) -> i64 {
     match within_minutes {
         Some(m) => {
             at_us.saturating_sub(m.saturating_mul(MICROS_PER_MINUTE).min(i64::MAX as u64) as i64)

@@ -189,7 +189,7 @@ pub fn eligibility(args: &EligibilityArgs) -> anyhow::Result<()> {
     let mut eligible = 0;
     for _ in 0..5 {
         let t = Instant::now();
-        let (kept, summary) = eligibility::evaluate(&q, &leads, &index);
+        let (kept, summary) = eligibility::evaluate(&q, &leads, eligibility::Events::Index(&index));
         runs.push(ms(t.elapsed()));
         eligible = summary.eligible;
         ensure!(kept.len() as u64 == eligible, "summary and list disagree");

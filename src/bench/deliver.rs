@@ -383,6 +383,7 @@ async fn engine_phase(
                         payload: payload(i, size),
                         idempotency_key: None,
                         endpoints: vec![endpoints[receiver_of(i, k)].clone()],
+                        due_at_ms: None,
                     })
                     .collect();
                 let t = Instant::now();

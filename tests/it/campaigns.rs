@@ -62,13 +62,26 @@ impl Api<'_> {
 
     /// The eligible phones (sorted) and the summary line.
     async fn eligible(&self, campaign: i64, send: i64, at: Option<&str>) -> (Vec<String>, Value) {
-        let mut path = format!("/api/v1/campaigns/{campaign}/sends/{send}/eligible");
-        if let Some(at) = at {
-            path.push_str(&format!("?at={}", at.replace('+', "%2B")));
-        }
+        let query = at.map_or(String::new(), |at| format!("at={}", at.replace('+', "%2B")));
+        let (phones, summary, _) = self.eligible_query(campaign, send, &query).await;
+        (phones, summary)
+    }
+
+    /// The eligible phones (sorted), the summary line and the engine that answered.
+    async fn eligible_query(
+        &self,
+        campaign: i64,
+        send: i64,
+        query: &str,
+    ) -> (Vec<String>, Value, String) {
+        let path = format!("/api/v1/campaigns/{campaign}/sends/{send}/eligible?{query}");
         let r = self.req(reqwest::Method::POST, &path).send().await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+        let engine = r.headers()["x-leadstream-eligibility-engine"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let text = r.text().await.unwrap();
         let lines: Vec<Value> = text
             .lines()
@@ -80,7 +93,7 @@ impl Api<'_> {
             .map(|l| l["phoneE164"].as_str().unwrap().to_owned())
             .collect();
         phones.sort();
-        (phones, summary["summary"].clone())
+        (phones, summary["summary"].clone(), engine)
     }
 
     async fn events(&self, event_type: &str, events: Vec<Value>) {
@@ -627,12 +640,29 @@ async fn materialization_publishes_signed_deliveries_once_per_lead() {
     }
     let log = api.get("/api/v1/deliveries?eventType=campaign_send").await;
     assert_eq!(log.body["data"].as_array().unwrap().len(), 1);
+    // Scheduled with its only send already emitted: nothing is left, it completes.
+    let r = api
+        .post(&format!("/api/v1/campaigns/{c}/schedule"), &json!({}))
+        .await;
+    assert_eq!(r.body["state"], "completed", "{}", r.body);
     // A paused campaign is not materialized.
-    api.post(&format!("/api/v1/campaigns/{c}/schedule"), &json!({}))
+    let c2 = api.campaign(&rx.url("sends2")).await;
+    let send2 = api
+        .send(c2, json!({"scheduledFor": from_now(Duration::from_secs(3600)), "templateName": "t", "language": "en"}))
         .await;
-    api.post(&format!("/api/v1/campaigns/{c}/pause"), &json!({}))
+    api.post(&format!("/api/v1/campaigns/{c2}/schedule"), &json!({}))
         .await;
-    api.post(&path, &json!({})).await.error(409);
+    api.post(&format!("/api/v1/campaigns/{c2}/pause"), &json!({}))
+        .await;
+    let msg = api
+        .post(
+            &format!("/api/v1/campaigns/{c2}/sends/{send2}/materialize"),
+            &json!({}),
+        )
+        .await
+        .error(409)
+        .to_owned();
+    assert!(msg.contains("paused"), "{msg}");
 }
 
 #[tokio::test]
@@ -759,7 +789,7 @@ async fn kill_9_in_the_middle_of_a_large_send_emits_every_lead_exactly_once() {
     let (events, leads): (i64, i64) = conn
         .query_row(
             "SELECT (SELECT count(*) FROM events WHERE event_type = 'campaign_send'), \
-                    (SELECT count(DISTINCT event_id) FROM send_leads WHERE send_id = ?1)",
+                    (SELECT count(DISTINCT delivery_seq) FROM send_leads WHERE send_id = ?1)",
             [send],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -772,4 +802,223 @@ async fn kill_9_in_the_middle_of_a_large_send_emits_every_lead_exactly_once() {
         .reply()
         .await;
     assert_eq!(again.body, json!({"emitted": 0, "alreadyEmitted": LEADS}));
+}
+
+#[tokio::test]
+async fn clickhouse_and_the_event_index_give_identical_answers() {
+    let ch = crate::support_clickhouse::ClickHouseServer::start();
+    let s = TestServer::builder()
+        .env("LEADSTREAM_CLICKHOUSE_URL", ch.url())
+        .env("LEADSTREAM_CLICKHOUSE_DATABASE", "sends")
+        .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+        .start()
+        .await;
+    let api = Api::new(&s, ORG);
+    let c = filter_fixture(&api).await;
+    // Another org's events and another type: neither may count.
+    let other = Api::new(&s, ORG + 1);
+    let r = other
+        .post(
+            "/api/v1/webhooks/lead-events",
+            &batch(ORG + 1, "purchase", vec![ev(5, "2026-05-12T18:00:00Z")]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    api.events("refund", vec![ev(5, "2026-05-12T18:00:00Z")])
+        .await;
+    api.post("/api/v1/opt-outs", &json!({"phones": [phone(2)]}))
+        .await;
+    let filters = [
+        json!({"mode": "include", "eventType": "purchase", "within": {"minutes": 120}}),
+        json!({"mode": "include", "eventType": "purchase", "within": {"minutes": 0}}),
+        json!({"mode": "include", "eventType": "purchase"}),
+        json!({"mode": "exclude", "eventType": "purchase"}),
+        json!({"mode": "exclude", "eventType": "purchase", "within": {"minutes": 60}}),
+        json!({"mode": "include", "eventType": "Purchase"}),
+    ];
+    for f in filters {
+        let send = api
+            .send(
+                c,
+                json!({"scheduledFor": T, "templateName": "t", "language": "en", "eventFilter": f}),
+            )
+            .await;
+        for at in ["", "&at=2026-05-12T18:35:00Z", "&at=2026-05-12T16:34:00Z"] {
+            let (ix, ix_summary, used) = api
+                .eligible_query(c, send, &format!("engine=index{at}"))
+                .await;
+            assert_eq!(used, "index");
+            let (chq, ch_summary, used) = api
+                .eligible_query(c, send, &format!("engine=clickhouse{at}"))
+                .await;
+            assert_eq!(used, "clickhouse");
+            assert_eq!(
+                (&ix, &ix_summary),
+                (&chq, &ch_summary),
+                "filter {f} at {at:?}"
+            );
+        }
+    }
+    // A small audience without Kafka: auto answers from the index.
+    let send = api
+        .send(
+            c,
+            json!({"scheduledFor": T, "templateName": "t", "language": "en"}),
+        )
+        .await;
+    assert_eq!(api.eligible_query(c, send, "").await.2, "index");
+    // Without ClickHouse, asking for it is a 400 that says what to set.
+    let plain = server().await;
+    let api = Api::new(&plain, ORG);
+    let c = api.campaign("http://127.0.0.1:9/x").await;
+    let send = api
+        .send(
+            c,
+            json!({"scheduledFor": T, "templateName": "t", "language": "en"}),
+        )
+        .await;
+    let r = api
+        .post(
+            &format!("/api/v1/campaigns/{c}/sends/{send}/eligible?engine=clickhouse"),
+            &json!({}),
+        )
+        .await;
+    assert!(r.error(400).contains("LEADSTREAM_CLICKHOUSE_URL"));
+}
+
+#[tokio::test]
+async fn deliveries_wait_for_the_send_instant_and_a_deleted_endpoint_stops_the_send() {
+    let s = server().await;
+    let api = Api::new(&s, ORG);
+    let rx = Receiver::start().await;
+    let r = api
+        .post(
+            "/api/v1/campaigns",
+            &json!({"name": "timed", "deliveryUrl": rx.url("timed")}),
+        )
+        .await;
+    let c = r.body["id"].as_i64().unwrap();
+    api.audience_json(c, &json!([{"phoneE164": phone(1)}]))
+        .await;
+    let at = std::time::SystemTime::now() + Duration::from_secs(3);
+    let send = api
+        .send(c, json!({"scheduledFor": from_now(Duration::from_secs(3)), "templateName": "t", "language": "en"}))
+        .await;
+    let m = api
+        .post(
+            &format!("/api/v1/campaigns/{c}/sends/{send}/materialize"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(m.body["emitted"], 1, "{}", m.body);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        rx.seen("timed").is_empty(),
+        "delivered before the send's instant"
+    );
+    let until = Instant::now() + Duration::from_secs(20);
+    while rx.seen("timed").is_empty() {
+        assert!(Instant::now() < until, "not delivered after the instant");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(std::time::SystemTime::now() + Duration::from_millis(100) >= at);
+
+    // The campaign's endpoint deleted: the next send cannot go anywhere, and says so.
+    let ep = api.get(&format!("/api/v1/campaigns/{c}")).await.body["endpointId"]
+        .as_i64()
+        .unwrap();
+    api.delete(&format!("/api/webhooks/delete?id={ep}")).await;
+    let send = api
+        .send(
+            c,
+            json!({"scheduledFor": T, "templateName": "t", "language": "en"}),
+        )
+        .await;
+    let msg = api
+        .post(
+            &format!("/api/v1/campaigns/{c}/sends/{send}/materialize"),
+            &json!({}),
+        )
+        .await
+        .error(409)
+        .to_owned();
+    assert!(msg.contains("deleted"), "{msg}");
+    let x = api
+        .get(&format!("/api/v1/campaigns/{c}/sends/{send}"))
+        .await
+        .body;
+    assert_eq!(x["emitted"], 0, "{x}");
+}
+
+#[tokio::test]
+async fn cancelling_stops_a_send_between_chunks() {
+    let s = server().await;
+    let api = Api::new(&s, ORG);
+    const LEADS: u32 = 60_000;
+    let c = api.campaign("http://127.0.0.1:9/closed").await;
+    let mut csv = String::from("phone\n");
+    for n in 0..LEADS {
+        csv.push_str(&format!("+1646{:07}\n", 3_000_000 + n));
+    }
+    assert_eq!(api.audience_csv(c, csv).await.body["accepted"], LEADS);
+    let send = api
+        .send(
+            c,
+            json!({"scheduledFor": T, "templateName": "t", "language": "en"}),
+        )
+        .await;
+    api.post(&format!("/api/v1/campaigns/{c}/schedule"), &json!({}))
+        .await;
+    let path = format!("/api/v1/campaigns/{c}/sends/{send}");
+    let until = Instant::now() + Duration::from_secs(60);
+    while api.get(&path).await.body["emitted"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < until);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = api
+        .post(&format!("/api/v1/campaigns/{c}/cancel"), &json!({}))
+        .await;
+    assert_eq!(r.body["state"], "cancelled", "{}", r.body);
+    let stopped_at = api.get(&path).await.body["emitted"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = api.get(&path).await.body["emitted"].as_u64().unwrap();
+    // At most the chunk in flight at the cancel (2,000 leads) lands after it.
+    assert!(later <= stopped_at + 2_000, "{stopped_at} then {later}");
+    assert!(
+        later < u64::from(LEADS),
+        "the whole send went out after the cancel"
+    );
+    assert_eq!(
+        api.get(&format!("/api/v1/campaigns/{c}")).await.body["state"],
+        "cancelled"
+    );
+}
+
+#[tokio::test]
+async fn a_csv_cut_off_mid_row_is_an_error_and_its_last_row_is_not_stored() {
+    use tokio::io::AsyncWriteExt;
+    let s = server().await;
+    let api = Api::new(&s, ORG);
+    let c = api.campaign("http://127.0.0.1:9/x").await;
+    let mut sock = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    let head = format!(
+        "POST /api/v1/campaigns/{c}/audience HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n",
+        api.key
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    // "+1555123000" is a whole phone of its own; the row meant +15551230001.
+    let chunk = "phone\n+15551230002\n+1555123000";
+    sock.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes())
+        .await
+        .unwrap();
+    sock.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(sock);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = api.get(&format!("/api/v1/campaigns/{c}")).await.body;
+    assert_eq!(
+        got["audienceSize"], 0,
+        "a cut-off upload stored rows: {got}"
+    );
 }

@@ -9,7 +9,10 @@ use super::webhooks::target_problem;
 use super::{ApiError, AppState, ErrorBody};
 use crate::campaigns::audience::{self, UploadError, UploadTally};
 use crate::campaigns::model::{Campaign, CampaignState, Send, SendTime, Transition};
-use crate::campaigns::{owned_campaign, store, Campaigns, MaterializeError, Materialized};
+use crate::campaigns::{
+    owned_campaign, store, Campaigns, EligibilityEngine, EligibilityError, MaterializeError,
+    Materialized,
+};
 use crate::delivery::model::EndpointKind;
 use crate::writer::now_ms;
 use axum::body::Body;
@@ -417,6 +420,13 @@ async fn transition(
             match action.apply(c.state, c.paused_from) {
                 None => Ok(Err(c.state)),
                 Some((next, paused_from)) => {
+                    // Scheduled or resumed with every send already emitted (by hand,
+                    // or while paused): there is nothing left to run.
+                    let next = if next.materializes() && store::all_sends_emitted(conn, cid)? {
+                        CampaignState::Completed
+                    } else {
+                        next
+                    };
                     store::set_state(conn, cid, next, paused_from, now_ms())?;
                     store::campaign(conn, cid).map(|c| c.ok_or(next))
                 }
@@ -563,10 +573,9 @@ pub async fn upload_audience(
             let fed = feeding
                 .await
                 .map_err(|_| store_error("audience upload stopped"))?;
-            match (parsed, fed) {
-                (Err(UploadError::Body(_)), Err(e)) => return Err(e),
-                (r, _) => r,
-            }
+            // A body that failed is the answer, whatever the parser made of it.
+            fed?;
+            parsed
         }
         "application/json" | "" => {
             let body = read(
@@ -601,12 +610,14 @@ pub async fn upload_audience(
 /// A `std::io::Read` over an HTTP body that an async task feeds in chunks, so a
 /// blocking parser reads an upload as it arrives (a few chunks held at a time).
 struct BodyReader {
-    rx: std::sync::mpsc::Receiver<bytes::Bytes>,
+    /// `None`: the body failed (stalled, too large, cut off); the reader fails too,
+    /// so a cut-off last row is never read as a whole one.
+    rx: std::sync::mpsc::Receiver<Option<bytes::Bytes>>,
     current: bytes::Bytes,
 }
 
 struct BodyFeed {
-    tx: std::sync::mpsc::SyncSender<bytes::Bytes>,
+    tx: std::sync::mpsc::SyncSender<Option<bytes::Bytes>>,
 }
 
 impl BodyReader {
@@ -626,8 +637,11 @@ impl std::io::Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
             match self.rx.recv() {
-                Ok(b) => self.current = b,
-                // The feed ended: at the body's end, or on an error it reports.
+                Ok(Some(b)) => self.current = b,
+                Ok(None) => {
+                    return Err(std::io::Error::other("the upload was cut short"));
+                }
+                // The feed ended with the body.
                 Err(_) => return Ok(0),
             }
         }
@@ -639,7 +653,16 @@ impl std::io::Read for BodyReader {
 
 impl BodyFeed {
     /// Feeds the body's bytes until its end; answers the error that cut it short.
-    async fn run(self, mut body: Body, stall: std::time::Duration) -> Result<(), ApiError> {
+    async fn run(self, body: Body, stall: std::time::Duration) -> Result<(), ApiError> {
+        let result = self.feed(body, stall).await;
+        if result.is_err() {
+            let tx = self.tx.clone();
+            let _ = tokio::task::spawn_blocking(move || tx.send(None)).await;
+        }
+        result
+    }
+
+    async fn feed(&self, mut body: Body, stall: std::time::Duration) -> Result<(), ApiError> {
         use http_body_util::BodyExt;
         let mut total: u64 = 0;
         loop {
@@ -648,9 +671,9 @@ impl BodyFeed {
                     return Err(ApiError::new(
                         StatusCode::REQUEST_TIMEOUT,
                         format!(
-                        "upload stalled: no bytes for {} s; the rows before the stall were added",
-                        stall.as_secs()
-                    ),
+                            "upload stalled: no bytes for {} s; the chunks of 5,000 rows stored before the stall stay, send the file again to finish (uploads merge)",
+                            stall.as_secs()
+                        ),
                     ))
                 }
                 Ok(None) => return Ok(()),
@@ -664,12 +687,12 @@ impl BodyFeed {
             if total > MAX_AUDIENCE_CSV {
                 return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "audience CSV over 1 GB; the rows before the limit were added; split the rest into further uploads",
+                    "audience CSV over 1 GB; the chunks of 5,000 rows stored before the limit stay; split the rest into further uploads (they merge)",
                 ));
             }
             let tx = self.tx.clone();
             // The parser applies back-pressure: wait off the runtime's threads.
-            let sent = tokio::task::spawn_blocking(move || tx.send(data).is_ok())
+            let sent = tokio::task::spawn_blocking(move || tx.send(Some(data)).is_ok())
                 .await
                 .unwrap_or(false);
             if !sent {
@@ -947,11 +970,23 @@ pub async fn create_send(
         materialized_at_ms: None,
         emitted_all: false,
     };
+    // The state is checked again in the write: a campaign completed meanwhile takes
+    // no send that nothing would ever materialize.
+    let cid = c.id;
     let created = campaigns(&s)
         .db()
-        .write(move |conn| store::insert_send(conn, &send))
+        .write(move |conn| match store::campaign_state(conn, cid)? {
+            Some(state) if state.takes_sends() => store::insert_send(conn, &send).map(Ok),
+            state => Ok(Err(state.unwrap_or(CampaignState::Cancelled))),
+        })
         .await
-        .map_err(store_error)?;
+        .map_err(store_error)?
+        .map_err(|state| {
+            conflict(format!(
+                "campaign {cid} is {}: it takes no more sends",
+                state.as_str()
+            ))
+        })?;
     Ok((StatusCode::CREATED, Json(send_out(&s, created).await?)).into_response())
 }
 
@@ -1030,15 +1065,17 @@ struct EligibleLine<'a> {
         ("id" = i64, Path, description = "Campaign id"),
         ("sendId" = i64, Path, description = "Send id"),
         ("at" = Option<super::deliveries::InstantParam>, Query, description = "RFC 3339 instant to evaluate at; empty or absent: the send's instant"),
+        ("engine" = Option<String>, Query, description = "index (the in-process event index) or clickhouse (one query; needs ClickHouse configured); empty or absent: as sends.eligibility says", pattern = "^(index|clickhouse)?$"),
     ),
     responses(
-        (status = 200, description = "NDJSON: the eligible leads, then the summary", content_type = "application/x-ndjson", body = String),
-        (status = 400, description = "at is not an RFC 3339 instant, or an id is not an integer", body = ErrorBody),
+        (status = 200, description = "NDJSON: the eligible leads, then the summary", content_type = "application/x-ndjson", body = String,
+            headers(("X-Leadstream-Eligibility-Engine" = String, description = "index or clickhouse: what answered"))),
+        (status = 400, description = "at is not an RFC 3339 instant, an id is not an integer, or engine=clickhouse without ClickHouse configured", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's campaign", body = ErrorBody),
         (status = 404, description = "No such campaign or send", body = ErrorBody),
         (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
-        (status = 503, description = "The event index is still warming; retry", body = ErrorBody),
+        (status = 503, description = "The event index is still warming, or ClickHouse is unavailable; retry", body = ErrorBody),
     ))]
 pub async fn eligible(
     State(s): State<AppState>,
@@ -1046,7 +1083,15 @@ pub async fn eligible(
     Path((id, send)): Path<(String, String)>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let q = super::query_params(pairs, &["at"])?;
+    let q = super::query_params(pairs, &["at", "engine"])?;
+    let engine = match q.get("engine").map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        None => None,
+        Some(e) => Some(EligibilityEngine::parse(e).ok_or_else(|| {
+            bad(format!(
+                "engine {e:?}: expected index or clickhouse (or leave it out)"
+            ))
+        })?),
+    };
     let c = load_campaign(&s, org, parse_id("campaign id", &id)?).await?;
     let x = load_send(&s, &c, parse_id("send id", &send)?).await?;
     let at_us = match q.get("at").map(|a| a.trim()).filter(|a| !a.is_empty()) {
@@ -1063,10 +1108,17 @@ pub async fn eligible(
             "warming the event index from the store; retry shortly",
         ));
     }
-    let (leads, summary) = campaigns(&s)
-        .eligible(&x, at_us)
-        .await
-        .map_err(store_error)?;
+    let (leads, summary, used) = match campaigns(&s).eligible(&x, at_us, engine).await {
+        Ok(r) => r,
+        Err(e @ EligibilityError::NoClickHouse) => return Err(bad(e.to_string())),
+        Err(EligibilityError::ClickHouse(e)) if e.is_unavailable() => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("ClickHouse is unavailable ({e}); retry"),
+            ))
+        }
+        Err(e) => return Err(store_error(e)),
+    };
     // Written in chunks as the client reads.
     let stream = futures_util::stream::iter(
         leads
@@ -1090,7 +1142,13 @@ pub async fn eligible(
             .collect::<Vec<_>>(),
     );
     Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (
+                header::HeaderName::from_static("x-leadstream-eligibility-engine"),
+                used.as_str(),
+            ),
+        ],
         Body::from_stream(stream),
     )
         .into_response())
@@ -1136,6 +1194,17 @@ pub async fn materialize(
         Err(MaterializeError::Publish(crate::delivery::PublishError::Kafka(e))) => Err(
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry")),
         ),
+        Err(MaterializeError::Eligibility(EligibilityError::ClickHouse(e)))
+            if e.is_unavailable() =>
+        {
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("ClickHouse is unavailable ({e}); retry"),
+            ))
+        }
+        Err(e @ (MaterializeError::NoEndpoint(_) | MaterializeError::Stopped(_))) => {
+            Err(conflict(e.to_string()))
+        }
         Err(MaterializeError::NoSend(n)) => {
             Err(ApiError::new(StatusCode::NOT_FOUND, format!("no send {n}")))
         }
@@ -1237,11 +1306,23 @@ pub async fn audience_filter(
     let ext: Vec<String> = external_ids.into_iter().collect();
     let ph: Vec<Phone> = phones.into_iter().map(Phone).collect();
     let sid = x.id;
-    campaigns(&s)
+    let accepted = campaigns(&s)
         .db()
-        .write(move |conn| store::put_audience_filter(conn, sid, mode, &ext, &ph, now_ms()))
+        .write(move |conn| {
+            // Checked again in the write: a materialization in between fixed the set.
+            if store::send(conn, sid)?.is_some_and(|x| x.materialized_at_ms.is_some()) {
+                return Ok(false);
+            }
+            store::put_audience_filter(conn, sid, mode, &ext, &ph, now_ms())?;
+            Ok(true)
+        })
         .await
         .map_err(store_error)?;
+    if !accepted {
+        return Err(conflict(format!(
+            "too late: send {sid} was materialized; audience filters are accepted until 5 minutes before its instant"
+        )));
+    }
     Ok(Json(AudienceFilterOut {
         status: "accepted",
         lead_count,

@@ -302,7 +302,9 @@ pub async fn list(
         "asc" => false,
         other => return Err(bad(format!("order {other:?} is not asc or desc"))),
     };
-    let limit = match get("limit") {
+    // An empty limit is not a number (the document says integer), unlike the empty
+    // filters, which mean "any".
+    let limit = match q.get("limit").map(String::as_str) {
         None => DEFAULT_LIMIT,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use leadstream_pipeline::eligibility::{self, Lead, Question, Summary};
 use leadstream_pipeline::time::format_rfc3339_short_us;
 use leadstream_pipeline::{OrgId, Phone};
-use model::{Campaign, Send};
+use model::{Campaign, CampaignState, Send};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +35,9 @@ use std::time::Duration;
 pub const EVENT_TYPE: &str = "campaign_send";
 /// Leads published per transaction while emitting a send.
 const EMIT_CHUNK: usize = 2_000;
+/// Eligibility evaluations that may run at once (each holds its audience in memory;
+/// more wait their turn).
+const EVALUATIONS_AT_ONCE: usize = 2;
 /// How often the scheduler looks for due sends.
 const SCHEDULER_EVERY: Duration = Duration::from_secs(1);
 
@@ -55,8 +58,59 @@ pub enum MaterializeError {
     Db(#[from] DbError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error(transparent)]
+    Eligibility(#[from] EligibilityError),
     #[error("no send {0}")]
     NoSend(i64),
+    #[error("the campaign's endpoint {0} was deleted: its deliveries have nowhere to go; cancel the campaign and create it again with a target")]
+    NoEndpoint(i64),
+    /// The campaign was paused or cancelled while it emitted.
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// Where a send's eligibility reads events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EligibilityEngine {
+    /// The in-process event index.
+    Index,
+    /// One query to ClickHouse's `lead_events`.
+    ClickHouse,
+}
+
+impl EligibilityEngine {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "index" => Some(Self::Index),
+            "clickhouse" => Some(Self::ClickHouse),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Index => "index",
+            Self::ClickHouse => "clickhouse",
+        }
+    }
+}
+
+/// Why eligibility was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum EligibilityError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("ClickHouse: {0}")]
+    ClickHouse(#[from] crate::store::StoreError),
+    #[error("ClickHouse is not configured: set clickhouse.url (LEADSTREAM_CLICKHOUSE_URL) to answer eligibility there")]
+    NoClickHouse,
+}
+
+/// ClickHouse as configured for eligibility.
+struct ClickHouseEvents {
+    store: Mutex<crate::clickhouse::ClickHouseStore>,
+    /// Kafka is configured too: several processes may share the consumer group.
+    shared_group: bool,
 }
 
 /// The campaign service: cheap to clone.
@@ -72,6 +126,9 @@ struct Inner {
     config: SendsConfig,
     /// One materialization of a send at a time.
     running: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    clickhouse: std::sync::OnceLock<ClickHouseEvents>,
+    /// Evaluations at once: each holds an audience in memory.
+    evaluations: tokio::sync::Semaphore,
 }
 
 impl Campaigns {
@@ -93,8 +150,48 @@ impl Campaigns {
                 writer,
                 config: config.clone(),
                 running: Mutex::new(HashMap::new()),
+                clickhouse: std::sync::OnceLock::new(),
+                evaluations: tokio::sync::Semaphore::new(EVALUATIONS_AT_ONCE),
             }),
         })
+    }
+
+    /// Lets eligibility read events from ClickHouse (a connection of its own):
+    /// `sends.eligibility` says when. `shared_group`: Kafka is configured too.
+    pub fn attach_clickhouse(&self, store: crate::clickhouse::ClickHouseStore, shared_group: bool) {
+        let _ = self.inner.clickhouse.set(ClickHouseEvents {
+            store: Mutex::new(store),
+            shared_group,
+        });
+    }
+
+    /// The engine for an audience of `audience` leads: `requested` if given, else
+    /// `sends.eligibility`, where `auto` is ClickHouse when it is attached and the
+    /// audience is over `sends.clickhouse_above_audience` or Kafka shares the work.
+    ///
+    /// # Errors
+    /// [`EligibilityError::NoClickHouse`] when ClickHouse is asked for but absent.
+    pub fn engine_for(
+        &self,
+        audience: u64,
+        requested: Option<EligibilityEngine>,
+    ) -> Result<EligibilityEngine, EligibilityError> {
+        let ch = self.inner.clickhouse.get();
+        let chosen = requested
+            .or_else(|| EligibilityEngine::parse(&self.inner.config.eligibility))
+            .unwrap_or(match ch {
+                Some(c)
+                    if c.shared_group
+                        || audience > self.inner.config.clickhouse_above_audience as u64 =>
+                {
+                    EligibilityEngine::ClickHouse
+                }
+                _ => EligibilityEngine::Index,
+            });
+        if chosen == EligibilityEngine::ClickHouse && ch.is_none() {
+            return Err(EligibilityError::NoClickHouse);
+        }
+        Ok(chosen)
     }
 
     pub fn db(&self) -> &Arc<Db> {
@@ -138,29 +235,41 @@ impl Campaigns {
             .db
             .read(move |conn| store::due_sends(conn, due_us, 100))
             .await?;
+        // One send's failure is logged and does not hold up the others.
         for send in due {
-            let id = send.campaign_id;
-            let campaign = self
-                .inner
-                .db
-                .read(move |conn| store::campaign(conn, id))
-                .await?;
-            if campaign.is_some_and(|c| c.state.materializes()) {
-                let m = self.materialize(send.id).await?;
-                if m.emitted > 0 {
+            match self.materialize(send.id).await {
+                Ok(m) if m.emitted > 0 => {
                     tracing::info!(send = send.id, emitted = m.emitted, "send materialized");
                 }
+                Ok(_) => {}
+                Err(MaterializeError::Stopped(why)) => {
+                    tracing::info!(send = send.id, %why, "send stopped");
+                }
+                Err(e) => tracing::warn!(send = send.id, error = %e, "materializing a send"),
             }
         }
         Ok(())
     }
 
-    /// The leads of `send` eligible at `at_us` (in phone order), with the summary.
-    /// Waits until every acknowledged event is in the index (read your writes).
+    /// The leads of `send` eligible at `at_us` (in phone order), with the summary and
+    /// the engine that answered ([`engine_for`](Self::engine_for)). Every event
+    /// acknowledged before the call is seen: the index is waited for
+    /// ([`EventWriter::indexed_now`]); ClickHouse has each row before its 200.
     ///
     /// # Errors
-    /// [`DbError`].
-    pub async fn eligible(&self, send: &Send, at_us: i64) -> Result<(Vec<Lead>, Summary), DbError> {
+    /// [`EligibilityError`].
+    pub async fn eligible(
+        &self,
+        send: &Send,
+        at_us: i64,
+        requested: Option<EligibilityEngine>,
+    ) -> Result<(Vec<Lead>, Summary, EligibilityEngine), EligibilityError> {
+        let _turn = self
+            .inner
+            .evaluations
+            .acquire()
+            .await
+            .map_err(|_| DbError::Stopped)?;
         self.inner.writer.indexed_now().await;
         let s = send.clone();
         let (leads, opted_out, filter) = self
@@ -177,8 +286,10 @@ impl Campaigns {
                 Ok((leads, out, filter))
             })
             .await?;
+        let engine = self.engine_for(leads.len() as u64, requested)?;
         let index = self.inner.writer.event_index().clone();
         let send = send.clone();
+        let me = self.clone();
         let out = tokio::task::spawn_blocking(move || {
             let q = Question {
                 org: send.org,
@@ -187,7 +298,27 @@ impl Campaigns {
                 audience_filter: filter.as_ref(),
                 event_filter: send.event_filter.as_ref(),
             };
-            let (kept, summary) = eligibility::evaluate(&q, &leads, &index);
+            let having = match (engine, &send.event_filter) {
+                (EligibilityEngine::ClickHouse, Some(f)) => {
+                    let ch = me
+                        .inner
+                        .clickhouse
+                        .get()
+                        .ok_or(EligibilityError::NoClickHouse)?;
+                    let lo = eligibility::window_start(at_us, f.within_minutes);
+                    Some(
+                        ch.store
+                            .lock()
+                            .leads_with_event(send.org, &f.event_type, lo, at_us)?,
+                    )
+                }
+                _ => None,
+            };
+            let events = match &having {
+                Some(set) => eligibility::Events::Having(set),
+                None => eligibility::Events::Index(&index),
+            };
+            let (kept, summary) = eligibility::evaluate(&q, &leads, events);
             let mut leads = leads;
             let mut keep = vec![false; leads.len()];
             for i in kept {
@@ -195,10 +326,10 @@ impl Campaigns {
             }
             let mut it = keep.into_iter();
             leads.retain(|_| it.next().unwrap_or(false));
-            (leads, summary)
+            Ok::<_, EligibilityError>((leads, summary, engine))
         })
         .await
-        .map_err(|_| DbError::Stopped)?;
+        .map_err(|_| DbError::Stopped)??;
         Ok(out)
     }
 
@@ -224,7 +355,7 @@ impl Campaigns {
             .await?
             .ok_or(MaterializeError::NoSend(send_id))?;
         if send.materialized_at_ms.is_none() {
-            let (leads, summary) = self.eligible(&send, send.time.at_us).await?;
+            let (leads, summary, _) = self.eligible(&send, send.time.at_us, None).await?;
             let phones: Vec<Phone> = leads.iter().map(|l| l.phone).collect();
             let fixed = self
                 .inner
@@ -247,6 +378,9 @@ impl Campaigns {
             .read(move |conn| store::campaign(conn, campaign_id))
             .await?
             .ok_or(MaterializeError::NoSend(send_id))?;
+        let Some(endpoint) = self.inner.engine.endpoints().by_id(campaign.endpoint_id) else {
+            return Err(MaterializeError::NoEndpoint(campaign.endpoint_id));
+        };
         let mut emitted = 0;
         let mut after = Phone(0);
         loop {
@@ -259,7 +393,7 @@ impl Campaigns {
                 break;
             };
             after = last.phone;
-            emitted += self.emit(&campaign, &send, chunk).await?;
+            emitted += self.emit(&campaign, &endpoint, &send, chunk).await?;
         }
         let now = now_ms();
         self.inner
@@ -291,15 +425,18 @@ impl Campaigns {
     }
 
     /// Publishes one chunk of a send's leads and marks them emitted, in one
-    /// transaction.
+    /// transaction, which first checks the campaign may still emit (a pause or a
+    /// cancel stops a send between two chunks). Each delivery is due at the send's
+    /// instant (now, if that has passed).
     async fn emit(
         &self,
         campaign: &Campaign,
+        endpoint: &Arc<crate::delivery::model::Endpoint>,
         send: &Send,
         chunk: Vec<store::ToEmit>,
     ) -> Result<u64, MaterializeError> {
-        let endpoint = self.inner.engine.endpoints().by_id(campaign.endpoint_id);
         let scheduled_for = format_rfc3339_short_us(send.time.at_us);
+        let due = send.time.at_us.div_euclid(1000);
         let mut events = Vec::with_capacity(chunk.len());
         let mut phones = Vec::with_capacity(chunk.len());
         for lead in &chunk {
@@ -323,26 +460,47 @@ impl Campaigns {
                 event_type: EVENT_TYPE.to_owned(),
                 payload: Bytes::from(payload),
                 idempotency_key: None,
-                // A deleted endpoint: the deliveries are still logged, and fail
-                // saying so.
-                endpoints: endpoint.iter().cloned().collect(),
+                endpoints: vec![endpoint.clone()],
+                due_at_ms: Some(due),
             });
             phones.push(lead.phone);
         }
-        let send_id = send.id;
+        let (send_id, campaign_id) = (send.id, campaign.id);
+        let unmark = phones.clone();
         let published = self
             .inner
             .engine
-            .publish_many_and(events, move |conn, published| {
-                let marks: Vec<(Phone, String)> = phones
-                    .into_iter()
-                    .zip(published.iter().map(|p| p.event_id.clone()))
-                    .collect();
-                store::mark_emitted(conn, send_id, &marks)?;
-                Ok(())
-            })
-            .await?;
-        Ok(published.len() as u64)
+            .publish_many_and(
+                events,
+                move |conn, published| {
+                    match store::campaign_state(conn, campaign_id)? {
+                        Some(s) if s.materializes() || s == CampaignState::Draft => {}
+                        state => {
+                            return Err(DbError::Aborted(format!(
+                                "campaign {campaign_id} is {}: its sends are not materialized",
+                                state.map_or("deleted", CampaignState::as_str)
+                            )))
+                        }
+                    }
+                    let marks: Vec<(Phone, i64)> = phones
+                        .into_iter()
+                        .zip(
+                            published
+                                .iter()
+                                .filter_map(|p| p.jobs.first().map(|j| j.seq)),
+                        )
+                        .collect();
+                    store::mark_emitted(conn, send_id, &marks)?;
+                    Ok(())
+                },
+                move |conn| store::unmark_emitted(conn, send_id, &unmark),
+            )
+            .await;
+        match published {
+            Ok(p) => Ok(p.len() as u64),
+            Err(PublishError::Store(DbError::Aborted(why))) => Err(MaterializeError::Stopped(why)),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -64,12 +64,11 @@ CREATE TABLE IF NOT EXISTS audience_filter_leads (
     phone         INTEGER
 );
 CREATE INDEX IF NOT EXISTS audience_filter_leads_send ON audience_filter_leads (send_id);
--- A send's progress joins its leads' events to their deliveries.
-CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
+-- A send's eligible set; delivery_seq (the delivery's rowid) once emitted.
 CREATE TABLE IF NOT EXISTS send_leads (
     send_id       INTEGER NOT NULL,
     phone         INTEGER NOT NULL,
-    event_id      TEXT,
+    delivery_seq  INTEGER,
     PRIMARY KEY (send_id, phone)
 ) WITHOUT ROWID;
 ";
@@ -337,11 +336,19 @@ pub fn sends(conn: &Connection, campaign: i64) -> Result<Vec<Send>, DbError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Sends not yet fully emitted whose materialization is due at `due_us`, oldest first.
+/// Sends of scheduled or running campaigns not yet fully emitted whose
+/// materialization is due at `due_us` (or that a restart left part-way), oldest first.
 pub fn due_sends(conn: &Connection, due_us: i64, limit: usize) -> Result<Vec<Send>, DbError> {
+    let columns = SEND_COLUMNS
+        .split(", ")
+        .map(|c| format!("s.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {SEND_COLUMNS} FROM sends WHERE emitted_all = 0 AND (scheduled_us <= ?1 OR materialized_at IS NOT NULL) \
-         ORDER BY scheduled_us LIMIT ?2"
+        "SELECT {columns} FROM sends s JOIN campaigns c ON c.id = s.campaign_id \
+         WHERE s.emitted_all = 0 AND c.state IN ('scheduled', 'running') \
+         AND (s.scheduled_us <= ?1 OR s.materialized_at IS NOT NULL) \
+         ORDER BY s.scheduled_us LIMIT ?2"
     ))?;
     let rows = stmt.query_map(params![due_us, limit as i64], send_of)?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -421,7 +428,7 @@ pub fn fix_eligible(
         return Ok(false);
     }
     let mut stmt = conn.prepare_cached(
-        "INSERT OR IGNORE INTO send_leads (send_id, phone, event_id) VALUES (?1, ?2, NULL)",
+        "INSERT OR IGNORE INTO send_leads (send_id, phone, delivery_seq) VALUES (?1, ?2, NULL)",
     )?;
     for p in phones {
         stmt.execute(params![send, p.0 as i64])?;
@@ -448,7 +455,7 @@ pub fn to_emit(
     let mut stmt = conn.prepare_cached(
         "SELECT s.phone, a.external_id, a.variables FROM send_leads s \
          LEFT JOIN audience a ON a.campaign_id = ?2 AND a.phone = s.phone \
-         WHERE s.send_id = ?1 AND s.phone > ?3 AND s.event_id IS NULL ORDER BY s.phone LIMIT ?4",
+         WHERE s.send_id = ?1 AND s.phone > ?3 AND s.delivery_seq IS NULL ORDER BY s.phone LIMIT ?4",
     )?;
     let rows = stmt.query_map(params![send, campaign, after.0 as i64, limit as i64], |r| {
         Ok(ToEmit {
@@ -462,20 +469,42 @@ pub fn to_emit(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Marks leads emitted with their event ids; answers how many were not emitted yet.
+/// Marks leads emitted with their deliveries' seqs; answers how many were not
+/// emitted yet.
 pub fn mark_emitted(
     conn: &Connection,
     send: i64,
-    emitted: &[(Phone, String)],
+    emitted: &[(Phone, i64)],
 ) -> Result<u64, DbError> {
     let mut stmt = conn.prepare_cached(
-        "UPDATE send_leads SET event_id = ?3 WHERE send_id = ?1 AND phone = ?2 AND event_id IS NULL",
+        "UPDATE send_leads SET delivery_seq = ?3 WHERE send_id = ?1 AND phone = ?2 AND delivery_seq IS NULL",
     )?;
     let mut n = 0;
-    for (p, event) in emitted {
-        n += stmt.execute(params![send, p.0 as i64, event])? as u64;
+    for (p, seq) in emitted {
+        n += stmt.execute(params![send, p.0 as i64, seq])? as u64;
     }
     Ok(n)
+}
+
+/// Takes back [`mark_emitted`] for these leads (their deliveries were not published).
+pub fn unmark_emitted(conn: &Connection, send: i64, phones: &[Phone]) -> Result<(), DbError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE send_leads SET delivery_seq = NULL WHERE send_id = ?1 AND phone = ?2",
+    )?;
+    for p in phones {
+        stmt.execute(params![send, p.0 as i64])?;
+    }
+    Ok(())
+}
+
+/// The campaign's state, read inside a write (a pause or cancel stops a send between
+/// two chunks).
+pub fn campaign_state(conn: &Connection, id: i64) -> Result<Option<CampaignState>, DbError> {
+    let state: Option<String> = conn
+        .prepare_cached("SELECT state FROM campaigns WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(state.as_deref().and_then(CampaignState::parse))
 }
 
 pub fn mark_emitted_all(conn: &Connection, send: i64) -> Result<(), DbError> {
@@ -486,7 +515,7 @@ pub fn mark_emitted_all(conn: &Connection, send: i64) -> Result<(), DbError> {
 /// `(emitted, eligible)` leads of a send.
 pub fn emitted_counts(conn: &Connection, send: i64) -> Result<(u64, u64), DbError> {
     Ok(conn
-        .prepare_cached("SELECT count(event_id), count(*) FROM send_leads WHERE send_id = ?1")?
+        .prepare_cached("SELECT count(delivery_seq), count(*) FROM send_leads WHERE send_id = ?1")?
         .query_row([send], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
         })?)
@@ -495,7 +524,7 @@ pub fn emitted_counts(conn: &Connection, send: i64) -> Result<(u64, u64), DbErro
 /// `(succeeded, failed, pending)` deliveries of a send.
 pub fn delivery_counts(conn: &Connection, send: i64) -> Result<(u64, u64, u64), DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT d.state, count(*) FROM send_leads s JOIN deliveries d ON d.event_id = s.event_id \
+        "SELECT d.state, count(*) FROM send_leads s JOIN deliveries d ON d.seq = s.delivery_seq \
          WHERE s.send_id = ?1 GROUP BY d.state",
     )?;
     let mut rows = stmt.query([send])?;

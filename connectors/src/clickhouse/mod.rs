@@ -490,6 +490,50 @@ impl ClickHouseStore {
 
     /// Streams the key rows of `sql` (the columns of [`KeyRow`]) that `keep` accepts
     /// to `f`; returns how many it delivered.
+    /// The phones of `org`'s leads with an event of `event_type` at an instant in
+    /// `[lo_us, hi_us]`: the send filter's question for every lead at once, as one
+    /// query the sorting key answers (organization, type, phone, instant). No `FINAL`:
+    /// a row repeated before a merge names the same lead.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Failed`].
+    pub fn leads_with_event(
+        &mut self,
+        org: leadstream_pipeline::OrgId,
+        event_type: &str,
+        lo_us: i64,
+        hi_us: i64,
+    ) -> Result<std::collections::HashSet<u64>, StoreError> {
+        #[derive(Row, Deserialize)]
+        struct PhoneRow<'a> {
+            phone_e164: &'a str,
+        }
+        let sql = format!(
+            "SELECT DISTINCT phone_e164 FROM {} WHERE organization_id = ? AND event_type = ? \
+             AND occurred_at_us >= ? AND occurred_at_us <= ?",
+            schema::TABLE
+        );
+        let client = &self.client;
+        self.rt.block_on(async {
+            let fail = |e| classify("eligibility", e);
+            let mut cursor = client
+                .query(&sql)
+                .bind(org)
+                .bind(event_type)
+                .bind(lo_us)
+                .bind(hi_us)
+                .fetch::<PhoneRow<'_>>()
+                .map_err(fail)?;
+            let mut out = std::collections::HashSet::new();
+            while let Some(row) = cursor.next().await.map_err(fail)? {
+                if let Ok(p) = row.phone_e164.parse::<Phone>() {
+                    out.insert(p.0);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn scan_keys(
         &mut self,
         sql: &str,

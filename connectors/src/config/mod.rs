@@ -91,6 +91,11 @@ pub struct SendsConfig {
     /// A send is materialized this long before its instant.
     #[serde(with = "humantime_serde")]
     pub materialize_ahead: Duration,
+    /// Where eligibility reads events: `auto`, `index` or `clickhouse`.
+    pub eligibility: String,
+    /// With `auto` and ClickHouse configured: audiences larger than this are
+    /// answered by ClickHouse.
+    pub clickhouse_above_audience: usize,
 }
 
 /// `[http]`
@@ -434,6 +439,18 @@ impl Config {
         if self.delivery.max_in_flight == 0 || self.delivery.max_in_flight_per_endpoint == 0 {
             return Err(
                 "delivery.max_in_flight and delivery.max_in_flight_per_endpoint must be at least 1"
+                    .into(),
+            );
+        }
+        if !["auto", "index", "clickhouse"].contains(&self.sends.eligibility.as_str()) {
+            return Err(format!(
+                "sends.eligibility {:?}: expected auto, index or clickhouse",
+                self.sends.eligibility
+            ));
+        }
+        if self.sends.eligibility == "clickhouse" && !self.clickhouse.enabled() {
+            return Err(
+                "sends.eligibility = \"clickhouse\" needs clickhouse.url (LEADSTREAM_CLICKHOUSE_URL)"
                     .into(),
             );
         }

@@ -68,6 +68,8 @@ pub struct Published {
     pub jobs: Vec<Job>,
     /// The idempotency key had been used within the window: nothing was created.
     pub repeated: bool,
+    /// When its deliveries' first attempts are due (wall-clock ms).
+    pub due_at_ms: i64,
 }
 
 /// One event to publish.
@@ -77,6 +79,9 @@ pub struct NewEvent {
     pub payload: Bytes,
     pub idempotency_key: Option<String>,
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// The first attempt's due time (wall-clock ms); `None`: now. A campaign send's
+    /// deliveries are due at the send's instant.
+    pub due_at_ms: Option<i64>,
 }
 
 /// Inserts the event and one pending delivery per endpoint, due now.
@@ -102,6 +107,7 @@ pub fn insert_event(
                     event_id: id,
                     jobs: Vec::new(),
                     repeated: true,
+                    due_at_ms: now_ms,
                 });
             }
             // The window is over: the key is free again.
@@ -127,8 +133,9 @@ pub fn insert_event(
     ])?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, next_attempt_at, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?8, ?7, ?7)",
     )?;
+    let due = ev.due_at_ms.unwrap_or(now_ms).max(now_ms);
     let event_type: Arc<str> = Arc::from(ev.event_type.as_str());
     let event_arc: Arc<str> = Arc::from(event_id.as_str());
     let mut jobs = Vec::with_capacity(ev.endpoints.len());
@@ -141,7 +148,8 @@ pub fn insert_event(
             e.id,
             e.url,
             ev.event_type,
-            now_ms
+            now_ms,
+            due
         ])?;
         jobs.push(Job {
             seq: conn.last_insert_rowid(),
@@ -162,6 +170,7 @@ pub fn insert_event(
         event_id,
         jobs,
         repeated: false,
+        due_at_ms: due,
     })
 }
 
@@ -728,6 +737,7 @@ mod tests {
 
     fn event(e: &Arc<Endpoint>, key: Option<&str>) -> NewEvent {
         NewEvent {
+            due_at_ms: None,
             org: 1,
             event_type: "t".into(),
             payload: Bytes::from_static(b"{\"a\":1}"),

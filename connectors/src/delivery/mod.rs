@@ -161,6 +161,7 @@ impl DeliveryEngine {
             endpoints: self.shared.endpoints.subscribers(org, event_type),
             payload,
             idempotency_key,
+            due_at_ms: None,
         };
         let mut out = self.publish_many(vec![ev]).await?;
         Ok(out.pop().expect("one event in, one out"))
@@ -176,19 +177,24 @@ impl DeliveryEngine {
         &self,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Published>, PublishError> {
-        self.publish_many_and(events, |_, _| Ok(())).await
+        self.publish_many_and(events, |_, _| Ok(()), |_| Ok(()))
+            .await
     }
 
     /// [`publish_many`](Self::publish_many), running `also` in the same transaction
     /// with what was published: a caller's own record of what it published (a
-    /// campaign send's emitted leads) commits with the deliveries or not at all.
+    /// campaign send's emitted leads) commits with the deliveries or not at all. An
+    /// error from `also` undoes the whole publish. When Kafka then refuses the
+    /// records, the rows are deleted again and `undo` runs in that transaction to
+    /// take back what `also` wrote.
     ///
     /// # Errors
-    /// [`PublishError`]: none was published, and `also` wrote nothing.
+    /// [`PublishError`]: none was published.
     pub async fn publish_many_and(
         &self,
         events: Vec<NewEvent>,
         also: impl FnOnce(&rusqlite::Connection, &[Published]) -> Result<(), DbError> + Send + 'static,
+        undo: impl FnOnce(&rusqlite::Connection) -> Result<(), DbError> + Send + 'static,
     ) -> Result<Vec<Published>, PublishError> {
         let window = self.shared.config.idempotency_window;
         let published = self
@@ -206,15 +212,15 @@ impl DeliveryEngine {
             .await?;
         let mut jobs = Vec::new();
         for p in &published {
-            jobs.extend(p.jobs.iter().cloned());
+            jobs.extend(p.jobs.iter().map(|j| (j.clone(), p.due_at_ms)));
         }
         if let Some(link) = self.shared.kafka.get() {
             let now = now_ms();
             let records: Vec<_> = jobs
                 .iter()
-                .filter_map(|j| {
+                .filter_map(|(j, due)| {
                     let ep = self.shared.endpoints.by_id(j.endpoint_id)?;
-                    Some(kafka::KafkaLink::record(j, &ep, 0, now, now))
+                    Some(kafka::KafkaLink::record(j, &ep, 0, *due, now))
                 })
                 .collect();
             if let Err(e) = link
@@ -222,17 +228,24 @@ impl DeliveryEngine {
                 .await
             {
                 // Undo: what the caller is told was not published must not linger
-                // as pending rows no record will ever finish.
+                // as pending rows no record will ever finish, nor as the caller's
+                // record of having published it.
                 let ids: Vec<String> = published.iter().map(|p| p.event_id.clone()).collect();
+                let seqs: Vec<i64> = jobs.iter().map(|(j, _)| j.seq).collect();
                 let undone = self
                     .shared
                     .db
                     .write(move |conn| {
-                        for id in &ids {
-                            conn.execute("DELETE FROM deliveries WHERE event_id = ?1", [id])?;
-                            conn.execute("DELETE FROM events WHERE id = ?1", [id])?;
+                        let mut del =
+                            conn.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?;
+                        for seq in &seqs {
+                            del.execute([seq])?;
                         }
-                        Ok(())
+                        let mut del = conn.prepare_cached("DELETE FROM events WHERE id = ?1")?;
+                        for id in &ids {
+                            del.execute([id])?;
+                        }
+                        undo(conn)
                     })
                     .await;
                 if let Err(u) = undone {
@@ -241,7 +254,7 @@ impl DeliveryEngine {
                 return Err(PublishError::Kafka(e.to_string()));
             }
         } else {
-            self.dispatch.due(jobs.clone());
+            self.dispatch.at(jobs.clone());
         }
         crate::metrics::deliveries_published(jobs.len() as u64);
         Ok(published)

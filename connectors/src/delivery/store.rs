@@ -92,6 +92,9 @@ pub enum DbError {
     Sql(Arc<rusqlite::Error>),
     #[error("webhook store stopped")]
     Stopped,
+    /// A write gave up on purpose (what it found made it moot); nothing of it stays.
+    #[error("{0}")]
+    Aborted(String),
 }
 
 impl From<rusqlite::Error> for DbError {
