@@ -31,6 +31,8 @@ def bars(path, title, rows, target, target_label, unit):
 e = json.load(open(sys.argv[1]))
 m = json.load(open(sys.argv[2]))
 rows = [("event index, in-process", e["in_process_ms"], True)]
+if e.get("clickhouse_ms") is not None:
+    rows.append(("ClickHouse path (server's query)", e["clickhouse_ms"], False))
 if e.get("sql_ms") is not None:
     rows.append(("same question, SQLite", e["sql_ms"], False))
 bars("docs/img/campaign-eligibility.svg",

@@ -53,6 +53,11 @@ pub struct EligibilityArgs {
     /// Skip the SQL peer (it loads every event into SQLite, which takes minutes).
     #[arg(long)]
     pub no_sql: bool,
+    /// Also ask ClickHouse at this HTTP URL (e.g. http://127.0.0.1:8123): the events
+    /// are inserted into a scratch database (dropped afterwards) and the event filter
+    /// is the query the server's ClickHouse path runs, answers checked equal.
+    #[arg(long, value_name = "URL")]
+    pub clickhouse: Option<String>,
     /// Seed of the generator.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -116,6 +121,10 @@ struct EligibilitySummary {
     sql_ms: Option<f64>,
     /// `sql_ms / in_process_ms`: how many times faster the index answers.
     sql_over_in_process: Option<f64>,
+    clickhouse_load_ms: Option<f64>,
+    /// Median of 3: the ClickHouse query plus the rest of the evaluation in process.
+    clickhouse_ms: Option<f64>,
+    clickhouse_over_in_process: Option<f64>,
     peak_rss_bytes: Option<u64>,
 }
 
@@ -208,6 +217,17 @@ pub fn eligibility(args: &EligibilityArgs) -> anyhow::Result<()> {
         );
         (Some(load), Some(query))
     };
+    let (clickhouse_load_ms, clickhouse_ms) = match &args.clickhouse {
+        None => (None, None),
+        Some(url) => {
+            let (load, query, count) = clickhouse_peer(url, &events, &q, &leads, &filter, show)?;
+            ensure!(
+                count == eligible,
+                "ClickHouse found {count} eligible leads, the index {eligible}"
+            );
+            (Some(load), Some(query))
+        }
+    };
     let out = EligibilitySummary {
         machine: Machine::detect(args.tmp_dir.as_deref(), load_start),
         audience: args.audience,
@@ -222,6 +242,9 @@ pub fn eligibility(args: &EligibilityArgs) -> anyhow::Result<()> {
         sql_load_ms,
         sql_ms,
         sql_over_in_process: sql_ms.map(|s| s / in_process_ms),
+        clickhouse_load_ms,
+        clickhouse_ms,
+        clickhouse_over_in_process: clickhouse_ms.map(|c| c / in_process_ms),
         peak_rss_bytes: rss_bytes("VmHWM"),
     };
     if args.json {
@@ -258,7 +281,81 @@ pub fn eligibility(args: &EligibilityArgs) -> anyhow::Result<()> {
         println!("  SQLite load          {load:.0} ms");
         println!("  SQLite query         {q:.1} ms: the index answers {r:.1}× faster");
     }
+    if let (Some(load), Some(q), Some(r)) = (
+        out.clickhouse_load_ms,
+        out.clickhouse_ms,
+        out.clickhouse_over_in_process,
+    ) {
+        println!("  ClickHouse load      {load:.0} ms");
+        println!(
+            "  ClickHouse path      {q:.1} ms (median of 3): the index answers {r:.1}× faster"
+        );
+    }
     Ok(())
+}
+
+/// Inserts the events into a scratch ClickHouse database and answers the question
+/// the way the server's ClickHouse path does; answers (load ms, median ms, eligible).
+fn clickhouse_peer(
+    url: &str,
+    events: &[(Phone, u8, i64)],
+    q: &Question<'_>,
+    leads: &[Lead],
+    filter: &EventFilter,
+    show: bool,
+) -> anyhow::Result<(f64, f64, u64)> {
+    use leadstream_connectors::clickhouse::ClickHouseStore;
+    use leadstream_connectors::store::{EventStore, StoredEvent};
+    use leadstream_pipeline::{EventKey, Probe};
+    let mut cfg = Config::load(None, |_| None)?.clickhouse;
+    cfg.url = url.to_owned();
+    cfg.database = format!("leadstream_bench_eligibility_{}", std::process::id());
+    let mut ch = ClickHouseStore::connect(&cfg)
+        .with_context(|| format!("connecting to ClickHouse at {url}"))?;
+    let pb = bar(show, events.len(), "load CH");
+    let t = Instant::now();
+    for chunk in events.chunks(100_000) {
+        let rows: Vec<StoredEvent<'_>> = chunk
+            .iter()
+            .map(|&(phone, ty, at)| {
+                let key = EventKey {
+                    org: ORG,
+                    phone,
+                    event_type: EVENT_TYPES[ty as usize],
+                    occurred_at_us: at,
+                };
+                StoredEvent {
+                    org: ORG,
+                    event_type: EVENT_TYPES[ty as usize],
+                    phone,
+                    occurred_at_us: at,
+                    metadata: None,
+                    probe: Probe {
+                        fingerprint: key.fingerprint(),
+                        lead: key.lead_hash(),
+                    },
+                }
+            })
+            .collect();
+        ch.append(&rows, now_ms())?;
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    let load_ms = ms(t.elapsed());
+    let lo = eligibility::window_start(q.at_us, filter.within_minutes);
+    let mut runs = Vec::new();
+    let mut eligible = 0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let having = ch.leads_with_event(ORG, &filter.event_type, lo, q.at_us)?;
+        let (_, summary) = eligibility::evaluate(q, leads, eligibility::Events::Having(&having));
+        runs.push(ms(t.elapsed()));
+        eligible = summary.eligible;
+    }
+    runs.sort_by(f64::total_cmp);
+    ch.drop_database()
+        .with_context(|| format!("dropping database {}", cfg.database))?;
+    Ok((load_ms, runs[1], eligible))
 }
 
 /// Loads the events and the audience into SQLite and asks the same question; answers
