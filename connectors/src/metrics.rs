@@ -37,6 +37,8 @@ const DELIVERY_COMPLETION: &str = "leadstream_delivery_completion_seconds";
 const LEAD_BATCH_LATENCY: &str = "leadstream_lead_batch_duration_seconds";
 const DELIVERY_QUEUE_DEPTH: &str = "leadstream_delivery_queue_depth";
 const DELIVERY_IN_FLIGHT: &str = "leadstream_delivery_in_flight";
+const CAMPAIGN_LEADS_EMITTED: &str = "leadstream_campaign_leads_emitted_total";
+const ELIGIBILITY_LATENCY: &str = "leadstream_eligibility_duration_seconds";
 
 /// Buckets of [`DELIVERY_LATENCY`], in seconds: from a receiver on the same network
 /// up to the longest per-attempt timeout an endpoint may set (30 s).
@@ -89,6 +91,8 @@ pub fn install() -> &'static PrometheusHandle {
             .expect("the latency buckets are not empty")
             .set_buckets_for_metric(Matcher::Full(LEAD_BATCH_LATENCY.to_owned()), LATENCY_BUCKETS)
             .expect("the latency buckets are not empty")
+            .set_buckets_for_metric(Matcher::Full(ELIGIBILITY_LATENCY.to_owned()), LATENCY_BUCKETS)
+            .expect("the latency buckets are not empty")
             .set_buckets_for_metric(
                 Matcher::Full(DELIVERY_COMPLETION.to_owned()),
                 COMPLETION_BUCKETS,
@@ -105,6 +109,7 @@ pub fn install() -> &'static PrometheusHandle {
         for source in [Source::Http, Source::Kafka] {
             lead_batch(source, 0, 0, 0, None);
         }
+        campaign_leads_emitted(0);
         let upkeep = handle.clone();
         let spawned = std::thread::Builder::new()
             .name("metrics-upkeep".to_owned())
@@ -162,6 +167,15 @@ fn describe() {
     describe_gauge!(
         DELIVERY_IN_FLIGHT,
         "Delivery attempts in flight, by endpoint id"
+    );
+    describe_counter!(
+        CAMPAIGN_LEADS_EMITTED,
+        "Campaign-send leads materialized into a durable campaign_send delivery"
+    );
+    describe_histogram!(
+        ELIGIBILITY_LATENCY,
+        Unit::Seconds,
+        "Time to answer which leads of a send's audience are eligible (reading the audience, opt-outs and filters, then the event filter), by engine: index or clickhouse"
     );
 }
 
@@ -240,6 +254,16 @@ pub fn delivery_queue_depth(endpoint_id: i64, depth: u64) {
 /// Sets how many attempts to `endpoint_id` are in flight.
 pub fn delivery_in_flight(endpoint_id: i64, n: u64) {
     gauge!(DELIVERY_IN_FLIGHT, "endpoint" => endpoint_id.to_string()).set(n as f64);
+}
+
+/// Records `n` campaign-send leads emitted (their deliveries durable).
+pub fn campaign_leads_emitted(n: u64) {
+    counter!(CAMPAIGN_LEADS_EMITTED).increment(n);
+}
+
+/// Records one eligibility evaluation's duration, by the engine that answered.
+pub fn eligibility(engine: &'static str, d: Duration) {
+    histogram!(ELIGIBILITY_LATENCY, "engine" => engine).record(d.as_secs_f64());
 }
 
 /// Records `n` deliveries published to the delivery topic.

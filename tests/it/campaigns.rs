@@ -640,6 +640,24 @@ async fn materialization_publishes_signed_deliveries_once_per_lead() {
     }
     let log = api.get("/api/v1/deliveries?eventType=campaign_send").await;
     assert_eq!(log.body["data"].as_array().unwrap().len(), 1);
+    // What an SRE watches: leads emitted, and how long eligibility took by engine.
+    let metrics = s
+        .client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("leadstream_campaign_leads_emitted_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("leadstream_eligibility_duration_seconds_count{engine=\"index\"} 1\n"),
+        "{metrics}"
+    );
     // Scheduled with its only send already emitted: nothing is left, it completes.
     let r = api
         .post(&format!("/api/v1/campaigns/{c}/schedule"), &json!({}))

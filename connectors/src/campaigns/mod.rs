@@ -270,6 +270,7 @@ impl Campaigns {
             .acquire()
             .await
             .map_err(|_| DbError::Stopped)?;
+        let started = std::time::Instant::now();
         self.inner.writer.indexed_now().await;
         let s = send.clone();
         let (leads, opted_out, filter) = self
@@ -330,6 +331,7 @@ impl Campaigns {
         })
         .await
         .map_err(|_| DbError::Stopped)??;
+        crate::metrics::eligibility(out.2.as_str(), started.elapsed());
         Ok(out)
     }
 
@@ -497,7 +499,10 @@ impl Campaigns {
             )
             .await;
         match published {
-            Ok(p) => Ok(p.len() as u64),
+            Ok(p) => {
+                crate::metrics::campaign_leads_emitted(p.len() as u64);
+                Ok(p.len() as u64)
+            }
             Err(PublishError::Store(DbError::Aborted(why))) => Err(MaterializeError::Stopped(why)),
             Err(e) => Err(e.into()),
         }
