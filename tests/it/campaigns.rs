@@ -557,15 +557,7 @@ async fn materialization_publishes_signed_deliveries_once_per_lead() {
     let s = server().await;
     let api = Api::new(&s, ORG);
     let rx = Receiver::start().await;
-    let c = {
-        let r = api
-            .post(
-                "/api/v1/campaigns",
-                &json!({"name": "launch", "deliveryUrl": rx.url("sends")}),
-            )
-            .await;
-        r.body["id"].as_i64().unwrap()
-    };
+    let c = api.campaign(&rx.url("sends")).await;
     api.events("purchase", vec![ev(1, "2026-05-12T16:33:00Z")])
         .await;
     api.audience_json(
@@ -688,13 +680,7 @@ async fn the_scheduler_materializes_due_sends_and_completes_the_campaign() {
     let s = server().await;
     let api = Api::new(&s, ORG);
     let rx = Receiver::start().await;
-    let r = api
-        .post(
-            "/api/v1/campaigns",
-            &json!({"name": "auto", "deliveryUrl": rx.url("auto")}),
-        )
-        .await;
-    let c = r.body["id"].as_i64().unwrap();
+    let c = api.campaign(&rx.url("auto")).await;
     api.audience_json(
         c,
         &json!([{"phoneE164": phone(1)}, {"phoneE164": phone(2)}]),
@@ -909,13 +895,7 @@ async fn deliveries_wait_for_the_send_instant_and_a_deleted_endpoint_stops_the_s
     let s = server().await;
     let api = Api::new(&s, ORG);
     let rx = Receiver::start().await;
-    let r = api
-        .post(
-            "/api/v1/campaigns",
-            &json!({"name": "timed", "deliveryUrl": rx.url("timed")}),
-        )
-        .await;
-    let c = r.body["id"].as_i64().unwrap();
+    let c = api.campaign(&rx.url("timed")).await;
     api.audience_json(c, &json!([{"phoneE164": phone(1)}]))
         .await;
     let at = std::time::SystemTime::now() + Duration::from_secs(3);

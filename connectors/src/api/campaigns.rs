@@ -6,7 +6,7 @@ use super::auth::ApiKeyOrg;
 use super::body::{parse_json, read, read_small};
 use super::deliveries::event_type_problem;
 use super::webhooks::target_problem;
-use super::{ApiError, AppState, ErrorBody};
+use super::{bad, conflict, store_error, ApiError, AppState, ErrorBody};
 use crate::campaigns::audience::{self, UploadError, UploadTally};
 use crate::campaigns::model::{Campaign, CampaignState, Send, SendTime, Transition};
 use crate::campaigns::{
@@ -44,21 +44,6 @@ const MAX_FILTER_LEADS: usize = 1_000_000;
 const FILTER_CUTOFF_US: i64 = 5 * 60 * 1_000_000;
 /// Longest campaign name, template name or language.
 const MAX_NAME: usize = 256;
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, msg)
-}
-
-fn conflict(msg: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, msg)
-}
-
-fn store_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("database error: {e}; retry after a short delay"),
-    )
-}
 
 fn campaigns(s: &AppState) -> &Campaigns {
     &s.campaigns

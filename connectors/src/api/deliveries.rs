@@ -3,7 +3,7 @@
 
 use super::auth::ApiKeyOrg;
 use super::body::{parse_json, read_small};
-use super::{ApiError, AppState, ErrorBody};
+use super::{bad, store_error, ApiError, AppState, ErrorBody};
 use crate::delivery::deliveries::{DeliveryDetail, DeliveryRow, DeliveryState, ListQuery, SortKey};
 use crate::delivery::{PublishError, RetryAnswer, MAX_PAYLOAD_BYTES};
 use axum::body::Body;
@@ -34,17 +34,6 @@ const MAX_IDEMPOTENCY_KEY: usize = 256;
 /// Page size of a listing by default and at most.
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 1000;
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, msg)
-}
-
-fn store_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("database error: {e}; retry after a short delay"),
-    )
-}
 
 /// What is wrong with `t` as an event type, if anything.
 pub fn event_type_problem(t: &str) -> Option<String> {

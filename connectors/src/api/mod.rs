@@ -195,6 +195,24 @@ async fn readyz(axum::extract::State(s): axum::extract::State<AppState>) -> Resp
     }
 }
 
+/// 400 with `msg`.
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, msg)
+}
+
+/// 409 with `msg`.
+pub(crate) fn conflict(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, msg)
+}
+
+/// 500 for a store that failed: what failed, and that a retry may pass.
+pub(crate) fn store_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("database error: {e}; retry after a short delay"),
+    )
+}
+
 /// A query string's parameters, each at most once and each one of `known`.
 ///
 /// # Errors

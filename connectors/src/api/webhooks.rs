@@ -4,7 +4,7 @@
 
 use super::auth::ApiKeyOrg;
 use super::body::{parse_json, read_small};
-use super::{ApiError, AppState, ErrorBody};
+use super::{bad, store_error, ApiError, AppState, ErrorBody};
 use crate::delivery::endpoints::{EndpointError, EndpointPatch};
 use crate::delivery::model::{Endpoint, EndpointKind};
 use crate::writer::now_ms;
@@ -98,13 +98,6 @@ fn account_id(s: &AppState, org: OrgId) -> Result<String, ApiError> {
         )),
         Err(e) => Err(store_error(e)),
     }
-}
-
-fn store_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("database error: {e}; retry after a short delay"),
-    )
 }
 
 pub(super) fn endpoint_error(e: EndpointError) -> ApiError {
@@ -349,10 +342,6 @@ pub struct PatchWebhook {
     /// Attempts started per second at most (above 0, at most 100000); `null`: no limit.
     #[schema(rename = "rateLimit", exclusive_minimum = 0, maximum = 100000)]
     rate_limit: Option<f64>,
-}
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
 
 fn read_patch(fields: Map<String, Value>) -> Result<EndpointPatch, ApiError> {
