@@ -194,6 +194,20 @@ impl EventIndex {
         answers
     }
 
+    /// Drops every lead for which `keep(org, phone)` is false; answers how many
+    /// (org, type, lead) entries went. What a process does with the leads of raw
+    /// partitions revoked from it.
+    pub fn retain_leads(&self, mut keep: impl FnMut(OrgId, Phone) -> bool) -> usize {
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            let mut map = shard.write();
+            let before = map.len();
+            map.retain(|&(org, _, phone), _| keep(org, Phone(phone)));
+            dropped += before - map.len();
+        }
+        dropped
+    }
+
     /// Number of distinct (org, type, lead) entries.
     pub fn leads(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
@@ -261,5 +275,19 @@ mod tests {
             .have_event(42, "other", &phones[..10], 400 * MIN, None)
             .iter()
             .all(|h| !h));
+    }
+
+    #[test]
+    fn retain_leads_drops_only_the_leads_not_kept() {
+        let idx = EventIndex::new(8);
+        for p in 0..100u64 {
+            idx.record(42, "a", [(Phone(15550000000 + p), 1)]);
+            idx.record(42, "b", [(Phone(15550000000 + p), 2)]);
+        }
+        let dropped = idx.retain_leads(|org, phone| org == 42 && phone.0 % 2 == 0);
+        assert_eq!(dropped, 100);
+        assert_eq!(idx.leads(), 100);
+        assert!(idx.has_event(42, "a", Phone(15550000002), 5, None));
+        assert!(!idx.has_event(42, "b", Phone(15550000003), 5, None));
     }
 }

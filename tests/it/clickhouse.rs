@@ -638,9 +638,20 @@ fn the_clickhouse_warmer_loads_the_keys_of_the_assigned_partitions_only() {
             "{r:?}"
         );
     }
-    // Warming again (a partition revoked and assigned back) changes nothing.
+    // Revoked: its leads leave the event index (the other partitions' were never in).
+    warmer.revoked(&[p], n);
+    assert!(rows
+        .iter()
+        .all(|r| writer.event_index().occurrences(r.0, "t", r.1).is_empty()));
+    // Warming again (a partition assigned back) restores it; the dedup index is a set.
     warmer.warm(&[p], n);
     assert_eq!(writer.dedup_index().len(), expected);
+    for r in rows.iter().filter(|r| mine(r)) {
+        assert!(writer
+            .event_index()
+            .occurrences(r.0, "t", r.1)
+            .contains(&r.2));
+    }
 
     // Storing all of them again: the warmed ones are duplicates, the rest new.
     let rt = tokio::runtime::Builder::new_current_thread()

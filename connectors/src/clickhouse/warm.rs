@@ -124,6 +124,21 @@ impl PartitionWarmer for ClickHouseWarmer {
             "partitions assigned; their stored keys are in the index"
         );
     }
+
+    /// Drops the leads of the revoked partitions from the event index: their events
+    /// are now the owners' to index, and a partition assigned back is warmed again.
+    /// (The dedup index keeps their keys: it holds fingerprints without their lead, and
+    /// a key it still holds is only ever a true duplicate.)
+    fn revoked(&self, partitions: &[i32], partition_count: i32) {
+        let dropped = self.writer.event_index().retain_leads(|org, phone| {
+            !partitions.contains(&crate::kafka::partition_for(org, phone, partition_count))
+        });
+        tracing::info!(
+            ?partitions,
+            dropped,
+            "partitions revoked; their leads left the event index"
+        );
+    }
 }
 
 impl Drop for ClickHouseWarmer {

@@ -39,6 +39,13 @@ pub trait PartitionWarmer: Send + Sync + 'static {
     /// `partitions` were just assigned, only those this process did not own already;
     /// the raw topic has `partition_count`.
     fn warm(&self, partitions: &[i32], partition_count: i32);
+
+    /// `partitions` were just revoked. A warmer that warms on assignment may drop
+    /// their leads from the indexes; the default keeps them (the one-process warmer
+    /// never warms again, so it must).
+    fn revoked(&self, partitions: &[i32], partition_count: i32) {
+        let _ = (partitions, partition_count);
+    }
 }
 
 /// The one-process warmer: the writer warms the whole index from the store at
@@ -101,6 +108,10 @@ impl ConsumerContext for RebalanceHooks {
                     .filter(|p| owned.remove(p))
                     .collect();
                 tracing::info!(partitions = ?gone, still_owned = owned.len(), "partitions revoked");
+                drop(owned);
+                if !gone.is_empty() {
+                    self.warmer.revoked(&gone, self.partition_count);
+                }
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "consumer group rebalance failed"),
         }
