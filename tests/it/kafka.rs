@@ -344,21 +344,7 @@ async fn with_two_processes_each_stores_only_the_leads_of_its_partition() {
     let kafka = KafkaMock::start(2);
     let a = kafka.server().start().await;
     let b = kafka.server().start().await;
-    // Produce only once the group has settled with one partition each.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (pa, pb) = (assigned(&a.logs()), assigned(&b.logs()));
-        if pa.len() == 1 && pb.len() == 1 && pa != pb {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no one-partition-each assignment within 30 s\n{}\n{}",
-            a.logs(),
-            b.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    one_partition_each(&a, &b).await;
     // Unkeyed batch records mixing leads of both partitions, one to each partition.
     kafka
         .produce(
@@ -395,6 +381,97 @@ async fn with_two_processes_each_stores_only_the_leads_of_its_partition() {
         kafka.ends("leadstream.raw", 2).iter().sum::<i64>() as u64,
         2 + moved
     );
+}
+
+/// Waits until the group has settled with one raw partition for each of `a` and `b`.
+async fn one_partition_each(a: &crate::support::TestServer, b: &crate::support::TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (pa, pb) = (assigned(&a.logs()), assigned(&b.logs()));
+        if pa.len() == 1 && pb.len() == 1 && pa != pb {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no one-partition-each assignment within 30 s\n{}\n{}",
+            a.logs(),
+            b.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two processes in one group over one ClickHouse: each event index holds only the
+/// leads of its own partition, so a campaign's eligibility is answered by ClickHouse,
+/// over every lead, whichever process is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_processes_eligibility_is_answered_over_every_lead() {
+    let ch = ClickHouseServer::start();
+    let kafka = KafkaMock::start(2);
+    let a = with_clickhouse(&kafka, &ch, "ls_two").start().await;
+    let b = with_clickhouse(&kafka, &ch, "ls_two").start().await;
+    one_partition_each(&a, &b).await;
+    const LEADS: usize = 40;
+    for k in 0..LEADS {
+        produce_keyed(&kafka, k).await;
+    }
+    kafka.wait_all_committed(&[&a, &b], DONE_WITHIN).await;
+
+    let api = crate::api::Api::new(&a, ORG);
+    let r = api
+        .post(
+            "/api/v1/campaigns",
+            &json!({"name": "two", "deliveryUrl": "https://sender.example.com/sends"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let c = r.body["id"].as_i64().unwrap();
+    let audience: Vec<Value> = (0..LEADS)
+        .map(|k| json!({"phoneE164": phone(k).to_string()}))
+        .collect();
+    let r = api
+        .post(&format!("/api/v1/campaigns/{c}/audience"), &json!(audience))
+        .await;
+    assert_eq!(r.body["accepted"], LEADS, "{}", r.body);
+    let r = api
+        .post(
+            &format!("/api/v1/campaigns/{c}/sends"),
+            &json!({"scheduledFor": "2026-06-01T00:00:00Z", "templateName": "t", "language": "en",
+                    "eventFilter": {"mode": "include", "eventType": TYPE}}),
+        )
+        .await;
+    let send = r.body["id"].as_i64().unwrap();
+    let eligible = |engine: &'static str| {
+        let api = &api;
+        async move {
+            let r = api
+                .req(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/campaigns/{c}/sends/{send}/eligible?engine={engine}"),
+                )
+                .send()
+                .await
+                .unwrap();
+            let used = r.headers()["x-leadstream-eligibility-engine"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let text = r.text().await.unwrap();
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            (used, lines.len() - 1)
+        }
+    };
+    // Kafka and ClickHouse configured: auto asks ClickHouse, which has every lead.
+    assert_eq!(eligible("").await, ("clickhouse".to_owned(), LEADS));
+    // The process's own index holds the leads of its partition only.
+    let mine = (0..LEADS)
+        .filter(|&k| partition_for(ORG, phone(k), 2) == assigned(&a.logs())[0])
+        .count();
+    assert!(mine > 0 && mine < LEADS);
+    assert_eq!(eligible("index").await, ("index".to_owned(), mine));
 }
 
 /// The raw partitions a server's log says it owns now: the last "partitions assigned"
