@@ -356,13 +356,16 @@ impl Campaigns {
             .read(move |conn| store::send(conn, send_id))
             .await?
             .ok_or(MaterializeError::NoSend(send_id))?;
+        let campaign_id = send.campaign_id;
         if send.materialized_at_ms.is_none() {
             let (leads, summary, _) = self.eligible(&send, send.time.at_us, None).await?;
             let phones: Vec<Phone> = leads.iter().map(|l| l.phone).collect();
             let fixed = self
                 .inner
                 .db
-                .write(move |conn| store::fix_eligible(conn, send_id, &phones, now_ms()))
+                .write(move |conn| {
+                    store::fix_eligible(conn, send_id, campaign_id, &phones, now_ms())
+                })
                 .await?;
             if fixed {
                 tracing::info!(send = send_id, ?summary, "send's eligible set fixed");
@@ -373,7 +376,6 @@ impl Campaigns {
             .db
             .read(move |conn| store::emitted_counts(conn, send_id))
             .await?;
-        let campaign_id = send.campaign_id;
         let campaign = self
             .inner
             .db
@@ -389,7 +391,7 @@ impl Campaigns {
             let chunk = self
                 .inner
                 .db
-                .read(move |conn| store::to_emit(conn, send_id, campaign_id, after, EMIT_CHUNK))
+                .read(move |conn| store::to_emit(conn, send_id, after, EMIT_CHUNK))
                 .await?;
             let Some(last) = chunk.last() else {
                 break;

@@ -64,10 +64,13 @@ CREATE TABLE IF NOT EXISTS audience_filter_leads (
     phone         INTEGER
 );
 CREATE INDEX IF NOT EXISTS audience_filter_leads_send ON audience_filter_leads (send_id);
--- A send's eligible set; delivery_seq (the delivery's rowid) once emitted.
+-- A send's eligible set with each lead's externalId and variables as they were when
+-- it was fixed; delivery_seq (the delivery's rowid) once emitted.
 CREATE TABLE IF NOT EXISTS send_leads (
     send_id       INTEGER NOT NULL,
     phone         INTEGER NOT NULL,
+    external_id   TEXT,
+    variables     TEXT    NOT NULL,
     delivery_seq  INTEGER,
     PRIMARY KEY (send_id, phone)
 ) WITHOUT ROWID;
@@ -412,11 +415,13 @@ pub fn audience_filter(conn: &Connection, send: i64) -> Result<Option<AudienceFi
     Ok(Some(f))
 }
 
-/// Fixes the send's eligible set, once: answers false (and writes nothing) when it
-/// was fixed before.
+/// Fixes the send's eligible set, once, with each lead's externalId and variables as
+/// the campaign's audience has them now (an upload during the send changes nothing
+/// of it): answers false (and writes nothing) when it was fixed before.
 pub fn fix_eligible(
     conn: &Connection,
     send: i64,
+    campaign: i64,
     phones: &[Phone],
     now_ms: i64,
 ) -> Result<bool, DbError> {
@@ -428,10 +433,11 @@ pub fn fix_eligible(
         return Ok(false);
     }
     let mut stmt = conn.prepare_cached(
-        "INSERT OR IGNORE INTO send_leads (send_id, phone, delivery_seq) VALUES (?1, ?2, NULL)",
+        "INSERT OR IGNORE INTO send_leads (send_id, phone, external_id, variables, delivery_seq) \
+         SELECT ?1, phone, external_id, variables, NULL FROM audience WHERE campaign_id = ?2 AND phone = ?3",
     )?;
     for p in phones {
-        stmt.execute(params![send, p.0 as i64])?;
+        stmt.execute(params![send, campaign, p.0 as i64])?;
     }
     Ok(true)
 }
@@ -448,22 +454,18 @@ pub struct ToEmit {
 pub fn to_emit(
     conn: &Connection,
     send: i64,
-    campaign: i64,
     after: Phone,
     limit: usize,
 ) -> Result<Vec<ToEmit>, DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT s.phone, a.external_id, a.variables FROM send_leads s \
-         LEFT JOIN audience a ON a.campaign_id = ?2 AND a.phone = s.phone \
-         WHERE s.send_id = ?1 AND s.phone > ?3 AND s.delivery_seq IS NULL ORDER BY s.phone LIMIT ?4",
+        "SELECT phone, external_id, variables FROM send_leads \
+         WHERE send_id = ?1 AND phone > ?2 AND delivery_seq IS NULL ORDER BY phone LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![send, campaign, after.0 as i64, limit as i64], |r| {
+    let rows = stmt.query_map(params![send, after.0 as i64, limit as i64], |r| {
         Ok(ToEmit {
             phone: Phone(r.get::<_, i64>(0)? as u64),
             external_id: r.get(1)?,
-            variables: r
-                .get::<_, Option<String>>(2)?
-                .unwrap_or_else(|| "{}".to_owned()),
+            variables: r.get(2)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -548,4 +550,94 @@ pub fn all_sends_emitted(conn: &Connection, campaign: i64) -> Result<bool, DbErr
         )?
         .query_row([campaign], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(total > 0 && total == done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaigns::model::{Send, SendTime};
+
+    fn db() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        // The deliveries table the progress counts join (the engine's schema owns it).
+        conn.execute_batch(
+            "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, state TEXT NOT NULL);",
+        )
+        .unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn
+    }
+
+    fn row(p: u64, ext: &str, vars: &str) -> AudienceRow {
+        AudienceRow {
+            phone: Phone(p),
+            external_id: Some(ext.to_owned()),
+            variables: vars.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_fixed_set_keeps_the_lead_data_it_was_fixed_with() {
+        let conn = db();
+        let c = insert_campaign(&conn, 1, "c", None, 5, 0).unwrap();
+        let added = merge_audience(
+            &conn,
+            c.id,
+            &[
+                row(15550000001, "a", r#"{"n":"1"}"#),
+                row(15550000002, "b", "{}"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(added, 2);
+        let send = insert_send(
+            &conn,
+            &Send {
+                id: 0,
+                campaign_id: c.id,
+                org: 1,
+                time: SendTime {
+                    at_us: 0,
+                    local: None,
+                },
+                template_name: "t".into(),
+                language: "en".into(),
+                event_filter: None,
+                use_audience_filter: false,
+                created_at_ms: 0,
+                materialized_at_ms: None,
+                emitted_all: false,
+            },
+        )
+        .unwrap();
+        // Only lead 1 is eligible; fixing twice fixes once.
+        assert!(fix_eligible(&conn, send.id, c.id, &[Phone(15550000001)], 1).unwrap());
+        assert!(!fix_eligible(&conn, send.id, c.id, &[Phone(15550000002)], 2).unwrap());
+        // An upload after the set was fixed changes nothing of it.
+        merge_audience(&conn, c.id, &[row(15550000001, "a2", r#"{"n":"2"}"#)]).unwrap();
+        let todo = to_emit(&conn, send.id, Phone(0), 10).unwrap();
+        assert_eq!(todo.len(), 1);
+        assert_eq!(todo[0].external_id.as_deref(), Some("a"));
+        assert_eq!(todo[0].variables, r#"{"n":"1"}"#);
+        // Emitted once; a second mark of the same lead counts nothing.
+        conn.execute(
+            "INSERT INTO deliveries (seq, state) VALUES (7, 'pending')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            mark_emitted(&conn, send.id, &[(Phone(15550000001), 7)]).unwrap(),
+            1
+        );
+        assert_eq!(
+            mark_emitted(&conn, send.id, &[(Phone(15550000001), 8)]).unwrap(),
+            0
+        );
+        assert!(to_emit(&conn, send.id, Phone(0), 10).unwrap().is_empty());
+        assert_eq!(emitted_counts(&conn, send.id).unwrap(), (1, 1));
+        assert_eq!(delivery_counts(&conn, send.id).unwrap(), (0, 0, 1));
+        // Taken back (a publish Kafka refused): it is to emit again.
+        unmark_emitted(&conn, send.id, &[Phone(15550000001)]).unwrap();
+        assert_eq!(to_emit(&conn, send.id, Phone(0), 10).unwrap().len(), 1);
+    }
 }
