@@ -68,7 +68,7 @@ impl Api<'_> {
     }
 
     /// The eligible phones (sorted), the summary line and the engine that answered.
-    async fn eligible_query(
+    pub(crate) async fn eligible_query(
         &self,
         campaign: i64,
         send: i64,

@@ -441,37 +441,16 @@ async fn with_two_processes_eligibility_is_answered_over_every_lead() {
         )
         .await;
     let send = r.body["id"].as_i64().unwrap();
-    let eligible = |engine: &'static str| {
-        let api = &api;
-        async move {
-            let r = api
-                .req(
-                    reqwest::Method::POST,
-                    &format!("/api/v1/campaigns/{c}/sends/{send}/eligible?engine={engine}"),
-                )
-                .send()
-                .await
-                .unwrap();
-            let used = r.headers()["x-leadstream-eligibility-engine"]
-                .to_str()
-                .unwrap()
-                .to_owned();
-            let text = r.text().await.unwrap();
-            let lines: Vec<Value> = text
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-            (used, lines.len() - 1)
-        }
-    };
     // Kafka and ClickHouse configured: auto asks ClickHouse, which has every lead.
-    assert_eq!(eligible("").await, ("clickhouse".to_owned(), LEADS));
+    let (all, _, used) = api.eligible_query(c, send, "engine=").await;
+    assert_eq!((used.as_str(), all.len()), ("clickhouse", LEADS));
     // The process's own index holds the leads of its partition only.
     let mine = (0..LEADS)
         .filter(|&k| partition_for(ORG, phone(k), 2) == assigned(&a.logs())[0])
         .count();
     assert!(mine > 0 && mine < LEADS);
-    assert_eq!(eligible("index").await, ("index".to_owned(), mine));
+    let (own, _, used) = api.eligible_query(c, send, "engine=index").await;
+    assert_eq!((used.as_str(), own.len()), ("index", mine));
 }
 
 /// The raw partitions a server's log says it owns now: the last "partitions assigned"
