@@ -341,6 +341,8 @@ pub fn sends(conn: &Connection, campaign: i64) -> Result<Vec<Send>, DbError> {
 
 /// Sends of scheduled or running campaigns not yet fully emitted whose
 /// materialization is due at `due_us` (or that a restart left part-way), oldest first.
+/// A campaign whose endpoint was deleted is left out: its sends cannot go anywhere
+/// (a manual materialization says so) and must not hold up the others.
 pub fn due_sends(conn: &Connection, due_us: i64, limit: usize) -> Result<Vec<Send>, DbError> {
     let columns = SEND_COLUMNS
         .split(", ")
@@ -349,6 +351,7 @@ pub fn due_sends(conn: &Connection, due_us: i64, limit: usize) -> Result<Vec<Sen
         .join(", ");
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {columns} FROM sends s JOIN campaigns c ON c.id = s.campaign_id \
+         JOIN endpoints e ON e.id = c.endpoint_id \
          WHERE s.emitted_all = 0 AND c.state IN ('scheduled', 'running') \
          AND (s.scheduled_us <= ?1 OR s.materialized_at IS NOT NULL) \
          ORDER BY s.scheduled_us LIMIT ?2"
@@ -561,7 +564,8 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         // The deliveries table the progress counts join (the engine's schema owns it).
         conn.execute_batch(
-            "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, state TEXT NOT NULL);",
+            "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, state TEXT NOT NULL);
+             CREATE TABLE endpoints (id INTEGER PRIMARY KEY);",
         )
         .unwrap();
         conn.execute_batch(SCHEMA).unwrap();
@@ -639,5 +643,44 @@ mod tests {
         // Taken back (a publish Kafka refused): it is to emit again.
         unmark_emitted(&conn, send.id, &[Phone(15550000001)]).unwrap();
         assert_eq!(to_emit(&conn, send.id, Phone(0), 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn due_sends_are_those_of_scheduled_or_running_campaigns_with_an_endpoint() {
+        let conn = db();
+        conn.execute("INSERT INTO endpoints (id) VALUES (5)", [])
+            .unwrap();
+        let send_of = |campaign: i64, at_us: i64| Send {
+            id: 0,
+            campaign_id: campaign,
+            org: 1,
+            time: SendTime { at_us, local: None },
+            template_name: "t".into(),
+            language: "en".into(),
+            event_filter: None,
+            use_audience_filter: false,
+            created_at_ms: 0,
+            materialized_at_ms: None,
+            emitted_all: false,
+        };
+        let mut ids = Vec::new();
+        // Scheduled; draft; paused; scheduled but its endpoint (6) was deleted.
+        for (state, endpoint) in [
+            (CampaignState::Scheduled, 5),
+            (CampaignState::Draft, 5),
+            (CampaignState::Paused, 5),
+            (CampaignState::Scheduled, 6),
+        ] {
+            let c = insert_campaign(&conn, 1, "c", None, endpoint, 0).unwrap();
+            set_state(&conn, c.id, state, None, 0).unwrap();
+            ids.push(insert_send(&conn, &send_of(c.id, 100)).unwrap().id);
+        }
+        let due: Vec<i64> = due_sends(&conn, 100, 10)
+            .unwrap()
+            .iter()
+            .map(|x| x.id)
+            .collect();
+        assert_eq!(due, [ids[0]]);
+        assert!(due_sends(&conn, 99, 10).unwrap().is_empty(), "not yet due");
     }
 }

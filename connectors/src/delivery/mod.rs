@@ -230,7 +230,12 @@ impl DeliveryEngine {
                 // Undo: what the caller is told was not published must not linger
                 // as pending rows no record will ever finish, nor as the caller's
                 // record of having published it.
-                let ids: Vec<String> = published.iter().map(|p| p.event_id.clone()).collect();
+                // A repeated idempotency key names an earlier event: not this publish's.
+                let ids: Vec<String> = published
+                    .iter()
+                    .filter(|p| !p.repeated)
+                    .map(|p| p.event_id.clone())
+                    .collect();
                 let seqs: Vec<i64> = jobs.iter().map(|(j, _)| j.seq).collect();
                 let undone = self
                     .shared
