@@ -633,15 +633,7 @@ async fn materialization_publishes_signed_deliveries_once_per_lead() {
     let log = api.get("/api/v1/deliveries?eventType=campaign_send").await;
     assert_eq!(log.body["data"].as_array().unwrap().len(), 1);
     // What an SRE watches: leads emitted, and how long eligibility took by engine.
-    let metrics = s
-        .client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = crate::metrics::scrape(&s).await;
     assert!(
         metrics.contains("leadstream_campaign_leads_emitted_total 1\n"),
         "{metrics}"

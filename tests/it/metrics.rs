@@ -14,7 +14,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Scrapes `/metrics` without credentials; returns the content type and the text.
-async fn scrape(s: &TestServer) -> (String, String) {
+pub(crate) async fn scrape(s: &TestServer) -> (String, String) {
     let r = s
         .client()
         .get(s.url("/metrics"))

@@ -505,15 +505,7 @@ async fn publish_fans_out_by_event_type_and_idempotency_key() {
     assert_eq!(rx.seen("a").len(), 2);
     assert_eq!(rx.seen("all").len(), 3);
     assert!(rx.seen("other-org").is_empty());
-    let metrics = s
-        .client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = crate::metrics::scrape(&s).await;
     for line in [
         "leadstream_deliveries_published_total 5",
         "leadstream_deliveries_finished_total{state=\"succeeded\"} 5",

@@ -1352,6 +1352,25 @@ async fn opt_out_phones(
         .collect()
 }
 
+/// Reads the phones of an opt-out call and applies `change` to them in one write;
+/// answers how many changed.
+async fn change_opt_outs(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    change: impl FnOnce(&rusqlite::Connection, &[Phone]) -> Result<u64, crate::delivery::store::DbError>
+        + std::marker::Send
+        + 'static,
+) -> Result<Json<OptOutCount>, ApiError> {
+    let phones = opt_out_phones(s, headers, body).await?;
+    let count = campaigns(s)
+        .db()
+        .write(move |conn| change(conn, &phones))
+        .await
+        .map_err(store_error)?;
+    Ok(Json(OptOutCount { count }))
+}
+
 /// Opt phones out of every campaign of the org.
 #[utoipa::path(post, path = "/api/v1/opt-outs", tag = "campaigns", security(("api_key" = [])),
     request_body = OptOutsIn,
@@ -1368,13 +1387,10 @@ pub async fn add_opt_outs(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<OptOutCount>, ApiError> {
-    let phones = opt_out_phones(&s, &headers, body).await?;
-    let count = campaigns(&s)
-        .db()
-        .write(move |conn| store::add_opt_outs(conn, org, &phones, now_ms()))
-        .await
-        .map_err(store_error)?;
-    Ok(Json(OptOutCount { count }))
+    change_opt_outs(&s, &headers, body, move |conn, phones| {
+        store::add_opt_outs(conn, org, phones, now_ms())
+    })
+    .await
 }
 
 /// Remove opt-outs.
@@ -1393,13 +1409,10 @@ pub async fn remove_opt_outs(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<OptOutCount>, ApiError> {
-    let phones = opt_out_phones(&s, &headers, body).await?;
-    let count = campaigns(&s)
-        .db()
-        .write(move |conn| store::remove_opt_outs(conn, org, &phones))
-        .await
-        .map_err(store_error)?;
-    Ok(Json(OptOutCount { count }))
+    change_opt_outs(&s, &headers, body, move |conn, phones| {
+        store::remove_opt_outs(conn, org, phones)
+    })
+    .await
 }
 
 /// Whether a phone is opted out.
