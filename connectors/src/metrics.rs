@@ -39,6 +39,7 @@ const DELIVERY_QUEUE_DEPTH: &str = "leadstream_delivery_queue_depth";
 const DELIVERY_IN_FLIGHT: &str = "leadstream_delivery_in_flight";
 const CAMPAIGN_LEADS_EMITTED: &str = "leadstream_campaign_leads_emitted_total";
 const ELIGIBILITY_LATENCY: &str = "leadstream_eligibility_duration_seconds";
+const OUTBOX_RETRIES: &str = "leadstream_delivery_outbox_retries_total";
 
 /// Buckets of [`DELIVERY_LATENCY`], in seconds: from a receiver on the same network
 /// up to the longest per-attempt timeout an endpoint may set (30 s).
@@ -172,6 +173,10 @@ fn describe() {
         CAMPAIGN_LEADS_EMITTED,
         "Campaign-send leads materialized into a durable campaign_send delivery"
     );
+    describe_counter!(
+        OUTBOX_RETRIES,
+        "Kafka mode: times the brokers refused committed deliveries and the relay waited to try again"
+    );
     describe_histogram!(
         ELIGIBILITY_LATENCY,
         Unit::Seconds,
@@ -259,6 +264,11 @@ pub fn delivery_in_flight(endpoint_id: i64, n: u64) {
 /// Records `n` campaign-send leads emitted (their deliveries durable).
 pub fn campaign_leads_emitted(n: u64) {
     counter!(CAMPAIGN_LEADS_EMITTED).increment(n);
+}
+
+/// Records that the outbox relay could not produce committed deliveries and waits.
+pub fn outbox_retry() {
+    counter!(OUTBOX_RETRIES).increment(1);
 }
 
 /// Records one eligibility evaluation's duration, by the engine that answered.

@@ -77,6 +77,22 @@ impl KafkaMock {
         self.raw_partitions
     }
 
+    /// The next `n` produce requests to the cluster fail with a permanent error
+    /// (topic authorization), as a broker refusing writes would.
+    pub fn refuse_produce(&self, n: usize) {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        self.cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; n],
+        );
+    }
+
+    /// Produce requests succeed again.
+    pub fn accept_produce(&self) {
+        self.cluster
+            .clear_request_errors(rdkafka::types::RDKafkaApiKey::Produce);
+    }
+
     /// A server builder consuming from this cluster.
     pub fn server(&self) -> Builder {
         TestServer::builder()

@@ -868,6 +868,84 @@ async fn with_kafka_deliveries_and_retries_travel_as_records_and_survive_kill_9(
     );
 }
 
+/// With Kafka: a publish is answered once its deliveries are durable in `webhooks.db`.
+/// While the brokers refuse them, the outbox relay keeps them and tries again (counted
+/// in /metrics), nothing is delivered and nothing is taken back; a kill -9 meanwhile
+/// loses none: the restart produces them, each delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kafka_refusing_publishes_wait_in_the_outbox_and_survive_kill_9() {
+    let kafka = crate::support_kafka::KafkaMock::start(2);
+    let rx = Receiver::start().await;
+    let mut s = kafka
+        .server()
+        .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+        .start()
+        .await;
+    let key;
+    {
+        let api = Api::new(&s, ORG);
+        key = api.key.clone();
+        api.endpoint(&rx.script("ok", vec![Step::Status(200)]))
+            .await;
+        kafka.refuse_produce(100_000);
+        for i in 0..5 {
+            assert_eq!(api.publish("e", json!({ "i": i })).await["deliveries"], 1);
+        }
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, text) = crate::metrics::scrape(&s).await;
+            let retries = text
+                .lines()
+                .find_map(|l| l.strip_prefix("leadstream_delivery_outbox_retries_total "))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if retries >= 1.0 {
+                break;
+            }
+            assert!(Instant::now() < until, "no outbox retry\n{}", s.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(rx.seen("ok").is_empty(), "delivered while Kafka refused");
+        let log = api.get("/api/v1/deliveries").await.body;
+        let states: Vec<&Value> = log["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| &d["state"])
+            .collect();
+        assert_eq!(states, vec![&json!("pending"); 5], "{log}");
+    }
+    s.kill9();
+    kafka.accept_produce();
+    s.restart().await;
+    let api = Api { s: &s, key };
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    while per_id.len() < 5 {
+        assert!(Instant::now() < until, "{per_id:?}\n{}", s.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        per_id.clear();
+        for r in rx.seen("ok") {
+            *per_id.entry(r.header("webhook-id").to_owned()).or_default() += 1;
+        }
+    }
+    let log = api.settled(Duration::from_secs(20)).await;
+    assert_eq!(log.len(), 5);
+    assert!(log.iter().all(|d| d["state"] == "succeeded"), "{log:#?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for r in rx.seen("ok") {
+        assert_eq!(per_id[r.header("webhook-id")], 1, "delivered twice");
+    }
+    let bodies: Vec<Value> = rx
+        .seen("ok")
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    for i in 0..5 {
+        assert!(bodies.contains(&json!({ "i": i })), "{bodies:?}");
+    }
+}
+
 /// With ClickHouse configured every attempt is also in its `webhook_attempts` table.
 #[tokio::test]
 async fn with_clickhouse_every_attempt_is_in_the_attempt_log_table() {

@@ -1176,9 +1176,6 @@ pub async fn materialize(
     }
     match campaigns(&s).materialize(x.id).await {
         Ok(m) => Ok(Json(m)),
-        Err(MaterializeError::Publish(crate::delivery::PublishError::Kafka(e))) => Err(
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry")),
-        ),
         Err(MaterializeError::Eligibility(EligibilityError::ClickHouse(e)))
             if e.is_unavailable() =>
         {

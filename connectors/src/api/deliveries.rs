@@ -152,10 +152,6 @@ pub async fn publish(
         .publish(org, &event_type, payload, req.idempotency_key)
         .await
         .map_err(|e| match e {
-            PublishError::Kafka(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{e}; nothing was published, retry"),
-            ),
             PublishError::Store(e) => store_error(e),
         })?;
     Ok((

@@ -4,20 +4,24 @@
 //!
 //! Materializing a send happens in two steps, each durable before the next:
 //! 1. its eligible set is evaluated at the send's instant T and fixed, once
-//!    (`send_leads`, `materialized_at`): later events, opt-outs or filters do not
-//!    change it;
-//! 2. the set is emitted in chunks: each chunk's deliveries are published and its
-//!    leads marked emitted in one transaction of `webhooks.db`.
+//!    (`send_leads`, `materialized_at`), with the event its deliveries share (the
+//!    body's common fields): later events, opt-outs or filters do not change it;
+//! 2. the set is emitted in phone order, a chunk per transaction of `webhooks.db`:
+//!    one delivery per lead, carrying only the lead's part of the body
+//!    ([`deliveries::body`]), and the send's progress (`emitted_through`, the chunk's
+//!    seqs) in the same transaction. The next chunk is read and rendered while one is
+//!    written.
 //!
-//! A process killed anywhere restarts with the set fixed and the unemitted rest of it
-//! picked up by the scheduler: no lead is emitted twice, none is lost.
+//! A process killed anywhere restarts with the set fixed and the rest of it above
+//! `emitted_through` picked up by the scheduler: no lead is emitted twice, none is
+//! lost.
 
 pub mod audience;
 pub mod model;
 pub mod store;
 
 use crate::config::SendsConfig;
-use crate::delivery::deliveries::NewEvent;
+use crate::delivery::deliveries::{self, NewParts};
 use crate::delivery::store::{Db, DbError};
 use crate::delivery::{DeliveryEngine, PublishError};
 use crate::writer::{now_ms, EventWriter};
@@ -34,7 +38,7 @@ use std::time::Duration;
 /// The event type of a campaign's deliveries.
 pub const EVENT_TYPE: &str = "campaign_send";
 /// Leads published per transaction while emitting a send.
-const EMIT_CHUNK: usize = 2_000;
+const EMIT_CHUNK: usize = 5_000;
 /// Eligibility evaluations that may run at once (each holds its audience in memory;
 /// more wait their turn).
 const EVALUATIONS_AT_ONCE: usize = 2;
@@ -142,7 +146,11 @@ impl Campaigns {
         config: &SendsConfig,
     ) -> Result<Self, DbError> {
         let db = engine.db().clone();
-        db.write_blocking(|conn| Ok(conn.execute_batch(store::SCHEMA)?))?;
+        db.write_blocking(|conn| {
+            conn.execute_batch(store::SCHEMA)?;
+            crate::delivery::store::add_missing_columns(conn, store::ADDED_COLUMNS)?;
+            Ok(())
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -360,22 +368,37 @@ impl Campaigns {
         if send.materialized_at_ms.is_none() {
             let (leads, summary, _) = self.eligible(&send, send.time.at_us, None).await?;
             let phones: Vec<Phone> = leads.iter().map(|l| l.phone).collect();
+            drop(leads);
+            let shared = SharedBody::of(&send).to_bytes();
+            let org = send.org;
             let fixed = self
                 .inner
                 .db
                 .write(move |conn| {
-                    store::fix_eligible(conn, send_id, campaign_id, &phones, now_ms())
+                    let now = now_ms();
+                    let event =
+                        deliveries::insert_shared_event(conn, org, EVENT_TYPE, &shared, now)?;
+                    if store::fix_eligible(conn, send_id, campaign_id, &phones, &event, now)? {
+                        Ok(true)
+                    } else {
+                        // Fixed meanwhile: the event is not needed.
+                        Err(DbError::Aborted("fixed before".into()))
+                    }
                 })
-                .await?;
-            if fixed {
-                tracing::info!(send = send_id, ?summary, "send's eligible set fixed");
+                .await;
+            match fixed {
+                Ok(_) => tracing::info!(send = send_id, ?summary, "send's eligible set fixed"),
+                Err(DbError::Aborted(_)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        let (already, _) = self
+        let progress = self
             .inner
             .db
-            .read(move |conn| store::emitted_counts(conn, send_id))
-            .await?;
+            .read(move |conn| store::progress(conn, send_id))
+            .await?
+            .ok_or(MaterializeError::NoSend(send_id))?;
+        let already = progress.emitted;
         let campaign = self
             .inner
             .db
@@ -385,19 +408,27 @@ impl Campaigns {
         let Some(endpoint) = self.inner.engine.endpoints().by_id(campaign.endpoint_id) else {
             return Err(MaterializeError::NoEndpoint(campaign.endpoint_id));
         };
+        let event_id: Arc<str> = Arc::from(progress.event_id.unwrap_or_default());
+        let shared = Bytes::from(SharedBody::of(&send).to_bytes());
+        // The next chunk is read and rendered while the current one is written.
         let mut emitted = 0;
-        let mut after = Phone(0);
+        let mut next = self.read_chunk(send_id, progress.emitted_through);
         loop {
-            let chunk = self
-                .inner
-                .db
-                .read(move |conn| store::to_emit(conn, send_id, after, EMIT_CHUNK))
-                .await?;
-            let Some(last) = chunk.last() else {
+            let chunk = next.await.map_err(|_| DbError::Stopped)??;
+            let Some(&through) = chunk.phones.last() else {
                 break;
             };
-            after = last.phone;
-            emitted += self.emit(&campaign, &endpoint, &send, chunk).await?;
+            next = self.read_chunk(send_id, through);
+            let batch = NewParts {
+                event_id: event_id.clone(),
+                org: send.org,
+                event_type: Arc::from(EVENT_TYPE),
+                payload: shared.clone(),
+                endpoint: endpoint.clone(),
+                due_at_ms: send.time.at_us.div_euclid(1000),
+                parts: chunk.parts,
+            };
+            emitted += self.emit(campaign_id, send_id, through, batch).await?;
         }
         let now = now_ms();
         self.inner
@@ -428,82 +459,66 @@ impl Campaigns {
         })
     }
 
-    /// Publishes one chunk of a send's leads and marks them emitted, in one
+    /// Starts reading the send's next [`EMIT_CHUNK`] leads above `after` and rendering
+    /// each one's part of its delivery body, on the read connection.
+    fn read_chunk(
+        &self,
+        send_id: i64,
+        after: Phone,
+    ) -> tokio::task::JoinHandle<Result<Chunk, DbError>> {
+        let db = self.inner.db.clone();
+        tokio::spawn(async move {
+            let leads = db
+                .read(move |conn| store::to_emit(conn, send_id, after, EMIT_CHUNK))
+                .await?;
+            let mut chunk = Chunk {
+                phones: Vec::with_capacity(leads.len()),
+                parts: Vec::with_capacity(leads.len()),
+            };
+            for lead in leads {
+                chunk.parts.push(lead_part(&lead));
+                chunk.phones.push(lead.phone);
+            }
+            Ok(chunk)
+        })
+    }
+
+    /// Publishes one chunk of a send's leads and records it emitted, in one
     /// transaction, which first checks the campaign may still emit (a pause or a
     /// cancel stops a send between two chunks). Each delivery is due at the send's
     /// instant (now, if that has passed).
     async fn emit(
         &self,
-        campaign: &Campaign,
-        endpoint: &Arc<crate::delivery::model::Endpoint>,
-        send: &Send,
-        chunk: Vec<store::ToEmit>,
+        campaign_id: i64,
+        send_id: i64,
+        through: Phone,
+        batch: NewParts,
     ) -> Result<u64, MaterializeError> {
-        let scheduled_for = format_rfc3339_short_us(send.time.at_us);
-        let due = send.time.at_us.div_euclid(1000);
-        let mut events = Vec::with_capacity(chunk.len());
-        let mut phones = Vec::with_capacity(chunk.len());
-        for lead in &chunk {
-            let body = DeliveryBody {
-                kind: EVENT_TYPE,
-                campaign_id: campaign.id,
-                send_id: send.id,
-                scheduled_for: &scheduled_for,
-                phone_e164: lead.phone.to_string(),
-                external_id: lead.external_id.as_deref(),
-                variables: serde_json::value::RawValue::from_string(lead.variables.clone())
-                    .unwrap_or_else(|_| {
-                        serde_json::value::RawValue::from_string("{}".into()).expect("JSON")
-                    }),
-                template_name: &send.template_name,
-                language: &send.language,
-            };
-            let payload = serde_json::to_vec(&body).expect("a delivery body serializes");
-            events.push(NewEvent {
-                org: send.org,
-                event_type: EVENT_TYPE.to_owned(),
-                payload: Bytes::from(payload),
-                idempotency_key: None,
-                endpoints: vec![endpoint.clone()],
-                due_at_ms: Some(due),
-            });
-            phones.push(lead.phone);
-        }
-        let (send_id, campaign_id) = (send.id, campaign.id);
-        let unmark = phones.clone();
         let published = self
             .inner
             .engine
-            .publish_many_and(
-                events,
-                move |conn, published| {
-                    match store::campaign_state(conn, campaign_id)? {
-                        Some(s) if s.materializes() || s == CampaignState::Draft => {}
-                        state => {
-                            return Err(DbError::Aborted(format!(
-                                "campaign {campaign_id} is {}: its sends are not materialized",
-                                state.map_or("deleted", CampaignState::as_str)
-                            )))
-                        }
+            .publish_parts(batch, move |conn, jobs| {
+                match store::campaign_state(conn, campaign_id)? {
+                    Some(s) if s.materializes() || s == CampaignState::Draft => {}
+                    state => {
+                        return Err(DbError::Aborted(format!(
+                            "campaign {campaign_id} is {}: its sends are not materialized",
+                            state.map_or("deleted", CampaignState::as_str)
+                        )))
                     }
-                    let marks: Vec<(Phone, i64)> = phones
-                        .into_iter()
-                        .zip(
-                            published
-                                .iter()
-                                .filter_map(|p| p.jobs.first().map(|j| j.seq)),
-                        )
-                        .collect();
-                    store::mark_emitted(conn, send_id, &marks)?;
-                    Ok(())
-                },
-                move |conn| store::unmark_emitted(conn, send_id, &unmark),
-            )
+                }
+                let seqs = jobs.iter().map(|(j, _)| j.seq);
+                let (first, last) = (seqs.clone().min(), seqs.max());
+                if let (Some(first), Some(last)) = (first, last) {
+                    store::record_emitted(conn, send_id, through, jobs.len() as u64, first, last)?;
+                }
+                Ok(())
+            })
             .await;
         match published {
-            Ok(p) => {
-                crate::metrics::campaign_leads_emitted(p.len() as u64);
-                Ok(p.len() as u64)
+            Ok(n) => {
+                crate::metrics::campaign_leads_emitted(n as u64);
+                Ok(n as u64)
             }
             Err(PublishError::Store(DbError::Aborted(why))) => Err(MaterializeError::Stopped(why)),
             Err(e) => Err(e.into()),
@@ -511,9 +526,18 @@ impl Campaigns {
     }
 }
 
-/// A `campaign_send` delivery's body.
+/// A chunk of a send's leads to emit, in phone order, with their body parts.
+struct Chunk {
+    phones: Vec<Phone>,
+    parts: Vec<Bytes>,
+}
+
+/// What every delivery of a send carries: the shared event's payload. Each
+/// delivery adds its lead ([`lead_part`]), so the body a receiver gets is
+/// `{type, campaignId, sendId, scheduledFor, templateName, language, phoneE164,
+/// externalId?, variables}`.
 #[derive(serde::Serialize)]
-struct DeliveryBody<'a> {
+struct SharedBody<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     #[serde(rename = "campaignId")]
@@ -521,15 +545,46 @@ struct DeliveryBody<'a> {
     #[serde(rename = "sendId")]
     send_id: i64,
     #[serde(rename = "scheduledFor")]
-    scheduled_for: &'a str,
-    #[serde(rename = "phoneE164")]
-    phone_e164: String,
-    #[serde(rename = "externalId", skip_serializing_if = "Option::is_none")]
-    external_id: Option<&'a str>,
-    variables: Box<serde_json::value::RawValue>,
+    scheduled_for: String,
     #[serde(rename = "templateName")]
     template_name: &'a str,
     language: &'a str,
+}
+
+impl<'a> SharedBody<'a> {
+    fn of(send: &'a Send) -> Self {
+        SharedBody {
+            kind: EVENT_TYPE,
+            campaign_id: send.campaign_id,
+            send_id: send.id,
+            scheduled_for: format_rfc3339_short_us(send.time.at_us),
+            template_name: &send.template_name,
+            language: &send.language,
+        }
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a delivery body serializes")
+    }
+}
+
+/// A lead's members of its delivery body: `"phoneE164":…,"externalId":…,"variables":…`
+/// (`externalId` only when it has one; `variables` as stored, a JSON object).
+fn lead_part(lead: &store::ToEmit) -> Bytes {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(48 + lead.variables.len());
+    let _ = write!(out, r#""phoneE164":"{}""#, lead.phone);
+    if let Some(ext) = &lead.external_id {
+        out.extend_from_slice(br#","externalId":"#);
+        serde_json::to_writer(&mut out, ext).expect("a string serializes");
+    }
+    out.extend_from_slice(br#","variables":"#);
+    if serde_json::from_str::<&serde_json::value::RawValue>(&lead.variables).is_ok() {
+        out.extend_from_slice(lead.variables.as_bytes());
+    } else {
+        out.extend_from_slice(b"{}");
+    }
+    Bytes::from(out)
 }
 
 /// The campaign `id` if it is `org`'s.

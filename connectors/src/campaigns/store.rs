@@ -49,7 +49,11 @@ CREATE TABLE IF NOT EXISTS sends (
     use_audience_filter  INTEGER NOT NULL,
     created_at           INTEGER NOT NULL,
     materialized_at      INTEGER,
-    emitted_all          INTEGER NOT NULL DEFAULT 0
+    emitted_all          INTEGER NOT NULL DEFAULT 0,
+    event_id             TEXT,
+    eligible             INTEGER NOT NULL DEFAULT 0,
+    emitted              INTEGER NOT NULL DEFAULT 0,
+    emitted_through      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sends_campaign ON sends (campaign_id, id);
 CREATE INDEX IF NOT EXISTS sends_due ON sends (emitted_all, scheduled_us);
@@ -65,16 +69,32 @@ CREATE TABLE IF NOT EXISTS audience_filter_leads (
 );
 CREATE INDEX IF NOT EXISTS audience_filter_leads_send ON audience_filter_leads (send_id);
 -- A send's eligible set with each lead's externalId and variables as they were when
--- it was fixed; delivery_seq (the delivery's rowid) once emitted.
+-- it was fixed. It is emitted in phone order, a chunk per transaction: the leads up to
+-- sends.emitted_through have their deliveries (sends.emitted of them).
 CREATE TABLE IF NOT EXISTS send_leads (
     send_id       INTEGER NOT NULL,
     phone         INTEGER NOT NULL,
     external_id   TEXT,
     variables     TEXT    NOT NULL,
-    delivery_seq  INTEGER,
     PRIMARY KEY (send_id, phone)
 ) WITHOUT ROWID;
+-- The deliveries of each emitted chunk: seqs first_seq..last_seq (one transaction
+-- inserts them in a row).
+CREATE TABLE IF NOT EXISTS send_emits (
+    send_id       INTEGER NOT NULL,
+    first_seq     INTEGER NOT NULL,
+    last_seq      INTEGER NOT NULL,
+    PRIMARY KEY (send_id, first_seq)
+) WITHOUT ROWID;
 ";
+
+/// Columns added to tables an older version created.
+pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("sends", "event_id", "TEXT"),
+    ("sends", "eligible", "INTEGER NOT NULL DEFAULT 0"),
+    ("sends", "emitted", "INTEGER NOT NULL DEFAULT 0"),
+    ("sends", "emitted_through", "INTEGER NOT NULL DEFAULT 0"),
+];
 
 fn campaign_of(r: &Row<'_>) -> rusqlite::Result<Campaign> {
     let state: String = r.get(3)?;
@@ -420,29 +440,71 @@ pub fn audience_filter(conn: &Connection, send: i64) -> Result<Option<AudienceFi
 
 /// Fixes the send's eligible set, once, with each lead's externalId and variables as
 /// the campaign's audience has them now (an upload during the send changes nothing
-/// of it): answers false (and writes nothing) when it was fixed before.
+/// of it), and records `event_id`, the event its deliveries share: answers false
+/// (and writes nothing) when it was fixed before.
 pub fn fix_eligible(
     conn: &Connection,
     send: i64,
     campaign: i64,
     phones: &[Phone],
+    event_id: &str,
     now_ms: i64,
 ) -> Result<bool, DbError> {
     let changed = conn.execute(
-        "UPDATE sends SET materialized_at = ?2 WHERE id = ?1 AND materialized_at IS NULL",
-        params![send, now_ms],
+        "UPDATE sends SET materialized_at = ?2, event_id = ?3 WHERE id = ?1 AND materialized_at IS NULL",
+        params![send, now_ms, event_id],
     )?;
     if changed == 0 {
         return Ok(false);
     }
-    let mut stmt = conn.prepare_cached(
-        "INSERT OR IGNORE INTO send_leads (send_id, phone, external_id, variables, delivery_seq) \
-         SELECT ?1, phone, external_id, variables, NULL FROM audience WHERE campaign_id = ?2 AND phone = ?3",
+    // One statement for the whole set (a million single-row inserts showed).
+    rusqlite::vtab::array::load_module(conn)?;
+    let list: rusqlite::vtab::array::Array = std::rc::Rc::new(
+        phones
+            .iter()
+            .map(|p| rusqlite::types::Value::Integer(p.0 as i64))
+            .collect(),
+    );
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO send_leads (send_id, phone, external_id, variables) \
+         SELECT ?1, phone, external_id, variables FROM audience \
+         WHERE campaign_id = ?2 AND phone IN rarray(?3) ORDER BY phone",
+        params![send, campaign, list],
     )?;
-    for p in phones {
-        stmt.execute(params![send, campaign, p.0 as i64])?;
-    }
+    conn.execute(
+        "UPDATE sends SET eligible = ?2 WHERE id = ?1",
+        params![send, n as i64],
+    )?;
     Ok(true)
+}
+
+/// How far a send's emission got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The event its deliveries share, once its set is fixed.
+    pub event_id: Option<String>,
+    /// Leads of its eligible set.
+    pub eligible: u64,
+    /// Leads with their delivery.
+    pub emitted: u64,
+    /// The last phone emitted (0: none): the rest of the set is above it.
+    pub emitted_through: Phone,
+}
+
+pub fn progress(conn: &Connection, send: i64) -> Result<Option<Progress>, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT event_id, eligible, emitted, emitted_through FROM sends WHERE id = ?1",
+        )?
+        .query_row([send], |r| {
+            Ok(Progress {
+                event_id: r.get(0)?,
+                eligible: r.get::<_, i64>(1)? as u64,
+                emitted: r.get::<_, i64>(2)? as u64,
+                emitted_through: Phone(r.get::<_, i64>(3)? as u64),
+            })
+        })
+        .optional()?)
 }
 
 /// A lead of a send's eligible set still to emit, with what its delivery carries.
@@ -452,8 +514,8 @@ pub struct ToEmit {
     pub variables: String,
 }
 
-/// Up to `limit` leads of the send's eligible set not emitted yet with phones above
-/// `after`, in phone order (a keyset: each chunk starts where the last ended).
+/// Up to `limit` leads of the send's eligible set with phones above `after`, in phone
+/// order (a keyset: each chunk starts where the last ended).
 pub fn to_emit(
     conn: &Connection,
     send: i64,
@@ -462,7 +524,7 @@ pub fn to_emit(
 ) -> Result<Vec<ToEmit>, DbError> {
     let mut stmt = conn.prepare_cached(
         "SELECT phone, external_id, variables FROM send_leads \
-         WHERE send_id = ?1 AND phone > ?2 AND delivery_seq IS NULL ORDER BY phone LIMIT ?3",
+         WHERE send_id = ?1 AND phone > ?2 ORDER BY phone LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![send, after.0 as i64, limit as i64], |r| {
         Ok(ToEmit {
@@ -474,31 +536,24 @@ pub fn to_emit(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Marks leads emitted with their deliveries' seqs; answers how many were not
-/// emitted yet.
-pub fn mark_emitted(
+/// Records a chunk emitted: its leads (up to `through`, `n` of them) have the
+/// deliveries `first_seq..=last_seq`. In the transaction that inserted those.
+pub fn record_emitted(
     conn: &Connection,
     send: i64,
-    emitted: &[(Phone, i64)],
-) -> Result<u64, DbError> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE send_leads SET delivery_seq = ?3 WHERE send_id = ?1 AND phone = ?2 AND delivery_seq IS NULL",
-    )?;
-    let mut n = 0;
-    for (p, seq) in emitted {
-        n += stmt.execute(params![send, p.0 as i64, seq])? as u64;
-    }
-    Ok(n)
-}
-
-/// Takes back [`mark_emitted`] for these leads (their deliveries were not published).
-pub fn unmark_emitted(conn: &Connection, send: i64, phones: &[Phone]) -> Result<(), DbError> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE send_leads SET delivery_seq = NULL WHERE send_id = ?1 AND phone = ?2",
-    )?;
-    for p in phones {
-        stmt.execute(params![send, p.0 as i64])?;
-    }
+    through: Phone,
+    n: u64,
+    first_seq: i64,
+    last_seq: i64,
+) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "UPDATE sends SET emitted = emitted + ?2, emitted_through = ?3 WHERE id = ?1",
+    )?
+    .execute(params![send, n as i64, through.0 as i64])?;
+    conn.prepare_cached(
+        "INSERT INTO send_emits (send_id, first_seq, last_seq) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![send, first_seq, last_seq])?;
     Ok(())
 }
 
@@ -519,18 +574,15 @@ pub fn mark_emitted_all(conn: &Connection, send: i64) -> Result<(), DbError> {
 
 /// `(emitted, eligible)` leads of a send.
 pub fn emitted_counts(conn: &Connection, send: i64) -> Result<(u64, u64), DbError> {
-    Ok(conn
-        .prepare_cached("SELECT count(delivery_seq), count(*) FROM send_leads WHERE send_id = ?1")?
-        .query_row([send], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-        })?)
+    Ok(progress(conn, send)?.map_or((0, 0), |p| (p.emitted, p.eligible)))
 }
 
-/// `(succeeded, failed, pending)` deliveries of a send.
+/// `(succeeded, failed, pending)` deliveries of a send (those the log still keeps).
 pub fn delivery_counts(conn: &Connection, send: i64) -> Result<(u64, u64, u64), DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT d.state, count(*) FROM send_leads s JOIN deliveries d ON d.seq = s.delivery_seq \
-         WHERE s.send_id = ?1 GROUP BY d.state",
+        "SELECT d.state, count(*) FROM send_emits c \
+         JOIN deliveries d ON d.seq BETWEEN c.first_seq AND c.last_seq \
+         WHERE c.send_id = ?1 GROUP BY d.state",
     )?;
     let mut rows = stmt.query([send])?;
     let (mut ok, mut failed, mut pending) = (0, 0, 0);
@@ -615,34 +667,37 @@ mod tests {
         )
         .unwrap();
         // Only lead 1 is eligible; fixing twice fixes once.
-        assert!(fix_eligible(&conn, send.id, c.id, &[Phone(15550000001)], 1).unwrap());
-        assert!(!fix_eligible(&conn, send.id, c.id, &[Phone(15550000002)], 2).unwrap());
+        assert!(fix_eligible(&conn, send.id, c.id, &[Phone(15550000001)], "evt_a", 1).unwrap());
+        assert!(!fix_eligible(&conn, send.id, c.id, &[Phone(15550000002)], "evt_b", 2).unwrap());
+        let p = progress(&conn, send.id).unwrap().unwrap();
+        assert_eq!(p.event_id.as_deref(), Some("evt_a"));
+        assert_eq!((p.eligible, p.emitted), (1, 0));
         // An upload after the set was fixed changes nothing of it.
         merge_audience(&conn, c.id, &[row(15550000001, "a2", r#"{"n":"2"}"#)]).unwrap();
         let todo = to_emit(&conn, send.id, Phone(0), 10).unwrap();
         assert_eq!(todo.len(), 1);
         assert_eq!(todo[0].external_id.as_deref(), Some("a"));
         assert_eq!(todo[0].variables, r#"{"n":"1"}"#);
-        // Emitted once; a second mark of the same lead counts nothing.
+        // Emitted as delivery 7: the set has nothing above it, and the counts follow
+        // the delivery.
         conn.execute(
-            "INSERT INTO deliveries (seq, state) VALUES (7, 'pending')",
+            "INSERT INTO deliveries (seq, state) VALUES (6, 'failed'), (7, 'pending')",
             [],
         )
         .unwrap();
-        assert_eq!(
-            mark_emitted(&conn, send.id, &[(Phone(15550000001), 7)]).unwrap(),
-            1
-        );
-        assert_eq!(
-            mark_emitted(&conn, send.id, &[(Phone(15550000001), 8)]).unwrap(),
-            0
-        );
-        assert!(to_emit(&conn, send.id, Phone(0), 10).unwrap().is_empty());
+        record_emitted(&conn, send.id, Phone(15550000001), 1, 7, 7).unwrap();
+        let p = progress(&conn, send.id).unwrap().unwrap();
+        assert!(to_emit(&conn, send.id, p.emitted_through, 10)
+            .unwrap()
+            .is_empty());
         assert_eq!(emitted_counts(&conn, send.id).unwrap(), (1, 1));
         assert_eq!(delivery_counts(&conn, send.id).unwrap(), (0, 0, 1));
-        // Taken back (a publish Kafka refused): it is to emit again.
-        unmark_emitted(&conn, send.id, &[Phone(15550000001)]).unwrap();
-        assert_eq!(to_emit(&conn, send.id, Phone(0), 10).unwrap().len(), 1);
+        conn.execute(
+            "UPDATE deliveries SET state = 'succeeded' WHERE seq = 7",
+            [],
+        )
+        .unwrap();
+        assert_eq!(delivery_counts(&conn, send.id).unwrap(), (1, 0, 0));
     }
 
     #[test]

@@ -4,6 +4,9 @@
 
 use super::endpoints::{EndpointEffect, Endpoints};
 use super::model::{new_id, Endpoint};
+
+/// The length of a delivery id: `msg_` and 26 characters ([`new_id`]).
+const ID_LEN: usize = 30;
 use super::store::DbError;
 use bytes::Bytes;
 use leadstream_pipeline::OrgId;
@@ -47,7 +50,11 @@ pub struct Job {
     pub org: OrgId,
     pub endpoint_id: i64,
     pub event_type: Arc<str>,
+    /// The event's payload.
     pub payload: Bytes,
+    /// This delivery's own members of the body, when it has some (a campaign send's
+    /// lead): see [`body`].
+    pub part: Option<Bytes>,
     /// Attempts made so far.
     pub attempts: u32,
     /// A manual retry or replay: one attempt, no schedule.
@@ -58,6 +65,40 @@ pub struct Job {
     pub snapshot: Option<Arc<Endpoint>>,
     /// The Kafka record to mark done once this delivery's outcome is durable.
     pub ack: Option<super::kafka::Ack>,
+}
+
+impl Job {
+    /// The exact bytes every attempt sends and signs.
+    pub fn body(&self) -> Bytes {
+        match &self.part {
+            None => self.payload.clone(),
+            Some(part) => body(&self.payload, Some(part)),
+        }
+    }
+}
+
+/// A delivery's body: its event's payload (a JSON object's text), with the
+/// delivery's own `part` (members of a JSON object, `"key":value,...`) added at the
+/// end of that object when it has one. One event then carries what its deliveries
+/// share once (a campaign send's template, language, instant), and each delivery only
+/// what is its own (the lead), and no body is stored twice.
+pub fn body(payload: &Bytes, part: Option<&[u8]>) -> Bytes {
+    let Some(part) = part else {
+        return payload.clone();
+    };
+    let Some(close) = payload.iter().rposition(|&b| b == b'}') else {
+        return payload.clone();
+    };
+    let head = &payload[..close];
+    let empty = head.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let mut out = Vec::with_capacity(payload.len() + part.len() + 1);
+    out.extend_from_slice(head);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(part);
+    out.extend_from_slice(&payload[close..]);
+    Bytes::from(out)
 }
 
 /// What a publish did.
@@ -159,6 +200,7 @@ pub fn insert_event(
             endpoint_id: e.id,
             event_type: event_type.clone(),
             payload: ev.payload.clone(),
+            part: None,
             attempts: 0,
             single: false,
             created_at_ms: now_ms,
@@ -172,6 +214,135 @@ pub fn insert_event(
         repeated: false,
         due_at_ms: due,
     })
+}
+
+/// Deliveries of one event to one endpoint, each with its own part of the body
+/// ([`body`]): a campaign send's chunk of leads.
+pub struct NewParts {
+    /// An event inserted by [`insert_shared_event`].
+    pub event_id: Arc<str>,
+    pub org: OrgId,
+    pub event_type: Arc<str>,
+    /// The event's payload, as stored.
+    pub payload: Bytes,
+    pub endpoint: Arc<Endpoint>,
+    /// The first attempts' due time (wall-clock ms; now, if that has passed).
+    pub due_at_ms: i64,
+    /// One delivery per part.
+    pub parts: Vec<Bytes>,
+}
+
+impl NewParts {
+    /// A new delivery id per part, made before the write (the writer thread is the
+    /// bottleneck of a large send).
+    pub fn new_ids(&self, now_ms: i64) -> Vec<Arc<str>> {
+        self.parts
+            .iter()
+            .map(|_| Arc::from(new_id("msg_", now_ms)))
+            .collect()
+    }
+}
+
+/// Inserts an event whose deliveries are added later, each with its own part
+/// ([`insert_parts`]); answers its id.
+///
+/// # Errors
+/// [`DbError`].
+pub fn insert_shared_event(
+    conn: &Connection,
+    org: OrgId,
+    event_type: &str,
+    payload: &[u8],
+    now_ms: i64,
+) -> Result<String, DbError> {
+    let event_id = new_id("evt_", now_ms);
+    conn.prepare_cached(
+        "INSERT INTO events (id, org_id, event_type, payload, idempotency_key, deliveries, created_at) \
+         VALUES (?1, ?2, ?3, ?4, NULL, 0, ?5)",
+    )?
+    .execute(params![event_id, org, event_type, payload, now_ms])?;
+    Ok(event_id)
+}
+
+/// Inserts one pending delivery per part of `batch`, in order; answers them with
+/// their due time. Only the part is stored per delivery: its body is composed from
+/// the event's payload whenever it is needed.
+///
+/// # Errors
+/// [`DbError`].
+pub fn insert_parts(
+    conn: &Connection,
+    batch: &NewParts,
+    ids: &[Arc<str>],
+    now_ms: i64,
+) -> Result<Vec<(Job, i64)>, DbError> {
+    let n = batch.parts.len().min(ids.len());
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let due = batch.due_at_ms.max(now_ms);
+    // One statement for the chunk: each row is the delivery id (fixed width) followed
+    // by its part, in one array; the rows get consecutive seqs in that order (one
+    // statement, one writer, AUTOINCREMENT).
+    rusqlite::vtab::array::load_module(conn)?;
+    let rows: rusqlite::vtab::array::Array = std::rc::Rc::new(
+        batch
+            .parts
+            .iter()
+            .zip(ids)
+            .map(|(part, id)| {
+                let mut row = Vec::with_capacity(ID_LEN + part.len());
+                row.extend_from_slice(id.as_bytes());
+                row.extend_from_slice(part);
+                rusqlite::types::Value::Blob(row)
+            })
+            .collect(),
+    );
+    conn.prepare_cached(&format!(
+        "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, next_attempt_at, created_at, updated_at, part) \
+         SELECT CAST(substr(value, 1, {ID_LEN}) AS TEXT), ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?8, substr(value, {}) FROM rarray(?1)",
+        ID_LEN + 1
+    ))?
+    .execute(params![
+        rows,
+        &*batch.event_id,
+        batch.org,
+        batch.endpoint.id,
+        batch.endpoint.url,
+        &*batch.event_type,
+        due,
+        now_ms,
+    ])?;
+    let first = conn.last_insert_rowid() - n as i64 + 1;
+    let jobs = batch
+        .parts
+        .iter()
+        .zip(ids)
+        .enumerate()
+        .map(|(i, (part, id))| {
+            (
+                Job {
+                    seq: first + i as i64,
+                    id: id.clone(),
+                    event_id: batch.event_id.clone(),
+                    org: batch.org,
+                    endpoint_id: batch.endpoint.id,
+                    event_type: batch.event_type.clone(),
+                    payload: batch.payload.clone(),
+                    part: Some(part.clone()),
+                    attempts: 0,
+                    single: false,
+                    created_at_ms: now_ms,
+                    snapshot: None,
+                    ack: None,
+                },
+                due,
+            )
+        })
+        .collect::<Vec<_>>();
+    conn.prepare_cached("UPDATE events SET deliveries = deliveries + ?2 WHERE id = ?1")?
+        .execute(params![&*batch.event_id, n as i64])?;
+    Ok(jobs)
 }
 
 /// An attempt's (or an abandoned delivery's) result, to record.
@@ -250,14 +421,27 @@ pub fn record_outcome(
 /// # Errors
 /// [`DbError`].
 pub fn load_pending(conn: &Connection) -> Result<Vec<(Job, i64)>, DbError> {
-    let mut stmt = conn.prepare(
+    load_pending_between(conn, 0, i64::MAX)
+}
+
+/// The pending deliveries with seqs in `[first, last]`, oldest due first.
+///
+/// # Errors
+/// [`DbError`].
+pub fn load_pending_between(
+    conn: &Connection,
+    first: i64,
+    last: i64,
+) -> Result<Vec<(Job, i64)>, DbError> {
+    let mut stmt = conn.prepare_cached(
         "SELECT d.seq, d.id, d.endpoint_id, d.event_type, d.attempts, d.single_attempt, \
-         COALESCE(d.next_attempt_at, d.created_at), e.payload, d.created_at, d.event_id, d.org_id \
-         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.state = 'pending' \
+         COALESCE(d.next_attempt_at, d.created_at), e.payload, d.created_at, d.event_id, d.org_id, d.part \
+         FROM deliveries d JOIN events e ON e.id = d.event_id \
+         WHERE d.state = 'pending' AND d.seq BETWEEN ?1 AND ?2 \
          ORDER BY d.next_attempt_at, d.seq",
     )?;
     let mut payloads: std::collections::HashMap<Vec<u8>, Bytes> = Default::default();
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map([first, last], |r| {
         let payload: Vec<u8> = r.get(7)?;
         Ok((
             r.get::<_, i64>(0)?,
@@ -271,6 +455,7 @@ pub fn load_pending(conn: &Connection) -> Result<Vec<(Job, i64)>, DbError> {
             r.get::<_, i64>(8)?,
             r.get::<_, String>(9)?,
             r.get::<_, OrgId>(10)?,
+            r.get::<_, Option<Vec<u8>>>(11)?,
         ))
     })?;
     let mut out = Vec::new();
@@ -287,6 +472,7 @@ pub fn load_pending(conn: &Connection) -> Result<Vec<(Job, i64)>, DbError> {
             created,
             event_id,
             org,
+            part,
         ) = row?;
         // One copy per event, shared by its deliveries.
         let payload = payloads
@@ -302,6 +488,7 @@ pub fn load_pending(conn: &Connection) -> Result<Vec<(Job, i64)>, DbError> {
                 endpoint_id,
                 event_type: Arc::from(event_type),
                 payload,
+                part: part.map(Bytes::from),
                 attempts,
                 single,
                 created_at_ms: created,
@@ -327,7 +514,7 @@ pub fn mark_for_retry(
 ) -> Result<Option<Result<Job, DeliveryState>>, DbError> {
     let row: Option<(String, Job)> = conn
         .query_row(
-            "SELECT d.seq, d.state, d.endpoint_id, d.event_type, d.attempts, d.id, e.payload, d.created_at, d.event_id \
+            "SELECT d.seq, d.state, d.endpoint_id, d.event_type, d.attempts, d.id, e.payload, d.created_at, d.event_id, d.part \
              FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1 AND d.org_id = ?2",
             params![id, org],
             |r| {
@@ -341,6 +528,7 @@ pub fn mark_for_retry(
                         endpoint_id: r.get(2)?,
                         event_type: Arc::from(r.get::<_, String>(3)?),
                         payload: Bytes::from(r.get::<_, Vec<u8>>(6)?),
+                        part: r.get::<_, Option<Vec<u8>>>(9)?.map(Bytes::from),
                         attempts: r.get(4)?,
                         single: true,
                         created_at_ms: r.get(7)?,
@@ -658,11 +846,12 @@ pub fn get(conn: &Connection, org: OrgId, id: &str) -> Result<Option<DeliveryDet
     else {
         return Ok(None);
     };
-    let payload: Vec<u8> = conn.query_row(
-        "SELECT payload FROM events WHERE id = ?1",
-        [&delivery.event_id],
-        |r| r.get(0),
+    let (payload, part): (Vec<u8>, Option<Vec<u8>>) = conn.query_row(
+        "SELECT e.payload, d.part FROM events e, deliveries d WHERE e.id = ?1 AND d.seq = ?2",
+        params![&delivery.event_id, delivery.seq],
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    let payload = body(&Bytes::from(payload), part.as_deref());
     let payload =
         serde_json::value::RawValue::from_string(String::from_utf8_lossy(&payload).into_owned())
             .map_err(|e| {
@@ -744,6 +933,83 @@ mod tests {
             idempotency_key: key.map(str::to_owned),
             endpoints: vec![e.clone()],
         }
+    }
+
+    #[test]
+    fn a_part_is_added_at_the_end_of_the_event_payload_object() {
+        let payload = Bytes::from_static(br#"{"type":"campaign_send","sendId":3}"#);
+        assert_eq!(
+            body(&payload, Some(br#""phoneE164":"+14155550100""#)),
+            &br#"{"type":"campaign_send","sendId":3,"phoneE164":"+14155550100"}"#[..]
+        );
+        assert_eq!(body(&payload, None), payload);
+        // An empty object takes the part without a comma, whitespace included.
+        assert_eq!(
+            body(&Bytes::from_static(b"{ }"), Some(br#""a":1"#)),
+            &br#"{ "a":1}"#[..]
+        );
+    }
+
+    #[tokio::test]
+    async fn parts_get_their_own_seqs_ids_and_bodies_and_a_restart_reads_them_back() {
+        let (_d, db, e) = setup().await;
+        let now = 2_000;
+        let (event_id, jobs) = db
+            .write(move |conn| {
+                let event_id = insert_shared_event(conn, 1, "campaign_send", br#"{"s":1}"#, now)?;
+                // Another publish first, so the parts' seqs do not start at 1.
+                insert_event(conn, &event(&e, None), now, Duration::from_secs(1))?;
+                let batch = NewParts {
+                    event_id: Arc::from(event_id.as_str()),
+                    org: 1,
+                    event_type: Arc::from("campaign_send"),
+                    payload: Bytes::from_static(br#"{"s":1}"#),
+                    endpoint: e,
+                    due_at_ms: 5_000,
+                    parts: (0..5)
+                        .map(|i| Bytes::from(format!(r#""lead":{i}"#)))
+                        .collect(),
+                };
+                let ids = batch.new_ids(now);
+                Ok((event_id, insert_parts(conn, &batch, &ids, now)?))
+            })
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 5);
+        let stored: Vec<(i64, String, Vec<u8>)> = db
+            .read_blocking(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT seq, id, part FROM deliveries WHERE part IS NOT NULL ORDER BY seq",
+                )?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .unwrap();
+        for (i, ((job, due), (seq, id, part))) in jobs.iter().zip(&stored).enumerate() {
+            assert_eq!((job.seq, &*job.id), (*seq, id.as_str()), "job {i}");
+            assert_eq!(*due, 5_000);
+            assert_eq!(part, format!(r#""lead":{i}"#).as_bytes());
+            assert_eq!(job.body(), format!(r#"{{"s":1,"lead":{i}}}"#).as_bytes());
+        }
+        // The restart's queue composes the same bodies; the event counts its deliveries.
+        let pending = db.read_blocking(load_pending).unwrap();
+        let bodies: Vec<Bytes> = pending
+            .iter()
+            .filter(|(j, _)| j.part.is_some())
+            .map(|(j, _)| j.body())
+            .collect();
+        let expected: Vec<Bytes> = jobs.iter().map(|(j, _)| j.body()).collect();
+        assert_eq!(bodies, expected);
+        let counted: i64 = db
+            .read_blocking(move |conn| {
+                Ok(conn.query_row(
+                    "SELECT deliveries FROM events WHERE id = ?1",
+                    [&event_id],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(counted, 5);
     }
 
     #[tokio::test]

@@ -47,6 +47,8 @@ pub enum Msg {
 pub struct Shared {
     /// Set when Kafka carries the deliveries ([`super::kafka`]).
     pub kafka: std::sync::OnceLock<Arc<super::kafka::KafkaLink>>,
+    /// Set with `kafka`: produces what publishes committed ([`super::outbox`]).
+    pub outbox: std::sync::OnceLock<super::outbox::Outbox>,
     /// Set when ClickHouse is configured: every attempt is logged there too.
     pub attempt_log: std::sync::OnceLock<crate::clickhouse::attempts::AttemptLog>,
     pub db: Arc<Db>,
@@ -377,12 +379,8 @@ async fn attempt(
 ) {
     let started_ms = now_ms();
     let timestamp = started_ms.div_euclid(1000);
-    let signature = signature_header(
-        ep.signing_secrets(started_ms),
-        &job.id,
-        timestamp,
-        &job.payload,
-    );
+    let body = job.body();
+    let signature = signature_header(ep.signing_secrets(started_ms), &job.id, timestamp, &body);
     let timeout = ep.timeout.unwrap_or(shared.config.timeout);
     let result = shared
         .client
@@ -391,7 +389,7 @@ async fn attempt(
             webhook_id: &job.id,
             timestamp,
             signature: &signature,
-            body: job.payload.clone(),
+            body,
             timeout,
         })
         .await;

@@ -122,6 +122,10 @@ impl KafkaLink {
             endpoint_id: job.endpoint_id,
             event_type: job.event_type.to_string(),
             payload: String::from_utf8_lossy(&job.payload).into_owned(),
+            part: job
+                .part
+                .as_ref()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
             attempts,
             created_at_us: job.created_at_ms.saturating_mul(1000),
             due_at_us: due_ms.max(now_ms).saturating_mul(1000),
@@ -287,8 +291,8 @@ async fn admit(shared: &Arc<Shared>, batch: Vec<Read>) -> Result<Vec<(Job, i64)>
                         )?
                         .execute(params![d.event_id, d.organization_id, d.event_type, d.payload.as_bytes(), created_ms])?;
                         conn.prepare_cached(
-                            "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, attempts, next_attempt_at, created_at, updated_at) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?9)",
+                            "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, attempts, next_attempt_at, created_at, updated_at, part) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?9, ?10)",
                         )?
                         .execute(params![
                             d.delivery_id,
@@ -299,7 +303,8 @@ async fn admit(shared: &Arc<Shared>, batch: Vec<Read>) -> Result<Vec<(Job, i64)>
                             d.event_type,
                             d.attempts,
                             d.due_at_us.div_euclid(1000),
-                            created_ms
+                            created_ms,
+                            d.part.as_deref().map(str::as_bytes)
                         ])?;
                         conn.last_insert_rowid()
                     }
@@ -333,6 +338,7 @@ async fn admit(shared: &Arc<Shared>, batch: Vec<Read>) -> Result<Vec<(Job, i64)>
                 endpoint_id: d.endpoint_id,
                 event_type: Arc::from(d.event_type),
                 payload: Bytes::from(d.payload),
+                part: d.part.map(Bytes::from),
                 attempts: d.attempts,
                 single: false,
                 created_at_ms: d.created_at_us.div_euclid(1000),

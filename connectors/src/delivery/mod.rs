@@ -14,12 +14,15 @@ mod dispatch;
 pub mod endpoints;
 pub mod kafka;
 pub mod model;
+pub mod outbox;
 pub mod store;
 
 use crate::config::DeliveryConfig;
 use crate::writer::now_ms;
 use bytes::Bytes;
-use deliveries::{DeliveryDetail, DeliveryRow, DeliveryState, ListQuery, NewEvent, Published};
+use deliveries::{
+    DeliveryDetail, DeliveryRow, DeliveryState, ListQuery, NewEvent, NewParts, Published,
+};
 use dispatch::{DispatchHandle, Shared};
 use endpoints::Endpoints;
 use leadstream_pipeline::OrgId;
@@ -42,13 +45,12 @@ pub struct DeliveryEngine {
     dispatch: DispatchHandle,
 }
 
-/// Why a publish did not happen.
+/// Why a publish did not happen. With Kafka, a publish is done once its deliveries
+/// are durable in `webhooks.db`: the [`outbox`] relay produces them after.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error(transparent)]
     Store(#[from] DbError),
-    #[error("Kafka did not take the deliveries: {0}")]
-    Kafka(String),
 }
 
 /// What a manual retry found.
@@ -74,6 +76,7 @@ impl DeliveryEngine {
         let endpoints = Arc::new(Endpoints::load(db.clone())?);
         let shared = Arc::new(Shared {
             kafka: std::sync::OnceLock::new(),
+            outbox: std::sync::OnceLock::new(),
             attempt_log: std::sync::OnceLock::new(),
             db: db.clone(),
             endpoints,
@@ -111,9 +114,10 @@ impl DeliveryEngine {
         let _ = self.shared.attempt_log.set(log);
     }
 
-    /// Kafka: from now on publishes go to `kafka.deliveries_topic` and this process
-    /// delivers what its share of the consumer group reads ([`kafka`]). What the last
-    /// run left unfinished is read again from the topics, not from the store.
+    /// Kafka: from now on publishes go to `kafka.deliveries_topic` through the
+    /// [`outbox`] relay and this process delivers what its share of the consumer group
+    /// reads ([`kafka`]). What the last run left unfinished is read again from the
+    /// topics, and what it committed but never got to the brokers from the outbox.
     ///
     /// # Errors
     /// [`KafkaError`](crate::kafka::KafkaError) starting the producer or consumer.
@@ -123,7 +127,9 @@ impl DeliveryEngine {
         topics: &crate::kafka::Topics,
     ) -> Result<(), crate::kafka::KafkaError> {
         let link = kafka::start(&self.shared, self.dispatch.clone(), cfg, topics)?;
-        let _ = self.shared.kafka.set(link);
+        let _ = self.shared.kafka.set(link.clone());
+        let relay = outbox::Outbox::start(&self.shared, link, cfg.retry);
+        let _ = self.shared.outbox.set(relay);
         Ok(())
     }
 
@@ -167,7 +173,7 @@ impl DeliveryEngine {
         Ok(out.pop().expect("one event in, one out"))
     }
 
-    /// Publishes several events in one transaction (bulk callers: sends, benches).
+    /// Publishes several events in one transaction (bulk callers: benches).
     /// Each [`NewEvent`] names its endpoints, usually from
     /// [`Endpoints::subscribers`].
     ///
@@ -177,92 +183,77 @@ impl DeliveryEngine {
         &self,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Published>, PublishError> {
-        self.publish_many_and(events, |_, _| Ok(()), |_| Ok(()))
-            .await
+        let window = self.shared.config.idempotency_window;
+        self.commit(move |conn| {
+            let now = now_ms();
+            let published = events
+                .iter()
+                .map(|ev| deliveries::insert_event(conn, ev, now, window))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut jobs = Vec::new();
+            for p in &published {
+                jobs.extend(p.jobs.iter().map(|j| (j.clone(), p.due_at_ms)));
+            }
+            Ok((published, jobs))
+        })
+        .await
     }
 
-    /// [`publish_many`](Self::publish_many), running `also` in the same transaction
-    /// with what was published: a caller's own record of what it published (a
-    /// campaign send's emitted leads) commits with the deliveries or not at all. An
-    /// error from `also` undoes the whole publish. When Kafka then refuses the
-    /// records, the rows are deleted again and `undo` runs in that transaction to
-    /// take back what `also` wrote.
+    /// Publishes `batch` (one delivery per part, [`deliveries::insert_parts`]) and runs
+    /// `also` in the same transaction first: a caller's check that it may still
+    /// publish, and its own record of what it published (a campaign send's progress),
+    /// commit with the deliveries or not at all. Answers the deliveries' seqs.
     ///
     /// # Errors
-    /// [`PublishError`]: none was published.
-    pub async fn publish_many_and(
+    /// [`PublishError`]: none was published (an error of `also` included).
+    pub async fn publish_parts(
         &self,
-        events: Vec<NewEvent>,
-        also: impl FnOnce(&rusqlite::Connection, &[Published]) -> Result<(), DbError> + Send + 'static,
-        undo: impl FnOnce(&rusqlite::Connection) -> Result<(), DbError> + Send + 'static,
-    ) -> Result<Vec<Published>, PublishError> {
-        let window = self.shared.config.idempotency_window;
-        let published = self
+        batch: NewParts,
+        also: impl FnOnce(&rusqlite::Connection, &[(deliveries::Job, i64)]) -> Result<(), DbError>
+            + Send
+            + 'static,
+    ) -> Result<usize, PublishError> {
+        let ids = batch.new_ids(now_ms());
+        self.commit(move |conn| {
+            let jobs = deliveries::insert_parts(conn, &batch, &ids, now_ms())?;
+            also(conn, &jobs)?;
+            Ok((jobs.len(), jobs))
+        })
+        .await
+    }
+
+    /// Runs `write` (which inserts deliveries and answers them with their due times)
+    /// in one transaction, then hands the deliveries on once committed: to the
+    /// dispatcher, or with Kafka to the [`outbox`] relay (an `outbox` row commits
+    /// with them, so a crash before the brokers have them loses nothing).
+    async fn commit<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&rusqlite::Connection) -> Result<(T, Vec<(deliveries::Job, i64)>), DbError>
+            + Send
+            + 'static,
+    ) -> Result<T, PublishError> {
+        let outbox = self.shared.outbox.get().cloned();
+        let with_outbox = outbox.is_some();
+        let (out, jobs, row) = self
             .shared
             .db
             .write(move |conn| {
-                let now = now_ms();
-                let published = events
-                    .iter()
-                    .map(|ev| deliveries::insert_event(conn, ev, now, window))
-                    .collect::<Result<Vec<_>, _>>()?;
-                also(conn, &published)?;
-                Ok(published)
+                let (out, jobs) = write(conn)?;
+                let row = if with_outbox {
+                    outbox::Outbox::record(conn, &jobs)?
+                } else {
+                    None
+                };
+                Ok((out, jobs, row))
             })
             .await?;
-        let mut jobs = Vec::new();
-        for p in &published {
-            jobs.extend(p.jobs.iter().map(|j| (j.clone(), p.due_at_ms)));
-        }
-        if let Some(link) = self.shared.kafka.get() {
-            let now = now_ms();
-            let records: Vec<_> = jobs
-                .iter()
-                .filter_map(|(j, due)| {
-                    let ep = self.shared.endpoints.by_id(j.endpoint_id)?;
-                    Some(kafka::KafkaLink::record(j, &ep, 0, *due, now))
-                })
-                .collect();
-            if let Err(e) = link
-                .send_all(crate::kafka::DeliveryTopic::Deliveries, &records)
-                .await
-            {
-                // Undo: what the caller is told was not published must not linger
-                // as pending rows no record will ever finish, nor as the caller's
-                // record of having published it.
-                // A repeated idempotency key names an earlier event: not this publish's.
-                let ids: Vec<String> = published
-                    .iter()
-                    .filter(|p| !p.repeated)
-                    .map(|p| p.event_id.clone())
-                    .collect();
-                let seqs: Vec<i64> = jobs.iter().map(|(j, _)| j.seq).collect();
-                let undone = self
-                    .shared
-                    .db
-                    .write(move |conn| {
-                        let mut del =
-                            conn.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?;
-                        for seq in &seqs {
-                            del.execute([seq])?;
-                        }
-                        let mut del = conn.prepare_cached("DELETE FROM events WHERE id = ?1")?;
-                        for id in &ids {
-                            del.execute([id])?;
-                        }
-                        undo(conn)
-                    })
-                    .await;
-                if let Err(u) = undone {
-                    tracing::error!(error = %u, "undoing a publish Kafka refused");
-                }
-                return Err(PublishError::Kafka(e.to_string()));
-            }
-        } else {
-            self.dispatch.at(jobs.clone());
-        }
         crate::metrics::deliveries_published(jobs.len() as u64);
-        Ok(published)
+        match (outbox, row) {
+            (Some(outbox), Some(id)) => outbox.relay(outbox::Entry { id, jobs }),
+            (Some(_), None) => {}
+            (None, _) => self.dispatch.at(jobs),
+        }
+        Ok(out)
     }
 
     /// A page of deliveries and whether more follow.

@@ -33,6 +33,11 @@ pub struct Delivery {
     /// nested object: the record is read through a tagged enum, which would re-encode
     /// a nested value, and the receiver must get the publisher's bytes.
     pub payload: String,
+    /// The delivery's own members of the body, added at the end of `payload`'s object
+    /// (`delivery::deliveries::body`): a campaign send's lead. Absent: the body is
+    /// `payload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
     /// Attempts made so far.
     pub attempts: u32,
     /// When it was published, microseconds since the Unix epoch.
@@ -185,6 +190,7 @@ mod tests {
             endpoint_id: 1 + i % 5,
             event_type: "appointment_booked".into(),
             payload: format!("{{\"n\": {i}}}"),
+            part: (i % 2 == 1).then(|| format!("\"lead\":{i}")),
             attempts: 0,
             created_at_us: 1_778_610_840_123_456,
             due_at_us: 1_778_610_840_123_456,
