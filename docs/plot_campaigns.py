@@ -2,7 +2,8 @@
 """Draws docs/img/campaign-eligibility.svg and docs/img/campaign-materialize.svg from
 `leadstream bench eligibility --json` and `leadstream bench materialize --json`.
 
-usage: python3 docs/plot_campaigns.py ELIGIBILITY.json MATERIALIZE.json
+usage: python3 docs/plot_campaigns.py [ELIGIBILITY.json] [MATERIALIZE.json]
+(each file is recognized by its fields; only the plots of the files given are drawn)
 """
 import json
 import sys
@@ -28,18 +29,30 @@ def bars(path, title, rows, target, target_label, unit):
     open(path, "w").write("\n".join(out))
 
 
-e = json.load(open(sys.argv[1]))
-m = json.load(open(sys.argv[2]))
-rows = [("event index, in-process", e["in_process_ms"], True)]
-if e.get("clickhouse_ms") is not None:
-    rows.append(("ClickHouse path (server's query)", e["clickhouse_ms"], False))
-if e.get("sql_ms") is not None:
-    rows.append(("same question, SQLite", e["sql_ms"], False))
-bars("docs/img/campaign-eligibility.svg",
-     f'bench eligibility: {e["audience"]:,} leads over {e["events"]:,} events (ms, lower is better; 2 cores)',
-     rows, e["target_ms"], f'target {e["target_ms"]:.0f} ms', "ms")
-bars("docs/img/campaign-materialize.svg",
-     f'bench materialize: {m["audience"]:,} leads into durable deliveries (per second; 2 cores)',
-     [("materialize (engine)", m["leads_per_sec"], True),
-      ("bare SQLite rows, same fsync", m["baseline_rows_per_sec"], False)],
-     m["target_per_sec"], f'target {m["target_per_sec"]:,.0f}/s', "/s")
+def eligibility(e):
+    rows = [("event index, in-process", e["in_process_ms"], True)]
+    if e.get("clickhouse_ms") is not None:
+        rows.append(("ClickHouse path (server's query)", e["clickhouse_ms"], False))
+    if e.get("sql_ms") is not None:
+        rows.append(("same question, SQLite", e["sql_ms"], False))
+    bars("docs/img/campaign-eligibility.svg",
+         f'bench eligibility: {e["audience"]:,} leads over {e["events"]:,} events (ms, lower is better; 2 cores)',
+         rows, e["target_ms"], f'target {e["target_ms"]:.0f} ms', "ms")
+
+
+def materialize(m):
+    bars("docs/img/campaign-materialize.svg",
+         f'bench materialize: {m["audience"]:,} leads into durable deliveries (per second; 2 cores)',
+         [("materialize (engine)", m["leads_per_sec"], True),
+          ("bare SQLite rows, same fsync", m["baseline_rows_per_sec"], False)],
+         m["target_per_sec"], f'target {m["target_per_sec"]:,.0f}/s', "/s")
+
+
+for path in sys.argv[1:]:
+    data = json.load(open(path))
+    if "in_process_ms" in data:
+        eligibility(data)
+    elif "leads_per_sec" in data:
+        materialize(data)
+    else:
+        sys.exit(f"{path}: neither bench eligibility nor bench materialize --json output")
