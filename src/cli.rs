@@ -652,12 +652,15 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         campaigns.start_scheduler();
         campaigns
     };
+    let domain = leadstream_connectors::domain::Domain::open(engine.clone())
+        .context("opening the domain store")?;
     let state = AppState::new(
         registry.clone(),
         writer,
         Preparer::new(normalizer),
         engine,
         campaigns,
+        domain,
         &config.http,
     );
     let cfg = config.clone();

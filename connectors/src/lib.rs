@@ -7,6 +7,7 @@ pub mod campaigns;
 pub mod clickhouse;
 pub mod config;
 pub mod delivery;
+pub mod domain;
 pub mod kafka;
 pub mod metrics;
 pub mod registry;

@@ -448,12 +448,15 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
         &config.sends,
     )
     .context("opening the campaign store")?;
+    let domain = leadstream_connectors::domain::Domain::open(engine.clone())
+        .context("opening the domain store")?;
     let state = AppState::new(
         registry,
         writer.clone(),
         Preparer::new(PhoneNormalizer::new()),
         engine,
         campaigns,
+        domain,
         &config.http,
     );
     let (results, wall, cpu) = rt.block_on(async {

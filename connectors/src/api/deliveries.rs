@@ -267,89 +267,126 @@ pub async fn list(
         ],
     )?;
     let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
-    let state = get("status")
-        .map(|v| {
-            DeliveryState::parse(v).ok_or_else(|| {
-                bad(format!(
-                    "status {v:?} is not one of pending, succeeded, failed"
-                ))
-            })
-        })
-        .transpose()?;
-    let sort_text = get("sort").unwrap_or("createdAt");
-    let sort = SortKey::parse(sort_text).ok_or_else(|| {
-        bad(format!(
-            "sort {sort_text:?} is not one of createdAt, updatedAt, attempts, lastStatus"
-        ))
-    })?;
-    let descending = match get("order").unwrap_or("desc") {
-        "desc" => true,
-        "asc" => false,
-        other => return Err(bad(format!("order {other:?} is not asc or desc"))),
-    };
-    // An empty limit is not a number (the document says integer), unlike the empty
-    // filters, which mean "any".
-    let limit = match q.get("limit").map(String::as_str) {
-        None => DEFAULT_LIMIT,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(bad(format!(
-                    "limit {v:?} is not an integer from 1 to {MAX_LIMIT}"
-                )))
-            }
-        },
-    };
     let endpoint_id = get("endpointId")
         .map(|v| {
             v.parse::<i64>()
                 .map_err(|_| bad(format!("endpointId {v:?} is not an integer")))
         })
         .transpose()?;
-    let since_ms = get("since").map(|v| instant_ms("since", v)).transpose()?;
-    let until_ms = get("until").map(|v| instant_ms("until", v)).transpose()?;
-    let after = match get("cursor") {
-        None => None,
-        Some(text) => {
-            let c = decode_cursor(text).ok_or_else(|| {
-                bad("cursor is not one this server gave: pass nextCursor as it came")
-            })?;
-            if c.sort != sort_text || c.desc != descending {
-                return Err(bad(format!(
-                    "cursor belongs to a listing sorted by {} {}: repeat that sort and order with it",
-                    c.sort,
-                    if c.desc { "desc" } else { "asc" }
-                )));
-            }
-            Some((c.value, c.seq))
-        }
-    };
-    let query = ListQuery {
-        org,
-        state,
-        event_type: get("eventType").map(str::to_owned),
-        endpoint_id,
-        since_ms,
-        until_ms,
-        sort,
-        descending,
-        limit,
-        after,
-    };
-    let (rows, more) = s.engine.list(query).await.map_err(store_error)?;
-    let next_cursor = more.then(|| {
-        let last = rows.last().expect("a full page has a last row");
-        encode_cursor(&Cursor {
-            sort: sort_text.to_owned(),
-            desc: descending,
-            value: sort.value(last),
-            seq: last.seq,
-        })
-    });
+    let mut page = ListPage::parse(org, &q, MAX_LIMIT)?;
+    page.query.endpoint_id = endpoint_id;
+    page.query.event_type = get("eventType").map(str::to_owned);
+    page.query.since_ms = get("since").map(|v| instant_ms("since", v)).transpose()?;
+    page.query.until_ms = get("until").map(|v| instant_ms("until", v)).transpose()?;
+    let (rows, next_cursor) = page.run(&s).await?;
     Ok(Json(DeliveryPage {
         data: rows,
         next_cursor,
     }))
+}
+
+/// A listing's `status`, `sort`, `order`, `limit` and `cursor` (the delivery log and
+/// an action's log share them), as a query of the log.
+pub(super) struct ListPage {
+    pub query: ListQuery,
+    sort_text: String,
+}
+
+impl ListPage {
+    /// Reads the parameters from `q` (already checked for unknown and repeated ones).
+    ///
+    /// # Errors
+    /// 400 naming the parameter that is not valid.
+    pub fn parse(
+        org: leadstream_pipeline::OrgId,
+        q: &std::collections::HashMap<String, String>,
+        max_limit: usize,
+    ) -> Result<Self, ApiError> {
+        let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let state = get("status")
+            .map(|v| {
+                DeliveryState::parse(v).ok_or_else(|| {
+                    bad(format!(
+                        "status {v:?} is not one of pending, succeeded, failed"
+                    ))
+                })
+            })
+            .transpose()?;
+        let sort_text = get("sort").unwrap_or("createdAt");
+        let sort = SortKey::parse(sort_text).ok_or_else(|| {
+            bad(format!(
+                "sort {sort_text:?} is not one of createdAt, updatedAt, attempts, lastStatus"
+            ))
+        })?;
+        let descending = match get("order").unwrap_or("desc") {
+            "desc" => true,
+            "asc" => false,
+            other => return Err(bad(format!("order {other:?} is not asc or desc"))),
+        };
+        // An empty limit is not a number (the document says integer), unlike the
+        // empty filters, which mean "any".
+        let limit = match q.get("limit").map(String::as_str) {
+            None => DEFAULT_LIMIT.min(max_limit),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=max_limit).contains(&n) => n,
+                _ => {
+                    return Err(bad(format!(
+                        "limit {v:?} is not an integer from 1 to {max_limit}"
+                    )))
+                }
+            },
+        };
+        let after = match get("cursor") {
+            None => None,
+            Some(text) => {
+                let c = decode_cursor(text).ok_or_else(|| {
+                    bad("cursor is not one this server gave: pass nextCursor as it came")
+                })?;
+                if c.sort != sort_text || c.desc != descending {
+                    return Err(bad(format!(
+                        "cursor belongs to a listing sorted by {} {}: repeat that sort and order with it",
+                        c.sort,
+                        if c.desc { "desc" } else { "asc" }
+                    )));
+                }
+                Some((c.value, c.seq))
+            }
+        };
+        Ok(ListPage {
+            query: ListQuery {
+                org,
+                state,
+                event_type: None,
+                endpoint_id: None,
+                since_ms: None,
+                until_ms: None,
+                sort,
+                descending,
+                limit,
+                after,
+            },
+            sort_text: sort_text.to_owned(),
+        })
+    }
+
+    /// The page's rows and the cursor of the next page (`None` on the last).
+    ///
+    /// # Errors
+    /// 500 when the log cannot be read.
+    pub async fn run(self, s: &AppState) -> Result<(Vec<DeliveryRow>, Option<String>), ApiError> {
+        let (sort, descending) = (self.query.sort, self.query.descending);
+        let (rows, more) = s.engine.list(self.query).await.map_err(store_error)?;
+        let next_cursor = more.then(|| {
+            let last = rows.last().expect("a full page has a last row");
+            encode_cursor(&Cursor {
+                sort: self.sort_text.clone(),
+                desc: descending,
+                value: sort.value(last),
+                seq: last.seq,
+            })
+        });
+        Ok((rows, next_cursor))
+    }
 }
 
 /// One delivery with its payload and every attempt.

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod body;
 mod campaigns;
 mod deliveries;
+mod domain;
 mod lead_events;
 pub mod limits;
 pub mod openapi;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub engine: DeliveryEngine,
     /// Campaigns, audiences, sends, opt-outs.
     pub campaigns: Campaigns,
+    /// Domain events, contacts, triggers and their actions.
+    pub domain: crate::domain::Domain,
     /// Timeouts and caps from `[http]`.
     pub limits: Arc<HttpConfig>,
     /// Request-body bytes in flight across all requests.
@@ -62,6 +65,7 @@ impl AppState {
         preparer: Preparer,
         engine: DeliveryEngine,
         campaigns: Campaigns,
+        domain: crate::domain::Domain,
         limits: &HttpConfig,
     ) -> Self {
         metrics::install();
@@ -71,6 +75,7 @@ impl AppState {
             preparer,
             engine,
             campaigns,
+            domain,
             budget: BodyBudget::new(limits.max_body_bytes_in_flight),
             limits: Arc::new(limits.clone()),
         }
@@ -140,6 +145,35 @@ pub fn app(state: AppState) -> Router {
             post(campaigns::add_opt_outs)
                 .delete(campaigns::remove_opt_outs)
                 .get(campaigns::get_opt_out),
+        )
+        .route("/api/v1/events", post(domain::take_event))
+        .route(
+            "/api/v1/contacts/{phone}",
+            get(domain::get_contact).put(domain::put_contact),
+        )
+        .route(
+            "/api/v1/triggers",
+            get(domain::list_triggers).post(domain::create_trigger),
+        )
+        .route(
+            "/api/v1/triggers/{id}",
+            get(domain::get_trigger)
+                .put(domain::put_trigger)
+                .delete(domain::delete_trigger),
+        )
+        .route(
+            "/api/v1/triggers/{id}/actions",
+            get(domain::list_actions).post(domain::create_action),
+        )
+        .route(
+            "/api/v1/triggers/{id}/actions/{action}",
+            get(domain::get_action)
+                .put(domain::put_action)
+                .delete(domain::delete_action),
+        )
+        .route(
+            "/api/v1/triggers/{id}/actions/{action}/log",
+            get(domain::action_log),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

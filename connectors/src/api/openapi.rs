@@ -48,6 +48,20 @@ use utoipa::{Modify, OpenApi};
         super::campaigns::add_opt_outs,
         super::campaigns::remove_opt_outs,
         super::campaigns::get_opt_out,
+        super::domain::take_event,
+        super::domain::put_contact,
+        super::domain::get_contact,
+        super::domain::create_trigger,
+        super::domain::list_triggers,
+        super::domain::get_trigger,
+        super::domain::put_trigger,
+        super::domain::delete_trigger,
+        super::domain::create_action,
+        super::domain::list_actions,
+        super::domain::get_action,
+        super::domain::put_action,
+        super::domain::delete_action,
+        super::domain::action_log,
         super::healthz,
         super::readyz,
         super::serve_metrics,
@@ -55,7 +69,7 @@ use utoipa::{Modify, OpenApi};
     ),
     components(schemas(super::deliveries::InstantParam)),
     modifiers(&Security),
-    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "webhooks", description = "Webhook endpoints, their secrets, and the org's settings URL"), (name = "deliveries", description = "Publishing events to the endpoints, and the delivery log"), (name = "campaigns", description = "Campaigns, audiences, sends, eligibility, materialization and opt-outs"), (name = "health", description = "Liveness and readiness"), (name = "metrics", description = "Prometheus metrics"), (name = "meta", description = "This document"))
+    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "webhooks", description = "Webhook endpoints, their secrets, and the org's settings URL"), (name = "deliveries", description = "Publishing events to the endpoints, and the delivery log"), (name = "campaigns", description = "Campaigns, audiences, sends, eligibility, materialization and opt-outs"), (name = "domain events", description = "Calendar and booking events in, and the contacts they tell about"), (name = "triggers", description = "Triggers of the 20 domain event types, their webhook actions and each action's log"), (name = "health", description = "Liveness and readiness"), (name = "metrics", description = "Prometheus metrics"), (name = "meta", description = "This document"))
 )]
 pub struct ApiDoc;
 

@@ -183,8 +183,24 @@ impl DeliveryEngine {
         &self,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Published>, PublishError> {
+        self.publish_with(move |_| Ok(events)).await
+    }
+
+    /// Publishes what `make` answers, running it in the publish's transaction: a caller
+    /// whose events depend on its own records (a domain event taken once, the contact
+    /// it updates) reads and writes them there, so an event is recorded and its
+    /// deliveries published together or not at all. `make` answering no event
+    /// publishes nothing (a repeated domain event).
+    ///
+    /// # Errors
+    /// [`PublishError`]: none was published (an error of `make` included).
+    pub async fn publish_with(
+        &self,
+        make: impl FnOnce(&rusqlite::Connection) -> Result<Vec<NewEvent>, DbError> + Send + 'static,
+    ) -> Result<Vec<Published>, PublishError> {
         let window = self.shared.config.idempotency_window;
         self.commit(move |conn| {
+            let events = make(conn)?;
             let now = now_ms();
             let published = events
                 .iter()

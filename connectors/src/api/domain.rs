@@ -1,0 +1,850 @@
+//! Domain events in (`POST /api/v1/events`), contacts, and seed 003/004's triggers
+//! with their webhook actions and each action's log.
+
+use super::auth::ApiKeyOrg;
+use super::body::{parse_json, read_small};
+use super::deliveries::ListPage;
+use super::webhooks::{endpoint_error, target_problem};
+use super::{bad, store_error, ApiError, AppState, ErrorBody};
+use crate::delivery::endpoints::EndpointPatch;
+use crate::delivery::model::EndpointKind;
+use crate::domain::events::{self, class_of, trigger_type_list};
+use crate::domain::store::{self, Action, Contact, Trigger};
+use crate::domain::{action_subscription, Domain};
+use crate::writer::now_ms;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use leadstream_pipeline::time::format_rfc3339_ms;
+use leadstream_pipeline::OrgId;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Largest domain event body.
+const MAX_EVENT_BODY: usize = 1024 * 1024;
+/// Largest trigger, action or contact body.
+const MAX_BODY: usize = 64 * 1024;
+/// Longest trigger or action name.
+const MAX_NAME: usize = 200;
+/// Longest trigger description.
+const MAX_DESCRIPTION: usize = 2000;
+
+fn domain(s: &AppState) -> &Domain {
+    &s.domain
+}
+
+fn parse_id(what: &str, text: &str) -> Result<i64, ApiError> {
+    text.trim()
+        .parse::<i64>()
+        .map_err(|_| bad(format!("{what} {text:?} is not an integer id")))
+}
+
+/// The answer to a domain event.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EventTaken {
+    /// The event's id: the one given, or one made up.
+    id: String,
+}
+
+/// Take a calendar or booking event: `appointment_booked` (seed 000's fields at the top
+/// level) or one of the 20 trigger types with its seed 003 object. A repeated `id`
+/// causes nothing new.
+#[utoipa::path(post, path = "/api/v1/events", tag = "domain events", security(("api_key" = [])),
+    request_body(content = Object, description = "{id?, type, occurredAt, ...}: for appointment_booked startTime, endTime, timeZone, contactPhoneNumber, contact*, botId, botIntegrationId; for a trigger type its object under event, participant, booking_page, booking_request or message, or phone/email for participant_added_to_stop_list"),
+    responses(
+        (status = 202, description = "Taken: what it causes is durable and on its way", body = EventTaken),
+        (status = 400, description = "A field is missing or malformed (the message names it)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 413, description = "Body over 1 MB", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn take_event(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_small(&s, &headers, body, MAX_EVENT_BODY).await?;
+    let normalizer = s.preparer.normalizer();
+    let ev = events::parse(
+        &body.bytes,
+        |p| normalizer.normalize(p).map(|p| p.to_string()),
+        || crate::delivery::model::new_id("dev_", now_ms()),
+    )
+    .map_err(bad)?;
+    let taken = domain(&s).take(org, ev).await.map_err(|e| match e {
+        crate::delivery::PublishError::Store(e) => store_error(e),
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(EventTaken { id: taken.id })).into_response())
+}
+
+/// A contact.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactOut {
+    phone_e164: String,
+    email: Option<String>,
+    full_name: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Box<RawValue>>,
+    updated_at: String,
+}
+
+fn contact_out(c: Contact) -> ContactOut {
+    ContactOut {
+        metadata: c.metadata.and_then(|m| RawValue::from_string(m).ok()),
+        phone_e164: c.phone,
+        email: c.email,
+        full_name: c.full_name,
+        first_name: c.first_name,
+        last_name: c.last_name,
+        updated_at: format_rfc3339_ms(c.updated_at_ms),
+    }
+}
+
+/// A contact's fields; each absent or null one is unknown.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContactIn {
+    email: Option<String>,
+    full_name: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Box<RawValue>>,
+}
+
+fn contact_phone(s: &AppState, raw: &str) -> Result<String, ApiError> {
+    s.preparer
+        .normalizer()
+        .normalize(raw)
+        .map(|p| p.to_string())
+        .ok_or_else(|| bad(format!("phoneE164 {raw:?} is not a valid phone number")))
+}
+
+/// Replace a contact's fields (what seed payloads take their `contact*` fields from).
+#[utoipa::path(put, path = "/api/v1/contacts/{phoneE164}", tag = "domain events", security(("api_key" = [])),
+    params(("phoneE164" = String, Path, description = "The contact's phone, normalized as ingest does")),
+    request_body = ContactIn,
+    responses(
+        (status = 200, description = "The contact as stored", body = ContactOut),
+        (status = 400, description = "Phone or a field invalid (named)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn put_contact(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(phone): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ContactOut>, ApiError> {
+    let phone = contact_phone(&s, &phone)?;
+    let body = read_small(&s, &headers, body, MAX_BODY).await?;
+    let req: ContactIn = parse_json(&body.bytes)?;
+    let metadata = match req.metadata {
+        Some(m) if m.get() == "null" => None,
+        Some(m) if m.get().trim_start().starts_with('{') => Some(m.get().to_owned()),
+        Some(_) => return Err(bad("metadata must be an object or null")),
+        None => None,
+    };
+    let c = Contact {
+        phone,
+        email: req.email,
+        full_name: req.full_name,
+        first_name: req.first_name,
+        last_name: req.last_name,
+        metadata,
+        updated_at_ms: now_ms(),
+    };
+    let out = c.clone();
+    domain(&s)
+        .db()
+        .write(move |conn| store::put_contact(conn, org, &c))
+        .await
+        .map_err(store_error)?;
+    Ok(Json(contact_out(out)))
+}
+
+/// A contact of the org.
+#[utoipa::path(get, path = "/api/v1/contacts/{phoneE164}", tag = "domain events", security(("api_key" = [])),
+    params(("phoneE164" = String, Path, description = "The contact's phone, normalized as ingest does")),
+    responses(
+        (status = 200, description = "The contact", body = ContactOut),
+        (status = 400, description = "Not a valid phone number", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such contact", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn get_contact(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(phone): Path<String>,
+) -> Result<Json<ContactOut>, ApiError> {
+    let phone = contact_phone(&s, &phone)?;
+    let p = phone.clone();
+    let c = domain(&s)
+        .db()
+        .read(move |conn| store::contact(conn, org, &p))
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no contact {phone}")))?;
+    Ok(Json(contact_out(c)))
+}
+
+/// A trigger.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerOut {
+    id: i64,
+    /// One of the 20 trigger types.
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    description: Option<String>,
+    enabled: bool,
+    created_at: String,
+    updated_at: String,
+}
+
+fn trigger_out(t: Trigger) -> TriggerOut {
+    TriggerOut {
+        id: t.id,
+        kind: t.kind,
+        name: t.name,
+        description: t.description,
+        enabled: t.enabled,
+        created_at: format_rfc3339_ms(t.created_at_ms),
+        updated_at: format_rfc3339_ms(t.updated_at_ms),
+    }
+}
+
+/// A trigger's fields (on `PUT`, an absent one is kept).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerIn {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    name: Option<String>,
+    #[serde(default, with = "serde_with_null")]
+    #[schema(value_type = Option<String>)]
+    description: Option<Option<String>>,
+    enabled: Option<bool>,
+}
+
+/// `Some(None)` for an explicit `null`, `None` for an absent field.
+mod serde_with_null {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Ok(Some(Option::<String>::deserialize(d)?))
+    }
+}
+
+fn check_trigger(t: &Trigger) -> Result<(), ApiError> {
+    if class_of(&t.kind).is_none() {
+        return Err(bad(format!(
+            "type {:?} is not a trigger type: one of {}",
+            t.kind,
+            trigger_type_list()
+        )));
+    }
+    name_check("name", &t.name)?;
+    if let Some(d) = &t.description {
+        if d.chars().count() > MAX_DESCRIPTION {
+            return Err(bad(format!(
+                "description is over {MAX_DESCRIPTION} characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn name_check(field: &str, name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty()
+        || name.chars().count() > MAX_NAME
+        || name.chars().any(char::is_control)
+    {
+        return Err(bad(format!(
+            "{field} must be 1 to {MAX_NAME} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+async fn load_trigger(s: &AppState, org: OrgId, id: &str) -> Result<Trigger, ApiError> {
+    let id = parse_id("trigger id", id)?;
+    let t = domain(s)
+        .db()
+        .read(move |conn| store::trigger(conn, id))
+        .await
+        .map_err(store_error)?;
+    match t {
+        Some(t) if t.org == org => Ok(t),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("trigger {id} is another organization's"),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no trigger {id}"),
+        )),
+    }
+}
+
+/// Create a trigger: a type of domain event whose actions run when one happens.
+#[utoipa::path(post, path = "/api/v1/triggers", tag = "triggers", security(("api_key" = [])),
+    request_body = TriggerIn,
+    responses(
+        (status = 201, description = "Created", body = TriggerOut),
+        (status = 400, description = "type not one of the 20 trigger types (the message lists them), or name missing or invalid", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn create_trigger(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_small(&s, &headers, body, MAX_BODY).await?;
+    let req: TriggerIn = parse_json(&body.bytes)?;
+    let now = now_ms();
+    let t = Trigger {
+        id: 0,
+        org,
+        kind: req
+            .kind
+            .ok_or_else(|| bad(format!("type is missing: one of {}", trigger_type_list())))?,
+        name: req.name.ok_or_else(|| bad("name is missing"))?,
+        description: req.description.flatten(),
+        enabled: req.enabled.unwrap_or(true),
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    check_trigger(&t)?;
+    let t = domain(&s)
+        .db()
+        .write(move |conn| store::insert_trigger(conn, &t))
+        .await
+        .map_err(store_error)?;
+    Ok((StatusCode::CREATED, Json(trigger_out(t))).into_response())
+}
+
+/// Triggers of the org.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TriggerList {
+    data: Vec<TriggerOut>,
+}
+
+/// The org's triggers, newest first.
+#[utoipa::path(get, path = "/api/v1/triggers", tag = "triggers", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Newest first", body = TriggerList),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+    ))]
+pub async fn list_triggers(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+) -> Result<Json<TriggerList>, ApiError> {
+    let all = domain(&s)
+        .db()
+        .read(move |conn| store::triggers(conn, org))
+        .await
+        .map_err(store_error)?;
+    Ok(Json(TriggerList {
+        data: all.into_iter().map(trigger_out).collect(),
+    }))
+}
+
+/// One trigger.
+#[utoipa::path(get, path = "/api/v1/triggers/{id}", tag = "triggers", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Trigger id")),
+    responses(
+        (status = 200, description = "The trigger", body = TriggerOut),
+        (status = 400, description = "id not an integer", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger", body = ErrorBody),
+    ))]
+pub async fn get_trigger(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+) -> Result<Json<TriggerOut>, ApiError> {
+    Ok(Json(trigger_out(load_trigger(&s, org, &id).await?)))
+}
+
+/// Change a trigger: each field given replaces the current one; `enabled: false`
+/// stops it without deleting it.
+#[utoipa::path(put, path = "/api/v1/triggers/{id}", tag = "triggers", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Trigger id")),
+    request_body = TriggerIn,
+    responses(
+        (status = 200, description = "The trigger as changed", body = TriggerOut),
+        (status = 400, description = "A field is invalid (named)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger", body = ErrorBody),
+    ))]
+pub async fn put_trigger(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<TriggerOut>, ApiError> {
+    let mut t = load_trigger(&s, org, &id).await?;
+    let body = read_small(&s, &headers, body, MAX_BODY).await?;
+    let req: TriggerIn = parse_json(&body.bytes)?;
+    if let Some(k) = req.kind {
+        t.kind = k;
+    }
+    if let Some(n) = req.name {
+        t.name = n;
+    }
+    if let Some(d) = req.description {
+        t.description = d;
+    }
+    if let Some(e) = req.enabled {
+        t.enabled = e;
+    }
+    t.updated_at_ms = now_ms();
+    check_trigger(&t)?;
+    let out = t.clone();
+    domain(&s)
+        .db()
+        .write(move |conn| store::update_trigger(conn, &t))
+        .await
+        .map_err(store_error)?;
+    Ok(Json(trigger_out(out)))
+}
+
+/// Delete a trigger with its actions (and their endpoints).
+#[utoipa::path(delete, path = "/api/v1/triggers/{id}", tag = "triggers", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Trigger id")),
+    responses(
+        (status = 200, description = "Deleted", body = Deleted),
+        (status = 400, description = "id not an integer", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger", body = ErrorBody),
+    ))]
+pub async fn delete_trigger(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    let t = load_trigger(&s, org, &id).await?;
+    let endpoints = domain(&s)
+        .db()
+        .write(move |conn| store::delete_trigger(conn, t.id))
+        .await
+        .map_err(store_error)?;
+    for e in endpoints {
+        let _ = s.engine.endpoints().delete(org, e).await;
+    }
+    Ok(Json(Deleted {
+        id: t.id,
+        deleted: true,
+    }))
+}
+
+/// What a delete did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    id: i64,
+    deleted: bool,
+}
+
+/// A trigger's webhook action.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionOut {
+    id: i64,
+    trigger_id: i64,
+    /// Always `webhook`.
+    #[serde(rename = "type")]
+    kind: String,
+    url: String,
+    name: String,
+    enabled: bool,
+    /// The delivery engine's endpoint its runs go to (its signing secret:
+    /// `GET /api/webhooks/{endpointId}/secret`).
+    endpoint_id: i64,
+    created_at: String,
+    updated_at: String,
+}
+
+fn action_out(a: Action) -> ActionOut {
+    ActionOut {
+        id: a.id,
+        trigger_id: a.trigger_id,
+        kind: a.kind,
+        url: a.url,
+        name: a.name,
+        enabled: a.enabled,
+        endpoint_id: a.endpoint_id,
+        created_at: format_rfc3339_ms(a.created_at_ms),
+        updated_at: format_rfc3339_ms(a.updated_at_ms),
+    }
+}
+
+/// An action's fields (on `PUT`, an absent one is kept).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionIn {
+    /// `webhook`, the one action type.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    url: Option<String>,
+    name: Option<String>,
+    enabled: Option<bool>,
+}
+
+fn check_kind(kind: Option<&str>) -> Result<(), ApiError> {
+    match kind {
+        None | Some("webhook") => Ok(()),
+        Some(other) => Err(bad(format!(
+            "type {other:?} is not an action type: the one action type is webhook"
+        ))),
+    }
+}
+
+async fn load_action(
+    s: &AppState,
+    org: OrgId,
+    trigger: &str,
+    action: &str,
+) -> Result<(Trigger, Action), ApiError> {
+    let t = load_trigger(s, org, trigger).await?;
+    let id = parse_id("action id", action)?;
+    let a = domain(s)
+        .db()
+        .read(move |conn| store::action(conn, id))
+        .await
+        .map_err(store_error)?
+        .filter(|a| a.trigger_id == t.id)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("trigger {} has no action {id}", t.id),
+            )
+        })?;
+    Ok((t, a))
+}
+
+/// Add a webhook action to a trigger: each event of the trigger's type then POSTs
+/// seed 003's payload to `url`, signed and retried by the delivery engine.
+#[utoipa::path(post, path = "/api/v1/triggers/{id}/actions", tag = "triggers", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Trigger id")),
+    request_body = ActionIn,
+    responses(
+        (status = 201, description = "Created", body = ActionOut),
+        (status = 400, description = "type not webhook; url missing, not http(s) or private; name invalid", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger", body = ErrorBody),
+    ))]
+pub async fn create_action(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let t = load_trigger(&s, org, &id).await?;
+    let body = read_small(&s, &headers, body, MAX_BODY).await?;
+    let req: ActionIn = parse_json(&body.bytes)?;
+    check_kind(req.kind.as_deref())?;
+    let url = req
+        .url
+        .ok_or_else(|| bad("url is missing: where the action POSTs"))?;
+    if let Some(p) = target_problem(&s, "url", &url) {
+        return Err(bad(p));
+    }
+    let name = req.name.unwrap_or_else(|| format!("{} webhook", t.kind));
+    name_check("name", &name)?;
+    let endpoints = s.engine.endpoints();
+    let now = now_ms();
+    let e = endpoints
+        .create(org, EndpointKind::Registry, url.clone(), now)
+        .await
+        .map_err(endpoint_error)?;
+    endpoints
+        .patch(
+            org,
+            e.id,
+            EndpointPatch {
+                event_types: Some(Some(vec![action_subscription(e.id)])),
+                description: Some(Some(format!("trigger {} action {name}", t.id))),
+                ..EndpointPatch::default()
+            },
+            now,
+        )
+        .await
+        .map_err(endpoint_error)?;
+    let a = Action {
+        id: 0,
+        trigger_id: t.id,
+        kind: "webhook".into(),
+        url,
+        name,
+        enabled: req.enabled.unwrap_or(true),
+        endpoint_id: e.id,
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    let a = domain(&s)
+        .db()
+        .write(move |conn| store::insert_action(conn, &a))
+        .await
+        .map_err(store_error)?;
+    Ok((StatusCode::CREATED, Json(action_out(a))).into_response())
+}
+
+/// A trigger's actions.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActionList {
+    data: Vec<ActionOut>,
+}
+
+/// A trigger's actions, oldest first.
+#[utoipa::path(get, path = "/api/v1/triggers/{id}/actions", tag = "triggers", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Trigger id")),
+    responses(
+        (status = 200, description = "Oldest first", body = ActionList),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger", body = ErrorBody),
+    ))]
+pub async fn list_actions(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+) -> Result<Json<ActionList>, ApiError> {
+    let t = load_trigger(&s, org, &id).await?;
+    let all = domain(&s)
+        .db()
+        .read(move |conn| store::actions(conn, t.id))
+        .await
+        .map_err(store_error)?;
+    Ok(Json(ActionList {
+        data: all.into_iter().map(action_out).collect(),
+    }))
+}
+
+/// One action of a trigger.
+#[utoipa::path(get, path = "/api/v1/triggers/{id}/actions/{actionId}", tag = "triggers", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Trigger id"), ("actionId" = i64, Path, description = "Action id")),
+    responses(
+        (status = 200, description = "The action", body = ActionOut),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger or action", body = ErrorBody),
+    ))]
+pub async fn get_action(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<ActionOut>, ApiError> {
+    Ok(Json(action_out(
+        load_action(&s, org, &id, &action).await?.1,
+    )))
+}
+
+/// Change an action: each field given replaces the current one; `enabled: false`
+/// stops it without deleting it.
+#[utoipa::path(put, path = "/api/v1/triggers/{id}/actions/{actionId}", tag = "triggers", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Trigger id"), ("actionId" = i64, Path, description = "Action id")),
+    request_body = ActionIn,
+    responses(
+        (status = 200, description = "The action as changed", body = ActionOut),
+        (status = 400, description = "A field is invalid (named)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger or action", body = ErrorBody),
+    ))]
+pub async fn put_action(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ActionOut>, ApiError> {
+    let (_, mut a) = load_action(&s, org, &id, &action).await?;
+    let body = read_small(&s, &headers, body, MAX_BODY).await?;
+    let req: ActionIn = parse_json(&body.bytes)?;
+    check_kind(req.kind.as_deref())?;
+    if let Some(n) = req.name {
+        name_check("name", &n)?;
+        a.name = n;
+    }
+    if let Some(e) = req.enabled {
+        a.enabled = e;
+    }
+    if let Some(url) = req.url {
+        if let Some(p) = target_problem(&s, "url", &url) {
+            return Err(bad(p));
+        }
+        s.engine
+            .endpoints()
+            .patch(
+                org,
+                a.endpoint_id,
+                EndpointPatch {
+                    url: Some(url.clone()),
+                    ..EndpointPatch::default()
+                },
+                now_ms(),
+            )
+            .await
+            .map_err(endpoint_error)?;
+        a.url = url;
+    }
+    a.updated_at_ms = now_ms();
+    let out = a.clone();
+    domain(&s)
+        .db()
+        .write(move |conn| store::update_action(conn, &a))
+        .await
+        .map_err(store_error)?;
+    Ok(Json(action_out(out)))
+}
+
+/// Delete an action (and its endpoint: runs still pending are not attempted).
+#[utoipa::path(delete, path = "/api/v1/triggers/{id}/actions/{actionId}", tag = "triggers", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Trigger id"), ("actionId" = i64, Path, description = "Action id")),
+    responses(
+        (status = 200, description = "Deleted", body = Deleted),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger or action", body = ErrorBody),
+    ))]
+pub async fn delete_action(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<Deleted>, ApiError> {
+    let (_, a) = load_action(&s, org, &id, &action).await?;
+    domain(&s)
+        .db()
+        .write(move |conn| store::delete_action(conn, a.id))
+        .await
+        .map_err(store_error)?;
+    let _ = s.engine.endpoints().delete(org, a.endpoint_id).await;
+    Ok(Json(Deleted {
+        id: a.id,
+        deleted: true,
+    }))
+}
+
+/// One run of an action, as its log shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRun {
+    /// The delivery id (`webhook-id` of every attempt).
+    id: String,
+    /// The payload's `apptoto_id`.
+    apptoto_id: Option<String>,
+    /// `pending`, `succeeded` or `failed`.
+    state: String,
+    /// A 2xx answer came back.
+    delivered: bool,
+    attempts: usize,
+    created_at: String,
+    updated_at: String,
+    /// The body every attempt sent.
+    #[schema(value_type = Object)]
+    payload: Box<RawValue>,
+    /// The last attempt's answer.
+    response: Option<RunResponse>,
+}
+
+/// What the action's URL answered.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunResponse {
+    /// `null` when no answer came (the error says why).
+    status: Option<u16>,
+    /// The answer's body (at most 20 KB).
+    body: Option<String>,
+    error: Option<String>,
+}
+
+/// A page of an action's runs.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActionLog {
+    data: Vec<ActionRun>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    #[serde(rename = "nextCursor")]
+    next_cursor: Option<String>,
+}
+
+/// An action's runs, newest first by default, with state, whether each was
+/// delivered, its attempts, payload and response (seed 003's log).
+#[utoipa::path(get, path = "/api/v1/triggers/{id}/actions/{actionId}/log", tag = "triggers", security(("api_key" = [])),
+    params(
+        ("id" = i64, Path, description = "Trigger id"),
+        ("actionId" = i64, Path, description = "Action id"),
+        ("status" = Option<String>, Query, description = "succeeded, failed or pending; empty: any", pattern = "^(pending|succeeded|failed)?$"),
+        ("sort" = Option<String>, Query, description = "createdAt (default), updatedAt, attempts or lastStatus", pattern = "^(createdAt|updatedAt|attempts|lastStatus)?$"),
+        ("order" = Option<String>, Query, description = "desc (default) or asc", pattern = "^(asc|desc)?$"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 50)", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of runs", body = ActionLog),
+        (status = 400, description = "A parameter is not valid (named)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another organization's trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger or action", body = ErrorBody),
+    ))]
+pub async fn action_log(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path((id, action)): Path<(String, String)>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<ActionLog>, ApiError> {
+    let (_, a) = load_action(&s, org, &id, &action).await?;
+    let q = super::query_params(pairs, &["status", "sort", "order", "limit", "cursor"])?;
+    let mut page = ListPage::parse(org, &q, 100)?;
+    page.query.endpoint_id = Some(a.endpoint_id);
+    let (rows, next_cursor) = page.run(&s).await?;
+    let mut data = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Some(d) = s
+            .engine
+            .get(org, row.id.clone())
+            .await
+            .map_err(store_error)?
+        else {
+            continue;
+        };
+        let apptoto_id = serde_json::from_str::<serde_json::Value>(d.payload.get())
+            .ok()
+            .and_then(|v| v["apptoto_id"].as_str().map(str::to_owned));
+        let response = d.attempts.last().map(|at| RunResponse {
+            status: at.response_status,
+            body: at.response_body.clone(),
+            error: at.error.clone(),
+        });
+        data.push(ActionRun {
+            id: d.id,
+            apptoto_id,
+            delivered: d.state == "succeeded",
+            state: d.state,
+            attempts: d.attempts.len(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            payload: d.payload,
+            response,
+        });
+    }
+    Ok(Json(ActionLog { data, next_cursor }))
+}

@@ -1,0 +1,398 @@
+//! Domain state in `webhooks.db` (beside the deliveries it causes, so recording an
+//! event and publishing what it causes is one transaction): contacts, the domain
+//! events already taken (a repeated id causes nothing), triggers and their actions.
+
+use crate::delivery::store::DbError;
+use leadstream_pipeline::OrgId;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS contacts (
+    org_id        INTEGER NOT NULL,
+    phone         TEXT    NOT NULL,
+    email         TEXT,
+    full_name     TEXT,
+    first_name    TEXT,
+    last_name     TEXT,
+    metadata      TEXT,
+    updated_at    INTEGER NOT NULL,
+    PRIMARY KEY (org_id, phone)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS domain_events (
+    org_id        INTEGER NOT NULL,
+    id            TEXT    NOT NULL,
+    type          TEXT    NOT NULL,
+    received_at   INTEGER NOT NULL,
+    PRIMARY KEY (org_id, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS triggers (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    org_id        INTEGER NOT NULL,
+    type          TEXT    NOT NULL,
+    name          TEXT    NOT NULL,
+    description   TEXT,
+    enabled       INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS triggers_org_type ON triggers (org_id, type);
+CREATE TABLE IF NOT EXISTS trigger_actions (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    trigger_id    INTEGER NOT NULL,
+    type          TEXT    NOT NULL,
+    url           TEXT    NOT NULL,
+    name          TEXT    NOT NULL,
+    enabled       INTEGER NOT NULL,
+    endpoint_id   INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trigger_actions_trigger ON trigger_actions (trigger_id, id);
+";
+
+/// A contact of an org, by phone (E.164).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Contact {
+    pub phone: String,
+    pub email: Option<String>,
+    pub full_name: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// A JSON object's text.
+    pub metadata: Option<String>,
+    pub updated_at_ms: i64,
+}
+
+pub fn contact(conn: &Connection, org: OrgId, phone: &str) -> Result<Option<Contact>, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT phone, email, full_name, first_name, last_name, metadata, updated_at \
+             FROM contacts WHERE org_id = ?1 AND phone = ?2",
+        )?
+        .query_row(params![org, phone], |r| {
+            Ok(Contact {
+                phone: r.get(0)?,
+                email: r.get(1)?,
+                full_name: r.get(2)?,
+                first_name: r.get(3)?,
+                last_name: r.get(4)?,
+                metadata: r.get(5)?,
+                updated_at_ms: r.get(6)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Replaces the contact's fields with `c`'s (a `PUT`).
+pub fn put_contact(conn: &Connection, org: OrgId, c: &Contact) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO contacts (org_id, phone, email, full_name, first_name, last_name, metadata, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        org,
+        c.phone,
+        c.email,
+        c.full_name,
+        c.first_name,
+        c.last_name,
+        c.metadata,
+        c.updated_at_ms
+    ])?;
+    Ok(())
+}
+
+/// Fills in what an event says of the contact: each field `c` has replaces the stored
+/// one, the others are kept.
+pub fn merge_contact(conn: &Connection, org: OrgId, c: &Contact) -> Result<Contact, DbError> {
+    let mut out = contact(conn, org, &c.phone)?.unwrap_or_else(|| Contact {
+        phone: c.phone.clone(),
+        ..Contact::default()
+    });
+    let take = |into: &mut Option<String>, from: &Option<String>| {
+        if from.is_some() {
+            into.clone_from(from);
+        }
+    };
+    take(&mut out.email, &c.email);
+    take(&mut out.full_name, &c.full_name);
+    take(&mut out.first_name, &c.first_name);
+    take(&mut out.last_name, &c.last_name);
+    take(&mut out.metadata, &c.metadata);
+    out.updated_at_ms = c.updated_at_ms;
+    put_contact(conn, org, &out)?;
+    Ok(out)
+}
+
+/// Records domain event `id`; false when it was taken before (it causes nothing new).
+pub fn take_event(
+    conn: &Connection,
+    org: OrgId,
+    id: &str,
+    kind: &str,
+    now_ms: i64,
+) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO domain_events (org_id, id, type, received_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![org, id, kind, now_ms])?
+        == 1)
+}
+
+/// A trigger: a type of domain event to react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    pub id: i64,
+    pub org: OrgId,
+    pub kind: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+const TRIGGER_COLUMNS: &str =
+    "id, org_id, type, name, description, enabled, created_at, updated_at";
+
+fn trigger_of(r: &Row<'_>) -> rusqlite::Result<Trigger> {
+    Ok(Trigger {
+        id: r.get(0)?,
+        org: r.get(1)?,
+        kind: r.get(2)?,
+        name: r.get(3)?,
+        description: r.get(4)?,
+        enabled: r.get(5)?,
+        created_at_ms: r.get(6)?,
+        updated_at_ms: r.get(7)?,
+    })
+}
+
+pub fn insert_trigger(conn: &Connection, t: &Trigger) -> Result<Trigger, DbError> {
+    conn.execute(
+        "INSERT INTO triggers (org_id, type, name, description, enabled, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        params![
+            t.org,
+            t.kind,
+            t.name,
+            t.description,
+            t.enabled,
+            t.created_at_ms
+        ],
+    )?;
+    trigger(conn, conn.last_insert_rowid())?.ok_or(DbError::Stopped)
+}
+
+pub fn update_trigger(conn: &Connection, t: &Trigger) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE triggers SET type = ?2, name = ?3, description = ?4, enabled = ?5, updated_at = ?6 WHERE id = ?1",
+        params![t.id, t.kind, t.name, t.description, t.enabled, t.updated_at_ms],
+    )?;
+    Ok(())
+}
+
+pub fn trigger(conn: &Connection, id: i64) -> Result<Option<Trigger>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE id = ?1"
+        ))?
+        .query_row([id], trigger_of)
+        .optional()?)
+}
+
+/// The org's triggers, newest first.
+pub fn triggers(conn: &Connection, org: OrgId) -> Result<Vec<Trigger>, DbError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE org_id = ?1 ORDER BY id DESC"
+    ))?;
+    let rows = stmt.query_map([org], trigger_of)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Deletes the trigger and its actions; answers the actions' endpoints.
+pub fn delete_trigger(conn: &Connection, id: i64) -> Result<Vec<i64>, DbError> {
+    let endpoints = actions(conn, id)?
+        .into_iter()
+        .map(|a| a.endpoint_id)
+        .collect();
+    conn.execute("DELETE FROM trigger_actions WHERE trigger_id = ?1", [id])?;
+    conn.execute("DELETE FROM triggers WHERE id = ?1", [id])?;
+    Ok(endpoints)
+}
+
+/// A trigger's action: where its runs are delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub id: i64,
+    pub trigger_id: i64,
+    pub kind: String,
+    pub url: String,
+    pub name: String,
+    pub enabled: bool,
+    /// The delivery engine's endpoint its runs go to.
+    pub endpoint_id: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+const ACTION_COLUMNS: &str =
+    "id, trigger_id, type, url, name, enabled, endpoint_id, created_at, updated_at";
+
+fn action_of(r: &Row<'_>) -> rusqlite::Result<Action> {
+    Ok(Action {
+        id: r.get(0)?,
+        trigger_id: r.get(1)?,
+        kind: r.get(2)?,
+        url: r.get(3)?,
+        name: r.get(4)?,
+        enabled: r.get(5)?,
+        endpoint_id: r.get(6)?,
+        created_at_ms: r.get(7)?,
+        updated_at_ms: r.get(8)?,
+    })
+}
+
+pub fn insert_action(conn: &Connection, a: &Action) -> Result<Action, DbError> {
+    conn.execute(
+        "INSERT INTO trigger_actions (trigger_id, type, url, name, enabled, endpoint_id, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        params![a.trigger_id, a.kind, a.url, a.name, a.enabled, a.endpoint_id, a.created_at_ms],
+    )?;
+    action(conn, conn.last_insert_rowid())?.ok_or(DbError::Stopped)
+}
+
+pub fn update_action(conn: &Connection, a: &Action) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE trigger_actions SET url = ?2, name = ?3, enabled = ?4, updated_at = ?5 WHERE id = ?1",
+        params![a.id, a.url, a.name, a.enabled, a.updated_at_ms],
+    )?;
+    Ok(())
+}
+
+pub fn action(conn: &Connection, id: i64) -> Result<Option<Action>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {ACTION_COLUMNS} FROM trigger_actions WHERE id = ?1"
+        ))?
+        .query_row([id], action_of)
+        .optional()?)
+}
+
+/// A trigger's actions, oldest first.
+pub fn actions(conn: &Connection, trigger: i64) -> Result<Vec<Action>, DbError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ACTION_COLUMNS} FROM trigger_actions WHERE trigger_id = ?1 ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([trigger], action_of)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn delete_action(conn: &Connection, id: i64) -> Result<(), DbError> {
+    conn.execute("DELETE FROM trigger_actions WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// The enabled actions of the org's enabled triggers of `kind`: what an event of that
+/// type runs.
+pub fn armed_actions(conn: &Connection, org: OrgId, kind: &str) -> Result<Vec<Action>, DbError> {
+    let columns = ACTION_COLUMNS
+        .split(", ")
+        .map(|c| format!("a.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {columns} FROM triggers t JOIN trigger_actions a ON a.trigger_id = t.id \
+         WHERE t.org_id = ?1 AND t.type = ?2 AND t.enabled = 1 AND a.enabled = 1 ORDER BY a.id"
+    ))?;
+    let rows = stmt.query_map(params![org, kind], action_of)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn
+    }
+
+    #[test]
+    fn only_enabled_actions_of_enabled_triggers_of_the_type_and_org_are_armed() {
+        let conn = db();
+        let t = |org, kind: &str, enabled| {
+            insert_trigger(
+                &conn,
+                &Trigger {
+                    id: 0,
+                    org,
+                    kind: kind.into(),
+                    name: "t".into(),
+                    description: None,
+                    enabled,
+                    created_at_ms: 0,
+                    updated_at_ms: 0,
+                },
+            )
+            .unwrap()
+        };
+        let a = |trigger: i64, enabled, endpoint| {
+            insert_action(
+                &conn,
+                &Action {
+                    id: 0,
+                    trigger_id: trigger,
+                    kind: "webhook".into(),
+                    url: "https://x.example/a".into(),
+                    name: "a".into(),
+                    enabled,
+                    endpoint_id: endpoint,
+                    created_at_ms: 0,
+                    updated_at_ms: 0,
+                },
+            )
+            .unwrap()
+        };
+        let on = t(1, "participant_confirmed", true);
+        let off = t(1, "participant_confirmed", false);
+        let other_type = t(1, "message_sent", true);
+        let other_org = t(2, "participant_confirmed", true);
+        a(on.id, true, 10);
+        a(on.id, false, 11);
+        a(off.id, true, 12);
+        a(other_type.id, true, 13);
+        a(other_org.id, true, 14);
+        let armed: Vec<i64> = armed_actions(&conn, 1, "participant_confirmed")
+            .unwrap()
+            .iter()
+            .map(|x| x.endpoint_id)
+            .collect();
+        assert_eq!(armed, [10]);
+        assert_eq!(delete_trigger(&conn, on.id).unwrap(), [10, 11]);
+        assert!(armed_actions(&conn, 1, "participant_confirmed")
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_merge_keeps_what_the_event_does_not_say_and_an_id_is_taken_once() {
+        let conn = db();
+        let c = |email: Option<&str>, first: Option<&str>| Contact {
+            phone: "+14155550100".into(),
+            email: email.map(str::to_owned),
+            first_name: first.map(str::to_owned),
+            ..Contact::default()
+        };
+        merge_contact(&conn, 1, &c(Some("a@example.com"), None)).unwrap();
+        let merged = merge_contact(&conn, 1, &c(None, Some("Ann"))).unwrap();
+        assert_eq!(merged.email.as_deref(), Some("a@example.com"));
+        assert_eq!(merged.first_name.as_deref(), Some("Ann"));
+        assert!(contact(&conn, 2, "+14155550100").unwrap().is_none());
+        assert!(take_event(&conn, 1, "e1", "message_sent", 0).unwrap());
+        assert!(!take_event(&conn, 1, "e1", "message_sent", 1).unwrap());
+        assert!(take_event(&conn, 2, "e1", "message_sent", 1).unwrap());
+    }
+}
