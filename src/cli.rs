@@ -649,10 +649,9 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
                 config.kafka.enabled(),
             );
         }
-        campaigns.start_scheduler();
         campaigns
     };
-    let domain = leadstream_connectors::domain::Domain::open(engine.clone())
+    let domain = leadstream_connectors::domain::Domain::open(engine.clone(), &config.domain)
         .context("opening the domain store")?;
     let state = AppState::new(
         registry.clone(),
@@ -672,6 +671,10 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             .collect::<std::io::Result<Vec<_>>>()?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let kafka = start_kafka(&cfg, &state, warmer, stopping.clone()).await?;
+        // After Kafka is attached: what the scheduler publishes then goes through the
+        // outbox, never to a local queue Kafka mode does not resume.
+        state.campaigns.start_scheduler();
+        state.domain.start_timers();
         print_banner(&addrs, data_dir, &registry);
         let mut servers = tokio::task::JoinSet::new();
         for listener in listeners {

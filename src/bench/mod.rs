@@ -448,7 +448,7 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
         &config.sends,
     )
     .context("opening the campaign store")?;
-    let domain = leadstream_connectors::domain::Domain::open(engine.clone())
+    let domain = leadstream_connectors::domain::Domain::open(engine.clone(), &config.domain)
         .context("opening the domain store")?;
     let state = AppState::new(
         registry,

@@ -22,3 +22,4 @@ mod support;
 mod support_clickhouse;
 mod support_kafka;
 mod webhooks;
+mod whatsapp;

@@ -1152,7 +1152,7 @@ pub async fn eligible(
         (status = 404, description = "No such campaign or send", body = ErrorBody),
         (status = 409, description = "The campaign is paused or cancelled", body = ErrorBody),
         (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
-        (status = 503, description = "The event index is still warming, or Kafka did not take the deliveries; retry", body = ErrorBody),
+        (status = 503, description = "The event index is still warming, or ClickHouse is unavailable; retry", body = ErrorBody),
     ))]
 pub async fn materialize(
     State(s): State<AppState>,

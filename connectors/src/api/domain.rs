@@ -848,3 +848,239 @@ pub async fn action_log(
     }
     Ok(Json(ActionLog { data, next_cursor }))
 }
+
+/// A WhatsApp integration to register.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IntegrationIn {
+    bot_integration_id: Option<i64>,
+    bot_id: Option<i64>,
+    /// The Meta app secret: webhooks must then carry `X-Hub-Signature-256` (or the
+    /// org's API key).
+    app_secret: Option<String>,
+    /// What Meta's subscription handshake must present as `hub.verify_token`.
+    verify_token: Option<String>,
+}
+
+/// A registered WhatsApp integration (its secrets are not shown).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrationOut {
+    bot_integration_id: i64,
+    bot_id: Option<i64>,
+    has_app_secret: bool,
+    has_verify_token: bool,
+    /// Where Meta sends this integration's webhooks (path on this server).
+    webhook_path: String,
+    created_at: String,
+}
+
+/// Register a WhatsApp Cloud API integration for the org.
+#[utoipa::path(post, path = "/api/v1/integrations/whatsapp", tag = "domain events", security(("api_key" = [])),
+    request_body = IntegrationIn,
+    responses(
+        (status = 201, description = "Registered", body = IntegrationOut),
+        (status = 400, description = "botIntegrationId missing or a field invalid (named)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 409, description = "An integration with this botIntegrationId exists", body = ErrorBody),
+    ))]
+pub async fn register_whatsapp(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_small(&s, &headers, body, MAX_BODY).await?;
+    let req: IntegrationIn = parse_json(&body.bytes)?;
+    let id = req
+        .bot_integration_id
+        .ok_or_else(|| bad("botIntegrationId is missing: the integration's integer id"))?;
+    for (field, v) in [
+        ("appSecret", &req.app_secret),
+        ("verifyToken", &req.verify_token),
+    ] {
+        if let Some(v) = v {
+            if v.is_empty() || v.len() > 512 || v.chars().any(char::is_control) {
+                return Err(bad(format!(
+                    "{field} must be 1 to 512 characters without control characters"
+                )));
+            }
+        }
+    }
+    let i = store::Integration {
+        bot_integration_id: id,
+        org,
+        bot_id: req.bot_id,
+        app_secret: req.app_secret,
+        verify_token: req.verify_token,
+        created_at_ms: now_ms(),
+    };
+    let out = integration_out(&i);
+    if !domain(&s)
+        .register_integration(i)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(super::conflict(format!(
+            "a WhatsApp integration {id} exists"
+        )));
+    }
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+fn integration_out(i: &store::Integration) -> IntegrationOut {
+    IntegrationOut {
+        bot_integration_id: i.bot_integration_id,
+        bot_id: i.bot_id,
+        has_app_secret: i.app_secret.is_some(),
+        has_verify_token: i.verify_token.is_some(),
+        webhook_path: format!(
+            "/api/v1/integrations/whatsapp/{}/webhook",
+            i.bot_integration_id
+        ),
+        created_at: format_rfc3339_ms(i.created_at_ms),
+    }
+}
+
+async fn load_integration(s: &AppState, id: &str) -> Result<store::Integration, ApiError> {
+    let id = parse_id("botIntegrationId", id)?;
+    domain(s)
+        .integration(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no WhatsApp integration {id}"),
+            )
+        })
+}
+
+/// Meta's subscription handshake: answers `hub.challenge` when `hub.verify_token` is
+/// the integration's.
+#[utoipa::path(get, path = "/api/v1/integrations/whatsapp/{botIntegrationId}/webhook", tag = "domain events",
+    params(
+        ("botIntegrationId" = i64, Path, description = "The integration"),
+        ("hub.mode" = Option<String>, Query, description = "subscribe"),
+        ("hub.verify_token" = Option<String>, Query, description = "The integration's verifyToken"),
+        ("hub.challenge" = Option<String>, Query, description = "Echoed back"),
+    ),
+    responses(
+        (status = 200, description = "The challenge, as text/plain", content_type = "text/plain", body = String),
+        (status = 403, description = "Not a subscribe request with the integration's verify token", body = ErrorBody),
+        (status = 404, description = "No such integration", body = ErrorBody),
+    ))]
+pub async fn whatsapp_challenge(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let i = load_integration(&s, &id).await?;
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let token_ok = match (&i.verify_token, get("hub.verify_token")) {
+        (Some(want), Some(got)) => {
+            use subtle::ConstantTimeEq;
+            want.as_bytes().ct_eq(got.as_bytes()).into()
+        }
+        _ => false,
+    };
+    match (get("hub.mode"), get("hub.challenge")) {
+        (Some("subscribe"), Some(challenge)) if token_ok && challenge.len() <= 1024 => Ok((
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            challenge.to_owned(),
+        )
+            .into_response()),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not a subscribe request with this integration's verify token",
+        )),
+    }
+}
+
+/// What a WhatsApp webhook did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WhatsappTaken {
+    status: &'static str,
+    /// User messages taken (a redelivered one is not counted).
+    messages: usize,
+    /// Statuses taken.
+    statuses: usize,
+}
+
+/// Largest WhatsApp webhook body.
+const MAX_WHATSAPP_BODY: usize = 1024 * 1024;
+
+/// Meta's webhook for the integration: contacts, user messages and statuses.
+/// Authenticated by `X-Hub-Signature-256` (the HMAC-SHA256 of the raw body with the
+/// integration's app secret) or by the org's API key.
+#[utoipa::path(post, path = "/api/v1/integrations/whatsapp/{botIntegrationId}/webhook", tag = "domain events",
+    security((), ("api_key" = [])),
+    params(
+        ("botIntegrationId" = i64, Path, description = "The integration"),
+        ("X-Hub-Signature-256" = Option<String>, Header, description = "sha256=<hex HMAC-SHA256 of the raw body with the app secret>"),
+    ),
+    request_body(content = Object, description = "Meta's webhook body: {object, entry[].changes[].value{metadata, contacts, messages, statuses}}"),
+    responses(
+        (status = 200, description = "Taken", body = WhatsappTaken),
+        (status = 400, description = "Not a WhatsApp webhook body (the message says what is wrong)", body = ErrorBody),
+        (status = 401, description = "Neither a valid signature nor the org's API key", body = ErrorBody),
+        (status = 404, description = "No such integration", body = ErrorBody),
+        (status = 413, description = "Body over 1 MB", body = ErrorBody),
+    ))]
+pub async fn whatsapp_webhook(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<WhatsappTaken>, ApiError> {
+    let i = load_integration(&s, &id).await?;
+    let body = read_small(&s, &headers, body, MAX_WHATSAPP_BODY).await?;
+    let signed = match (&i.app_secret, headers.get("x-hub-signature-256")) {
+        (Some(secret), Some(sig)) => sig
+            .to_str()
+            .is_ok_and(|sig| crate::domain::whatsapp::signature_ok(secret, &body.bytes, sig)),
+        _ => false,
+    };
+    let keyed = || match super::auth::bearer_token(&headers) {
+        Some(token) => matches!(s.registry.org_for_api_key(token), Ok(Some(org)) if org == i.org),
+        None => false,
+    };
+    if !signed && !keyed() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            if i.app_secret.is_some() {
+                "invalid credentials: sign the body (X-Hub-Signature-256: sha256=<hex HMAC-SHA256 with the app secret>) or send the org's API key as Authorization: Bearer"
+            } else {
+                "invalid credentials: send the org's API key as Authorization: Bearer (or register the integration with an appSecret and sign the body)"
+            },
+        ));
+    }
+    let hook: crate::domain::whatsapp::Webhook = parse_json(&body.bytes)?;
+    if hook.object != "whatsapp_business_account" {
+        return Err(bad(format!(
+            "object {:?} is not whatsapp_business_account",
+            hook.object
+        )));
+    }
+    let account = s
+        .registry
+        .account_id(i.org)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let taken = domain(&s)
+        .take_whatsapp(i, account, hook, s.preparer.normalizer().clone())
+        .await
+        .map_err(|e| match e {
+            crate::delivery::PublishError::Store(e) => store_error(e),
+        })?;
+    Ok(Json(WhatsappTaken {
+        status: "accepted",
+        messages: taken.messages,
+        statuses: taken.statuses,
+    }))
+}

@@ -148,6 +148,14 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/events", post(domain::take_event))
         .route(
+            "/api/v1/integrations/whatsapp",
+            post(domain::register_whatsapp),
+        )
+        .route(
+            "/api/v1/integrations/whatsapp/{id}/webhook",
+            get(domain::whatsapp_challenge).post(domain::whatsapp_webhook),
+        )
+        .route(
             "/api/v1/contacts/{phone}",
             get(domain::get_contact).put(domain::put_contact),
         )

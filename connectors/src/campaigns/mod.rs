@@ -149,6 +149,7 @@ impl Campaigns {
         db.write_blocking(|conn| {
             conn.execute_batch(store::SCHEMA)?;
             crate::delivery::store::add_missing_columns(conn, store::ADDED_COLUMNS)?;
+            store::carry_over_old_sends(conn)?;
             Ok(())
         })?;
         Ok(Self {
@@ -408,8 +409,14 @@ impl Campaigns {
         let Some(endpoint) = self.inner.engine.endpoints().by_id(campaign.endpoint_id) else {
             return Err(MaterializeError::NoEndpoint(campaign.endpoint_id));
         };
-        let event_id: Arc<str> = Arc::from(progress.event_id.unwrap_or_default());
         let shared = Bytes::from(SharedBody::of(&send).to_bytes());
+        let (org, payload) = (send.org, shared.clone());
+        let event_id: Arc<str> = Arc::from(
+            self.inner
+                .db
+                .write(move |conn| store::ensure_event(conn, send_id, org, &payload, now_ms()))
+                .await?,
+        );
         // The next chunk is read and rendered while the current one is written.
         let mut emitted = 0;
         let mut next = self.read_chunk(send_id, progress.emitted_through);

@@ -478,6 +478,67 @@ pub fn fix_eligible(
     Ok(true)
 }
 
+/// Carries sends an older version fixed (each emitted lead marked by
+/// `send_leads.delivery_seq`) over to the cursor: their progress counts, the cursor
+/// past their last emitted lead (that version emitted in phone order too) and one
+/// `send_emits` range per delivery. Their shared event is made when they next emit
+/// ([`ensure_event`]).
+pub fn carry_over_old_sends(conn: &Connection) -> Result<(), DbError> {
+    let old: i64 = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('send_leads') WHERE name = 'delivery_seq'",
+        [],
+        |r| r.get(0),
+    )?;
+    if old == 0 {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "INSERT OR IGNORE INTO send_emits (send_id, first_seq, last_seq)
+           SELECT l.send_id, l.delivery_seq, l.delivery_seq FROM send_leads l JOIN sends s ON s.id = l.send_id
+           WHERE s.materialized_at IS NOT NULL AND s.event_id IS NULL AND s.emitted = 0 AND l.delivery_seq IS NOT NULL;
+         UPDATE sends SET
+           eligible = (SELECT count(*) FROM send_leads l WHERE l.send_id = sends.id),
+           emitted = (SELECT count(l.delivery_seq) FROM send_leads l WHERE l.send_id = sends.id),
+           emitted_through = (SELECT coalesce(max(l.phone), 0) FROM send_leads l
+                              WHERE l.send_id = sends.id AND l.delivery_seq IS NOT NULL)
+         WHERE materialized_at IS NOT NULL AND event_id IS NULL AND emitted = 0;",
+    )?;
+    Ok(())
+}
+
+/// The send's shared event: the one it has, or (a send fixed by an older version, or
+/// whose event retention deleted while it had no delivery left) a new one with
+/// `payload`.
+pub fn ensure_event(
+    conn: &Connection,
+    send: i64,
+    org: OrgId,
+    payload: &[u8],
+    now_ms: i64,
+) -> Result<String, DbError> {
+    let current: Option<String> = conn
+        .prepare_cached(
+            "SELECT s.event_id FROM sends s JOIN events e ON e.id = s.event_id WHERE s.id = ?1",
+        )?
+        .query_row([send], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = current {
+        return Ok(id);
+    }
+    let id = crate::delivery::deliveries::insert_shared_event(
+        conn,
+        org,
+        super::EVENT_TYPE,
+        payload,
+        now_ms,
+    )?;
+    conn.execute(
+        "UPDATE sends SET event_id = ?2 WHERE id = ?1",
+        params![send, id],
+    )?;
+    Ok(id)
+}
+
 /// How far a send's emission got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
@@ -698,6 +759,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(delivery_counts(&conn, send.id).unwrap(), (1, 0, 0));
+    }
+
+    #[test]
+    fn a_send_an_older_version_emitted_part_of_carries_on_past_its_last_lead() {
+        let conn = Connection::open_in_memory().unwrap();
+        // The older layout: sends without the progress columns, leads marked one by one.
+        conn.execute_batch(
+            "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, state TEXT NOT NULL);
+             CREATE TABLE sends (id INTEGER PRIMARY KEY AUTOINCREMENT, campaign_id INTEGER NOT NULL,
+               org_id INTEGER NOT NULL, scheduled_us INTEGER NOT NULL, local_time TEXT, time_zone TEXT,
+               template_name TEXT NOT NULL, language TEXT NOT NULL, filter_mode TEXT,
+               filter_event_type TEXT, filter_within INTEGER, use_audience_filter INTEGER NOT NULL,
+               created_at INTEGER NOT NULL, materialized_at INTEGER, emitted_all INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE send_leads (send_id INTEGER NOT NULL, phone INTEGER NOT NULL, external_id TEXT,
+               variables TEXT NOT NULL, delivery_seq INTEGER, PRIMARY KEY (send_id, phone)) WITHOUT ROWID;
+             INSERT INTO sends (campaign_id, org_id, scheduled_us, template_name, language,
+               use_audience_filter, created_at, materialized_at) VALUES (1, 1, 0, 't', 'en', 0, 0, 5);
+             INSERT INTO send_leads VALUES (1, 10, NULL, '{}', 100), (1, 20, NULL, '{}', 101),
+               (1, 30, NULL, '{}', NULL);
+             INSERT INTO deliveries VALUES (100, 'succeeded'), (101, 'pending');",
+        )
+        .unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        crate::delivery::store::add_missing_columns(&conn, ADDED_COLUMNS).unwrap();
+        carry_over_old_sends(&conn).unwrap();
+        let p = progress(&conn, 1).unwrap().unwrap();
+        assert_eq!(
+            (p.eligible, p.emitted, p.emitted_through),
+            (3, 2, Phone(20))
+        );
+        let rest: Vec<u64> = to_emit(&conn, 1, p.emitted_through, 10)
+            .unwrap()
+            .iter()
+            .map(|l| l.phone.0)
+            .collect();
+        assert_eq!(rest, [30]);
+        assert_eq!(delivery_counts(&conn, 1).unwrap(), (1, 0, 1));
+        // Twice changes nothing.
+        carry_over_old_sends(&conn).unwrap();
+        assert_eq!(progress(&conn, 1).unwrap().unwrap(), p);
     }
 
     #[test]

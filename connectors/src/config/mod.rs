@@ -37,6 +37,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub delivery: DeliveryConfig,
     pub sends: SendsConfig,
+    pub domain: DomainConfig,
     pub kafka: KafkaConfig,
     pub clickhouse: ClickHouseConfig,
 }
@@ -96,6 +97,19 @@ pub struct SendsConfig {
     /// With `auto` and ClickHouse configured: audiences larger than this are
     /// answered by ClickHouse.
     pub clickhouse_above_audience: usize,
+}
+
+/// `[domain]`: domain events and the state they keep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// `conversation_inactive` fires this long after a conversation's last user
+    /// message (once; a new user message re-arms it).
+    #[serde(with = "humantime_serde")]
+    pub conversation_inactive_after: Duration,
+    /// Messages of a conversation its payloads quote (`last_messages`,
+    /// `concatenatedConversation`), newest kept.
+    pub conversation_messages: usize,
 }
 
 /// `[http]`
@@ -297,6 +311,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("LEADSTREAM_CLICKHOUSE_DATABASE", "clickhouse.database"),
     ("LEADSTREAM_CLICKHOUSE_USER", "clickhouse.user"),
     ("LEADSTREAM_CLICKHOUSE_PASSWORD", "clickhouse.password"),
+    (
+        "LEADSTREAM_CONVERSATION_INACTIVE_AFTER",
+        "domain.conversation_inactive_after",
+    ),
 ];
 
 impl Config {
@@ -377,6 +395,11 @@ impl Config {
             "LEADSTREAM_CLICKHOUSE_DATABASE" => self.clickhouse.database = value.to_owned(),
             "LEADSTREAM_CLICKHOUSE_USER" => self.clickhouse.user = value.to_owned(),
             "LEADSTREAM_CLICKHOUSE_PASSWORD" => self.clickhouse.password = value.to_owned(),
+            "LEADSTREAM_CONVERSATION_INACTIVE_AFTER" => {
+                self.domain.conversation_inactive_after =
+                    humantime::parse_duration(value.trim())
+                        .map_err(|e| bad(format!("{e}; e.g. 23h or 90s")))?;
+            }
             _ => {}
         }
         Ok(())
@@ -396,6 +419,12 @@ impl Config {
         }
         if self.http.header_timeout.is_zero() || self.http.body_timeout.is_zero() {
             return Err("http.header_timeout and http.body_timeout must be above zero".into());
+        }
+        if self.domain.conversation_inactive_after.is_zero() {
+            return Err("domain.conversation_inactive_after must be above zero".into());
+        }
+        if !(1..=1000).contains(&self.domain.conversation_messages) {
+            return Err("domain.conversation_messages must be 1 to 1000".into());
         }
         if self.store.shards == 0 {
             return Err("store.shards must be at least 1".into());

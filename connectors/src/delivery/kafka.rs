@@ -121,7 +121,11 @@ impl KafkaLink {
             organization_id: job.org,
             endpoint_id: job.endpoint_id,
             event_type: job.event_type.to_string(),
-            payload: String::from_utf8_lossy(&job.payload).into_owned(),
+            payload: String::from_utf8_lossy(&job.body()).into_owned(),
+            event_payload: job
+                .part
+                .as_ref()
+                .map(|_| String::from_utf8_lossy(&job.payload).into_owned()),
             part: job
                 .part
                 .as_ref()
@@ -289,7 +293,7 @@ async fn admit(shared: &Arc<Shared>, batch: Vec<Read>) -> Result<Vec<(Job, i64)>
                         conn.prepare_cached(
                             "INSERT OR IGNORE INTO events (id, org_id, event_type, payload, deliveries, created_at) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
                         )?
-                        .execute(params![d.event_id, d.organization_id, d.event_type, d.payload.as_bytes(), created_ms])?;
+                        .execute(params![d.event_id, d.organization_id, d.event_type, shared_payload(&d).as_bytes(), created_ms])?;
                         conn.prepare_cached(
                             "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, attempts, next_attempt_at, created_at, updated_at, part) \
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?9, ?10)",
@@ -304,7 +308,7 @@ async fn admit(shared: &Arc<Shared>, batch: Vec<Read>) -> Result<Vec<(Job, i64)>
                             d.attempts,
                             d.due_at_us.div_euclid(1000),
                             created_ms,
-                            d.part.as_deref().map(str::as_bytes)
+                            d.event_payload.as_ref().and(d.part.as_deref()).map(str::as_bytes)
                         ])?;
                         conn.last_insert_rowid()
                     }
@@ -329,6 +333,12 @@ async fn admit(shared: &Arc<Shared>, batch: Vec<Read>) -> Result<Vec<(Job, i64)>
             None => Some(Arc::new(snapshot_of(&d))),
         };
         let due = d.due_at_us.div_euclid(1000);
+        let payload = Bytes::from(shared_payload(&d).to_owned());
+        let part = d
+            .event_payload
+            .as_ref()
+            .and(d.part.clone())
+            .map(Bytes::from);
         jobs.push((
             Job {
                 seq,
@@ -337,8 +347,8 @@ async fn admit(shared: &Arc<Shared>, batch: Vec<Read>) -> Result<Vec<(Job, i64)>
                 org: d.organization_id,
                 endpoint_id: d.endpoint_id,
                 event_type: Arc::from(d.event_type),
-                payload: Bytes::from(d.payload),
-                part: d.part.map(Bytes::from),
+                payload,
+                part,
                 attempts: d.attempts,
                 single: false,
                 created_at_ms: d.created_at_us.div_euclid(1000),
@@ -349,6 +359,15 @@ async fn admit(shared: &Arc<Shared>, batch: Vec<Read>) -> Result<Vec<(Job, i64)>
         ));
     }
     Ok(jobs)
+}
+
+/// The payload of the record's event: the shared one when the record names it,
+/// otherwise the whole body.
+fn shared_payload(d: &Delivery) -> &str {
+    match (&d.event_payload, &d.part) {
+        (Some(shared), Some(_)) => shared,
+        _ => &d.payload,
+    }
 }
 
 /// The endpoint as a record carries it.

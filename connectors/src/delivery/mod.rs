@@ -143,6 +143,12 @@ impl DeliveryEngine {
         &self.shared.endpoints
     }
 
+    /// The endpoint registry, to hold (a publish's `make` reads subscribers inside
+    /// its transaction).
+    pub fn endpoints_handle(&self) -> Arc<Endpoints> {
+        self.shared.endpoints.clone()
+    }
+
     /// `[delivery]` as started.
     pub fn config(&self) -> &DeliveryConfig {
         &self.shared.config
@@ -265,7 +271,7 @@ impl DeliveryEngine {
             .await?;
         crate::metrics::deliveries_published(jobs.len() as u64);
         match (outbox, row) {
-            (Some(outbox), Some(id)) => outbox.relay(outbox::Entry { id, jobs }),
+            (Some(outbox), Some(id)) => outbox.relay(outbox::Entry { id, jobs }).await,
             (Some(_), None) => {}
             (None, _) => self.dispatch.at(jobs),
         }

@@ -33,7 +33,7 @@ pub struct Entry {
 /// Hands committed publishes to the relay.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Entry>,
+    tx: mpsc::Sender<Entry>,
 }
 
 impl Outbox {
@@ -54,44 +54,51 @@ impl Outbox {
         Ok(Some(conn.last_insert_rowid()))
     }
 
-    /// Queues a committed publish for the brokers.
-    pub fn relay(&self, entry: Entry) {
-        let _ = self.tx.send(entry);
+    /// Queues a committed publish for the brokers; waits while the relay holds
+    /// [`QUEUED_AT_MOST`] publishes (the brokers are slow or down: publishers slow down
+    /// instead of memory growing; what they committed is safe in the outbox).
+    pub async fn relay(&self, entry: Entry) {
+        let _ = self.tx.send(entry).await;
     }
 
-    /// Starts the relay: first what the last run left in `outbox` (read again from
-    /// the store until that works), then each publish in turn.
+    /// Starts the relay: first what the last run left in `outbox`, read here, before
+    /// any publish of this run can add a row, then each publish in turn, several at
+    /// once.
     pub fn start(shared: &Arc<Shared>, link: Arc<KafkaLink>, retry: RetryConfig) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Entry>();
+        let (tx, mut rx) = mpsc::channel::<Entry>(QUEUED_AT_MOST);
+        let left = match shared.db.read_blocking(left_by_last_run) {
+            Ok(left) => left,
+            Err(e) => {
+                // Rare (the store was just opened): those rows wait for the next start.
+                tracing::error!(error = %e, "reading the delivery outbox; its rows are produced at the next start");
+                Vec::new()
+            }
+        };
+        if !left.is_empty() {
+            tracing::info!(
+                publishes = left.len(),
+                "producing the deliveries the last run committed but Kafka had not acknowledged"
+            );
+        }
         let shared = shared.clone();
         tokio::spawn(async move {
-            let mut backoff = retry.schedule();
-            let left = loop {
-                match shared.db.read(left_by_last_run).await {
-                    Ok(left) => break left,
-                    Err(e) => {
-                        let wait = backoff.next_delay();
-                        tracing::warn!(error = %e, retry_in = ?wait, "reading the delivery outbox");
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-            };
-            if !left.is_empty() {
-                tracing::info!(
-                    publishes = left.len(),
-                    "producing the deliveries the last run committed but Kafka had not acknowledged"
-                );
-            }
             for entry in left {
-                produce(&shared, &link, &retry, entry).await;
+                produce(&shared, &link, &retry, vec![entry]).await;
             }
-            while let Some(entry) = rx.recv().await {
-                produce(&shared, &link, &retry, entry).await;
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                produce(&shared, &link, &retry, std::mem::take(&mut batch)).await;
             }
         });
         Self { tx }
     }
 }
+
+/// Publishes the relay holds at most; [`Outbox::relay`] waits beyond.
+const QUEUED_AT_MOST: usize = 256;
+/// Publishes produced together (their records in flight at once, batched by
+/// librdkafka).
+const BATCH: usize = 64;
 
 /// The outbox rows in publish order, each with its deliveries still pending.
 fn left_by_last_run(conn: &Connection) -> Result<Vec<Entry>, DbError> {
@@ -109,14 +116,17 @@ fn left_by_last_run(conn: &Connection) -> Result<Vec<Entry>, DbError> {
         .collect()
 }
 
-/// Produces `entry` until the brokers acknowledge all of it, then deletes its row.
-async fn produce(shared: &Arc<Shared>, link: &KafkaLink, retry: &RetryConfig, entry: Entry) {
+/// Produces `entries` until the brokers acknowledge all of them, then deletes their
+/// rows. A refusal tries the same records again: publish order is kept, and the
+/// records the brokers took before the refusal are produced twice (their worker drops
+/// or repeats them under the same `webhook-id`, see the module docs).
+async fn produce(shared: &Arc<Shared>, link: &KafkaLink, retry: &RetryConfig, entries: Vec<Entry>) {
     let mut backoff = retry.schedule();
     loop {
         let now = now_ms();
-        let records: Vec<_> = entry
-            .jobs
+        let records: Vec<_> = entries
             .iter()
+            .flat_map(|e| &e.jobs)
             .filter_map(|(j, due)| {
                 let ep = shared.endpoints.by_id(j.endpoint_id)?;
                 Some(KafkaLink::record(j, &ep, j.attempts, *due, now))
@@ -132,17 +142,19 @@ async fn produce(shared: &Arc<Shared>, link: &KafkaLink, retry: &RetryConfig, en
             }
         }
     }
-    let id = entry.id;
+    let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
     let deleted = shared
         .db
         .write(move |conn| {
-            conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
-                .execute([id])?;
+            let mut del = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+            for id in &ids {
+                del.execute([id])?;
+            }
             Ok(())
         })
         .await;
     if let Err(e) = deleted {
-        // The row stays: the next start produces those records again (at least once).
-        tracing::warn!(error = %e, "deleting a relayed outbox row");
+        // The rows stay: the next start produces those records again (at least once).
+        tracing::warn!(error = %e, "deleting relayed outbox rows");
     }
 }

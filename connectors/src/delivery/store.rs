@@ -164,12 +164,15 @@ impl Db {
         // Checkpoints run on a thread of their own (below), not in the writer's
         // commits: copying the WAL back took a tenth of the writer's time.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // A WAL started over is cut back to this size.
+        conn.pragma_update(None, "journal_size_limit", WAL_RESTART_BYTES as i64)?;
         let checkpoints = open_sqlite(&path)?;
+        let wal = dir.join("webhooks.db-wal");
         let alive = Arc::new(());
         let watched = Arc::downgrade(&alive);
         std::thread::Builder::new()
             .name("webhooks-ckpt".into())
-            .spawn(move || checkpoint_loop(&checkpoints, &watched))
+            .spawn(move || checkpoint_loop(&checkpoints, &wal, &watched))
             .map_err(|e| {
                 DbError::Sql(Arc::new(rusqlite::Error::ToSqlConversionFailure(Box::new(
                     e,
@@ -280,13 +283,21 @@ fn savepoint<T>(
 /// How often the checkpoint thread copies the WAL into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Copies committed WAL frames into the database file, without ever blocking the
-/// writer or a reader (`PASSIVE`); the writer starts the WAL over once a checkpoint
-/// caught up. Ends with the [`Db`] (`alive`).
-fn checkpoint_loop(conn: &Connection, alive: &std::sync::Weak<()>) {
+/// A WAL this large is checkpointed with `RESTART`.
+const WAL_RESTART_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Copies committed WAL frames into the database file without blocking the writer or
+/// a reader (`PASSIVE`); the writer starts the WAL over once a checkpoint caught up.
+/// A writer that never pauses keeps a passive checkpoint from catching up, so past
+/// [`WAL_RESTART_BYTES`] the checkpoint is a `RESTART`: it waits for the writer's
+/// transaction, holds the next one back while it copies the rest, and the WAL starts
+/// over (cut back to that size). Ends with the [`Db`] (`alive`).
+fn checkpoint_loop(conn: &Connection, wal: &Path, alive: &std::sync::Weak<()>) {
     while alive.strong_count() > 0 {
         std::thread::sleep(CHECKPOINT_EVERY);
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        let large = std::fs::metadata(wal).is_ok_and(|m| m.len() > WAL_RESTART_BYTES);
+        let mode = if large { "RESTART" } else { "PASSIVE" };
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
             tracing::warn!(error = %e, "webhook store: checkpoint");
         }
     }

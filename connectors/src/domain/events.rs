@@ -200,9 +200,19 @@ pub enum Body {
         object: Box<RawValue>,
         /// A phone, email and name the object says of the contact.
         contact: ContactFacts,
+        /// A message event with `botIntegrationId`: it belongs to that conversation.
+        conversation: Option<Said>,
     },
     /// Seed 000's appointment_booked fields.
     AppointmentBooked(Booked),
+}
+
+/// A message a message event adds to a conversation.
+#[derive(Debug, Clone)]
+pub struct Said {
+    pub bot_integration_id: i64,
+    /// `message.content` when the object has it, else "".
+    pub content: String,
 }
 
 /// What an event says of a contact (each may be absent).
@@ -362,6 +372,7 @@ fn trigger_body(
             key,
             object: raw.to_owned(),
             contact,
+            conversation: None,
         });
     }
     let key = class.key();
@@ -391,7 +402,9 @@ fn trigger_body(
             (Some(ev), None) => check_value("participant.event", ev, fields(Class::Event))?,
             (None, None) => {}
         }
-    } else if let Some(other) = rest.keys().find(|k| k.as_str() != key) {
+    } else if let Some(other) = rest.keys().find(|k| {
+        k.as_str() != key && !(class == Class::Message && k.as_str() == "botIntegrationId")
+    }) {
         return Err(format!(
             "{other} is not a field of a {} event: it carries {key}",
             class_name(class)
@@ -408,12 +421,25 @@ fn trigger_body(
         }
     }
     let contact = contact_facts(class, &object, normalize)?;
+    let conversation = match rest.get("botIntegrationId").map(|r| value(r)) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) if n.is_i64() => Some(Said {
+            bot_integration_id: n.as_i64().unwrap_or_default(),
+            content: object
+                .get("content")
+                .and_then(|c| c.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+        }),
+        Some(_) => return Err("botIntegrationId must be an integer".into()),
+    };
     let object = RawValue::from_string(raw_text).map_err(|e| format!("{key}: {e}"))?;
     Ok(Body::Trigger {
         class,
         key,
         object,
         contact,
+        conversation,
     })
 }
 
@@ -681,6 +707,7 @@ mod tests {
             key,
             object,
             contact,
+            ..
         } = e.body
         else {
             panic!("a trigger event");

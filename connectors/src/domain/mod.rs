@@ -1,28 +1,46 @@
-//! Domain events in, seed events out: typed calendar and booking events
-//! (`POST /api/v1/events`, [`events`]), the contacts they tell about, and the
-//! outbound events they cause, published through the delivery engine:
-//! - seed 000's `appointment_booked` to the org's settings URL and every registry
-//!   endpoint subscribed to it ([`payloads::appointment_booked`]);
+//! Domain events in, seed events out. Sources: typed calendar and booking events
+//! (`POST /api/v1/events`, [`events`]) and WhatsApp Cloud API webhooks
+//! ([`whatsapp`], [`inbox`]). State: contacts, conversations with their messages and
+//! status tags, and one inactivity timer per conversation ([`timers`]). What goes out,
+//! through the delivery engine:
+//! - seed 000's `appointment_booked`, `message_delivery_failed` and
+//!   `conversation_inactive`, to the org's settings URL and every registry endpoint
+//!   subscribed to them ([`payloads`]);
+//! - seed 002's `incoming_message` for every WhatsApp user message, to the registry
+//!   endpoints subscribed to it;
 //! - for each of seed 004's trigger types, one run of every enabled action of every
 //!   enabled trigger of that type: seed 003's payload for the trigger's class with a
-//!   fresh `apptoto_id` ([`payloads::action_run`]), delivered to the action's URL.
+//!   fresh `apptoto_id`, delivered to the action's URL.
 //!
-//! Taking an event, updating its contact and publishing what it causes is one
-//! transaction of `webhooks.db` ([`DeliveryEngine::publish_with`]): a repeated event
-//! id causes nothing new, and an event whose 202 was sent is never lost.
+//! Taking an event, updating the state it changes and publishing what it causes is
+//! one transaction of `webhooks.db` ([`DeliveryEngine::publish_with`]): a repeated
+//! event id (or WhatsApp message id, or status) causes nothing new, and an event whose
+//! 2xx was sent is never lost.
 
 pub mod events;
+pub mod inbox;
 pub mod payloads;
 pub mod store;
+pub mod timers;
+pub mod whatsapp;
 
+use crate::config::DomainConfig;
 use crate::delivery::deliveries::NewEvent;
+use crate::delivery::endpoints::Endpoints;
 use crate::delivery::store::{Db, DbError};
 use crate::delivery::{DeliveryEngine, PublishError};
-use crate::writer::now_ms;
 use bytes::Bytes;
 use events::{Body, DomainEvent};
 use leadstream_pipeline::OrgId;
+use rusqlite::Connection;
 use std::sync::Arc;
+use store::{Contact, ConversationKey, Message};
+
+/// Seed 002's event type.
+pub const INCOMING_MESSAGE: &str = "incoming_message";
+/// Seed 000's event types.
+pub const MESSAGE_DELIVERY_FAILED: &str = "message_delivery_failed";
+pub const CONVERSATION_INACTIVE: &str = "conversation_inactive";
 
 /// What taking a domain event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +57,15 @@ pub struct Taken {
 pub struct Domain {
     db: Arc<Db>,
     engine: DeliveryEngine,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: DomainConfig,
+    /// Woken when a timer may have been armed earlier than the one waited for.
+    timers: tokio::sync::Notify,
+    /// Made at first use, on the runtime that runs the timers.
+    clock: std::sync::OnceLock<timers::Clock>,
 }
 
 impl Domain {
@@ -46,51 +73,66 @@ impl Domain {
     ///
     /// # Errors
     /// [`DbError`].
-    pub fn open(engine: DeliveryEngine) -> Result<Self, DbError> {
+    pub fn open(engine: DeliveryEngine, config: &DomainConfig) -> Result<Self, DbError> {
         let db = engine.db().clone();
         db.write_blocking(|conn| Ok(conn.execute_batch(store::SCHEMA)?))?;
-        Ok(Self { db, engine })
+        Ok(Self {
+            db,
+            engine,
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                timers: tokio::sync::Notify::new(),
+                clock: std::sync::OnceLock::new(),
+            }),
+        })
     }
 
     pub fn db(&self) -> &Arc<Db> {
         &self.db
     }
 
+    /// The timers' clock ([`timers::Clock`]).
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.get_or_init(timers::Clock::now).now_ms()
+    }
+
     pub fn engine(&self) -> &DeliveryEngine {
         &self.engine
     }
 
-    /// Takes `ev` for `org`: once per id, it updates the contact and publishes what
-    /// it causes, all in one transaction.
+    /// Registers a WhatsApp integration; false when its id exists.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn register_integration(&self, i: store::Integration) -> Result<bool, DbError> {
+        self.db
+            .write(move |conn| store::insert_integration(conn, &i))
+            .await
+    }
+
+    /// The integration `id`.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn integration(&self, id: i64) -> Result<Option<store::Integration>, DbError> {
+        self.db.read(move |conn| store::integration(conn, id)).await
+    }
+
+    /// Takes `ev` for `org`: once per id, it updates the state it tells about and
+    /// publishes what it causes, all in one transaction.
     ///
     /// # Errors
     /// [`PublishError`]: nothing was taken.
     pub async fn take(&self, org: OrgId, ev: DomainEvent) -> Result<Taken, PublishError> {
-        let kind = ev.kind.clone();
-        let armed = if matches!(ev.body, Body::Trigger { .. }) {
-            let k = kind.clone();
-            self.db
-                .read(move |conn| store::armed_actions(conn, org, &k))
-                .await?
-        } else {
-            Vec::new()
-        };
-        let endpoints = self.engine.endpoints();
-        let subscribers = match ev.body {
-            Body::AppointmentBooked(_) => endpoints.subscribers(org, &kind),
-            Body::Trigger { .. } => Vec::new(),
-        };
-        let actions: Vec<_> = armed
-            .into_iter()
-            .filter_map(|a| endpoints.by_id(a.endpoint_id).map(|e| (a, e)))
-            .collect();
+        let endpoints = self.engine.endpoints_handle();
+        let keep = self.inner.config.conversation_messages;
         let id = ev.id.clone();
         let new = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let was_new = new.clone();
         let published = self
             .engine
             .publish_with(move |conn| {
-                let now = now_ms();
+                let now = crate::writer::now_ms();
                 if !store::take_event(conn, org, &ev.id, &ev.kind, now)? {
                     return Ok(Vec::new());
                 }
@@ -100,7 +142,7 @@ impl Domain {
                         let contact = store::merge_contact(
                             conn,
                             org,
-                            &store::Contact {
+                            &Contact {
                                 phone: b.phone.clone(),
                                 email: b.email.clone(),
                                 full_name: b.full_name.clone(),
@@ -110,11 +152,23 @@ impl Domain {
                                 updated_at_ms: now,
                             },
                         )?;
+                        store::tag_conversations(conn, org, &b.phone, "appointment_booked")?;
+                        let subscribers = endpoints.subscribers(org, &ev.kind);
                         if subscribers.is_empty() {
                             return Ok(Vec::new());
                         }
-                        let payload =
-                            payloads::appointment_booked(ev.occurred_at_us, b, &contact, None);
+                        let key = ConversationKey {
+                            org,
+                            bot_integration_id: b.bot_integration_id,
+                            phone: b.phone.clone(),
+                        };
+                        let conversation = transcript(conn, &key, keep)?;
+                        let payload = payloads::appointment_booked(
+                            ev.occurred_at_us,
+                            b,
+                            &contact,
+                            conversation.as_deref(),
+                        );
                         Ok(vec![NewEvent {
                             org,
                             event_type: ev.kind.clone(),
@@ -128,32 +182,29 @@ impl Domain {
                         key,
                         object,
                         contact,
+                        conversation,
                         ..
                     } => {
                         if let Some(phone) = &contact.phone {
                             store::merge_contact(
                                 conn,
                                 org,
-                                &store::Contact {
+                                &Contact {
                                     phone: phone.clone(),
                                     email: contact.email.clone(),
                                     full_name: contact.name.clone(),
                                     updated_at_ms: now,
-                                    ..store::Contact::default()
+                                    ..Contact::default()
                                 },
                             )?;
+                            if ev.kind == "participant_added_to_stop_list" {
+                                store::tag_conversations(conn, org, phone, "opted_out")?;
+                            }
+                            if let (Some(said), "message_sent") = (conversation, ev.kind.as_str()) {
+                                bot_said(conn, org, phone, said, ev.occurred_at_us)?;
+                            }
                         }
-                        Ok(actions
-                            .into_iter()
-                            .map(|(_, endpoint)| NewEvent {
-                                org,
-                                event_type: ev.kind.clone(),
-                                payload: Bytes::from(payloads::action_run(key, object.get())),
-                                idempotency_key: None,
-                                endpoints: vec![endpoint],
-                                due_at_ms: None,
-                            })
-                            .collect())
+                        action_runs(conn, &endpoints, org, &ev.kind, key, object.get())
                     }
                 }
             })
@@ -164,6 +215,75 @@ impl Domain {
             deliveries: published.iter().map(|p| p.jobs.len()).sum(),
         })
     }
+}
+
+/// A bot message (a `message_sent` event naming its conversation) added to it.
+fn bot_said(
+    conn: &Connection,
+    org: OrgId,
+    phone: &str,
+    said: &events::Said,
+    at_us: i64,
+) -> Result<(), DbError> {
+    let key = ConversationKey {
+        org,
+        bot_integration_id: said.bot_integration_id,
+        phone: phone.to_owned(),
+    };
+    let at_ms = at_us.div_euclid(1000);
+    store::add_message(
+        conn,
+        &key,
+        &Message {
+            at_ms,
+            sender: "bot".into(),
+            content: said.content.clone(),
+            content_type: "text".into(),
+            media_url: None,
+        },
+    )?;
+    let mut c = store::conversation(conn, &key)?.unwrap_or_default();
+    c.last_bot_at_ms = Some(c.last_bot_at_ms.unwrap_or(i64::MIN).max(at_ms));
+    store::put_conversation(conn, &key, &c)
+}
+
+/// The conversation's newest messages as one paragraph, `None` when it has none.
+fn transcript(
+    conn: &Connection,
+    key: &ConversationKey,
+    keep: usize,
+) -> Result<Option<String>, DbError> {
+    let recent = store::recent_messages(conn, key, keep)?;
+    Ok((!recent.is_empty()).then(|| payloads::paragraph(&recent)))
+}
+
+/// One run per enabled action of the org's enabled triggers of `kind`: seed 003's
+/// payload (`object` under `key`, a fresh `apptoto_id`) addressed to the action's
+/// endpoint. Read inside the publishing transaction, so a trigger disabled before it
+/// commits does not run.
+///
+/// # Errors
+/// [`DbError`].
+pub fn action_runs(
+    conn: &Connection,
+    endpoints: &Endpoints,
+    org: OrgId,
+    kind: &str,
+    key: &str,
+    object: &str,
+) -> Result<Vec<NewEvent>, DbError> {
+    Ok(store::armed_actions(conn, org, kind)?
+        .into_iter()
+        .filter_map(|a| endpoints.by_id(a.endpoint_id))
+        .map(|endpoint| NewEvent {
+            org,
+            event_type: kind.to_owned(),
+            payload: Bytes::from(payloads::action_run(key, object)),
+            idempotency_key: None,
+            endpoints: vec![endpoint],
+            due_at_ms: None,
+        })
+        .collect())
 }
 
 /// The one event type a trigger action's endpoint `endpoint_id` is subscribed to:

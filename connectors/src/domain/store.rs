@@ -48,6 +48,50 @@ CREATE TABLE IF NOT EXISTS trigger_actions (
     updated_at    INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS trigger_actions_trigger ON trigger_actions (trigger_id, id);
+CREATE TABLE IF NOT EXISTS whatsapp_integrations (
+    bot_integration_id  INTEGER PRIMARY KEY,
+    org_id              INTEGER NOT NULL,
+    bot_id              INTEGER,
+    app_secret          TEXT,
+    verify_token        TEXT,
+    created_at          INTEGER NOT NULL
+);
+-- Message ids and (status id, status) already taken from an integration's webhooks:
+-- WhatsApp redelivers, and a redelivery causes nothing new.
+CREATE TABLE IF NOT EXISTS whatsapp_seen (
+    bot_integration_id  INTEGER NOT NULL,
+    key                 TEXT    NOT NULL,
+    PRIMARY KEY (bot_integration_id, key)
+) WITHOUT ROWID;
+-- A conversation per (org, integration, contact). inactive_due: when its
+-- conversation_inactive fires (ms), NULL when no timer is armed; the timers are this
+-- column and its index, nothing in memory.
+CREATE TABLE IF NOT EXISTS conversations (
+    org_id              INTEGER NOT NULL,
+    bot_integration_id  INTEGER NOT NULL,
+    phone               TEXT    NOT NULL,
+    profile_name        TEXT,
+    last_user_at        INTEGER,
+    last_bot_at         INTEGER,
+    replied             INTEGER NOT NULL DEFAULT 0,
+    appointment_booked  INTEGER NOT NULL DEFAULT 0,
+    opted_out           INTEGER NOT NULL DEFAULT 0,
+    inactive_due        INTEGER,
+    PRIMARY KEY (org_id, bot_integration_id, phone)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS conversations_due ON conversations (inactive_due) WHERE inactive_due IS NOT NULL;
+CREATE TABLE IF NOT EXISTS conversation_messages (
+    org_id              INTEGER NOT NULL,
+    bot_integration_id  INTEGER NOT NULL,
+    phone               TEXT    NOT NULL,
+    at                  INTEGER NOT NULL,
+    sender              TEXT    NOT NULL CHECK (sender IN ('user', 'bot')),
+    content             TEXT    NOT NULL,
+    content_type        TEXT    NOT NULL,
+    media_url           TEXT
+);
+CREATE INDEX IF NOT EXISTS conversation_messages_by_conversation
+    ON conversation_messages (org_id, bot_integration_id, phone, at);
 ";
 
 /// A contact of an org, by phone (E.164).
@@ -308,6 +352,268 @@ pub fn armed_actions(conn: &Connection, org: OrgId, kind: &str) -> Result<Vec<Ac
     ))?;
     let rows = stmt.query_map(params![org, kind], action_of)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A WhatsApp integration of an org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Integration {
+    pub bot_integration_id: i64,
+    pub org: OrgId,
+    pub bot_id: Option<i64>,
+    pub app_secret: Option<String>,
+    pub verify_token: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// Inserts `i`; false when its id exists.
+pub fn insert_integration(conn: &Connection, i: &Integration) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "INSERT OR IGNORE INTO whatsapp_integrations (bot_integration_id, org_id, bot_id, app_secret, verify_token, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![i.bot_integration_id, i.org, i.bot_id, i.app_secret, i.verify_token, i.created_at_ms],
+    )? == 1)
+}
+
+pub fn integration(conn: &Connection, id: i64) -> Result<Option<Integration>, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT bot_integration_id, org_id, bot_id, app_secret, verify_token, created_at \
+             FROM whatsapp_integrations WHERE bot_integration_id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok(Integration {
+                bot_integration_id: r.get(0)?,
+                org: r.get(1)?,
+                bot_id: r.get(2)?,
+                app_secret: r.get(3)?,
+                verify_token: r.get(4)?,
+                created_at_ms: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Records `key` (a message id, a status) of an integration; false when seen before.
+pub fn first_sight(conn: &Connection, integration: i64, key: &str) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO whatsapp_seen (bot_integration_id, key) VALUES (?1, ?2)",
+        )?
+        .execute(params![integration, key])?
+        == 1)
+}
+
+/// A conversation's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationKey {
+    pub org: OrgId,
+    pub bot_integration_id: i64,
+    /// E.164.
+    pub phone: String,
+}
+
+/// A conversation's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conversation {
+    pub profile_name: Option<String>,
+    pub last_user_at_ms: Option<i64>,
+    pub last_bot_at_ms: Option<i64>,
+    pub replied: bool,
+    pub appointment_booked: bool,
+    pub opted_out: bool,
+    pub inactive_due_ms: Option<i64>,
+}
+
+impl Conversation {
+    /// Its status tags, in a fixed order.
+    pub fn tags(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.appointment_booked {
+            out.push("appointment_booked");
+        }
+        if self.replied {
+            out.push("replied");
+        }
+        if self.opted_out {
+            out.push("opted_out");
+        }
+        out
+    }
+}
+
+pub fn conversation(
+    conn: &Connection,
+    k: &ConversationKey,
+) -> Result<Option<Conversation>, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT profile_name, last_user_at, last_bot_at, replied, appointment_booked, opted_out, inactive_due \
+             FROM conversations WHERE org_id = ?1 AND bot_integration_id = ?2 AND phone = ?3",
+        )?
+        .query_row(params![k.org, k.bot_integration_id, k.phone], |r| {
+            Ok(Conversation {
+                profile_name: r.get(0)?,
+                last_user_at_ms: r.get(1)?,
+                last_bot_at_ms: r.get(2)?,
+                replied: r.get(3)?,
+                appointment_booked: r.get(4)?,
+                opted_out: r.get(5)?,
+                inactive_due_ms: r.get(6)?,
+            })
+        })
+        .optional()?)
+}
+
+pub fn put_conversation(
+    conn: &Connection,
+    k: &ConversationKey,
+    c: &Conversation,
+) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO conversations (org_id, bot_integration_id, phone, profile_name, last_user_at, \
+         last_bot_at, replied, appointment_booked, opted_out, inactive_due) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        k.org,
+        k.bot_integration_id,
+        k.phone,
+        c.profile_name,
+        c.last_user_at_ms,
+        c.last_bot_at_ms,
+        c.replied,
+        c.appointment_booked,
+        c.opted_out,
+        c.inactive_due_ms
+    ])?;
+    Ok(())
+}
+
+/// Sets a status tag on every conversation of the org's contact `phone`.
+pub fn tag_conversations(
+    conn: &Connection,
+    org: OrgId,
+    phone: &str,
+    tag: &str,
+) -> Result<(), DbError> {
+    let column = match tag {
+        "appointment_booked" => "appointment_booked",
+        "opted_out" => "opted_out",
+        _ => "replied",
+    };
+    conn.execute(
+        &format!("UPDATE conversations SET {column} = 1 WHERE org_id = ?1 AND phone = ?2"),
+        params![org, phone],
+    )?;
+    Ok(())
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub at_ms: i64,
+    /// `user` or `bot`.
+    pub sender: String,
+    pub content: String,
+    /// `text`, `image`, `audio`, `video`, `document` or `location`.
+    pub content_type: String,
+    pub media_url: Option<String>,
+}
+
+pub fn add_message(conn: &Connection, k: &ConversationKey, m: &Message) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT INTO conversation_messages (org_id, bot_integration_id, phone, at, sender, content, content_type, media_url) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        k.org,
+        k.bot_integration_id,
+        k.phone,
+        m.at_ms,
+        m.sender,
+        m.content,
+        m.content_type,
+        m.media_url
+    ])?;
+    Ok(())
+}
+
+/// The conversation's newest `n` messages, oldest first.
+pub fn recent_messages(
+    conn: &Connection,
+    k: &ConversationKey,
+    n: usize,
+) -> Result<Vec<Message>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at, sender, content, content_type, media_url FROM conversation_messages \
+         WHERE org_id = ?1 AND bot_integration_id = ?2 AND phone = ?3 ORDER BY at DESC, rowid DESC LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(
+        params![k.org, k.bot_integration_id, k.phone, n as i64],
+        |r| {
+            Ok(Message {
+                at_ms: r.get(0)?,
+                sender: r.get(1)?,
+                content: r.get(2)?,
+                content_type: r.get(3)?,
+                media_url: r.get(4)?,
+            })
+        },
+    )?;
+    let mut out: Vec<Message> = rows.collect::<Result<_, _>>()?;
+    out.reverse();
+    Ok(out)
+}
+
+/// The last message of `sender` in the conversation.
+pub fn last_message_of(
+    conn: &Connection,
+    k: &ConversationKey,
+    sender: &str,
+) -> Result<Option<Message>, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT at, sender, content, content_type, media_url FROM conversation_messages \
+             WHERE org_id = ?1 AND bot_integration_id = ?2 AND phone = ?3 AND sender = ?4 ORDER BY at DESC, rowid DESC LIMIT 1",
+        )?
+        .query_row(params![k.org, k.bot_integration_id, k.phone, sender], |r| {
+            Ok(Message {
+                at_ms: r.get(0)?,
+                sender: r.get(1)?,
+                content: r.get(2)?,
+                content_type: r.get(3)?,
+                media_url: r.get(4)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Conversations whose inactivity timer is due at `now_ms`, earliest first.
+pub fn due_conversations(
+    conn: &Connection,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<ConversationKey>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT org_id, bot_integration_id, phone FROM conversations \
+         WHERE inactive_due IS NOT NULL AND inactive_due <= ?1 ORDER BY inactive_due LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+        Ok(ConversationKey {
+            org: r.get(0)?,
+            bot_integration_id: r.get(1)?,
+            phone: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// When the next inactivity timer is due, if one is armed.
+pub fn next_due(conn: &Connection) -> Result<Option<i64>, DbError> {
+    Ok(conn.query_row(
+        "SELECT min(inactive_due) FROM conversations WHERE inactive_due IS NOT NULL",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 #[cfg(test)]

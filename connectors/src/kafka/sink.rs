@@ -33,9 +33,15 @@ pub struct Delivery {
     /// nested object: the record is read through a tagged enum, which would re-encode
     /// a nested value, and the receiver must get the publisher's bytes.
     pub payload: String,
-    /// The delivery's own members of the body, added at the end of `payload`'s object
-    /// (`delivery::deliveries::body`): a campaign send's lead. Absent: the body is
-    /// `payload`.
+    /// With `part`: the payload of the event the delivery shares with others (a
+    /// campaign send's), which `payload` is with `part` added at the end of its object
+    /// (`delivery::deliveries::body`). Consumers that know it store the event once and
+    /// the part per delivery; `payload` alone stays the whole body, so a record
+    /// means the same to a consumer that ignores both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_payload: Option<String>,
+    /// The delivery's own members of the body (a campaign send's lead); see
+    /// `event_payload`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<String>,
     /// Attempts made so far.
@@ -190,6 +196,7 @@ mod tests {
             endpoint_id: 1 + i % 5,
             event_type: "appointment_booked".into(),
             payload: format!("{{\"n\": {i}}}"),
+            event_payload: (i % 2 == 1).then(|| "{}".to_owned()),
             part: (i % 2 == 1).then(|| format!("\"lead\":{i}")),
             attempts: 0,
             created_at_us: 1_778_610_840_123_456,

@@ -1,0 +1,346 @@
+//! WhatsApp Cloud API webhooks over real sockets: registration, Meta's handshake, the
+//! signature, redeliveries, and what messages and statuses cause (seeds 000, 002, 003)
+//! at a real receiver; `conversation_inactive` for real with a short duration, and
+//! across a kill -9.
+
+use crate::api::Api;
+use crate::receiver::{Receiver, Step};
+use crate::support::{Call, TestServer};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::time::{Duration, Instant};
+
+const ORG: i64 = 11;
+const SECRET: &str = "meta-app-secret";
+
+async fn server(inactive_after: &str) -> TestServer {
+    TestServer::builder()
+        .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+        .env("LEADSTREAM_CONVERSATION_INACTIVE_AFTER", inactive_after)
+        .start()
+        .await
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn message(id: &str, from: &str, at: i64, text: &str) -> Value {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{
+        "field": "messages",
+        "value": {"messaging_product": "whatsapp",
+                  "metadata": {"display_phone_number": "15550001111", "phone_number_id": "1234"},
+                  "contacts": [{"profile": {"name": "Kerry Fisher"}, "wa_id": from}],
+                  "messages": [{"from": from, "id": id, "timestamp": at.to_string(),
+                                "type": "text", "text": {"body": text}}]}}]}]})
+}
+
+fn failed_status(id: &str, to: &str, at: i64) -> Value {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{
+        "field": "messages",
+        "value": {"messaging_product": "whatsapp",
+                  "metadata": {"display_phone_number": "15550001111", "phone_number_id": "1234"},
+                  "statuses": [{"id": id, "status": "failed", "timestamp": at.to_string(),
+                                "recipient_id": to,
+                                "errors": [{"code": 131026, "title": "Message undeliverable",
+                                            "message": "Message failed to send because there were one or more errors related to your phone number.",
+                                            "error_data": {"details": "The message could not be delivered."}}]}]}}]}]})
+}
+
+async fn post_hook(
+    s: &TestServer,
+    integration: i64,
+    body: &Value,
+    signature: Option<&str>,
+) -> crate::support::Reply {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let mut req = s
+        .client()
+        .post(s.url(&format!(
+            "/api/v1/integrations/whatsapp/{integration}/webhook"
+        )))
+        .header("content-type", "application/json");
+    if let Some(sig) = signature {
+        req = req.header("x-hub-signature-256", sig);
+    }
+    req.body(bytes).reply().await
+}
+
+async fn signed(s: &TestServer, integration: i64, body: &Value) -> Value {
+    let sig = sign(&serde_json::to_vec(body).unwrap());
+    let r = post_hook(s, integration, body, Some(&sig)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+async fn received(
+    rx: &Receiver,
+    name: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<crate::receiver::Received> {
+    let until = Instant::now() + within;
+    loop {
+        let seen = rx.seen(name);
+        if seen.len() >= n {
+            return seen;
+        }
+        assert!(Instant::now() < until, "{name}: {} of {n}", seen.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+async fn integration(api: &Api<'_>, id: i64) {
+    let r = api
+        .post(
+            "/api/v1/integrations/whatsapp",
+            &json!({"botIntegrationId": id, "botId": 123, "appSecret": SECRET, "verifyToken": "vt-1"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["hasAppSecret"], true);
+}
+
+#[tokio::test]
+async fn registration_handshake_and_authentication() {
+    let s = server("23h").await;
+    let api = Api::new(&s, ORG);
+    integration(&api, 456).await;
+    let again = api
+        .post(
+            "/api/v1/integrations/whatsapp",
+            &json!({"botIntegrationId": 456}),
+        )
+        .await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    // Meta's handshake.
+    let hs = |token: &str| {
+        s.client().get(s.url(&format!(
+            "/api/v1/integrations/whatsapp/456/webhook?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444"
+        )))
+    };
+    let ok = hs("vt-1").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    assert_eq!(hs("wrong").send().await.unwrap().status(), 403);
+    let unknown = s
+        .client()
+        .get(s.url("/api/v1/integrations/whatsapp/999/webhook?hub.mode=subscribe&hub.verify_token=vt-1&hub.challenge=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    // The webhook: a bad or missing signature is 401 and takes nothing; the org's API
+    // key or a good signature is 200.
+    let body = message("wamid.A1", "16315551234", now_secs(), "hi");
+    assert_eq!(post_hook(&s, 456, &body, None).await.status, 401);
+    assert_eq!(
+        post_hook(&s, 456, &body, Some("sha256=00ff")).await.status,
+        401
+    );
+    let other_org = Api::new(&s, ORG + 1);
+    let r = s
+        .client()
+        .post(s.url("/api/v1/integrations/whatsapp/456/webhook"))
+        .bearer_auth(&other_org.key)
+        .json(&body)
+        .reply()
+        .await;
+    assert_eq!(r.status, 401, "another org's key");
+    assert_eq!(
+        post_hook(&s, 999, &body, Some(&sign(b"{}"))).await.status,
+        404
+    );
+    let r = api
+        .req(
+            reqwest::Method::POST,
+            "/api/v1/integrations/whatsapp/456/webhook",
+        )
+        .json(&body)
+        .reply()
+        .await;
+    assert_eq!(
+        (r.status, &r.body["messages"]),
+        (200, &json!(1)),
+        "{}",
+        r.body
+    );
+    // Redelivered (WhatsApp retries): nothing new.
+    assert_eq!(signed(&s, 456, &body).await["messages"], 0);
+    // Not a WhatsApp body.
+    let bad = json!({"object": "page", "entry": []});
+    assert_eq!(
+        post_hook(
+            &s,
+            456,
+            &bad,
+            Some(&sign(&serde_json::to_vec(&bad).unwrap()))
+        )
+        .await
+        .status,
+        400
+    );
+}
+
+#[tokio::test]
+async fn messages_and_failed_statuses_cause_seed_events_once() {
+    let rx = Receiver::start().await;
+    let s = server("23h").await;
+    let api = Api::new(&s, ORG);
+    integration(&api, 457).await;
+    // The settings URL gets the seed 000 events; a registry endpoint subscribed to
+    // incoming_message gets seed 002's payload; a message_failed trigger runs.
+    let r = api
+        .put(
+            "/api/v1/organizations/current/settings",
+            &json!({"webhookUrl": rx.script("settings", vec![Step::Status(200)])}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let inbox = api
+        .endpoint(&rx.script("inbox", vec![Step::Status(200)]))
+        .await;
+    let r = api
+        .patch(
+            &format!("/api/webhooks/{inbox}"),
+            &json!({"eventTypes": ["incoming_message"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = api
+        .post(
+            "/api/v1/triggers",
+            &json!({"type": "message_failed", "name": "fallback"}),
+        )
+        .await
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    let r = api
+        .post(
+            &format!("/api/v1/triggers/{t}/actions"),
+            &json!({"type": "webhook", "url": rx.script("action", vec![Step::Status(200)])}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let at = now_secs();
+    signed(
+        &s,
+        457,
+        &message("wamid.M1", "16315551234", at, "Can I reschedule?"),
+    )
+    .await;
+    let got = received(&rx, "inbox", 1, Duration::from_secs(20)).await;
+    let incoming: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(incoming["phone_number"], "16315551234");
+    assert_eq!(incoming["recipient_name"], "Kerry Fisher");
+    assert_eq!(incoming["last_message_of_user"], "Can I reschedule?");
+    assert_eq!(incoming["user_last_message_time"], at);
+    assert_eq!(incoming["message_type"], "text");
+    assert_eq!(incoming["last_messages"][0]["type"], "user");
+    assert!(
+        incoming["user_id"].as_str().is_some_and(|u| u.len() == 36),
+        "{incoming}"
+    );
+    // The failed status: seed 000's message_delivery_failed, and the trigger's run.
+    let failed = failed_status("wamid.HBgLNDQ3", "16315551234", at + 5);
+    signed(&s, 457, &failed).await;
+    let got = received(&rx, "settings", 1, Duration::from_secs(20)).await;
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["type"], "message_delivery_failed");
+    assert_eq!(body["platformResourceId"], "wamid.HBgLNDQ3");
+    assert_eq!(body["errorCode"], 131026);
+    assert_eq!(body["errorDetails"], "The message could not be delivered.");
+    assert_eq!(body["contactPhoneNumber"], "+16315551234");
+    assert_eq!(body["contactWhatsappId"], "16315551234");
+    assert_eq!(body["contactFullName"], "Kerry Fisher");
+    assert_eq!(body["contactEmail"], Value::Null);
+    assert_eq!(body["botIntegrationId"], 457);
+    let run = received(&rx, "action", 1, Duration::from_secs(20)).await;
+    let run: Value = serde_json::from_slice(&run[0].body).unwrap();
+    assert_eq!(run["message"]["participant"]["phone"], "+16315551234");
+    assert!(run["apptoto_id"].is_string());
+    // Redelivered status: nothing new anywhere.
+    assert_eq!(signed(&s, 457, &failed).await["statuses"], 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.seen("settings").len(), 1);
+    assert_eq!(rx.seen("action").len(), 1);
+    assert_eq!(rx.seen("inbox").len(), 1);
+}
+
+/// For real, 1 s: conversation_inactive reaches the settings URL once, with the
+/// conversation.
+#[tokio::test]
+async fn conversation_inactive_fires_for_real_after_a_short_duration() {
+    let rx = Receiver::start().await;
+    let s = server("1s").await;
+    let api = Api::new(&s, ORG);
+    integration(&api, 458).await;
+    api.put(
+        "/api/v1/organizations/current/settings",
+        &json!({"webhookUrl": rx.script("settings", vec![Step::Status(200)])}),
+    )
+    .await;
+    let at = now_secs();
+    signed(
+        &s,
+        458,
+        &message("wamid.I1", "16315551234", at, "anyone there?"),
+    )
+    .await;
+    let got = received(&rx, "settings", 1, Duration::from_secs(20)).await;
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["type"], "conversation_inactive");
+    assert_eq!(body["inactiveForDuration"], "PT1S");
+    assert_eq!(body["conversationStatus"], json!(["replied"]));
+    assert_eq!(body["botId"], 123);
+    assert!(body["concatenatedConversation"]
+        .as_str()
+        .unwrap()
+        .contains("anyone there?"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rx.seen("settings").len(), 1, "fired twice");
+}
+
+/// A timer due while the process was down (killed with -9) fires at once on start.
+#[tokio::test]
+async fn a_timer_due_while_down_fires_at_once_after_kill_9() {
+    let rx = Receiver::start().await;
+    let mut s = server("3s").await;
+    {
+        let api = Api::new(&s, ORG);
+        integration(&api, 459).await;
+        api.put(
+            "/api/v1/organizations/current/settings",
+            &json!({"webhookUrl": rx.script("settings", vec![Step::Status(200)])}),
+        )
+        .await;
+        signed(
+            &s,
+            459,
+            &message("wamid.K1", "16315551234", now_secs(), "bye"),
+        )
+        .await;
+    }
+    s.kill9();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(rx.seen("settings").is_empty());
+    s.restart().await;
+    let got = received(&rx, "settings", 1, Duration::from_secs(10)).await;
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["type"], "conversation_inactive");
+}
