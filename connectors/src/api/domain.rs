@@ -620,6 +620,7 @@ pub struct ActionList {
     params(("id" = i64, Path, description = "Trigger id")),
     responses(
         (status = 200, description = "Oldest first", body = ActionList),
+        (status = 400, description = "An id is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's trigger", body = ErrorBody),
         (status = 404, description = "No such trigger", body = ErrorBody),
@@ -645,6 +646,7 @@ pub async fn list_actions(
     params(("id" = i64, Path, description = "Trigger id"), ("actionId" = i64, Path, description = "Action id")),
     responses(
         (status = 200, description = "The action", body = ActionOut),
+        (status = 400, description = "An id is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's trigger", body = ErrorBody),
         (status = 404, description = "No such trigger or action", body = ErrorBody),
@@ -723,6 +725,7 @@ pub async fn put_action(
     params(("id" = i64, Path, description = "Trigger id"), ("actionId" = i64, Path, description = "Action id")),
     responses(
         (status = 200, description = "Deleted", body = Deleted),
+        (status = 400, description = "An id is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's trigger", body = ErrorBody),
         (status = 404, description = "No such trigger or action", body = ErrorBody),
@@ -967,6 +970,7 @@ async fn load_integration(s: &AppState, id: &str) -> Result<store::Integration, 
     ),
     responses(
         (status = 200, description = "The challenge, as text/plain", content_type = "text/plain", body = String),
+        (status = 400, description = "An id is not an integer", body = ErrorBody),
         (status = 403, description = "Not a subscribe request with the integration's verify token", body = ErrorBody),
         (status = 404, description = "No such integration", body = ErrorBody),
     ))]
