@@ -772,6 +772,15 @@ async fn start_kafka(
         .engine
         .attach_kafka(&config.kafka, &topics)
         .context("starting the Kafka delivery workers")?;
+    // Domain events from their topic; it stops with the HTTP servers.
+    leadstream_connectors::domain::kafka::start(
+        state.domain.clone(),
+        &config.kafka,
+        state.preparer.normalizer().clone(),
+        state.registry.clone(),
+        stopping.clone(),
+    )
+    .context("starting the domain-events consumer")?;
     let source = RawSource::with_warmer(
         config,
         &topics,

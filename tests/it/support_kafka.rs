@@ -114,6 +114,18 @@ impl KafkaMock {
             .offset
     }
 
+    /// Produces `payload` to `partition` of `topic`; returns its offset.
+    pub async fn produce_to(&self, topic: &str, partition: i32, payload: &[u8]) -> i64 {
+        let record = FutureRecord::<(), _>::to(topic)
+            .partition(partition)
+            .payload(payload);
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("produce to the mock")
+            .offset
+    }
+
     /// The end offset of each partition of `topic`.
     pub fn ends(&self, topic: &str, partitions: i32) -> Vec<i64> {
         let c: BaseConsumer = client(&self.brokers()).create().unwrap();

@@ -344,3 +344,91 @@ async fn a_timer_due_while_down_fires_at_once_after_kill_9() {
     let body: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(body["type"], "conversation_inactive");
 }
+
+/// Domain events from Kafka: a WhatsApp record and an event record cause what their
+/// HTTP twins do; a bad record is dead-lettered with its reason; the same records read
+/// again (a second process of the group after a restart) cause nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_event_records_from_kafka_are_taken_once_and_bad_ones_dead_lettered() {
+    let kafka = crate::support_kafka::KafkaMock::start(2);
+    let rx = Receiver::start().await;
+    let mut s = kafka
+        .server()
+        .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+        .start()
+        .await;
+    {
+        let api = Api::new(&s, ORG);
+        integration(&api, 460).await;
+        let inbox = api
+            .endpoint(&rx.script("inbox", vec![Step::Status(200)]))
+            .await;
+        api.patch(
+            &format!("/api/webhooks/{inbox}"),
+            &json!({"eventTypes": ["incoming_message"]}),
+        )
+        .await;
+        let t = api
+            .post(
+                "/api/v1/triggers",
+                &json!({"type": "booking_page_viewed", "name": "viewed"}),
+            )
+            .await
+            .body["id"]
+            .as_i64()
+            .unwrap();
+        api.post(
+            &format!("/api/v1/triggers/{t}/actions"),
+            &json!({"type": "webhook", "url": rx.script("action", vec![Step::Status(200)])}),
+        )
+        .await;
+    }
+    let topic = "leadstream.domain-events";
+    let wa = json!({"v": 1, "source": "whatsapp", "botIntegrationId": 460,
+                    "body": message("wamid.KF1", "16315551234", now_secs(), "from kafka")});
+    let ev = json!({"v": 1, "source": "event", "organizationId": ORG,
+                    "body": {"type": "booking_page_viewed", "occurredAt": "2026-03-02T10:00:00Z",
+                             "booking_page": {"id": 4, "name": "Intro", "url": "https://book.example/i"}}});
+    kafka
+        .produce_to(topic, 0, &serde_json::to_vec(&wa).unwrap())
+        .await;
+    kafka
+        .produce_to(topic, 0, &serde_json::to_vec(&ev).unwrap())
+        .await;
+    kafka
+        .produce_to(topic, 1, b"{\"v\": 1, \"source\": \"fax\", \"body\": {}}")
+        .await;
+    kafka.produce_to(topic, 1, b"not json").await;
+    let got = received(&rx, "inbox", 1, Duration::from_secs(30)).await;
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["last_message_of_user"], "from kafka");
+    let run = received(&rx, "action", 1, Duration::from_secs(30)).await;
+    let run: Value = serde_json::from_slice(&run[0].body).unwrap();
+    assert_eq!(run["booking_page"]["name"], "Intro");
+    let letters = kafka.read("leadstream.rejects", 2, 2, Duration::from_secs(20));
+    assert_eq!(letters.len(), 2);
+    let reasons: Vec<String> = letters
+        .iter()
+        .map(|m| {
+            let v: Value =
+                serde_json::from_slice(rdkafka::message::Message::payload(m).unwrap()).unwrap();
+            v["reason"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("fax")), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("not a domain-event record")),
+        "{reasons:?}"
+    );
+    // The same records again (as after a crash before the commit): nothing twice.
+    kafka
+        .produce_to(topic, 0, &serde_json::to_vec(&wa).unwrap())
+        .await;
+    s.kill9();
+    s.restart().await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(rx.seen("inbox").len(), 1, "{}", s.logs());
+    assert_eq!(rx.seen("action").len(), 1);
+}

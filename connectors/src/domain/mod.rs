@@ -19,6 +19,7 @@
 
 pub mod events;
 pub mod inbox;
+pub mod kafka;
 pub mod payloads;
 pub mod store;
 pub mod timers;
