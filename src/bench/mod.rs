@@ -37,6 +37,7 @@ const TARGET_HTTP_BATCH: usize = 50_000;
 mod campaigns;
 mod clickhouse;
 mod deliver;
+mod domain;
 mod kafka;
 
 #[derive(Subcommand, Debug)]
@@ -127,6 +128,16 @@ pub enum BenchCmd {
     /// delivery-sized rows straight to SQLite with the same durability, as the
     /// baseline it is reported against.
     Materialize(campaigns::MaterializeArgs),
+    /// WhatsApp webhooks in, seed events out: --events signed webhook bodies (one user
+    /// message each, from --contacts contacts) sent over HTTP to the real server on a
+    /// fresh embedded store, each causing one incoming_message delivered to a local
+    /// receiver subscribed to it. Reports webhooks/s (answered once durable), events
+    /// delivered/s and end-to-end latency p50/p99 (webhook sent → delivery received).
+    /// In the same run, the ceiling: the same requests to a bare server that checks
+    /// the signature and answers 200; the server is reported as a ratio of it. Then
+    /// arms --timers conversation_inactive timers and reports their cost on disk and
+    /// in memory per timer.
+    Domain(domain::DomainArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -180,6 +191,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Deliver(args) => deliver::run(&args),
         BenchCmd::Eligibility(args) => campaigns::eligibility(&args),
         BenchCmd::Materialize(args) => campaigns::materialize(&args),
+        BenchCmd::Domain(args) => domain::run(&args),
     }
 }
 
@@ -693,7 +705,7 @@ struct Cfg {
 }
 
 #[derive(Serialize)]
-struct Machine {
+pub(crate) struct Machine {
     nproc: usize,
     cpu: Option<String>,
     kernel: Option<String>,
@@ -785,7 +797,7 @@ impl Counted {
 }
 
 #[derive(Serialize, Clone, Copy)]
-struct Percentiles {
+pub(crate) struct Percentiles {
     p50: f64,
     p99: f64,
     max: f64,
@@ -794,7 +806,7 @@ struct Percentiles {
 
 impl Percentiles {
     /// Nearest-rank percentiles.
-    fn of(v: &mut [f64]) -> Self {
+    pub(crate) fn of(v: &mut [f64]) -> Self {
         v.sort_by(f64::total_cmp);
         let at = |q: f64| {
             v.get(((q * v.len() as f64).ceil() as usize).saturating_sub(1))

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Draws docs/img/campaign-eligibility.svg and docs/img/campaign-materialize.svg from
-`leadstream bench eligibility --json` and `leadstream bench materialize --json`.
+"""Draws bar charts from `leadstream bench eligibility|materialize|domain --json`:
+docs/img/campaign-eligibility.svg, docs/img/campaign-materialize.svg and
+docs/img/domain-webhooks.svg.
 
-usage: python3 docs/plot_campaigns.py [ELIGIBILITY.json] [MATERIALIZE.json]
+usage: python3 docs/plot_summaries.py SUMMARY.json [SUMMARY.json ...]
 (each file is recognized by its fields; only the plots of the files given are drawn)
 """
 import json
@@ -11,14 +12,15 @@ import sys
 
 def bars(path, title, rows, target, target_label, unit):
     w, h = 720, 70 + 40 * len(rows)
-    mx = max(max(v for _, v, _ in rows), target) * 1.15
+    mx = max(max(v for _, v, _ in rows), target or 0) * 1.15
     x0 = 260
     span = w - x0 - 90
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="13">',
            f'<text x="10" y="22" font-size="15">{title}</text>']
-    tx = x0 + span * target / mx
-    out.append(f'<line x1="{tx:.0f}" y1="32" x2="{tx:.0f}" y2="{h-10}" stroke="#c00" stroke-dasharray="4"/>'
-               f'<text x="{tx+3:.0f}" y="{h-12}" fill="#c00">{target_label}</text>')
+    if target:
+        tx = x0 + span * target / mx
+        out.append(f'<line x1="{tx:.0f}" y1="32" x2="{tx:.0f}" y2="{h-10}" stroke="#c00" stroke-dasharray="4"/>'
+                   f'<text x="{tx+3:.0f}" y="{h-12}" fill="#c00">{target_label}</text>')
     for i, (label, v, ours) in enumerate(rows):
         y = 40 + 40 * i
         bw = span * v / mx
@@ -48,11 +50,21 @@ def materialize(m):
          m["target_per_sec"], f'target {m["target_per_sec"]:,.0f}/s', "/s")
 
 
+def domain(d):
+    bars("docs/img/domain-webhooks.svg",
+         f'bench domain: {d["events"]:,} WhatsApp webhooks, {d["concurrency"]} in flight (per second; 2 cores)',
+         [("server (durable, delivered)", d["webhooks_per_sec"], True),
+          ("bare peer (signature, 200)", d["bare_webhooks_per_sec"], False)],
+         None, "", "/s")
+
+
 for path in sys.argv[1:]:
     data = json.load(open(path))
     if "in_process_ms" in data:
         eligibility(data)
     elif "leads_per_sec" in data:
         materialize(data)
+    elif "webhooks_per_sec" in data:
+        domain(data)
     else:
-        sys.exit(f"{path}: neither bench eligibility nor bench materialize --json output")
+        sys.exit(f"{path}: not bench eligibility, materialize or domain --json output")
