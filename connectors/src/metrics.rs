@@ -40,6 +40,9 @@ const DELIVERY_IN_FLIGHT: &str = "leadstream_delivery_in_flight";
 const CAMPAIGN_LEADS_EMITTED: &str = "leadstream_campaign_leads_emitted_total";
 const ELIGIBILITY_LATENCY: &str = "leadstream_eligibility_duration_seconds";
 const OUTBOX_RETRIES: &str = "leadstream_delivery_outbox_retries_total";
+const DOMAIN_EVENTS: &str = "leadstream_domain_events_total";
+const TIMERS_FIRED: &str = "leadstream_conversation_inactive_fired_total";
+const TIMER_LAG: &str = "leadstream_conversation_timer_lag_seconds";
 
 /// Buckets of [`DELIVERY_LATENCY`], in seconds: from a receiver on the same network
 /// up to the longest per-attempt timeout an endpoint may set (30 s).
@@ -98,6 +101,8 @@ pub fn install() -> &'static PrometheusHandle {
                 Matcher::Full(DELIVERY_COMPLETION.to_owned()),
                 COMPLETION_BUCKETS,
             )
+            .expect("the completion buckets are not empty")
+            .set_buckets_for_metric(Matcher::Full(TIMER_LAG.to_owned()), COMPLETION_BUCKETS)
             .expect("the completion buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
@@ -172,6 +177,18 @@ fn describe() {
     describe_counter!(
         CAMPAIGN_LEADS_EMITTED,
         "Campaign-send leads materialized into a durable campaign_send delivery"
+    );
+    describe_counter!(
+        DOMAIN_EVENTS,
+        "Domain events by source (event: POST /api/v1/events, whatsapp: a user message or status from a webhook, kafka: a domain-events record) and outcome (taken, repeated: its id was taken before, refused: dead-lettered)"
+    );
+    describe_counter!(
+        TIMERS_FIRED,
+        "conversation_inactive timers fired (each once per last user message)"
+    );
+    describe_histogram!(
+        TIMER_LAG,
+        "How late a conversation_inactive timer fired after its due time (a process down at the time makes it late)"
     );
     describe_counter!(
         OUTBOX_RETRIES,
@@ -269,6 +286,18 @@ pub fn campaign_leads_emitted(n: u64) {
 /// Records that the outbox relay could not produce committed deliveries and waits.
 pub fn outbox_retry() {
     counter!(OUTBOX_RETRIES).increment(1);
+}
+
+/// Records `n` domain events from `source` (`event`, `whatsapp`, `kafka`) with
+/// `outcome` (`taken`, `repeated`, `refused`).
+pub fn domain_events(source: &'static str, outcome: &'static str, n: u64) {
+    counter!(DOMAIN_EVENTS, "source" => source, "outcome" => outcome).increment(n);
+}
+
+/// Records a conversation_inactive timer fired `late` after its due time.
+pub fn timer_fired(late: Duration) {
+    counter!(TIMERS_FIRED).increment(1);
+    histogram!(TIMER_LAG).record(late.as_secs_f64());
 }
 
 /// Records one eligibility evaluation's duration, by the engine that answered.

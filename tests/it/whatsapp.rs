@@ -179,8 +179,29 @@ async fn registration_handshake_and_authentication() {
         "{}",
         r.body
     );
-    // Redelivered (WhatsApp retries): nothing new.
+    // Redelivered (WhatsApp retries): nothing new, and /metrics says so.
     assert_eq!(signed(&s, 456, &body).await["messages"], 0);
+    let (_, text) = crate::metrics::scrape(&s).await;
+    let count = |series: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        count(r#"leadstream_domain_events_total{source="whatsapp",outcome="taken"}"#),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count(r#"leadstream_domain_events_total{source="whatsapp",outcome="repeated"}"#),
+        1.0,
+        "{text}"
+    );
     // Not a WhatsApp body.
     let bad = json!({"object": "page", "entry": []});
     assert_eq!(
@@ -314,6 +335,12 @@ async fn conversation_inactive_fires_for_real_after_a_short_duration() {
         .contains("anyone there?"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rx.seen("settings").len(), 1, "fired twice");
+    let (_, text) = crate::metrics::scrape(&s).await;
+    assert!(
+        text.lines()
+            .any(|l| l == "leadstream_conversation_inactive_fired_total 1"),
+        "{text}"
+    );
 }
 
 /// A timer due while the process was down (killed with -9) fires at once on start.

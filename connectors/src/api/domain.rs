@@ -77,6 +77,7 @@ pub async fn take_event(
     let taken = domain(&s).take(org, ev).await.map_err(|e| match e {
         crate::delivery::PublishError::Store(e) => store_error(e),
     })?;
+    crate::metrics::domain_events("event", if taken.new { "taken" } else { "repeated" }, 1);
     Ok((StatusCode::ACCEPTED, Json(EventTaken { id: taken.id })).into_response())
 }
 

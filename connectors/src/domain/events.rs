@@ -614,6 +614,66 @@ mod tests {
         )
     }
 
+    /// Seed 003's payload for each trigger class: the object under its key, as sent,
+    /// and the run's apptoto_id, nothing else.
+    #[test]
+    fn each_trigger_class_gives_seed_003s_payload() {
+        let cases = [
+            (
+                "appointment_created",
+                r#""event":{"id":1,"calendar_id":2,"calendar_name":"Main","external_id":"x","start_time":"2026-03-05T15:00:00Z","end_time":"2026-03-05T16:00:00Z","all_day":false,"title":"Intro","location":"","content":"","participants":[{"id":7,"event_id":1,"display_name":"Ann","name":"Ann","phone":"+14155550100","normalized_phone":"+14155550100","email":"a@example.com","state":"confirmed"}],"custom_data":{},"is_deleted":false}"#,
+                "event",
+            ),
+            (
+                "participant_not_coming",
+                r#""participant":{"id":7,"event_id":1,"display_name":"Ann","name":"Ann","phone":"+14155550100","normalized_phone":"+14155550100","email":"a@example.com","event":{"id":1,"custom_data":[],"is_deleted":false}}"#,
+                "participant",
+            ),
+            (
+                "booking_page_viewed",
+                r#""booking_page":{"id":4,"name":"Intro","url":"https://book.example/i"}"#,
+                "booking_page",
+            ),
+            (
+                "booking_request_completed",
+                r#""booking_request":{"token":"t","state":"completed","appointment_type_token":"a","occurrence_selected_event_id":9,"start_time":"2026-03-05T15:00:00Z","end_time":"2026-03-05T16:00:00Z","sign_up_page":false,"timezone":"America/New_York","field_data":{},"contact_info":{"name":"Ann","phone":"+14155550100","email":"a@example.com"},"booking_page":{"id":4,"name":"Intro","url":"https://book.example/i"}}"#,
+                "booking_request",
+            ),
+            (
+                "message_received",
+                r#""message":{"id":3,"participant":{"id":7,"phone":"+14155550100"},"started":"2026-03-05T15:00:00Z","comm_type":"sms","last_out":null,"last_in":"2026-03-05T15:01:00Z"}"#,
+                "message",
+            ),
+            (
+                "participant_added_to_stop_list",
+                r#""phone":"+14155550100""#,
+                "phone",
+            ),
+            (
+                "participant_added_to_stop_list",
+                r#""email":"a@example.com""#,
+                "email",
+            ),
+        ];
+        for (kind, member, key) in cases {
+            let body =
+                format!(r#"{{"type":"{kind}","occurredAt":"2026-03-02T10:00:00Z",{member}}}"#);
+            let e = parse_str(&body).unwrap_or_else(|m| panic!("{kind}: {m}"));
+            let Body::Trigger { key: k, object, .. } = e.body else {
+                panic!("{kind}: a trigger event");
+            };
+            assert_eq!(k, key, "{kind}");
+            let run: serde_json::Value =
+                serde_json::from_slice(&super::super::payloads::action_run(k, object.get()))
+                    .unwrap();
+            let sent: serde_json::Value = serde_json::from_str(&format!("{{{member}}}")).unwrap();
+            assert_eq!(run[key], sent[key], "{kind}: the object as sent");
+            let keys: Vec<&String> = run.as_object().unwrap().keys().collect();
+            assert_eq!(keys.len(), 2, "{kind}: {run}");
+            assert!(run["apptoto_id"].as_str().is_some_and(|id| id.len() == 36));
+        }
+    }
+
     #[test]
     fn twenty_trigger_types_each_with_a_class() {
         assert_eq!(TRIGGER_TYPES.len(), 20);

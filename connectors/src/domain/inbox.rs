@@ -26,6 +26,8 @@ pub struct Inbox {
     pub messages: usize,
     /// Statuses taken.
     pub statuses: usize,
+    /// Messages and statuses seen before (redeliveries): nothing was done.
+    pub repeated: usize,
     /// Deliveries published.
     pub deliveries: usize,
 }
@@ -82,6 +84,7 @@ impl Domain {
                         };
                         if !store::first_sight(conn, i.bot_integration_id, &format!("m:{}", m.id))?
                         {
+                            counted.repeated += 1;
                             continue;
                         }
                         counted.messages += 1;
@@ -142,6 +145,7 @@ impl Domain {
                             i.bot_integration_id,
                             &format!("s:{}:{}", st.id, st.status),
                         )? {
+                            counted.repeated += 1;
                             continue;
                         }
                         counted.statuses += 1;
@@ -200,6 +204,12 @@ impl Domain {
             .await?;
         let mut inbox = counts.lock().clone();
         inbox.deliveries = published.iter().map(|p| p.jobs.len()).sum();
+        crate::metrics::domain_events(
+            "whatsapp",
+            "taken",
+            (inbox.messages + inbox.statuses) as u64,
+        );
+        crate::metrics::domain_events("whatsapp", "repeated", inbox.repeated as u64);
         if inbox.messages > 0 {
             self.inner.timers.notify_one();
         }

@@ -113,6 +113,7 @@ pub fn start(
                 }
             };
             if let Outcome::Refused(reason, org) = outcome {
+                crate::metrics::domain_events("kafka", "refused", 1);
                 let letter = match serde_json::from_slice::<serde_json::Value>(&bytes) {
                     Ok(serde_json::Value::Object(_)) => {
                         DeadLetter::invalid_record(source, org, None, reason, &bytes)
@@ -213,7 +214,8 @@ async fn take(
                 Ok(ev) => ev,
                 Err(why) => return Ok(Outcome::Refused(why, Some(org))),
             };
-            domain.take(org, ev).await?;
+            let taken = domain.take(org, ev).await?;
+            crate::metrics::domain_events("kafka", if taken.new { "taken" } else { "repeated" }, 1);
             Ok(Outcome::Taken)
         }
         other => Ok(Outcome::Refused(

@@ -80,18 +80,19 @@ impl Domain {
         let endpoints = self.engine.endpoints_handle();
         let after = self.inner.config.conversation_inactive_after;
         let keep = self.inner.config.conversation_messages;
-        let fired = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = fired.clone();
+        let fired = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let lags = fired.clone();
         self.engine
             .publish_with(move |conn| {
                 let due = store::due_conversations(conn, now, FIRE_AT_ONCE)?;
-                count.store(due.len(), std::sync::atomic::Ordering::Relaxed);
+                let mut late = Vec::with_capacity(due.len());
                 let inactive_for = payloads::iso_duration(after);
                 let mut events = Vec::new();
                 for key in due {
                     let Some(mut c) = store::conversation(conn, &key)? else {
                         continue;
                     };
+                    late.push(now.saturating_sub(c.inactive_due_ms.unwrap_or(now)).max(0));
                     c.inactive_due_ms = None;
                     store::put_conversation(conn, &key, &c)?;
                     let subscribers = endpoints.subscribers(key.org, CONVERSATION_INACTIVE);
@@ -126,10 +127,15 @@ impl Domain {
                         due_at_ms: None,
                     });
                 }
+                *lags.lock() = late;
                 Ok(events)
             })
             .await?;
-        Ok(fired.load(std::sync::atomic::Ordering::Relaxed))
+        let fired = std::mem::take(&mut *fired.lock());
+        for late_ms in &fired {
+            crate::metrics::timer_fired(Duration::from_millis(*late_ms as u64));
+        }
+        Ok(fired.len())
     }
 }
 
