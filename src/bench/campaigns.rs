@@ -8,10 +8,11 @@
 //!   deliveries through the real engine, against the bare cost of writing as many
 //!   delivery-sized rows to SQLite with the same durability.
 
-use super::{load_avg, ms, reset_peak_rss, rss_bytes, thousands, Machine, TempDir};
+use super::{
+    bar, load_avg, ms, reset_peak_rss, rss_bytes, show_progress, thousands, Machine, TempDir,
+};
 use anyhow::{ensure, Context};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use leadstream_connectors::campaigns::model::{Send, SendTime};
 use leadstream_connectors::campaigns::{store, Campaigns};
 use leadstream_connectors::config::Config;
@@ -25,7 +26,6 @@ use leadstream_pipeline::{EventIndex, Phone};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::collections::HashSet;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -80,23 +80,6 @@ pub struct MaterializeArgs {
     /// Print the summary as one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
-}
-
-fn bar(show: bool, n: usize, prefix: &'static str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(n as u64).with_prefix(prefix);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    pb
-}
-
-fn show_progress(json: bool) -> bool {
-    !json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
 }
 
 /// The `i`-th generated lead's phone (distinct, valid US numbers).

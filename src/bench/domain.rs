@@ -4,23 +4,22 @@
 //! the same requests to a bare server that checks the signature and answers 200,
 //! storing nothing. Then the cost of pending `conversation_inactive` timers.
 
-use super::{load_avg, ms, rss_bytes, thousands, wait_ready, Machine, Percentiles, TempDir};
+use super::{
+    bar, load_avg, ms, rss_bytes, show_progress, thousands, wait_ready, Machine, Percentiles,
+    TempDir,
+};
 use anyhow::{bail, ensure, Context};
 use axum::extract::State;
 use bytes::Bytes;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use leadstream_connectors::api::AppState;
+use indicatif::ProgressBar;
 use leadstream_connectors::config::Config;
-use leadstream_connectors::delivery::DeliveryEngine;
 use leadstream_connectors::domain::store::{self as domain_store, Conversation, ConversationKey};
 use leadstream_connectors::registry::{KeyKind, Registry};
-use leadstream_pipeline::{PhoneNormalizer, Preparer};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -196,19 +195,6 @@ async fn send_all(
     Ok((started.elapsed(), all))
 }
 
-fn bar(show: bool, n: usize, prefix: &'static str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(n as u64).with_prefix(prefix);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    pb
-}
-
 /// Runs `leadstream bench domain`.
 ///
 /// # Errors
@@ -216,7 +202,7 @@ fn bar(show: bool, n: usize, prefix: &'static str) -> ProgressBar {
 pub fn run(args: &DomainArgs) -> anyhow::Result<()> {
     ensure!(args.events > 0, "--events must be at least 1");
     ensure!(args.contacts > 0, "--contacts must be at least 1");
-    let show = !args.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let show = show_progress(args.json);
     let load_start = load_avg();
     let dir = TempDir::new(args.tmp_dir.as_deref())?;
     let registry = Arc::new(Registry::open(&dir.0).context("opening the registry")?);
@@ -232,27 +218,8 @@ pub fn run(args: &DomainArgs) -> anyhow::Result<()> {
     let mut config = Config::load(None, |_| None).context("loading the default configuration")?;
     config.delivery.allow_private_targets = true;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let engine = {
-        let _in_runtime = rt.enter();
-        DeliveryEngine::start(&dir.0, &config.delivery).context("opening the webhook store")?
-    };
-    let campaigns = leadstream_connectors::campaigns::Campaigns::open(
-        engine.clone(),
-        writer.clone(),
-        &config.sends,
-    )
-    .context("opening the campaign store")?;
-    let domain = leadstream_connectors::domain::Domain::open(engine.clone(), &config.domain)
-        .context("opening the domain store")?;
-    let state = AppState::new(
-        registry,
-        writer,
-        Preparer::new(PhoneNormalizer::new()),
-        engine,
-        campaigns,
-        domain.clone(),
-        &config.http,
-    );
+    let state = super::server_state(&dir.0, registry, writer, &config, &rt)?;
+    let domain = state.domain.clone();
     let at_secs = leadstream_connectors::writer::now_ms() / 1000;
     let bodies: Arc<[Bytes]> = (0..args.events)
         .map(|i| webhook(i, args.contacts, at_secs))

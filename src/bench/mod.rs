@@ -427,6 +427,57 @@ impl Drop for TempDir {
     }
 }
 
+/// The server's handler state on `dir`, as `serve` builds it (embedded store), its
+/// engine's tasks on `rt`.
+pub(crate) fn server_state(
+    dir: &Path,
+    registry: Arc<Registry>,
+    writer: EventWriter,
+    config: &leadstream_connectors::config::Config,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<AppState> {
+    let engine = {
+        let _in_runtime = rt.enter();
+        DeliveryEngine::start(dir, &config.delivery).context("opening the webhook store")?
+    };
+    let campaigns = leadstream_connectors::campaigns::Campaigns::open(
+        engine.clone(),
+        writer.clone(),
+        &config.sends,
+    )
+    .context("opening the campaign store")?;
+    let domain = leadstream_connectors::domain::Domain::open(engine.clone(), &config.domain)
+        .context("opening the domain store")?;
+    Ok(AppState::new(
+        registry,
+        writer,
+        Preparer::new(PhoneNormalizer::new()),
+        engine,
+        campaigns,
+        domain,
+        &config.http,
+    ))
+}
+
+/// A progress bar counting to `n`, or a hidden one when `show` is false.
+pub(crate) fn bar(show: bool, n: usize, prefix: &'static str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(n as u64).with_prefix(prefix);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Whether progress bars are drawn: not with `--json`, and only on a terminal.
+pub(crate) fn show_progress(json: bool) -> bool {
+    !json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
+}
+
 #[derive(serde::Deserialize)]
 struct Accepted {
     received: usize,
@@ -450,27 +501,7 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
     let config = leadstream_connectors::config::Config::load(None, |_| None)
         .context("loading the default configuration")?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let engine = {
-        let _in_runtime = rt.enter();
-        DeliveryEngine::start(&dir.0, &config.delivery).context("opening the webhook store")?
-    };
-    let campaigns = leadstream_connectors::campaigns::Campaigns::open(
-        engine.clone(),
-        writer.clone(),
-        &config.sends,
-    )
-    .context("opening the campaign store")?;
-    let domain = leadstream_connectors::domain::Domain::open(engine.clone(), &config.domain)
-        .context("opening the domain store")?;
-    let state = AppState::new(
-        registry,
-        writer.clone(),
-        Preparer::new(PhoneNormalizer::new()),
-        engine,
-        campaigns,
-        domain,
-        &config.http,
-    );
+    let state = server_state(&dir.0, registry, writer.clone(), &config, &rt)?;
     let (results, wall, cpu) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

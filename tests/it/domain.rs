@@ -3,7 +3,7 @@
 //! receiver.
 
 use crate::api::Api;
-use crate::receiver::{Receiver, Step};
+use crate::receiver::{verify, Receiver, Step};
 use crate::support::TestServer;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -20,13 +20,6 @@ async fn server() -> TestServer {
         )
         .start()
         .await
-}
-
-fn verify(secret: &str, r: &crate::receiver::Received) -> bool {
-    standardwebhooks::Webhook::new(secret)
-        .unwrap()
-        .verify(&r.body, &r.headers)
-        .is_ok()
 }
 
 /// Waits until `name` received `n` requests; answers them.

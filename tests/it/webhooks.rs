@@ -3,7 +3,7 @@
 //! with the `standardwebhooks` crate, rotation, SSRF, the attempt log, kill -9.
 
 use crate::api::Api;
-use crate::receiver::{Receiver, Step};
+use crate::receiver::{verify, Receiver, Step};
 use crate::support::TestServer;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -18,14 +18,6 @@ async fn server(schedule: &str) -> TestServer {
         .env("LEADSTREAM_DELIVERY_RETRY_SCHEDULE", schedule)
         .start()
         .await
-}
-
-/// Verifies a request's signature as a receiver would, with the spec's own library.
-fn verify(secret: &str, r: &crate::receiver::Received) -> bool {
-    standardwebhooks::Webhook::new(secret)
-        .unwrap()
-        .verify(&r.body, &r.headers)
-        .is_ok()
 }
 
 fn by_endpoint(all: &[Value]) -> HashMap<i64, Value> {

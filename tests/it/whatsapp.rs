@@ -432,6 +432,16 @@ async fn domain_event_records_from_kafka_are_taken_once_and_bad_ones_dead_letter
     let run = received(&rx, "action", 1, Duration::from_secs(30)).await;
     let run: Value = serde_json::from_slice(&run[0].body).unwrap();
     assert_eq!(run["booking_page"]["name"], "Intro");
+    // The bot's reply joined the conversation: the next user message's payload has it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let wa2 = json!({"v": 1, "source": "whatsapp", "botIntegrationId": 460,
+                     "body": message("wamid.KF2", "16315551234", now_secs(), "thanks")});
+    kafka
+        .produce_to(topic, 0, &serde_json::to_vec(&wa2).unwrap())
+        .await;
+    let got = received(&rx, "inbox", 2, Duration::from_secs(30)).await;
+    let second: Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!(second["last_message_of_bot"], "bot reply", "{second}");
     let letters = kafka.read("leadstream.rejects", 2, 2, Duration::from_secs(20));
     assert_eq!(letters.len(), 2);
     let reasons: Vec<String> = letters
@@ -456,6 +466,6 @@ async fn domain_event_records_from_kafka_are_taken_once_and_bad_ones_dead_letter
     s.kill9();
     s.restart().await;
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert_eq!(rx.seen("inbox").len(), 1, "{}", s.logs());
+    assert_eq!(rx.seen("inbox").len(), 2, "{}", s.logs());
     assert_eq!(rx.seen("action").len(), 1);
 }

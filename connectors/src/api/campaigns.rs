@@ -6,7 +6,7 @@ use super::auth::ApiKeyOrg;
 use super::body::{parse_json, read, read_small};
 use super::deliveries::event_type_problem;
 use super::webhooks::target_problem;
-use super::{bad, conflict, store_error, ApiError, AppState, ErrorBody};
+use super::{bad, conflict, parse_id, store_error, ApiError, AppState, ErrorBody};
 use crate::campaigns::audience::{self, UploadError, UploadTally};
 use crate::campaigns::model::{Campaign, CampaignState, Send, SendTime, Transition};
 use crate::campaigns::{
@@ -82,12 +82,6 @@ async fn load_send(s: &AppState, campaign: &Campaign, send: i64) -> Result<Send,
             format!("campaign {} has no send {send}", campaign.id),
         )),
     }
-}
-
-fn parse_id(what: &str, text: &str) -> Result<i64, ApiError> {
-    text.trim()
-        .parse::<i64>()
-        .map_err(|_| bad(format!("{what} {text:?} is not an integer id")))
 }
 
 /// A campaign.

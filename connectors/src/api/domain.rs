@@ -5,7 +5,7 @@ use super::auth::ApiKeyOrg;
 use super::body::{parse_json, read_small};
 use super::deliveries::ListPage;
 use super::webhooks::{endpoint_error, target_problem};
-use super::{bad, store_error, ApiError, AppState, ErrorBody};
+use super::{bad, parse_id, store_error, ApiError, AppState, ErrorBody};
 use crate::delivery::endpoints::EndpointPatch;
 use crate::delivery::model::EndpointKind;
 use crate::domain::events::{self, class_of, trigger_type_list};
@@ -33,12 +33,6 @@ const MAX_DESCRIPTION: usize = 2000;
 
 fn domain(s: &AppState) -> &Domain {
     &s.domain
-}
-
-fn parse_id(what: &str, text: &str) -> Result<i64, ApiError> {
-    text.trim()
-        .parse::<i64>()
-        .map_err(|_| bad(format!("{what} {text:?} is not an integer id")))
 }
 
 /// The answer to a domain event.

@@ -242,6 +242,13 @@ pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
 
+/// A path id: `what` names it in the 400.
+pub(crate) fn parse_id(what: &str, text: &str) -> Result<i64, ApiError> {
+    text.trim()
+        .parse::<i64>()
+        .map_err(|_| bad(format!("{what} {text:?} is not an integer id")))
+}
+
 /// 409 with `msg`.
 pub(crate) fn conflict(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, msg)

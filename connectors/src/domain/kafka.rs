@@ -4,7 +4,11 @@
 //! ```json
 //! {"v": 1, "source": "whatsapp", "botIntegrationId": 456, "body": {"object": "whatsapp_business_account", ...}}
 //! {"v": 1, "source": "event", "organizationId": 42, "body": {"type": "participant_confirmed", ...}}
+//! {"v": 1, "source": "event", "body": {"type": "appointment_booked", "botIntegrationId": 456, ...}}
 //! ```
+//!
+//! An `event` record's organization is its `organizationId`, or else the one of the
+//! WhatsApp integration its body names in `botIntegrationId`.
 //!
 //! `body` is what the HTTP endpoint takes (`POST
 //! /api/v1/integrations/whatsapp/{id}/webhook`, `POST /api/v1/events`); the topic's
@@ -196,11 +200,32 @@ async fn take(
             Ok(Outcome::Taken)
         }
         "event" => {
-            let Some(org) = record.organization_id else {
-                return Ok(Outcome::Refused(
-                    "organizationId is missing: an event record names its organization".into(),
-                    None,
-                ));
+            // The org: the record's organizationId, or the one of the integration the
+            // body names (appointment_booked and message events carry
+            // botIntegrationId).
+            let named = serde_json::from_str::<serde_json::Value>(record.body.get())
+                .ok()
+                .and_then(|b| {
+                    b.get("botIntegrationId")
+                        .and_then(serde_json::Value::as_i64)
+                });
+            let org = match (record.organization_id, named) {
+                (Some(org), _) => org,
+                (None, Some(id)) => match domain.integration(id).await? {
+                    Some(i) => i.org,
+                    None => {
+                        return Ok(Outcome::Refused(
+                            format!("no WhatsApp integration {id}, and no organizationId"),
+                            None,
+                        ))
+                    }
+                },
+                (None, None) => {
+                    return Ok(Outcome::Refused(
+                        "organizationId is missing, and the body names no botIntegrationId: an event record names its organization".into(),
+                        None,
+                    ))
+                }
             };
             let fallback_id = format!(
                 "kafka:{}:{}:{}",

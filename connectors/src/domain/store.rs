@@ -519,6 +519,17 @@ pub struct Message {
     pub media_url: Option<String>,
 }
 
+/// A message from `at, sender, content, content_type, media_url`.
+fn message_of(r: &Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        at_ms: r.get(0)?,
+        sender: r.get(1)?,
+        content: r.get(2)?,
+        content_type: r.get(3)?,
+        media_url: r.get(4)?,
+    })
+}
+
 pub fn add_message(conn: &Connection, k: &ConversationKey, m: &Message) -> Result<(), DbError> {
     conn.prepare_cached(
         "INSERT INTO conversation_messages (org_id, bot_integration_id, phone, at, sender, content, content_type, media_url) \
@@ -575,15 +586,10 @@ pub fn last_message_of(
             "SELECT at, sender, content, content_type, media_url FROM conversation_messages \
              WHERE org_id = ?1 AND bot_integration_id = ?2 AND phone = ?3 AND sender = ?4 ORDER BY at DESC, rowid DESC LIMIT 1",
         )?
-        .query_row(params![k.org, k.bot_integration_id, k.phone, sender], |r| {
-            Ok(Message {
-                at_ms: r.get(0)?,
-                sender: r.get(1)?,
-                content: r.get(2)?,
-                content_type: r.get(3)?,
-                media_url: r.get(4)?,
-            })
-        })
+        .query_row(
+            params![k.org, k.bot_integration_id, k.phone, sender],
+            message_of,
+        )
         .optional()?)
 }
 
