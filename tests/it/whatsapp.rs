@@ -422,6 +422,15 @@ async fn domain_event_records_from_kafka_are_taken_once_and_bad_ones_dead_letter
     kafka
         .produce_to(topic, 0, &serde_json::to_vec(&ev).unwrap())
         .await;
+    // No organizationId: the integration the body names says whose it is.
+    let bot = json!({"v": 1, "source": "event",
+                     "body": {"type": "message_sent", "occurredAt": "2026-03-02T10:01:00Z",
+                              "botIntegrationId": 460,
+                              "message": {"id": 9, "participant": {"phone": "+16315551234"},
+                                          "content": "bot reply"}}});
+    kafka
+        .produce_to(topic, 0, &serde_json::to_vec(&bot).unwrap())
+        .await;
     kafka
         .produce_to(topic, 1, b"{\"v\": 1, \"source\": \"fax\", \"body\": {}}")
         .await;

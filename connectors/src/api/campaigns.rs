@@ -195,17 +195,14 @@ async fn resolve_target(
             let e = s
                 .engine
                 .endpoints()
-                .create(org, EndpointKind::Registry, url.clone(), now_ms())
-                .await
-                .map_err(super::webhooks::endpoint_error)?;
-            let patch = crate::delivery::endpoints::EndpointPatch {
-                event_types: Some(Some(vec![crate::campaigns::EVENT_TYPE.to_owned()])),
-                description: Some(Some(format!("campaign {name}"))),
-                ..Default::default()
-            };
-            s.engine
-                .endpoints()
-                .patch(org, e.id, patch, now_ms())
+                .create_subscribed(
+                    org,
+                    EndpointKind::Registry,
+                    url.clone(),
+                    Some(vec![crate::campaigns::EVENT_TYPE.to_owned()]),
+                    Some(format!("campaign {name}")),
+                    now_ms(),
+                )
                 .await
                 .map_err(super::webhooks::endpoint_error)?;
             Ok((Some(url), e.id))

@@ -566,10 +566,19 @@ pub async fn create_action(
     }
     let name = req.name.unwrap_or_else(|| format!("{} webhook", t.kind));
     name_check("name", &name)?;
-    let endpoints = s.engine.endpoints();
     let now = now_ms();
+    // The endpoint's one subscription names the endpoint itself, so it is set after
+    // the insert; until then it is subscribed to a type nothing publishes either.
+    let endpoints = s.engine.endpoints();
     let e = endpoints
-        .create(org, EndpointKind::Registry, url.clone(), now)
+        .create_subscribed(
+            org,
+            EndpointKind::Registry,
+            url.clone(),
+            Some(vec![format!("trigger-action:new:{}", uuid::Uuid::new_v4())]),
+            Some(format!("trigger {} action {name}", t.id)),
+            now,
+        )
         .await
         .map_err(endpoint_error)?;
     endpoints
@@ -578,7 +587,6 @@ pub async fn create_action(
             e.id,
             EndpointPatch {
                 event_types: Some(Some(vec![action_subscription(e.id)])),
-                description: Some(Some(format!("trigger {} action {name}", t.id))),
                 ..EndpointPatch::default()
             },
             now,
@@ -685,6 +693,22 @@ pub async fn put_action(
     }
     if let Some(e) = req.enabled {
         a.enabled = e;
+        if e {
+            // An endpoint the engine disabled (a 410, a failing streak) runs again.
+            s.engine
+                .endpoints()
+                .patch(
+                    org,
+                    a.endpoint_id,
+                    EndpointPatch {
+                        enabled: Some(true),
+                        ..EndpointPatch::default()
+                    },
+                    now_ms(),
+                )
+                .await
+                .map_err(endpoint_error)?;
+        }
     }
     if let Some(url) = req.url {
         if let Some(p) = target_problem(&s, "url", &url) {
@@ -1012,6 +1036,9 @@ pub struct WhatsappTaken {
 
 /// Largest WhatsApp webhook body.
 const MAX_WHATSAPP_BODY: usize = 1024 * 1024;
+/// Most contacts, messages and statuses one webhook may carry (each is work in the
+/// webhook's one transaction; Meta sends far fewer).
+const MAX_WHATSAPP_ITEMS: usize = 1000;
 
 /// Meta's webhook for the integration: contacts, user messages and statuses.
 /// Authenticated by `X-Hub-Signature-256` (the HMAC-SHA256 of the raw body with the
@@ -1037,28 +1064,50 @@ pub async fn whatsapp_webhook(
     body: Body,
 ) -> Result<Json<WhatsappTaken>, ApiError> {
     let i = load_integration(&s, &id).await?;
-    let body = read_small(&s, &headers, body, MAX_WHATSAPP_BODY).await?;
-    let signed = match (&i.app_secret, headers.get("x-hub-signature-256")) {
-        (Some(secret), Some(sig)) => sig
-            .to_str()
-            .is_ok_and(|sig| crate::domain::whatsapp::signature_ok(secret, &body.bytes, sig)),
-        _ => false,
-    };
-    let keyed = || match super::auth::bearer_token(&headers) {
+    // Decided from the headers before any of the body is read, when they can decide:
+    // the org's key, or a signature to check against the integration's secret.
+    let keyed = match super::auth::bearer_token(&headers) {
         Some(token) => matches!(s.registry.org_for_api_key(token), Ok(Some(org)) if org == i.org),
         None => false,
     };
-    if !signed && !keyed() {
-        return Err(ApiError::new(
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let unauthorized = || {
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             if i.app_secret.is_some() {
                 "invalid credentials: sign the body (X-Hub-Signature-256: sha256=<hex HMAC-SHA256 with the app secret>) or send the org's API key as Authorization: Bearer"
             } else {
                 "invalid credentials: send the org's API key as Authorization: Bearer (or register the integration with an appSecret and sign the body)"
             },
-        ));
+        )
+    };
+    if !keyed && (i.app_secret.is_none() || signature.is_none()) {
+        return Err(unauthorized());
+    }
+    let body = read_small(&s, &headers, body, MAX_WHATSAPP_BODY).await?;
+    if !keyed {
+        let (Some(secret), Some(sig)) = (&i.app_secret, &signature) else {
+            return Err(unauthorized());
+        };
+        if !crate::domain::whatsapp::signature_ok(secret, &body.bytes, sig) {
+            return Err(unauthorized());
+        }
     }
     let hook: crate::domain::whatsapp::Webhook = parse_json(&body.bytes)?;
+    let items: usize = hook
+        .entry
+        .iter()
+        .flat_map(|e| &e.changes)
+        .map(|c| c.value.messages.len() + c.value.statuses.len() + c.value.contacts.len())
+        .sum();
+    if items > MAX_WHATSAPP_ITEMS {
+        return Err(bad(format!(
+            "{items} contacts, messages and statuses in one webhook: at most {MAX_WHATSAPP_ITEMS}"
+        )));
+    }
     if hook.object != "whatsapp_business_account" {
         return Err(bad(format!(
             "object {:?} is not whatsapp_business_account",

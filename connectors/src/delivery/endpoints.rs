@@ -236,13 +236,33 @@ impl Endpoints {
         url: String,
         now_ms: i64,
     ) -> Result<Arc<Endpoint>, EndpointError> {
+        self.create_subscribed(org, kind, url, None, None, now_ms)
+            .await
+    }
+
+    /// [`create`](Self::create) with its event types and description set in the same
+    /// insert: an endpoint meant for one kind of event (a campaign's, a trigger
+    /// action's) never receives another, not even for a moment.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn create_subscribed(
+        &self,
+        org: OrgId,
+        kind: EndpointKind,
+        url: String,
+        event_types: Option<Vec<String>>,
+        description: Option<String>,
+        now_ms: i64,
+    ) -> Result<Arc<Endpoint>, EndpointError> {
         let secret = new_secret();
+        let types = event_types.map(|t| serde_json::to_string(&t).unwrap_or_default());
         let e = self
             .db
             .write(move |conn| {
                 conn.execute(
-                    "INSERT INTO endpoints (org_id, kind, url, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-                    params![org, kind.as_str(), url, now_ms],
+                    "INSERT INTO endpoints (org_id, kind, url, event_types, description, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                    params![org, kind.as_str(), url, types, description, now_ms],
                 )?;
                 let id = conn.last_insert_rowid();
                 insert_secret(conn, id, &secret, now_ms)?;

@@ -346,6 +346,14 @@ fn trigger_body(
     normalize: &impl Fn(&str) -> Option<String>,
 ) -> Result<Body, String> {
     if class == Class::StopList {
+        if let Some(other) = rest
+            .keys()
+            .find(|k| !matches!(k.as_str(), "phone" | "email"))
+        {
+            return Err(format!(
+                "{other} is not a field of a stop list event: it carries phone or email"
+            ));
+        }
         let (key, raw) = match (rest.get("phone"), rest.get("email")) {
             (Some(_), Some(_)) => return Err("give phone or email, not both".into()),
             (Some(r), None) => ("phone", *r),
@@ -566,7 +574,7 @@ fn booked(
     }
     let raw_phone = match (text("contactPhoneNumber")?, text("contactWhatsappId")?) {
         (Some(p), _) => p,
-        (None, Some(w)) => format!("+{w}"),
+        (None, Some(w)) => format!("+{}", w.trim_start_matches('+')),
         (None, None) => {
             return Err("contactPhoneNumber is missing: the contact's phone in E.164".into())
         }

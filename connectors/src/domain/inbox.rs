@@ -106,10 +106,14 @@ impl Domain {
                             },
                         )?;
                         let mut c = store::conversation(conn, &key)?.unwrap_or_default();
-                        let last = c.last_user_at_ms.unwrap_or(i64::MIN).max(at_ms);
-                        c.last_user_at_ms = Some(last);
                         c.replied = true;
-                        c.inactive_due_ms = Some(last.saturating_add(after.as_millis() as i64));
+                        // Only a message newer than the last one (re-)arms the timer: an
+                        // older one WhatsApp delivers late must not fire it again.
+                        if c.last_user_at_ms.is_none_or(|last| at_ms > last) {
+                            c.last_user_at_ms = Some(at_ms);
+                            c.inactive_due_ms =
+                                Some(at_ms.saturating_add(after.as_millis() as i64));
+                        }
                         store::put_conversation(conn, &key, &c)?;
                         let subscribers: Vec<_> = endpoints
                             .subscribers(org, super::INCOMING_MESSAGE)
@@ -245,9 +249,9 @@ fn name_contact(
     store::put_conversation(conn, &key, &c)
 }
 
-/// Seed 003's message object for a failed WhatsApp status: the participant is the
-/// contact; WhatsApp message ids are not integers, so `id` is null and the wamid is
-/// in `platform_resource_id`.
+/// Seed 003's message object for a failed WhatsApp status, its fields and nothing
+/// else: the participant is the contact; WhatsApp message ids (wamids) are not
+/// integers, so `id` is null.
 fn failed_message_object(contact: &Contact, f: &Failure<'_>) -> String {
     serde_json::json!({
         "id": null,
@@ -265,7 +269,6 @@ fn failed_message_object(contact: &Contact, f: &Failure<'_>) -> String {
         "comm_type": "whatsapp",
         "last_out": leadstream_pipeline::time::format_rfc3339_ms(f.at_ms),
         "last_in": null,
-        "platform_resource_id": f.id,
     })
     .to_string()
 }

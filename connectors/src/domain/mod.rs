@@ -154,6 +154,16 @@ impl Domain {
                             },
                         )?;
                         store::tag_conversations(conn, org, &b.phone, "appointment_booked")?;
+                        // The booking's own conversation is tagged even before its first
+                        // message.
+                        let key = ConversationKey {
+                            org,
+                            bot_integration_id: b.bot_integration_id,
+                            phone: b.phone.clone(),
+                        };
+                        let mut c = store::conversation(conn, &key)?.unwrap_or_default();
+                        c.appointment_booked = true;
+                        store::put_conversation(conn, &key, &c)?;
                         let subscribers = endpoints.subscribers(org, &ev.kind);
                         if subscribers.is_empty() {
                             return Ok(Vec::new());

@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS conversation_messages (
 );
 CREATE INDEX IF NOT EXISTS conversation_messages_by_conversation
     ON conversation_messages (org_id, bot_integration_id, phone, at);
+CREATE INDEX IF NOT EXISTS conversation_messages_by_sender
+    ON conversation_messages (org_id, bot_integration_id, phone, sender, at);
 ";
 
 /// A contact of an org, by phone (E.164).

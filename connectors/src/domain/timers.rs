@@ -52,7 +52,11 @@ impl Domain {
                 match me.fire_due().await {
                     Ok(n) if n == FIRE_AT_ONCE => continue,
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "firing conversation_inactive timers"),
+                    Err(e) => {
+                        // They stay armed; the store is given a moment before the next try.
+                        tracing::warn!(error = %e, "firing conversation_inactive timers");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
                 let now = me.now_ms();
                 let next = me.db.read(store::next_due).await.ok().flatten();
@@ -234,6 +238,17 @@ mod tests {
             assert_eq!(fired(&domain), 0, "fired early");
             tokio::time::sleep(2 * minute).await;
             eventually("fired at 23 h", || fired(&domain) == 1).await;
+            // A message older than the last one, delivered late, does not re-arm it.
+            let old_at = domain.now_ms() / 1000 - 24 * 3600;
+            domain
+                .take_whatsapp(
+                    integration.clone(),
+                    "acct".into(),
+                    hook("wamid.0", "14155550100", old_at),
+                    normalizer.clone(),
+                )
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_secs(48 * 3600)).await;
             assert_eq!(fired(&domain), 1, "fired twice");
             // A new message re-arms it; one 12 h later pushes it back.
