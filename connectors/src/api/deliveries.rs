@@ -267,7 +267,9 @@ pub async fn list(
         ],
     )?;
     let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
-    let endpoint_id = get("endpointId")
+    // Like limit, an empty endpointId is not an integer (the document says so).
+    let endpoint_id = q
+        .get("endpointId")
         .map(|v| {
             v.parse::<i64>()
                 .map_err(|_| bad(format!("endpointId {v:?} is not an integer")))
