@@ -295,6 +295,37 @@ async fn appointment_booked_goes_to_the_settings_url_with_the_contact_as_known()
     assert_eq!(api.get("/api/v1/contacts/+14155550199").await.status, 404);
 }
 
+/// Seed 000's own example, as is: its placeholder number is E.164 in form, and the
+/// event is taken with it unchanged.
+#[tokio::test]
+async fn seed_000s_appointment_booked_example_is_taken_as_is() {
+    let rx = Receiver::start().await;
+    let s = server().await;
+    let api = Api::new(&s, ORG);
+    api.put(
+        "/api/v1/organizations/current/settings",
+        &json!({"webhookUrl": rx.script("settings", vec![Step::Status(200)])}),
+    )
+    .await;
+    event(
+        &api,
+        json!({"type": "appointment_booked", "occurredAt": "2025-12-04T10:30:00.000Z",
+               "startTime": "2025-12-05T14:00:00.000Z", "startTimeInTz": "2025-12-05T09:00:00-05:00",
+               "endTime": "2025-12-05T15:00:00.000Z", "timeZone": "America/New_York",
+               "contactEmail": "user@example.com", "contactWhatsappId": "1234567890",
+               "contactPhoneNumber": "+1234567890", "contactFullName": "John Doe",
+               "contactFirstName": "John", "contactLastName": "Doe", "contactMetadata": {},
+               "botId": 123, "botIntegrationId": 456}),
+    )
+    .await;
+    let got = received(&rx, "settings", 1).await;
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["contactPhoneNumber"], "+1234567890");
+    assert_eq!(body["contactWhatsappId"], "1234567890");
+    assert_eq!(body["startTimeInTz"], "2025-12-05T09:00:00-05:00");
+    assert_eq!(body["contactMetadata"], json!({}));
+}
+
 #[tokio::test]
 async fn every_bad_request_is_a_400_that_names_the_field() {
     let s = server().await;

@@ -64,7 +64,7 @@ pub async fn take_event(
     let normalizer = s.preparer.normalizer();
     let ev = events::parse(
         &body.bytes,
-        |p| normalizer.normalize(p).map(|p| p.to_string()),
+        |p| crate::domain::contact_phone(normalizer, p),
         || crate::delivery::model::new_id("dev_", now_ms()),
     )
     .map_err(bad)?;
@@ -114,11 +114,11 @@ pub struct ContactIn {
 }
 
 fn contact_phone(s: &AppState, raw: &str) -> Result<String, ApiError> {
-    s.preparer
-        .normalizer()
-        .normalize(raw)
-        .map(|p| p.to_string())
-        .ok_or_else(|| bad(format!("phoneE164 {raw:?} is not a valid phone number")))
+    crate::domain::contact_phone(s.preparer.normalizer(), raw).ok_or_else(|| {
+        bad(format!(
+            "phoneE164 {raw:?} is not a phone number (E.164, e.g. +14155550100)"
+        ))
+    })
 }
 
 /// Replace a contact's fields (what seed payloads take their `contact*` fields from).

@@ -579,8 +579,9 @@ fn booked(
             return Err("contactPhoneNumber is missing: the contact's phone in E.164".into())
         }
     };
-    let phone = normalize(&raw_phone)
-        .ok_or_else(|| format!("contactPhoneNumber {raw_phone:?} is not a valid phone number"))?;
+    let phone = normalize(&raw_phone).ok_or_else(|| {
+        format!("contactPhoneNumber {raw_phone:?} is not a phone number (E.164, e.g. +14155550100)")
+    })?;
     let metadata = match get("contactMetadata") {
         serde_json::Value::Null => None,
         serde_json::Value::Object(_) => rest.get("contactMetadata").map(|r| r.get().to_owned()),

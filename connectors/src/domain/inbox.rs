@@ -58,9 +58,10 @@ impl Domain {
                 let i = &integration;
                 let org = i.org;
                 let phone_of = |wa_id: &str| {
-                    normalizer
-                        .normalize(&format!("+{}", wa_id.trim_start_matches('+')))
-                        .map(|p| p.to_string())
+                    super::contact_phone(
+                        &normalizer,
+                        &format!("+{}", wa_id.trim_start_matches('+')),
+                    )
                 };
                 for change in hook.entry.iter().flat_map(|e| &e.changes) {
                     if change.field.as_deref().is_some_and(|f| f != "messages") {

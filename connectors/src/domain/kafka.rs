@@ -233,7 +233,7 @@ async fn take(
             );
             let ev = match events::parse(
                 record.body.get().as_bytes(),
-                |p| normalizer.normalize(p).map(|p| p.to_string()),
+                |p| super::contact_phone(normalizer, p),
                 || fallback_id,
             ) {
                 Ok(ev) => ev,

@@ -297,9 +297,59 @@ pub fn action_runs(
         .collect())
 }
 
+/// A contact's phone key: `raw` as ingest normalizes it (libphonenumber), or, when
+/// libphonenumber does not take it but it is written in E.164 (`+` and 2 to 15
+/// digits, no leading 0), `raw` as given. Messaging platforms and calendars send
+/// numbers libphonenumber does not know (new ranges, test numbers, the seeds' own
+/// `+1234567890`); their events are not refused for it, and the number is not
+/// rewritten either.
+pub fn contact_phone(
+    normalizer: &leadstream_pipeline::PhoneNormalizer,
+    raw: &str,
+) -> Option<String> {
+    if let Some(p) = normalizer.normalize(raw) {
+        return Some(p.to_string());
+    }
+    let digits = raw.strip_prefix('+')?;
+    let e164 = (2..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    e164.then(|| raw.to_owned())
+}
+
 /// The one event type a trigger action's endpoint `endpoint_id` is subscribed to:
 /// nothing publishes it, so no fan-out reaches the action; its runs are addressed to
 /// it directly.
 pub fn action_subscription(endpoint_id: i64) -> String {
     format!("trigger-action:{endpoint_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contact_phone;
+    use leadstream_pipeline::PhoneNormalizer;
+
+    #[test]
+    fn a_contact_phone_is_normalized_or_kept_when_it_is_e164_libphonenumber_does_not_know() {
+        let n = PhoneNormalizer::new();
+        assert_eq!(
+            contact_phone(&n, "+1 (415) 555-0100").as_deref(),
+            Some("+14155550100")
+        );
+        // Seed 000's example number: E.164 in form, not a valid US number.
+        assert_eq!(
+            contact_phone(&n, "+1234567890").as_deref(),
+            Some("+1234567890")
+        );
+        for bad in [
+            "1234567890",
+            "+0123456",
+            "+1",
+            "+1234567890123456",
+            "+12-34",
+            "phone",
+        ] {
+            assert_eq!(contact_phone(&n, bad), None, "{bad}");
+        }
+    }
 }
