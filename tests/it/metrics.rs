@@ -8,7 +8,7 @@ use serde_json::json;
 use std::time::Duration;
 
 /// The value of the sample `series` (name and exact rendered labels) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

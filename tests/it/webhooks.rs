@@ -886,10 +886,7 @@ async fn with_kafka_refusing_publishes_wait_in_the_outbox_and_survive_kill_9() {
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             let (_, text) = crate::metrics::scrape(&s).await;
-            let retries = text
-                .lines()
-                .find_map(|l| l.strip_prefix("leadstream_delivery_outbox_retries_total "))
-                .and_then(|v| v.parse::<f64>().ok())
+            let retries = crate::metrics::sample(&text, "leadstream_delivery_outbox_retries_total")
                 .unwrap_or(0.0);
             if retries >= 1.0 {
                 break;

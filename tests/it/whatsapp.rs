@@ -182,16 +182,7 @@ async fn registration_handshake_and_authentication() {
     // Redelivered (WhatsApp retries): nothing new, and /metrics says so.
     assert_eq!(signed(&s, 456, &body).await["messages"], 0);
     let (_, text) = crate::metrics::scrape(&s).await;
-    let count = |series: &str| {
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)?
-                    .strip_prefix(' ')?
-                    .parse::<f64>()
-                    .ok()
-            })
-            .unwrap_or(0.0)
-    };
+    let count = |series: &str| crate::metrics::sample(&text, series).unwrap_or(0.0);
     assert_eq!(
         count(r#"leadstream_domain_events_total{source="whatsapp",outcome="taken"}"#),
         1.0,

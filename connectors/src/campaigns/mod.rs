@@ -366,19 +366,19 @@ impl Campaigns {
             .await?
             .ok_or(MaterializeError::NoSend(send_id))?;
         let campaign_id = send.campaign_id;
+        let shared = Bytes::from(SharedBody::of(&send).to_bytes());
         if send.materialized_at_ms.is_none() {
             let (leads, summary, _) = self.eligible(&send, send.time.at_us, None).await?;
             let phones: Vec<Phone> = leads.iter().map(|l| l.phone).collect();
             drop(leads);
-            let shared = SharedBody::of(&send).to_bytes();
-            let org = send.org;
+            let (org, payload) = (send.org, shared.clone());
             let fixed = self
                 .inner
                 .db
                 .write(move |conn| {
                     let now = now_ms();
                     let event =
-                        deliveries::insert_shared_event(conn, org, EVENT_TYPE, &shared, now)?;
+                        deliveries::insert_shared_event(conn, org, EVENT_TYPE, &payload, now)?;
                     if store::fix_eligible(conn, send_id, campaign_id, &phones, &event, now)? {
                         Ok(true)
                     } else {
@@ -409,7 +409,6 @@ impl Campaigns {
         let Some(endpoint) = self.inner.engine.endpoints().by_id(campaign.endpoint_id) else {
             return Err(MaterializeError::NoEndpoint(campaign.endpoint_id));
         };
-        let shared = Bytes::from(SharedBody::of(&send).to_bytes());
         let (org, payload) = (send.org, shared.clone());
         let event_id: Arc<str> = Arc::from(
             self.inner

@@ -458,7 +458,6 @@ pub fn fix_eligible(
         return Ok(false);
     }
     // One statement for the whole set (a million single-row inserts showed).
-    rusqlite::vtab::array::load_module(conn)?;
     let list: rusqlite::vtab::array::Array = std::rc::Rc::new(
         phones
             .iter()
@@ -682,6 +681,7 @@ mod tests {
         )
         .unwrap();
         conn.execute_batch(SCHEMA).unwrap();
+        rusqlite::vtab::array::load_module(&conn).unwrap();
         conn
     }
 

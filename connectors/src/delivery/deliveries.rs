@@ -284,7 +284,6 @@ pub fn insert_parts(
     // One statement for the chunk: each row is the delivery id (fixed width) followed
     // by its part, in one array; the rows get consecutive seqs in that order (one
     // statement, one writer, AUTOINCREMENT).
-    rusqlite::vtab::array::load_module(conn)?;
     let rows: rusqlite::vtab::array::Array = std::rc::Rc::new(
         batch
             .parts

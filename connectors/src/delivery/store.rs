@@ -161,6 +161,9 @@ impl Db {
         let conn = open_sqlite(&path)?;
         conn.execute_batch(SCHEMA)?;
         add_missing_columns(&conn, ADDED_COLUMNS)?;
+        // `rarray`: writes that insert a whole set in one statement (a send's eligible
+        // set, a chunk of its deliveries) bind it as an array.
+        rusqlite::vtab::array::load_module(&conn)?;
         // Checkpoints run on a thread of their own (below), not in the writer's
         // commits: copying the WAL back took a tenth of the writer's time.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;

@@ -63,6 +63,13 @@ impl Domain {
                         &format!("+{}", wa_id.trim_start_matches('+')),
                     )
                 };
+                // Who gets what this webhook causes: read once, not per message.
+                let incoming_to: Vec<_> = endpoints
+                    .subscribers(org, super::INCOMING_MESSAGE)
+                    .into_iter()
+                    .filter(|e| e.kind == EndpointKind::Registry)
+                    .collect();
+                let failed_to = endpoints.subscribers(org, super::MESSAGE_DELIVERY_FAILED);
                 for change in hook.entry.iter().flat_map(|e| &e.changes) {
                     if change.field.as_deref().is_some_and(|f| f != "messages") {
                         continue;
@@ -116,12 +123,7 @@ impl Domain {
                                 Some(at_ms.saturating_add(after.as_millis() as i64));
                         }
                         store::put_conversation(conn, &key, &c)?;
-                        let subscribers: Vec<_> = endpoints
-                            .subscribers(org, super::INCOMING_MESSAGE)
-                            .into_iter()
-                            .filter(|e| e.kind == EndpointKind::Registry)
-                            .collect();
-                        if subscribers.is_empty() {
+                        if incoming_to.is_empty() {
                             continue;
                         }
                         let recent = store::recent_messages(conn, &key, keep)?;
@@ -140,7 +142,7 @@ impl Domain {
                             event_type: super::INCOMING_MESSAGE.into(),
                             payload: Bytes::from(payload),
                             idempotency_key: None,
-                            endpoints: subscribers,
+                            endpoints: incoming_to.clone(),
                             due_at_ms: None,
                         });
                     }
@@ -176,9 +178,7 @@ impl Domain {
                                 .and_then(|e| e.error_data.as_ref())
                                 .and_then(|d| d.details.as_deref()),
                         };
-                        let subscribers =
-                            endpoints.subscribers(org, super::MESSAGE_DELIVERY_FAILED);
-                        if !subscribers.is_empty() {
+                        if !failed_to.is_empty() {
                             events.push(NewEvent {
                                 org,
                                 event_type: super::MESSAGE_DELIVERY_FAILED.into(),
@@ -188,7 +188,7 @@ impl Domain {
                                     i.bot_integration_id,
                                 )),
                                 idempotency_key: None,
-                                endpoints: subscribers,
+                                endpoints: failed_to.clone(),
                                 due_at_ms: None,
                             });
                         }
