@@ -6,9 +6,10 @@ use leadstream_connectors::api::AppState;
 use leadstream_connectors::campaigns::Campaigns;
 use leadstream_connectors::clickhouse::{ClickHouseStore, ClickHouseWarmer};
 use leadstream_connectors::config::{ClickHouseConfig, Config, RetryConfig};
+use leadstream_connectors::db::StateDb;
 use leadstream_connectors::delivery::DeliveryEngine;
 use leadstream_connectors::kafka::{PartitionWarmer, WarmedAtStartup};
-use leadstream_connectors::registry::{KeyInfo, RegistryError};
+use leadstream_connectors::registry::{IssuedKey, KeyInfo, Org, RegistryError};
 use leadstream_connectors::{AuthMode, EventWriter, KeyKind, Registry};
 use leadstream_pipeline::{OrgId, PhoneNormalizer, Preparer};
 use std::net::SocketAddr;
@@ -39,6 +40,18 @@ pub struct Cli {
     /// [default: ./data, or store.data_dir of --config]
     #[arg(long, global = true, env = "LEADSTREAM_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Shared Postgres database, postgres://user:password@host:5432/db (database.url).
+    /// Set, organizations and keys live there for every process and admin command
+    /// given the same URL; unset, in the data dir's leadstream.db.
+    #[arg(
+        long,
+        global = true,
+        env = "LEADSTREAM_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
 
     /// TOML config file overriding the embedded defaults (see `leadstream config default`).
     #[arg(long, global = true, env = "LEADSTREAM_CONFIG", value_name = "FILE")]
@@ -173,10 +186,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(dir) = &cli.data_dir {
         config.store.data_dir = dir.clone();
     }
+    if let Some(url) = &cli.database_url {
+        config.database.url = url.trim().to_owned();
+    }
     if let Command::Serve(ServeArgs { listen: Some(addr) }) = &cli.command {
         config.http.listen = addr.clone();
     }
-    let admin = Admin::new(&config.store.data_dir);
+    let admin = Admin::new(&config);
     match cli.command {
         Command::Serve(_) => serve(Arc::new(config)),
         Command::Org(cmd) => admin.org(cmd),
@@ -198,9 +214,45 @@ fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))
 }
 
-fn open_registry(dir: &Path) -> anyhow::Result<Registry> {
-    ensure_dir(dir)?;
-    Registry::open(dir).with_context(|| format!("opening the registry in {}", dir.display()))
+/// The registry of `config` (the data dir's, or the shared database's) for the admin
+/// commands, which are not async: each call runs to its end on a runtime of its own.
+struct BlockingRegistry {
+    rt: tokio::runtime::Runtime,
+    reg: Registry,
+}
+
+impl BlockingRegistry {
+    fn open(config: &Config) -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let db = rt.block_on(StateDb::open(config))?;
+        let reg = Registry::open(&db)
+            .with_context(|| format!("opening the registry in {}", db.describe()))?;
+        Ok(Self { rt, reg })
+    }
+    fn orgs(&self) -> Result<Vec<Org>, RegistryError> {
+        self.rt.block_on(self.reg.orgs())
+    }
+    fn create_org(&self, id: OrgId, name: &str) -> Result<Org, RegistryError> {
+        self.rt.block_on(self.reg.create_org(id, name))
+    }
+    fn auth_mode(&self, org: OrgId) -> Result<Option<AuthMode>, RegistryError> {
+        self.rt.block_on(self.reg.auth_mode(org))
+    }
+    fn set_auth_mode(&self, org: OrgId, mode: AuthMode) -> Result<(), RegistryError> {
+        self.rt.block_on(self.reg.set_auth_mode(org, mode))
+    }
+    fn issue(&self, org: OrgId, kind: KeyKind) -> Result<IssuedKey, RegistryError> {
+        self.rt.block_on(self.reg.issue(org, kind))
+    }
+    fn keys(&self, org: OrgId, kind: KeyKind) -> Result<Vec<KeyInfo>, RegistryError> {
+        self.rt.block_on(self.reg.keys(org, kind))
+    }
+    fn revoke(&self, org: OrgId, kind: KeyKind, id: i64) -> Result<(), RegistryError> {
+        self.rt.block_on(self.reg.revoke(org, kind, id))
+    }
 }
 
 /// Quotes `s` for a POSIX shell when it needs it, so printed commands paste as they are.
@@ -242,29 +294,49 @@ fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     out
 }
 
-/// The admin commands: the registry in a data dir, and how to name that data dir in
-/// the commands they suggest.
+/// The admin commands: the registry of the configuration (a data dir, or the shared
+/// database), and how to name it in the commands they suggest.
 struct Admin {
-    data_dir: PathBuf,
-    /// `leadstream` plus `--data-dir DIR` when the data dir is neither the default
-    /// nor from `LEADSTREAM_DATA_DIR` (which the next command sees as well).
+    config: Config,
+    /// "data dir DIR" or "database postgres://user:********@host/db".
+    location: String,
+    /// `leadstream` plus `--data-dir DIR` (or `--database-url URL`) when that is neither
+    /// the default nor from the environment (which the next command sees as well).
     prog: String,
 }
 
 impl Admin {
-    fn new(data_dir: &Path) -> Self {
-        let from_env =
-            std::env::var_os("LEADSTREAM_DATA_DIR").is_some_and(|v| Path::new(&v) == data_dir);
-        let prog = if from_env || data_dir == Path::new("./data") {
-            "leadstream".to_owned()
+    fn new(config: &Config) -> Self {
+        let data_dir = &config.store.data_dir;
+        let (location, prog) = if config.database.enabled() {
+            let url = &config.database.url;
+            let from_env = std::env::var("LEADSTREAM_DATABASE_URL").is_ok_and(|v| v.trim() == url);
+            let location = format!(
+                "database {}",
+                leadstream_connectors::config::mask_url_password(url)
+            );
+            let prog = if from_env {
+                "leadstream".to_owned()
+            } else {
+                format!("leadstream --database-url {}", shell_quote(url))
+            };
+            (location, prog)
         } else {
-            format!(
-                "leadstream --data-dir {}",
-                shell_quote(&data_dir.to_string_lossy())
-            )
+            let from_env =
+                std::env::var_os("LEADSTREAM_DATA_DIR").is_some_and(|v| Path::new(&v) == data_dir);
+            let prog = if from_env || data_dir == Path::new("./data") {
+                "leadstream".to_owned()
+            } else {
+                format!(
+                    "leadstream --data-dir {}",
+                    shell_quote(&data_dir.to_string_lossy())
+                )
+            };
+            (format!("data dir {}", data_dir.display()), prog)
         };
         Self {
-            data_dir: data_dir.to_owned(),
+            config: config.clone(),
+            location,
             prog,
         }
     }
@@ -274,35 +346,35 @@ impl Admin {
         format!("{} {args}", self.prog)
     }
 
-    fn registry(&self) -> anyhow::Result<Registry> {
-        open_registry(&self.data_dir)
+    fn registry(&self) -> anyhow::Result<BlockingRegistry> {
+        BlockingRegistry::open(&self.config)
     }
 
     /// "no organization N", with the organizations there are, or a hint that the data
     /// dir may be the wrong one when it has none.
-    fn no_such_org(&self, reg: &Registry, org: OrgId) -> anyhow::Error {
+    fn no_such_org(&self, reg: &BlockingRegistry, org: OrgId) -> anyhow::Error {
         let create = self.cmd(&format!("org create --id {org} --name NAME"));
-        let dir = self.data_dir.display();
+        let dir = &self.location;
         match reg.orgs() {
             Ok(orgs) if orgs.is_empty() => anyhow::anyhow!(
-                "no organization {org}: data dir {dir} has no organizations at all. Is --data-dir (or LEADSTREAM_DATA_DIR) the one the server uses? To create it: `{create}`"
+                "no organization {org}: {dir} has no organizations at all. Is --data-dir (or LEADSTREAM_DATA_DIR), or --database-url (LEADSTREAM_DATABASE_URL), the one the server uses? To create it: `{create}`"
             ),
             Ok(orgs) => {
                 let ids: Vec<String> = orgs.iter().map(|o| o.id.to_string()).collect();
                 anyhow::anyhow!(
-                    "no organization {org} in data dir {dir}, which has organizations {}; pick one of those, or create it with `{create}`",
+                    "no organization {org} in {dir}, which has organizations {}; pick one of those, or create it with `{create}`",
                     ids.join(", ")
                 )
             }
-            Err(_) => anyhow::anyhow!("no organization {org} in data dir {dir}; create it with `{create}`"),
+            Err(_) => anyhow::anyhow!("no organization {org} in {dir}; create it with `{create}`"),
         }
     }
 
     /// Turns a registry error into what the user reads.
-    fn explain(&self, reg: &Registry, e: RegistryError) -> anyhow::Error {
+    fn explain(&self, reg: &BlockingRegistry, e: RegistryError) -> anyhow::Error {
         match e {
             RegistryError::NoSuchOrg(org) => self.no_such_org(reg, org),
-            e => anyhow::Error::new(e).context(format!("registry in {}", self.data_dir.display())),
+            e => anyhow::Error::new(e).context(format!("registry in {}", self.location)),
         }
     }
 
@@ -346,14 +418,14 @@ impl Admin {
                 if orgs.is_empty() {
                     println!(
                         "no organizations in {}; create one with `{}`",
-                        self.data_dir.display(),
+                        self.location,
                         self.cmd("org create --id 42 --name acme")
                     );
                     return Ok(());
                 }
                 let rows: Vec<[String; 3]> = orgs
                     .into_iter()
-                    .map(|o| [o.id.to_string(), o.name, o.auth_mode.to_owned()])
+                    .map(|o| [o.id.to_string(), o.name, o.auth_mode.to_string()])
                     .collect();
                 print!("{}", table(["ID", "NAME", "AUTH"], &rows));
             }
@@ -463,7 +535,13 @@ impl Admin {
 
     /// Why `revoke` found nothing to revoke: already revoked, the other kind of key,
     /// an unknown org, or no such id.
-    fn no_such_key(&self, reg: &Registry, kind: KeyKind, org: OrgId, id: i64) -> anyhow::Error {
+    fn no_such_key(
+        &self,
+        reg: &BlockingRegistry,
+        kind: KeyKind,
+        org: OrgId,
+        id: i64,
+    ) -> anyhow::Error {
         let noun = key_noun(kind);
         let list = self.cmd(&format!("{} list --org {org}", kind_arg(kind)));
         let Ok(mine) = reg.keys(org, kind) else {
@@ -581,10 +659,15 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     init_tracing();
     let data_dir = &config.store.data_dir;
     ensure_dir(data_dir)?;
-    // Before anything is opened: the registry and the embedded store are this
-    // process's alone while it runs (also with ClickHouse, which keeps the registry here).
+    // Before anything is opened: the embedded stores are this process's alone while it
+    // runs (the registry too, unless database.url puts it in the shared database).
     let _lock = DataDirLock::acquire(data_dir)?;
-    let registry = Arc::new(open_registry(data_dir)?);
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let state_db = rt.block_on(StateDb::open(&config))?;
+    let registry = Arc::new(
+        Registry::open(&state_db)
+            .with_context(|| format!("opening the registry in {}", state_db.describe()))?,
+    );
     // Phone metadata loads here, not on the first request.
     let normalizer = PhoneNormalizer::new();
     let writer = if config.clickhouse.enabled() {
@@ -610,7 +693,6 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     } else {
         Box::new(WarmedAtStartup(writer.clone()))
     };
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     // The engine's dispatcher runs on the runtime; it resumes what the last run left
     // pending before the server takes new work.
     let engine = {
@@ -675,7 +757,8 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         // outbox, never to a local queue Kafka mode does not resume.
         state.campaigns.start_scheduler();
         state.domain.start_timers();
-        print_banner(&addrs, data_dir, &registry);
+        let orgs = registry.orgs().await.unwrap_or_default();
+        print_banner(&addrs, &cfg, &orgs);
         let mut servers = tokio::task::JoinSet::new();
         for listener in listeners {
             let mut stopping = stopping.clone();
@@ -827,19 +910,32 @@ fn connect_clickhouse(
 
 /// Prints where the server listens and what to paste next in another terminal, for
 /// the first organization's auth mode (or how to create one).
-fn print_banner(addrs: &[SocketAddr], data_dir: &Path, registry: &Registry) {
+fn print_banner(addrs: &[SocketAddr], config: &Config, orgs: &[Org]) {
+    let data_dir = &config.store.data_dir;
     let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let shared = config.database.enabled().then(|| {
+        format!(
+            ", organizations and keys in {}",
+            leadstream_connectors::config::mask_url_password(&config.database.url)
+        )
+    });
     println!(
-        "leadstream listening on {} (data dir {})",
+        "leadstream listening on {} (data dir {}{})",
         urls.join(" and "),
-        data_dir.display()
+        data_dir.display(),
+        shared.unwrap_or_default()
     );
-    // The hint works from any directory: an absolute data dir, a reachable address.
+    // The hint works from any directory: an absolute data dir (or the shared database
+    // from the environment), a reachable address.
     let abs = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
-    let prog = format!(
-        "leadstream --data-dir {}",
-        shell_quote(&abs.to_string_lossy())
-    );
+    let prog = if config.database.enabled() {
+        "LEADSTREAM_DATABASE_URL=… leadstream".to_owned()
+    } else {
+        format!(
+            "leadstream --data-dir {}",
+            shell_quote(&abs.to_string_lossy())
+        )
+    };
     let mut target = addrs[0];
     if target.ip().is_unspecified() {
         target.set_ip(if target.is_ipv4() {
@@ -849,7 +945,6 @@ fn print_banner(addrs: &[SocketAddr], data_dir: &Path, registry: &Registry) {
         });
     }
     let url = format!("http://{target}/api/v1/webhooks/lead-events");
-    let orgs = registry.orgs().unwrap_or_default();
     let (id, mode) = match orgs.first() {
         None => {
             println!("no organizations yet; in another terminal:");
@@ -857,7 +952,7 @@ fn print_banner(addrs: &[SocketAddr], data_dir: &Path, registry: &Registry) {
             (42, AuthMode::ApiKey)
         }
         Some(o) => {
-            let mode = AuthMode::parse(o.auth_mode).unwrap_or(AuthMode::ApiKey);
+            let mode = o.auth_mode;
             let others = match orgs.len() {
                 1 => String::new(),
                 n => format!(" (the first of {n}; `{prog} org list` shows them)"),

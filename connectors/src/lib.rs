@@ -6,6 +6,7 @@ pub mod api;
 pub mod campaigns;
 pub mod clickhouse;
 pub mod config;
+pub mod db;
 pub mod delivery;
 pub mod domain;
 pub mod kafka;

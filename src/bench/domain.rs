@@ -15,7 +15,6 @@ use clap::Args;
 use indicatif::ProgressBar;
 use leadstream_connectors::config::Config;
 use leadstream_connectors::domain::store::{self as domain_store, Conversation, ConversationKey};
-use leadstream_connectors::registry::{KeyKind, Registry};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::json;
@@ -205,19 +204,16 @@ pub fn run(args: &DomainArgs) -> anyhow::Result<()> {
     let show = show_progress(args.json);
     let load_start = load_avg();
     let dir = TempDir::new(args.tmp_dir.as_deref())?;
-    let registry = Arc::new(Registry::open(&dir.0).context("opening the registry")?);
-    registry
-        .create_org(ORG, "bench")
-        .context("creating the organization")?;
-    let key = registry
-        .issue(ORG, KeyKind::ApiKey)
-        .context("issuing an API key")?
-        .secret;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let (registry, key) = super::bench_registry(
+        &rt,
+        &leadstream_connectors::db::StateDb::Embedded(dir.0.clone()),
+        ORG,
+    )?;
     let writer = leadstream_connectors::EventWriter::start(&dir.0, 16, Default::default())
         .context("opening the event store")?;
     let mut config = Config::load(None, |_| None).context("loading the default configuration")?;
     config.delivery.allow_private_targets = true;
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let state = super::server_state(&dir.0, registry, writer, &config, &rt)?;
     let domain = state.domain.clone();
     let at_secs = leadstream_connectors::writer::now_ms() / 1000;

@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use leadstream::cpu_time::thread_sched;
 use leadstream::synth;
 use leadstream_connectors::api::AppState;
+use leadstream_connectors::db::StateDb;
 use leadstream_connectors::delivery::DeliveryEngine;
 use leadstream_connectors::store::SqliteStore;
 use leadstream_connectors::{EventWriter, KeyKind, Registry};
@@ -473,6 +474,25 @@ pub(crate) fn bar(show: bool, n: usize, prefix: &'static str) -> ProgressBar {
     pb
 }
 
+/// The registry of a bench run in `db`, with organization `org` and an API key of it.
+///
+/// # Errors
+/// When the registry cannot be opened or written.
+pub(crate) fn bench_registry(
+    rt: &tokio::runtime::Runtime,
+    db: &StateDb,
+    org: leadstream_pipeline::OrgId,
+) -> anyhow::Result<(Arc<Registry>, String)> {
+    let registry = Arc::new(Registry::open(db).context("opening the registry")?);
+    rt.block_on(registry.create_org(org, "bench"))
+        .context("creating the organization")?;
+    let key = rt
+        .block_on(registry.issue(org, KeyKind::ApiKey))
+        .context("issuing an API key")?
+        .secret;
+    Ok((registry, key))
+}
+
 /// Whether progress bars are drawn: not with `--json`, and only on a terminal.
 pub(crate) fn show_progress(json: bool) -> bool {
     !json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
@@ -488,19 +508,12 @@ struct Accepted {
 
 fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyhow::Result<Phase> {
     let dir = TempDir::new(args.tmp_dir.as_deref())?;
-    let registry = Arc::new(Registry::open(&dir.0).context("opening the registry")?);
-    registry
-        .create_org(synth::ORG, "bench")
-        .context("creating the organization")?;
-    let key = registry
-        .issue(synth::ORG, KeyKind::ApiKey)
-        .context("issuing an API key")?
-        .secret;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let (registry, key) = bench_registry(&rt, &StateDb::Embedded(dir.0.clone()), synth::ORG)?;
     let writer = EventWriter::start(&dir.0, SHARDS, Default::default())
         .context("opening the event store")?;
     let config = leadstream_connectors::config::Config::load(None, |_| None)
         .context("loading the default configuration")?;
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let state = server_state(&dir.0, registry, writer.clone(), &config, &rt)?;
     let (results, wall, cpu) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

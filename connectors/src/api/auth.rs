@@ -32,7 +32,7 @@ impl FromRequestParts<AppState> for ApiKeyOrg {
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
         let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, INVALID_API_KEY);
         let token = bearer_token(&parts.headers).ok_or_else(unauthorized)?;
-        match s.registry.org_for_api_key(token) {
+        match s.registry.org_for_api_key(token).await {
             Ok(Some(org)) => Ok(ApiKeyOrg(org)),
             Ok(None) => Err(unauthorized()),
             Err(e) => Err(ApiError::new(

@@ -1067,7 +1067,9 @@ pub async fn whatsapp_webhook(
     // Decided from the headers before any of the body is read, when they can decide:
     // the org's key, or a signature to check against the integration's secret.
     let keyed = match super::auth::bearer_token(&headers) {
-        Some(token) => matches!(s.registry.org_for_api_key(token), Ok(Some(org)) if org == i.org),
+        Some(token) => {
+            matches!(s.registry.org_for_api_key(token).await, Ok(Some(org)) if org == i.org)
+        }
         None => false,
     };
     let signature = headers
@@ -1117,8 +1119,8 @@ pub async fn whatsapp_webhook(
     let account = s
         .registry
         .account_id(i.org)
-        .ok()
-        .flatten()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("{e}; nothing was taken, retry")))?
         .unwrap_or_default();
     let taken = domain(&s)
         .take_whatsapp(i, account, hook, s.preparer.normalizer().clone())

@@ -10,7 +10,7 @@
 use super::body::{self, ReadBody};
 use super::{ApiError, AppState, ErrorBody, MAX_BODY_BYTES};
 use crate::metrics::{self, Source};
-use crate::registry::{AuthMode, Registry};
+use crate::registry::{AuthMode, Registry, SigningKeys};
 use crate::store::StoreError;
 use axum::body::Body;
 use axum::extract::State;
@@ -36,6 +36,20 @@ enum Credential {
     ApiKey(OrgId),
     /// A signature to check against the body's org.
     Signature([u8; 32]),
+}
+
+/// A credential with what the registry says of it, for [`prepare`] to finish on a
+/// blocking thread.
+enum Checked {
+    /// An API key of this org, which is in api-key mode.
+    ApiKey(OrgId),
+    /// A signature, the active signing keys of the body's org, and whether that org
+    /// is in hmac mode.
+    Signature {
+        sig: [u8; 32],
+        keys: SigningKeys,
+        hmac_mode: bool,
+    },
 }
 
 /// One rejected event.
@@ -120,7 +134,7 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response,
             "starting up: warming the dedup index from the store; retry shortly",
         ));
     }
-    let credential = credential(&s.registry, &headers)?;
+    let credential = credential(&s.registry, &headers).await?;
     check_json(&headers)?;
     let body = body::read(
         &headers,
@@ -131,17 +145,16 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response,
     )
     .await?;
 
-    let registry = s.registry.clone();
+    let checked = check(&s.registry, credential, &body.bytes).await?;
     let ingest = s.preparer.clone();
-    let prepared =
-        tokio::task::spawn_blocking(move || prepare(&registry, &ingest, credential, body))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("request worker failed: {e}"),
-                )
-            })??;
+    let prepared = tokio::task::spawn_blocking(move || prepare(&ingest, checked, body))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("request worker failed: {e}"),
+            )
+        })??;
 
     let received = prepared.received;
     let rejected = prepared.rejected;
@@ -183,7 +196,7 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response,
 }
 
 /// Reads the credential headers. An API key is resolved here, before the body is read.
-fn credential(registry: &Registry, headers: &HeaderMap) -> Result<Credential, ApiError> {
+async fn credential(registry: &Registry, headers: &HeaderMap) -> Result<Credential, ApiError> {
     if let Some(v) = headers.get("x-setter-signature") {
         let hex_sig = v
             .to_str()
@@ -197,7 +210,7 @@ fn credential(registry: &Registry, headers: &HeaderMap) -> Result<Credential, Ap
         return Ok(Credential::Signature(sig));
     }
     let token = super::auth::bearer_token(headers).ok_or_else(unauthorized)?;
-    match registry.org_for_api_key(token) {
+    match registry.org_for_api_key(token).await {
         Ok(Some(org)) => Ok(Credential::ApiKey(org)),
         Ok(None) => Err(unauthorized()),
         Err(e) => Err(lookup_failed(e)),
@@ -227,33 +240,51 @@ fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Authenticates a signed body, then parses, authorizes against the body's org,
-/// validates and normalizes. CPU-bound: runs on a blocking thread.
-fn prepare(
+/// What the registry says of the credential: an API key of an org in hmac mode is
+/// refused here; a signature's keys are read for [`prepare`] to check. Only the org is
+/// read from a signed body, by a scan that builds nothing.
+async fn check(
     registry: &Registry,
-    ingest: &Preparer,
     credential: Credential,
-    body: ReadBody,
-) -> Result<Prepared, ApiError> {
-    let bytes = &body.bytes[..];
+    body: &[u8],
+) -> Result<Checked, ApiError> {
     match credential {
         Credential::Signature(sig) => {
-            // Only the org is read before the signature is checked: one pass, nothing built.
-            let org = find_organization_id(bytes).map_err(bad_request)?;
-            let mode = registry.auth_mode(org).map_err(lookup_failed)?;
-            let verified = registry
-                .verify_signature(org, bytes, &sig)
-                .map_err(lookup_failed)?;
-            if !(verified && mode == Some(AuthMode::Hmac)) {
-                return Err(unauthorized());
-            }
+            let org = find_organization_id(body).map_err(bad_request)?;
+            let mode = registry.auth_mode(org).await.map_err(lookup_failed)?;
+            let keys = registry.signing_keys(org).await.map_err(lookup_failed)?;
+            Ok(Checked::Signature {
+                sig,
+                keys,
+                hmac_mode: mode == Some(AuthMode::Hmac),
+            })
         }
         Credential::ApiKey(key_org) => {
-            if registry.auth_mode(key_org).map_err(lookup_failed)? == Some(AuthMode::Hmac) {
+            if registry.auth_mode(key_org).await.map_err(lookup_failed)? == Some(AuthMode::Hmac) {
                 return Err(unauthorized());
             }
+            Ok(Checked::ApiKey(key_org))
         }
     }
+}
+
+/// Verifies a signed body, then parses, authorizes against the body's org, validates
+/// and normalizes. CPU-bound: runs on a blocking thread.
+fn prepare(ingest: &Preparer, checked: Checked, body: ReadBody) -> Result<Prepared, ApiError> {
+    let bytes = &body.bytes[..];
+    let credential = match checked {
+        Checked::Signature {
+            sig,
+            keys,
+            hmac_mode,
+        } => {
+            if !(keys.verify(bytes, &sig) && hmac_mode) {
+                return Err(unauthorized());
+            }
+            Credential::Signature(sig)
+        }
+        Checked::ApiKey(org) => Credential::ApiKey(org),
+    };
     PARSER.with_borrow_mut(|parser| {
         let raw = Preparer::parse(parser, bytes).map_err(bad_request)?;
         let org = Preparer::organization_id(&raw).map_err(bad_request)?;

@@ -89,8 +89,8 @@ fn out(s: &AppState, account: &str, e: &Endpoint) -> WebhookOut {
     }
 }
 
-fn account_id(s: &AppState, org: OrgId) -> Result<String, ApiError> {
-    match s.registry.account_id(org) {
+async fn account_id(s: &AppState, org: OrgId) -> Result<String, ApiError> {
+    match s.registry.account_id(org).await {
         Ok(Some(a)) => Ok(a),
         Ok(None) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -147,7 +147,7 @@ pub async fn list(
     ApiKeyOrg(org): ApiKeyOrg,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<WebhookOut>>, ApiError> {
-    let account = account_id(&s, org)?;
+    let account = account_id(&s, org).await?;
     let search = q
         .get("search")
         .map(String::as_str)
@@ -201,7 +201,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<WebhookData>, ApiError> {
-    let account = account_id(&s, org)?;
+    let account = account_id(&s, org).await?;
     let body = read_small(&s, &headers, body, MAX_BODY).await?;
     let req: CreateWebhook = parse_json(&body.bytes)?;
     let url = match req.webhook {
@@ -289,7 +289,7 @@ pub async fn get_one(
     ApiKeyOrg(org): ApiKeyOrg,
     Path(id): Path<String>,
 ) -> Result<Json<WebhookOut>, ApiError> {
-    let account = account_id(&s, org)?;
+    let account = account_id(&s, org).await?;
     let id = parse_id(&id)?;
     let e = s.engine.endpoints().get(org, id).map_err(endpoint_error)?;
     Ok(Json(out(&s, &account, &e)))
@@ -457,7 +457,7 @@ pub async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<WebhookOut>, ApiError> {
-    let account = account_id(&s, org)?;
+    let account = account_id(&s, org).await?;
     let id = parse_id(&id)?;
     let current = s.engine.endpoints().get(org, id).map_err(endpoint_error)?;
     let body = read_small(&s, &headers, body, MAX_BODY).await?;

@@ -35,6 +35,7 @@ pub enum ConfigError {
 pub struct Config {
     pub http: HttpConfig,
     pub store: StoreConfig,
+    pub database: DatabaseConfig,
     pub delivery: DeliveryConfig,
     pub sends: SendsConfig,
     pub domain: DomainConfig,
@@ -149,6 +150,29 @@ pub struct StoreConfig {
     /// locked): connecting at start-up, the start-up warm-up of the indexes, and the
     /// warm-up of newly assigned Kafka partitions.
     pub retry: RetryConfig,
+}
+
+/// `[database]`: the shared database of several processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:5432/db?sslmode=require`; empty keeps the
+    /// transactional state in the embedded SQLite files of the data dir.
+    pub url: String,
+    /// PEM file of a CA to trust beside the bundled Mozilla roots (a private CA).
+    pub tls_ca_file: String,
+    /// Connections per process at most.
+    pub pool_size: usize,
+    /// Longest wait for a connection from the pool (or a new one).
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    /// Whether a shared database is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
 }
 
 /// `[kafka]`
@@ -297,6 +321,7 @@ pub const MAX_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("LEADSTREAM_LISTEN", "http.listen"),
     ("LEADSTREAM_DATA_DIR", "store.data_dir"),
+    ("LEADSTREAM_DATABASE_URL", "database.url"),
     (
         "LEADSTREAM_DELIVERY_RETRY_SCHEDULE",
         "delivery.retry_schedule",
@@ -378,6 +403,7 @@ impl Config {
                 self.http.listen = value.to_owned();
             }
             "LEADSTREAM_DATA_DIR" => self.store.data_dir = value.into(),
+            "LEADSTREAM_DATABASE_URL" => self.database.url = value.trim().to_owned(),
             "LEADSTREAM_DELIVERY_RETRY_SCHEDULE" => {
                 leadstream_pipeline::retry::DeliveryRetry::parse_schedule(value).map_err(bad)?;
                 self.delivery.retry_schedule = value.to_owned();
@@ -483,6 +509,20 @@ impl Config {
                     .into(),
             );
         }
+        if self.database.enabled()
+            && !(self.database.url.starts_with("postgres://")
+                || self.database.url.starts_with("postgresql://"))
+        {
+            return Err(format!(
+                "database.url {:?}: expected postgres://user:password@host:5432/db",
+                mask_url_password(&self.database.url)
+            ));
+        }
+        if self.database.pool_size == 0 || self.database.acquire_timeout.is_zero() {
+            return Err(
+                "database.pool_size and database.acquire_timeout must be above zero".into(),
+            );
+        }
         self.store.retry.validate("store.retry")?;
         self.kafka.retry.validate("kafka.retry")?;
         Ok(())
@@ -495,6 +535,7 @@ impl Config {
             c.clickhouse.password = "********".into();
         }
         c.clickhouse.url = mask_url_password(&c.clickhouse.url);
+        c.database.url = mask_url_password(&c.database.url);
         toml::to_string_pretty(&c).expect("config serializes")
     }
 }
@@ -545,7 +586,8 @@ fn merge(base: &mut toml::Table, over: toml::Table, prefix: &str) -> Result<(), 
     Ok(())
 }
 
-fn mask_url_password(url: &str) -> String {
+/// `scheme://user:secret@host…` with the secret replaced by `********`.
+pub fn mask_url_password(url: &str) -> String {
     // http://user:secret@host → http://user:********@host
     if let Some((scheme, rest)) = url.split_once("://") {
         if let Some((auth, host)) = rest.split_once('@') {
@@ -594,6 +636,18 @@ mod tests {
             "keys the file does not name keep their defaults"
         );
         assert_eq!(c.kafka.brokers, "k1:9092");
+        let c = Config::load(Some(&f), |k| match k {
+            "LEADSTREAM_DATABASE_URL" => Some("postgres://ls:s3cret@db:5432/leadstream".into()),
+            _ => env(k),
+        })
+        .unwrap();
+        assert!(c.database.enabled());
+        let printed = c.to_masked_toml();
+        assert!(
+            !printed.contains("s3cret")
+                && printed.contains("postgres://ls:********@db:5432/leadstream"),
+            "{printed}"
+        );
         let printed = c.to_masked_toml();
         assert!(
             !printed.contains("hunter2") && printed.contains("********"),

@@ -193,7 +193,12 @@ async fn take(
                     ))
                 }
             };
-            let account = registry.account_id(org).ok().flatten().unwrap_or_default();
+            let account = registry
+                .account_id(org)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             domain
                 .take_whatsapp(integration, account, hook, normalizer.clone())
                 .await?;

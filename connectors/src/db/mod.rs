@@ -1,0 +1,93 @@
+//! Where the transactional state lives, and how its schema is kept.
+//!
+//! - Unset `database.url`: the embedded SQLite files in the data dir (one process).
+//! - Set: a shared Postgres database ([`Pg`]), so any number of processes answer
+//!   alike. What has moved there so far is listed in docs/architecture.md ("Running
+//!   several processes").
+//!
+//! Each domain's repository is a trait with a SQLite and a Postgres implementation
+//! side by side (e.g. [`crate::registry::repo`]); [`migrate`] keeps both schemas,
+//! with every migration listed in [`migrations`].
+
+pub mod migrate;
+pub mod migrations;
+pub mod postgres;
+pub mod testing;
+
+pub use postgres::{Pg, PgOpenError};
+
+use crate::config::Config;
+use std::path::PathBuf;
+
+/// A repository call that failed in its backend. Rules (no such org, a repeated id)
+/// are the services' errors; this is only "the database could not answer".
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A stored value this binary does not know (a state, a kind): never read as a
+    /// default.
+    #[error("unknown value {value:?} stored in {column}")]
+    Unknown { column: &'static str, value: String },
+}
+
+impl RepoError {
+    /// Whether the constraint of a unique key refused the write (a repeated id).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            RepoError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::ConstraintViolation
+            }
+            RepoError::Postgres(e) => {
+                e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The backend chosen by the configuration.
+#[derive(Debug, Clone)]
+pub enum StateDb {
+    /// SQLite files in this data dir.
+    Embedded(PathBuf),
+    /// The shared Postgres database.
+    Shared(Pg),
+}
+
+impl StateDb {
+    /// Connects to (and migrates) `database.url` when set; otherwise the data dir,
+    /// created if missing.
+    ///
+    /// # Errors
+    /// What opening the database failed with, naming it.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        if config.database.enabled() {
+            return Ok(StateDb::Shared(Pg::open(&config.database).await?));
+        }
+        let dir = &config.store.data_dir;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
+        Ok(StateDb::Embedded(dir.clone()))
+    }
+
+    /// Where the state is, for messages: the data dir or the masked URL.
+    pub fn describe(&self) -> String {
+        match self {
+            StateDb::Embedded(dir) => format!("data dir {}", dir.display()),
+            StateDb::Shared(pg) => format!("database {}", pg.url()),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit of stored times.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,473 @@
+//! Organizations and their credentials: the rules ([`Registry`], this file) over a
+//! repository ([`repo::RegistryRepo`]) kept in `leadstream.db` of the data dir
+//! ([`sqlite`]) or in the shared database ([`postgres`]) when `database.url` is set.
+//!
+//! Shared by every server and the admin CLI (separate processes). A server reads it on
+//! every request, so a key created or revoked by the CLI takes effect on the next
+//! request, on every process.
+//!
+//! Keys are stored hashed (SHA-256), never as issued:
+//! - API keys (`lsk_…`): the server hashes the presented bearer token and looks the
+//!   hash up, then compares in constant time.
+//! - Signing keys (`lss_…`, 100 bytes): HMAC-SHA256 replaces any key longer than the
+//!   64-byte block by its SHA-256 (RFC 2104 §2), so `HMAC(secret, body)` equals
+//!   `HMAC(SHA-256(secret), body)`. Storing the hash is enough to verify signatures
+//!   and does not reveal the issued secret. The hash still verifies signatures, so the
+//!   data dir must be kept private like any credential store.
+
+pub mod postgres;
+pub mod repo;
+pub mod sqlite;
+
+use crate::db::{now_ms, RepoError, StateDb};
+use hmac::{Hmac, Mac};
+use leadstream_pipeline::OrgId;
+use rand::RngCore;
+use repo::{NewKey, RegistryRepo};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use subtle::ConstantTimeEq;
+
+/// How an organization authenticates inbound lead events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// `Authorization: Bearer <api key>`, any active key of the org (the default).
+    ApiKey,
+    /// `X-Setter-Signature: sha256=<hex HMAC-SHA256 of the raw body>`, any active signing key.
+    Hmac,
+}
+
+impl std::fmt::Display for AuthMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::ApiKey => "api-key",
+            AuthMode::Hmac => "hmac",
+        }
+    }
+
+    /// Parses `api-key` or `hmac`.
+    ///
+    /// # Errors
+    /// A message naming the accepted values.
+    pub fn parse(s: &str) -> Result<Self, RegistryError> {
+        match s {
+            "api-key" => Ok(AuthMode::ApiKey),
+            "hmac" => Ok(AuthMode::Hmac),
+            other => Err(RegistryError::BadMode(other.to_owned())),
+        }
+    }
+}
+
+/// The two kinds of credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    ApiKey,
+    SigningKey,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::ApiKey => "api-key",
+            KeyKind::SigningKey => "signing-key",
+        }
+    }
+    fn prefix(self) -> &'static str {
+        match self {
+            KeyKind::ApiKey => "lsk_",
+            KeyKind::SigningKey => "lss_",
+        }
+    }
+    /// Random bytes in a key; signing keys exceed HMAC-SHA256's 64-byte block.
+    fn random_bytes(self) -> usize {
+        match self {
+            KeyKind::ApiKey => 24,
+            KeyKind::SigningKey => 48,
+        }
+    }
+}
+
+/// A registry failure, with what to do next where there is something to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no organization {0}; create it with `leadstream org create --id {0} --name NAME`")]
+    NoSuchOrg(OrgId),
+    #[error("organization {0} already exists")]
+    OrgExists(OrgId),
+    #[error("no {kind} {id} for organization {org}; see `leadstream {kind} list --org {org}`")]
+    NoSuchKey {
+        kind: &'static str,
+        id: i64,
+        org: OrgId,
+    },
+    #[error("unknown auth mode {0:?}: expected api-key or hmac")]
+    BadMode(String),
+    #[error("registry database: {0}")]
+    Db(#[from] RepoError),
+}
+
+/// An organization as listed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Org {
+    pub id: OrgId,
+    pub name: String,
+    pub auth_mode: AuthMode,
+    pub created_at_ms: i64,
+}
+
+/// A credential as listed: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyInfo {
+    pub id: i64,
+    pub org: OrgId,
+    pub prefix: String,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A newly issued key: `secret` is shown once and never stored.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    pub id: i64,
+    pub secret: String,
+}
+
+/// Organizations and credentials: key issuing, hashing and checking over a repository.
+pub struct Registry {
+    repo: Box<dyn RegistryRepo>,
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+impl Registry {
+    /// The registry of `db`: its data dir's `leadstream.db` (created, migrated), or the
+    /// shared database.
+    ///
+    /// # Errors
+    /// When `leadstream.db` cannot be opened or migrated.
+    pub fn open(db: &StateDb) -> anyhow::Result<Self> {
+        Ok(match db {
+            StateDb::Embedded(dir) => Self::open_embedded(dir)?,
+            StateDb::Shared(pg) => Self {
+                repo: Box::new(postgres::PgRegistry::new(pg.clone())),
+            },
+        })
+    }
+
+    /// The registry in `dir/leadstream.db` (created, migrated).
+    ///
+    /// # Errors
+    /// When it cannot be opened or migrated.
+    pub fn open_embedded(dir: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            repo: Box::new(sqlite::SqliteRegistry::open(dir)?),
+        })
+    }
+
+    /// Creates an organization (auth mode api-key) with a new account UUID.
+    ///
+    /// # Errors
+    /// [`RegistryError::OrgExists`].
+    pub async fn create_org(&self, id: OrgId, name: &str) -> Result<Org, RegistryError> {
+        let org = Org {
+            id,
+            name: name.to_owned(),
+            auth_mode: AuthMode::ApiKey,
+            created_at_ms: now_ms(),
+        };
+        if !self
+            .repo
+            .insert_org(&org, &uuid::Uuid::new_v4().to_string())
+            .await?
+        {
+            return Err(RegistryError::OrgExists(id));
+        }
+        Ok(org)
+    }
+
+    /// Every organization, by id.
+    ///
+    /// # Errors
+    /// [`RegistryError::Db`].
+    pub async fn orgs(&self) -> Result<Vec<Org>, RegistryError> {
+        Ok(self.repo.orgs().await?)
+    }
+
+    /// The org's auth mode, or `None` when there is no such org.
+    ///
+    /// # Errors
+    /// [`RegistryError::Db`].
+    pub async fn auth_mode(&self, org: OrgId) -> Result<Option<AuthMode>, RegistryError> {
+        Ok(self.repo.org(org).await?.map(|(mode, _)| mode))
+    }
+
+    /// Sets how the org authenticates inbound events.
+    ///
+    /// # Errors
+    /// [`RegistryError::NoSuchOrg`].
+    pub async fn set_auth_mode(&self, org: OrgId, mode: AuthMode) -> Result<(), RegistryError> {
+        if !self.repo.set_auth_mode(org, mode).await? {
+            return Err(RegistryError::NoSuchOrg(org));
+        }
+        Ok(())
+    }
+
+    /// Issues a new key of `kind` for `org`. Earlier keys stay active.
+    ///
+    /// # Errors
+    /// [`RegistryError::NoSuchOrg`].
+    pub async fn issue(&self, org: OrgId, kind: KeyKind) -> Result<IssuedKey, RegistryError> {
+        let mut raw = vec![0u8; kind.random_bytes()];
+        rand::rng().fill_bytes(&mut raw);
+        let secret = format!("{}{}", kind.prefix(), hex::encode(&raw));
+        let key = NewKey {
+            org,
+            kind,
+            hash: &sha256(secret.as_bytes()),
+            prefix: &secret[..12],
+            at_ms: now_ms(),
+        };
+        match self.repo.insert_key(key).await? {
+            Some(id) => Ok(IssuedKey { id, secret }),
+            None => Err(RegistryError::NoSuchOrg(org)),
+        }
+    }
+
+    /// Lists an org's keys of `kind`, newest first, revoked ones included.
+    ///
+    /// # Errors
+    /// [`RegistryError::NoSuchOrg`].
+    pub async fn keys(&self, org: OrgId, kind: KeyKind) -> Result<Vec<KeyInfo>, RegistryError> {
+        if self.repo.org(org).await?.is_none() {
+            return Err(RegistryError::NoSuchOrg(org));
+        }
+        Ok(self.repo.keys(org, kind).await?)
+    }
+
+    /// Revokes a key; it stops working on the next request.
+    ///
+    /// # Errors
+    /// [`RegistryError::NoSuchKey`] when `id` is not an active key of `kind` for `org`.
+    pub async fn revoke(&self, org: OrgId, kind: KeyKind, id: i64) -> Result<(), RegistryError> {
+        if !self.repo.revoke(org, kind, id, now_ms()).await? {
+            return Err(RegistryError::NoSuchKey {
+                kind: kind.as_str(),
+                id,
+                org,
+            });
+        }
+        Ok(())
+    }
+
+    /// The org's account UUID (`user_id` in webhook payloads): made with the org and
+    /// never changed. `None` when there is no such org.
+    ///
+    /// # Errors
+    /// [`RegistryError::Db`].
+    pub async fn account_id(&self, org: OrgId) -> Result<Option<String>, RegistryError> {
+        Ok(self.repo.org(org).await?.map(|(_, account)| account))
+    }
+
+    /// The org an active API key belongs to, or `None` for an unknown or revoked key.
+    ///
+    /// # Errors
+    /// [`RegistryError::Db`].
+    pub async fn org_for_api_key(&self, key: &str) -> Result<Option<OrgId>, RegistryError> {
+        let h = sha256(key.as_bytes());
+        let row = self.repo.api_key(&h).await?;
+        // The lookup is by hash, so its timing says nothing about the key; the
+        // comparison is repeated in constant time all the same.
+        Ok(row
+            .filter(|(_, stored)| bool::from(stored.ct_eq(&h[..])))
+            .map(|(org, _)| org))
+    }
+
+    /// The keys that verify `org`'s signatures now: see [`SigningKeys::verify`].
+    ///
+    /// # Errors
+    /// [`RegistryError::Db`].
+    pub async fn signing_keys(&self, org: OrgId) -> Result<SigningKeys, RegistryError> {
+        Ok(SigningKeys(self.repo.signing_keys(org).await?))
+    }
+
+    /// Whether `signature` (raw 32 bytes) is the HMAC-SHA256 of `body` under any active
+    /// signing key of `org`.
+    ///
+    /// # Errors
+    /// [`RegistryError::Db`].
+    pub async fn verify_signature(
+        &self,
+        org: OrgId,
+        body: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, RegistryError> {
+        Ok(self.signing_keys(org).await?.verify(body, signature))
+    }
+}
+
+/// An org's active signing keys (their hashes), read once and checked against a body
+/// off the async runtime (a 10 MB body is milliseconds of HMAC).
+#[derive(Debug, Clone, Default)]
+pub struct SigningKeys(Vec<Vec<u8>>);
+
+impl SigningKeys {
+    /// Whether `signature` is the HMAC-SHA256 of `body` under any of the keys. Every
+    /// key is tried, in constant time each; with no key an HMAC is spent all the
+    /// same, so the answer's timing does not tell an org without keys.
+    pub fn verify(&self, body: &[u8], signature: &[u8]) -> bool {
+        let mut ok = false;
+        if self.0.is_empty() {
+            let mut mac =
+                <Hmac<Sha256>>::new_from_slice(&[0u8; 32]).expect("HMAC takes any key length");
+            mac.update(body);
+            let _ = mac.verify_slice(signature);
+        }
+        for k in &self.0 {
+            let mut mac = <Hmac<Sha256>>::new_from_slice(k).expect("HMAC takes any key length");
+            mac.update(body);
+            ok |= mac.verify_slice(signature).is_ok();
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One suite, two backends: each test runs on the embedded store and on Postgres.
+    use super::*;
+
+    /// Runs `check` on a fresh embedded registry and on a fresh Postgres database.
+    async fn on_both<F, Fut>(check: F)
+    where
+        F: Fn(Registry) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        check(Registry::open_embedded(dir.path()).unwrap()).await;
+        let pg = crate::db::testing::shared_pg().await;
+        check(Registry::open(&StateDb::Shared(pg)).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn hashed_signing_key_verifies_like_the_secret() {
+        on_both(|reg| async move {
+            reg.create_org(42, "acme").await.unwrap();
+            let k1 = reg.issue(42, KeyKind::SigningKey).await.unwrap();
+            let k2 = reg.issue(42, KeyKind::SigningKey).await.unwrap();
+            assert!(
+                k1.secret.len() > 64,
+                "secrets must exceed the HMAC block for hashed storage to verify"
+            );
+            let body = br#"{"organizationId":42}"#;
+            for k in [&k1, &k2] {
+                let mut mac = <Hmac<Sha256>>::new_from_slice(k.secret.as_bytes()).unwrap();
+                mac.update(body);
+                let sig = mac.finalize().into_bytes();
+                assert!(reg.verify_signature(42, body, &sig).await.unwrap());
+                assert!(!reg.verify_signature(42, b"tampered", &sig).await.unwrap());
+                assert!(!reg.verify_signature(43, body, &sig).await.unwrap());
+            }
+            reg.revoke(42, KeyKind::SigningKey, k1.id).await.unwrap();
+            let mut mac = <Hmac<Sha256>>::new_from_slice(k1.secret.as_bytes()).unwrap();
+            mac.update(body);
+            assert!(!reg
+                .verify_signature(42, body, &mac.finalize().into_bytes())
+                .await
+                .unwrap());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn api_keys_resolve_to_their_org_until_revoked() {
+        on_both(|reg| async move {
+            reg.create_org(42, "acme").await.unwrap();
+            assert!(matches!(
+                reg.create_org(42, "again").await,
+                Err(RegistryError::OrgExists(42))
+            ));
+            assert!(matches!(
+                reg.issue(7, KeyKind::ApiKey).await,
+                Err(RegistryError::NoSuchOrg(7))
+            ));
+            let k = reg.issue(42, KeyKind::ApiKey).await.unwrap();
+            assert_eq!(reg.org_for_api_key(&k.secret).await.unwrap(), Some(42));
+            assert_eq!(reg.org_for_api_key("lsk_nope").await.unwrap(), None);
+            let listed = reg.keys(42, KeyKind::ApiKey).await.unwrap();
+            assert_eq!(listed.len(), 1);
+            assert!(k.secret.starts_with(&listed[0].prefix));
+            assert!(reg.keys(42, KeyKind::SigningKey).await.unwrap().is_empty());
+            reg.revoke(42, KeyKind::ApiKey, k.id).await.unwrap();
+            assert_eq!(reg.org_for_api_key(&k.secret).await.unwrap(), None);
+            assert!(matches!(
+                reg.revoke(42, KeyKind::ApiKey, k.id).await,
+                Err(RegistryError::NoSuchKey { .. })
+            ));
+            let listed = reg.keys(42, KeyKind::ApiKey).await.unwrap();
+            assert!(listed[0].revoked_at_ms.is_some());
+            assert!(matches!(
+                reg.keys(7, KeyKind::ApiKey).await,
+                Err(RegistryError::NoSuchOrg(7))
+            ));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn orgs_list_by_id_with_their_mode_and_a_fixed_account_id() {
+        on_both(|reg| async move {
+            assert!(reg.orgs().await.unwrap().is_empty());
+            reg.create_org(9, "nine").await.unwrap();
+            reg.create_org(3, "three").await.unwrap();
+            reg.set_auth_mode(9, AuthMode::Hmac).await.unwrap();
+            assert!(matches!(
+                reg.set_auth_mode(5, AuthMode::Hmac).await,
+                Err(RegistryError::NoSuchOrg(5))
+            ));
+            let orgs = reg.orgs().await.unwrap();
+            let seen: Vec<(OrgId, &str, AuthMode)> = orgs
+                .iter()
+                .map(|o| (o.id, o.name.as_str(), o.auth_mode))
+                .collect();
+            assert_eq!(
+                seen,
+                [(3, "three", AuthMode::ApiKey), (9, "nine", AuthMode::Hmac)]
+            );
+            assert_eq!(reg.auth_mode(9).await.unwrap(), Some(AuthMode::Hmac));
+            assert_eq!(reg.auth_mode(5).await.unwrap(), None);
+            let a = reg.account_id(3).await.unwrap().unwrap();
+            assert!(uuid::Uuid::parse_str(&a).is_ok(), "{a}");
+            assert_eq!(reg.account_id(3).await.unwrap().unwrap(), a);
+            assert_ne!(reg.account_id(9).await.unwrap().unwrap(), a);
+            assert_eq!(reg.account_id(5).await.unwrap(), None);
+        })
+        .await;
+    }
+
+    #[test]
+    fn an_unknown_stored_auth_mode_is_an_error_not_a_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open_embedded(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(reg.create_org(1, "one")).unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("leadstream.db")).unwrap();
+        // The CHECK constraint keeps this out; a store edited by hand may not have it.
+        conn.execute_batch(
+            "PRAGMA ignore_check_constraints = ON; UPDATE organizations SET auth_mode = 'magic'",
+        )
+        .unwrap();
+        let e = rt.block_on(reg.auth_mode(1)).unwrap_err().to_string();
+        assert!(e.contains("magic") && e.contains("auth_mode"), "{e}");
+    }
+}
