@@ -181,13 +181,14 @@ pub enum KeyCmd {
 /// # Errors
 /// Whatever the command fails with, with context.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())
-        .context("loading the configuration")?;
+    // --database-url (or its env) goes through the config's own checks, as the env would.
+    let mut config = Config::load(cli.config.as_deref(), |k| match k {
+        "LEADSTREAM_DATABASE_URL" => cli.database_url.clone(),
+        _ => std::env::var(k).ok(),
+    })
+    .context("loading the configuration")?;
     if let Some(dir) = &cli.data_dir {
         config.store.data_dir = dir.clone();
-    }
-    if let Some(url) = &cli.database_url {
-        config.database.url = url.trim().to_owned();
     }
     if let Command::Serve(ServeArgs { listen: Some(addr) }) = &cli.command {
         config.http.listen = addr.clone();

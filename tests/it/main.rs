@@ -18,6 +18,7 @@ mod metrics;
 mod precision;
 mod receiver;
 mod serve;
+mod shared_db;
 mod support;
 mod support_clickhouse;
 mod support_kafka;

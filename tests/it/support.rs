@@ -149,6 +149,18 @@ impl TestServer {
         self.client.get(self.url(path)).reply().await
     }
 
+    /// The status of `GET path` with `Authorization: Bearer key`.
+    pub async fn get_with_key(&self, path: &str, key: &str) -> u16 {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("GET")
+            .status()
+            .as_u16()
+    }
+
     /// Runs `leadstream --data-dir <data dir> args…`.
     pub fn cli<I, S>(&self, args: I) -> CliOutput
     where
@@ -311,6 +323,8 @@ impl TestServer {
             cmd.env_remove("LEADSTREAM_DATA_DIR")
                 .env_remove("LEADSTREAM_LISTEN");
         }
+        // A shared database only when the test asks for one.
+        cmd.env_remove("LEADSTREAM_DATABASE_URL");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .stdin(Stdio::null())
@@ -392,7 +406,7 @@ pub struct Key {
 impl Key {
     /// From `create`'s output: "created … key <id> for organization …" first, the key
     /// alone on the last line.
-    fn parse(stdout: &str) -> Self {
+    pub fn parse(stdout: &str) -> Self {
         let first = stdout.lines().next().unwrap_or("");
         let words: Vec<&str> = first.split_whitespace().collect();
         let id = words
@@ -450,6 +464,7 @@ where
         .args(args)
         .env_remove("LEADSTREAM_DATA_DIR")
         .env_remove("LEADSTREAM_LISTEN")
+        .env_remove("LEADSTREAM_DATABASE_URL")
         .stdin(Stdio::null())
         .output()
         .expect("run leadstream")

@@ -1,0 +1,211 @@
+//! Several `serve` processes, each with its own data dir, on one shared Postgres
+//! database (`LEADSTREAM_DATABASE_URL`), and the admin CLI against the same database:
+//! organizations and keys are the same on every process.
+
+use crate::support::{batch, lead, sign, CliOutput, Key, TestServer, BIN};
+use leadstream_connectors::db::testing::TestPostgres;
+use std::process::{Command, Stdio};
+
+/// `leadstream --database-url URL args…`, from a data dir of its own (none of the
+/// servers'): everything it reads and writes is in the database.
+fn admin(url: &str, args: &[&str]) -> CliOutput {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--database-url", url])
+        .args(args)
+        .env_remove("LEADSTREAM_DATA_DIR")
+        .env_remove("LEADSTREAM_DATABASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run leadstream")
+        .into()
+}
+
+async fn cluster(url: &str, n: usize) -> Vec<TestServer> {
+    let mut servers = Vec::new();
+    for _ in 0..n {
+        servers.push(
+            TestServer::builder()
+                .env("LEADSTREAM_DATABASE_URL", url)
+                .start()
+                .await,
+        );
+    }
+    servers
+}
+
+#[tokio::test]
+async fn keys_made_by_the_cli_work_on_every_process_and_a_revocation_reaches_them_all() {
+    let pg = TestPostgres::start();
+    let url = pg.new_database();
+    let servers = cluster(&url, 3).await;
+    admin(&url, &["org", "create", "--id", "42", "--name", "acme"]).ok();
+    let key = Key::parse(&admin(&url, &["api-key", "create", "--org", "42"]).ok());
+    let mut k = 0;
+    for s in &servers {
+        let reply = s
+            .post_bearer(&key.secret, &batch(42, "mastery_purchase", vec![lead(k)]))
+            .await;
+        reply.accepted();
+        k += 1;
+        // The management API takes the same key on every process.
+        assert_eq!(s.get_with_key("/api/webhooks/get", &key.secret).await, 200);
+    }
+    // A key made while the servers run works at once on each of them.
+    let second = Key::parse(&admin(&url, &["api-key", "create", "--org", "42"]).ok());
+    for s in &servers {
+        s.post_bearer(
+            &second.secret,
+            &batch(42, "mastery_purchase", vec![lead(k)]),
+        )
+        .await
+        .accepted();
+        k += 1;
+    }
+    // Revoked through the CLI: refused by every process from the next request.
+    admin(
+        &url,
+        &[
+            "api-key",
+            "revoke",
+            "--org",
+            "42",
+            "--id",
+            &key.id.to_string(),
+        ],
+    )
+    .ok();
+    for s in &servers {
+        let reply = s
+            .post_bearer(&key.secret, &batch(42, "mastery_purchase", vec![lead(k)]))
+            .await;
+        assert_eq!(reply.status, 401, "{:?}", reply.body);
+        assert_eq!(s.get_with_key("/api/webhooks/get", &key.secret).await, 401);
+        s.post_bearer(
+            &second.secret,
+            &batch(42, "mastery_purchase", vec![lead(k)]),
+        )
+        .await
+        .accepted();
+        k += 1;
+    }
+    // The organization and its keys are listed the same from any data dir.
+    let listed = admin(&url, &["api-key", "list", "--org", "42"]).ok();
+    assert!(
+        listed.contains("revoked") && listed.contains("active"),
+        "{listed}"
+    );
+    let orgs = admin(&url, &["org", "list"]).ok();
+    assert!(orgs.contains("acme"), "{orgs}");
+}
+
+#[tokio::test]
+async fn hmac_mode_and_signing_keys_are_shared_by_every_process() {
+    let pg = TestPostgres::start();
+    let url = pg.new_database();
+    let servers = cluster(&url, 2).await;
+    admin(&url, &["org", "create", "--id", "7", "--name", "signer"]).ok();
+    let api_key = Key::parse(&admin(&url, &["api-key", "create", "--org", "7"]).ok());
+    admin(&url, &["org", "set-auth", "--org", "7", "--mode", "hmac"]).ok();
+    let secret = Key::parse(&admin(&url, &["signing-key", "create", "--org", "7"]).ok());
+    for (i, s) in servers.iter().enumerate() {
+        let body = batch(7, "webinar_attended", vec![lead(i)]).to_string();
+        s.post_signed(&secret.secret, &body).await.accepted();
+        let reply = s
+            .post_bearer(
+                &api_key.secret,
+                &batch(7, "webinar_attended", vec![lead(i)]),
+            )
+            .await;
+        assert_eq!(
+            reply.status, 401,
+            "an org in hmac mode refuses API keys on every process"
+        );
+    }
+    admin(
+        &url,
+        &[
+            "signing-key",
+            "revoke",
+            "--org",
+            "7",
+            "--id",
+            &secret.id.to_string(),
+        ],
+    )
+    .ok();
+    for s in &servers {
+        let body = batch(7, "webinar_attended", vec![lead(99)]).to_string();
+        let reply = s
+            .lead_events()
+            .header(
+                "x-setter-signature",
+                format!("sha256={}", sign(&secret.secret, body.as_bytes())),
+            )
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 401);
+    }
+}
+
+#[test]
+fn the_admin_cli_names_an_unreachable_database_and_masks_its_password() {
+    // Nothing listens on port 1.
+    let url = "postgres://ls:hunter2@127.0.0.1:1/leadstream?sslmode=disable&connect_timeout=2";
+    let out = admin(url, &["org", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr
+            .contains("postgres://ls:********@127.0.0.1:1/leadstream")
+            && !out.stderr.contains("hunter2"),
+        "{}",
+        out.stderr
+    );
+    let printed = admin(url, &["config", "print"]).ok();
+    assert!(
+        printed.contains("ls:********@127.0.0.1:1") && !printed.contains("hunter2"),
+        "{printed}"
+    );
+    let bad = admin("mysql://x@y/z", &["org", "list"]);
+    assert!(
+        !bad.status.success() && bad.stderr.contains("expected postgres://"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn a_database_migrated_by_a_newer_release_is_refused_with_what_to_do() {
+    let pg = TestPostgres::start();
+    let url = pg.new_database();
+    admin(&url, &["org", "list"]).ok();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (1000, 'future')",
+                &[],
+            )
+            .await
+            .unwrap();
+    });
+    let out = admin(&url, &["org", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("schema version 1000") && out.stderr.contains("newer release"),
+        "{}",
+        out.stderr
+    );
+}
