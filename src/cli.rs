@@ -7,6 +7,7 @@ use leadstream_connectors::campaigns::Campaigns;
 use leadstream_connectors::clickhouse::{ClickHouseStore, ClickHouseWarmer};
 use leadstream_connectors::config::{ClickHouseConfig, Config, RetryConfig};
 use leadstream_connectors::db::StateDb;
+use leadstream_connectors::delivery::endpoints::Endpoints;
 use leadstream_connectors::delivery::DeliveryEngine;
 use leadstream_connectors::kafka::{PartitionWarmer, WarmedAtStartup};
 use leadstream_connectors::registry::{IssuedKey, KeyInfo, Org, RegistryError};
@@ -698,7 +699,14 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     // pending before the server takes new work.
     let engine = {
         let _in_runtime = rt.enter();
-        let engine = DeliveryEngine::start(data_dir, &config.delivery)
+        let shared_endpoints = match &state_db {
+            StateDb::Shared(pg) => Some(
+                rt.block_on(Endpoints::open_shared(pg.clone()))
+                    .context("reading the webhook endpoints of the shared database")?,
+            ),
+            StateDb::Embedded(_) => None,
+        };
+        let engine = DeliveryEngine::start_with(data_dir, &config.delivery, shared_endpoints)
             .context("opening the webhook store")?;
         // With Kafka the unfinished deliveries are read again from the topics
         // (attach_kafka in start_kafka); embedded, from the store.

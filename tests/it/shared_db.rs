@@ -209,3 +209,206 @@ fn a_database_migrated_by_a_newer_release_is_refused_with_what_to_do() {
         out.stderr
     );
 }
+
+/// A JSON request with `key` to `path` on `s`: (status, body).
+async fn call(
+    s: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut r = s.client().request(method, s.url(path)).bearer_auth(key);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+async fn wait_for(what: &str, secs: u64, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {secs} s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn endpoints_and_settings_are_the_same_on_every_process_and_a_delete_stops_every_attempt() {
+    use crate::receiver::{Receiver, Step};
+    use reqwest::Method;
+    use serde_json::json;
+    let pg = TestPostgres::start();
+    let url = pg.new_database();
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        servers.push(
+            TestServer::builder()
+                .env("LEADSTREAM_DATABASE_URL", &url)
+                .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+                .env(
+                    "LEADSTREAM_DELIVERY_RETRY_SCHEDULE",
+                    "300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms",
+                )
+                .start()
+                .await,
+        );
+    }
+    let (a, b) = (&servers[0], &servers[1]);
+    admin(&url, &["org", "create", "--id", "7", "--name", "hooks"]).ok();
+    let key = Key::parse(&admin(&url, &["api-key", "create", "--org", "7"]).ok()).secret;
+    let rx = Receiver::start().await;
+    let ok_url = rx.script("ok", vec![Step::Status(200)]);
+    let fail_url = rx.script("fail", vec![Step::Status(500)]);
+
+    // Made on a, listed and read on b at once.
+    let (st, made) = call(
+        a,
+        Method::POST,
+        "/api/webhooks/create",
+        &key,
+        Some(json!({"webhook": ok_url})),
+    )
+    .await;
+    assert_eq!(st, 200, "{made}");
+    let ok_id = made["data"]["id"].as_i64().unwrap();
+    let (_, listed) = call(b, Method::GET, "/api/webhooks/get", &key, None).await;
+    let ids: Vec<i64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [ok_id]);
+    let (st, secret) = call(
+        b,
+        Method::GET,
+        &format!("/api/webhooks/{ok_id}/secret"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{secret}");
+    let (st, _) = call(
+        a,
+        Method::GET,
+        &format!("/api/webhooks/{ok_id}/secret"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+
+    // Published on b: delivered, signed with the secret a made.
+    let (st, published) = call(
+        b,
+        Method::POST,
+        "/api/v1/outbound-events",
+        &key,
+        Some(json!({"eventType": "ping", "payload": {"n": 1}})),
+    )
+    .await;
+    assert_eq!(st, 202, "{published}");
+    assert_eq!(published["deliveries"], 1);
+    wait_for("the delivery", 10, || rx.seen("ok").len() == 1).await;
+    let secret = secret["key"].as_str().unwrap();
+    assert!(crate::receiver::verify(secret, &rx.seen("ok")[0]));
+
+    // Settings set on a are b's answer.
+    let (st, set) = call(
+        a,
+        Method::PUT,
+        "/api/v1/organizations/current/settings",
+        &key,
+        Some(json!({"webhookUrl": rx.url("settings")})),
+    )
+    .await;
+    assert_eq!(st, 200, "{set}");
+    let (_, got) = call(
+        b,
+        Method::GET,
+        "/api/v1/organizations/current/settings",
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(got["webhookUrl"], rx.url("settings"));
+    call(
+        a,
+        Method::PUT,
+        "/api/v1/organizations/current/settings",
+        &key,
+        Some(json!({"webhookUrl": null})),
+    )
+    .await;
+
+    // A failing endpoint made on a, its delivery retried by b's workers …
+    let (_, made) = call(
+        a,
+        Method::POST,
+        "/api/webhooks/create",
+        &key,
+        Some(json!({"webhook": fail_url})),
+    )
+    .await;
+    let fail_id = made["data"]["id"].as_i64().unwrap();
+    call(
+        b,
+        Method::PATCH,
+        &format!("/api/webhooks/{ok_id}"),
+        &key,
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    let (st, published) = call(
+        b,
+        Method::POST,
+        "/api/v1/outbound-events",
+        &key,
+        Some(json!({"eventType": "ping", "payload": {"n": 2}})),
+    )
+    .await;
+    assert_eq!(st, 202, "{published}");
+    assert_eq!(
+        published["deliveries"], 1,
+        "the endpoint disabled on b gets nothing: {published}"
+    );
+    wait_for("a retried attempt", 10, || rx.seen("fail").len() >= 2).await;
+    // … gets no new attempt from any process once deleted on a.
+    let (st, _) = call(
+        a,
+        Method::DELETE,
+        &format!("/api/webhooks/delete?id={fail_id}"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let attempts = rx.seen("fail").len();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        rx.seen("fail").len(),
+        attempts,
+        "attempts went on after the delete"
+    );
+    let (st, _) = call(
+        b,
+        Method::GET,
+        &format!("/api/webhooks/{fail_id}/secret"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert_eq!(
+        rx.seen("ok").len(),
+        1,
+        "nothing more to the disabled endpoint"
+    );
+}

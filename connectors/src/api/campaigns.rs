@@ -185,6 +185,7 @@ async fn resolve_target(
             s.engine
                 .endpoints()
                 .get(org, id)
+                .await
                 .map_err(super::webhooks::endpoint_error)?;
             Ok((None, id))
         }

@@ -152,7 +152,12 @@ pub async fn list(
         .get("search")
         .map(String::as_str)
         .filter(|t| !t.is_empty());
-    let all = s.engine.endpoints().list(org, search);
+    let all = s
+        .engine
+        .endpoints()
+        .list(org, search)
+        .await
+        .map_err(store_error)?;
     Ok(Json(all.iter().map(|e| out(&s, &account, e)).collect()))
 }
 
@@ -291,7 +296,12 @@ pub async fn get_one(
 ) -> Result<Json<WebhookOut>, ApiError> {
     let account = account_id(&s, org).await?;
     let id = parse_id(&id)?;
-    let e = s.engine.endpoints().get(org, id).map_err(endpoint_error)?;
+    let e = s
+        .engine
+        .endpoints()
+        .get(org, id)
+        .await
+        .map_err(endpoint_error)?;
     Ok(Json(out(&s, &account, &e)))
 }
 
@@ -459,7 +469,12 @@ pub async fn patch(
 ) -> Result<Json<WebhookOut>, ApiError> {
     let account = account_id(&s, org).await?;
     let id = parse_id(&id)?;
-    let current = s.engine.endpoints().get(org, id).map_err(endpoint_error)?;
+    let current = s
+        .engine
+        .endpoints()
+        .get(org, id)
+        .await
+        .map_err(endpoint_error)?;
     let body = read_small(&s, &headers, body, MAX_BODY).await?;
     let fields: Value = parse_json(&body.bytes)?;
     let Value::Object(fields) = fields else {
@@ -508,7 +523,12 @@ pub async fn secret(
     Path(id): Path<String>,
 ) -> Result<Json<SecretOut>, ApiError> {
     let id = parse_id(&id)?;
-    let e = s.engine.endpoints().get(org, id).map_err(endpoint_error)?;
+    let e = s
+        .engine
+        .endpoints()
+        .get(org, id)
+        .await
+        .map_err(endpoint_error)?;
     let key = e.current_secret().map(|k| k.text()).unwrap_or_default();
     Ok(Json(SecretOut { key }))
 }
@@ -597,7 +617,11 @@ pub async fn replay(
     body: Body,
 ) -> Result<Json<ReplayOut>, ApiError> {
     let id = parse_id(&id)?;
-    s.engine.endpoints().get(org, id).map_err(endpoint_error)?;
+    s.engine
+        .endpoints()
+        .get(org, id)
+        .await
+        .map_err(endpoint_error)?;
     let body = read_small(&s, &headers, body, MAX_BODY).await?;
     let req: ReplayIn = parse_json(&body.bytes)?;
     let since = instant_ms("since", &req.since)?;
@@ -665,8 +689,14 @@ fn settings_out(e: Option<&Endpoint>) -> SettingsOut {
 pub async fn get_settings(
     State(s): State<AppState>,
     ApiKeyOrg(org): ApiKeyOrg,
-) -> Json<SettingsOut> {
-    Json(settings_out(s.engine.endpoints().settings(org).as_deref()))
+) -> Result<Json<SettingsOut>, ApiError> {
+    let settings = s
+        .engine
+        .endpoints()
+        .settings(org)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(settings_out(settings.as_deref())))
 }
 
 /// Set (or, with `null`, remove) the org's webhook URL: an endpoint that receives

@@ -6,11 +6,18 @@ use super::migrate::{Migration, SqliteStep};
 use rusqlite::Connection;
 
 /// The shared database (`database.url`).
-pub const POSTGRES: &[Migration<&str>] = &[Migration {
-    version: 1,
-    name: "organizations and credentials",
-    step: include_str!("migrations/postgres/0001_registry.sql"),
-}];
+pub const POSTGRES: &[Migration<&str>] = &[
+    Migration {
+        version: 1,
+        name: "organizations and credentials",
+        step: include_str!("migrations/postgres/0001_registry.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "webhook endpoints and their secrets",
+        step: include_str!("migrations/postgres/0002_endpoints.sql"),
+    },
+];
 
 /// `leadstream.db`: organizations and credentials of the embedded store.
 pub const SQLITE_REGISTRY: &[Migration<SqliteStep>] = &[

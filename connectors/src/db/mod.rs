@@ -11,6 +11,7 @@
 
 pub mod migrate;
 pub mod migrations;
+pub mod notify;
 pub mod postgres;
 pub mod testing;
 

@@ -34,6 +34,9 @@ pub struct Pg {
     pool: Pool,
     /// The URL with its password masked, for messages.
     url: Arc<str>,
+    /// For connections outside the pool (a listener holds one for good).
+    config: Arc<tokio_postgres::Config>,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for Pg {
@@ -89,9 +92,10 @@ impl Pg {
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("leadstream");
         }
+        let tls = tls(&cfg.tls_ca_file)?;
         let manager = Manager::from_config(
-            pg_config,
-            tls(&cfg.tls_ca_file)?,
+            pg_config.clone(),
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -106,7 +110,12 @@ impl Pg {
                 url: url.to_string(),
                 message: e.to_string(),
             })?;
-        let pg = Self { pool, url };
+        let pg = Self {
+            pool,
+            url,
+            config: Arc::new(pg_config),
+            tls,
+        };
         let mut client = pg.pool.get().await.map_err(|source| PgOpenError::Connect {
             url: pg.url.to_string(),
             source,
@@ -124,6 +133,28 @@ impl Pg {
     /// [`super::RepoError::Pool`] when none came in time or a new one failed.
     pub async fn conn(&self) -> Result<deadpool_postgres::Object, super::RepoError> {
         Ok(self.pool.get().await?)
+    }
+
+    /// A connection of its own, outside the pool, and the task that drives it: for a
+    /// listener, which holds its connection for as long as it listens.
+    ///
+    /// # Errors
+    /// [`tokio_postgres::Error`] connecting.
+    pub async fn dedicated(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<
+                tokio_postgres::Socket,
+                <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+                    tokio_postgres::Socket,
+                >>::Stream,
+            >,
+        ),
+        tokio_postgres::Error,
+    > {
+        self.config.connect(self.tls.clone()).await
     }
 
     /// The URL, password masked.

@@ -2,7 +2,7 @@
 //! engine runs. A delivery is `pending` until an attempt succeeds or its last attempt
 //! fails; `next_attempt_at` is when it is due (what a restart resumes from).
 
-use super::endpoints::{EndpointEffect, Endpoints};
+use super::endpoints::EndpointEffect;
 use super::model::{new_id, Endpoint};
 
 /// The length of a delivery id: `msg_` and 26 characters ([`new_id`]).
@@ -410,7 +410,9 @@ pub fn record_outcome(
         o.at_ms
     ])?;
     match &o.effect {
-        Some(effect) => Endpoints::write_effect(conn, o.endpoint_id, effect, disable_after),
+        Some(effect) => {
+            super::endpoints::sqlite::write_effect(conn, o.endpoint_id, effect, disable_after)
+        }
         None => Ok(false),
     }
 }

@@ -469,6 +469,12 @@ async fn attempt(
             error: result.error.clone().unwrap_or_default(),
             host: crate::clickhouse::attempts::host_name().to_owned(),
         });
+    // Embedded, the effect is written with the outcome; shared, after it.
+    let (effect, later_effect) = if shared.endpoints.effect_in_outcome() {
+        (effect, None)
+    } else {
+        (None, effect)
+    };
     let record = Outcome {
         seq: job.seq,
         endpoint_id: ep.id,
@@ -498,11 +504,10 @@ async fn attempt(
     }
     let next = match written {
         Ok(changed) => {
-            if changed {
-                if let Err(e) = shared.endpoints.refresh(ep.id).await {
-                    tracing::warn!(endpoint = ep.id, error = %e, "re-reading an endpoint after its health changed");
-                }
-            }
+            shared
+                .endpoints
+                .after_outcome(ep.id, later_effect, changed, disable_after)
+                .await;
             match state {
                 DeliveryState::Pending => {
                     let at = next_at_ms.unwrap_or(ended_ms);

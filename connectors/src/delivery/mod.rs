@@ -72,8 +72,24 @@ impl DeliveryEngine {
     /// # Errors
     /// [`DbError`] when the store cannot be opened or read.
     pub fn start(dir: &Path, config: &DeliveryConfig) -> Result<Self, DbError> {
+        Self::start_with(dir, config, None)
+    }
+
+    /// [`start`](Self::start) with the endpoint registry of the shared database
+    /// ([`Endpoints::open_shared`]) instead of `webhooks.db`'s.
+    ///
+    /// # Errors
+    /// [`DbError`] when the store cannot be opened or read.
+    pub fn start_with(
+        dir: &Path,
+        config: &DeliveryConfig,
+        endpoints: Option<Arc<Endpoints>>,
+    ) -> Result<Self, DbError> {
         let db = Db::open(dir)?;
-        let endpoints = Arc::new(Endpoints::load(db.clone())?);
+        let endpoints = match endpoints {
+            Some(shared) => shared,
+            None => Arc::new(Endpoints::load(db.clone())?),
+        };
         let shared = Arc::new(Shared {
             kafka: std::sync::OnceLock::new(),
             outbox: std::sync::OnceLock::new(),
@@ -170,7 +186,11 @@ impl DeliveryEngine {
         let ev = NewEvent {
             org,
             event_type: event_type.to_owned(),
-            endpoints: self.shared.endpoints.subscribers(org, event_type),
+            endpoints: self
+                .shared
+                .endpoints
+                .subscribers_now(org, event_type)
+                .await?,
             payload,
             idempotency_key,
             due_at_ms: None,

@@ -21,11 +21,13 @@ impl EndpointKind {
             EndpointKind::Settings => "settings",
         }
     }
-    pub fn parse(s: &str) -> Self {
-        if s == "settings" {
-            EndpointKind::Settings
-        } else {
-            EndpointKind::Registry
+    /// `registry` or `settings`; anything else is `None` (a stored value this binary
+    /// does not know, never read as a default).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "registry" => Some(EndpointKind::Registry),
+            "settings" => Some(EndpointKind::Settings),
+            _ => None,
         }
     }
 }

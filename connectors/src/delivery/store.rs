@@ -127,6 +127,18 @@ pub enum DbError {
     /// A write gave up on purpose (what it found made it moot); nothing of it stays.
     #[error("{0}")]
     Aborted(String),
+    /// The shared database (or a stored value) failed a repository call.
+    #[error("{0}")]
+    Repo(Arc<crate::db::RepoError>),
+}
+
+impl From<crate::db::RepoError> for DbError {
+    fn from(e: crate::db::RepoError) -> Self {
+        match e {
+            crate::db::RepoError::Sqlite(e) => DbError::Sql(Arc::new(e)),
+            e => DbError::Repo(Arc::new(e)),
+        }
+    }
 }
 
 impl From<rusqlite::Error> for DbError {
