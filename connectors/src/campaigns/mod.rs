@@ -136,7 +136,7 @@ struct Inner {
 }
 
 impl Campaigns {
-    /// Creates the campaign tables in `webhooks.db` if needed.
+    /// Campaigns on the engine's `webhooks.db`.
     ///
     /// # Errors
     /// [`DbError`].
@@ -145,13 +145,8 @@ impl Campaigns {
         writer: EventWriter,
         config: &SendsConfig,
     ) -> Result<Self, DbError> {
+        // Its tables are webhooks.db's (db::migrations::SQLITE_WEBHOOKS).
         let db = engine.db().clone();
-        db.write_blocking(|conn| {
-            conn.execute_batch(store::SCHEMA)?;
-            crate::delivery::store::add_missing_columns(conn, store::ADDED_COLUMNS)?;
-            store::carry_over_old_sends(conn)?;
-            Ok(())
-        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,

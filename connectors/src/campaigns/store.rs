@@ -8,94 +8,6 @@ use leadstream_pipeline::eligibility::{AudienceFilter, EventFilter, Lead, Mode};
 use leadstream_pipeline::{OrgId, Phone};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS campaigns (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    org_id        INTEGER NOT NULL,
-    name          TEXT    NOT NULL,
-    state         TEXT    NOT NULL,
-    paused_from   TEXT,
-    delivery_url  TEXT,
-    endpoint_id   INTEGER NOT NULL,
-    created_at    INTEGER NOT NULL,
-    updated_at    INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS campaigns_org ON campaigns (org_id, id);
-CREATE TABLE IF NOT EXISTS audience (
-    campaign_id   INTEGER NOT NULL,
-    phone         INTEGER NOT NULL,
-    external_id   TEXT,
-    variables     TEXT    NOT NULL,
-    PRIMARY KEY (campaign_id, phone)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS opt_outs (
-    org_id        INTEGER NOT NULL,
-    phone         INTEGER NOT NULL,
-    created_at    INTEGER NOT NULL,
-    PRIMARY KEY (org_id, phone)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sends (
-    id                   INTEGER PRIMARY KEY AUTOINCREMENT,
-    campaign_id          INTEGER NOT NULL,
-    org_id               INTEGER NOT NULL,
-    scheduled_us         INTEGER NOT NULL,
-    local_time           TEXT,
-    time_zone            TEXT,
-    template_name        TEXT    NOT NULL,
-    language             TEXT    NOT NULL,
-    filter_mode          TEXT,
-    filter_event_type    TEXT,
-    filter_within        INTEGER,
-    use_audience_filter  INTEGER NOT NULL,
-    created_at           INTEGER NOT NULL,
-    materialized_at      INTEGER,
-    emitted_all          INTEGER NOT NULL DEFAULT 0,
-    event_id             TEXT,
-    eligible             INTEGER NOT NULL DEFAULT 0,
-    emitted              INTEGER NOT NULL DEFAULT 0,
-    emitted_through      INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS sends_campaign ON sends (campaign_id, id);
-CREATE INDEX IF NOT EXISTS sends_due ON sends (emitted_all, scheduled_us);
-CREATE TABLE IF NOT EXISTS audience_filters (
-    send_id       INTEGER PRIMARY KEY,
-    mode          TEXT    NOT NULL,
-    received_at   INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audience_filter_leads (
-    send_id       INTEGER NOT NULL,
-    external_id   TEXT,
-    phone         INTEGER
-);
-CREATE INDEX IF NOT EXISTS audience_filter_leads_send ON audience_filter_leads (send_id);
--- A send's eligible set with each lead's externalId and variables as they were when
--- it was fixed. It is emitted in phone order, a chunk per transaction: the leads up to
--- sends.emitted_through have their deliveries (sends.emitted of them).
-CREATE TABLE IF NOT EXISTS send_leads (
-    send_id       INTEGER NOT NULL,
-    phone         INTEGER NOT NULL,
-    external_id   TEXT,
-    variables     TEXT    NOT NULL,
-    PRIMARY KEY (send_id, phone)
-) WITHOUT ROWID;
--- The deliveries of each emitted chunk: seqs first_seq..last_seq (one transaction
--- inserts them in a row).
-CREATE TABLE IF NOT EXISTS send_emits (
-    send_id       INTEGER NOT NULL,
-    first_seq     INTEGER NOT NULL,
-    last_seq      INTEGER NOT NULL,
-    PRIMARY KEY (send_id, first_seq)
-) WITHOUT ROWID;
-";
-
-/// Columns added to tables an older version created.
-pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
-    ("sends", "event_id", "TEXT"),
-    ("sends", "eligible", "INTEGER NOT NULL DEFAULT 0"),
-    ("sends", "emitted", "INTEGER NOT NULL DEFAULT 0"),
-    ("sends", "emitted_through", "INTEGER NOT NULL DEFAULT 0"),
-];
-
 fn campaign_of(r: &Row<'_>) -> rusqlite::Result<Campaign> {
     let state: String = r.get(3)?;
     let paused_from: Option<String> = r.get(4)?;
@@ -674,13 +586,8 @@ mod tests {
 
     fn db() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        // The deliveries table the progress counts join (the engine's schema owns it).
-        conn.execute_batch(
-            "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, state TEXT NOT NULL);
-             CREATE TABLE endpoints (id INTEGER PRIMARY KEY);",
-        )
-        .unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
+        crate::db::migrate::apply_sqlite(&conn, "test", crate::db::migrations::SQLITE_WEBHOOKS)
+            .unwrap();
         rusqlite::vtab::array::load_module(&conn).unwrap();
         conn
     }
@@ -742,7 +649,9 @@ mod tests {
         // Emitted as delivery 7: the set has nothing above it, and the counts follow
         // the delivery.
         conn.execute(
-            "INSERT INTO deliveries (seq, state) VALUES (6, 'failed'), (7, 'pending')",
+            "INSERT INTO deliveries (seq, id, event_id, org_id, endpoint_id, url, event_type, state, created_at, updated_at) \
+             VALUES (6, 'd6', 'e', 1, 1, 'u', 'campaign_send', 'failed', 0, 0), \
+                    (7, 'd7', 'e', 1, 1, 'u', 'campaign_send', 'pending', 0, 0)",
             [],
         )
         .unwrap();
@@ -765,9 +674,13 @@ mod tests {
     fn a_send_an_older_version_emitted_part_of_carries_on_past_its_last_lead() {
         let conn = Connection::open_in_memory().unwrap();
         // The older layout: sends without the progress columns, leads marked one by one.
+        // The engine's tables as they are; the campaign tables of the older layout.
+        conn.execute_batch(include_str!(
+            "../db/migrations/sqlite/webhooks_0001_deliveries.sql"
+        ))
+        .unwrap();
         conn.execute_batch(
-            "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, state TEXT NOT NULL);
-             CREATE TABLE sends (id INTEGER PRIMARY KEY AUTOINCREMENT, campaign_id INTEGER NOT NULL,
+            "CREATE TABLE sends (id INTEGER PRIMARY KEY AUTOINCREMENT, campaign_id INTEGER NOT NULL,
                org_id INTEGER NOT NULL, scheduled_us INTEGER NOT NULL, local_time TEXT, time_zone TEXT,
                template_name TEXT NOT NULL, language TEXT NOT NULL, filter_mode TEXT,
                filter_event_type TEXT, filter_within INTEGER, use_audience_filter INTEGER NOT NULL,
@@ -778,12 +691,14 @@ mod tests {
                use_audience_filter, created_at, materialized_at) VALUES (1, 1, 0, 't', 'en', 0, 0, 5);
              INSERT INTO send_leads VALUES (1, 10, NULL, '{}', 100), (1, 20, NULL, '{}', 101),
                (1, 30, NULL, '{}', NULL);
-             INSERT INTO deliveries VALUES (100, 'succeeded'), (101, 'pending');",
+             INSERT INTO deliveries (seq, id, event_id, org_id, endpoint_id, url, event_type, state, created_at, updated_at)
+               VALUES (100, 'd100', 'e', 1, 1, 'u', 'campaign_send', 'succeeded', 0, 0),
+                      (101, 'd101', 'e', 1, 1, 'u', 'campaign_send', 'pending', 0, 0);",
         )
         .unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        crate::delivery::store::add_missing_columns(&conn, ADDED_COLUMNS).unwrap();
-        carry_over_old_sends(&conn).unwrap();
+        // Versioned migrations adopt the file and carry its send over (version 4).
+        crate::db::migrate::apply_sqlite(&conn, "test", crate::db::migrations::SQLITE_WEBHOOKS)
+            .unwrap();
         let p = progress(&conn, 1).unwrap().unwrap();
         assert_eq!(
             (p.eligible, p.emitted, p.emitted_through),
@@ -804,8 +719,11 @@ mod tests {
     #[test]
     fn due_sends_are_those_of_scheduled_or_running_campaigns_with_an_endpoint() {
         let conn = db();
-        conn.execute("INSERT INTO endpoints (id) VALUES (5)", [])
-            .unwrap();
+        conn.execute(
+            "INSERT INTO endpoints (id, org_id, url, created_at, updated_at) VALUES (5, 1, 'u', 0, 0)",
+            [],
+        )
+        .unwrap();
         let send_of = |campaign: i64, at_us: i64| Send {
             id: 0,
             campaign_id: campaign,

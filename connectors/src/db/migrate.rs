@@ -30,7 +30,7 @@ pub struct Migration<S: 'static> {
 /// made before versioned migrations, whose tables may or may not have a column yet).
 pub enum SqliteStep {
     Sql(&'static str),
-    Code(fn(&rusqlite::Connection) -> rusqlite::Result<()>),
+    Code(fn(&rusqlite::Connection) -> Result<(), crate::store::BoxError>),
 }
 
 /// A migration failure.
@@ -142,7 +142,12 @@ pub fn apply_sqlite(
             };
             match &m.step {
                 SqliteStep::Sql(sql) => conn.execute_batch(sql).map_err(step)?,
-                SqliteStep::Code(f) => f(conn).map_err(step)?,
+                SqliteStep::Code(f) => f(conn).map_err(|source| MigrateError::Step {
+                    database: database.to_owned(),
+                    version: m.version,
+                    name: m.name,
+                    source,
+                })?,
             }
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",

@@ -3,6 +3,7 @@
 //! the next.
 
 use super::migrate::{Migration, SqliteStep};
+use crate::store::BoxError;
 use rusqlite::Connection;
 
 /// The shared database (`database.url`).
@@ -36,7 +37,7 @@ pub const SQLITE_REGISTRY: &[Migration<SqliteStep>] = &[
 /// Gives every organization an account UUID (`user_id` in webhook payloads). A store
 /// made before versioned migrations may already have the column (and ids for some of
 /// its orgs): only what is missing is added.
-fn add_account_ids(conn: &Connection) -> rusqlite::Result<()> {
+fn add_account_ids(conn: &Connection) -> Result<(), BoxError> {
     let has_column = conn
         .prepare("SELECT 1 FROM pragma_table_info('organizations') WHERE name = 'account_id'")?
         .exists([])?;
@@ -55,3 +56,77 @@ fn add_account_ids(conn: &Connection) -> rusqlite::Result<()> {
     }
     Ok(())
 }
+
+/// `webhooks.db`: the delivery engine, campaigns and domain state of the embedded
+/// store (one file, so each of their writes is one transaction with the deliveries
+/// it publishes).
+pub const SQLITE_WEBHOOKS: &[Migration<SqliteStep>] = &[
+    Migration {
+        version: 1,
+        name: "endpoints, events, deliveries, attempts, outbox",
+        step: SqliteStep::Sql(include_str!(
+            "migrations/sqlite/webhooks_0001_deliveries.sql"
+        )),
+    },
+    Migration {
+        version: 2,
+        name: "deliveries.part",
+        step: SqliteStep::Code(|conn| add_missing_columns(conn, &[("deliveries", "part", "BLOB")])),
+    },
+    Migration {
+        version: 3,
+        name: "campaigns, audiences, opt-outs, sends",
+        step: SqliteStep::Sql(include_str!(
+            "migrations/sqlite/webhooks_0003_campaigns.sql"
+        )),
+    },
+    Migration {
+        version: 4,
+        name: "sends as a shared event, a cursor and emitted ranges",
+        step: SqliteStep::Code(sends_as_ranges),
+    },
+    Migration {
+        version: 5,
+        name: "contacts, conversations, integrations, triggers, actions",
+        step: SqliteStep::Sql(include_str!("migrations/sqlite/webhooks_0005_domain.sql")),
+    },
+];
+
+/// Adds the `(table, column, declaration)`s a store made before versioned migrations
+/// may lack (a column added in place by an older release).
+fn add_missing_columns(conn: &Connection, columns: &[(&str, &str, &str)]) -> Result<(), BoxError> {
+    for (table, column, decl) in columns {
+        let present = conn
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
+            .exists([column])?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends of the layout before a send's progress became a cursor and ranges: the
+/// columns it lacks, and its sends carried over
+/// ([`crate::campaigns::store::carry_over_old_sends`]).
+fn sends_as_ranges(conn: &Connection) -> Result<(), BoxError> {
+    add_missing_columns(
+        conn,
+        &[
+            ("sends", "event_id", "TEXT"),
+            ("sends", "eligible", "INTEGER NOT NULL DEFAULT 0"),
+            ("sends", "emitted", "INTEGER NOT NULL DEFAULT 0"),
+            ("sends", "emitted_through", "INTEGER NOT NULL DEFAULT 0"),
+        ],
+    )?;
+    Ok(crate::campaigns::store::carry_over_old_sends(conn)?)
+}
+
+/// `events.db`: the embedded event store ([`crate::store::sqlite`]).
+pub const SQLITE_EVENTS: &[Migration<SqliteStep>] = &[Migration {
+    version: 1,
+    name: "lead_events with microsecond instants",
+    step: SqliteStep::Code(crate::store::sqlite::adopt),
+}];

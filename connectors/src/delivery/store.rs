@@ -15,108 +15,6 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS endpoints (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    org_id           INTEGER NOT NULL,
-    kind             TEXT    NOT NULL DEFAULT 'registry' CHECK (kind IN ('registry', 'settings')),
-    url              TEXT    NOT NULL,
-    description      TEXT,
-    event_types      TEXT,
-    enabled          INTEGER NOT NULL DEFAULT 1,
-    disabled_reason  TEXT,
-    timeout_ms       INTEGER,
-    max_in_flight    INTEGER,
-    rate_limit       REAL,
-    failing_since    INTEGER,
-    created_at       INTEGER NOT NULL,
-    updated_at       INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS endpoints_settings ON endpoints (org_id) WHERE kind = 'settings';
-CREATE TABLE IF NOT EXISTS endpoint_secrets (
-    endpoint_id  INTEGER NOT NULL,
-    secret       TEXT    NOT NULL,
-    created_at   INTEGER NOT NULL,
-    expires_at   INTEGER
-);
-CREATE INDEX IF NOT EXISTS endpoint_secrets_endpoint ON endpoint_secrets (endpoint_id);
-CREATE TABLE IF NOT EXISTS events (
-    id               TEXT    PRIMARY KEY,
-    org_id           INTEGER NOT NULL,
-    event_type       TEXT    NOT NULL,
-    payload          BLOB    NOT NULL,
-    idempotency_key  TEXT,
-    deliveries       INTEGER NOT NULL,
-    created_at       INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events (org_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS deliveries (
-    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
-    id               TEXT    NOT NULL UNIQUE,
-    event_id         TEXT    NOT NULL,
-    org_id           INTEGER NOT NULL,
-    endpoint_id      INTEGER NOT NULL,
-    url              TEXT    NOT NULL,
-    event_type       TEXT    NOT NULL,
-    state            TEXT    NOT NULL CHECK (state IN ('pending', 'succeeded', 'failed')),
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    last_status      INTEGER,
-    last_error       TEXT,
-    next_attempt_at  INTEGER,
-    single_attempt   INTEGER NOT NULL DEFAULT 0,
-    created_at       INTEGER NOT NULL,
-    updated_at       INTEGER NOT NULL,
-    part             BLOB
-);
-CREATE INDEX IF NOT EXISTS deliveries_org_created ON deliveries (org_id, created_at, seq);
-CREATE INDEX IF NOT EXISTS deliveries_org_updated ON deliveries (org_id, updated_at, seq);
-CREATE INDEX IF NOT EXISTS deliveries_endpoint_created ON deliveries (endpoint_id, created_at);
-DROP INDEX IF EXISTS deliveries_endpoint;
-DROP INDEX IF EXISTS deliveries_pending;
-CREATE TABLE IF NOT EXISTS attempts (
-    delivery_seq     INTEGER NOT NULL,
-    attempt          INTEGER NOT NULL,
-    at               INTEGER NOT NULL,
-    url              TEXT    NOT NULL,
-    response_status  INTEGER,
-    response_body    BLOB,
-    duration_ms      INTEGER NOT NULL,
-    error            TEXT,
-    PRIMARY KEY (delivery_seq, attempt)
-) WITHOUT ROWID;
--- Kafka mode: deliveries committed here whose records the brokers have not
--- acknowledged yet (seq ranges); the relay produces them and deletes the row.
-CREATE TABLE IF NOT EXISTS outbox (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    first_seq        INTEGER NOT NULL,
-    last_seq         INTEGER NOT NULL
-);
-";
-
-/// Columns added after a table was first created: `(table, column, declaration)`.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("deliveries", "part", "BLOB")];
-
-/// Adds the [`ADDED_COLUMNS`] a store created by an older version lacks.
-///
-/// # Errors
-/// [`rusqlite::Error`].
-pub fn add_missing_columns(
-    conn: &Connection,
-    columns: &[(&str, &str, &str)],
-) -> rusqlite::Result<()> {
-    for (table, column, decl) in columns {
-        let present: bool = conn.query_row(
-            &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
-            [column],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
-        )?;
-        if !present {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
-        }
-    }
-    Ok(())
-}
-
 /// A failure of the delivery store.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DbError {
@@ -127,6 +25,9 @@ pub enum DbError {
     /// A write gave up on purpose (what it found made it moot); nothing of it stays.
     #[error("{0}")]
     Aborted(String),
+    /// The file could not be brought to this binary's schema.
+    #[error("{0}")]
+    Migrate(Arc<crate::db::migrate::MigrateError>),
     /// The shared database (or a stored value) failed a repository call.
     #[error("{0}")]
     Repo(Arc<crate::db::RepoError>),
@@ -171,8 +72,12 @@ impl Db {
     pub fn open(dir: &Path) -> Result<Arc<Self>, DbError> {
         let path = dir.join("webhooks.db");
         let conn = open_sqlite(&path)?;
-        conn.execute_batch(SCHEMA)?;
-        add_missing_columns(&conn, ADDED_COLUMNS)?;
+        crate::db::migrate::apply_sqlite(
+            &conn,
+            &path.display().to_string(),
+            crate::db::migrations::SQLITE_WEBHOOKS,
+        )
+        .map_err(|e| DbError::Migrate(Arc::new(e)))?;
         // `rarray`: writes that insert a whole set in one statement (a send's eligible
         // set, a chunk of its deliveries) bind it as an array.
         rusqlite::vtab::array::load_module(&conn)?;

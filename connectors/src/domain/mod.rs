@@ -70,13 +70,13 @@ struct Inner {
 }
 
 impl Domain {
-    /// Creates the domain tables in `webhooks.db` if needed.
+    /// Domain state on the engine's `webhooks.db`.
     ///
     /// # Errors
     /// [`DbError`].
     pub fn open(engine: DeliveryEngine, config: &DomainConfig) -> Result<Self, DbError> {
+        // Its tables are webhooks.db's (db::migrations::SQLITE_WEBHOOKS).
         let db = engine.db().clone();
-        db.write_blocking(|conn| Ok(conn.execute_batch(store::SCHEMA)?))?;
         Ok(Self {
             db,
             engine,

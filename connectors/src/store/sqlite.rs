@@ -1,15 +1,17 @@
 //! The embedded event store: `lead_events` in `events.db`.
 //!
 //! # Schema versions
-//! `PRAGMA user_version` says which layout the file has:
+//! Kept by the versioned migrations of [`crate::db::migrate`]
+//! ([`crate::db::migrations::SQLITE_EVENTS`]). Version 1 ([`adopt`]) also adopts a
+//! file made before versioned migrations, whose layout `PRAGMA user_version` told:
 //! - **0**, with a column `occurred_at_ms`: leadstream before microsecond keys. Its
 //!   instants are milliseconds and its fingerprints are of millisecond keys, so read
-//!   as they are they would give wrong dedup answers. [`SqliteStore::open`] migrates
-//!   it in one transaction: each instant × 1000, each fingerprint recomputed from the
-//!   row's key, then `user_version = 1`. A crash during the migration rolls it back and
-//!   the next open starts it again. What the old version truncated stays truncated: a
-//!   migrated row's instant is its whole millisecond, so an event sent again later with
-//!   sub-millisecond digits is a new key.
+//!   as they are they would give wrong dedup answers. It is migrated in one
+//!   transaction: each instant × 1000, each fingerprint recomputed from the row's key.
+//!   A crash during the migration rolls it back and the next open starts it again.
+//!   What the old version truncated stays truncated: a migrated row's instant is its
+//!   whole millisecond, so an event sent again later with sub-millisecond digits is a
+//!   new key.
 //! - **1**: `occurred_at_us`, UTC microseconds, fingerprints of microsecond keys.
 //! - anything newer: written by a newer leadstream; refused with
 //!   [`StoreError::Open`] rather than misread.
@@ -19,8 +21,8 @@ use leadstream_pipeline::{EventKey, Fingerprint, Phone};
 use rusqlite::{params, Connection, ErrorCode};
 use std::path::Path;
 
-/// The layout this version writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+/// The last layout of files made before versioned migrations (`PRAGMA user_version`).
+pub const LEGACY_SCHEMA_VERSION: i64 = 1;
 
 const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS lead_events (
@@ -119,7 +121,7 @@ impl Drop for Checkpointer {
 /// A layout problem found at open: names the file and what to do.
 #[derive(Debug, thiserror::Error)]
 enum LayoutError {
-    #[error("schema version {found} is newer than this leadstream's ({SCHEMA_VERSION}); run a newer leadstream on it, or use another data dir")]
+    #[error("schema version {found} is newer than this leadstream's ({LEGACY_SCHEMA_VERSION}); run a newer leadstream on it, or use another data dir")]
     Newer { found: i64 },
     #[error("lead_events has neither occurred_at_us nor occurred_at_ms (columns {columns}): not a leadstream table; use another data dir")]
     Unknown { columns: String },
@@ -136,13 +138,11 @@ impl SqliteStore {
         let path = dir.join("events.db");
         let location = path.display().to_string();
         let err = |source: rusqlite::Error| StoreError::open(location.clone(), source);
-        let mut conn = super::open_sqlite(&path).map_err(err)?;
+        let conn = super::open_sqlite(&path).map_err(err)?;
         conn.pragma_update(None, "cache_size", -65_536)
             .map_err(err)?;
-        migrate(&mut conn).map_err(|e| match e {
-            Migration::Sql(e) => err(e),
-            Migration::Layout(e) => StoreError::open(location.clone(), e),
-        })?;
+        crate::db::migrate::apply_sqlite(&conn, &location, crate::db::migrations::SQLITE_EVENTS)
+            .map_err(|e| StoreError::open(location.clone(), e))?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(err)?;
         // Bound the WAL file that checkpoints leave behind.
@@ -166,53 +166,38 @@ impl SqliteStore {
     }
 }
 
-enum Migration {
-    Sql(rusqlite::Error),
-    Layout(LayoutError),
-}
-
-impl From<rusqlite::Error> for Migration {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Sql(e)
+/// Version 1 of `events.db`, in the migration's transaction: creates `lead_events` in
+/// a new file, adopts a file made before versioned migrations (migrating a
+/// millisecond one), refuses a layout it does not know.
+///
+/// # Errors
+/// A [`LayoutError`] (as the error's source) or the statements' errors.
+pub(crate) fn adopt(conn: &Connection) -> Result<(), super::BoxError> {
+    let layout = |e: LayoutError| -> super::BoxError { Box::new(e) };
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > LEGACY_SCHEMA_VERSION {
+        return Err(layout(LayoutError::Newer { found: version }));
     }
-}
-
-/// Brings `events.db` to [`SCHEMA_VERSION`]: creates the table in a new file, migrates
-/// a version-0 file, refuses what it does not know.
-fn migrate(conn: &mut Connection) -> Result<(), Migration> {
-    // IMMEDIATE: two processes opening one old file do not both migrate it.
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(Migration::Layout(LayoutError::Newer { found: version }));
-    }
-    let columns: Vec<String> = {
-        let mut st = tx.prepare("SELECT name FROM pragma_table_info('lead_events')")?;
-        let names = st
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        names
-    };
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('lead_events')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
     let has = |c: &str| columns.iter().any(|n| n == c);
     if columns.is_empty() {
-        tx.execute_batch(CREATE)?;
+        conn.execute_batch(CREATE)?;
     } else if has("occurred_at_ms") && !has("occurred_at_us") {
-        migrate_ms_to_us(&tx)?;
+        migrate_ms_to_us(conn)?;
     } else if !has("occurred_at_us") {
-        return Err(Migration::Layout(LayoutError::Unknown {
+        return Err(layout(LayoutError::Unknown {
             columns: columns.join(", "),
         }));
     }
-    if version != SCHEMA_VERSION {
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    }
-    tx.commit()?;
     Ok(())
 }
 
 /// Version 0 → 1 inside the caller's transaction: a new table with the instants in
 /// microseconds and the fingerprints of the microsecond keys, in the old rows' order.
-fn migrate_ms_to_us(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+fn migrate_ms_to_us(tx: &Connection) -> rusqlite::Result<()> {
     let t = std::time::Instant::now();
     let rows: u64 = tx.query_row("SELECT count(*) FROM lead_events", [], |r| r.get(0))?;
     tracing::warn!(rows, "events.db has occurredAt in milliseconds (an older leadstream): migrating it to microseconds, fingerprints recomputed");
@@ -415,8 +400,10 @@ mod tests {
         }
         let conn = Connection::open(dir.path().join("events.db")).unwrap();
         let (version, meta, ingested): (i64, String, i64) = (
-            conn.query_row("PRAGMA user_version", [], |r| r.get(0))
-                .unwrap(),
+            conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })
+            .unwrap(),
             conn.query_row(
                 "SELECT metadata FROM lead_events WHERE occurred_at_us = ?1",
                 [T * 1000],
@@ -430,10 +417,7 @@ mod tests {
             )
             .unwrap(),
         );
-        assert_eq!(
-            (version, meta.as_str(), ingested),
-            (SCHEMA_VERSION, "{\"a\":1}", 5)
-        );
+        assert_eq!((version, meta.as_str(), ingested), (1, "{\"a\":1}", 5));
         drop(store);
         // Opening again changes nothing.
         assert_eq!(scan(&mut SqliteStore::open(dir.path()).unwrap()), got);
@@ -441,12 +425,12 @@ mod tests {
 
     #[test]
     fn files_of_a_newer_or_unknown_layout_are_refused_saying_what_to_do() {
+        // A file made before versioned migrations by a newer layout.
         let dir = tempfile::tempdir().unwrap();
-        drop(SqliteStore::open(dir.path()).unwrap());
-        Connection::open(dir.path().join("events.db"))
-            .unwrap()
-            .pragma_update(None, "user_version", 7)
-            .unwrap();
+        let legacy = Connection::open(dir.path().join("events.db")).unwrap();
+        legacy.execute_batch(CREATE).unwrap();
+        legacy.pragma_update(None, "user_version", 7).unwrap();
+        drop(legacy);
         let e = SqliteStore::open(dir.path())
             .err()
             .expect("a newer file is refused");
@@ -456,6 +440,22 @@ mod tests {
             msg.contains("events.db")
                 && msg.contains("schema version 7")
                 && msg.contains("newer leadstream"),
+            "{msg}"
+        );
+
+        // A file a newer release migrated past this binary's versions.
+        let newer = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(newer.path()).unwrap());
+        Connection::open(newer.path().join("events.db"))
+            .unwrap()
+            .execute_batch("INSERT INTO schema_migrations VALUES (2, 'future', 0)")
+            .unwrap();
+        let msg = SqliteStore::open(newer.path())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            msg.contains("schema version 2") && msg.contains("newer release"),
             "{msg}"
         );
 
