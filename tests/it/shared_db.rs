@@ -412,3 +412,50 @@ async fn endpoints_and_settings_are_the_same_on_every_process_and_a_delete_stops
         "nothing more to the disabled endpoint"
     );
 }
+
+#[tokio::test]
+async fn with_the_database_down_requests_get_503_and_never_its_message_then_recover() {
+    let pg = TestPostgres::start();
+    let url = pg.new_database();
+    let servers = cluster(&url, 1).await;
+    let s = &servers[0];
+    admin(&url, &["org", "create", "--id", "5", "--name", "five"]).ok();
+    let key = Key::parse(&admin(&url, &["api-key", "create", "--org", "5"]).ok());
+    s.post_bearer(&key.secret, &batch(5, "t", vec![lead(1)]))
+        .await
+        .accepted();
+    pg.stop();
+    for path in [
+        "/api/webhooks/get",
+        "/api/v1/organizations/current/settings",
+    ] {
+        let r = s
+            .client()
+            .get(s.url(path))
+            .bearer_auth(&key.secret)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        assert_eq!(r.headers()["retry-after"], "1");
+        let body: serde_json::Value = r.json().await.unwrap();
+        let msg = body["error"].as_str().unwrap();
+        assert!(
+            msg.contains("incident")
+                && !msg.to_lowercase().contains("postgres")
+                && !msg.contains("127.0.0.1"),
+            "{msg}"
+        );
+    }
+    let r = s
+        .post_bearer(&key.secret, &batch(5, "t", vec![lead(2)]))
+        .await;
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert!(s.logs().contains("incident"), "the cause is logged");
+    // Back: the pool makes new connections, nothing to restart.
+    pg.restart();
+    s.post_bearer(&key.secret, &batch(5, "t", vec![lead(2)]))
+        .await
+        .accepted();
+    assert_eq!(s.get_with_key("/api/webhooks/get", &key.secret).await, 200);
+}

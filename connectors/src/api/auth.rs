@@ -35,10 +35,7 @@ impl FromRequestParts<AppState> for ApiKeyOrg {
         match s.registry.org_for_api_key(token).await {
             Ok(Some(org)) => Ok(ApiKeyOrg(org)),
             Ok(None) => Err(unauthorized()),
-            Err(e) => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("credential lookup failed: {e}"),
-            )),
+            Err(e) => Err(super::store_error(e)),
         }
     }
 }

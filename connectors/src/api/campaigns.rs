@@ -221,7 +221,7 @@ async fn resolve_target(
         (status = 403, description = "endpointId is another organization's", body = ErrorBody),
         (status = 404, description = "No such endpointId", body = ErrorBody),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn create(
     State(s): State<AppState>,
@@ -268,7 +268,7 @@ pub struct CampaignPage {
         (status = 200, description = "Newest first", body = CampaignPage),
         (status = 400, description = "limit or cursor invalid", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn list(
     State(s): State<AppState>,
@@ -316,7 +316,7 @@ pub async fn list(
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's campaign", body = ErrorBody),
         (status = 404, description = "No such campaign", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn get_one(
     State(s): State<AppState>,
@@ -339,7 +339,7 @@ pub async fn get_one(
         (status = 404, description = "No such campaign or endpoint", body = ErrorBody),
         (status = 409, description = "The campaign is no longer a draft", body = ErrorBody),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn patch(
     State(s): State<AppState>,
@@ -433,7 +433,7 @@ macro_rules! transition_route {
                 (status = 403, description = "Another organization's campaign", body = ErrorBody),
                 (status = 404, description = "No such campaign", body = ErrorBody),
                 (status = 409, description = "Not allowed from the campaign's current state (named in the error)", body = ErrorBody),
-                (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+                (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
             ))]
         pub async fn $name(
             State(s): State<AppState>,
@@ -488,7 +488,7 @@ transition_route!(
         (status = 409, description = "The campaign is completed or cancelled", body = ErrorBody),
         (status = 413, description = "Over 1 GB of CSV or 64 MB of JSON", body = ErrorBody),
         (status = 415, description = "Neither text/csv nor application/json", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn upload_audience(
     State(s): State<AppState>,
@@ -891,7 +891,7 @@ fn required_text(field: &str, v: Option<String>) -> Result<String, ApiError> {
         (status = 404, description = "No such campaign", body = ErrorBody),
         (status = 409, description = "The campaign is completed or cancelled", body = ErrorBody),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn create_send(
     State(s): State<AppState>,
@@ -976,7 +976,7 @@ pub async fn create_send(
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's campaign", body = ErrorBody),
         (status = 404, description = "No such campaign", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn list_sends(
     State(s): State<AppState>,
@@ -1006,7 +1006,7 @@ pub async fn list_sends(
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's campaign", body = ErrorBody),
         (status = 404, description = "No such campaign or send", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn get_send(
     State(s): State<AppState>,
@@ -1051,7 +1051,7 @@ struct EligibleLine<'a> {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's campaign", body = ErrorBody),
         (status = 404, description = "No such campaign or send", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The event index is still warming, or ClickHouse is unavailable; retry", body = ErrorBody),
     ))]
 pub async fn eligible(
@@ -1143,7 +1143,7 @@ pub async fn eligible(
         (status = 403, description = "Another organization's campaign", body = ErrorBody),
         (status = 404, description = "No such campaign or send", body = ErrorBody),
         (status = 409, description = "The campaign is paused or cancelled", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The event index is still warming, or ClickHouse is unavailable; retry", body = ErrorBody),
     ))]
 pub async fn materialize(
@@ -1223,7 +1223,7 @@ pub struct AudienceFilterOut {
         (status = 404, description = "No such campaign or send", body = ErrorBody),
         (status = 409, description = "Less than 5 minutes before the send's instant, or the send is materialized", body = ErrorBody),
         (status = 413, description = "Request body over 10 MB", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn audience_filter(
     State(s): State<AppState>,
@@ -1368,7 +1368,7 @@ async fn change_opt_outs(
         (status = 400, description = "No phones, too many, or one that is not a phone number (nothing changed)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 413, description = "Request body over 10 MB", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn add_opt_outs(
     State(s): State<AppState>,
@@ -1390,7 +1390,7 @@ pub async fn add_opt_outs(
         (status = 400, description = "No phones, too many, or one that is not a phone number (nothing changed)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 413, description = "Request body over 10 MB", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn remove_opt_outs(
     State(s): State<AppState>,
@@ -1423,7 +1423,7 @@ pub struct OptOutStatus {
         (status = 200, description = "Its opt-out state", body = OptOutStatus),
         (status = 400, description = "phone missing or not a phone number", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn get_opt_out(
     State(s): State<AppState>,

@@ -99,7 +99,7 @@ pub struct PublishOut {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
         (status = 413, description = "payload over 256 KB encoded, or the whole request body over 260 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read, or too many request bodies are in flight; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn publish(
@@ -244,7 +244,7 @@ impl utoipa::ToSchema for InstantParam {}
         (status = 200, description = "A page", body = DeliveryPage),
         (status = 400, description = "A parameter is not valid (the message names it)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn list(
@@ -398,7 +398,7 @@ impl ListPage {
         (status = 200, description = "The delivery", body = DeliveryDetail),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such delivery of this organization", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn get_one(
@@ -431,7 +431,7 @@ pub struct RetryOut {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such delivery of this organization", body = ErrorBody),
         (status = 409, description = "The delivery is still pending", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn retry(

@@ -52,7 +52,7 @@ pub struct EventTaken {
         (status = 400, description = "A field is missing or malformed (the message names it)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 413, description = "Body over 1 MB", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn take_event(
     State(s): State<AppState>,
@@ -129,7 +129,7 @@ fn contact_phone(s: &AppState, raw: &str) -> Result<String, ApiError> {
         (status = 200, description = "The contact as stored", body = ContactOut),
         (status = 400, description = "Phone or a field invalid (named)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn put_contact(
     State(s): State<AppState>,
@@ -173,7 +173,7 @@ pub async fn put_contact(
         (status = 400, description = "Not a valid phone number", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such contact", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn get_contact(
     State(s): State<AppState>,
@@ -299,7 +299,7 @@ async fn load_trigger(s: &AppState, org: OrgId, id: &str) -> Result<Trigger, Api
         (status = 201, description = "Created", body = TriggerOut),
         (status = 400, description = "type not one of the 20 trigger types (the message lists them), or name missing or invalid", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn create_trigger(
     State(s): State<AppState>,
@@ -342,7 +342,7 @@ pub struct TriggerList {
     responses(
         (status = 200, description = "Newest first", body = TriggerList),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn list_triggers(
     State(s): State<AppState>,

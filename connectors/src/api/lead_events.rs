@@ -123,8 +123,8 @@ fn bad_request(e: RequestError) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
 }
 
-fn lookup_failed(e: impl std::fmt::Display) -> ApiError {
-    ApiError::unavailable(format!("credential lookup failed: {e}"))
+fn lookup_failed(e: crate::registry::RegistryError) -> ApiError {
+    super::store_error(e)
 }
 
 async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {

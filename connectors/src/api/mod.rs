@@ -254,12 +254,125 @@ pub(crate) fn conflict(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, msg)
 }
 
-/// 500 for a store that failed: what failed, and that a retry may pass.
-pub(crate) fn store_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("database error: {e}; retry after a short delay"),
+/// A failure of the server's own storage, as the client hears it. The cause (the
+/// database's own message) is logged with an incident id and never sent: a store that
+/// cannot answer now (locked, busy, no connection, shutting down) is a 503 with
+/// `Retry-After`; anything else a 500 naming the incident.
+pub(crate) fn store_error(e: impl StoreFailure) -> ApiError {
+    let incident = format!("{:08x}", rand::random::<u32>());
+    if e.is_unavailable() {
+        tracing::warn!(incident, error = %e, "a request found the store unavailable; answered 503");
+        ApiError::unavailable(format!(
+            "the server's database is unavailable right now (incident {incident}); retry after Retry-After"
+        ))
+    } else {
+        tracing::error!(incident, error = %e, "a request failed in the store; answered 500");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error (incident {incident}): the server could not complete this request and logged why under that incident"),
+        )
+    }
+}
+
+/// A storage failure [`store_error`] can answer: is it worth retrying soon?
+pub(crate) trait StoreFailure: std::fmt::Display {
+    /// The store could not answer now (a retry may succeed), as opposed to failing
+    /// this request for good.
+    fn is_unavailable(&self) -> bool;
+}
+
+impl StoreFailure for crate::db::RepoError {
+    fn is_unavailable(&self) -> bool {
+        use crate::db::RepoError;
+        match self {
+            RepoError::Sqlite(e) => sqlite_busy(e),
+            RepoError::Pool(_) => true,
+            RepoError::Postgres(e) => {
+                e.is_closed()
+                    || e.code().is_some_and(|c| {
+                        let c = c.code();
+                        // Connection exceptions, operator intervention (shutdown),
+                        // insufficient resources, serialization failures and deadlocks.
+                        c.starts_with("08")
+                            || c.starts_with("57")
+                            || c.starts_with("53")
+                            || c == "40001"
+                            || c == "40P01"
+                    })
+                    || e.code().is_none()
+            }
+            RepoError::Unknown { .. } => false,
+        }
+    }
+}
+
+fn sqlite_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
+}
+
+impl StoreFailure for crate::delivery::store::DbError {
+    fn is_unavailable(&self) -> bool {
+        use crate::delivery::store::DbError;
+        match self {
+            DbError::Sql(e) => sqlite_busy(e),
+            DbError::Stopped => true,
+            DbError::Repo(e) => e.is_unavailable(),
+            DbError::Aborted(_) | DbError::Migrate(_) => false,
+        }
+    }
+}
+
+impl StoreFailure for crate::registry::RegistryError {
+    fn is_unavailable(&self) -> bool {
+        match self {
+            crate::registry::RegistryError::Db(e) => e.is_unavailable(),
+            _ => false,
+        }
+    }
+}
+
+impl StoreFailure for crate::delivery::PublishError {
+    fn is_unavailable(&self) -> bool {
+        match self {
+            crate::delivery::PublishError::Store(e) => e.is_unavailable(),
+        }
+    }
+}
+
+impl StoreFailure for crate::campaigns::EligibilityError {
+    fn is_unavailable(&self) -> bool {
+        use crate::campaigns::EligibilityError;
+        match self {
+            EligibilityError::Db(e) => e.is_unavailable(),
+            EligibilityError::ClickHouse(e) => e.is_unavailable(),
+            EligibilityError::NoClickHouse => false,
+        }
+    }
+}
+
+impl StoreFailure for crate::campaigns::MaterializeError {
+    fn is_unavailable(&self) -> bool {
+        use crate::campaigns::MaterializeError;
+        match self {
+            MaterializeError::Db(e) => e.is_unavailable(),
+            MaterializeError::Publish(e) => e.is_unavailable(),
+            MaterializeError::Eligibility(e) => e.is_unavailable(),
+            MaterializeError::NoSend(_)
+            | MaterializeError::NoEndpoint(_)
+            | MaterializeError::Stopped(_) => false,
+        }
+    }
+}
+
+impl StoreFailure for &str {
+    /// A task that stopped (the server is shutting down).
+    fn is_unavailable(&self) -> bool {
+        true
+    }
 }
 
 /// A query string's parameters, each at most once and each one of `known`.
@@ -319,7 +432,7 @@ impl ApiError {
             message: message.into(),
         }
     }
-    fn unavailable(message: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
     fn timeout(message: impl Into<String>) -> Self {
@@ -347,5 +460,42 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_failure_never_reaches_the_client_and_an_unavailable_store_is_a_503() {
+        let broken = crate::delivery::store::DbError::from(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(11), // SQLITE_CORRUPT
+            Some("database disk image is malformed at page 7".into()),
+        ));
+        let e = store_error(broken);
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            !e.message.contains("malformed") && e.message.contains("incident"),
+            "{}",
+            e.message
+        );
+        let busy = crate::delivery::store::DbError::from(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(5), // SQLITE_BUSY
+            Some("database is locked".into()),
+        ));
+        let e = store_error(busy);
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!e.message.contains("locked"), "{}", e.message);
+        let r = e.into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let unknown = crate::db::RepoError::Unknown {
+            column: "endpoints.kind",
+            value: "magic".into(),
+        };
+        assert_eq!(
+            store_error(unknown).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

@@ -139,7 +139,7 @@ fn parse_id(text: &str) -> Result<i64, ApiError> {
     responses(
         (status = 200, description = "The endpoints, newest first", body = [WebhookOut]),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn list(
@@ -197,7 +197,7 @@ pub struct CreateWebhook {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read, or too many request bodies are in flight; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn create(
@@ -254,7 +254,7 @@ pub struct Success {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's endpoint", body = ErrorBody),
         (status = 404, description = "No such endpoint", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn delete(
@@ -286,7 +286,7 @@ pub async fn delete(
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's endpoint", body = ErrorBody),
         (status = 404, description = "No such endpoint", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn get_one(
@@ -457,7 +457,7 @@ fn read_patch(fields: Map<String, Value>) -> Result<EndpointPatch, ApiError> {
         (status = 409, description = "eventTypes on the org's settings endpoint, which receives every event type", body = ErrorBody),
         (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read, or too many request bodies are in flight; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn patch(
@@ -543,7 +543,7 @@ pub async fn secret(
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another organization's endpoint", body = ErrorBody),
         (status = 404, description = "No such endpoint", body = ErrorBody),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn rotate(
@@ -606,7 +606,7 @@ fn instant_ms(field: &str, text: &str) -> Result<i64, ApiError> {
         (status = 404, description = "No such endpoint", body = ErrorBody),
         (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read, or too many request bodies are in flight; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn replay(
@@ -709,7 +709,7 @@ pub async fn get_settings(
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
-        (status = 500, description = "Database error; retry after a short delay", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read, or too many request bodies are in flight; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn put_settings(

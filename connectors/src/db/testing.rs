@@ -73,6 +73,28 @@ fn run(mut c: Command, what: &str) -> Result<(), String> {
     }
 }
 
+/// `pg_ctl start` of the cluster in `data` on `port`: only loopback, the socket in its
+/// own directory, durability as in production (fsync stays on).
+fn server_start(bin: &Path, data: &Path, port: u16) -> Result<(), String> {
+    let log = data.join("server.log");
+    let mut pg_ctl = as_server_user(&bin.join("pg_ctl"));
+    pg_ctl
+        .args(["-w", "-t", "60", "-D"])
+        .arg(data)
+        .arg("-l")
+        .arg(&log)
+        .arg("-o")
+        .arg(format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB",
+            data.display()
+        ))
+        .arg("start");
+    run(pg_ctl, "pg_ctl start").map_err(|e| {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        format!("{e}\nserver log:\n{log}")
+    })
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -122,26 +144,8 @@ impl TestPostgres {
             ])
             .arg(&data);
         run(initdb, "initdb")?;
-        // The cluster's settings: only loopback, the socket in its own directory, and
-        // durability as in production (fsync stays on).
         let port = free_port();
-        let log = data.join("server.log");
-        let mut pg_ctl = as_server_user(&bin.join("pg_ctl"));
-        pg_ctl
-            .args(["-w", "-t", "60", "-D"])
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .arg("-o")
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB",
-                data.display()
-            ))
-            .arg("start");
-        run(pg_ctl, "pg_ctl start").map_err(|e| {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            format!("{e}\nserver log:\n{log}")
-        })?;
+        server_start(&bin, &data, port)?;
         // The watchdog: stops the cluster once this process is gone.
         let pg_ctl_path = bin.join("pg_ctl");
         let stop = if is_root() {
@@ -218,8 +222,9 @@ impl TestPostgres {
     }
 }
 
-impl Drop for TestPostgres {
-    fn drop(&mut self) {
+impl TestPostgres {
+    /// Stops the server at once (`-m immediate`: as a crash would); its data stays.
+    pub fn stop(&self) {
         let mut stop = as_server_user(&self.bin.join("pg_ctl"));
         stop.arg("-D")
             .arg(self.dir.path().join("data"))
@@ -227,6 +232,21 @@ impl Drop for TestPostgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let _ = stop.status();
+    }
+
+    /// Starts it again after [`stop`](Self::stop), on the same port and data.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn restart(&self) {
+        server_start(&self.bin, &self.dir.path().join("data"), self.port)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
