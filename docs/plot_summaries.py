@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Draws bar charts from `leadstream bench eligibility|materialize|domain --json`:
 docs/img/campaign-eligibility.svg, docs/img/campaign-materialize.svg and
-docs/img/domain-webhooks.svg.
+docs/img/domain-webhooks.svg; and from `leadstream bench ingest --database-url … --json`
+(one file per batch size): docs/img/ingest-shared-registry.svg.
 
 usage: python3 docs/plot_summaries.py SUMMARY.json [SUMMARY.json ...]
 (each file is recognized by its fields; only the plots of the files given are drawn)
@@ -10,7 +11,7 @@ import json
 import sys
 
 
-def bars(path, title, rows, target, target_label, unit):
+def bars(path, title, rows, target, target_label, unit, fmt="{:,.0f}"):
     w, h = 720, 70 + 40 * len(rows)
     mx = max(max(v for _, v, _ in rows), target or 0) * 1.15
     x0 = 260
@@ -26,7 +27,7 @@ def bars(path, title, rows, target, target_label, unit):
         bw = span * v / mx
         col = "#4a7bd0" if ours else "#999"
         out.append(f'<text x="10" y="{y+18}">{label}</text><rect x="{x0}" y="{y+4}" width="{bw:.0f}" height="22" fill="{col}"/>'
-                   f'<text x="{x0+bw+5:.0f}" y="{y+20}">{v:,.0f} {unit}</text>')
+                   f'<text x="{x0+bw+5:.0f}" y="{y+20}">{fmt.format(v)} {unit}</text>')
     out.append("</svg>")
     open(path, "w").write("\n".join(out))
 
@@ -58,13 +59,31 @@ def domain(d):
          None, "", "/s")
 
 
+ingest_runs = []
+
+
+def ingest_shared(runs):
+    rows = []
+    for d in sorted(runs, key=lambda d: d["config"]["batch_size"]):
+        n = d["config"]["batch_size"]
+        ratio = d["http_shared"]["events_per_sec"] / d["http"]["events_per_sec"]
+        rows.append((f'{n:,} event{"s" if n > 1 else ""} per request', ratio, True))
+    bars("docs/img/ingest-shared-registry.svg",
+         "bench ingest: keys in Postgres vs the embedded registry (throughput ratio; 2 cores)",
+         rows, 1.0, "same as embedded", "×", "{:.2f}")
+
+
 for path in sys.argv[1:]:
     data = json.load(open(path))
-    if "in_process_ms" in data:
+    if data.get("http_shared"):
+        ingest_runs.append(data)
+    elif "in_process_ms" in data:
         eligibility(data)
     elif "leads_per_sec" in data:
         materialize(data)
     elif "webhooks_per_sec" in data:
         domain(data)
     else:
-        sys.exit(f"{path}: not bench eligibility, materialize or domain --json output")
+        sys.exit(f"{path}: not bench eligibility, materialize, domain or ingest --database-url --json output")
+if ingest_runs:
+    ingest_shared(ingest_runs)

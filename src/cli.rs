@@ -666,10 +666,13 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let _lock = DataDirLock::acquire(data_dir)?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let state_db = rt.block_on(StateDb::open(&config))?;
-    let registry = Arc::new(
-        Registry::open(&state_db)
-            .with_context(|| format!("opening the registry in {}", state_db.describe()))?,
-    );
+    let registry = {
+        let _in_runtime = rt.enter();
+        Arc::new(
+            Registry::open_cached(&state_db)
+                .with_context(|| format!("opening the registry in {}", state_db.describe()))?,
+        )
+    };
     // Phone metadata loads here, not on the first request.
     let normalizer = PhoneNormalizer::new();
     let writer = if config.clickhouse.enabled() {

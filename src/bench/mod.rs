@@ -178,6 +178,12 @@ pub struct IngestArgs {
     /// Print the summary as one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also run the HTTP phase with organizations and keys in this Postgres database
+    /// (a schema of its own, dropped at the end; the user needs CREATE), beside the
+    /// embedded registry's run: what the shared database costs each request's
+    /// credential check.
+    #[arg(long, value_name = "URL", env = "LEADSTREAM_BENCH_DATABASE_URL")]
+    pub database_url: Option<String>,
 }
 
 /// Runs a bench command.
@@ -247,9 +253,20 @@ fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
     } else {
         reset_peak_rss();
         let pb = progress(show_progress, args.events, "HTTP");
-        let r = http_phase(&data, args, &pb).context("HTTP phase")?;
+        let r = http_phase(&data, args, None, &pb).context("HTTP phase")?;
         pb.finish_and_clear();
         Some(r)
+    };
+    let http_shared = match (&args.database_url, args.skip_http) {
+        (Some(url), false) => {
+            reset_peak_rss();
+            let pb = progress(show_progress, args.events, "HTTP, PG");
+            let r = http_phase(&data, args, Some(url), &pb)
+                .context("HTTP phase with the registry in Postgres")?;
+            pb.finish_and_clear();
+            Some(r)
+        }
+        _ => None,
     };
 
     let breakdown = if args.breakdown {
@@ -276,6 +293,7 @@ fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
         generated,
         pipeline,
         http,
+        http_shared,
         breakdown,
         peak_rss_bytes: rss_bytes("VmHWM"),
     };
@@ -288,6 +306,7 @@ fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
         .pipeline
         .iter()
         .chain(&summary.http)
+        .chain(&summary.http_shared)
         .flat_map(|p| &p.mismatches)
         .collect();
     if !problems.is_empty() {
@@ -483,7 +502,10 @@ pub(crate) fn bench_registry(
     db: &StateDb,
     org: leadstream_pipeline::OrgId,
 ) -> anyhow::Result<(Arc<Registry>, String)> {
-    let registry = Arc::new(Registry::open(db).context("opening the registry")?);
+    let registry = {
+        let _in_runtime = rt.enter();
+        Arc::new(Registry::open_cached(db).context("opening the registry")?)
+    };
     rt.block_on(registry.create_org(org, "bench"))
         .context("creating the organization")?;
     let key = rt
@@ -491,6 +513,59 @@ pub(crate) fn bench_registry(
         .context("issuing an API key")?
         .secret;
     Ok((registry, key))
+}
+
+/// A schema of its own in a Postgres database for one bench run: every table the
+/// run makes is in it, and it is dropped at the end.
+pub(crate) struct BenchSchema {
+    /// The run's pool, with `search_path` set to the schema.
+    pub pg: leadstream_connectors::db::Pg,
+    name: String,
+}
+
+impl BenchSchema {
+    /// Creates `leadstream_bench_<pid>_<ms>` in `url`'s database and connects to it.
+    ///
+    /// # Errors
+    /// When Postgres cannot be reached or refuses `CREATE SCHEMA`.
+    pub async fn create(url: &str) -> anyhow::Result<Self> {
+        let name = format!(
+            "leadstream_bench_{}_{}",
+            std::process::id(),
+            leadstream_connectors::db::now_ms()
+        );
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let mut cfg = leadstream_connectors::config::Config::load(None, |_| None)?.database;
+        cfg.url = format!("{url}{sep}options=-c%20search_path%3D{name}");
+        let admin = {
+            let mut c = cfg.clone();
+            c.url = url.to_owned();
+            c
+        };
+        // On the default search path: the schema must exist before the run's pool
+        // migrates into it.
+        let admin = leadstream_connectors::db::Pg::connect(&admin).await?;
+        admin
+            .conn()
+            .await?
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .context("creating the bench's schema (the user needs CREATE on the database)")?;
+        let pg = leadstream_connectors::db::Pg::open(&cfg).await?;
+        Ok(Self { pg, name })
+    }
+
+    /// Drops the schema and everything in it.
+    ///
+    /// # Errors
+    /// When Postgres refuses.
+    pub async fn drop_all(self) -> anyhow::Result<()> {
+        let conn = self.pg.conn().await?;
+        conn.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .await
+            .context("dropping the bench's schema")?;
+        Ok(())
+    }
 }
 
 /// Whether progress bars are drawn: not with `--json`, and only on a terminal.
@@ -506,10 +581,22 @@ struct Accepted {
     rejected: usize,
 }
 
-fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyhow::Result<Phase> {
+fn http_phase(
+    data: &synth::Synth,
+    args: &IngestArgs,
+    database_url: Option<&str>,
+    pb: &ProgressBar,
+) -> anyhow::Result<Phase> {
     let dir = TempDir::new(args.tmp_dir.as_deref())?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let (registry, key) = bench_registry(&rt, &StateDb::Embedded(dir.0.clone()), synth::ORG)?;
+    let schema = database_url
+        .map(|url| rt.block_on(BenchSchema::create(url)))
+        .transpose()?;
+    let state_db = match &schema {
+        Some(s) => StateDb::Shared(s.pg.clone()),
+        None => StateDb::Embedded(dir.0.clone()),
+    };
+    let (registry, key) = bench_registry(&rt, &state_db, synth::ORG)?;
     let writer = EventWriter::start(&dir.0, SHARDS, Default::default())
         .context("opening the event store")?;
     let config = leadstream_connectors::config::Config::load(None, |_| None)
@@ -592,6 +679,9 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
             .context("HTTP server")?;
         anyhow::Ok((results, wall, cpu))
     })?;
+    if let Some(schema) = schema {
+        rt.block_on(schema.drop_all())?;
+    }
     drop(rt);
 
     let mut got = Counted::default();
@@ -620,7 +710,11 @@ fn http_phase(data: &synth::Synth, args: &IngestArgs, pb: &ProgressBar) -> anyho
     }
     let fs = fs_type(&dir.0);
     Ok(Phase {
-        name: "HTTP, embedded store",
+        name: if database_url.is_some() {
+            "HTTP, keys in Postgres"
+        } else {
+            "HTTP, embedded store"
+        },
         events_per_sec: got.received as f64 / wall.as_secs_f64(),
         elapsed_ms: ms(wall),
         cpu_ms: cpu,
@@ -732,6 +826,8 @@ struct Summary {
     generated: Generated,
     pipeline: Option<Phase>,
     http: Option<Phase>,
+    /// The HTTP phase again with the registry in Postgres (`--database-url`).
+    http_shared: Option<Phase>,
     breakdown: Option<Breakdown>,
     targets: Targets,
     /// Peak RSS over the whole run.
@@ -991,7 +1087,7 @@ fn print_table(s: &Summary) {
             "peak RSS"
         );
     }
-    for p in [&s.pipeline, &s.http].into_iter().flatten() {
+    for p in [&s.pipeline, &s.http, &s.http_shared].into_iter().flatten() {
         println!(
             "{:<22} {:>9} {:>11} {:>11} {:>7.1} ms {:>7.1} ms {:>7.1} ms {:>6.0} ms {:>6} MB",
             p.name,
@@ -1052,7 +1148,7 @@ fn print_table(s: &Summary) {
         );
     }
     println!();
-    for p in [&s.pipeline, &s.http].into_iter().flatten() {
+    for p in [&s.pipeline, &s.http, &s.http_shared].into_iter().flatten() {
         let c = p.counts;
         let verdict = if p.mismatches.is_empty() {
             "as planned".to_owned()

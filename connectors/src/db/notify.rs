@@ -19,6 +19,10 @@ use tokio::sync::mpsc;
 /// Channel of endpoint changes; the payload is the endpoint id.
 pub const ENDPOINTS: &str = "leadstream_endpoints";
 
+/// Channel of credential changes (a key issued or revoked, an org's auth mode); the
+/// payload is the org id.
+pub const CREDENTIALS: &str = "leadstream_credentials";
+
 /// How often a listener's owner reloads everything even without a notification.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(30);
 
@@ -29,6 +33,9 @@ pub enum Change {
     Id(i64),
     /// Anything may have changed: (re)connected, or [`RELOAD_EVERY`] passed.
     Reset,
+    /// The connection is gone: until the next [`Change::Reset`], changes are not
+    /// heard, so a copy must not be trusted.
+    Lost,
 }
 
 /// Listens on `channel` from now on, on a connection of its own, for as long as the
@@ -40,10 +47,16 @@ pub fn listen(pg: Pg, channel: &'static str) -> mpsc::UnboundedReceiver<Change> 
         while !tx.is_closed() {
             match listen_once(&pg, channel, &tx).await {
                 Ok(()) => {
+                    if tx.send(Change::Lost).is_err() {
+                        return;
+                    }
                     wait = Duration::from_millis(100);
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => {
+                    if tx.send(Change::Lost).is_err() {
+                        return;
+                    }
                     tracing::warn!(database = %pg.url(), channel, error = %e, retry_in = ?wait, "listening for changes from other processes; reconnecting");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
@@ -112,4 +125,19 @@ async fn listen_once(
     driver.abort();
     drop(client);
     result
+}
+
+/// Notifies `channel` with `payload` when the transaction of `client` commits.
+///
+/// # Errors
+/// [`tokio_postgres::Error`].
+pub async fn notify(
+    client: &impl deadpool_postgres::GenericClient,
+    channel: &str,
+    payload: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+        .await
+        .map(|_| ())
 }

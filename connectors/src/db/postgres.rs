@@ -78,6 +78,24 @@ impl Pg {
     /// # Errors
     /// [`PgOpenError`] naming the URL (password masked).
     pub async fn open(cfg: &DatabaseConfig) -> Result<Self, PgOpenError> {
+        let pg = Self::connect(cfg).await?;
+        let mut client = pg.pool.get().await.map_err(|source| PgOpenError::Connect {
+            url: pg.url.to_string(),
+            source,
+        })?;
+        let applied =
+            super::migrate::apply_postgres(&mut client, &pg.url, super::migrations::POSTGRES)
+                .await?;
+        tracing::debug!(database = %pg.url, %applied, "shared database ready");
+        drop(client);
+        Ok(pg)
+    }
+
+    /// A pool of `cfg`'s database, checked with one connection, without migrating it.
+    ///
+    /// # Errors
+    /// [`PgOpenError`] naming the URL (password masked).
+    pub async fn connect(cfg: &DatabaseConfig) -> Result<Self, PgOpenError> {
         let url: Arc<str> = crate::config::mask_url_password(&cfg.url).into();
         let mut pg_config: tokio_postgres::Config =
             cfg.url
@@ -116,14 +134,10 @@ impl Pg {
             config: Arc::new(pg_config),
             tls,
         };
-        let mut client = pg.pool.get().await.map_err(|source| PgOpenError::Connect {
+        drop(pg.pool.get().await.map_err(|source| PgOpenError::Connect {
             url: pg.url.to_string(),
             source,
-        })?;
-        let applied =
-            super::migrate::apply_postgres(&mut client, &pg.url, super::migrations::POSTGRES)
-                .await?;
-        tracing::debug!(database = %pg.url, %applied, "shared database ready");
+        })?);
         Ok(pg)
     }
 

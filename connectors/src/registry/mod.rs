@@ -15,6 +15,7 @@
 //!   and does not reveal the issued secret. The hash still verifies signatures, so the
 //!   data dir must be kept private like any credential store.
 
+pub mod cache;
 pub mod postgres;
 pub mod repo;
 pub mod sqlite;
@@ -159,6 +160,24 @@ impl Registry {
             StateDb::Embedded(dir) => Self::open_embedded(dir)?,
             StateDb::Shared(pg) => Self {
                 repo: Box::new(postgres::PgRegistry::new(pg.clone())),
+            },
+        })
+    }
+
+    /// [`open`](Self::open) for a server: with the shared database, what a request's
+    /// credential check found is kept in memory until another process changes
+    /// credentials ([`cache`]). Call it on the runtime (the cache listens there).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_cached(db: &StateDb) -> anyhow::Result<Self> {
+        Ok(match db {
+            StateDb::Embedded(dir) => Self::open_embedded(dir)?,
+            StateDb::Shared(pg) => Self {
+                repo: Box::new(cache::CachedRegistry::new(
+                    Box::new(postgres::PgRegistry::new(pg.clone())),
+                    pg.clone(),
+                )),
             },
         })
     }
@@ -355,6 +374,131 @@ mod tests {
         check(Registry::open_embedded(dir.path()).unwrap()).await;
         let pg = crate::db::testing::shared_pg().await;
         check(Registry::open(&StateDb::Shared(pg)).unwrap()).await;
+        // And as a server keeps it, in front of Postgres.
+        let pg = crate::db::testing::shared_pg().await;
+        check(Registry::open_cached(&StateDb::Shared(pg)).unwrap()).await;
+    }
+
+    /// Waits up to a second for `check` to hold.
+    async fn within_a_second<Fut: std::future::Future<Output = bool>>(
+        what: &str,
+        check: impl Fn() -> Fut,
+    ) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while !check().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within a second"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Counts the API-key lookups that reach the database.
+    struct Counting {
+        inner: postgres::PgRegistry,
+        lookups: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl RegistryRepo for Counting {
+        async fn insert_org(&self, org: &Org, a: &str) -> Result<bool, RepoError> {
+            self.inner.insert_org(org, a).await
+        }
+        async fn orgs(&self) -> Result<Vec<Org>, RepoError> {
+            self.inner.orgs().await
+        }
+        async fn org(&self, id: OrgId) -> Result<Option<(AuthMode, String)>, RepoError> {
+            self.inner.org(id).await
+        }
+        async fn set_auth_mode(&self, id: OrgId, m: AuthMode) -> Result<bool, RepoError> {
+            self.inner.set_auth_mode(id, m).await
+        }
+        async fn insert_key(&self, k: NewKey<'_>) -> Result<Option<i64>, RepoError> {
+            self.inner.insert_key(k).await
+        }
+        async fn keys(&self, org: OrgId, kind: KeyKind) -> Result<Vec<KeyInfo>, RepoError> {
+            self.inner.keys(org, kind).await
+        }
+        async fn revoke(
+            &self,
+            org: OrgId,
+            kind: KeyKind,
+            id: i64,
+            at: i64,
+        ) -> Result<bool, RepoError> {
+            self.inner.revoke(org, kind, id, at).await
+        }
+        async fn api_key(&self, hash: &[u8]) -> Result<Option<(OrgId, Vec<u8>)>, RepoError> {
+            self.lookups
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.api_key(hash).await
+        }
+        async fn signing_keys(&self, org: OrgId) -> Result<Vec<Vec<u8>>, RepoError> {
+            self.inner.signing_keys(org).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_keeps_what_it_found_until_another_process_changes_credentials() {
+        let pg = crate::db::testing::shared_pg().await;
+        // The admin CLI: no cache.
+        let cli = Registry::open(&StateDb::Shared(pg.clone())).unwrap();
+        let lookups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let server = Registry {
+            repo: Box::new(cache::CachedRegistry::new(
+                Box::new(Counting {
+                    inner: postgres::PgRegistry::new(pg.clone()),
+                    lookups: lookups.clone(),
+                }),
+                pg.clone(),
+            )),
+        };
+        cli.create_org(42, "acme").await.unwrap();
+        let key = cli.issue(42, KeyKind::ApiKey).await.unwrap();
+        // Once the listener is connected, a found key is asked for once.
+        within_a_second("a kept key", || async {
+            let before = lookups.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(server.org_for_api_key(&key.secret).await.unwrap(), Some(42));
+            assert_eq!(server.org_for_api_key(&key.secret).await.unwrap(), Some(42));
+            lookups.load(std::sync::atomic::Ordering::SeqCst) == before
+        })
+        .await;
+        // An unknown key is asked for every time.
+        let before = lookups.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..3 {
+            assert_eq!(server.org_for_api_key("lsk_unknown").await.unwrap(), None);
+        }
+        assert_eq!(
+            lookups.load(std::sync::atomic::Ordering::SeqCst),
+            before + 3
+        );
+        // Revoked by another process: refused as soon as the notification is heard.
+        cli.revoke(42, KeyKind::ApiKey, key.id).await.unwrap();
+        within_a_second("a revoked key refused", || async {
+            server.org_for_api_key(&key.secret).await.unwrap().is_none()
+        })
+        .await;
+        // The same for an org's auth mode and its signing keys.
+        assert_eq!(server.auth_mode(42).await.unwrap(), Some(AuthMode::ApiKey));
+        cli.set_auth_mode(42, AuthMode::Hmac).await.unwrap();
+        within_a_second("a new auth mode", || async {
+            server.auth_mode(42).await.unwrap() == Some(AuthMode::Hmac)
+        })
+        .await;
+        assert_eq!(server.signing_keys(42).await.unwrap().0.len(), 0);
+        let signing = cli.issue(42, KeyKind::SigningKey).await.unwrap();
+        within_a_second("a new signing key", || async {
+            server.signing_keys(42).await.unwrap().0.len() == 1
+        })
+        .await;
+        cli.revoke(42, KeyKind::SigningKey, signing.id)
+            .await
+            .unwrap();
+        within_a_second("a revoked signing key", || async {
+            server.signing_keys(42).await.unwrap().0.is_empty()
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -1,9 +1,29 @@
-//! [`RegistryRepo`] on the shared Postgres database.
+//! [`RegistryRepo`] on the shared Postgres database. Every write that can change an
+//! answer a process caches ([`super::cache`]) notifies
+//! [`notify::CREDENTIALS`](crate::db::notify::CREDENTIALS) in its own transaction.
 
 use super::repo::{auth_mode, NewKey, RegistryRepo};
 use super::{AuthMode, KeyInfo, KeyKind, Org};
-use crate::db::{Pg, RepoError};
+use crate::db::{notify, Pg, RepoError};
 use leadstream_pipeline::OrgId;
+
+/// Runs `statement` with `params` and notifies the change of `org`'s credentials in
+/// the same transaction, when it changed a row; the rows it changed.
+async fn write_notifying(
+    pg: &Pg,
+    org: OrgId,
+    statement: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, RepoError> {
+    let mut conn = pg.conn().await?;
+    let tx = conn.transaction().await?;
+    let n = tx.execute(statement, params).await?;
+    if n > 0 {
+        notify::notify(&tx, notify::CREDENTIALS, &org.to_string()).await?;
+    }
+    tx.commit().await?;
+    Ok(n)
+}
 
 /// The registry in the shared database.
 pub struct PgRegistry {
@@ -66,23 +86,20 @@ impl RegistryRepo for PgRegistry {
     }
 
     async fn set_auth_mode(&self, id: OrgId, mode: AuthMode) -> Result<bool, RepoError> {
-        let n = self
-            .pg
-            .conn()
-            .await?
-            .execute(
-                "UPDATE organizations SET auth_mode = $1 WHERE id = $2",
-                &[&mode.as_str(), &id],
-            )
-            .await?;
+        let n = write_notifying(
+            &self.pg,
+            id,
+            "UPDATE organizations SET auth_mode = $1 WHERE id = $2",
+            &[&mode.as_str(), &id],
+        )
+        .await?;
         Ok(n > 0)
     }
 
     async fn insert_key(&self, key: NewKey<'_>) -> Result<Option<i64>, RepoError> {
-        let row = self
-            .pg
-            .conn()
-            .await?
+        let mut conn = self.pg.conn().await?;
+        let tx = conn.transaction().await?;
+        let row = tx
             .query_opt(
                 "INSERT INTO credentials (org_id, kind, hash, prefix, created_at)
                  SELECT id, $2, $3, $4, $5 FROM organizations WHERE id = $1
@@ -96,6 +113,11 @@ impl RegistryRepo for PgRegistry {
                 ],
             )
             .await?;
+        if row.is_some() {
+            // A new signing key changes the set a process may hold for the org.
+            notify::notify(&tx, notify::CREDENTIALS, &key.org.to_string()).await?;
+        }
+        tx.commit().await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
@@ -129,15 +151,13 @@ impl RegistryRepo for PgRegistry {
         id: i64,
         at_ms: i64,
     ) -> Result<bool, RepoError> {
-        let n = self
-            .pg
-            .conn()
-            .await?
-            .execute(
-                "UPDATE credentials SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND kind = $4 AND revoked_at IS NULL",
-                &[&at_ms, &id, &org, &kind.as_str()],
-            )
-            .await?;
+        let n = write_notifying(
+            &self.pg,
+            org,
+            "UPDATE credentials SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND kind = $4 AND revoked_at IS NULL",
+            &[&at_ms, &id, &org, &kind.as_str()],
+        )
+        .await?;
         Ok(n > 0)
     }
 

@@ -125,6 +125,9 @@ impl Endpoints {
     async fn follow(&self, change: crate::db::notify::Change) -> Result<(), DbError> {
         match change {
             crate::db::notify::Change::Id(id) => self.refresh(id).await,
+            // Until the listener is back, the copy keeps what it had; the Reset that
+            // follows the reconnection reloads everything.
+            crate::db::notify::Change::Lost => Ok(()),
             crate::db::notify::Change::Reset => {
                 let all = self.repo.all().await?;
                 let fresh: HashMap<i64, Arc<Endpoint>> =

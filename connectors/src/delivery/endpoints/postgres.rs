@@ -89,12 +89,9 @@ async fn load_one(c: &impl GenericClient, id: i64) -> Result<Option<Endpoint>, D
 }
 
 async fn notify_change(c: &impl GenericClient, id: i64) -> Result<(), DbError> {
-    c.execute(
-        "SELECT pg_notify($1, $2)",
-        &[&notify::ENDPOINTS, &id.to_string()],
-    )
-    .await
-    .map_err(RepoError::from)?;
+    notify::notify(c, notify::ENDPOINTS, &id.to_string())
+        .await
+        .map_err(RepoError::from)?;
     Ok(())
 }
 
