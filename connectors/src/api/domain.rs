@@ -776,7 +776,7 @@ pub struct ActionRun {
     /// The payload's `apptoto_id`.
     apptoto_id: Option<String>,
     /// `pending`, `succeeded` or `failed`.
-    state: String,
+    state: crate::delivery::deliveries::DeliveryState,
     /// A 2xx answer came back.
     delivered: bool,
     attempts: usize,
@@ -859,7 +859,7 @@ pub async fn action_log(
         data.push(ActionRun {
             id: d.id,
             apptoto_id,
-            delivered: d.state == "succeeded",
+            delivered: d.state == crate::delivery::deliveries::DeliveryState::Succeeded,
             state: d.state,
             attempts: d.attempts.len(),
             created_at: d.created_at,

@@ -8,6 +8,18 @@ use leadstream_pipeline::eligibility::{AudienceFilter, EventFilter, Lead, Mode};
 use leadstream_pipeline::{OrgId, Phone};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+/// A stored campaign state; one this binary does not know is a read error, never a
+/// default.
+fn state_of(text: &str, column: usize) -> rusqlite::Result<CampaignState> {
+    CampaignState::parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("unknown campaign state {text:?}").into(),
+        )
+    })
+}
+
 fn campaign_of(r: &Row<'_>) -> rusqlite::Result<Campaign> {
     let state: String = r.get(3)?;
     let paused_from: Option<String> = r.get(4)?;
@@ -15,8 +27,8 @@ fn campaign_of(r: &Row<'_>) -> rusqlite::Result<Campaign> {
         id: r.get(0)?,
         org: r.get(1)?,
         name: r.get(2)?,
-        state: CampaignState::parse(&state).unwrap_or(CampaignState::Draft),
-        paused_from: paused_from.as_deref().and_then(CampaignState::parse),
+        state: state_of(&state, 3)?,
+        paused_from: paused_from.as_deref().map(|p| state_of(p, 4)).transpose()?,
         delivery_url: r.get(5)?,
         endpoint_id: r.get(6)?,
         created_at_ms: r.get(7)?,
@@ -536,7 +548,7 @@ pub fn campaign_state(conn: &Connection, id: i64) -> Result<Option<CampaignState
         .prepare_cached("SELECT state FROM campaigns WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
         .optional()?;
-    Ok(state.as_deref().and_then(CampaignState::parse))
+    Ok(state.as_deref().map(|s| state_of(s, 0)).transpose()?)
 }
 
 pub fn mark_emitted_all(conn: &Connection, send: i64) -> Result<(), DbError> {
@@ -598,6 +610,21 @@ mod tests {
             external_id: Some(ext.to_owned()),
             variables: vars.to_owned(),
         }
+    }
+
+    #[test]
+    fn an_unknown_stored_state_is_an_error_not_a_draft() {
+        let conn = db();
+        conn.execute(
+            "INSERT INTO campaigns (org_id, name, state, endpoint_id, created_at, updated_at) \
+             VALUES (1, 'c', 'exploded', 1, 0, 0)",
+            [],
+        )
+        .unwrap();
+        let id = conn.last_insert_rowid();
+        let e = campaign(&conn, id).unwrap_err().to_string();
+        assert!(e.contains("exploded"), "{e}");
+        assert!(campaign_state(&conn, id).is_err());
     }
 
     #[test]

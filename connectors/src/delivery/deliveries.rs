@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A delivery's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     Pending,
     Succeeded,
@@ -513,14 +514,14 @@ pub fn mark_for_retry(
     id: &str,
     now_ms: i64,
 ) -> Result<Option<Result<Job, DeliveryState>>, DbError> {
-    let row: Option<(String, Job)> = conn
+    let row: Option<(DeliveryState, Job)> = conn
         .query_row(
             "SELECT d.seq, d.state, d.endpoint_id, d.event_type, d.attempts, d.id, e.payload, d.created_at, d.event_id, d.part \
              FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1 AND d.org_id = ?2",
             params![id, org],
             |r| {
                 Ok((
-                    r.get(1)?,
+                    state_of(r, 1)?,
                     Job {
                         seq: r.get(0)?,
                         id: Arc::from(r.get::<_, String>(5)?),
@@ -543,7 +544,7 @@ pub fn mark_for_retry(
     let Some((state, job)) = row else {
         return Ok(None);
     };
-    if state == "pending" {
+    if state == DeliveryState::Pending {
         return Ok(Some(Err(DeliveryState::Pending)));
     }
     conn.execute(
@@ -631,8 +632,7 @@ pub struct DeliveryRow {
     pub endpoint_id: i64,
     pub url: String,
     /// `pending`, `succeeded` or `failed`.
-    #[schema(example = "succeeded")]
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: u32,
     /// The status of the last answer, `null` when none came.
     pub last_status: Option<u16>,
@@ -657,9 +657,21 @@ const ROW_COLUMNS: &str =
     "id, event_id, event_type, endpoint_id, url, state, attempts, last_status, last_error, \
      next_attempt_at, created_at, updated_at, seq";
 
+/// A stored state; one this binary does not know is a read error, never a default.
+fn state_of(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<DeliveryState> {
+    let text: String = r.get(column)?;
+    DeliveryState::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("unknown delivery state {text:?}").into(),
+        )
+    })
+}
+
 fn read_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
     use leadstream_pipeline::time::format_rfc3339_ms;
-    let state: String = r.get(5)?;
+    let state = state_of(r, 5)?;
     let next: Option<i64> = r.get(9)?;
     let created: i64 = r.get(10)?;
     let updated: i64 = r.get(11)?;
@@ -669,7 +681,9 @@ fn read_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
         event_type: r.get(2)?,
         endpoint_id: r.get(3)?,
         url: r.get(4)?,
-        next_attempt_at: next.filter(|_| state == "pending").map(format_rfc3339_ms),
+        next_attempt_at: next
+            .filter(|_| state == DeliveryState::Pending)
+            .map(format_rfc3339_ms),
         state,
         attempts: r.get(6)?,
         last_status: r.get(7)?,
@@ -818,7 +832,7 @@ pub struct DeliveryDetail {
     pub endpoint_id: i64,
     pub url: String,
     /// `pending`, `succeeded` or `failed`.
-    pub state: String,
+    pub state: DeliveryState,
     /// Every attempt, first first.
     pub attempts: Vec<AttemptRow>,
     pub last_status: Option<u16>,
