@@ -10,8 +10,8 @@ use super::{bad, conflict, parse_id, store_error, ApiError, AppState, ErrorBody}
 use crate::campaigns::audience::{self, UploadError, UploadTally};
 use crate::campaigns::model::{Campaign, CampaignState, Send, SendTime, Transition};
 use crate::campaigns::{
-    owned_campaign, store, Campaigns, EligibilityEngine, EligibilityError, MaterializeError,
-    Materialized,
+    records::{Owned, SendProgress},
+    store, Campaigns, EligibilityEngine, EligibilityError, MaterializeError, Materialized,
 };
 use crate::delivery::model::EndpointKind;
 use crate::writer::now_ms;
@@ -51,30 +51,21 @@ fn campaigns(s: &AppState) -> &Campaigns {
 
 /// `org`'s campaign `id`: 404 when there is none, 403 when it is another org's.
 async fn load_campaign(s: &AppState, org: OrgId, id: i64) -> Result<Campaign, ApiError> {
-    let found = campaigns(s)
-        .db()
-        .read(move |conn| owned_campaign(conn, org, id))
-        .await
-        .map_err(store_error)?;
-    match found {
-        None => Err(ApiError::new(
+    match campaigns(s).owned(org, id).await.map_err(store_error)? {
+        Owned::Missing => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no campaign {id}"),
         )),
-        Some(Err(())) => Err(ApiError::new(
+        Owned::Other => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("campaign {id} belongs to another organization"),
         )),
-        Some(Ok(c)) => Ok(c),
+        Owned::Mine(c) => Ok(c),
     }
 }
 
 async fn load_send(s: &AppState, campaign: &Campaign, send: i64) -> Result<Send, ApiError> {
-    let found = campaigns(s)
-        .db()
-        .read(move |conn| store::send(conn, send))
-        .await
-        .map_err(store_error)?;
+    let found = campaigns(s).send(send).await.map_err(store_error)?;
     match found {
         Some(x) if x.campaign_id == campaign.id => Ok(x),
         _ => Err(ApiError::new(
@@ -109,11 +100,7 @@ pub struct CampaignOut {
 
 async fn campaign_out(s: &AppState, c: Campaign) -> Result<CampaignOut, ApiError> {
     let id = c.id;
-    let audience_size = campaigns(s)
-        .db()
-        .read(move |conn| store::audience_size(conn, id))
-        .await
-        .map_err(store_error)?;
+    let audience_size = campaigns(s).audience_size(id).await.map_err(store_error)?;
     Ok(CampaignOut {
         id: c.id,
         name: c.name,
@@ -239,10 +226,7 @@ pub async fn create(
     }
     let (url, endpoint) = resolve_target(&s, org, &name, req.delivery_url, req.endpoint_id).await?;
     let c = campaigns(&s)
-        .db()
-        .write(move |conn| {
-            store::insert_campaign(conn, org, &name, url.as_deref(), endpoint, now_ms())
-        })
+        .create(org, name, url, endpoint)
         .await
         .map_err(store_error)?;
     let out = campaign_out(&s, c).await?;
@@ -291,8 +275,7 @@ pub async fn list(
         ),
     };
     let mut rows = campaigns(&s)
-        .db()
-        .read(move |conn| store::campaigns(conn, org, before, limit + 1))
+        .list(org, before, limit + 1)
         .await
         .map_err(store_error)?;
     let more = rows.len() > limit;
@@ -369,11 +352,7 @@ pub async fn patch(
     };
     let cid = c.id;
     let updated = campaigns(&s)
-        .db()
-        .write(move |conn| {
-            store::update_draft(conn, cid, &name, url.as_deref(), endpoint, now_ms())?;
-            store::campaign(conn, cid)
-        })
+        .update_draft(cid, name, url, endpoint)
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no campaign {cid}")))?;
@@ -389,26 +368,7 @@ async fn transition(
     let c = load_campaign(s, org, parse_id("campaign id", id)?).await?;
     let cid = c.id;
     let result = campaigns(s)
-        .db()
-        .write(move |conn| {
-            let Some(c) = store::campaign(conn, cid)? else {
-                return Ok(Err(CampaignState::Cancelled));
-            };
-            match action.apply(c.state, c.paused_from) {
-                None => Ok(Err(c.state)),
-                Some((next, paused_from)) => {
-                    // Scheduled or resumed with every send already emitted (by hand,
-                    // or while paused): there is nothing left to run.
-                    let next = if next.materializes() && store::all_sends_emitted(conn, cid)? {
-                        CampaignState::Completed
-                    } else {
-                        next
-                    };
-                    store::set_state(conn, cid, next, paused_from, now_ms())?;
-                    store::campaign(conn, cid).map(|c| c.ok_or(next))
-                }
-            }
-        })
+        .transition(cid, action)
         .await
         .map_err(store_error)?;
     match result {
@@ -514,7 +474,7 @@ pub async fn upload_audience(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let db = campaigns(&s).db().clone();
+    let service = campaigns(&s).clone();
     let cid = c.id;
     let merge = move |rows: &[store::AudienceRow]| {
         let rows: Vec<store::AudienceRow> = rows
@@ -525,7 +485,7 @@ pub async fn upload_audience(
                 variables: r.variables.clone(),
             })
             .collect();
-        db.write_blocking(move |conn| store::merge_audience(conn, cid, &rows))
+        service.merge_audience_blocking(cid, rows)
     };
     let normalizer = s.preparer.normalizer().clone();
     let result = match ctype.as_str() {
@@ -834,16 +794,12 @@ pub struct SendOut {
 
 async fn send_out(s: &AppState, x: Send) -> Result<SendOut, ApiError> {
     let id = x.id;
-    let ((emitted, _), (delivered, failed, pending)) = campaigns(s)
-        .db()
-        .read(move |conn| {
-            Ok((
-                store::emitted_counts(conn, id)?,
-                store::delivery_counts(conn, id)?,
-            ))
-        })
-        .await
-        .map_err(store_error)?;
+    let SendProgress {
+        emitted,
+        delivered,
+        failed,
+        pending,
+    } = campaigns(s).send_progress(id).await.map_err(store_error)?;
     let (local_time, time_zone) = x.time.local.unzip();
     Ok(SendOut {
         id: x.id,
@@ -951,11 +907,7 @@ pub async fn create_send(
     // no send that nothing would ever materialize.
     let cid = c.id;
     let created = campaigns(&s)
-        .db()
-        .write(move |conn| match store::campaign_state(conn, cid)? {
-            Some(state) if state.takes_sends() => store::insert_send(conn, &send).map(Ok),
-            state => Ok(Err(state.unwrap_or(CampaignState::Cancelled))),
-        })
+        .add_send(send)
         .await
         .map_err(store_error)?
         .map_err(|state| {
@@ -985,11 +937,7 @@ pub async fn list_sends(
 ) -> Result<Json<Vec<SendOut>>, ApiError> {
     let c = load_campaign(&s, org, parse_id("campaign id", &id)?).await?;
     let cid = c.id;
-    let sends = campaigns(&s)
-        .db()
-        .read(move |conn| store::sends(conn, cid))
-        .await
-        .map_err(store_error)?;
+    let sends = campaigns(&s).sends(cid).await.map_err(store_error)?;
     let mut out = Vec::with_capacity(sends.len());
     for x in sends {
         out.push(send_out(&s, x).await?);
@@ -1280,16 +1228,9 @@ pub async fn audience_filter(
     let ext: Vec<String> = external_ids.into_iter().collect();
     let ph: Vec<Phone> = phones.into_iter().map(Phone).collect();
     let sid = x.id;
+    // Checked again in the write: a materialization in between fixed the set.
     let accepted = campaigns(&s)
-        .db()
-        .write(move |conn| {
-            // Checked again in the write: a materialization in between fixed the set.
-            if store::send(conn, sid)?.is_some_and(|x| x.materialized_at_ms.is_some()) {
-                return Ok(false);
-            }
-            store::put_audience_filter(conn, sid, mode, &ext, &ph, now_ms())?;
-            Ok(true)
-        })
+        .put_audience_filter(sid, mode, ext, ph)
         .await
         .map_err(store_error)?;
     if !accepted {
@@ -1341,25 +1282,6 @@ async fn opt_out_phones(
         .collect()
 }
 
-/// Reads the phones of an opt-out call and applies `change` to them in one write;
-/// answers how many changed.
-async fn change_opt_outs(
-    s: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-    change: impl FnOnce(&rusqlite::Connection, &[Phone]) -> Result<u64, crate::delivery::store::DbError>
-        + std::marker::Send
-        + 'static,
-) -> Result<Json<OptOutCount>, ApiError> {
-    let phones = opt_out_phones(s, headers, body).await?;
-    let count = campaigns(s)
-        .db()
-        .write(move |conn| change(conn, &phones))
-        .await
-        .map_err(store_error)?;
-    Ok(Json(OptOutCount { count }))
-}
-
 /// Opt phones out of every campaign of the org.
 #[utoipa::path(post, path = "/api/v1/opt-outs", tag = "campaigns", security(("api_key" = [])),
     request_body = OptOutsIn,
@@ -1376,10 +1298,12 @@ pub async fn add_opt_outs(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<OptOutCount>, ApiError> {
-    change_opt_outs(&s, &headers, body, move |conn, phones| {
-        store::add_opt_outs(conn, org, phones, now_ms())
-    })
-    .await
+    let phones = opt_out_phones(&s, &headers, body).await?;
+    let count = campaigns(&s)
+        .add_opt_outs(org, phones)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(OptOutCount { count }))
 }
 
 /// Remove opt-outs.
@@ -1398,10 +1322,12 @@ pub async fn remove_opt_outs(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<OptOutCount>, ApiError> {
-    change_opt_outs(&s, &headers, body, move |conn, phones| {
-        store::remove_opt_outs(conn, org, phones)
-    })
-    .await
+    let phones = opt_out_phones(&s, &headers, body).await?;
+    let count = campaigns(&s)
+        .remove_opt_outs(org, phones)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(OptOutCount { count }))
 }
 
 /// Whether a phone is opted out.
@@ -1440,8 +1366,7 @@ pub async fn get_opt_out(
         .normalize(raw)
         .ok_or_else(|| bad(format!("phone {raw:?} is not a phone number")))?;
     let since = campaigns(&s)
-        .db()
-        .read(move |conn| store::opt_out_since(conn, org, phone))
+        .opt_out_since(org, phone)
         .await
         .map_err(store_error)?;
     Ok(Json(OptOutStatus {

@@ -157,11 +157,7 @@ pub async fn put_contact(
         updated_at_ms: now_ms(),
     };
     let out = c.clone();
-    domain(&s)
-        .db()
-        .write(move |conn| store::put_contact(conn, org, &c))
-        .await
-        .map_err(store_error)?;
+    domain(&s).put_contact(org, c).await.map_err(store_error)?;
     Ok(Json(contact_out(out)))
 }
 
@@ -181,10 +177,8 @@ pub async fn get_contact(
     Path(phone): Path<String>,
 ) -> Result<Json<ContactOut>, ApiError> {
     let phone = contact_phone(&s, &phone)?;
-    let p = phone.clone();
     let c = domain(&s)
-        .db()
-        .read(move |conn| store::contact(conn, org, &p))
+        .contact(org, phone.clone())
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no contact {phone}")))?;
@@ -274,11 +268,7 @@ fn name_check(field: &str, name: &str) -> Result<(), ApiError> {
 
 async fn load_trigger(s: &AppState, org: OrgId, id: &str) -> Result<Trigger, ApiError> {
     let id = parse_id("trigger id", id)?;
-    let t = domain(s)
-        .db()
-        .read(move |conn| store::trigger(conn, id))
-        .await
-        .map_err(store_error)?;
+    let t = domain(s).trigger(id).await.map_err(store_error)?;
     match t {
         Some(t) if t.org == org => Ok(t),
         Some(_) => Err(ApiError::new(
@@ -323,11 +313,7 @@ pub async fn create_trigger(
         updated_at_ms: now,
     };
     check_trigger(&t)?;
-    let t = domain(&s)
-        .db()
-        .write(move |conn| store::insert_trigger(conn, &t))
-        .await
-        .map_err(store_error)?;
+    let t = domain(&s).insert_trigger(t).await.map_err(store_error)?;
     Ok((StatusCode::CREATED, Json(trigger_out(t))).into_response())
 }
 
@@ -348,11 +334,7 @@ pub async fn list_triggers(
     State(s): State<AppState>,
     ApiKeyOrg(org): ApiKeyOrg,
 ) -> Result<Json<TriggerList>, ApiError> {
-    let all = domain(&s)
-        .db()
-        .read(move |conn| store::triggers(conn, org))
-        .await
-        .map_err(store_error)?;
+    let all = domain(&s).triggers(org).await.map_err(store_error)?;
     Ok(Json(TriggerList {
         data: all.into_iter().map(trigger_out).collect(),
     }))
@@ -413,11 +395,7 @@ pub async fn put_trigger(
     t.updated_at_ms = now_ms();
     check_trigger(&t)?;
     let out = t.clone();
-    domain(&s)
-        .db()
-        .write(move |conn| store::update_trigger(conn, &t))
-        .await
-        .map_err(store_error)?;
+    domain(&s).update_trigger(t).await.map_err(store_error)?;
     Ok(Json(trigger_out(out)))
 }
 
@@ -437,14 +415,10 @@ pub async fn delete_trigger(
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
     let t = load_trigger(&s, org, &id).await?;
-    let endpoints = domain(&s)
-        .db()
-        .write(move |conn| store::delete_trigger(conn, t.id))
+    domain(&s)
+        .delete_trigger(org, t.id)
         .await
         .map_err(store_error)?;
-    for e in endpoints {
-        let _ = s.engine.endpoints().delete(org, e).await;
-    }
     Ok(Json(Deleted {
         id: t.id,
         deleted: true,
@@ -521,8 +495,7 @@ async fn load_action(
     let t = load_trigger(s, org, trigger).await?;
     let id = parse_id("action id", action)?;
     let a = domain(s)
-        .db()
-        .read(move |conn| store::action(conn, id))
+        .action(id)
         .await
         .map_err(store_error)?
         .filter(|a| a.trigger_id == t.id)
@@ -604,11 +577,7 @@ pub async fn create_action(
         created_at_ms: now,
         updated_at_ms: now,
     };
-    let a = domain(&s)
-        .db()
-        .write(move |conn| store::insert_action(conn, &a))
-        .await
-        .map_err(store_error)?;
+    let a = domain(&s).insert_action(a).await.map_err(store_error)?;
     Ok((StatusCode::CREATED, Json(action_out(a))).into_response())
 }
 
@@ -634,11 +603,7 @@ pub async fn list_actions(
     Path(id): Path<String>,
 ) -> Result<Json<ActionList>, ApiError> {
     let t = load_trigger(&s, org, &id).await?;
-    let all = domain(&s)
-        .db()
-        .read(move |conn| store::actions(conn, t.id))
-        .await
-        .map_err(store_error)?;
+    let all = domain(&s).actions(t.id).await.map_err(store_error)?;
     Ok(Json(ActionList {
         data: all.into_iter().map(action_out).collect(),
     }))
@@ -731,11 +696,7 @@ pub async fn put_action(
     }
     a.updated_at_ms = now_ms();
     let out = a.clone();
-    domain(&s)
-        .db()
-        .write(move |conn| store::update_action(conn, &a))
-        .await
-        .map_err(store_error)?;
+    domain(&s).update_action(a).await.map_err(store_error)?;
     Ok(Json(action_out(out)))
 }
 
@@ -756,11 +717,9 @@ pub async fn delete_action(
 ) -> Result<Json<Deleted>, ApiError> {
     let (_, a) = load_action(&s, org, &id, &action).await?;
     domain(&s)
-        .db()
-        .write(move |conn| store::delete_action(conn, a.id))
+        .delete_action(org, &a)
         .await
         .map_err(store_error)?;
-    let _ = s.engine.endpoints().delete(org, a.endpoint_id).await;
     Ok(Json(Deleted {
         id: a.id,
         deleted: true,

@@ -18,6 +18,7 @@
 
 pub mod audience;
 pub mod model;
+pub mod records;
 pub mod store;
 
 use crate::config::SendsConfig;
@@ -28,8 +29,8 @@ use crate::writer::{now_ms, EventWriter};
 use bytes::Bytes;
 use leadstream_pipeline::eligibility::{self, Lead, Question, Summary};
 use leadstream_pipeline::time::format_rfc3339_short_us;
-use leadstream_pipeline::{OrgId, Phone};
-use model::{Campaign, CampaignState, Send};
+use leadstream_pipeline::Phone;
+use model::{CampaignState, Send};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -586,16 +587,4 @@ fn lead_part(lead: &store::ToEmit) -> Bytes {
         out.extend_from_slice(b"{}");
     }
     Bytes::from(out)
-}
-
-/// The campaign `id` if it is `org`'s.
-///
-/// # Errors
-/// [`DbError`].
-pub fn owned_campaign(
-    conn: &rusqlite::Connection,
-    org: OrgId,
-    id: i64,
-) -> Result<Option<Result<Campaign, ()>>, DbError> {
-    Ok(store::campaign(conn, id)?.map(|c| if c.org == org { Ok(c) } else { Err(()) }))
 }

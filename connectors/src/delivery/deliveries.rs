@@ -41,6 +41,62 @@ impl DeliveryState {
     }
 }
 
+/// One pending delivery row to insert ([`insert_pending`]).
+pub struct PendingRow<'a> {
+    /// `msg_…`: the `webhook-id` of every attempt.
+    pub id: &'a str,
+    pub event_id: &'a str,
+    pub org: OrgId,
+    pub endpoint_id: i64,
+    pub url: &'a str,
+    pub event_type: &'a str,
+    /// Attempts already made (a delivery read back from Kafka).
+    pub attempts: u32,
+    pub due_ms: i64,
+    pub created_ms: i64,
+    /// The delivery's own members of the body ([`body`]).
+    pub part: Option<&'a [u8]>,
+}
+
+/// Inserts one pending delivery; answers its seq. (A campaign's chunk inserts its
+/// deliveries as one set: [`insert_parts`].)
+///
+/// # Errors
+/// [`DbError`].
+pub fn insert_pending(conn: &Connection, d: &PendingRow<'_>) -> Result<i64, DbError> {
+    conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, attempts, next_attempt_at, created_at, updated_at, part) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?9, ?10)",
+    )?
+    .execute(params![
+        d.id,
+        d.event_id,
+        d.org,
+        d.endpoint_id,
+        d.url,
+        d.event_type,
+        d.attempts,
+        d.due_ms,
+        d.created_ms,
+        d.part
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// A delivery's state as stored, for a caller deciding what to do with it.
+///
+/// # Errors
+/// [`DbError`]; an unknown stored state is one.
+pub fn state_by_id(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<(i64, DeliveryState, u32)>, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT seq, state, attempts FROM deliveries WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, state_of(r, 1)?, r.get(2)?)))
+        .optional()?)
+}
+
 /// A delivery to attempt: what the dispatcher queues.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -173,28 +229,29 @@ pub fn insert_event(
         ev.endpoints.len(),
         now_ms
     ])?;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, next_attempt_at, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?8, ?7, ?7)",
-    )?;
     let due = ev.due_at_ms.unwrap_or(now_ms).max(now_ms);
     let event_type: Arc<str> = Arc::from(ev.event_type.as_str());
     let event_arc: Arc<str> = Arc::from(event_id.as_str());
     let mut jobs = Vec::with_capacity(ev.endpoints.len());
     for e in &ev.endpoints {
         let id = new_id("msg_", now_ms);
-        insert.execute(params![
-            id,
-            event_id,
-            ev.org,
-            e.id,
-            e.url,
-            ev.event_type,
-            now_ms,
-            due
-        ])?;
+        let seq = insert_pending(
+            conn,
+            &PendingRow {
+                id: &id,
+                event_id: &event_id,
+                org: ev.org,
+                endpoint_id: e.id,
+                url: &e.url,
+                event_type: &ev.event_type,
+                attempts: 0,
+                due_ms: due,
+                created_ms: now_ms,
+                part: None,
+            },
+        )?;
         jobs.push(Job {
-            seq: conn.last_insert_rowid(),
+            seq,
             id: Arc::from(id),
             event_id: event_arc.clone(),
             org: ev.org,

@@ -18,7 +18,7 @@
 //! the record carries it (URL, secrets, timeout), so a group of processes with
 //! separate registries still delivers every record correctly.
 
-use super::deliveries::Job;
+use super::deliveries::{self, DeliveryState, Job};
 use super::dispatch::{DispatchHandle, Shared};
 use super::model::{Endpoint, EndpointKind, EndpointSecret};
 use super::store::DbError;
@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -278,12 +278,11 @@ async fn admit(shared: &Arc<Shared>, batch: Vec<Read>) -> Result<Vec<(Job, i64)>
                     out.push((None, ack));
                     continue;
                 };
-                let known: Option<(i64, String, u32)> = conn
-                    .prepare_cached("SELECT seq, state, attempts FROM deliveries WHERE id = ?1")?
-                    .query_row([&d.delivery_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .optional()?;
+                let known = deliveries::state_by_id(conn, &d.delivery_id)?;
                 let seq = match known {
-                    Some((_, state, attempts)) if state != "pending" || attempts > d.attempts => {
+                    Some((_, state, attempts))
+                        if state != DeliveryState::Pending || attempts > d.attempts =>
+                    {
                         out.push((None, ack));
                         continue;
                     }
@@ -294,23 +293,21 @@ async fn admit(shared: &Arc<Shared>, batch: Vec<Read>) -> Result<Vec<(Job, i64)>
                             "INSERT OR IGNORE INTO events (id, org_id, event_type, payload, deliveries, created_at) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
                         )?
                         .execute(params![d.event_id, d.organization_id, d.event_type, shared_payload(&d).as_bytes(), created_ms])?;
-                        conn.prepare_cached(
-                            "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, attempts, next_attempt_at, created_at, updated_at, part) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?9, ?10)",
+                        deliveries::insert_pending(
+                            conn,
+                            &deliveries::PendingRow {
+                                id: &d.delivery_id,
+                                event_id: &d.event_id,
+                                org: d.organization_id,
+                                endpoint_id: d.endpoint_id,
+                                url: &d.url,
+                                event_type: &d.event_type,
+                                attempts: d.attempts,
+                                due_ms: d.due_at_us.div_euclid(1000),
+                                created_ms,
+                                part: d.event_payload.as_ref().and(d.part.as_deref()).map(str::as_bytes),
+                            },
                         )?
-                        .execute(params![
-                            d.delivery_id,
-                            d.event_id,
-                            d.organization_id,
-                            d.endpoint_id,
-                            d.url,
-                            d.event_type,
-                            d.attempts,
-                            d.due_at_us.div_euclid(1000),
-                            created_ms,
-                            d.event_payload.as_ref().and(d.part.as_deref()).map(str::as_bytes)
-                        ])?;
-                        conn.last_insert_rowid()
                     }
                 };
                 out.push((Some((seq, d)), ack));

@@ -21,6 +21,7 @@ pub mod events;
 pub mod inbox;
 pub mod kafka;
 pub mod payloads;
+mod records;
 pub mod store;
 pub mod timers;
 pub mod whatsapp;

@@ -1,0 +1,139 @@
+//! Contacts, triggers and their actions as the API manages them: one service call per
+//! operation, each one transaction of the domain store. Handlers never see the store.
+
+use super::store::{self, Action, Contact, Trigger};
+use super::Domain;
+use crate::delivery::store::DbError;
+use leadstream_pipeline::OrgId;
+
+impl Domain {
+    /// Creates or replaces `org`'s contact `c`.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn put_contact(&self, org: OrgId, c: Contact) -> Result<(), DbError> {
+        self.db
+            .write(move |conn| store::put_contact(conn, org, &c))
+            .await
+    }
+
+    /// `org`'s contact with this phone.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn contact(&self, org: OrgId, phone: String) -> Result<Option<Contact>, DbError> {
+        self.db
+            .read(move |conn| store::contact(conn, org, &phone))
+            .await
+    }
+
+    /// Trigger `id`, any org (the caller checks ownership).
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn trigger(&self, id: i64) -> Result<Option<Trigger>, DbError> {
+        self.db.read(move |conn| store::trigger(conn, id)).await
+    }
+
+    /// `org`'s triggers.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn triggers(&self, org: OrgId) -> Result<Vec<Trigger>, DbError> {
+        self.db.read(move |conn| store::triggers(conn, org)).await
+    }
+
+    /// Stores a new trigger and answers it with its id.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn insert_trigger(&self, t: Trigger) -> Result<Trigger, DbError> {
+        self.db
+            .write(move |conn| store::insert_trigger(conn, &t))
+            .await
+    }
+
+    /// Stores `t`'s new fields.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn update_trigger(&self, t: Trigger) -> Result<(), DbError> {
+        self.db
+            .write(move |conn| store::update_trigger(conn, &t))
+            .await
+    }
+
+    /// Deletes `org`'s trigger `id` with its actions, then their endpoints (runs still
+    /// pending are not attempted).
+    ///
+    /// # Errors
+    /// [`DbError`] deleting the trigger; an endpoint that could not be deleted is
+    /// logged (it receives nothing more: no action publishes to it).
+    pub async fn delete_trigger(&self, org: OrgId, id: i64) -> Result<(), DbError> {
+        let endpoints = self
+            .db
+            .write(move |conn| store::delete_trigger(conn, id))
+            .await?;
+        for e in endpoints {
+            self.delete_action_endpoint(org, e).await;
+        }
+        Ok(())
+    }
+
+    /// Action `id`, any trigger (the caller checks it is the trigger's).
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn action(&self, id: i64) -> Result<Option<Action>, DbError> {
+        self.db.read(move |conn| store::action(conn, id)).await
+    }
+
+    /// Trigger `trigger`'s actions.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn actions(&self, trigger: i64) -> Result<Vec<Action>, DbError> {
+        self.db
+            .read(move |conn| store::actions(conn, trigger))
+            .await
+    }
+
+    /// Stores a new action and answers it with its id.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn insert_action(&self, a: Action) -> Result<Action, DbError> {
+        self.db
+            .write(move |conn| store::insert_action(conn, &a))
+            .await
+    }
+
+    /// Stores `a`'s new fields.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn update_action(&self, a: Action) -> Result<(), DbError> {
+        self.db
+            .write(move |conn| store::update_action(conn, &a))
+            .await
+    }
+
+    /// Deletes action `a` of `org`, then its endpoint.
+    ///
+    /// # Errors
+    /// [`DbError`] deleting the action.
+    pub async fn delete_action(&self, org: OrgId, a: &Action) -> Result<(), DbError> {
+        let id = a.id;
+        self.db
+            .write(move |conn| store::delete_action(conn, id))
+            .await?;
+        self.delete_action_endpoint(org, a.endpoint_id).await;
+        Ok(())
+    }
+
+    async fn delete_action_endpoint(&self, org: OrgId, endpoint: i64) {
+        if let Err(e) = self.engine.endpoints().delete(org, endpoint).await {
+            tracing::warn!(endpoint, error = %e, "deleting a deleted action's endpoint; no action publishes to it any more");
+        }
+    }
+}
