@@ -6,7 +6,9 @@ use super::auth::ApiKeyOrg;
 use super::body::{parse_json, read, read_small};
 use super::deliveries::event_type_problem;
 use super::webhooks::target_problem;
-use super::{bad, conflict, parse_id, store_error, ApiError, AppState, ErrorBody};
+use super::{
+    bad, check_text, conflict, parse_id, store_error, ApiError, AppState, ErrorBody, MAX_NAME,
+};
 use crate::campaigns::audience::{self, UploadError, UploadTally};
 use crate::campaigns::model::{Campaign, CampaignState, Send, SendTime, Transition};
 use crate::campaigns::{
@@ -43,10 +45,15 @@ const MAX_FILTER_LEADS: usize = 1_000_000;
 /// An audience filter is accepted until this long before the send's instant.
 const FILTER_CUTOFF_US: i64 = 5 * 60 * 1_000_000;
 /// Longest campaign name, template name or language.
-const MAX_NAME: usize = 256;
 
 fn campaigns(s: &AppState) -> &Campaigns {
     &s.campaigns
+}
+
+/// Where a page of campaigns continues: ids below this one (newest first).
+#[derive(Serialize, Deserialize)]
+struct CampaignCursor {
+    before: i64,
 }
 
 /// `org`'s campaign `id`: 404 when there is none, 403 when it is another org's.
@@ -141,19 +148,6 @@ pub struct CampaignIn {
     endpoint_id: Option<i64>,
 }
 
-fn name_problem(name: &str) -> Option<String> {
-    let n = name.chars().count();
-    if name.trim().is_empty() {
-        Some("name is empty; give the campaign a name".into())
-    } else if n > MAX_NAME {
-        Some(format!("name is {n} characters, at most {MAX_NAME}"))
-    } else if name.chars().any(char::is_control) {
-        Some("name contains control characters".into())
-    } else {
-        None
-    }
-}
-
 /// The endpoint a campaign delivers to: an existing one of the org, or a new one
 /// registered for `deliveryUrl`.
 async fn resolve_target(
@@ -221,9 +215,7 @@ pub async fn create(
     let name = req.name.ok_or_else(|| {
         bad("name is missing: send {\"name\": \"...\", \"deliveryUrl\": \"https://...\"}")
     })?;
-    if let Some(p) = name_problem(&name) {
-        return Err(bad(p));
-    }
+    check_text("name", &name, MAX_NAME)?;
     let (url, endpoint) = resolve_target(&s, org, &name, req.delivery_url, req.endpoint_id).await?;
     let c = campaigns(&s)
         .create(org, name, url, endpoint)
@@ -269,10 +261,7 @@ pub async fn list(
     };
     let before = match q.get("cursor").map(|c| c.trim()).filter(|c| !c.is_empty()) {
         None => None,
-        Some(c) => Some(
-            c.parse::<i64>()
-                .map_err(|_| bad(format!("cursor {c:?} is not one this server gave")))?,
-        ),
+        Some(c) => Some(super::cursor::decode::<CampaignCursor>(c)?.before),
     };
     let mut rows = campaigns(&s)
         .list(org, before, limit + 1)
@@ -281,7 +270,10 @@ pub async fn list(
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next_cursor = more
-        .then(|| rows.last().map(|c| c.id.to_string()))
+        .then(|| {
+            rows.last()
+                .map(|c| super::cursor::encode(&CampaignCursor { before: c.id }))
+        })
         .flatten();
     let mut data = Vec::with_capacity(rows.len());
     for c in rows {
@@ -342,9 +334,7 @@ pub async fn patch(
         )));
     }
     let name = req.name.unwrap_or(c.name.clone());
-    if let Some(p) = name_problem(&name) {
-        return Err(bad(p));
-    }
+    check_text("name", &name, MAX_NAME)?;
     let (url, endpoint) = if req.delivery_url.is_none() && req.endpoint_id.is_none() {
         (c.delivery_url.clone(), c.endpoint_id)
     } else {
@@ -826,12 +816,7 @@ async fn send_out(s: &AppState, x: Send) -> Result<SendOut, ApiError> {
 
 fn required_text(field: &str, v: Option<String>) -> Result<String, ApiError> {
     let v = v.ok_or_else(|| bad(format!("{field} is missing")))?;
-    let n = v.chars().count();
-    if v.trim().is_empty() || n > MAX_NAME || v.chars().any(char::is_control) {
-        return Err(bad(format!(
-            "{field} must be 1 to {MAX_NAME} characters without control characters"
-        )));
-    }
+    check_text(field, &v, MAX_NAME)?;
     Ok(v)
 }
 

@@ -11,8 +11,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use bytes::Bytes;
 use leadstream_pipeline::time::parse_rfc3339_us;
 use serde::{Deserialize, Serialize};
@@ -183,14 +181,6 @@ struct Cursor {
     seq: i64,
 }
 
-fn encode_cursor(c: &Cursor) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).unwrap_or_default())
-}
-
-fn decode_cursor(text: &str) -> Option<Cursor> {
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(text).ok()?).ok()
-}
-
 fn instant_ms(field: &str, text: &str) -> Result<i64, ApiError> {
     parse_rfc3339_us(text)
         .map(|us| us.div_euclid(1000))
@@ -341,9 +331,7 @@ impl ListPage {
         let after = match get("cursor") {
             None => None,
             Some(text) => {
-                let c = decode_cursor(text).ok_or_else(|| {
-                    bad("cursor is not one this server gave: pass nextCursor as it came")
-                })?;
+                let c: Cursor = super::cursor::decode(text)?;
                 if c.sort != sort_text || c.desc != descending {
                     return Err(bad(format!(
                         "cursor belongs to a listing sorted by {} {}: repeat that sort and order with it",
@@ -380,7 +368,7 @@ impl ListPage {
         let (rows, more) = s.engine.list(self.query).await.map_err(store_error)?;
         let next_cursor = more.then(|| {
             let last = rows.last().expect("a full page has a last row");
-            encode_cursor(&Cursor {
+            super::cursor::encode(&Cursor {
                 sort: self.sort_text.clone(),
                 desc: descending,
                 value: sort.value(last),

@@ -5,7 +5,7 @@ use super::auth::ApiKeyOrg;
 use super::body::{parse_json, read_small};
 use super::deliveries::ListPage;
 use super::webhooks::{endpoint_error, target_problem};
-use super::{bad, parse_id, store_error, ApiError, AppState, ErrorBody};
+use super::{bad, check_text, parse_id, store_error, ApiError, AppState, ErrorBody, MAX_NAME};
 use crate::delivery::endpoints::EndpointPatch;
 use crate::delivery::model::EndpointKind;
 use crate::domain::events::{self, class_of, trigger_type_list};
@@ -26,8 +26,6 @@ use serde_json::value::RawValue;
 const MAX_EVENT_BODY: usize = 1024 * 1024;
 /// Largest trigger, action or contact body.
 const MAX_BODY: usize = 64 * 1024;
-/// Longest trigger or action name.
-const MAX_NAME: usize = 200;
 /// Longest trigger description.
 const MAX_DESCRIPTION: usize = 2000;
 
@@ -243,25 +241,13 @@ fn check_trigger(t: &Trigger) -> Result<(), ApiError> {
             trigger_type_list()
         )));
     }
-    name_check("name", &t.name)?;
+    check_text("name", &t.name, MAX_NAME)?;
     if let Some(d) = &t.description {
         if d.chars().count() > MAX_DESCRIPTION {
             return Err(bad(format!(
                 "description is over {MAX_DESCRIPTION} characters"
             )));
         }
-    }
-    Ok(())
-}
-
-fn name_check(field: &str, name: &str) -> Result<(), ApiError> {
-    if name.trim().is_empty()
-        || name.chars().count() > MAX_NAME
-        || name.chars().any(char::is_control)
-    {
-        return Err(bad(format!(
-            "{field} must be 1 to {MAX_NAME} characters without control characters"
-        )));
     }
     Ok(())
 }
@@ -538,7 +524,7 @@ pub async fn create_action(
         return Err(bad(p));
     }
     let name = req.name.unwrap_or_else(|| format!("{} webhook", t.kind));
-    name_check("name", &name)?;
+    check_text("name", &name, MAX_NAME)?;
     let now = now_ms();
     // The endpoint's one subscription names the endpoint itself, so it is set after
     // the insert; until then it is subscribed to a type nothing publishes either.
@@ -653,7 +639,7 @@ pub async fn put_action(
     let req: ActionIn = parse_json(&body.bytes)?;
     check_kind(req.kind.as_deref())?;
     if let Some(n) = req.name {
-        name_check("name", &n)?;
+        check_text("name", &n, MAX_NAME)?;
         a.name = n;
     }
     if let Some(e) = req.enabled {
@@ -881,11 +867,7 @@ pub async fn register_whatsapp(
         ("verifyToken", &req.verify_token),
     ] {
         if let Some(v) = v {
-            if v.is_empty() || v.len() > 512 || v.chars().any(char::is_control) {
-                return Err(bad(format!(
-                    "{field} must be 1 to 512 characters without control characters"
-                )));
-            }
+            check_text(field, v, 512)?;
         }
     }
     let i = store::Integration {

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod body;
 mod campaigns;
+mod cursor;
 mod deliveries;
 mod domain;
 mod lead_events;
@@ -252,6 +253,32 @@ pub(crate) fn parse_id(what: &str, text: &str) -> Result<i64, ApiError> {
 /// 409 with `msg`.
 pub(crate) fn conflict(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, msg)
+}
+
+/// Longest name a client may give anything (a campaign, a trigger, an action, a
+/// send's template and language), in characters.
+pub const MAX_NAME: usize = 256;
+
+/// The one rule for a client's short text field (a name, a template, a secret): 1 to
+/// `max` characters, not blank, no control characters. The 400 names the field and
+/// what was wrong.
+///
+/// # Errors
+/// 400 saying which rule `value` broke.
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    let n = value.chars().count();
+    let problem = if value.trim().is_empty() {
+        format!("{field} is empty or blank")
+    } else if n > max {
+        format!("{field} is {n} characters")
+    } else if value.chars().any(char::is_control) {
+        format!("{field} contains control characters")
+    } else {
+        return Ok(());
+    };
+    Err(bad(format!(
+        "{problem}: it must be 1 to {max} characters, not blank, without control characters"
+    )))
 }
 
 /// A failure of the server's own storage, as the client hears it. The cause (the
