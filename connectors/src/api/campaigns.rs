@@ -44,7 +44,6 @@ const MAX_OPT_OUT_PHONES: usize = 10_000;
 const MAX_FILTER_LEADS: usize = 1_000_000;
 /// An audience filter is accepted until this long before the send's instant.
 const FILTER_CUTOFF_US: i64 = 5 * 60 * 1_000_000;
-/// Longest campaign name, template name or language.
 
 fn campaigns(s: &AppState) -> &Campaigns {
     &s.campaigns
