@@ -2,25 +2,16 @@
 //! database (`LEADSTREAM_DATABASE_URL`), and the admin CLI against the same database:
 //! organizations and keys are the same on every process.
 
-use crate::support::{batch, lead, sign, CliOutput, Key, TestServer, BIN};
+use crate::support::{batch, lead, leadstream, sign, CliOutput, Key, TestServer};
 use leadstream_connectors::db::testing::TestPostgres;
-use std::process::{Command, Stdio};
 
 /// `leadstream --database-url URL args…`, from a data dir of its own (none of the
 /// servers'): everything it reads and writes is in the database.
 fn admin(url: &str, args: &[&str]) -> CliOutput {
     let dir = tempfile::tempdir().unwrap();
-    Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--database-url", url])
-        .args(args)
-        .env_remove("LEADSTREAM_DATA_DIR")
-        .env_remove("LEADSTREAM_DATABASE_URL")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run leadstream")
-        .into()
+    let mut all = vec!["--database-url", url];
+    all.extend_from_slice(args);
+    leadstream(dir.path(), all)
 }
 
 async fn cluster(url: &str, n: usize) -> Vec<TestServer> {

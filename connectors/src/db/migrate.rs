@@ -73,6 +73,38 @@ const PG_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 )";
 
+/// The migrations of `list` a database at version `from` lacks.
+///
+/// # Errors
+/// [`MigrateError::Newer`] when `from` is past the list's last.
+fn missing<'a, S>(
+    database: &str,
+    list: &'a [Migration<S>],
+    from: i64,
+) -> Result<impl Iterator<Item = &'a Migration<S>>, MigrateError> {
+    let known = known(list);
+    if from > known {
+        return Err(MigrateError::Newer {
+            database: database.to_owned(),
+            found: from,
+            known,
+        });
+    }
+    Ok(list.iter().filter(move |m| m.version > from))
+}
+
+impl<S> Migration<S> {
+    /// This step's failure, caused by `source`.
+    fn failed(&self, database: &str, source: impl Into<crate::store::BoxError>) -> MigrateError {
+        MigrateError::Step {
+            database: database.to_owned(),
+            version: self.version,
+            name: self.name,
+            source: source.into(),
+        }
+    }
+}
+
 fn known<S>(list: &[Migration<S>]) -> i64 {
     debug_assert!(
         list.iter()
@@ -126,28 +158,11 @@ pub fn apply_sqlite(
                 |r| r.get(0),
             )
             .map_err(db)?;
-        if from > known {
-            return Err(MigrateError::Newer {
-                database: database.to_owned(),
-                found: from,
-                known,
-            });
-        }
-        for m in list.iter().filter(|m| m.version > from) {
-            let step = |e: rusqlite::Error| MigrateError::Step {
-                database: database.to_owned(),
-                version: m.version,
-                name: m.name,
-                source: Box::new(e),
-            };
+        for m in missing(database, list, from)? {
+            let step = |e: rusqlite::Error| m.failed(database, e);
             match &m.step {
                 SqliteStep::Sql(sql) => conn.execute_batch(sql).map_err(step)?,
-                SqliteStep::Code(f) => f(conn).map_err(|source| MigrateError::Step {
-                    database: database.to_owned(),
-                    version: m.version,
-                    name: m.name,
-                    source,
-                })?,
+                SqliteStep::Code(f) => f(conn).map_err(|e| m.failed(database, e))?,
             }
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
@@ -197,20 +212,8 @@ pub async fn apply_postgres(
         .await
         .map_err(db)?
         .get(0);
-    if from > known {
-        return Err(MigrateError::Newer {
-            database: database.to_owned(),
-            found: from,
-            known,
-        });
-    }
-    for m in list.iter().filter(|m| m.version > from) {
-        let step = |e: tokio_postgres::Error| MigrateError::Step {
-            database: database.to_owned(),
-            version: m.version,
-            name: m.name,
-            source: Box::new(e),
-        };
+    for m in missing(database, list, from)? {
+        let step = |e: tokio_postgres::Error| m.failed(database, e);
         tx.batch_execute(m.step).await.map_err(step)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
