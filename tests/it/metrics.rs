@@ -14,6 +14,28 @@ pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Scrapes `/metrics` without credentials; returns the content type and the text.
+/// Scrapes until every one of `lines` is a line of `/metrics` (counters are bumped
+/// just after what they count is durable, so a request that saw the effect may come
+/// a moment before the count); panics with the last scrape after 5 s.
+pub(crate) async fn scrape_until(s: &TestServer, lines: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, text) = scrape(s).await;
+        let missing: Vec<&&str> = lines
+            .iter()
+            .filter(|want| !text.lines().any(|l| l == **want))
+            .collect();
+        if missing.is_empty() {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {missing:?} in\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 pub(crate) async fn scrape(s: &TestServer) -> (String, String) {
     let r = s
         .client()
