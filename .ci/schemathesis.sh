@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Checks the running server against its own OpenAPI document with schemathesis: every
 # response documented, of the documented schema and content type, no 5xx. Bounded:
-# a fixed number of examples per operation and a deterministic seed.
+# a fixed number of examples per operation and a deterministic seed. With
+# LEADSTREAM_DATABASE_URL set, the server and the admin commands keep organizations,
+# keys and endpoints in that Postgres database.
 #   bash .ci/schemathesis.sh [path/to/leadstream]
 set -euo pipefail
 cd "$(dirname "$0")/.."
