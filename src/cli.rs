@@ -664,10 +664,21 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     // Before anything is opened: the embedded stores are this process's alone while it
     // runs (the registry too, unless database.url puts it in the shared database).
     let _lock = DataDirLock::acquire(data_dir)?;
+    // Before anything records a metric (the shared database's listeners do at once).
+    leadstream_connectors::metrics::install();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let state_db = rt.block_on(StateDb::open(&config))?;
+    let state_db = rt.block_on(StateDb::open_waiting(&config, |e, wait| {
+        tracing::warn!(
+            error = %e,
+            retry_in = ?wait,
+            "the shared database is unavailable; waiting for it. Start it, or fix database.url (LEADSTREAM_DATABASE_URL)"
+        );
+    }))?;
     let registry = {
         let _in_runtime = rt.enter();
+        if let StateDb::Shared(pg) = &state_db {
+            pg.report_metrics();
+        }
         Arc::new(
             Registry::open_cached(&state_db)
                 .with_context(|| format!("opening the registry in {}", state_db.describe()))?,

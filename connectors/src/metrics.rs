@@ -17,6 +17,10 @@
 //! | `leadstream_delivery_completion_seconds` | histogram | |
 //! | `leadstream_delivery_queue_depth` | gauge | `endpoint` |
 //! | `leadstream_delivery_in_flight` | gauge | `endpoint` |
+//! | `leadstream_database_connections` | gauge | `state` (`in_use`, `idle`, `waiting`: requests waiting for one) |
+//! | `leadstream_database_listener_connected` | gauge | `channel` |
+//! | `leadstream_database_notifications_total` | counter | `channel` |
+//! | `leadstream_credential_cache_lookups_total` | counter | `outcome` (`hit`, `miss`) |
 
 use metrics::Unit;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -43,6 +47,10 @@ const OUTBOX_RETRIES: &str = "leadstream_delivery_outbox_retries_total";
 const DOMAIN_EVENTS: &str = "leadstream_domain_events_total";
 const TIMERS_FIRED: &str = "leadstream_conversation_inactive_fired_total";
 const TIMER_LAG: &str = "leadstream_conversation_timer_lag_seconds";
+const DB_CONNECTIONS: &str = "leadstream_database_connections";
+const DB_LISTENER: &str = "leadstream_database_listener_connected";
+const DB_NOTIFICATIONS: &str = "leadstream_database_notifications_total";
+const CREDENTIAL_CACHE: &str = "leadstream_credential_cache_lookups_total";
 
 /// Buckets of [`DELIVERY_LATENCY`], in seconds: from a receiver on the same network
 /// up to the longest per-attempt timeout an endpoint may set (30 s).
@@ -194,6 +202,22 @@ fn describe() {
         OUTBOX_RETRIES,
         "Kafka mode: times the brokers refused committed deliveries and the relay waited to try again"
     );
+    describe_gauge!(
+        DB_CONNECTIONS,
+        "Shared database (database.url): pooled connections in use and idle, and requests waiting for one (at most database.pool_size connections)"
+    );
+    describe_gauge!(
+        DB_LISTENER,
+        "Shared database: 1 while this process listens for another's changes on the channel (credentials, endpoints); 0 while it reconnects, when caches are bypassed or kept as they were"
+    );
+    describe_counter!(
+        DB_NOTIFICATIONS,
+        "Shared database: change notifications heard from other processes, by channel"
+    );
+    describe_counter!(
+        CREDENTIAL_CACHE,
+        "Shared database: credential checks answered from this process's cache (hit) or the database (miss)"
+    );
     describe_histogram!(
         ELIGIBILITY_LATENCY,
         Unit::Seconds,
@@ -205,6 +229,28 @@ fn describe() {
 /// recorder first if nothing has.
 pub fn render() -> String {
     install().render()
+}
+
+/// The shared database's pool: connections in use and idle, requests waiting.
+pub fn database_pool(in_use: usize, idle: usize, waiting: usize) {
+    gauge!(DB_CONNECTIONS, "state" => "in_use").set(in_use as f64);
+    gauge!(DB_CONNECTIONS, "state" => "idle").set(idle as f64);
+    gauge!(DB_CONNECTIONS, "state" => "waiting").set(waiting as f64);
+}
+
+/// Whether this process listens on `channel` now.
+pub fn database_listener(channel: &'static str, connected: bool) {
+    gauge!(DB_LISTENER, "channel" => channel).set(if connected { 1.0 } else { 0.0 });
+}
+
+/// A change notification heard on `channel`.
+pub fn database_notification(channel: &'static str) {
+    counter!(DB_NOTIFICATIONS, "channel" => channel).increment(1);
+}
+
+/// A credential check answered from the cache (`hit`) or the database.
+pub fn credential_cache(hit: bool) {
+    counter!(CREDENTIAL_CACHE, "outcome" => if hit { "hit" } else { "miss" }).increment(1);
 }
 
 /// Records the outcome of one batch of lead events: `accepted` were stored,

@@ -90,6 +90,35 @@ async fn keys_made_by_the_cli_work_on_every_process_and_a_revocation_reaches_the
     );
     let orgs = admin(&url, &["org", "list"]).ok();
     assert!(orgs.contains("acme"), "{orgs}");
+    // What an SRE watches: the listeners are up, the cache answers, the pool reports.
+    let text = crate::metrics::scrape_until(
+        &servers[0],
+        &[
+            "leadstream_database_listener_connected{channel=\"leadstream_credentials\"} 1",
+            "leadstream_database_listener_connected{channel=\"leadstream_endpoints\"} 1",
+        ],
+    )
+    .await;
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    };
+    assert!(value("leadstream_credential_cache_lookups_total{outcome=\"hit\"}") >= 1.0);
+    assert!(
+        value("leadstream_database_notifications_total{channel=\"leadstream_credentials\"}") >= 2.0
+    );
+    // The pool is reported every second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !crate::metrics::scrape(&servers[0])
+        .await
+        .1
+        .contains("leadstream_database_connections{state=\"idle\"}")
+    {
+        assert!(std::time::Instant::now() < deadline, "no pool gauges");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -449,4 +478,28 @@ async fn with_the_database_down_requests_get_503_and_never_its_message_then_reco
         .await
         .accepted();
     assert_eq!(s.get_with_key("/api/webhooks/get", &key.secret).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_waits_for_the_database_at_start_up_and_says_so() {
+    let pg = TestPostgres::start();
+    let url = pg.new_database();
+    admin(&url, &["org", "create", "--id", "9", "--name", "late"]).ok();
+    let key = Key::parse(&admin(&url, &["api-key", "create", "--org", "9"]).ok());
+    pg.stop();
+    let builder = TestServer::builder().env("LEADSTREAM_DATABASE_URL", &url);
+    let (s, ()) = tokio::join!(builder.start(), async {
+        // Long enough for the first tries to fail.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        tokio::task::block_in_place(|| pg.restart());
+    });
+    let logs = s.logs();
+    assert!(
+        logs.contains("the shared database is unavailable")
+            && logs.contains("LEADSTREAM_DATABASE_URL"),
+        "{logs}"
+    );
+    s.post_bearer(&key.secret, &batch(9, "t", vec![lead(1)]))
+        .await
+        .accepted();
 }

@@ -77,6 +77,34 @@ impl StateDb {
         Ok(StateDb::Embedded(dir.clone()))
     }
 
+    /// [`open`](Self::open) for a server: while the shared database cannot be reached,
+    /// waits with `[store.retry]`'s backoff, calling `on_retry` before each wait, as a
+    /// server started before its database should. Anything else (a bad URL, a schema
+    /// from a newer release, a failed migration) fails at once.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), but never for an unreachable database.
+    pub async fn open_waiting(
+        config: &Config,
+        mut on_retry: impl FnMut(&PgOpenError, std::time::Duration),
+    ) -> anyhow::Result<Self> {
+        if !config.database.enabled() {
+            return Self::open(config).await;
+        }
+        let mut backoff = config.store.retry.backoff().schedule(rand::random());
+        loop {
+            match Pg::open(&config.database).await {
+                Ok(pg) => return Ok(StateDb::Shared(pg)),
+                Err(e @ PgOpenError::Connect { .. }) => {
+                    let wait = backoff.next_delay();
+                    on_retry(&e, wait);
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Where the state is, for messages: the data dir or the masked URL.
     pub fn describe(&self) -> String {
         match self {

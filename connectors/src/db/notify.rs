@@ -47,6 +47,7 @@ pub fn listen(pg: Pg, channel: &'static str) -> mpsc::UnboundedReceiver<Change> 
         while !tx.is_closed() {
             match listen_once(&pg, channel, &tx).await {
                 Ok(()) => {
+                    crate::metrics::database_listener(channel, false);
                     if tx.send(Change::Lost).is_err() {
                         return;
                     }
@@ -54,6 +55,7 @@ pub fn listen(pg: Pg, channel: &'static str) -> mpsc::UnboundedReceiver<Change> 
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => {
+                    crate::metrics::database_listener(channel, false);
                     if tx.send(Change::Lost).is_err() {
                         return;
                     }
@@ -97,6 +99,7 @@ async fn listen_once(
         driver.abort();
         return Err(e);
     }
+    crate::metrics::database_listener(channel, true);
     if tx.send(Change::Reset).is_err() {
         driver.abort();
         return Ok(());
@@ -107,6 +110,7 @@ async fn listen_once(
         tokio::select! {
             m = hear.recv() => match m {
                 Some(Ok(payload)) => {
+                    crate::metrics::database_notification(channel);
                     let change = payload.parse().map_or(Change::Reset, Change::Id);
                     if tx.send(change).is_err() {
                         break Ok(());

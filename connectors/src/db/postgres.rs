@@ -171,6 +171,27 @@ impl Pg {
         self.config.connect(self.tls.clone()).await
     }
 
+    /// Reports the pool's connections to `/metrics` every second, on the current
+    /// runtime, for as long as the pool lives.
+    pub fn report_metrics(&self) {
+        let pool = self.pool.clone();
+        let weak = pool.weak();
+        drop(pool);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let Some(pool) = weak.upgrade() else { return };
+                let st = pool.status();
+                crate::metrics::database_pool(
+                    st.size.saturating_sub(st.available),
+                    st.available,
+                    st.waiting,
+                );
+            }
+        });
+    }
+
     /// The URL, password masked.
     pub fn url(&self) -> &str {
         &self.url

@@ -127,8 +127,10 @@ impl RegistryRepo for CachedRegistry {
 
     async fn org(&self, id: OrgId) -> Result<Option<(AuthMode, String)>, RepoError> {
         if let Some(v) = fresh(self.kept.lock().orgs.get(&id)) {
+            crate::metrics::credential_cache(true);
             return Ok(Some(v));
         }
+        crate::metrics::credential_cache(false);
         let before = self.before_read();
         let found = self.inner.org(id).await?;
         if let Some(v) = &found {
@@ -167,8 +169,10 @@ impl RegistryRepo for CachedRegistry {
 
     async fn api_key(&self, hash: &[u8]) -> Result<Option<(OrgId, Vec<u8>)>, RepoError> {
         if let Some(v) = fresh(self.kept.lock().api_keys.get(hash)) {
+            crate::metrics::credential_cache(true);
             return Ok(Some(v));
         }
+        crate::metrics::credential_cache(false);
         let before = self.before_read();
         let found = self.inner.api_key(hash).await?;
         if let Some(v) = &found {
@@ -179,8 +183,10 @@ impl RegistryRepo for CachedRegistry {
 
     async fn signing_keys(&self, org: OrgId) -> Result<Vec<Vec<u8>>, RepoError> {
         if let Some(v) = fresh(self.kept.lock().signing.get(&org)) {
+            crate::metrics::credential_cache(true);
             return Ok(v);
         }
+        crate::metrics::credential_cache(false);
         let before = self.before_read();
         let found = self.inner.signing_keys(org).await?;
         self.keep_if_current(before, |k| keep(&mut k.signing, org, found.clone()));
