@@ -503,3 +503,46 @@ async fn serve_waits_for_the_database_at_start_up_and_says_so() {
         .await
         .accepted();
 }
+
+#[tokio::test]
+async fn what_a_killed_process_answered_is_there_for_the_others() {
+    use serde_json::json;
+    let pg = TestPostgres::start();
+    let url = pg.new_database();
+    let mut servers = cluster(&url, 2).await;
+    admin(&url, &["org", "create", "--id", "3", "--name", "three"]).ok();
+    let key = Key::parse(&admin(&url, &["api-key", "create", "--org", "3"]).ok()).secret;
+    let (st, made) = call(
+        &servers[0],
+        reqwest::Method::POST,
+        "/api/webhooks/create",
+        &key,
+        Some(json!({"webhook": "https://hooks.example.com/a"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{made}");
+    let id = made["data"]["id"].as_i64().unwrap();
+    // Answered, then killed: no chance to flush anything.
+    servers[0].kill9();
+    let (st, got) = call(
+        &servers[1],
+        reqwest::Method::GET,
+        &format!("/api/webhooks/{id}"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got["webhook"], "https://hooks.example.com/a");
+    // And a process started after it answers the same.
+    let later = cluster(&url, 1).await;
+    let (st, _) = call(
+        &later[0],
+        reqwest::Method::GET,
+        &format!("/api/webhooks/{id}"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+}
