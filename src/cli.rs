@@ -6,11 +6,10 @@ use leadstream_connectors::api::AppState;
 use leadstream_connectors::campaigns::Campaigns;
 use leadstream_connectors::clickhouse::{ClickHouseStore, ClickHouseWarmer};
 use leadstream_connectors::config::{ClickHouseConfig, Config, RetryConfig};
-use leadstream_connectors::db::StateDb;
-use leadstream_connectors::delivery::endpoints::Endpoints;
 use leadstream_connectors::delivery::DeliveryEngine;
 use leadstream_connectors::kafka::{PartitionWarmer, WarmedAtStartup};
 use leadstream_connectors::registry::{IssuedKey, KeyInfo, Org, RegistryError};
+use leadstream_connectors::services::{Role, Services};
 use leadstream_connectors::{AuthMode, EventWriter, KeyKind, Registry};
 use leadstream_pipeline::{OrgId, PhoneNormalizer, Preparer};
 use std::net::SocketAddr;
@@ -220,7 +219,7 @@ fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
 /// commands, which are not async: each call runs to its end on a runtime of its own.
 struct BlockingRegistry {
     rt: tokio::runtime::Runtime,
-    reg: Registry,
+    reg: Arc<Registry>,
 }
 
 impl BlockingRegistry {
@@ -229,10 +228,11 @@ impl BlockingRegistry {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let db = rt.block_on(StateDb::open(config))?;
-        let reg = Registry::open(&db)
-            .with_context(|| format!("opening the registry in {}", db.describe()))?;
-        Ok(Self { rt, reg })
+        let services = rt.block_on(Services::open(config, Role::Admin))?;
+        Ok(Self {
+            rt,
+            reg: services.registry,
+        })
     }
     fn orgs(&self) -> Result<Vec<Org>, RegistryError> {
         self.rt.block_on(self.reg.orgs())
@@ -664,26 +664,12 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     // Before anything is opened: the embedded stores are this process's alone while it
     // runs (the registry too, unless database.url puts it in the shared database).
     let _lock = DataDirLock::acquire(data_dir)?;
-    // Before anything records a metric (the shared database's listeners do at once).
-    leadstream_connectors::metrics::install();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let state_db = rt.block_on(StateDb::open_waiting(&config, |e, wait| {
-        tracing::warn!(
-            error = %e,
-            retry_in = ?wait,
-            "the shared database is unavailable; waiting for it. Start it, or fix database.url (LEADSTREAM_DATABASE_URL)"
-        );
-    }))?;
-    let registry = {
-        let _in_runtime = rt.enter();
-        if let StateDb::Shared(pg) = &state_db {
-            pg.report_metrics();
-        }
-        Arc::new(
-            Registry::open_cached(&state_db)
-                .with_context(|| format!("opening the registry in {}", state_db.describe()))?,
-        )
-    };
+    let Services {
+        registry,
+        endpoints: shared_endpoints,
+        ..
+    } = rt.block_on(Services::open(&config, Role::Server))?;
     // Phone metadata loads here, not on the first request.
     let normalizer = PhoneNormalizer::new();
     let writer = if config.clickhouse.enabled() {
@@ -713,13 +699,6 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     // pending before the server takes new work.
     let engine = {
         let _in_runtime = rt.enter();
-        let shared_endpoints = match &state_db {
-            StateDb::Shared(pg) => Some(
-                rt.block_on(Endpoints::open_shared(pg.clone()))
-                    .context("reading the webhook endpoints of the shared database")?,
-            ),
-            StateDb::Embedded(_) => None,
-        };
         let engine = DeliveryEngine::start_with(data_dir, &config.delivery, shared_endpoints)
             .context("opening the webhook store")?;
         // With Kafka the unfinished deliveries are read again from the topics

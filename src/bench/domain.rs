@@ -205,11 +205,8 @@ pub fn run(args: &DomainArgs) -> anyhow::Result<()> {
     let load_start = load_avg();
     let dir = TempDir::new(args.tmp_dir.as_deref())?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let (registry, key) = super::bench_registry(
-        &rt,
-        &leadstream_connectors::db::StateDb::Embedded(dir.0.clone()),
-        ORG,
-    )?;
+    let (services, key) = super::bench_services(&rt, &dir.0, None, ORG)?;
+    let registry = services.registry;
     let writer = leadstream_connectors::EventWriter::start(&dir.0, 16, Default::default())
         .context("opening the event store")?;
     let mut config = Config::load(None, |_| None).context("loading the default configuration")?;

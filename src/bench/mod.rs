@@ -15,8 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use leadstream::cpu_time::thread_sched;
 use leadstream::synth;
 use leadstream_connectors::api::AppState;
-use leadstream_connectors::db::StateDb;
 use leadstream_connectors::delivery::DeliveryEngine;
+use leadstream_connectors::services::{Role, Services};
 use leadstream_connectors::store::SqliteStore;
 use leadstream_connectors::{EventWriter, KeyKind, Registry};
 use leadstream_pipeline::batch::MAX_EVENTS;
@@ -493,33 +493,41 @@ pub(crate) fn bar(show: bool, n: usize, prefix: &'static str) -> ProgressBar {
     pb
 }
 
-/// The registry of a bench run in `db`, with organization `org` and an API key of it.
+/// The services of a bench run (as a server opens them) over the data dir `dir`, or
+/// over the shared database at `database_url` when given, with organization `org` and
+/// an API key of it.
 ///
 /// # Errors
-/// When the registry cannot be opened or written.
-pub(crate) fn bench_registry(
+/// When the services cannot be opened or the registry written.
+pub(crate) fn bench_services(
     rt: &tokio::runtime::Runtime,
-    db: &StateDb,
+    dir: &Path,
+    database_url: Option<&str>,
     org: leadstream_pipeline::OrgId,
-) -> anyhow::Result<(Arc<Registry>, String)> {
-    let registry = {
-        let _in_runtime = rt.enter();
-        Arc::new(Registry::open_cached(db).context("opening the registry")?)
-    };
-    rt.block_on(registry.create_org(org, "bench"))
+) -> anyhow::Result<(Services, String)> {
+    let mut config = leadstream_connectors::config::Config::load(None, |_| None)
+        .context("loading the default configuration")?;
+    config.store.data_dir = dir.to_owned();
+    if let Some(url) = database_url {
+        config.database.url = url.to_owned();
+    }
+    let services = rt.block_on(Services::open(&config, Role::Server))?;
+    rt.block_on(services.registry.create_org(org, "bench"))
         .context("creating the organization")?;
     let key = rt
-        .block_on(registry.issue(org, KeyKind::ApiKey))
+        .block_on(services.registry.issue(org, KeyKind::ApiKey))
         .context("issuing an API key")?
         .secret;
-    Ok((registry, key))
+    Ok((services, key))
 }
 
 /// A schema of its own in a Postgres database for one bench run: every table the
 /// run makes is in it, and it is dropped at the end.
 pub(crate) struct BenchSchema {
-    /// The run's pool, with `search_path` set to the schema.
-    pub pg: leadstream_connectors::db::Pg,
+    /// The URL of the run: `search_path` set to the schema.
+    pub url: String,
+    /// A pool on the database's default search path, to drop the schema with.
+    admin: leadstream_connectors::db::Pg,
     name: String,
 }
 
@@ -551,8 +559,11 @@ impl BenchSchema {
             .batch_execute(&format!("CREATE SCHEMA {name}"))
             .await
             .context("creating the bench's schema (the user needs CREATE on the database)")?;
-        let pg = leadstream_connectors::db::Pg::open(&cfg).await?;
-        Ok(Self { pg, name })
+        Ok(Self {
+            url: cfg.url,
+            admin,
+            name,
+        })
     }
 
     /// Drops the schema and everything in it.
@@ -560,7 +571,7 @@ impl BenchSchema {
     /// # Errors
     /// When Postgres refuses.
     pub async fn drop_all(self) -> anyhow::Result<()> {
-        let conn = self.pg.conn().await?;
+        let conn = self.admin.conn().await?;
         conn.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
             .await
             .context("dropping the bench's schema")?;
@@ -592,11 +603,13 @@ fn http_phase(
     let schema = database_url
         .map(|url| rt.block_on(BenchSchema::create(url)))
         .transpose()?;
-    let state_db = match &schema {
-        Some(s) => StateDb::Shared(s.pg.clone()),
-        None => StateDb::Embedded(dir.0.clone()),
-    };
-    let (registry, key) = bench_registry(&rt, &state_db, synth::ORG)?;
+    let (services, key) = bench_services(
+        &rt,
+        &dir.0,
+        schema.as_ref().map(|s| s.url.as_str()),
+        synth::ORG,
+    )?;
+    let registry = services.registry.clone();
     let writer = EventWriter::start(&dir.0, SHARDS, Default::default())
         .context("opening the event store")?;
     let config = leadstream_connectors::config::Config::load(None, |_| None)

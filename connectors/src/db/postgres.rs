@@ -19,9 +19,10 @@ pub enum PgOpenError {
     Url { url: String, message: String },
     #[error("database.tls_ca_file {path}: {message}")]
     Ca { path: String, message: String },
-    #[error("connecting to {url}: {source}. Is Postgres running there, and do the user, password and database exist?")]
+    #[error("connecting to {url} (check that Postgres runs there, that the user, password and database exist, and that sslmode suits the server)")]
     Connect {
         url: String,
+        #[source]
         source: deadpool_postgres::PoolError,
     },
     #[error(transparent)]
