@@ -633,15 +633,14 @@ async fn materialization_publishes_signed_deliveries_once_per_lead() {
     let log = api.get("/api/v1/deliveries?eventType=campaign_send").await;
     assert_eq!(log.body["data"].as_array().unwrap().len(), 1);
     // What an SRE watches: leads emitted, and how long eligibility took by engine.
-    let (_, metrics) = crate::metrics::scrape(&s).await;
-    assert!(
-        metrics.contains("leadstream_campaign_leads_emitted_total 1\n"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("leadstream_eligibility_duration_seconds_count{engine=\"index\"} 1\n"),
-        "{metrics}"
-    );
+    crate::metrics::scrape_until(
+        &s,
+        &[
+            "leadstream_campaign_leads_emitted_total 1",
+            "leadstream_eligibility_duration_seconds_count{engine=\"index\"} 1",
+        ],
+    )
+    .await;
     // Scheduled with its only send already emitted: nothing is left, it completes.
     let r = api
         .post(&format!("/api/v1/campaigns/{c}/schedule"), &json!({}))
