@@ -68,6 +68,7 @@ impl Services {
             Arc::new(opened.with_context(|| format!("opening the registry in {}", db.describe()))?);
         let endpoints = match (&db, role) {
             (StateDb::Shared(pg), Role::Server) => {
+                refuse_embedded_endpoints(&config.store.data_dir)?;
                 pg.report_metrics();
                 Some(
                     Endpoints::open_shared(pg.clone())
@@ -83,4 +84,34 @@ impl Services {
             endpoints,
         })
     }
+}
+
+/// A data dir whose `webhooks.db` keeps endpoints of its own (it ran without
+/// `database.url`; with it, endpoints are never written there) cannot be served with
+/// the shared database: its pending deliveries, campaigns and trigger actions name
+/// endpoints by ids the shared database numbers anew, so those ids would name other
+/// endpoints there, possibly another org's. (The dispatcher also never sends a
+/// delivery to an endpoint of another org.)
+///
+/// # Errors
+/// When the data dir has such endpoints, saying what to do.
+fn refuse_embedded_endpoints(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let path = data_dir.join("webhooks.db");
+    if !path.exists() {
+        return Ok(());
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("reading {}", path.display()))?;
+    let endpoints: i64 = match conn.query_row("SELECT count(*) FROM endpoints", [], |r| r.get(0)) {
+        Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.starts_with("no such table") => 0,
+        other => other.with_context(|| format!("reading {}", path.display()))?,
+    };
+    if endpoints > 0 {
+        anyhow::bail!(
+            "data dir {} has {endpoints} webhook endpoints of its own (it ran without database.url); with the shared database its deliveries, campaigns and actions would name other endpoints by their ids. Serve it without database.url until its deliveries are done, or give this process a new data dir (--data-dir) and create the endpoints again",
+            data_dir.display()
+        );
+    }
+    Ok(())
 }

@@ -546,3 +546,38 @@ async fn what_a_killed_process_answered_is_there_for_the_others() {
     .await;
     assert_eq!(st, 200);
 }
+
+#[tokio::test]
+async fn a_data_dir_with_endpoints_of_its_own_is_not_served_with_the_shared_database() {
+    use serde_json::json;
+    let mut s = TestServer::start().await;
+    let key = s.org(4).api_key(4).secret;
+    let r = s
+        .client()
+        .post(s.url("/api/webhooks/create"))
+        .bearer_auth(&key)
+        .json(&json!({"webhook": "https://hooks.example.com/own"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    s.stop();
+    let pg = TestPostgres::start();
+    let url = pg.new_database();
+    let out: CliOutput = std::process::Command::new(crate::support::BIN)
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .args(["--database-url", &url, "serve", "--listen", "127.0.0.1:0"])
+        .env_remove("LEADSTREAM_DATA_DIR")
+        .env_remove("LEADSTREAM_DATABASE_URL")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run leadstream")
+        .into();
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("1 webhook endpoints of its own") && out.stderr.contains("--data-dir"),
+        "{}",
+        out.stderr
+    );
+}

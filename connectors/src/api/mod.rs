@@ -326,7 +326,8 @@ impl StoreFailure for crate::db::RepoError {
                             || c == "40001"
                             || c == "40P01"
                     })
-                    || e.code().is_none()
+                    || std::error::Error::source(e)
+                        .is_some_and(|c| c.downcast_ref::<std::io::Error>().is_some())
             }
             RepoError::Unknown { .. } => false,
         }

@@ -120,6 +120,11 @@ async fn listen_once(
                 None => break Ok(()),
             },
             _ = reload.tick() => {
+                // A connection dropped without a word (a NAT's idle timeout) would
+                // leave this listener deaf: ask it something each reload.
+                if let Err(e) = client.simple_query("SELECT 1").await {
+                    break Err(e);
+                }
                 if tx.send(Change::Reset).is_err() {
                     break Ok(());
                 }

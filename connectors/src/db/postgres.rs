@@ -108,6 +108,11 @@ impl Pg {
         if pg_config.get_connect_timeout().is_none() {
             pg_config.connect_timeout(Duration::from_secs(10));
         }
+        // Notice a connection that died silently within about a minute, not TCP's
+        // default two hours (the change listeners hold theirs for good).
+        if pg_config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            pg_config.keepalives_idle(Duration::from_secs(30));
+        }
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("leadstream");
         }

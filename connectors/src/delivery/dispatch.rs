@@ -274,17 +274,23 @@ impl Dispatcher {
                 continue;
             };
             lane.listed = false;
-            let endpoint = lane
-                .queue
-                .front()
+            let front = lane.queue.front();
+            let org = front.map(|j| j.org);
+            let endpoint = front
                 .and_then(|j| j.snapshot.clone())
                 .or_else(|| self.shared.endpoints.by_id(id));
-            let usable = endpoint.as_ref().filter(|e| e.enabled);
+            // An endpoint of another organization is never sent this org's deliveries
+            // (an id from another store must not name someone else's endpoint).
+            let foreign = endpoint.as_ref().is_some_and(|e| Some(e.org) != org);
+            let usable = endpoint.as_ref().filter(|e| e.enabled && !foreign);
             let Some(ep) = usable.cloned() else {
                 // Deleted or disabled: what waits for it fails, saying why.
                 let jobs: Vec<Job> = lane.queue.drain(..).collect();
                 let why = match &endpoint {
                     None => format!("endpoint {id} was deleted"),
+                    Some(_) if foreign => {
+                        format!("endpoint {id} is not this delivery's organization's")
+                    }
                     Some(e) => format!(
                         "endpoint {id} is disabled{}",
                         e.disabled_reason

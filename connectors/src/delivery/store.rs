@@ -33,6 +33,20 @@ pub enum DbError {
     Repo(Arc<crate::db::RepoError>),
 }
 
+impl DbError {
+    /// Whether a unique key refused the write (another process got there first).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            DbError::Sql(e) => matches!(
+                &**e,
+                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation
+            ),
+            DbError::Repo(e) => e.is_unique_violation(),
+            _ => false,
+        }
+    }
+}
+
 impl From<crate::db::RepoError> for DbError {
     fn from(e: crate::db::RepoError) -> Self {
         match e {

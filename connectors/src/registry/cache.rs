@@ -78,10 +78,16 @@ impl CachedRegistry {
                 let (Some(kept), Some(live)) = (k.upgrade(), l.upgrade()) else {
                     return;
                 };
-                // Dropped before `live` says anything: an entry kept from before a
-                // change is never served after it was heard.
-                forget(&kept);
-                live.store(change != Change::Lost, Ordering::SeqCst);
+                // Lost: stop keeping first, then drop (a read finishing in between
+                // cannot keep anything). A change or a reconnection: drop first, then
+                // keep again (an entry from before it is never served after it).
+                if change == Change::Lost {
+                    live.store(false, Ordering::SeqCst);
+                    forget(&kept);
+                } else {
+                    forget(&kept);
+                    live.store(true, Ordering::SeqCst);
+                }
             }
         });
         Self { inner, kept, live }
@@ -189,7 +195,11 @@ impl RegistryRepo for CachedRegistry {
         crate::metrics::credential_cache(false);
         let before = self.before_read();
         let found = self.inner.signing_keys(org).await?;
-        self.keep_if_current(before, |k| keep(&mut k.signing, org, found.clone()));
+        // An org without keys (or none at all: any id a signed request names) is
+        // asked again each time, so unknown ids cannot fill the cache.
+        if !found.is_empty() {
+            self.keep_if_current(before, |k| keep(&mut k.signing, org, found.clone()));
+        }
         Ok(found)
     }
 }

@@ -231,6 +231,11 @@ impl Endpoints {
         let mut out = self.of_org(org).await?;
         out.retain(|e| e.enabled && e.subscribed_to(event_type));
         out.sort_by_key(|e| e.id);
+        // The workers look each delivery's endpoint up in the copy: one another
+        // process created a moment ago, not heard of yet, is known from here on.
+        for e in &out {
+            self.keep(e);
+        }
         Ok(out)
     }
 
@@ -253,8 +258,25 @@ impl Endpoints {
 
     fn put(&self, e: Endpoint) -> Arc<Endpoint> {
         let e = Arc::new(e);
-        self.cache.write().insert(e.id, e.clone());
+        self.keep(&e);
         e
+    }
+
+    /// Puts `e` in the copy unless the copy knows better: a deleted id never comes
+    /// back, and a read older than the copy's (a write, a refresh and a notification
+    /// may finish in any order) does not replace it.
+    fn keep(&self, e: &Arc<Endpoint>) {
+        if self.deleted.read().contains(&e.id) {
+            return;
+        }
+        let mut cache = self.cache.write();
+        if cache
+            .get(&e.id)
+            .is_some_and(|known| known.updated_at_ms > e.updated_at_ms)
+        {
+            return;
+        }
+        cache.insert(e.id, e.clone());
     }
 
     /// Creates an endpoint with a new secret.
@@ -357,10 +379,26 @@ impl Endpoints {
                 self.delete(org, e.id).await?;
                 Ok(None)
             }
-            (None, Some(url)) => self
-                .create(org, EndpointKind::Settings, url, now_ms)
-                .await
-                .map(Some),
+            (None, Some(url)) => {
+                match self
+                    .create(org, EndpointKind::Settings, url.clone(), now_ms)
+                    .await
+                {
+                    // Another process set one a moment ago (one per org): set the URL
+                    // on that one.
+                    Err(EndpointError::Db(e)) if e.is_unique_violation() => {
+                        let Some(e) = self.settings(org).await? else {
+                            return Err(EndpointError::Db(e));
+                        };
+                        let patch = EndpointPatch {
+                            url: Some(url),
+                            ..EndpointPatch::default()
+                        };
+                        self.patch(org, e.id, patch, now_ms).await.map(Some)
+                    }
+                    other => other.map(Some),
+                }
+            }
             (Some(e), Some(url)) => {
                 let patch = EndpointPatch {
                     url: Some(url),
@@ -664,6 +702,9 @@ mod tests {
             "https://x.example/"
         );
         assert_eq!(there.subscribers_now(ORG, "t").await.unwrap().len(), 1);
+        // A subscriber read for a publish is in the workers' copy from then on, heard
+        // of or not: its deliveries find it.
+        assert!(there.by_id(e.id).is_some());
         // The workers' copy follows through the notification.
         let id = e.id;
         eventually("a created endpoint", || there.by_id(id).is_some()).await;
