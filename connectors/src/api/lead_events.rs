@@ -246,11 +246,21 @@ fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
 async fn check(
     registry: &Registry,
     credential: Credential,
-    body: &[u8],
+    body: &bytes::Bytes,
 ) -> Result<Checked, ApiError> {
     match credential {
         Credential::Signature(sig) => {
-            let org = find_organization_id(body).map_err(bad_request)?;
+            // Up to 10 MB to scan: off the async workers.
+            let scanned = body.clone();
+            let org = tokio::task::spawn_blocking(move || find_organization_id(&scanned))
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("request worker failed: {e}"),
+                    )
+                })?
+                .map_err(bad_request)?;
             let mode = registry.auth_mode(org).await.map_err(lookup_failed)?;
             let keys = registry.signing_keys(org).await.map_err(lookup_failed)?;
             Ok(Checked::Signature {
