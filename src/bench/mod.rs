@@ -540,7 +540,7 @@ impl BenchSchema {
         let name = format!(
             "leadstream_bench_{}_{}",
             std::process::id(),
-            leadstream_connectors::db::now_ms()
+            leadstream_connectors::writer::now_ms()
         );
         let sep = if url.contains('?') { '&' } else { '?' };
         let mut cfg = leadstream_connectors::config::Config::load(None, |_| None)?.database;

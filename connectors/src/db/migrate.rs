@@ -166,7 +166,7 @@ pub fn apply_sqlite(
             }
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                rusqlite::params![m.version, m.name, crate::db::now_ms()],
+                rusqlite::params![m.version, m.name, crate::writer::now_ms()],
             )
             .map_err(step)?;
         }

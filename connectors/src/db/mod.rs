@@ -113,10 +113,3 @@ impl StateDb {
         }
     }
 }
-
-/// Milliseconds since the Unix epoch, the unit of stored times.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}

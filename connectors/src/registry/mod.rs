@@ -20,7 +20,8 @@ pub mod postgres;
 pub mod repo;
 pub mod sqlite;
 
-use crate::db::{now_ms, RepoError, StateDb};
+use crate::db::{RepoError, StateDb};
+use crate::writer::now_ms;
 use hmac::{Hmac, Mac};
 use leadstream_pipeline::OrgId;
 use rand::RngCore;

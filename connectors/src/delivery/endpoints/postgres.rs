@@ -95,6 +95,18 @@ async fn notify_change(c: &impl GenericClient, id: i64) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Ends a write of endpoint `id`: notifies the change, reads the endpoint as the
+/// write left it, commits.
+async fn commit_changed(
+    tx: deadpool_postgres::Transaction<'_>,
+    id: i64,
+) -> Result<Option<Endpoint>, DbError> {
+    notify_change(&tx, id).await?;
+    let e = load_one(&tx, id).await?;
+    tx.commit().await.map_err(RepoError::from)?;
+    Ok(e)
+}
+
 /// Locks `org`'s endpoint `id` for the rest of the transaction; `false` when it is not
 /// `org`'s (or does not exist).
 async fn lock_owned(c: &impl GenericClient, org: OrgId, id: i64) -> Result<bool, DbError> {
@@ -151,10 +163,7 @@ impl EndpointRepo for PgEndpoints {
         )
         .await
         .map_err(RepoError::from)?;
-        notify_change(&tx, id).await?;
-        let e = load_one(&tx, id).await?.ok_or(DbError::Stopped)?;
-        tx.commit().await.map_err(RepoError::from)?;
-        Ok(e)
+        commit_changed(tx, id).await?.ok_or(DbError::Stopped)
     }
 
     async fn patch(
@@ -211,10 +220,7 @@ impl EndpointRepo for PgEndpoints {
         )
         .await
         .map_err(RepoError::from)?;
-        notify_change(&tx, id).await?;
-        let e = load_one(&tx, id).await?;
-        tx.commit().await.map_err(RepoError::from)?;
-        Ok(e)
+        commit_changed(tx, id).await
     }
 
     async fn delete(&self, org: OrgId, id: i64) -> Result<bool, DbError> {
@@ -266,10 +272,7 @@ impl EndpointRepo for PgEndpoints {
         )
         .await
         .map_err(RepoError::from)?;
-        notify_change(&tx, id).await?;
-        let e = load_one(&tx, id).await?;
-        tx.commit().await.map_err(RepoError::from)?;
-        Ok(e)
+        commit_changed(tx, id).await
     }
 
     async fn apply_effect(
