@@ -329,7 +329,10 @@ impl StoreFailure for crate::db::RepoError {
                     || std::error::Error::source(e)
                         .is_some_and(|c| c.downcast_ref::<std::io::Error>().is_some())
             }
-            RepoError::Unknown { .. } => false,
+            RepoError::Unknown { .. }
+            | RepoError::Type { .. }
+            | RepoError::NoRow
+            | RepoError::Backend(_) => false,
         }
     }
 }

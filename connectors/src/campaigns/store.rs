@@ -1,34 +1,32 @@
-//! Campaigns, audiences, opt-outs, sends and what each send emitted, in the delivery
-//! engine's `webhooks.db` (so a chunk of a send is marked emitted in the same
-//! transaction that publishes its deliveries).
+//! Campaigns, audiences, opt-outs, sends and what each send emitted, beside the
+//! delivery engine's deliveries (so a chunk of a send is marked emitted in the same
+//! transaction that publishes its deliveries): in `webhooks.db`, or the shared
+//! database. One statement serves both backends ([`Sql`]) except where noted.
 
 use super::model::{Campaign, CampaignState, Send, SendTime};
+use crate::db::sql::{args, Row, Sql};
+use crate::db::RepoError;
 use crate::delivery::store::DbError;
 use leadstream_pipeline::eligibility::{AudienceFilter, EventFilter, Lead, Mode};
 use leadstream_pipeline::{OrgId, Phone};
-use rusqlite::{params, Connection, OptionalExtension, Row};
 
 /// A stored campaign state; one this binary does not know is a read error, never a
 /// default.
-fn state_of(text: &str, column: usize) -> rusqlite::Result<CampaignState> {
-    CampaignState::parse(text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            column,
-            rusqlite::types::Type::Text,
-            format!("unknown campaign state {text:?}").into(),
-        )
+fn state_of(text: String) -> Result<CampaignState, RepoError> {
+    CampaignState::parse(&text).ok_or(RepoError::Unknown {
+        column: "campaigns.state",
+        value: text,
     })
 }
 
-fn campaign_of(r: &Row<'_>) -> rusqlite::Result<Campaign> {
-    let state: String = r.get(3)?;
+fn campaign_of(r: &Row<'_>) -> Result<Campaign, RepoError> {
     let paused_from: Option<String> = r.get(4)?;
     Ok(Campaign {
         id: r.get(0)?,
         org: r.get(1)?,
         name: r.get(2)?,
-        state: state_of(&state, 3)?,
-        paused_from: paused_from.as_deref().map(|p| state_of(p, 4)).transpose()?,
+        state: state_of(r.get(3)?)?,
+        paused_from: paused_from.map(state_of).transpose()?,
         delivery_url: r.get(5)?,
         endpoint_id: r.get(6)?,
         created_at_ms: r.get(7)?,
@@ -40,50 +38,49 @@ const CAMPAIGN_COLUMNS: &str =
     "id, org_id, name, state, paused_from, delivery_url, endpoint_id, created_at, updated_at";
 
 pub fn insert_campaign(
-    conn: &Connection,
+    conn: Sql<'_>,
     org: OrgId,
     name: &str,
     delivery_url: Option<&str>,
     endpoint_id: i64,
     now_ms: i64,
 ) -> Result<Campaign, DbError> {
-    conn.execute(
-        "INSERT INTO campaigns (org_id, name, state, delivery_url, endpoint_id, created_at, updated_at) \
-         VALUES (?1, ?2, 'draft', ?3, ?4, ?5, ?5)",
-        params![org, name, delivery_url, endpoint_id, now_ms],
-    )?;
-    let id = conn.last_insert_rowid();
-    campaign(conn, id)?.ok_or(DbError::Stopped)
+    Ok(conn.query_one(
+        &format!(
+            "INSERT INTO campaigns (org_id, name, state, delivery_url, endpoint_id, created_at, updated_at) \
+             VALUES (?1, ?2, 'draft', ?3, ?4, ?5, ?5) RETURNING {CAMPAIGN_COLUMNS}"
+        ),
+        args![org, name, delivery_url, endpoint_id, now_ms],
+        campaign_of,
+    )?)
 }
 
-pub fn campaign(conn: &Connection, id: i64) -> Result<Option<Campaign>, DbError> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?1"
-        ))?
-        .query_row([id], campaign_of)
-        .optional()?)
+pub fn campaign(conn: Sql<'_>, id: i64) -> Result<Option<Campaign>, DbError> {
+    Ok(conn.query_opt(
+        &format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?1"),
+        args![id],
+        campaign_of,
+    )?)
 }
 
 /// `org`'s campaigns, newest first, with ids below `before` (a cursor).
 pub fn campaigns(
-    conn: &Connection,
+    conn: Sql<'_>,
     org: OrgId,
     before: Option<i64>,
     limit: usize,
 ) -> Result<Vec<Campaign>, DbError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE org_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
-    ))?;
-    let rows = stmt.query_map(
-        params![org, before.unwrap_or(i64::MAX), limit as i64],
+    Ok(conn.query(
+        &format!(
+            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE org_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+        ),
+        args![org, before.unwrap_or(i64::MAX), limit],
         campaign_of,
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    )?)
 }
 
 pub fn set_state(
-    conn: &Connection,
+    conn: Sql<'_>,
     id: i64,
     state: CampaignState,
     paused_from: Option<CampaignState>,
@@ -91,13 +88,13 @@ pub fn set_state(
 ) -> Result<(), DbError> {
     conn.execute(
         "UPDATE campaigns SET state = ?2, paused_from = ?3, updated_at = ?4 WHERE id = ?1",
-        params![id, state.as_str(), paused_from.map(|s| s.as_str()), now_ms],
+        args![id, state.as_str(), paused_from.map(|s| s.as_str()), now_ms],
     )?;
     Ok(())
 }
 
 pub fn update_draft(
-    conn: &Connection,
+    conn: Sql<'_>,
     id: i64,
     name: &str,
     delivery_url: Option<&str>,
@@ -106,7 +103,7 @@ pub fn update_draft(
 ) -> Result<(), DbError> {
     conn.execute(
         "UPDATE campaigns SET name = ?2, delivery_url = ?3, endpoint_id = ?4, updated_at = ?5 WHERE id = ?1",
-        params![id, name, delivery_url, endpoint_id, now_ms],
+        args![id, name, delivery_url, endpoint_id, now_ms],
     )?;
     Ok(())
 }
@@ -121,98 +118,103 @@ pub struct AudienceRow {
 
 /// Merges `rows` into the audience in order (a later row's externalId and variables
 /// win); answers how many phones were new to it.
-pub fn merge_audience(
-    conn: &Connection,
-    campaign: i64,
-    rows: &[AudienceRow],
-) -> Result<u64, DbError> {
-    let mut exists =
-        conn.prepare_cached("SELECT 1 FROM audience WHERE campaign_id = ?1 AND phone = ?2")?;
-    let mut upsert = conn.prepare_cached(
-        "INSERT INTO audience (campaign_id, phone, external_id, variables) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (campaign_id, phone) DO UPDATE SET external_id = excluded.external_id, variables = excluded.variables",
-    )?;
+pub fn merge_audience(conn: Sql<'_>, campaign: i64, rows: &[AudienceRow]) -> Result<u64, DbError> {
     let mut added = 0;
     for r in rows {
         let phone = r.phone.0 as i64;
-        if !exists.exists(params![campaign, phone])? {
+        let known = conn.query_opt(
+            "SELECT 1 FROM audience WHERE campaign_id = ?1 AND phone = ?2",
+            args![campaign, phone],
+            |_| Ok(()),
+        )?;
+        if known.is_none() {
             added += 1;
         }
-        upsert.execute(params![campaign, phone, r.external_id, r.variables])?;
+        conn.execute(
+            "INSERT INTO audience (campaign_id, phone, external_id, variables) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (campaign_id, phone) DO UPDATE SET external_id = excluded.external_id, variables = excluded.variables",
+            args![campaign, phone, r.external_id, r.variables],
+        )?;
     }
     Ok(added)
 }
 
 /// The campaign's audience, in phone order.
-pub fn audience(conn: &Connection, campaign: i64) -> Result<Vec<Lead>, DbError> {
-    let mut stmt = conn.prepare_cached(
+pub fn audience(conn: Sql<'_>, campaign: i64) -> Result<Vec<Lead>, DbError> {
+    Ok(conn.query(
         "SELECT phone, external_id FROM audience WHERE campaign_id = ?1 ORDER BY phone",
-    )?;
-    let rows = stmt.query_map([campaign], |r| {
-        Ok(Lead {
-            phone: Phone(r.get::<_, i64>(0)? as u64),
-            external_id: r.get(1)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        args![campaign],
+        |r| {
+            Ok(Lead {
+                phone: Phone(r.get::<i64>(0)? as u64),
+                external_id: r.get(1)?,
+            })
+        },
+    )?)
 }
 
-pub fn audience_size(conn: &Connection, campaign: i64) -> Result<u64, DbError> {
-    Ok(conn
-        .prepare_cached("SELECT count(*) FROM audience WHERE campaign_id = ?1")?
-        .query_row([campaign], |r| r.get::<_, i64>(0))? as u64)
+pub fn audience_size(conn: Sql<'_>, campaign: i64) -> Result<u64, DbError> {
+    Ok(conn.query_one(
+        "SELECT count(*) FROM audience WHERE campaign_id = ?1",
+        args![campaign],
+        |r| r.get::<u64>(0),
+    )?)
 }
 
 /// The org's opted-out phones.
-pub fn opted_out(conn: &Connection, org: OrgId) -> Result<std::collections::HashSet<u64>, DbError> {
-    let mut stmt = conn.prepare_cached("SELECT phone FROM opt_outs WHERE org_id = ?1")?;
-    let rows = stmt.query_map([org], |r| r.get::<_, i64>(0))?;
-    let mut out = std::collections::HashSet::new();
-    for p in rows {
-        out.insert(p? as u64);
-    }
-    Ok(out)
+pub fn opted_out(conn: Sql<'_>, org: OrgId) -> Result<std::collections::HashSet<u64>, DbError> {
+    Ok(conn
+        .query(
+            "SELECT phone FROM opt_outs WHERE org_id = ?1",
+            args![org],
+            |r| Ok(r.get::<i64>(0)? as u64),
+        )?
+        .into_iter()
+        .collect())
 }
 
 /// Adds opt-outs; answers how many were new.
 pub fn add_opt_outs(
-    conn: &Connection,
+    conn: Sql<'_>,
     org: OrgId,
     phones: &[Phone],
     now_ms: i64,
 ) -> Result<u64, DbError> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT OR IGNORE INTO opt_outs (org_id, phone, created_at) VALUES (?1, ?2, ?3)",
-    )?;
     let mut n = 0;
     for p in phones {
-        n += stmt.execute(params![org, p.0 as i64, now_ms])? as u64;
+        n += conn.execute(
+            "INSERT INTO opt_outs (org_id, phone, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            args![org, p.0 as i64, now_ms],
+        )? as u64;
     }
     Ok(n)
 }
 
 /// Removes opt-outs; answers how many there were.
-pub fn remove_opt_outs(conn: &Connection, org: OrgId, phones: &[Phone]) -> Result<u64, DbError> {
-    let mut stmt = conn.prepare_cached("DELETE FROM opt_outs WHERE org_id = ?1 AND phone = ?2")?;
+pub fn remove_opt_outs(conn: Sql<'_>, org: OrgId, phones: &[Phone]) -> Result<u64, DbError> {
     let mut n = 0;
     for p in phones {
-        n += stmt.execute(params![org, p.0 as i64])? as u64;
+        n += conn.execute(
+            "DELETE FROM opt_outs WHERE org_id = ?1 AND phone = ?2",
+            args![org, p.0 as i64],
+        )? as u64;
     }
     Ok(n)
 }
 
 /// When `phone` opted out of `org`, if it did.
-pub fn opt_out_since(conn: &Connection, org: OrgId, phone: Phone) -> Result<Option<i64>, DbError> {
-    Ok(conn
-        .prepare_cached("SELECT created_at FROM opt_outs WHERE org_id = ?1 AND phone = ?2")?
-        .query_row(params![org, phone.0 as i64], |r| r.get(0))
-        .optional()?)
+pub fn opt_out_since(conn: Sql<'_>, org: OrgId, phone: Phone) -> Result<Option<i64>, DbError> {
+    Ok(conn.query_opt(
+        "SELECT created_at FROM opt_outs WHERE org_id = ?1 AND phone = ?2",
+        args![org, phone.0 as i64],
+        |r| r.get(0),
+    )?)
 }
 
 const SEND_COLUMNS: &str = "id, campaign_id, org_id, scheduled_us, local_time, time_zone, template_name, language, \
      filter_mode, filter_event_type, filter_within, use_audience_filter, created_at, materialized_at, emitted_all";
 
-fn send_of(r: &Row<'_>) -> rusqlite::Result<Send> {
+fn send_of(r: &Row<'_>) -> Result<Send, RepoError> {
     let mode: Option<String> = r.get(8)?;
     let event_type: Option<String> = r.get(9)?;
     let within: Option<i64> = r.get(10)?;
@@ -244,13 +246,15 @@ fn send_of(r: &Row<'_>) -> rusqlite::Result<Send> {
     })
 }
 
-pub fn insert_send(conn: &Connection, s: &Send) -> Result<Send, DbError> {
+pub fn insert_send(conn: Sql<'_>, s: &Send) -> Result<Send, DbError> {
     let f = s.event_filter.as_ref();
-    conn.execute(
-        "INSERT INTO sends (campaign_id, org_id, scheduled_us, local_time, time_zone, template_name, language, \
-         filter_mode, filter_event_type, filter_within, use_audience_filter, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
+    Ok(conn.query_one(
+        &format!(
+            "INSERT INTO sends (campaign_id, org_id, scheduled_us, local_time, time_zone, template_name, language, \
+             filter_mode, filter_event_type, filter_within, use_audience_filter, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING {SEND_COLUMNS}"
+        ),
+        args![
             s.campaign_id,
             s.org,
             s.time.at_us,
@@ -264,49 +268,52 @@ pub fn insert_send(conn: &Connection, s: &Send) -> Result<Send, DbError> {
             s.use_audience_filter,
             s.created_at_ms,
         ],
-    )?;
-    send(conn, conn.last_insert_rowid())?.ok_or(DbError::Stopped)
+        send_of,
+    )?)
 }
 
-pub fn send(conn: &Connection, id: i64) -> Result<Option<Send>, DbError> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {SEND_COLUMNS} FROM sends WHERE id = ?1"))?
-        .query_row([id], send_of)
-        .optional()?)
+pub fn send(conn: Sql<'_>, id: i64) -> Result<Option<Send>, DbError> {
+    Ok(conn.query_opt(
+        &format!("SELECT {SEND_COLUMNS} FROM sends WHERE id = ?1"),
+        args![id],
+        send_of,
+    )?)
 }
 
-pub fn sends(conn: &Connection, campaign: i64) -> Result<Vec<Send>, DbError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {SEND_COLUMNS} FROM sends WHERE campaign_id = ?1 ORDER BY id DESC"
-    ))?;
-    let rows = stmt.query_map([campaign], send_of)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn sends(conn: Sql<'_>, campaign: i64) -> Result<Vec<Send>, DbError> {
+    Ok(conn.query(
+        &format!("SELECT {SEND_COLUMNS} FROM sends WHERE campaign_id = ?1 ORDER BY id DESC"),
+        args![campaign],
+        send_of,
+    )?)
 }
 
 /// Sends of scheduled or running campaigns not yet fully emitted whose
 /// materialization is due at `due_us` (or that a restart left part-way), oldest first.
 /// A campaign whose endpoint was deleted is left out: its sends cannot go anywhere
 /// (a manual materialization says so) and must not hold up the others.
-pub fn due_sends(conn: &Connection, due_us: i64, limit: usize) -> Result<Vec<Send>, DbError> {
+pub fn due_sends(conn: Sql<'_>, due_us: i64, limit: usize) -> Result<Vec<Send>, DbError> {
     let columns = SEND_COLUMNS
         .split(", ")
         .map(|c| format!("s.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {columns} FROM sends s JOIN campaigns c ON c.id = s.campaign_id \
-         JOIN endpoints e ON e.id = c.endpoint_id \
-         WHERE s.emitted_all = 0 AND c.state IN ('scheduled', 'running') \
-         AND (s.scheduled_us <= ?1 OR s.materialized_at IS NOT NULL) \
-         ORDER BY s.scheduled_us LIMIT ?2"
-    ))?;
-    let rows = stmt.query_map(params![due_us, limit as i64], send_of)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(conn.query(
+        &format!(
+            "SELECT {columns} FROM sends s JOIN campaigns c ON c.id = s.campaign_id \
+             JOIN endpoints e ON e.id = c.endpoint_id \
+             WHERE s.emitted_all = 0 AND c.state IN ('scheduled', 'running') \
+             AND (s.scheduled_us <= ?1 OR s.materialized_at IS NOT NULL) \
+             ORDER BY s.scheduled_us LIMIT ?2"
+        ),
+        args![due_us, limit],
+        send_of,
+    )?)
 }
 
 /// Replaces the send's audience filter (the latest one wins).
 pub fn put_audience_filter(
-    conn: &Connection,
+    conn: Sql<'_>,
     send: i64,
     mode: Mode,
     external_ids: &[String],
@@ -315,31 +322,31 @@ pub fn put_audience_filter(
 ) -> Result<(), DbError> {
     conn.execute(
         "DELETE FROM audience_filter_leads WHERE send_id = ?1",
-        [send],
+        args![send],
     )?;
     conn.execute(
         "INSERT INTO audience_filters (send_id, mode, received_at) VALUES (?1, ?2, ?3) \
          ON CONFLICT (send_id) DO UPDATE SET mode = excluded.mode, received_at = excluded.received_at",
-        params![send, mode.as_str(), now_ms],
+        args![send, mode.as_str(), now_ms],
     )?;
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO audience_filter_leads (send_id, external_id, phone) VALUES (?1, ?2, ?3)",
-    )?;
+    let insert =
+        "INSERT INTO audience_filter_leads (send_id, external_id, phone) VALUES (?1, ?2, ?3)";
     for e in external_ids {
-        stmt.execute(params![send, e, Option::<i64>::None])?;
+        conn.execute(insert, args![send, e, Option::<i64>::None])?;
     }
     for p in phones {
-        stmt.execute(params![send, Option::<String>::None, p.0 as i64])?;
+        conn.execute(insert, args![send, Option::<String>::None, p.0 as i64])?;
     }
     Ok(())
 }
 
 /// The send's latest audience filter, if one was received.
-pub fn audience_filter(conn: &Connection, send: i64) -> Result<Option<AudienceFilter>, DbError> {
-    let mode: Option<String> = conn
-        .prepare_cached("SELECT mode FROM audience_filters WHERE send_id = ?1")?
-        .query_row([send], |r| r.get(0))
-        .optional()?;
+pub fn audience_filter(conn: Sql<'_>, send: i64) -> Result<Option<AudienceFilter>, DbError> {
+    let mode: Option<String> = conn.query_opt(
+        "SELECT mode FROM audience_filters WHERE send_id = ?1",
+        args![send],
+        |r| r.get(0),
+    )?;
     let Some(mode) = mode.as_deref().and_then(Mode::parse) else {
         return Ok(None);
     };
@@ -347,15 +354,16 @@ pub fn audience_filter(conn: &Connection, send: i64) -> Result<Option<AudienceFi
         mode: Some(mode),
         ..AudienceFilter::default()
     };
-    let mut stmt = conn.prepare_cached(
+    let rows = conn.query(
         "SELECT external_id, phone FROM audience_filter_leads WHERE send_id = ?1",
+        args![send],
+        |r| Ok((r.get::<Option<String>>(0)?, r.get::<Option<i64>>(1)?)),
     )?;
-    let mut rows = stmt.query([send])?;
-    while let Some(r) = rows.next()? {
-        if let Some(e) = r.get::<_, Option<String>>(0)? {
+    for (e, p) in rows {
+        if let Some(e) = e {
             f.external_ids.insert(e);
         }
-        if let Some(p) = r.get::<_, Option<i64>>(1)? {
+        if let Some(p) = p {
             f.phones.insert(p as u64);
         }
     }
@@ -367,7 +375,7 @@ pub fn audience_filter(conn: &Connection, send: i64) -> Result<Option<AudienceFi
 /// of it), and records `event_id`, the event its deliveries share: answers false
 /// (and writes nothing) when it was fixed before.
 pub fn fix_eligible(
-    conn: &Connection,
+    conn: Sql<'_>,
     send: i64,
     campaign: i64,
     phones: &[Phone],
@@ -376,27 +384,44 @@ pub fn fix_eligible(
 ) -> Result<bool, DbError> {
     let changed = conn.execute(
         "UPDATE sends SET materialized_at = ?2, event_id = ?3 WHERE id = ?1 AND materialized_at IS NULL",
-        params![send, now_ms, event_id],
+        args![send, now_ms, event_id],
     )?;
     if changed == 0 {
         return Ok(false);
     }
-    // One statement for the whole set (a million single-row inserts showed).
-    let list: rusqlite::vtab::array::Array = std::rc::Rc::new(
-        phones
-            .iter()
-            .map(|p| rusqlite::types::Value::Integer(p.0 as i64))
-            .collect(),
-    );
-    let n = conn.execute(
-        "INSERT OR IGNORE INTO send_leads (send_id, phone, external_id, variables) \
-         SELECT ?1, phone, external_id, variables FROM audience \
-         WHERE campaign_id = ?2 AND phone IN rarray(?3) ORDER BY phone",
-        params![send, campaign, list],
-    )?;
+    // One statement for the whole set (a million single-row inserts showed): the
+    // phones as SQLite's `rarray` or a Postgres array.
+    let n = match conn {
+        Sql::Sqlite(c) => {
+            let list: rusqlite::vtab::array::Array = std::rc::Rc::new(
+                phones
+                    .iter()
+                    .map(|p| rusqlite::types::Value::Integer(p.0 as i64))
+                    .collect(),
+            );
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO send_leads (send_id, phone, external_id, variables) \
+                 SELECT ?1, phone, external_id, variables FROM audience \
+                 WHERE campaign_id = ?2 AND phone IN rarray(?3) ORDER BY phone",
+            )?
+            .execute(rusqlite::params![send, campaign, list])?
+        }
+        Sql::Postgres(s) => {
+            let list: Vec<i64> = phones.iter().map(|p| p.0 as i64).collect();
+            s.with_client(|c| {
+                c.execute(
+                    "INSERT INTO send_leads (send_id, phone, external_id, variables) \
+                     SELECT $1, phone, external_id, variables FROM audience \
+                     WHERE campaign_id = $2 AND phone = ANY($3) ORDER BY phone ON CONFLICT DO NOTHING",
+                    &[&send, &campaign, &list],
+                )
+            })
+            .map_err(RepoError::from)? as usize
+        }
+    };
     conn.execute(
         "UPDATE sends SET eligible = ?2 WHERE id = ?1",
-        params![send, n as i64],
+        args![send, n],
     )?;
     Ok(true)
 }
@@ -406,7 +431,7 @@ pub fn fix_eligible(
 /// past their last emitted lead (that version emitted in phone order too) and one
 /// `send_emits` range per delivery. Their shared event is made when they next emit
 /// ([`ensure_event`]).
-pub fn carry_over_old_sends(conn: &Connection) -> Result<(), DbError> {
+pub fn carry_over_old_sends(conn: &rusqlite::Connection) -> Result<(), DbError> {
     let old: i64 = conn.query_row(
         "SELECT count(*) FROM pragma_table_info('send_leads') WHERE name = 'delivery_seq'",
         [],
@@ -433,18 +458,17 @@ pub fn carry_over_old_sends(conn: &Connection) -> Result<(), DbError> {
 /// whose event retention deleted while it had no delivery left) a new one with
 /// `payload`.
 pub fn ensure_event(
-    conn: &Connection,
+    conn: Sql<'_>,
     send: i64,
     org: OrgId,
     payload: &[u8],
     now_ms: i64,
 ) -> Result<String, DbError> {
-    let current: Option<String> = conn
-        .prepare_cached(
-            "SELECT s.event_id FROM sends s JOIN events e ON e.id = s.event_id WHERE s.id = ?1",
-        )?
-        .query_row([send], |r| r.get(0))
-        .optional()?;
+    let current: Option<String> = conn.query_opt(
+        "SELECT s.event_id FROM sends s JOIN events e ON e.id = s.event_id WHERE s.id = ?1",
+        args![send],
+        |r| r.get(0),
+    )?;
     if let Some(id) = current {
         return Ok(id);
     }
@@ -457,7 +481,7 @@ pub fn ensure_event(
     )?;
     conn.execute(
         "UPDATE sends SET event_id = ?2 WHERE id = ?1",
-        params![send, id],
+        args![send, id],
     )?;
     Ok(id)
 }
@@ -475,20 +499,19 @@ pub struct Progress {
     pub emitted_through: Phone,
 }
 
-pub fn progress(conn: &Connection, send: i64) -> Result<Option<Progress>, DbError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT event_id, eligible, emitted, emitted_through FROM sends WHERE id = ?1",
-        )?
-        .query_row([send], |r| {
+pub fn progress(conn: Sql<'_>, send: i64) -> Result<Option<Progress>, DbError> {
+    Ok(conn.query_opt(
+        "SELECT event_id, eligible, emitted, emitted_through FROM sends WHERE id = ?1",
+        args![send],
+        |r| {
             Ok(Progress {
                 event_id: r.get(0)?,
-                eligible: r.get::<_, i64>(1)? as u64,
-                emitted: r.get::<_, i64>(2)? as u64,
-                emitted_through: Phone(r.get::<_, i64>(3)? as u64),
+                eligible: r.get::<i64>(1)? as u64,
+                emitted: r.get::<i64>(2)? as u64,
+                emitted_through: Phone(r.get::<i64>(3)? as u64),
             })
-        })
-        .optional()?)
+        },
+    )?)
 }
 
 /// A lead of a send's eligible set still to emit, with what its delivery carries.
@@ -501,78 +524,89 @@ pub struct ToEmit {
 /// Up to `limit` leads of the send's eligible set with phones above `after`, in phone
 /// order (a keyset: each chunk starts where the last ended).
 pub fn to_emit(
-    conn: &Connection,
+    conn: Sql<'_>,
     send: i64,
     after: Phone,
     limit: usize,
 ) -> Result<Vec<ToEmit>, DbError> {
-    let mut stmt = conn.prepare_cached(
+    Ok(conn.query(
         "SELECT phone, external_id, variables FROM send_leads \
          WHERE send_id = ?1 AND phone > ?2 ORDER BY phone LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![send, after.0 as i64, limit as i64], |r| {
-        Ok(ToEmit {
-            phone: Phone(r.get::<_, i64>(0)? as u64),
-            external_id: r.get(1)?,
-            variables: r.get(2)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        args![send, after.0 as i64, limit],
+        |r| {
+            Ok(ToEmit {
+                phone: Phone(r.get::<i64>(0)? as u64),
+                external_id: r.get(1)?,
+                variables: r.get(2)?,
+            })
+        },
+    )?)
 }
 
 /// Records a chunk emitted: its leads (up to `through`, `n` of them) have the
 /// deliveries `first_seq..=last_seq`. In the transaction that inserted those.
 pub fn record_emitted(
-    conn: &Connection,
+    conn: Sql<'_>,
     send: i64,
     through: Phone,
     n: u64,
     first_seq: i64,
     last_seq: i64,
 ) -> Result<(), DbError> {
-    conn.prepare_cached(
+    conn.execute(
         "UPDATE sends SET emitted = emitted + ?2, emitted_through = ?3 WHERE id = ?1",
-    )?
-    .execute(params![send, n as i64, through.0 as i64])?;
-    conn.prepare_cached(
+        args![send, n, through.0 as i64],
+    )?;
+    conn.execute(
         "INSERT INTO send_emits (send_id, first_seq, last_seq) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![send, first_seq, last_seq])?;
+        args![send, first_seq, last_seq],
+    )?;
     Ok(())
 }
 
 /// The campaign's state, read inside a write (a pause or cancel stops a send between
 /// two chunks).
-pub fn campaign_state(conn: &Connection, id: i64) -> Result<Option<CampaignState>, DbError> {
-    let state: Option<String> = conn
-        .prepare_cached("SELECT state FROM campaigns WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?;
-    Ok(state.as_deref().map(|s| state_of(s, 0)).transpose()?)
+pub fn campaign_state(conn: Sql<'_>, id: i64) -> Result<Option<CampaignState>, DbError> {
+    let state: Option<String> = conn.query_opt(
+        "SELECT state FROM campaigns WHERE id = ?1",
+        args![id],
+        |r| r.get(0),
+    )?;
+    Ok(state.map(state_of).transpose()?)
 }
 
-pub fn mark_emitted_all(conn: &Connection, send: i64) -> Result<(), DbError> {
-    conn.execute("UPDATE sends SET emitted_all = 1 WHERE id = ?1", [send])?;
+pub fn mark_emitted_all(conn: Sql<'_>, send: i64) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE sends SET emitted_all = 1 WHERE id = ?1",
+        args![send],
+    )?;
     Ok(())
 }
 
 /// `(emitted, eligible)` leads of a send.
-pub fn emitted_counts(conn: &Connection, send: i64) -> Result<(u64, u64), DbError> {
+pub fn emitted_counts(conn: Sql<'_>, send: i64) -> Result<(u64, u64), DbError> {
     Ok(progress(conn, send)?.map_or((0, 0), |p| (p.emitted, p.eligible)))
 }
 
 /// `(succeeded, failed, pending)` deliveries of a send (those the log still keeps).
-pub fn delivery_counts(conn: &Connection, send: i64) -> Result<(u64, u64, u64), DbError> {
-    let mut stmt = conn.prepare_cached(
+pub fn delivery_counts(conn: Sql<'_>, send: i64) -> Result<(u64, u64, u64), DbError> {
+    // Other processes insert deliveries at the same time on the shared database, so
+    // a chunk's seq range may hold some of theirs: only the send's event's count.
+    let sql = if conn.is_postgres() {
+        "SELECT d.state, count(*) FROM send_emits c JOIN sends s ON s.id = c.send_id \
+         JOIN deliveries d ON d.seq BETWEEN c.first_seq AND c.last_seq AND d.event_id = s.event_id \
+         WHERE c.send_id = ?1 GROUP BY d.state"
+    } else {
         "SELECT d.state, count(*) FROM send_emits c \
          JOIN deliveries d ON d.seq BETWEEN c.first_seq AND c.last_seq \
-         WHERE c.send_id = ?1 GROUP BY d.state",
-    )?;
-    let mut rows = stmt.query([send])?;
+         WHERE c.send_id = ?1 GROUP BY d.state"
+    };
+    let rows = conn.query(sql, args![send], |r| {
+        Ok((r.get::<String>(0)?, r.get::<u64>(1)?))
+    })?;
     let (mut ok, mut failed, mut pending) = (0, 0, 0);
-    while let Some(r) = rows.next()? {
-        let n = r.get::<_, i64>(1)? as u64;
-        match r.get::<_, String>(0)?.as_str() {
+    for (state, n) in rows {
+        match state.as_str() {
             "succeeded" => ok = n,
             "failed" => failed = n,
             _ => pending += n,
@@ -582,12 +616,12 @@ pub fn delivery_counts(conn: &Connection, send: i64) -> Result<(u64, u64, u64), 
 }
 
 /// Whether every send of the campaign is emitted (and it has one).
-pub fn all_sends_emitted(conn: &Connection, campaign: i64) -> Result<bool, DbError> {
-    let (total, done): (i64, i64) = conn
-        .prepare_cached(
-            "SELECT count(*), coalesce(sum(emitted_all), 0) FROM sends WHERE campaign_id = ?1",
-        )?
-        .query_row([campaign], |r| Ok((r.get(0)?, r.get(1)?)))?;
+pub fn all_sends_emitted(conn: Sql<'_>, campaign: i64) -> Result<bool, DbError> {
+    let (total, done): (i64, i64) = conn.query_one(
+        "SELECT count(*), CAST(coalesce(sum(emitted_all), 0) AS BIGINT) FROM sends WHERE campaign_id = ?1",
+        args![campaign],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     Ok(total > 0 && total == done)
 }
 
@@ -596,8 +630,8 @@ mod tests {
     use super::*;
     use crate::campaigns::model::{Send, SendTime};
 
-    fn db() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
+    fn db() -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
         crate::db::migrate::apply_sqlite(&conn, "test", crate::db::migrations::SQLITE_WEBHOOKS)
             .unwrap();
         rusqlite::vtab::array::load_module(&conn).unwrap();
@@ -614,25 +648,27 @@ mod tests {
 
     #[test]
     fn an_unknown_stored_state_is_an_error_not_a_draft() {
-        let conn = db();
-        conn.execute(
+        let lite = db();
+        let conn = Sql::Sqlite(&lite);
+        lite.execute(
             "INSERT INTO campaigns (org_id, name, state, endpoint_id, created_at, updated_at) \
              VALUES (1, 'c', 'exploded', 1, 0, 0)",
             [],
         )
         .unwrap();
-        let id = conn.last_insert_rowid();
-        let e = campaign(&conn, id).unwrap_err().to_string();
+        let id = lite.last_insert_rowid();
+        let e = campaign(conn, id).unwrap_err().to_string();
         assert!(e.contains("exploded"), "{e}");
-        assert!(campaign_state(&conn, id).is_err());
+        assert!(campaign_state(conn, id).is_err());
     }
 
     #[test]
     fn a_fixed_set_keeps_the_lead_data_it_was_fixed_with() {
-        let conn = db();
-        let c = insert_campaign(&conn, 1, "c", None, 5, 0).unwrap();
+        let lite = db();
+        let conn = Sql::Sqlite(&lite);
+        let c = insert_campaign(conn, 1, "c", None, 5, 0).unwrap();
         let added = merge_audience(
-            &conn,
+            conn,
             c.id,
             &[
                 row(15550000001, "a", r#"{"n":"1"}"#),
@@ -642,7 +678,7 @@ mod tests {
         .unwrap();
         assert_eq!(added, 2);
         let send = insert_send(
-            &conn,
+            conn,
             &Send {
                 id: 0,
                 campaign_id: c.id,
@@ -662,51 +698,50 @@ mod tests {
         )
         .unwrap();
         // Only lead 1 is eligible; fixing twice fixes once.
-        assert!(fix_eligible(&conn, send.id, c.id, &[Phone(15550000001)], "evt_a", 1).unwrap());
-        assert!(!fix_eligible(&conn, send.id, c.id, &[Phone(15550000002)], "evt_b", 2).unwrap());
-        let p = progress(&conn, send.id).unwrap().unwrap();
+        assert!(fix_eligible(conn, send.id, c.id, &[Phone(15550000001)], "evt_a", 1).unwrap());
+        assert!(!fix_eligible(conn, send.id, c.id, &[Phone(15550000002)], "evt_b", 2).unwrap());
+        let p = progress(conn, send.id).unwrap().unwrap();
         assert_eq!(p.event_id.as_deref(), Some("evt_a"));
         assert_eq!((p.eligible, p.emitted), (1, 0));
         // An upload after the set was fixed changes nothing of it.
-        merge_audience(&conn, c.id, &[row(15550000001, "a2", r#"{"n":"2"}"#)]).unwrap();
-        let todo = to_emit(&conn, send.id, Phone(0), 10).unwrap();
+        merge_audience(conn, c.id, &[row(15550000001, "a2", r#"{"n":"2"}"#)]).unwrap();
+        let todo = to_emit(conn, send.id, Phone(0), 10).unwrap();
         assert_eq!(todo.len(), 1);
         assert_eq!(todo[0].external_id.as_deref(), Some("a"));
         assert_eq!(todo[0].variables, r#"{"n":"1"}"#);
         // Emitted as delivery 7: the set has nothing above it, and the counts follow
         // the delivery.
-        conn.execute(
-            "INSERT INTO deliveries (seq, id, event_id, org_id, endpoint_id, url, event_type, state, created_at, updated_at) \
+        lite.execute("INSERT INTO deliveries (seq, id, event_id, org_id, endpoint_id, url, event_type, state, created_at, updated_at) \
              VALUES (6, 'd6', 'e', 1, 1, 'u', 'campaign_send', 'failed', 0, 0), \
                     (7, 'd7', 'e', 1, 1, 'u', 'campaign_send', 'pending', 0, 0)",
-            [],
-        )
+             [])
         .unwrap();
-        record_emitted(&conn, send.id, Phone(15550000001), 1, 7, 7).unwrap();
-        let p = progress(&conn, send.id).unwrap().unwrap();
-        assert!(to_emit(&conn, send.id, p.emitted_through, 10)
+        record_emitted(conn, send.id, Phone(15550000001), 1, 7, 7).unwrap();
+        let p = progress(conn, send.id).unwrap().unwrap();
+        assert!(to_emit(conn, send.id, p.emitted_through, 10)
             .unwrap()
             .is_empty());
-        assert_eq!(emitted_counts(&conn, send.id).unwrap(), (1, 1));
-        assert_eq!(delivery_counts(&conn, send.id).unwrap(), (0, 0, 1));
-        conn.execute(
+        assert_eq!(emitted_counts(conn, send.id).unwrap(), (1, 1));
+        assert_eq!(delivery_counts(conn, send.id).unwrap(), (0, 0, 1));
+        lite.execute(
             "UPDATE deliveries SET state = 'succeeded' WHERE seq = 7",
             [],
         )
         .unwrap();
-        assert_eq!(delivery_counts(&conn, send.id).unwrap(), (1, 0, 0));
+        assert_eq!(delivery_counts(conn, send.id).unwrap(), (1, 0, 0));
     }
 
     #[test]
     fn a_send_an_older_version_emitted_part_of_carries_on_past_its_last_lead() {
-        let conn = Connection::open_in_memory().unwrap();
+        let lite = rusqlite::Connection::open_in_memory().unwrap();
+        let conn = Sql::Sqlite(&lite);
         // The older layout: sends without the progress columns, leads marked one by one.
         // The engine's tables as they are; the campaign tables of the older layout.
-        conn.execute_batch(include_str!(
+        lite.execute_batch(include_str!(
             "../db/migrations/sqlite/webhooks_0001_deliveries.sql"
         ))
         .unwrap();
-        conn.execute_batch(
+        lite.execute_batch(
             "CREATE TABLE sends (id INTEGER PRIMARY KEY AUTOINCREMENT, campaign_id INTEGER NOT NULL,
                org_id INTEGER NOT NULL, scheduled_us INTEGER NOT NULL, local_time TEXT, time_zone TEXT,
                template_name TEXT NOT NULL, language TEXT NOT NULL, filter_mode TEXT,
@@ -724,32 +759,31 @@ mod tests {
         )
         .unwrap();
         // Versioned migrations adopt the file and carry its send over (version 4).
-        crate::db::migrate::apply_sqlite(&conn, "test", crate::db::migrations::SQLITE_WEBHOOKS)
+        crate::db::migrate::apply_sqlite(&lite, "test", crate::db::migrations::SQLITE_WEBHOOKS)
             .unwrap();
-        let p = progress(&conn, 1).unwrap().unwrap();
+        let p = progress(conn, 1).unwrap().unwrap();
         assert_eq!(
             (p.eligible, p.emitted, p.emitted_through),
             (3, 2, Phone(20))
         );
-        let rest: Vec<u64> = to_emit(&conn, 1, p.emitted_through, 10)
+        let rest: Vec<u64> = to_emit(conn, 1, p.emitted_through, 10)
             .unwrap()
             .iter()
             .map(|l| l.phone.0)
             .collect();
         assert_eq!(rest, [30]);
-        assert_eq!(delivery_counts(&conn, 1).unwrap(), (1, 0, 1));
+        assert_eq!(delivery_counts(conn, 1).unwrap(), (1, 0, 1));
         // Twice changes nothing.
-        carry_over_old_sends(&conn).unwrap();
-        assert_eq!(progress(&conn, 1).unwrap().unwrap(), p);
+        carry_over_old_sends(&lite).unwrap();
+        assert_eq!(progress(conn, 1).unwrap().unwrap(), p);
     }
 
     #[test]
     fn due_sends_are_those_of_scheduled_or_running_campaigns_with_an_endpoint() {
-        let conn = db();
-        conn.execute(
-            "INSERT INTO endpoints (id, org_id, url, created_at, updated_at) VALUES (5, 1, 'u', 0, 0)",
-            [],
-        )
+        let lite = db();
+        let conn = Sql::Sqlite(&lite);
+        lite.execute("INSERT INTO endpoints (id, org_id, url, created_at, updated_at) VALUES (5, 1, 'u', 0, 0)",
+             [])
         .unwrap();
         let send_of = |campaign: i64, at_us: i64| Send {
             id: 0,
@@ -772,16 +806,16 @@ mod tests {
             (CampaignState::Paused, 5),
             (CampaignState::Scheduled, 6),
         ] {
-            let c = insert_campaign(&conn, 1, "c", None, endpoint, 0).unwrap();
-            set_state(&conn, c.id, state, None, 0).unwrap();
-            ids.push(insert_send(&conn, &send_of(c.id, 100)).unwrap().id);
+            let c = insert_campaign(conn, 1, "c", None, endpoint, 0).unwrap();
+            set_state(conn, c.id, state, None, 0).unwrap();
+            ids.push(insert_send(conn, &send_of(c.id, 100)).unwrap().id);
         }
-        let due: Vec<i64> = due_sends(&conn, 100, 10)
+        let due: Vec<i64> = due_sends(conn, 100, 10)
             .unwrap()
             .iter()
             .map(|x| x.id)
             .collect();
         assert_eq!(due, [ids[0]]);
-        assert!(due_sends(&conn, 99, 10).unwrap().is_empty(), "not yet due");
+        assert!(due_sends(conn, 99, 10).unwrap().is_empty(), "not yet due");
     }
 }

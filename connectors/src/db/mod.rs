@@ -13,6 +13,7 @@ pub mod migrate;
 pub mod migrations;
 pub mod notify;
 pub mod postgres;
+pub mod sql;
 pub mod testing;
 
 pub use postgres::{Pg, PgOpenError};
@@ -34,6 +35,20 @@ pub enum RepoError {
     /// default.
     #[error("unknown value {value:?} stored in {column}")]
     Unknown { column: &'static str, value: String },
+    /// A stored value of another type than its reader expects.
+    #[error("column {column} holds {found}, not {expected}")]
+    Type {
+        column: usize,
+        expected: &'static str,
+        found: &'static str,
+    },
+    /// A statement of one backend was run on the other (a defect, reported not
+    /// panicked).
+    #[error("{0} cannot run on this database")]
+    Backend(&'static str),
+    /// A statement that must answer a row answered none.
+    #[error("no row")]
+    NoRow,
 }
 
 impl RepoError {

@@ -177,6 +177,15 @@ impl Pg {
         self.config.connect(self.tls.clone()).await
     }
 
+    /// A blocking connection of its own, for a thread that holds it (the delivery
+    /// store's writers and readers). Not on an async worker: it runs its own runtime.
+    ///
+    /// # Errors
+    /// [`postgres::Error`] connecting.
+    pub fn connect_blocking(&self) -> Result<postgres::Client, postgres::Error> {
+        postgres::Config::from((*self.config).clone()).connect(self.tls.clone())
+    }
+
     /// Reports the pool's connections to `/metrics` every second, on the current
     /// runtime, for as long as the pool lives.
     pub fn report_metrics(&self) {

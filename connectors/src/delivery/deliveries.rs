@@ -8,9 +8,10 @@ use super::model::{new_id, Endpoint};
 /// The length of a delivery id: `msg_` and 26 characters ([`new_id`]).
 const ID_LEN: usize = 30;
 use super::store::DbError;
+use crate::db::sql::{args, Row, Sql};
+use crate::db::RepoError;
 use bytes::Bytes;
 use leadstream_pipeline::OrgId;
-use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,12 +64,11 @@ pub struct PendingRow<'a> {
 ///
 /// # Errors
 /// [`DbError`].
-pub fn insert_pending(conn: &Connection, d: &PendingRow<'_>) -> Result<i64, DbError> {
-    conn.prepare_cached(
+pub fn insert_pending(conn: Sql<'_>, d: &PendingRow<'_>) -> Result<i64, DbError> {
+    Ok(conn.query_one(
         "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, attempts, next_attempt_at, created_at, updated_at, part) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?9, ?10)",
-    )?
-    .execute(params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?9, ?10) RETURNING seq",
+    args![
         d.id,
         d.event_id,
         d.org,
@@ -79,22 +79,19 @@ pub fn insert_pending(conn: &Connection, d: &PendingRow<'_>) -> Result<i64, DbEr
         d.due_ms,
         d.created_ms,
         d.part
-    ])?;
-    Ok(conn.last_insert_rowid())
+    ], |r| r.get(0))?)
 }
 
 /// A delivery's state as stored, for a caller deciding what to do with it.
 ///
 /// # Errors
 /// [`DbError`]; an unknown stored state is one.
-pub fn state_by_id(
-    conn: &Connection,
-    id: &str,
-) -> Result<Option<(i64, DeliveryState, u32)>, DbError> {
-    Ok(conn
-        .prepare_cached("SELECT seq, state, attempts FROM deliveries WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, state_of(r, 1)?, r.get(2)?)))
-        .optional()?)
+pub fn state_by_id(conn: Sql<'_>, id: &str) -> Result<Option<(i64, DeliveryState, u32)>, DbError> {
+    Ok(conn.query_opt(
+        "SELECT seq, state, attempts FROM deliveries WHERE id = ?1",
+        args![id],
+        |r| Ok((r.get(0)?, state_of(r, 1)?, r.get(2)?)),
+    )?)
 }
 
 /// A delivery to attempt: what the dispatcher queues.
@@ -187,18 +184,17 @@ pub struct NewEvent {
 /// # Errors
 /// [`DbError`].
 pub fn insert_event(
-    conn: &Connection,
+    conn: Sql<'_>,
     ev: &NewEvent,
     now_ms: i64,
     idempotency_window: Duration,
 ) -> Result<Published, DbError> {
     if let Some(key) = &ev.idempotency_key {
-        let earlier: Option<(String, i64)> = conn
-            .prepare_cached(
-                "SELECT id, created_at FROM events WHERE org_id = ?1 AND idempotency_key = ?2",
-            )?
-            .query_row(params![ev.org, key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        let earlier: Option<(String, i64)> = conn.query_opt(
+            "SELECT id, created_at FROM events WHERE org_id = ?1 AND idempotency_key = ?2",
+            args![ev.org, key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         if let Some((id, at)) = earlier {
             if now_ms - at < idempotency_window.as_millis() as i64 {
                 return Ok(Published {
@@ -211,20 +207,19 @@ pub fn insert_event(
             // The window is over: the key is free again.
             conn.execute(
                 "UPDATE events SET idempotency_key = NULL WHERE id = ?1",
-                [&id],
+                args![id],
             )?;
         }
     }
     let event_id = new_id("evt_", now_ms);
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO events (id, org_id, event_type, payload, idempotency_key, deliveries, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
+    args![
         event_id,
         ev.org,
         ev.event_type,
-        &ev.payload[..],
+        ev.payload,
         ev.idempotency_key,
         ev.endpoints.len(),
         now_ms
@@ -307,18 +302,18 @@ impl NewParts {
 /// # Errors
 /// [`DbError`].
 pub fn insert_shared_event(
-    conn: &Connection,
+    conn: Sql<'_>,
     org: OrgId,
     event_type: &str,
     payload: &[u8],
     now_ms: i64,
 ) -> Result<String, DbError> {
     let event_id = new_id("evt_", now_ms);
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO events (id, org_id, event_type, payload, idempotency_key, deliveries, created_at) \
          VALUES (?1, ?2, ?3, ?4, NULL, 0, ?5)",
-    )?
-    .execute(params![event_id, org, event_type, payload, now_ms])?;
+        args![event_id, org, event_type, payload, now_ms],
+    )?;
     Ok(event_id)
 }
 
@@ -329,7 +324,7 @@ pub fn insert_shared_event(
 /// # Errors
 /// [`DbError`].
 pub fn insert_parts(
-    conn: &Connection,
+    conn: Sql<'_>,
     batch: &NewParts,
     ids: &[Arc<str>],
     now_ms: i64,
@@ -339,47 +334,87 @@ pub fn insert_parts(
         return Ok(Vec::new());
     }
     let due = batch.due_at_ms.max(now_ms);
-    // One statement for the chunk: each row is the delivery id (fixed width) followed
-    // by its part, in one array; the rows get consecutive seqs in that order (one
-    // statement, one writer, AUTOINCREMENT).
-    let rows: rusqlite::vtab::array::Array = std::rc::Rc::new(
-        batch
-            .parts
-            .iter()
-            .zip(ids)
-            .map(|(part, id)| {
-                let mut row = Vec::with_capacity(ID_LEN + part.len());
-                row.extend_from_slice(id.as_bytes());
-                row.extend_from_slice(part);
-                rusqlite::types::Value::Blob(row)
+    let seqs = match conn {
+        Sql::Sqlite(c) => {
+            // One statement for the chunk: each row is the delivery id (fixed width)
+            // followed by its part, in one array; the rows get consecutive seqs in
+            // that order (one statement, one writer, AUTOINCREMENT).
+            let rows: rusqlite::vtab::array::Array = std::rc::Rc::new(
+                batch
+                    .parts
+                    .iter()
+                    .zip(ids)
+                    .map(|(part, id)| {
+                        let mut row = Vec::with_capacity(ID_LEN + part.len());
+                        row.extend_from_slice(id.as_bytes());
+                        row.extend_from_slice(part);
+                        rusqlite::types::Value::Blob(row)
+                    })
+                    .collect(),
+            );
+            c.prepare_cached(&format!(
+                "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, next_attempt_at, created_at, updated_at, part) \
+                 SELECT CAST(substr(value, 1, {ID_LEN}) AS TEXT), ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?8, substr(value, {}) FROM rarray(?1)",
+                ID_LEN + 1
+            ))?
+            .execute(rusqlite::params![
+                rows,
+                &*batch.event_id,
+                batch.org,
+                batch.endpoint.id,
+                batch.endpoint.url,
+                &*batch.event_type,
+                due,
+                now_ms,
+            ])?;
+            let first = c.last_insert_rowid() - n as i64 + 1;
+            (first..first + n as i64).collect::<Vec<_>>()
+        }
+        Sql::Postgres(s) => {
+            // One statement for the chunk, the ids and parts as two arrays; other
+            // processes insert at the same time, so the seqs are read back, in order.
+            let id_list: Vec<&str> = ids[..n].iter().map(|i| &**i).collect();
+            let part_list: Vec<&[u8]> = batch.parts[..n].iter().map(|p| &p[..]).collect();
+            let rows = s.with_client(|c| {
+                c.query(
+                    "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, next_attempt_at, created_at, updated_at, part) \
+                     SELECT u.id, $3, $4, $5, $6, $7, 'pending', $8, $9, $9, u.part \
+                     FROM UNNEST($1::text[], $2::bytea[]) WITH ORDINALITY AS u (id, part, n) ORDER BY u.n \
+                     RETURNING seq, id",
+                    &[
+                        &id_list,
+                        &part_list,
+                        &&*batch.event_id,
+                        &batch.org,
+                        &batch.endpoint.id,
+                        &batch.endpoint.url,
+                        &&*batch.event_type,
+                        &due,
+                        &now_ms,
+                    ],
+                )
             })
-            .collect(),
-    );
-    conn.prepare_cached(&format!(
-        "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, next_attempt_at, created_at, updated_at, part) \
-         SELECT CAST(substr(value, 1, {ID_LEN}) AS TEXT), ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?8, substr(value, {}) FROM rarray(?1)",
-        ID_LEN + 1
-    ))?
-    .execute(params![
-        rows,
-        &*batch.event_id,
-        batch.org,
-        batch.endpoint.id,
-        batch.endpoint.url,
-        &*batch.event_type,
-        due,
-        now_ms,
-    ])?;
-    let first = conn.last_insert_rowid() - n as i64 + 1;
+            .map_err(RepoError::from)?;
+            let by_id: std::collections::HashMap<String, i64> = rows
+                .iter()
+                .map(|r| Ok((r.try_get::<_, String>(1)?, r.try_get::<_, i64>(0)?)))
+                .collect::<Result<_, postgres::Error>>()
+                .map_err(RepoError::from)?;
+            ids[..n]
+                .iter()
+                .map(|id| by_id.get(&**id).copied().ok_or(RepoError::NoRow))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
     let jobs = batch
         .parts
         .iter()
         .zip(ids)
-        .enumerate()
-        .map(|(i, (part, id))| {
+        .zip(seqs)
+        .map(|((part, id), seq)| {
             (
                 Job {
-                    seq: first + i as i64,
+                    seq,
                     id: id.clone(),
                     event_id: batch.event_id.clone(),
                     org: batch.org,
@@ -397,8 +432,10 @@ pub fn insert_parts(
             )
         })
         .collect::<Vec<_>>();
-    conn.prepare_cached("UPDATE events SET deliveries = deliveries + ?2 WHERE id = ?1")?
-        .execute(params![&*batch.event_id, n as i64])?;
+    conn.execute(
+        "UPDATE events SET deliveries = deliveries + ?2 WHERE id = ?1",
+        args![batch.event_id, n],
+    )?;
     Ok(jobs)
 }
 
@@ -433,16 +470,18 @@ pub struct RecordedAttempt {
 /// # Errors
 /// [`DbError`].
 pub fn record_outcome(
-    conn: &Connection,
+    conn: Sql<'_>,
     o: &Outcome,
     disable_after: Duration,
 ) -> Result<bool, DbError> {
     if let Some(a) = &o.attempt {
-        conn.prepare_cached(
-            "INSERT OR REPLACE INTO attempts (delivery_seq, attempt, at, url, response_status, response_body, duration_ms, error) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
+        conn.execute(
+            "INSERT INTO attempts (delivery_seq, attempt, at, url, response_status, response_body, duration_ms, error) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (delivery_seq, attempt) DO UPDATE SET at = excluded.at, url = excluded.url, \
+             response_status = excluded.response_status, response_body = excluded.response_body, \
+             duration_ms = excluded.duration_ms, error = excluded.error",
+        args![
             o.seq,
             a.number,
             o.at_ms,
@@ -453,12 +492,11 @@ pub fn record_outcome(
             a.error
         ])?;
     }
-    conn.prepare_cached(
+    conn.execute(
         "UPDATE deliveries SET state = ?2, attempts = ?3, last_status = COALESCE(?4, last_status), last_error = ?5, \
          next_attempt_at = ?6, updated_at = ?7, single_attempt = CASE WHEN ?2 = 'pending' THEN single_attempt ELSE 0 END \
          WHERE seq = ?1",
-    )?
-    .execute(params![
+    args![
         o.seq,
         o.state.as_str(),
         o.attempts,
@@ -479,7 +517,7 @@ pub fn record_outcome(
 ///
 /// # Errors
 /// [`DbError`].
-pub fn load_pending(conn: &Connection) -> Result<Vec<(Job, i64)>, DbError> {
+pub fn load_pending(conn: Sql<'_>) -> Result<Vec<(Job, i64)>, DbError> {
     load_pending_between(conn, 0, i64::MAX)
 }
 
@@ -488,36 +526,60 @@ pub fn load_pending(conn: &Connection) -> Result<Vec<(Job, i64)>, DbError> {
 /// # Errors
 /// [`DbError`].
 pub fn load_pending_between(
-    conn: &Connection,
+    conn: Sql<'_>,
     first: i64,
     last: i64,
 ) -> Result<Vec<(Job, i64)>, DbError> {
-    let mut stmt = conn.prepare_cached(
+    let rows = conn.query(
         "SELECT d.seq, d.id, d.endpoint_id, d.event_type, d.attempts, d.single_attempt, \
          COALESCE(d.next_attempt_at, d.created_at), e.payload, d.created_at, d.event_id, d.org_id, d.part \
          FROM deliveries d JOIN events e ON e.id = d.event_id \
          WHERE d.state = 'pending' AND d.seq BETWEEN ?1 AND ?2 \
          ORDER BY d.next_attempt_at, d.seq",
+        args![first, last],
+        pending_row,
     )?;
+    Ok(jobs_of(rows))
+}
+
+/// A pending delivery's columns as [`load_pending_between`] selects them.
+type PendingColumns = (
+    i64,
+    String,
+    i64,
+    String,
+    u32,
+    bool,
+    i64,
+    Vec<u8>,
+    i64,
+    String,
+    OrgId,
+    Option<Vec<u8>>,
+);
+
+fn pending_row(r: &Row<'_>) -> Result<PendingColumns, RepoError> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+    ))
+}
+
+/// Jobs with their due times, one copy of each event's payload shared by its
+/// deliveries.
+fn jobs_of(rows: Vec<PendingColumns>) -> Vec<(Job, i64)> {
     let mut payloads: std::collections::HashMap<Vec<u8>, Bytes> = Default::default();
-    let rows = stmt.query_map([first, last], |r| {
-        let payload: Vec<u8> = r.get(7)?;
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, u32>(4)?,
-            r.get::<_, bool>(5)?,
-            r.get::<_, i64>(6)?,
-            payload,
-            r.get::<_, i64>(8)?,
-            r.get::<_, String>(9)?,
-            r.get::<_, OrgId>(10)?,
-            r.get::<_, Option<Vec<u8>>>(11)?,
-        ))
-    })?;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let (
             seq,
@@ -532,7 +594,7 @@ pub fn load_pending_between(
             event_id,
             org,
             part,
-        ) = row?;
+        ) = row;
         // One copy per event, shared by its deliveries.
         let payload = payloads
             .entry(payload)
@@ -557,7 +619,7 @@ pub fn load_pending_between(
             due,
         ));
     }
-    Ok(out)
+    out
 }
 
 /// Marks a finished delivery for one more attempt now. `Ok(None)`: no such delivery
@@ -566,28 +628,28 @@ pub fn load_pending_between(
 /// # Errors
 /// [`DbError`].
 pub fn mark_for_retry(
-    conn: &Connection,
+    conn: Sql<'_>,
     org: OrgId,
     id: &str,
     now_ms: i64,
 ) -> Result<Option<Result<Job, DeliveryState>>, DbError> {
     let row: Option<(DeliveryState, Job)> = conn
-        .query_row(
+        .query_opt(
             "SELECT d.seq, d.state, d.endpoint_id, d.event_type, d.attempts, d.id, e.payload, d.created_at, d.event_id, d.part \
              FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1 AND d.org_id = ?2",
-            params![id, org],
+            args![id, org],
             |r| {
                 Ok((
                     state_of(r, 1)?,
                     Job {
                         seq: r.get(0)?,
-                        id: Arc::from(r.get::<_, String>(5)?),
-                        event_id: Arc::from(r.get::<_, String>(8)?),
+                        id: Arc::from(r.get::<String>(5)?),
+                        event_id: Arc::from(r.get::<String>(8)?),
                         org,
                         endpoint_id: r.get(2)?,
-                        event_type: Arc::from(r.get::<_, String>(3)?),
-                        payload: Bytes::from(r.get::<_, Vec<u8>>(6)?),
-                        part: r.get::<_, Option<Vec<u8>>>(9)?.map(Bytes::from),
+                        event_type: Arc::from(r.get::<String>(3)?),
+                        payload: Bytes::from(r.get::<Vec<u8>>(6)?),
+                        part: r.get::<Option<Vec<u8>>>(9)?.map(Bytes::from),
                         attempts: r.get(4)?,
                         single: true,
                         created_at_ms: r.get(7)?,
@@ -596,8 +658,7 @@ pub fn mark_for_retry(
                     },
                 ))
             },
-        )
-        .optional()?;
+        )?;
     let Some((state, job)) = row else {
         return Ok(None);
     };
@@ -606,7 +667,7 @@ pub fn mark_for_retry(
     }
     conn.execute(
         "UPDATE deliveries SET state = 'pending', single_attempt = 1, next_attempt_at = ?2, updated_at = ?2 WHERE seq = ?1",
-        params![job.seq, now_ms],
+        args![job.seq, now_ms],
     )?;
     Ok(Some(Ok(job)))
 }
@@ -617,26 +678,23 @@ pub fn mark_for_retry(
 /// # Errors
 /// [`DbError`].
 pub fn mark_replay(
-    conn: &Connection,
+    conn: Sql<'_>,
     endpoint: i64,
     since_ms: i64,
     until_ms: i64,
     now_ms: i64,
 ) -> Result<Vec<Job>, DbError> {
-    let ids: Vec<String> = conn
-        .prepare(
-            "SELECT id FROM deliveries WHERE endpoint_id = ?1 AND state = 'failed' \
-             AND created_at >= ?2 AND created_at <= ?3 ORDER BY seq",
-        )?
-        .query_map(params![endpoint, since_ms, until_ms], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let org: Option<OrgId> = conn
-        .query_row(
-            "SELECT org_id FROM deliveries WHERE endpoint_id = ?1 LIMIT 1",
-            [endpoint],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let ids: Vec<String> = conn.query(
+        "SELECT id FROM deliveries WHERE endpoint_id = ?1 AND state = 'failed' \
+         AND created_at >= ?2 AND created_at <= ?3 ORDER BY seq",
+        args![endpoint, since_ms, until_ms],
+        |r| r.get(0),
+    )?;
+    let org: Option<OrgId> = conn.query_opt(
+        "SELECT org_id FROM deliveries WHERE endpoint_id = ?1 LIMIT 1",
+        args![endpoint],
+        |r| r.get(0),
+    )?;
     let Some(org) = org else {
         return Ok(Vec::new());
     };
@@ -654,26 +712,19 @@ pub fn mark_replay(
 ///
 /// # Errors
 /// [`DbError`].
-pub fn delete_older_than(
-    conn: &Connection,
-    cutoff_ms: i64,
-    chunk: usize,
-) -> Result<usize, DbError> {
-    let seqs: Vec<i64> = conn
-        .prepare_cached(
-            "SELECT seq FROM deliveries WHERE state != 'pending' AND updated_at < ?1 LIMIT ?2",
-        )?
-        .query_map(params![cutoff_ms, chunk as i64], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+pub fn delete_older_than(conn: Sql<'_>, cutoff_ms: i64, chunk: usize) -> Result<usize, DbError> {
+    let seqs: Vec<i64> = conn.query(
+        "SELECT seq FROM deliveries WHERE state != 'pending' AND updated_at < ?1 LIMIT ?2",
+        args![cutoff_ms, chunk],
+        |r| r.get(0),
+    )?;
     for seq in &seqs {
-        conn.prepare_cached("DELETE FROM attempts WHERE delivery_seq = ?1")?
-            .execute([seq])?;
-        conn.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?
-            .execute([seq])?;
+        conn.execute("DELETE FROM attempts WHERE delivery_seq = ?1", args![seq])?;
+        conn.execute("DELETE FROM deliveries WHERE seq = ?1", args![seq])?;
     }
     conn.execute(
         "DELETE FROM events WHERE created_at < ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
-        [cutoff_ms],
+        args![cutoff_ms],
     )?;
     Ok(seqs.len())
 }
@@ -715,18 +766,15 @@ const ROW_COLUMNS: &str =
      next_attempt_at, created_at, updated_at, seq";
 
 /// A stored state; one this binary does not know is a read error, never a default.
-fn state_of(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<DeliveryState> {
+fn state_of(r: &Row<'_>, column: usize) -> Result<DeliveryState, RepoError> {
     let text: String = r.get(column)?;
-    DeliveryState::parse(&text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            column,
-            rusqlite::types::Type::Text,
-            format!("unknown delivery state {text:?}").into(),
-        )
+    DeliveryState::parse(&text).ok_or(RepoError::Unknown {
+        column: "deliveries.state",
+        value: text,
     })
 }
 
-fn read_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
+fn read_delivery(r: &Row<'_>) -> Result<DeliveryRow, RepoError> {
     use leadstream_pipeline::time::format_rfc3339_ms;
     let state = state_of(r, 5)?;
     let next: Option<i64> = r.get(9)?;
@@ -812,29 +860,30 @@ pub struct ListQuery {
 ///
 /// # Errors
 /// [`DbError`].
-pub fn list(conn: &Connection, q: &ListQuery) -> Result<(Vec<DeliveryRow>, bool), DbError> {
-    use rusqlite::types::Value;
+pub fn list(conn: Sql<'_>, q: &ListQuery) -> Result<(Vec<DeliveryRow>, bool), DbError> {
+    use crate::db::sql::Param;
     let mut sql = format!("SELECT {ROW_COLUMNS} FROM deliveries WHERE org_id = ?");
-    let mut args: Vec<Value> = vec![Value::Integer(q.org)];
-    if let Some(s) = q.state {
+    let mut args: Vec<&dyn Param> = vec![&q.org];
+    let state = q.state.map(DeliveryState::as_str);
+    if let Some(s) = &state {
         sql.push_str(" AND state = ?");
-        args.push(Value::Text(s.as_str().into()));
+        args.push(s);
     }
     if let Some(t) = &q.event_type {
         sql.push_str(" AND event_type = ?");
-        args.push(Value::Text(t.clone()));
+        args.push(t);
     }
-    if let Some(e) = q.endpoint_id {
+    if let Some(e) = &q.endpoint_id {
         sql.push_str(" AND endpoint_id = ?");
-        args.push(Value::Integer(e));
+        args.push(e);
     }
-    if let Some(s) = q.since_ms {
+    if let Some(s) = &q.since_ms {
         sql.push_str(" AND created_at >= ?");
-        args.push(Value::Integer(s));
+        args.push(s);
     }
-    if let Some(u) = q.until_ms {
+    if let Some(u) = &q.until_ms {
         sql.push_str(" AND created_at <= ?");
-        args.push(Value::Integer(u));
+        args.push(u);
     }
     let col = q.sort.column();
     let (cmp, dir) = if q.descending {
@@ -842,18 +891,16 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<(Vec<DeliveryRow>, bool)
     } else {
         (">", "ASC")
     };
-    if let Some((v, seq)) = q.after {
+    if let Some((v, seq)) = &q.after {
         sql.push_str(&format!(
             " AND ({col} {cmp} ? OR ({col} = ? AND seq {cmp} ?))"
         ));
-        args.extend([Value::Integer(v), Value::Integer(v), Value::Integer(seq)]);
+        args.extend([v as &dyn Param, v, seq]);
     }
     sql.push_str(&format!(" ORDER BY {col} {dir}, seq {dir} LIMIT ?"));
-    args.push(Value::Integer(q.limit as i64 + 1));
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows: Vec<DeliveryRow> = stmt
-        .query_map(rusqlite::params_from_iter(args), read_delivery)?
-        .collect::<Result<_, _>>()?;
+    let limit = q.limit as i64 + 1;
+    args.push(&limit);
+    let mut rows: Vec<DeliveryRow> = conn.query(&sql, &args, read_delivery)?;
     let more = rows.len() > q.limit;
     rows.truncate(q.limit);
     Ok((rows, more))
@@ -906,21 +953,19 @@ pub struct DeliveryDetail {
 ///
 /// # Errors
 /// [`DbError`].
-pub fn get(conn: &Connection, org: OrgId, id: &str) -> Result<Option<DeliveryDetail>, DbError> {
+pub fn get(conn: Sql<'_>, org: OrgId, id: &str) -> Result<Option<DeliveryDetail>, DbError> {
     use leadstream_pipeline::time::format_rfc3339_ms;
-    let Some(delivery) = conn
-        .query_row(
-            &format!("SELECT {ROW_COLUMNS} FROM deliveries WHERE id = ?1 AND org_id = ?2"),
-            params![id, org],
-            read_delivery,
-        )
-        .optional()?
+    let Some(delivery) = conn.query_opt(
+        &format!("SELECT {ROW_COLUMNS} FROM deliveries WHERE id = ?1 AND org_id = ?2"),
+        args![id, org],
+        read_delivery,
+    )?
     else {
         return Ok(None);
     };
-    let (payload, part): (Vec<u8>, Option<Vec<u8>>) = conn.query_row(
+    let (payload, part): (Vec<u8>, Option<Vec<u8>>) = conn.query_one(
         "SELECT e.payload, d.part FROM events e, deliveries d WHERE e.id = ?1 AND d.seq = ?2",
-        params![&delivery.event_id, delivery.seq],
+        args![delivery.event_id, delivery.seq],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let payload = body(&Bytes::from(payload), part.as_deref());
@@ -931,12 +976,11 @@ pub fn get(conn: &Connection, org: OrgId, id: &str) -> Result<Option<DeliveryDet
                     e,
                 ))))
             })?;
-    let attempts = conn
-        .prepare(
-            "SELECT attempt, at, url, response_status, response_body, duration_ms, error FROM attempts \
-             WHERE delivery_seq = ?1 ORDER BY attempt",
-        )?
-        .query_map([delivery.seq], |r| {
+    let attempts = conn.query(
+        "SELECT attempt, at, url, response_status, response_body, duration_ms, error FROM attempts \
+         WHERE delivery_seq = ?1 ORDER BY attempt",
+        args![delivery.seq],
+        |r| {
             let body: Option<Vec<u8>> = r.get(4)?;
             let status: Option<u16> = r.get(3)?;
             Ok(AttemptRow {
@@ -953,8 +997,8 @@ pub fn get(conn: &Connection, org: OrgId, id: &str) -> Result<Option<DeliveryDet
                 duration_ms: r.get(5)?,
                 error: r.get(6)?,
             })
-        })?
-        .collect::<Result<_, _>>()?;
+        },
+    )?;
     let d = delivery;
     Ok(Some(DeliveryDetail {
         id: d.id,
@@ -1050,11 +1094,11 @@ mod tests {
         assert_eq!(jobs.len(), 5);
         let stored: Vec<(i64, String, Vec<u8>)> = db
             .read_blocking(|conn| {
-                let mut stmt = conn.prepare(
+                Ok(conn.query(
                     "SELECT seq, id, part FROM deliveries WHERE part IS NOT NULL ORDER BY seq",
-                )?;
-                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                    args![],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?)
             })
             .unwrap();
         for (i, ((job, due), (seq, id, part))) in jobs.iter().zip(&stored).enumerate() {
@@ -1074,9 +1118,9 @@ mod tests {
         assert_eq!(bodies, expected);
         let counted: i64 = db
             .read_blocking(move |conn| {
-                Ok(conn.query_row(
+                Ok(conn.query_one(
                     "SELECT deliveries FROM events WHERE id = ?1",
-                    [&event_id],
+                    args![event_id],
                     |r| r.get(0),
                 )?)
             })
@@ -1147,7 +1191,9 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].0.seq, jobs[1]);
         let attempts: i64 = db
-            .read_blocking(|c| Ok(c.query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))?))
+            .read_blocking(|c| {
+                Ok(c.query_one("SELECT COUNT(*) FROM attempts", args![], |r| r.get(0))?)
+            })
             .unwrap();
         assert_eq!(attempts, 0);
     }

@@ -23,6 +23,7 @@ use super::dispatch::{DispatchHandle, Shared};
 use super::model::{Endpoint, EndpointKind, EndpointSecret};
 use super::store::DbError;
 use crate::config::KafkaConfig;
+use crate::db::sql::args;
 use crate::kafka::{
     config as kconfig, Delivery, DeliveryProducer, DeliveryRecord, DeliveryTopic, KafkaError,
     Topics, V1,
@@ -32,7 +33,6 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use rusqlite::params;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -289,10 +289,11 @@ async fn admit(shared: &Arc<Shared>, batch: Vec<Read>) -> Result<Vec<(Job, i64)>
                     Some((seq, _, _)) => seq,
                     None => {
                         let created_ms = d.created_at_us.div_euclid(1000);
-                        conn.prepare_cached(
-                            "INSERT OR IGNORE INTO events (id, org_id, event_type, payload, deliveries, created_at) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-                        )?
-                        .execute(params![d.event_id, d.organization_id, d.event_type, shared_payload(&d).as_bytes(), created_ms])?;
+                        conn.execute(
+                            "INSERT INTO events (id, org_id, event_type, payload, deliveries, created_at) VALUES (?1, ?2, ?3, ?4, 1, ?5) \
+                             ON CONFLICT (id) DO NOTHING",
+                            args![d.event_id, d.organization_id, d.event_type, shared_payload(&d).as_bytes(), created_ms],
+                        )?;
                         deliveries::insert_pending(
                             conn,
                             &deliveries::PendingRow {

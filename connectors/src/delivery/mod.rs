@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod store;
 
 use crate::config::DeliveryConfig;
+use crate::db::sql::Sql;
 use crate::writer::now_ms;
 use bytes::Bytes;
 use deliveries::{
@@ -222,7 +223,7 @@ impl DeliveryEngine {
     /// [`PublishError`]: none was published (an error of `make` included).
     pub async fn publish_with(
         &self,
-        make: impl FnOnce(&rusqlite::Connection) -> Result<Vec<NewEvent>, DbError> + Send + 'static,
+        make: impl FnOnce(Sql<'_>) -> Result<Vec<NewEvent>, DbError> + Send + 'static,
     ) -> Result<Vec<Published>, PublishError> {
         let window = self.shared.config.idempotency_window;
         self.commit(move |conn| {
@@ -251,9 +252,7 @@ impl DeliveryEngine {
     pub async fn publish_parts(
         &self,
         batch: NewParts,
-        also: impl FnOnce(&rusqlite::Connection, &[(deliveries::Job, i64)]) -> Result<(), DbError>
-            + Send
-            + 'static,
+        also: impl FnOnce(Sql<'_>, &[(deliveries::Job, i64)]) -> Result<(), DbError> + Send + 'static,
     ) -> Result<usize, PublishError> {
         let ids = batch.new_ids(now_ms());
         self.commit(move |conn| {
@@ -270,7 +269,7 @@ impl DeliveryEngine {
     /// with them, so a crash before the brokers have them loses nothing).
     async fn commit<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&rusqlite::Connection) -> Result<(T, Vec<(deliveries::Job, i64)>), DbError>
+        write: impl FnOnce(Sql<'_>) -> Result<(T, Vec<(deliveries::Job, i64)>), DbError>
             + Send
             + 'static,
     ) -> Result<T, PublishError> {

@@ -17,9 +17,9 @@ use super::dispatch::Shared;
 use super::kafka::KafkaLink;
 use super::store::DbError;
 use crate::config::RetryConfig;
+use crate::db::sql::{args, Sql};
 use crate::kafka::DeliveryTopic;
 use crate::writer::now_ms;
-use rusqlite::Connection;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -42,16 +42,18 @@ impl Outbox {
     ///
     /// # Errors
     /// [`DbError`].
-    pub fn record(conn: &Connection, jobs: &[(Job, i64)]) -> Result<Option<i64>, DbError> {
+    pub fn record(conn: Sql<'_>, jobs: &[(Job, i64)]) -> Result<Option<i64>, DbError> {
         let (Some(first), Some(last)) = (
             jobs.iter().map(|(j, _)| j.seq).min(),
             jobs.iter().map(|(j, _)| j.seq).max(),
         ) else {
             return Ok(None);
         };
-        conn.prepare_cached("INSERT INTO outbox (first_seq, last_seq) VALUES (?1, ?2)")?
-            .execute([first, last])?;
-        Ok(Some(conn.last_insert_rowid()))
+        Ok(Some(conn.query_one(
+            "INSERT INTO outbox (first_seq, last_seq) VALUES (?1, ?2) RETURNING id",
+            args![first, last],
+            |r| r.get(0),
+        )?))
     }
 
     /// Queues a committed publish for the brokers; waits while the relay holds
@@ -101,11 +103,12 @@ const QUEUED_AT_MOST: usize = 256;
 const BATCH: usize = 64;
 
 /// The outbox rows in publish order, each with its deliveries still pending.
-fn left_by_last_run(conn: &Connection) -> Result<Vec<Entry>, DbError> {
-    let rows: Vec<(i64, i64, i64)> = conn
-        .prepare("SELECT id, first_seq, last_seq FROM outbox ORDER BY id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
+fn left_by_last_run(conn: Sql<'_>) -> Result<Vec<Entry>, DbError> {
+    let rows: Vec<(i64, i64, i64)> = conn.query(
+        "SELECT id, first_seq, last_seq FROM outbox ORDER BY id",
+        args![],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     rows.into_iter()
         .map(|(id, first, last)| {
             Ok(Entry {
@@ -146,9 +149,8 @@ async fn produce(shared: &Arc<Shared>, link: &KafkaLink, retry: &RetryConfig, en
     let deleted = shared
         .db
         .write(move |conn| {
-            let mut del = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
             for id in &ids {
-                del.execute([id])?;
+                conn.execute("DELETE FROM outbox WHERE id = ?1", args![id])?;
             }
             Ok(())
         })

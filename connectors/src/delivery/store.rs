@@ -8,6 +8,7 @@
 //! thousand attempt outcomes costs one fsync. Reads use their own connection (WAL),
 //! so they never wait for the writer.
 
+use crate::db::sql::{PgSession, Sql};
 use crate::store::open_sqlite;
 use parking_lot::Mutex;
 use rusqlite::Connection;
@@ -65,17 +66,31 @@ impl From<rusqlite::Error> for DbError {
 /// Runs after the transaction holding its write committed (`Ok`) or failed.
 type Finish = Box<dyn FnOnce(Result<(), DbError>) + Send>;
 /// A write: runs inside the group's transaction and says what to do once it commits.
-type Work = Box<dyn FnOnce(&Connection) -> Finish + Send>;
+type Work = Box<dyn for<'c> FnOnce(Sql<'c>) -> Finish + Send>;
 
 /// Writes that wait longer than this many per group are left for the next group.
 const GROUP_MAX: usize = 4096;
 
-/// The write thread and a read connection.
+/// Writer threads (each one connection, one group at a time) on the shared database.
+const PG_WRITERS: usize = 4;
+
+/// Read connections kept open to the shared database.
+const PG_READERS: usize = 8;
+
+/// The write thread(s) and read connections.
 pub struct Db {
     writes: crossbeam_channel::Sender<Work>,
-    read: Mutex<Connection>,
+    reads: Reads,
     /// The checkpoint thread runs while this lives.
     _checkpoints: Arc<()>,
+}
+
+enum Reads {
+    Sqlite(Mutex<Connection>),
+    Postgres {
+        pg: crate::db::Pg,
+        idle: Mutex<Vec<PgSession>>,
+    },
 }
 
 impl Db {
@@ -95,6 +110,8 @@ impl Db {
         // `rarray`: writes that insert a whole set in one statement (a send's eligible
         // set, a chunk of its deliveries) bind it as an array.
         rusqlite::vtab::array::load_module(&conn)?;
+        // Every statement is cached ([`Sql`] prepares through the cache).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // Checkpoints run on a thread of their own (below), not in the writer's
         // commits: copying the WAL back took a tenth of the writer's time.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -104,29 +121,50 @@ impl Db {
         let wal = dir.join("webhooks.db-wal");
         let alive = Arc::new(());
         let watched = Arc::downgrade(&alive);
-        std::thread::Builder::new()
-            .name("webhooks-ckpt".into())
-            .spawn(move || checkpoint_loop(&checkpoints, &wal, &watched))
-            .map_err(|e| {
-                DbError::Sql(Arc::new(rusqlite::Error::ToSqlConversionFailure(Box::new(
-                    e,
-                ))))
-            })?;
+        spawn("webhooks-ckpt", move || {
+            checkpoint_loop(&checkpoints, &wal, &watched)
+        })?;
         let read = open_sqlite(&path)?;
+        rusqlite::vtab::array::load_module(&read)?;
+        read.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (tx, rx) = crossbeam_channel::unbounded::<Work>();
-        std::thread::Builder::new()
-            .name("webhooks-db".into())
-            .spawn(move || write_loop(&conn, &rx))
-            .map_err(|e| {
-                DbError::Sql(Arc::new(rusqlite::Error::ToSqlConversionFailure(Box::new(
-                    e,
-                ))))
-            })?;
+        spawn("webhooks-db", move || write_loop_sqlite(&conn, &rx))?;
         Ok(Arc::new(Self {
             writes: tx,
-            read: Mutex::new(read),
+            reads: Reads::Sqlite(Mutex::new(read)),
             _checkpoints: alive,
         }))
+    }
+
+    /// The delivery engine's state on the shared database (migrated by
+    /// [`crate::db::Pg::open`]): [`PG_WRITERS`] writer threads, each grouping the
+    /// writes waiting into one transaction as the embedded writer does, and reads on
+    /// connections of their own.
+    ///
+    /// # Errors
+    /// [`DbError::Stopped`] when a thread cannot start.
+    pub fn open_shared(pg: &crate::db::Pg) -> Result<Arc<Self>, DbError> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Work>();
+        for i in 0..PG_WRITERS {
+            let rx = rx.clone();
+            let pg = pg.clone();
+            spawn(&format!("webhooks-pg-{i}"), move || {
+                write_loop_postgres(&pg, &rx)
+            })?;
+        }
+        Ok(Arc::new(Self {
+            writes: tx,
+            reads: Reads::Postgres {
+                pg: pg.clone(),
+                idle: Mutex::new(Vec::new()),
+            },
+            _checkpoints: Arc::new(()),
+        }))
+    }
+
+    /// Whether this is the shared database.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.reads, Reads::Postgres { .. })
     }
 
     /// Runs `f` in the next group's transaction; answers once that committed.
@@ -135,7 +173,7 @@ impl Db {
     /// `f`'s error (its writes undone, the group's others kept), or the commit's.
     pub async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+        f: impl FnOnce(Sql<'_>) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
         let (tx, rx) = oneshot::channel();
         self.submit(f, tx)?;
@@ -148,7 +186,7 @@ impl Db {
     /// As [`Db::write`].
     pub fn write_blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+        f: impl FnOnce(Sql<'_>) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
         let (tx, rx) = oneshot::channel();
         self.submit(f, tx)?;
@@ -157,10 +195,10 @@ impl Db {
 
     fn submit<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+        f: impl FnOnce(Sql<'_>) -> Result<T, DbError> + Send + 'static,
         tx: oneshot::Sender<Result<T, DbError>>,
     ) -> Result<(), DbError> {
-        let work: Work = Box::new(move |conn: &Connection| -> Finish {
+        let work: Work = Box::new(move |conn: Sql<'_>| -> Finish {
             let done = savepoint(conn, f);
             Box::new(move |committed: Result<(), DbError>| {
                 let _ = tx.send(committed.and(done));
@@ -169,46 +207,96 @@ impl Db {
         self.writes.send(work).map_err(|_| DbError::Stopped)
     }
 
-    /// Runs `f` on the read connection, off the async runtime.
+    /// Runs `f` on a read connection, off the async runtime.
     ///
     /// # Errors
     /// `f`'s.
     pub async fn read<T: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+        f: impl FnOnce(Sql<'_>) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || f(&me.read.lock()))
+        tokio::task::spawn_blocking(move || me.read_here(f))
             .await
             .map_err(|_| DbError::Stopped)?
     }
 
-    /// Runs `f` on the read connection, here.
+    /// Runs `f` on a read connection and waits for it (on a thread of its own for the
+    /// shared database, whose blocking client must not run on an async worker).
     ///
     /// # Errors
     /// `f`'s.
-    pub fn read_blocking<T>(
+    pub fn read_blocking<T: Send>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, DbError>,
+        f: impl FnOnce(Sql<'_>) -> Result<T, DbError> + Send,
     ) -> Result<T, DbError> {
-        f(&self.read.lock())
+        match &self.reads {
+            Reads::Sqlite(_) => self.read_here(f),
+            Reads::Postgres { .. } => std::thread::scope(|s| {
+                s.spawn(|| self.read_here(f))
+                    .join()
+                    .map_err(|_| DbError::Stopped)?
+            }),
+        }
+    }
+
+    fn read_here<T>(&self, f: impl FnOnce(Sql<'_>) -> Result<T, DbError>) -> Result<T, DbError> {
+        match &self.reads {
+            Reads::Sqlite(conn) => f(Sql::Sqlite(&conn.lock())),
+            Reads::Postgres { pg, idle } => {
+                let session = match idle.lock().pop() {
+                    Some(s) => s,
+                    None => {
+                        PgSession::new(pg.connect_blocking().map_err(crate::db::RepoError::from)?)
+                    }
+                };
+                let out = f(Sql::Postgres(&session));
+                let mut idle = idle.lock();
+                if idle.len() < PG_READERS && !session.is_closed() {
+                    idle.push(session);
+                }
+                out
+            }
+        }
     }
 }
 
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DbError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| {
+            tracing::error!(error = %e, thread = name, "webhook store: cannot start a thread");
+            DbError::Stopped
+        })
+}
+
+/// Statements kept prepared per SQLite connection.
+const STATEMENT_CACHE: usize = 256;
+
 fn savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, DbError>,
+    conn: Sql<'_>,
+    f: impl FnOnce(Sql<'_>) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
     // Cached: a group runs thousands of these, and parsing them each time showed.
-    conn.prepare_cached("SAVEPOINT w")?.execute([])?;
+    let run = |sql: &str| match conn {
+        Sql::Sqlite(c) => c
+            .prepare_cached(sql)?
+            .execute([])
+            .map(drop)
+            .map_err(DbError::from),
+        Sql::Postgres(s) => s.batch(sql).map_err(DbError::from),
+    };
+    run("SAVEPOINT w")?;
     match f(conn) {
         Ok(v) => {
-            conn.prepare_cached("RELEASE w")?.execute([])?;
+            run("RELEASE w")?;
             Ok(v)
         }
         Err(e) => {
-            conn.prepare_cached("ROLLBACK TO w")?.execute([])?;
-            conn.prepare_cached("RELEASE w")?.execute([])?;
+            run("ROLLBACK TO w")?;
+            run("RELEASE w")?;
             Err(e)
         }
     }
@@ -237,15 +325,21 @@ fn checkpoint_loop(conn: &Connection, wal: &Path, alive: &std::sync::Weak<()>) {
     }
 }
 
-fn write_loop(conn: &Connection, rx: &crossbeam_channel::Receiver<Work>) {
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < GROUP_MAX {
-            match rx.try_recv() {
-                Ok(w) => group.push(w),
-                Err(_) => break,
-            }
+/// The next group: the first write waiting and every one that follows it at once.
+fn next_group(rx: &crossbeam_channel::Receiver<Work>) -> Option<Vec<Work>> {
+    let first = rx.recv().ok()?;
+    let mut group = vec![first];
+    while group.len() < GROUP_MAX {
+        match rx.try_recv() {
+            Ok(w) => group.push(w),
+            Err(_) => break,
         }
+    }
+    Some(group)
+}
+
+fn write_loop_sqlite(conn: &Connection, rx: &crossbeam_channel::Receiver<Work>) {
+    while let Some(group) = next_group(rx) {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             // Dropping a write unrun drops its answer channel: its caller hears
             // `Stopped` (nothing was written).
@@ -255,12 +349,50 @@ fn write_loop(conn: &Connection, rx: &crossbeam_channel::Receiver<Work>) {
         }
         let mut finishes = Vec::with_capacity(group.len());
         for w in group {
-            finishes.push(w(conn));
+            finishes.push(w(Sql::Sqlite(conn)));
         }
         let committed = conn.execute_batch("COMMIT").map_err(DbError::from);
         if let Err(e) = &committed {
             tracing::error!(error = %e, "webhook store: commit failed; the writes of this group are lost and their callers told so");
             let _ = conn.execute_batch("ROLLBACK");
+        }
+        for f in finishes {
+            f(committed.clone());
+        }
+    }
+}
+
+/// One writer of the shared database: as [`write_loop_sqlite`], on a connection it
+/// opens again (with a pause) when the last one failed. Several run at once, so
+/// groups commit in parallel; Postgres's row locks order what two of them touch.
+fn write_loop_postgres(pg: &crate::db::Pg, rx: &crossbeam_channel::Receiver<Work>) {
+    let mut session: Option<PgSession> = None;
+    while let Some(group) = next_group(rx) {
+        if session.as_ref().is_none_or(PgSession::is_closed) {
+            session = match pg.connect_blocking() {
+                Ok(c) => Some(PgSession::new(c)),
+                Err(e) => {
+                    tracing::error!(error = %e, writes = group.len(), database = %pg.url(), "webhook store: cannot connect to the shared database; these writes are refused");
+                    drop(group);
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    continue;
+                }
+            };
+        }
+        let s = session.as_ref().expect("connected above");
+        if let Err(e) = s.batch("BEGIN") {
+            tracing::error!(error = %e, writes = group.len(), "webhook store: cannot begin a transaction; these writes are refused");
+            drop(group);
+            continue;
+        }
+        let mut finishes = Vec::with_capacity(group.len());
+        for w in group {
+            finishes.push(w(Sql::Postgres(s)));
+        }
+        let committed = s.batch("COMMIT").map_err(DbError::from);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "webhook store: commit failed; the writes of this group are lost and their callers told so");
+            let _ = s.batch("ROLLBACK");
         }
         for f in finishes {
             f(committed.clone());

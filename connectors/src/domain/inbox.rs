@@ -9,6 +9,7 @@ use super::payloads::{self, Failure, Incoming};
 use super::store::{self, Contact, ConversationKey, Integration, Message};
 use super::whatsapp::{content_of, seconds_ms, Webhook};
 use super::Domain;
+use crate::db::sql::Sql;
 use crate::delivery::deliveries::NewEvent;
 use crate::delivery::model::EndpointKind;
 use crate::delivery::store::DbError;
@@ -16,7 +17,6 @@ use crate::delivery::PublishError;
 use crate::writer::now_ms;
 use bytes::Bytes;
 use leadstream_pipeline::PhoneNormalizer;
-use rusqlite::Connection;
 use std::sync::Arc;
 
 /// What a webhook did.
@@ -225,7 +225,7 @@ impl Domain {
 /// Names the contact (when it has no name yet) and its conversation from a WhatsApp
 /// profile.
 fn name_contact(
-    conn: &Connection,
+    conn: Sql<'_>,
     org: leadstream_pipeline::OrgId,
     integration: i64,
     phone: &str,

@@ -27,6 +27,7 @@ pub mod timers;
 pub mod whatsapp;
 
 use crate::config::DomainConfig;
+use crate::db::sql::Sql;
 use crate::delivery::deliveries::NewEvent;
 use crate::delivery::endpoints::Endpoints;
 use crate::delivery::store::{Db, DbError};
@@ -34,7 +35,6 @@ use crate::delivery::{DeliveryEngine, PublishError};
 use bytes::Bytes;
 use events::{Body, DomainEvent};
 use leadstream_pipeline::OrgId;
-use rusqlite::Connection;
 use std::sync::Arc;
 use store::{Contact, ConversationKey, Message};
 
@@ -231,7 +231,7 @@ impl Domain {
 
 /// A bot message (a `message_sent` event naming its conversation) added to it.
 fn bot_said(
-    conn: &Connection,
+    conn: Sql<'_>,
     org: OrgId,
     phone: &str,
     said: &events::Said,
@@ -261,7 +261,7 @@ fn bot_said(
 
 /// The conversation's newest messages as one paragraph, `None` when it has none.
 fn transcript(
-    conn: &Connection,
+    conn: Sql<'_>,
     key: &ConversationKey,
     keep: usize,
 ) -> Result<Option<String>, DbError> {
@@ -277,7 +277,7 @@ fn transcript(
 /// # Errors
 /// [`DbError`].
 pub fn action_runs(
-    conn: &Connection,
+    conn: Sql<'_>,
     endpoints: &Endpoints,
     org: OrgId,
     kind: &str,

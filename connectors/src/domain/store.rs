@@ -1,10 +1,12 @@
-//! Domain state in `webhooks.db` (beside the deliveries it causes, so recording an
-//! event and publishing what it causes is one transaction): contacts, the domain
-//! events already taken (a repeated id causes nothing), triggers and their actions.
+//! Domain state beside the deliveries it causes (so recording an event and publishing
+//! what it causes is one transaction), in `webhooks.db` or the shared database:
+//! contacts, the domain events already taken (a repeated id causes nothing),
+//! triggers and their actions, WhatsApp integrations, conversations and messages.
 
+use crate::db::sql::{args, Row, Sql};
+use crate::db::RepoError;
 use crate::delivery::store::DbError;
 use leadstream_pipeline::OrgId;
-use rusqlite::{params, Connection, OptionalExtension, Row};
 
 /// A contact of an org, by phone (E.164).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,13 +21,12 @@ pub struct Contact {
     pub updated_at_ms: i64,
 }
 
-pub fn contact(conn: &Connection, org: OrgId, phone: &str) -> Result<Option<Contact>, DbError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT phone, email, full_name, first_name, last_name, metadata, updated_at \
-             FROM contacts WHERE org_id = ?1 AND phone = ?2",
-        )?
-        .query_row(params![org, phone], |r| {
+pub fn contact(conn: Sql<'_>, org: OrgId, phone: &str) -> Result<Option<Contact>, DbError> {
+    Ok(conn.query_opt(
+        "SELECT phone, email, full_name, first_name, last_name, metadata, updated_at \
+         FROM contacts WHERE org_id = ?1 AND phone = ?2",
+        args![org, phone],
+        |r| {
             Ok(Contact {
                 phone: r.get(0)?,
                 email: r.get(1)?,
@@ -35,32 +36,35 @@ pub fn contact(conn: &Connection, org: OrgId, phone: &str) -> Result<Option<Cont
                 metadata: r.get(5)?,
                 updated_at_ms: r.get(6)?,
             })
-        })
-        .optional()?)
+        },
+    )?)
 }
 
 /// Replaces the contact's fields with `c`'s (a `PUT`).
-pub fn put_contact(conn: &Connection, org: OrgId, c: &Contact) -> Result<(), DbError> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO contacts (org_id, phone, email, full_name, first_name, last_name, metadata, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        org,
-        c.phone,
-        c.email,
-        c.full_name,
-        c.first_name,
-        c.last_name,
-        c.metadata,
-        c.updated_at_ms
-    ])?;
+pub fn put_contact(conn: Sql<'_>, org: OrgId, c: &Contact) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO contacts (org_id, phone, email, full_name, first_name, last_name, metadata, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         ON CONFLICT (org_id, phone) DO UPDATE SET email = excluded.email, full_name = excluded.full_name, \
+         first_name = excluded.first_name, last_name = excluded.last_name, metadata = excluded.metadata, \
+         updated_at = excluded.updated_at",
+        args![
+            org,
+            c.phone,
+            c.email,
+            c.full_name,
+            c.first_name,
+            c.last_name,
+            c.metadata,
+            c.updated_at_ms
+        ],
+    )?;
     Ok(())
 }
 
 /// Fills in what an event says of the contact: each field `c` has replaces the stored
 /// one, the others are kept.
-pub fn merge_contact(conn: &Connection, org: OrgId, c: &Contact) -> Result<Contact, DbError> {
+pub fn merge_contact(conn: Sql<'_>, org: OrgId, c: &Contact) -> Result<Contact, DbError> {
     let mut out = contact(conn, org, &c.phone)?.unwrap_or_else(|| Contact {
         phone: c.phone.clone(),
         ..Contact::default()
@@ -82,18 +86,17 @@ pub fn merge_contact(conn: &Connection, org: OrgId, c: &Contact) -> Result<Conta
 
 /// Records domain event `id`; false when it was taken before (it causes nothing new).
 pub fn take_event(
-    conn: &Connection,
+    conn: Sql<'_>,
     org: OrgId,
     id: &str,
     kind: &str,
     now_ms: i64,
 ) -> Result<bool, DbError> {
-    Ok(conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO domain_events (org_id, id, type, received_at) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![org, id, kind, now_ms])?
-        == 1)
+    Ok(conn.execute(
+        "INSERT INTO domain_events (org_id, id, type, received_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT DO NOTHING",
+        args![org, id, kind, now_ms],
+    )? == 1)
 }
 
 /// A trigger: a type of domain event to react to.
@@ -112,7 +115,7 @@ pub struct Trigger {
 const TRIGGER_COLUMNS: &str =
     "id, org_id, type, name, description, enabled, created_at, updated_at";
 
-fn trigger_of(r: &Row<'_>) -> rusqlite::Result<Trigger> {
+fn trigger_of(r: &Row<'_>) -> Result<Trigger, RepoError> {
     Ok(Trigger {
         id: r.get(0)?,
         org: r.get(1)?,
@@ -125,11 +128,13 @@ fn trigger_of(r: &Row<'_>) -> rusqlite::Result<Trigger> {
     })
 }
 
-pub fn insert_trigger(conn: &Connection, t: &Trigger) -> Result<Trigger, DbError> {
-    conn.execute(
-        "INSERT INTO triggers (org_id, type, name, description, enabled, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-        params![
+pub fn insert_trigger(conn: Sql<'_>, t: &Trigger) -> Result<Trigger, DbError> {
+    Ok(conn.query_one(
+        &format!(
+            "INSERT INTO triggers (org_id, type, name, description, enabled, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING {TRIGGER_COLUMNS}"
+        ),
+        args![
             t.org,
             t.kind,
             t.name,
@@ -137,44 +142,46 @@ pub fn insert_trigger(conn: &Connection, t: &Trigger) -> Result<Trigger, DbError
             t.enabled,
             t.created_at_ms
         ],
-    )?;
-    trigger(conn, conn.last_insert_rowid())?.ok_or(DbError::Stopped)
+        trigger_of,
+    )?)
 }
 
-pub fn update_trigger(conn: &Connection, t: &Trigger) -> Result<(), DbError> {
+pub fn update_trigger(conn: Sql<'_>, t: &Trigger) -> Result<(), DbError> {
     conn.execute(
         "UPDATE triggers SET type = ?2, name = ?3, description = ?4, enabled = ?5, updated_at = ?6 WHERE id = ?1",
-        params![t.id, t.kind, t.name, t.description, t.enabled, t.updated_at_ms],
+        args![t.id, t.kind, t.name, t.description, t.enabled, t.updated_at_ms],
     )?;
     Ok(())
 }
 
-pub fn trigger(conn: &Connection, id: i64) -> Result<Option<Trigger>, DbError> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE id = ?1"
-        ))?
-        .query_row([id], trigger_of)
-        .optional()?)
+pub fn trigger(conn: Sql<'_>, id: i64) -> Result<Option<Trigger>, DbError> {
+    Ok(conn.query_opt(
+        &format!("SELECT {TRIGGER_COLUMNS} FROM triggers WHERE id = ?1"),
+        args![id],
+        trigger_of,
+    )?)
 }
 
 /// The org's triggers, newest first.
-pub fn triggers(conn: &Connection, org: OrgId) -> Result<Vec<Trigger>, DbError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE org_id = ?1 ORDER BY id DESC"
-    ))?;
-    let rows = stmt.query_map([org], trigger_of)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn triggers(conn: Sql<'_>, org: OrgId) -> Result<Vec<Trigger>, DbError> {
+    Ok(conn.query(
+        &format!("SELECT {TRIGGER_COLUMNS} FROM triggers WHERE org_id = ?1 ORDER BY id DESC"),
+        args![org],
+        trigger_of,
+    )?)
 }
 
 /// Deletes the trigger and its actions; answers the actions' endpoints.
-pub fn delete_trigger(conn: &Connection, id: i64) -> Result<Vec<i64>, DbError> {
+pub fn delete_trigger(conn: Sql<'_>, id: i64) -> Result<Vec<i64>, DbError> {
     let endpoints = actions(conn, id)?
         .into_iter()
         .map(|a| a.endpoint_id)
         .collect();
-    conn.execute("DELETE FROM trigger_actions WHERE trigger_id = ?1", [id])?;
-    conn.execute("DELETE FROM triggers WHERE id = ?1", [id])?;
+    conn.execute(
+        "DELETE FROM trigger_actions WHERE trigger_id = ?1",
+        args![id],
+    )?;
+    conn.execute("DELETE FROM triggers WHERE id = ?1", args![id])?;
     Ok(endpoints)
 }
 
@@ -196,7 +203,7 @@ pub struct Action {
 const ACTION_COLUMNS: &str =
     "id, trigger_id, type, url, name, enabled, endpoint_id, created_at, updated_at";
 
-fn action_of(r: &Row<'_>) -> rusqlite::Result<Action> {
+fn action_of(r: &Row<'_>) -> Result<Action, RepoError> {
     Ok(Action {
         id: r.get(0)?,
         trigger_id: r.get(1)?,
@@ -210,60 +217,63 @@ fn action_of(r: &Row<'_>) -> rusqlite::Result<Action> {
     })
 }
 
-pub fn insert_action(conn: &Connection, a: &Action) -> Result<Action, DbError> {
-    conn.execute(
-        "INSERT INTO trigger_actions (trigger_id, type, url, name, enabled, endpoint_id, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-        params![a.trigger_id, a.kind, a.url, a.name, a.enabled, a.endpoint_id, a.created_at_ms],
-    )?;
-    action(conn, conn.last_insert_rowid())?.ok_or(DbError::Stopped)
+pub fn insert_action(conn: Sql<'_>, a: &Action) -> Result<Action, DbError> {
+    Ok(conn.query_one(
+        &format!(
+            "INSERT INTO trigger_actions (trigger_id, type, url, name, enabled, endpoint_id, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING {ACTION_COLUMNS}"
+        ),
+        args![a.trigger_id, a.kind, a.url, a.name, a.enabled, a.endpoint_id, a.created_at_ms],
+        action_of,
+    )?)
 }
 
-pub fn update_action(conn: &Connection, a: &Action) -> Result<(), DbError> {
+pub fn update_action(conn: Sql<'_>, a: &Action) -> Result<(), DbError> {
     conn.execute(
         "UPDATE trigger_actions SET url = ?2, name = ?3, enabled = ?4, updated_at = ?5 WHERE id = ?1",
-        params![a.id, a.url, a.name, a.enabled, a.updated_at_ms],
+        args![a.id, a.url, a.name, a.enabled, a.updated_at_ms],
     )?;
     Ok(())
 }
 
-pub fn action(conn: &Connection, id: i64) -> Result<Option<Action>, DbError> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {ACTION_COLUMNS} FROM trigger_actions WHERE id = ?1"
-        ))?
-        .query_row([id], action_of)
-        .optional()?)
+pub fn action(conn: Sql<'_>, id: i64) -> Result<Option<Action>, DbError> {
+    Ok(conn.query_opt(
+        &format!("SELECT {ACTION_COLUMNS} FROM trigger_actions WHERE id = ?1"),
+        args![id],
+        action_of,
+    )?)
 }
 
 /// A trigger's actions, oldest first.
-pub fn actions(conn: &Connection, trigger: i64) -> Result<Vec<Action>, DbError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {ACTION_COLUMNS} FROM trigger_actions WHERE trigger_id = ?1 ORDER BY id"
-    ))?;
-    let rows = stmt.query_map([trigger], action_of)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn actions(conn: Sql<'_>, trigger: i64) -> Result<Vec<Action>, DbError> {
+    Ok(conn.query(
+        &format!("SELECT {ACTION_COLUMNS} FROM trigger_actions WHERE trigger_id = ?1 ORDER BY id"),
+        args![trigger],
+        action_of,
+    )?)
 }
 
-pub fn delete_action(conn: &Connection, id: i64) -> Result<(), DbError> {
-    conn.execute("DELETE FROM trigger_actions WHERE id = ?1", [id])?;
+pub fn delete_action(conn: Sql<'_>, id: i64) -> Result<(), DbError> {
+    conn.execute("DELETE FROM trigger_actions WHERE id = ?1", args![id])?;
     Ok(())
 }
 
 /// The enabled actions of the org's enabled triggers of `kind`: what an event of that
 /// type runs.
-pub fn armed_actions(conn: &Connection, org: OrgId, kind: &str) -> Result<Vec<Action>, DbError> {
+pub fn armed_actions(conn: Sql<'_>, org: OrgId, kind: &str) -> Result<Vec<Action>, DbError> {
     let columns = ACTION_COLUMNS
         .split(", ")
         .map(|c| format!("a.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {columns} FROM triggers t JOIN trigger_actions a ON a.trigger_id = t.id \
-         WHERE t.org_id = ?1 AND t.type = ?2 AND t.enabled = 1 AND a.enabled = 1 ORDER BY a.id"
-    ))?;
-    let rows = stmt.query_map(params![org, kind], action_of)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(conn.query(
+        &format!(
+            "SELECT {columns} FROM triggers t JOIN trigger_actions a ON a.trigger_id = t.id \
+             WHERE t.org_id = ?1 AND t.type = ?2 AND t.enabled = 1 AND a.enabled = 1 ORDER BY a.id"
+        ),
+        args![org, kind],
+        action_of,
+    )?)
 }
 
 /// A WhatsApp integration of an org.
@@ -278,21 +288,20 @@ pub struct Integration {
 }
 
 /// Inserts `i`; false when its id exists.
-pub fn insert_integration(conn: &Connection, i: &Integration) -> Result<bool, DbError> {
+pub fn insert_integration(conn: Sql<'_>, i: &Integration) -> Result<bool, DbError> {
     Ok(conn.execute(
-        "INSERT OR IGNORE INTO whatsapp_integrations (bot_integration_id, org_id, bot_id, app_secret, verify_token, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![i.bot_integration_id, i.org, i.bot_id, i.app_secret, i.verify_token, i.created_at_ms],
+        "INSERT INTO whatsapp_integrations (bot_integration_id, org_id, bot_id, app_secret, verify_token, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        args![i.bot_integration_id, i.org, i.bot_id, i.app_secret, i.verify_token, i.created_at_ms],
     )? == 1)
 }
 
-pub fn integration(conn: &Connection, id: i64) -> Result<Option<Integration>, DbError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT bot_integration_id, org_id, bot_id, app_secret, verify_token, created_at \
-             FROM whatsapp_integrations WHERE bot_integration_id = ?1",
-        )?
-        .query_row([id], |r| {
+pub fn integration(conn: Sql<'_>, id: i64) -> Result<Option<Integration>, DbError> {
+    Ok(conn.query_opt(
+        "SELECT bot_integration_id, org_id, bot_id, app_secret, verify_token, created_at \
+         FROM whatsapp_integrations WHERE bot_integration_id = ?1",
+        args![id],
+        |r| {
             Ok(Integration {
                 bot_integration_id: r.get(0)?,
                 org: r.get(1)?,
@@ -301,18 +310,16 @@ pub fn integration(conn: &Connection, id: i64) -> Result<Option<Integration>, Db
                 verify_token: r.get(4)?,
                 created_at_ms: r.get(5)?,
             })
-        })
-        .optional()?)
+        },
+    )?)
 }
 
 /// Records `key` (a message id, a status) of an integration; false when seen before.
-pub fn first_sight(conn: &Connection, integration: i64, key: &str) -> Result<bool, DbError> {
-    Ok(conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO whatsapp_seen (bot_integration_id, key) VALUES (?1, ?2)",
-        )?
-        .execute(params![integration, key])?
-        == 1)
+pub fn first_sight(conn: Sql<'_>, integration: i64, key: &str) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "INSERT INTO whatsapp_seen (bot_integration_id, key) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        args![integration, key],
+    )? == 1)
 }
 
 /// A conversation's key.
@@ -353,16 +360,12 @@ impl Conversation {
     }
 }
 
-pub fn conversation(
-    conn: &Connection,
-    k: &ConversationKey,
-) -> Result<Option<Conversation>, DbError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT profile_name, last_user_at, last_bot_at, replied, appointment_booked, opted_out, inactive_due \
-             FROM conversations WHERE org_id = ?1 AND bot_integration_id = ?2 AND phone = ?3",
-        )?
-        .query_row(params![k.org, k.bot_integration_id, k.phone], |r| {
+pub fn conversation(conn: Sql<'_>, k: &ConversationKey) -> Result<Option<Conversation>, DbError> {
+    Ok(conn.query_opt(
+        "SELECT profile_name, last_user_at, last_bot_at, replied, appointment_booked, opted_out, inactive_due \
+         FROM conversations WHERE org_id = ?1 AND bot_integration_id = ?2 AND phone = ?3",
+        args![k.org, k.bot_integration_id, k.phone],
+        |r| {
             Ok(Conversation {
                 profile_name: r.get(0)?,
                 last_user_at_ms: r.get(1)?,
@@ -372,20 +375,23 @@ pub fn conversation(
                 opted_out: r.get(5)?,
                 inactive_due_ms: r.get(6)?,
             })
-        })
-        .optional()?)
+        },
+    )?)
 }
 
 pub fn put_conversation(
-    conn: &Connection,
+    conn: Sql<'_>,
     k: &ConversationKey,
     c: &Conversation,
 ) -> Result<(), DbError> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO conversations (org_id, bot_integration_id, phone, profile_name, last_user_at, \
-         last_bot_at, replied, appointment_booked, opted_out, inactive_due) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
+    conn.execute(
+        "INSERT INTO conversations (org_id, bot_integration_id, phone, profile_name, last_user_at, \
+         last_bot_at, replied, appointment_booked, opted_out, inactive_due) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT (org_id, bot_integration_id, phone) DO UPDATE SET profile_name = excluded.profile_name, \
+         last_user_at = excluded.last_user_at, last_bot_at = excluded.last_bot_at, replied = excluded.replied, \
+         appointment_booked = excluded.appointment_booked, opted_out = excluded.opted_out, \
+         inactive_due = excluded.inactive_due",
+        args![
         k.org,
         k.bot_integration_id,
         k.phone,
@@ -401,12 +407,7 @@ pub fn put_conversation(
 }
 
 /// Sets a status tag on every conversation of the org's contact `phone`.
-pub fn tag_conversations(
-    conn: &Connection,
-    org: OrgId,
-    phone: &str,
-    tag: &str,
-) -> Result<(), DbError> {
+pub fn tag_conversations(conn: Sql<'_>, org: OrgId, phone: &str, tag: &str) -> Result<(), DbError> {
     let column = match tag {
         "appointment_booked" => "appointment_booked",
         "opted_out" => "opted_out",
@@ -414,7 +415,7 @@ pub fn tag_conversations(
     };
     conn.execute(
         &format!("UPDATE conversations SET {column} = 1 WHERE org_id = ?1 AND phone = ?2"),
-        params![org, phone],
+        args![org, phone],
     )?;
     Ok(())
 }
@@ -432,7 +433,7 @@ pub struct Message {
 }
 
 /// A message from `at, sender, content, content_type, media_url`.
-fn message_of(r: &Row<'_>) -> rusqlite::Result<Message> {
+fn message_of(r: &Row<'_>) -> Result<Message, RepoError> {
     Ok(Message {
         at_ms: r.get(0)?,
         sender: r.get(1)?,
@@ -442,12 +443,11 @@ fn message_of(r: &Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
-pub fn add_message(conn: &Connection, k: &ConversationKey, m: &Message) -> Result<(), DbError> {
-    conn.prepare_cached(
+pub fn add_message(conn: Sql<'_>, k: &ConversationKey, m: &Message) -> Result<(), DbError> {
+    conn.execute(
         "INSERT INTO conversation_messages (org_id, bot_integration_id, phone, at, sender, content, content_type, media_url) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
+        args![
         k.org,
         k.bot_integration_id,
         k.phone,
@@ -462,74 +462,60 @@ pub fn add_message(conn: &Connection, k: &ConversationKey, m: &Message) -> Resul
 
 /// The conversation's newest `n` messages, oldest first.
 pub fn recent_messages(
-    conn: &Connection,
+    conn: Sql<'_>,
     k: &ConversationKey,
     n: usize,
 ) -> Result<Vec<Message>, DbError> {
-    let mut stmt = conn.prepare_cached(
+    // `rowid`: SQLite's own, a column of that name on Postgres (insertion order).
+    let mut out = conn.query(
         "SELECT at, sender, content, content_type, media_url FROM conversation_messages \
          WHERE org_id = ?1 AND bot_integration_id = ?2 AND phone = ?3 ORDER BY at DESC, rowid DESC LIMIT ?4",
+        args![k.org, k.bot_integration_id, k.phone, n],
+        message_of,
     )?;
-    let rows = stmt.query_map(
-        params![k.org, k.bot_integration_id, k.phone, n as i64],
-        |r| {
-            Ok(Message {
-                at_ms: r.get(0)?,
-                sender: r.get(1)?,
-                content: r.get(2)?,
-                content_type: r.get(3)?,
-                media_url: r.get(4)?,
-            })
-        },
-    )?;
-    let mut out: Vec<Message> = rows.collect::<Result<_, _>>()?;
     out.reverse();
     Ok(out)
 }
 
 /// The last message of `sender` in the conversation.
 pub fn last_message_of(
-    conn: &Connection,
+    conn: Sql<'_>,
     k: &ConversationKey,
     sender: &str,
 ) -> Result<Option<Message>, DbError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT at, sender, content, content_type, media_url FROM conversation_messages \
-             WHERE org_id = ?1 AND bot_integration_id = ?2 AND phone = ?3 AND sender = ?4 ORDER BY at DESC, rowid DESC LIMIT 1",
-        )?
-        .query_row(
-            params![k.org, k.bot_integration_id, k.phone, sender],
-            message_of,
-        )
-        .optional()?)
+    Ok(conn.query_opt(
+        "SELECT at, sender, content, content_type, media_url FROM conversation_messages \
+         WHERE org_id = ?1 AND bot_integration_id = ?2 AND phone = ?3 AND sender = ?4 ORDER BY at DESC, rowid DESC LIMIT 1",
+        args![k.org, k.bot_integration_id, k.phone, sender],
+        message_of,
+    )?)
 }
 
 /// Conversations whose inactivity timer is due at `now_ms`, earliest first.
 pub fn due_conversations(
-    conn: &Connection,
+    conn: Sql<'_>,
     now_ms: i64,
     limit: usize,
 ) -> Result<Vec<ConversationKey>, DbError> {
-    let mut stmt = conn.prepare_cached(
+    Ok(conn.query(
         "SELECT org_id, bot_integration_id, phone FROM conversations \
          WHERE inactive_due IS NOT NULL AND inactive_due <= ?1 ORDER BY inactive_due LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
-        Ok(ConversationKey {
-            org: r.get(0)?,
-            bot_integration_id: r.get(1)?,
-            phone: r.get(2)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        args![now_ms, limit],
+        |r| {
+            Ok(ConversationKey {
+                org: r.get(0)?,
+                bot_integration_id: r.get(1)?,
+                phone: r.get(2)?,
+            })
+        },
+    )?)
 }
 
 /// When the next inactivity timer is due, if one is armed.
-pub fn next_due(conn: &Connection) -> Result<Option<i64>, DbError> {
-    Ok(conn.query_row(
+pub fn next_due(conn: Sql<'_>) -> Result<Option<i64>, DbError> {
+    Ok(conn.query_one(
         "SELECT min(inactive_due) FROM conversations WHERE inactive_due IS NOT NULL",
-        [],
+        args![],
         |r| r.get(0),
     )?)
 }
@@ -538,8 +524,8 @@ pub fn next_due(conn: &Connection) -> Result<Option<i64>, DbError> {
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
+    fn db() -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
         crate::db::migrate::apply_sqlite(&conn, "test", crate::db::migrations::SQLITE_WEBHOOKS)
             .unwrap();
         conn
@@ -547,10 +533,11 @@ mod tests {
 
     #[test]
     fn only_enabled_actions_of_enabled_triggers_of_the_type_and_org_are_armed() {
-        let conn = db();
+        let lite = db();
+        let conn = Sql::Sqlite(&lite);
         let t = |org, kind: &str, enabled| {
             insert_trigger(
-                &conn,
+                conn,
                 &Trigger {
                     id: 0,
                     org,
@@ -566,7 +553,7 @@ mod tests {
         };
         let a = |trigger: i64, enabled, endpoint| {
             insert_action(
-                &conn,
+                conn,
                 &Action {
                     id: 0,
                     trigger_id: trigger,
@@ -590,34 +577,35 @@ mod tests {
         a(off.id, true, 12);
         a(other_type.id, true, 13);
         a(other_org.id, true, 14);
-        let armed: Vec<i64> = armed_actions(&conn, 1, "participant_confirmed")
+        let armed: Vec<i64> = armed_actions(conn, 1, "participant_confirmed")
             .unwrap()
             .iter()
             .map(|x| x.endpoint_id)
             .collect();
         assert_eq!(armed, [10]);
-        assert_eq!(delete_trigger(&conn, on.id).unwrap(), [10, 11]);
-        assert!(armed_actions(&conn, 1, "participant_confirmed")
+        assert_eq!(delete_trigger(conn, on.id).unwrap(), [10, 11]);
+        assert!(armed_actions(conn, 1, "participant_confirmed")
             .unwrap()
             .is_empty());
     }
 
     #[test]
     fn a_merge_keeps_what_the_event_does_not_say_and_an_id_is_taken_once() {
-        let conn = db();
+        let lite = db();
+        let conn = Sql::Sqlite(&lite);
         let c = |email: Option<&str>, first: Option<&str>| Contact {
             phone: "+14155550100".into(),
             email: email.map(str::to_owned),
             first_name: first.map(str::to_owned),
             ..Contact::default()
         };
-        merge_contact(&conn, 1, &c(Some("a@example.com"), None)).unwrap();
-        let merged = merge_contact(&conn, 1, &c(None, Some("Ann"))).unwrap();
+        merge_contact(conn, 1, &c(Some("a@example.com"), None)).unwrap();
+        let merged = merge_contact(conn, 1, &c(None, Some("Ann"))).unwrap();
         assert_eq!(merged.email.as_deref(), Some("a@example.com"));
         assert_eq!(merged.first_name.as_deref(), Some("Ann"));
-        assert!(contact(&conn, 2, "+14155550100").unwrap().is_none());
-        assert!(take_event(&conn, 1, "e1", "message_sent", 0).unwrap());
-        assert!(!take_event(&conn, 1, "e1", "message_sent", 1).unwrap());
-        assert!(take_event(&conn, 2, "e1", "message_sent", 1).unwrap());
+        assert!(contact(conn, 2, "+14155550100").unwrap().is_none());
+        assert!(take_event(conn, 1, "e1", "message_sent", 0).unwrap());
+        assert!(!take_event(conn, 1, "e1", "message_sent", 1).unwrap());
+        assert!(take_event(conn, 2, "e1", "message_sent", 1).unwrap());
     }
 }

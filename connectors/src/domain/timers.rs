@@ -166,9 +166,9 @@ mod tests {
         domain
             .db()
             .read_blocking(|conn| {
-                Ok(conn.query_row(
+                Ok(conn.query_one(
                     "SELECT count(*) FROM events WHERE event_type = 'conversation_inactive'",
-                    [],
+                    crate::db::sql::args![],
                     |r| r.get(0),
                 )?)
             })
@@ -263,9 +263,9 @@ mod tests {
             let payload: serde_json::Value = domain
                 .db()
                 .read_blocking(|conn| {
-                    let p: Vec<u8> = conn.query_row(
+                    let p: Vec<u8> = conn.query_one(
                         "SELECT payload FROM events WHERE event_type = 'conversation_inactive' ORDER BY created_at DESC LIMIT 1",
-                        [],
+                        crate::db::sql::args![],
                         |r| r.get(0),
                     )?;
                     Ok(serde_json::from_slice(&p).unwrap())

@@ -86,7 +86,7 @@ impl Endpoints {
     pub fn load(db: Arc<Db>) -> Result<Self, DbError> {
         let repo = sqlite::SqliteEndpoints::new(db.clone());
         // Before the runtime serves anything: read on this thread.
-        let all = db.read_blocking(sqlite::load_all)?;
+        let all = db.read_blocking(|sql| sqlite::load_all(sql.sqlite()?))?;
         Ok(Self::with(Box::new(repo), true, all))
     }
 

@@ -5,6 +5,7 @@ use super::repo::{
     event_types_text, failing_reason, secret, EndpointRepo, NewEndpoint, StoredEndpoint, COLUMNS,
 };
 use super::{EndpointEffect, EndpointPatch};
+use crate::db::sql::{args, Sql};
 use crate::delivery::model::Endpoint;
 use crate::delivery::store::{Db, DbError};
 use leadstream_pipeline::signature::WebhookSecret;
@@ -117,55 +118,64 @@ fn insert_secret(
 /// # Errors
 /// [`DbError`].
 pub fn write_effect(
-    conn: &Connection,
+    conn: Sql<'_>,
     id: i64,
     effect: &EndpointEffect,
     disable_after: Duration,
 ) -> Result<bool, DbError> {
+    // `enabled` is a BOOLEAN on Postgres and 0/1 here: TRUE and FALSE suit both.
     let changed = match effect {
         EndpointEffect::Succeeded => conn.execute(
             "UPDATE endpoints SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL",
-            [id],
+            args![id],
         )?,
         EndpointEffect::Failed { at_ms } => {
             let n = conn.execute(
                 "UPDATE endpoints SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
-                params![id, at_ms],
+                args![id, at_ms],
             )?;
             let cutoff = at_ms - disable_after.as_millis() as i64;
             n + conn.execute(
-                "UPDATE endpoints SET enabled = 0, disabled_reason = ?3, updated_at = ?4 \
-                 WHERE id = ?1 AND enabled = 1 AND failing_since <= ?2",
-                params![id, cutoff, failing_reason(disable_after), at_ms],
+                "UPDATE endpoints SET enabled = FALSE, disabled_reason = ?3, updated_at = ?4 \
+                 WHERE id = ?1 AND enabled = TRUE AND failing_since <= ?2",
+                args![id, cutoff, failing_reason(disable_after), at_ms],
             )?
         }
         EndpointEffect::Disable { reason, at_ms } => conn.execute(
-            "UPDATE endpoints SET enabled = 0, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1 AND enabled = 1",
-            params![id, reason, at_ms],
+            "UPDATE endpoints SET enabled = FALSE, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1 AND enabled = TRUE",
+            args![id, reason, at_ms],
         )?,
     };
+    if changed > 0 && conn.is_postgres() {
+        // Every process's copy of the endpoint is reloaded (`db::notify`).
+        conn.execute(
+            "SELECT pg_notify(?1, ?2)",
+            args![crate::db::notify::ENDPOINTS, id.to_string()],
+        )?;
+    }
     Ok(changed > 0)
 }
 
 #[async_trait::async_trait]
 impl EndpointRepo for SqliteEndpoints {
     async fn all(&self) -> Result<Vec<Endpoint>, DbError> {
-        self.db.read(load_all).await
+        self.db.read(|sql| load_all(sql.sqlite()?)).await
     }
 
     async fn one(&self, id: i64) -> Result<Option<Endpoint>, DbError> {
-        self.db.read(move |conn| load_one(conn, id)).await
+        self.db.read(move |sql| load_one(sql.sqlite()?, id)).await
     }
 
     async fn of_org(&self, org: OrgId) -> Result<Vec<Endpoint>, DbError> {
         self.db
-            .read(move |conn| load_where(conn, "WHERE org_id = ?1 ORDER BY id DESC", [org]))
+            .read(move |sql| load_where(sql.sqlite()?, "WHERE org_id = ?1 ORDER BY id DESC", [org]))
             .await
     }
 
     async fn insert(&self, new: NewEndpoint) -> Result<Endpoint, DbError> {
         self.db
-            .write(move |conn| {
+            .write(move |sql| {
+                let conn = sql.sqlite()?;
                 conn.execute(
                     "INSERT INTO endpoints (org_id, kind, url, event_types, description, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
                     params![new.org, new.kind.as_str(), new.url, event_types_text(new.event_types.as_ref()), new.description, new.at_ms],
@@ -185,7 +195,8 @@ impl EndpointRepo for SqliteEndpoints {
         now_ms: i64,
     ) -> Result<Option<Endpoint>, DbError> {
         self.db
-            .write(move |conn| {
+            .write(move |sql| {
+                let conn = sql.sqlite()?;
                 if !owned(conn, org, id)? {
                     return Ok(None);
                 }
@@ -224,7 +235,8 @@ impl EndpointRepo for SqliteEndpoints {
 
     async fn delete(&self, org: OrgId, id: i64) -> Result<bool, DbError> {
         self.db
-            .write(move |conn| {
+            .write(move |sql| {
+                let conn = sql.sqlite()?;
                 if !owned(conn, org, id)? {
                     return Ok(false);
                 }
@@ -244,7 +256,8 @@ impl EndpointRepo for SqliteEndpoints {
         now_ms: i64,
     ) -> Result<Option<Endpoint>, DbError> {
         self.db
-            .write(move |conn| {
+            .write(move |sql| {
+                let conn = sql.sqlite()?;
                 if !owned(conn, org, id)? {
                     return Ok(None);
                 }
@@ -266,13 +279,14 @@ impl EndpointRepo for SqliteEndpoints {
         disable_after: Duration,
     ) -> Result<bool, DbError> {
         self.db
-            .write(move |conn| write_effect(conn, id, &effect, disable_after))
+            .write(move |sql| write_effect(sql, id, &effect, disable_after))
             .await
     }
 
     async fn drop_expired_secrets(&self, now_ms: i64) -> Result<Vec<i64>, DbError> {
         self.db
-            .write(move |conn| {
+            .write(move |sql| {
+                let conn = sql.sqlite()?;
                 let ids: Vec<i64> = conn
                     .prepare(
                         "SELECT DISTINCT endpoint_id FROM endpoint_secrets WHERE expires_at <= ?1",
