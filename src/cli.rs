@@ -6,6 +6,7 @@ use leadstream_connectors::api::AppState;
 use leadstream_connectors::campaigns::Campaigns;
 use leadstream_connectors::clickhouse::{ClickHouseStore, ClickHouseWarmer};
 use leadstream_connectors::config::{ClickHouseConfig, Config, RetryConfig};
+use leadstream_connectors::db::StateDb;
 use leadstream_connectors::delivery::DeliveryEngine;
 use leadstream_connectors::kafka::{PartitionWarmer, WarmedAtStartup};
 use leadstream_connectors::registry::{IssuedKey, KeyInfo, Org, RegistryError};
@@ -666,9 +667,9 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let _lock = DataDirLock::acquire(data_dir)?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let Services {
+        db: state_db,
         registry,
         endpoints: shared_endpoints,
-        ..
     } = rt.block_on(Services::open(&config, Role::Server))?;
     // Phone metadata loads here, not on the first request.
     let normalizer = PhoneNormalizer::new();
@@ -699,10 +700,17 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     // pending before the server takes new work.
     let engine = {
         let _in_runtime = rt.enter();
-        let engine = DeliveryEngine::start_with(data_dir, &config.delivery, shared_endpoints)
-            .context("opening the webhook store")?;
+        let engine = match (&state_db, shared_endpoints) {
+            (StateDb::Shared(pg), Some(endpoints)) => {
+                DeliveryEngine::start_shared(pg, endpoints, &config.delivery)
+                    .context("starting the webhook store on the shared database")?
+            }
+            (_, endpoints) => DeliveryEngine::start_with(data_dir, &config.delivery, endpoints)
+                .context("opening the webhook store")?,
+        };
         // With Kafka the unfinished deliveries are read again from the topics
-        // (attach_kafka in start_kafka); embedded, from the store.
+        // (attach_kafka in start_kafka); otherwise from the store (on the shared
+        // database, claimed as their leases allow).
         if !config.kafka.enabled() {
             engine
                 .resume_pending()

@@ -355,6 +355,18 @@ impl Campaigns {
             .or_default()
             .clone();
         let _one_at_a_time = lock.lock().await;
+        // Shared database: one process materializes a send; another takes it over
+        // when that one's lease runs out (it was killed mid-send).
+        if !self
+            .inner
+            .db
+            .write(move |conn| store::hold_send(conn, send_id, now_ms()))
+            .await?
+        {
+            return Err(MaterializeError::Stopped(format!(
+                "send {send_id} is being materialized by another process"
+            )));
+        }
         let send = self
             .inner
             .db
@@ -414,7 +426,8 @@ impl Campaigns {
         );
         // The next chunk is read and rendered while the current one is written.
         let mut emitted = 0;
-        let mut next = self.read_chunk(send_id, progress.emitted_through);
+        let mut after = progress.emitted_through;
+        let mut next = self.read_chunk(send_id, after);
         loop {
             let chunk = next.await.map_err(|_| DbError::Stopped)??;
             let Some(&through) = chunk.phones.last() else {
@@ -430,7 +443,10 @@ impl Campaigns {
                 due_at_ms: send.time.at_us.div_euclid(1000),
                 parts: chunk.parts,
             };
-            emitted += self.emit(campaign_id, send_id, through, batch).await?;
+            emitted += self
+                .emit(campaign_id, send_id, after, through, batch)
+                .await?;
+            after = through;
         }
         let now = now_ms();
         self.inner
@@ -493,6 +509,7 @@ impl Campaigns {
         &self,
         campaign_id: i64,
         send_id: i64,
+        after: Phone,
         through: Phone,
         batch: NewParts,
     ) -> Result<u64, MaterializeError> {
@@ -509,10 +526,23 @@ impl Campaigns {
                         )))
                     }
                 }
+                if !store::hold_send(conn, send_id, now_ms())? {
+                    return Err(DbError::Aborted(format!(
+                        "send {send_id} was taken over by another process"
+                    )));
+                }
                 let seqs = jobs.iter().map(|(j, _)| j.seq);
                 let (first, last) = (seqs.clone().min(), seqs.max());
                 if let (Some(first), Some(last)) = (first, last) {
-                    store::record_emitted(conn, send_id, through, jobs.len() as u64, first, last)?;
+                    store::record_emitted(
+                        conn,
+                        send_id,
+                        after,
+                        through,
+                        jobs.len() as u64,
+                        first,
+                        last,
+                    )?;
                 }
                 Ok(())
             })

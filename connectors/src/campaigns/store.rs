@@ -543,25 +543,48 @@ pub fn to_emit(
     )?)
 }
 
-/// Records a chunk emitted: its leads (up to `through`, `n` of them) have the
-/// deliveries `first_seq..=last_seq`. In the transaction that inserted those.
+/// Records a chunk emitted: its leads (after `after` up to `through`, `n` of them)
+/// have the deliveries `first_seq..=last_seq`. In the transaction that inserted
+/// those; aborts it when the send's cursor is no longer at `after` (another process
+/// emitted that chunk first: no lead is emitted twice).
 pub fn record_emitted(
     conn: Sql<'_>,
     send: i64,
+    after: Phone,
     through: Phone,
     n: u64,
     first_seq: i64,
     last_seq: i64,
 ) -> Result<(), DbError> {
-    conn.execute(
-        "UPDATE sends SET emitted = emitted + ?2, emitted_through = ?3 WHERE id = ?1",
-        args![send, n, through.0 as i64],
+    let moved = conn.execute(
+        "UPDATE sends SET emitted = emitted + ?2, emitted_through = ?3 WHERE id = ?1 AND emitted_through = ?4",
+        args![send, n, through.0 as i64, after.0 as i64],
     )?;
+    if moved == 0 {
+        return Err(DbError::Aborted(format!(
+            "send {send}: these leads were emitted by another process"
+        )));
+    }
     conn.execute(
         "INSERT INTO send_emits (send_id, first_seq, last_seq) VALUES (?1, ?2, ?3)",
         args![send, first_seq, last_seq],
     )?;
     Ok(())
+}
+
+/// Shared database: takes (or renews) the send for this process for a lease, unless
+/// another live process holds it; answers whether this process has it. Always true
+/// on the embedded store, which one process owns.
+pub fn hold_send(conn: Sql<'_>, send: i64, now_ms: i64) -> Result<bool, DbError> {
+    if !conn.is_postgres() {
+        return Ok(true);
+    }
+    let me = crate::db::process_id();
+    Ok(conn.execute(
+        "UPDATE sends SET lease_owner = ?2, lease_until = ?3 \
+         WHERE id = ?1 AND (lease_until < ?4 OR lease_owner = ?2)",
+        args![send, me, now_ms + crate::db::LEASE_MS, now_ms],
+    )? == 1)
 }
 
 /// The campaign's state, read inside a write (a pause or cancel stops a send between
@@ -716,7 +739,13 @@ mod tests {
                     (7, 'd7', 'e', 1, 1, 'u', 'campaign_send', 'pending', 0, 0)",
              [])
         .unwrap();
-        record_emitted(conn, send.id, Phone(15550000001), 1, 7, 7).unwrap();
+        record_emitted(conn, send.id, Phone(0), Phone(15550000001), 1, 7, 7).unwrap();
+        // The same chunk again (another process raced this one): refused, nothing
+        // counted twice.
+        assert!(matches!(
+            record_emitted(conn, send.id, Phone(0), Phone(15550000001), 1, 8, 8),
+            Err(DbError::Aborted(_))
+        ));
         let p = progress(conn, send.id).unwrap().unwrap();
         assert!(to_emit(conn, send.id, p.emitted_through, 10)
             .unwrap()

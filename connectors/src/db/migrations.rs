@@ -18,6 +18,11 @@ pub const POSTGRES: &[Migration<&str>] = &[
         name: "webhook endpoints and their secrets",
         step: include_str!("migrations/postgres/0002_endpoints.sql"),
     },
+    Migration {
+        version: 3,
+        name: "events, deliveries, campaigns and domain records",
+        step: include_str!("migrations/postgres/0003_webhooks.sql"),
+    },
 ];
 
 /// `leadstream.db`: organizations and credentials of the embedded store.

@@ -66,6 +66,31 @@ impl RepoError {
     }
 }
 
+/// How long a process's claim on shared work lasts (a pending delivery its workers
+/// hold, a send it materializes, an outbox row it relays): renewed while it works,
+/// taken over by another process once it has expired (the holder was killed).
+pub const LEASE_MS: i64 = 30_000;
+
+/// The advisory lock held by the process deleting what `delivery.log_retention` no
+/// longer keeps (the others skip that round).
+pub const RETENTION_LOCK: i64 = 0x6c73_7265_7465;
+
+/// This process's name in the claims it writes: host, pid and a random tag (a
+/// restarted process is another claimant).
+pub fn process_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "host".into());
+        format!(
+            "{host}:{}:{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        )
+    })
+}
+
 /// The backend chosen by the configuration.
 #[derive(Debug, Clone)]
 pub enum StateDb {

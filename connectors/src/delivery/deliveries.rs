@@ -505,6 +505,10 @@ pub fn record_outcome(
         o.next_attempt_at_ms,
         o.at_ms
     ])?;
+    if let (DeliveryState::Pending, Some(next)) = (o.state, o.next_attempt_at_ms) {
+        // This process holds the next attempt (in memory, until it is due).
+        lease(conn, &[o.seq], lease_until(next, o.at_ms))?;
+    }
     match &o.effect {
         Some(effect) => {
             super::endpoints::sqlite::write_effect(conn, o.endpoint_id, effect, disable_after)
@@ -622,6 +626,83 @@ fn jobs_of(rows: Vec<PendingColumns>) -> Vec<(Job, i64)> {
     out
 }
 
+/// Shared database: marks deliveries `seqs` as held by this process's workers until
+/// `until_ms` (no other process claims them before; see [`claim_due`]). Nothing on
+/// the embedded store, which one process owns.
+///
+/// # Errors
+/// [`DbError`].
+pub fn lease(conn: Sql<'_>, seqs: &[i64], until_ms: i64) -> Result<(), DbError> {
+    let Sql::Postgres(s) = conn else {
+        return Ok(());
+    };
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    s.with_client(|c| {
+        c.execute(
+            "UPDATE deliveries SET lease_owner = $1, lease_until = $2 WHERE seq = ANY($3)",
+            &[&crate::db::process_id(), &until_ms, &seqs],
+        )
+    })
+    .map_err(RepoError::from)?;
+    Ok(())
+}
+
+/// How long a held delivery due at `due_ms` stays this process's: until its attempt
+/// is due and a lease after.
+pub fn lease_until(due_ms: i64, now_ms: i64) -> i64 {
+    due_ms.max(now_ms) + crate::db::LEASE_MS
+}
+
+/// Shared database: claims for this process up to `limit` pending deliveries due by
+/// `horizon_ms` that no live process holds (never held, or their holder's lease ran
+/// out: it was killed), `FOR UPDATE SKIP LOCKED` so that two processes never claim
+/// the same one; answers them with their due times.
+///
+/// # Errors
+/// [`DbError`].
+pub fn claim_due(
+    conn: Sql<'_>,
+    now_ms: i64,
+    horizon_ms: i64,
+    limit: usize,
+) -> Result<Vec<(Job, i64)>, DbError> {
+    let Sql::Postgres(s) = conn else {
+        return Ok(Vec::new());
+    };
+    let me = crate::db::process_id();
+    let limit = limit as i64;
+    let rows = s
+        .with_client(|c| {
+            let seqs: Vec<i64> = c
+                .query(
+                    "UPDATE deliveries SET lease_owner = $1, lease_until = GREATEST(COALESCE(next_attempt_at, created_at), $2) + $3 \
+                     WHERE seq IN (SELECT seq FROM deliveries WHERE state = 'pending' AND lease_until < $2 \
+                       AND lease_owner IS DISTINCT FROM $1 AND COALESCE(next_attempt_at, created_at) <= $4 \
+                       ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                     RETURNING seq",
+                    &[&me, &now_ms, &crate::db::LEASE_MS, &horizon_ms, &limit],
+                )?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            c.query(
+                "SELECT d.seq, d.id, d.endpoint_id, d.event_type, d.attempts, d.single_attempt, \
+                 COALESCE(d.next_attempt_at, d.created_at), e.payload, d.created_at, d.event_id, d.org_id, d.part \
+                 FROM deliveries d JOIN events e ON e.id = d.event_id \
+                 WHERE d.seq = ANY($1) ORDER BY d.next_attempt_at, d.seq",
+                &[&seqs],
+            )
+        })
+        .map_err(RepoError::from)?;
+    let rows = rows
+        .iter()
+        .map(|r| pending_row(&Row::Postgres(r)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(jobs_of(rows))
+}
+
 /// Marks a finished delivery for one more attempt now. `Ok(None)`: no such delivery
 /// of `org`; `Err(state)` inside: it is still pending.
 ///
@@ -669,6 +750,7 @@ pub fn mark_for_retry(
         "UPDATE deliveries SET state = 'pending', single_attempt = 1, next_attempt_at = ?2, updated_at = ?2 WHERE seq = ?1",
         args![job.seq, now_ms],
     )?;
+    lease(conn, &[job.seq], lease_until(now_ms, now_ms))?;
     Ok(Some(Ok(job)))
 }
 
@@ -713,6 +795,16 @@ pub fn mark_replay(
 /// # Errors
 /// [`DbError`].
 pub fn delete_older_than(conn: Sql<'_>, cutoff_ms: i64, chunk: usize) -> Result<usize, DbError> {
+    if conn.is_postgres()
+        && !conn.query_one(
+            "SELECT pg_try_advisory_xact_lock(?1)",
+            args![crate::db::RETENTION_LOCK],
+            |r| r.get::<bool>(0),
+        )?
+    {
+        // Another process is deleting: retention runs once.
+        return Ok(0);
+    }
     let seqs: Vec<i64> = conn.query(
         "SELECT seq FROM deliveries WHERE state != 'pending' AND updated_at < ?1 LIMIT ?2",
         args![cutoff_ms, chunk],

@@ -36,6 +36,12 @@ use store::{Db, DbError};
 /// are deleted.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
+/// How often a process claims the shared queue's unheld deliveries.
+const CLAIM_EVERY: Duration = Duration::from_secs(1);
+
+/// Deliveries claimed per statement.
+const CLAIM_AT_ONCE: usize = 1000;
+
 /// Largest `payload` accepted, encoded.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 
@@ -91,6 +97,25 @@ impl DeliveryEngine {
             Some(shared) => shared,
             None => Arc::new(Endpoints::load(db.clone())?),
         };
+        Ok(Self::start_on(db, endpoints, config))
+    }
+
+    /// The engine on the shared database: events, deliveries, attempts and the
+    /// outbox there ([`Db::open_shared`]), endpoints from [`Endpoints::open_shared`].
+    /// Then [`resume_pending`](Self::resume_pending) (the database is the queue) or
+    /// [`attach_kafka`](Self::attach_kafka).
+    ///
+    /// # Errors
+    /// [`DbError`] when the writer threads cannot start.
+    pub fn start_shared(
+        pg: &crate::db::Pg,
+        endpoints: Arc<Endpoints>,
+        config: &DeliveryConfig,
+    ) -> Result<Self, DbError> {
+        Ok(Self::start_on(Db::open_shared(pg)?, endpoints, config))
+    }
+
+    fn start_on(db: Arc<Db>, endpoints: Arc<Endpoints>, config: &DeliveryConfig) -> Self {
         let shared = Arc::new(Shared {
             kafka: std::sync::OnceLock::new(),
             outbox: std::sync::OnceLock::new(),
@@ -107,7 +132,7 @@ impl DeliveryEngine {
         let dispatch = dispatch::start(shared.clone());
         let engine = Self { shared, dispatch };
         tokio::spawn(engine.clone().retention());
-        Ok(engine)
+        engine
     }
 
     /// Embedded queue: queues every delivery the last run left pending, each at its
@@ -116,6 +141,10 @@ impl DeliveryEngine {
     /// # Errors
     /// [`DbError`] reading them.
     pub fn resume_pending(&self) -> Result<usize, DbError> {
+        if self.shared.db.is_shared() {
+            tokio::spawn(self.clone().claim_shared());
+            return Ok(0);
+        }
         let pending = self.shared.db.read_blocking(deliveries::load_pending)?;
         let n = pending.len();
         if n > 0 {
@@ -123,6 +152,43 @@ impl DeliveryEngine {
         }
         self.dispatch.at(pending);
         Ok(n)
+    }
+
+    /// Shared database without Kafka, the database is the queue: every
+    /// [`CLAIM_EVERY`] this process claims the pending deliveries due by then that no
+    /// live process holds ([`deliveries::claim_due`]): those a killed process held
+    /// once its lease ran out, those left when every process stopped. What this
+    /// process publishes it holds from the start.
+    async fn claim_shared(self) {
+        let mut tick = tokio::time::interval(CLAIM_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            loop {
+                let now = now_ms();
+                let horizon = now + CLAIM_EVERY.as_millis() as i64;
+                let claimed = self
+                    .shared
+                    .db
+                    .write(move |conn| deliveries::claim_due(conn, now, horizon, CLAIM_AT_ONCE))
+                    .await;
+                match claimed {
+                    Ok(jobs) if jobs.is_empty() => break,
+                    Ok(jobs) => {
+                        let n = jobs.len();
+                        tracing::debug!(deliveries = n, "claimed pending deliveries");
+                        self.dispatch.at(jobs);
+                        if n < CLAIM_AT_ONCE {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming pending deliveries");
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// ClickHouse: from now on every attempt is also logged in its
@@ -280,6 +346,11 @@ impl DeliveryEngine {
             .db
             .write(move |conn| {
                 let (out, jobs) = write(conn)?;
+                if let Some(due) = jobs.iter().map(|(_, due)| *due).max() {
+                    // Shared database: this process's workers hold what it published.
+                    let seqs: Vec<i64> = jobs.iter().map(|(j, _)| j.seq).collect();
+                    deliveries::lease(conn, &seqs, deliveries::lease_until(due, now_ms()))?;
+                }
                 let row = if with_outbox {
                     outbox::Outbox::record(conn, &jobs)?
                 } else {

@@ -49,11 +49,26 @@ impl Outbox {
         ) else {
             return Ok(None);
         };
-        Ok(Some(conn.query_one(
-            "INSERT INTO outbox (first_seq, last_seq) VALUES (?1, ?2) RETURNING id",
-            args![first, last],
-            |r| r.get(0),
-        )?))
+        // Shared database: the row is this process's relay's until its claim runs out
+        // (the process was killed), then another's ([`claim_left`]).
+        let (sql, claim) = if conn.is_postgres() {
+            (
+                "INSERT INTO outbox (first_seq, last_seq, claimed_until) VALUES (?1, ?2, ?3) RETURNING id",
+                now_ms() + crate::db::LEASE_MS,
+            )
+        } else {
+            (
+                "INSERT INTO outbox (first_seq, last_seq) VALUES (?1, ?2) RETURNING id",
+                0,
+            )
+        };
+        let params = args![first, last, claim];
+        let params = if conn.is_postgres() {
+            params
+        } else {
+            &params[..2]
+        };
+        Ok(Some(conn.query_one(sql, params, |r| r.get(0))?))
     }
 
     /// Queues a committed publish for the brokers; waits while the relay holds
@@ -83,6 +98,9 @@ impl Outbox {
             );
         }
         let shared = shared.clone();
+        if shared.db.is_shared() {
+            tokio::spawn(sweep_shared(shared.clone(), link.clone(), retry));
+        }
         tokio::spawn(async move {
             for entry in left {
                 produce(&shared, &link, &retry, vec![entry]).await;
@@ -102,13 +120,57 @@ const QUEUED_AT_MOST: usize = 256;
 /// librdkafka).
 const BATCH: usize = 64;
 
-/// The outbox rows in publish order, each with its deliveries still pending.
+/// Shared database: every half lease, the outbox rows whose claim ran out (their
+/// process was killed before the brokers had them) are claimed and produced here.
+async fn sweep_shared(shared: Arc<Shared>, link: Arc<KafkaLink>, retry: RetryConfig) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(
+        crate::db::LEASE_MS as u64 / 2,
+    ));
+    loop {
+        tick.tick().await;
+        match shared.db.write(|conn| claim_left(conn, now_ms())).await {
+            Ok(left) if left.is_empty() => {}
+            Ok(left) => {
+                tracing::info!(
+                    publishes = left.len(),
+                    "producing deliveries another process committed but Kafka had not acknowledged"
+                );
+                produce(&shared, &link, &retry, left).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "claiming the outbox rows of stopped processes"),
+        }
+    }
+}
+
+/// Shared database: claims (for a lease, `FOR UPDATE SKIP LOCKED`) the outbox rows no
+/// live process holds, in publish order, each with its deliveries still pending.
+fn claim_left(conn: Sql<'_>, now_ms: i64) -> Result<Vec<Entry>, DbError> {
+    let mut rows: Vec<(i64, i64, i64)> = conn.query(
+        "UPDATE outbox SET claimed_until = ?1 WHERE id IN \
+         (SELECT id FROM outbox WHERE claimed_until < ?2 ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED) \
+         RETURNING id, first_seq, last_seq",
+        args![now_ms + crate::db::LEASE_MS, now_ms],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    rows.sort_unstable();
+    entries(conn, rows)
+}
+
+/// The outbox rows in publish order, each with its deliveries still pending (the
+/// embedded store's; on the shared database [`sweep_shared`] takes them).
 fn left_by_last_run(conn: Sql<'_>) -> Result<Vec<Entry>, DbError> {
+    if conn.is_postgres() {
+        return Ok(Vec::new());
+    }
     let rows: Vec<(i64, i64, i64)> = conn.query(
         "SELECT id, first_seq, last_seq FROM outbox ORDER BY id",
         args![],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
+    entries(conn, rows)
+}
+
+fn entries(conn: Sql<'_>, rows: Vec<(i64, i64, i64)>) -> Result<Vec<Entry>, DbError> {
     rows.into_iter()
         .map(|(id, first, last)| {
             Ok(Entry {

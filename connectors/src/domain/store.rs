@@ -497,18 +497,24 @@ pub fn due_conversations(
     now_ms: i64,
     limit: usize,
 ) -> Result<Vec<ConversationKey>, DbError> {
-    Ok(conn.query(
+    // Shared database: the rows stay locked until the transaction that fires them
+    // commits, and another process firing at the same time skips them (a timer
+    // fires once).
+    let sql = if conn.is_postgres() {
         "SELECT org_id, bot_integration_id, phone FROM conversations \
-         WHERE inactive_due IS NOT NULL AND inactive_due <= ?1 ORDER BY inactive_due LIMIT ?2",
-        args![now_ms, limit],
-        |r| {
-            Ok(ConversationKey {
-                org: r.get(0)?,
-                bot_integration_id: r.get(1)?,
-                phone: r.get(2)?,
-            })
-        },
-    )?)
+         WHERE inactive_due IS NOT NULL AND inactive_due <= ?1 ORDER BY inactive_due LIMIT ?2 \
+         FOR UPDATE SKIP LOCKED"
+    } else {
+        "SELECT org_id, bot_integration_id, phone FROM conversations \
+         WHERE inactive_due IS NOT NULL AND inactive_due <= ?1 ORDER BY inactive_due LIMIT ?2"
+    };
+    Ok(conn.query(sql, args![now_ms, limit], |r| {
+        Ok(ConversationKey {
+            org: r.get(0)?,
+            bot_integration_id: r.get(1)?,
+            phone: r.get(2)?,
+        })
+    })?)
 }
 
 /// When the next inactivity timer is due, if one is armed.
