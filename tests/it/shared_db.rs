@@ -581,3 +581,163 @@ async fn a_data_dir_with_endpoints_of_its_own_is_not_served_with_the_shared_data
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn deliveries_are_in_every_process_log_and_a_killed_process_s_retries_are_taken_over() {
+    use crate::receiver::{Receiver, Step};
+    use reqwest::Method;
+    use serde_json::json;
+    let pg = TestPostgres::start();
+    let url = pg.new_database();
+    let start = || {
+        TestServer::builder()
+            .env("LEADSTREAM_DATABASE_URL", &url)
+            .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+            .env("LEADSTREAM_DELIVERY_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s")
+            .start()
+    };
+    let mut a = start().await;
+    let b = start().await;
+    admin(&url, &["org", "create", "--id", "5", "--name", "five"]).ok();
+    let key = Key::parse(&admin(&url, &["api-key", "create", "--org", "5"]).ok()).secret;
+    let rx = Receiver::start().await;
+    // Refused until a process other than the first asks (see below), then taken.
+    let hook = rx.script(
+        "flaky",
+        vec![
+            Step::Status(503),
+            Step::Status(503),
+            Step::Status(503),
+            Step::Status(200),
+        ],
+    );
+    let (st, made) = call(
+        &a,
+        Method::POST,
+        "/api/webhooks/create",
+        &key,
+        Some(json!({"webhook": hook})),
+    )
+    .await;
+    assert_eq!(st, 200, "{made}");
+
+    // Published on a, its delivery is in b's log at once (read-your-writes).
+    let (st, published) = call(
+        &a,
+        Method::POST,
+        "/api/v1/outbound-events",
+        &key,
+        Some(json!({"eventType": "ping", "payload": {"n": 1}})),
+    )
+    .await;
+    assert_eq!(st, 202, "{published}");
+    let (st, log) = call(&b, Method::GET, "/api/v1/deliveries", &key, None).await;
+    assert_eq!(st, 200, "{log}");
+    let rows = log["data"].as_array().expect("a page of deliveries");
+    assert_eq!(rows.len(), 1, "{log}");
+    let delivery = rows[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(rows[0]["eventId"], published["id"]);
+
+    // a attempts, fails and holds the retry; killed, it never makes it. b takes the
+    // delivery over once a's lease (30 s past the due retry) has run out.
+    wait_for("a's first attempt", 10, || !rx.seen("flaky").is_empty()).await;
+    // Its outcome recorded (an attempt a kill cuts short of that is made again).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, d) = call(
+            &b,
+            Method::GET,
+            &format!("/api/v1/deliveries/{delivery}"),
+            &key,
+            None,
+        )
+        .await;
+        if !d["attempts"].as_array().is_none_or(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a's attempt not logged: {d}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    a.kill9();
+    let tried_by_a = rx.seen("flaky").len();
+    wait_for("b taking the delivery over", 60, || {
+        rx.seen("flaky").len() > tried_by_a
+    })
+    .await;
+    let done = || async {
+        let (_, d) = call(
+            &b,
+            Method::GET,
+            &format!("/api/v1/deliveries/{delivery}"),
+            &key,
+            None,
+        )
+        .await;
+        d
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let detail = loop {
+        let d = done().await;
+        if d["state"] == "succeeded" {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "not delivered: {d}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    // Every attempt, a's and b's, under the one webhook-id, in one log.
+    let seen = rx.seen("flaky");
+    assert!(seen.iter().all(|r| r.header("webhook-id") == delivery));
+    assert_eq!(
+        detail["attempts"].as_array().unwrap().len(),
+        seen.len(),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn a_campaign_made_on_one_process_is_read_and_listed_on_another() {
+    use reqwest::Method;
+    use serde_json::json;
+    let pg = TestPostgres::start();
+    let url = pg.new_database();
+    let servers = cluster(&url, 2).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    admin(&url, &["org", "create", "--id", "6", "--name", "six"]).ok();
+    let key = Key::parse(&admin(&url, &["api-key", "create", "--org", "6"]).ok()).secret;
+    let (st, made) = call(
+        a,
+        Method::POST,
+        "/api/webhooks/create",
+        &key,
+        Some(json!({"webhook": "https://hooks.example.com/c"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{made}");
+    let endpoint = made["data"]["id"].as_i64().unwrap();
+    let (st, campaign) = call(
+        a,
+        Method::POST,
+        "/api/v1/campaigns",
+        &key,
+        Some(json!({"name": "spring", "endpointId": endpoint})),
+    )
+    .await;
+    assert_eq!(st, 201, "{campaign}");
+    let id = campaign["id"].as_i64().expect("campaign id");
+    let (st, got) = call(
+        b,
+        Method::GET,
+        &format!("/api/v1/campaigns/{id}"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got["name"], "spring");
+    let (st, listed) = call(b, Method::GET, "/api/v1/campaigns", &key, None).await;
+    assert_eq!(st, 200, "{listed}");
+    assert_eq!(listed["data"][0]["id"], id, "{listed}");
+}
