@@ -60,6 +60,7 @@ impl Services {
             }
             Role::Admin => StateDb::open(config).await?,
         };
+        crate::db::set_lease(config.database.lease);
         let opened = match role {
             Role::Server => Registry::open_cached(&db),
             Role::Admin => Registry::open(&db),

@@ -594,6 +594,7 @@ async fn deliveries_are_in_every_process_log_and_a_killed_process_s_retries_are_
             .env("LEADSTREAM_DATABASE_URL", &url)
             .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
             .env("LEADSTREAM_DELIVERY_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s")
+            .env("LEADSTREAM_DATABASE_LEASE", "3s")
             .start()
     };
     let mut a = start().await;
@@ -639,7 +640,7 @@ async fn deliveries_are_in_every_process_log_and_a_killed_process_s_retries_are_
     assert_eq!(rows[0]["eventId"], published["id"]);
 
     // a attempts, fails and holds the retry; killed, it never makes it. b takes the
-    // delivery over once a's lease (30 s past the due retry) has run out.
+    // delivery over once a's lease (3 s past the due retry) has run out.
     wait_for("a's first attempt", 10, || !rx.seen("flaky").is_empty()).await;
     // Its outcome recorded (an attempt a kill cuts short of that is made again).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -663,7 +664,7 @@ async fn deliveries_are_in_every_process_log_and_a_killed_process_s_retries_are_
     }
     a.kill9();
     let tried_by_a = rx.seen("flaky").len();
-    wait_for("b taking the delivery over", 60, || {
+    wait_for("b taking the delivery over", 20, || {
         rx.seen("flaky").len() > tried_by_a
     })
     .await;

@@ -583,7 +583,7 @@ pub fn hold_send(conn: Sql<'_>, send: i64, now_ms: i64) -> Result<bool, DbError>
     Ok(conn.execute(
         "UPDATE sends SET lease_owner = ?2, lease_until = ?3 \
          WHERE id = ?1 AND (lease_until < ?4 OR lease_owner = ?2)",
-        args![send, me, now_ms + crate::db::LEASE_MS, now_ms],
+        args![send, me, now_ms + crate::db::lease_ms(), now_ms],
     )? == 1)
 }
 

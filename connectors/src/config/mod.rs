@@ -166,6 +166,11 @@ pub struct DatabaseConfig {
     /// Longest wait for a connection from the pool (or a new one).
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// How long a process's claim on shared work (a held delivery, a send being
+    /// materialized, an outbox row) outlives it: a killed process's work is taken
+    /// over this long after its last renewal.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
 }
 
 impl DatabaseConfig {
@@ -322,6 +327,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("LEADSTREAM_LISTEN", "http.listen"),
     ("LEADSTREAM_DATA_DIR", "store.data_dir"),
     ("LEADSTREAM_DATABASE_URL", "database.url"),
+    ("LEADSTREAM_DATABASE_LEASE", "database.lease"),
     (
         "LEADSTREAM_DELIVERY_RETRY_SCHEDULE",
         "delivery.retry_schedule",
@@ -404,6 +410,10 @@ impl Config {
             }
             "LEADSTREAM_DATA_DIR" => self.store.data_dir = value.into(),
             "LEADSTREAM_DATABASE_URL" => self.database.url = value.trim().to_owned(),
+            "LEADSTREAM_DATABASE_LEASE" => {
+                self.database.lease = humantime::parse_duration(value.trim())
+                    .map_err(|e| bad(format!("{e}; e.g. 30s")))?;
+            }
             "LEADSTREAM_DELIVERY_RETRY_SCHEDULE" => {
                 leadstream_pipeline::retry::DeliveryRetry::parse_schedule(value).map_err(bad)?;
                 self.delivery.retry_schedule = value.to_owned();
@@ -517,6 +527,11 @@ impl Config {
                 "database.url {:?}: expected postgres://user:password@host:5432/db",
                 mask_url_password(&self.database.url)
             ));
+        }
+        if self.database.lease < Duration::from_secs(1) {
+            return Err(
+                "database.lease must be at least 1s (a claim must outlive a round trip to the database)".into(),
+            );
         }
         if self.database.pool_size == 0 || self.database.acquire_timeout.is_zero() {
             return Err(

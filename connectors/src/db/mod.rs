@@ -67,9 +67,22 @@ impl RepoError {
 }
 
 /// How long a process's claim on shared work lasts (a pending delivery its workers
-/// hold, a send it materializes, an outbox row it relays): renewed while it works,
-/// taken over by another process once it has expired (the holder was killed).
-pub const LEASE_MS: i64 = 30_000;
+/// hold, a send it materializes, an outbox row it relays), in ms: renewed while it
+/// works, taken over by another process once it has run out (the holder was
+/// killed). `database.lease`, set once at start-up ([`set_lease`]); 30 s until then.
+pub fn lease_ms() -> i64 {
+    LEASE_MS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static LEASE_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(30_000);
+
+/// Sets [`lease_ms`] for this process (from `database.lease`).
+pub fn set_lease(lease: std::time::Duration) {
+    LEASE_MS.store(
+        i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
 
 /// The advisory lock held by the process deleting what `delivery.log_retention` no
 /// longer keeps (the others skip that round).

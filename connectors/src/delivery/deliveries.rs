@@ -652,7 +652,7 @@ pub fn lease(conn: Sql<'_>, seqs: &[i64], until_ms: i64) -> Result<(), DbError> 
 /// How long a held delivery due at `due_ms` stays this process's: until its attempt
 /// is due and a lease after.
 pub fn lease_until(due_ms: i64, now_ms: i64) -> i64 {
-    due_ms.max(now_ms) + crate::db::LEASE_MS
+    due_ms.max(now_ms) + crate::db::lease_ms()
 }
 
 /// Shared database: claims for this process up to `limit` pending deliveries due by
@@ -682,7 +682,7 @@ pub fn claim_due(
                        AND lease_owner IS DISTINCT FROM $1 AND COALESCE(next_attempt_at, created_at) <= $4 \
                        ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
                      RETURNING seq",
-                    &[&me, &now_ms, &crate::db::LEASE_MS, &horizon_ms, &limit],
+                    &[&me, &now_ms, &crate::db::lease_ms(), &horizon_ms, &limit],
                 )?
                 .iter()
                 .map(|r| r.try_get(0))

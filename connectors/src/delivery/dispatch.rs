@@ -475,8 +475,10 @@ async fn attempt(
             error: result.error.clone().unwrap_or_default(),
             host: crate::clickhouse::attempts::host_name().to_owned(),
         });
-    // Embedded, the effect is written with the outcome; shared, after it.
-    let (effect, later_effect) = if shared.endpoints.effect_in_outcome() {
+    // The effect is written with the outcome when the endpoints are in the same
+    // database as the deliveries (embedded, or both shared: its NOTIFY then reloads
+    // every process's copy); otherwise after it.
+    let (effect, later_effect) = if shared.endpoints.effect_in_outcome() || shared.db.is_shared() {
         (effect, None)
     } else {
         (None, effect)

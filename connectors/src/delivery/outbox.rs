@@ -54,7 +54,7 @@ impl Outbox {
         let (sql, claim) = if conn.is_postgres() {
             (
                 "INSERT INTO outbox (first_seq, last_seq, claimed_until) VALUES (?1, ?2, ?3) RETURNING id",
-                now_ms() + crate::db::LEASE_MS,
+                now_ms() + crate::db::lease_ms(),
             )
         } else {
             (
@@ -124,7 +124,7 @@ const BATCH: usize = 64;
 /// process was killed before the brokers had them) are claimed and produced here.
 async fn sweep_shared(shared: Arc<Shared>, link: Arc<KafkaLink>, retry: RetryConfig) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(
-        crate::db::LEASE_MS as u64 / 2,
+        crate::db::lease_ms() as u64 / 2,
     ));
     loop {
         tick.tick().await;
@@ -149,7 +149,7 @@ fn claim_left(conn: Sql<'_>, now_ms: i64) -> Result<Vec<Entry>, DbError> {
         "UPDATE outbox SET claimed_until = ?1 WHERE id IN \
          (SELECT id FROM outbox WHERE claimed_until < ?2 ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED) \
          RETURNING id, first_seq, last_seq",
-        args![now_ms + crate::db::LEASE_MS, now_ms],
+        args![now_ms + crate::db::lease_ms(), now_ms],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     rows.sort_unstable();
