@@ -415,8 +415,7 @@ pub fn fix_eligible(
                      WHERE campaign_id = $2 AND phone = ANY($3) ORDER BY phone ON CONFLICT DO NOTHING",
                     &[&send, &campaign, &list],
                 )
-            })
-            .map_err(RepoError::from)? as usize
+            })? as usize
         }
     };
     conn.execute(
@@ -653,13 +652,7 @@ mod tests {
     use super::*;
     use crate::campaigns::model::{Send, SendTime};
 
-    fn db() -> rusqlite::Connection {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        crate::db::migrate::apply_sqlite(&conn, "test", crate::db::migrations::SQLITE_WEBHOOKS)
-            .unwrap();
-        rusqlite::vtab::array::load_module(&conn).unwrap();
-        conn
-    }
+    use crate::db::testing::on_both_backends;
 
     fn row(p: u64, ext: &str, vars: &str) -> AudienceRow {
         AudienceRow {
@@ -671,93 +664,93 @@ mod tests {
 
     #[test]
     fn an_unknown_stored_state_is_an_error_not_a_draft() {
-        let lite = db();
-        let conn = Sql::Sqlite(&lite);
-        lite.execute(
-            "INSERT INTO campaigns (org_id, name, state, endpoint_id, created_at, updated_at) \
-             VALUES (1, 'c', 'exploded', 1, 0, 0)",
-            [],
-        )
-        .unwrap();
-        let id = lite.last_insert_rowid();
-        let e = campaign(conn, id).unwrap_err().to_string();
-        assert!(e.contains("exploded"), "{e}");
-        assert!(campaign_state(conn, id).is_err());
+        on_both_backends(|conn, backend| {
+            let id: i64 = conn
+                .query_one(
+                    "INSERT INTO campaigns (org_id, name, state, endpoint_id, created_at, updated_at) \
+                     VALUES (1, 'c', 'exploded', 1, 0, 0) RETURNING id",
+                    args![],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let e = campaign(conn, id).unwrap_err().to_string();
+            assert!(e.contains("exploded"), "{backend}: {e}");
+            assert!(campaign_state(conn, id).is_err(), "{backend}");
+        });
     }
 
     #[test]
     fn a_fixed_set_keeps_the_lead_data_it_was_fixed_with() {
-        let lite = db();
-        let conn = Sql::Sqlite(&lite);
-        let c = insert_campaign(conn, 1, "c", None, 5, 0).unwrap();
-        let added = merge_audience(
-            conn,
-            c.id,
-            &[
-                row(15550000001, "a", r#"{"n":"1"}"#),
-                row(15550000002, "b", "{}"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(added, 2);
-        let send = insert_send(
-            conn,
-            &Send {
-                id: 0,
-                campaign_id: c.id,
-                org: 1,
-                time: SendTime {
-                    at_us: 0,
-                    local: None,
+        on_both_backends(|conn, _| {
+            let c = insert_campaign(conn, 1, "c", None, 5, 0).unwrap();
+            let added = merge_audience(
+                conn,
+                c.id,
+                &[
+                    row(15550000001, "a", r#"{"n":"1"}"#),
+                    row(15550000002, "b", "{}"),
+                ],
+            )
+            .unwrap();
+            assert_eq!(added, 2);
+            let send = insert_send(
+                conn,
+                &Send {
+                    id: 0,
+                    campaign_id: c.id,
+                    org: 1,
+                    time: SendTime {
+                        at_us: 0,
+                        local: None,
+                    },
+                    template_name: "t".into(),
+                    language: "en".into(),
+                    event_filter: None,
+                    use_audience_filter: false,
+                    created_at_ms: 0,
+                    materialized_at_ms: None,
+                    emitted_all: false,
                 },
-                template_name: "t".into(),
-                language: "en".into(),
-                event_filter: None,
-                use_audience_filter: false,
-                created_at_ms: 0,
-                materialized_at_ms: None,
-                emitted_all: false,
-            },
-        )
+            )
+            .unwrap();
+            // Only lead 1 is eligible; fixing twice fixes once.
+            assert!(fix_eligible(conn, send.id, c.id, &[Phone(15550000001)], "evt_a", 1).unwrap());
+            assert!(!fix_eligible(conn, send.id, c.id, &[Phone(15550000002)], "evt_b", 2).unwrap());
+            let p = progress(conn, send.id).unwrap().unwrap();
+            assert_eq!(p.event_id.as_deref(), Some("evt_a"));
+            assert_eq!((p.eligible, p.emitted), (1, 0));
+            // An upload after the set was fixed changes nothing of it.
+            merge_audience(conn, c.id, &[row(15550000001, "a2", r#"{"n":"2"}"#)]).unwrap();
+            let todo = to_emit(conn, send.id, Phone(0), 10).unwrap();
+            assert_eq!(todo.len(), 1);
+            assert_eq!(todo[0].external_id.as_deref(), Some("a"));
+            assert_eq!(todo[0].variables, r#"{"n":"1"}"#);
+            // Emitted as delivery 7: the set has nothing above it, and the counts follow
+            // the delivery.
+            conn.execute("INSERT INTO deliveries (seq, id, event_id, org_id, endpoint_id, url, event_type, state, created_at, updated_at) \
+             VALUES (6, 'd6', 'evt_a', 1, 1, 'u', 'campaign_send', 'failed', 0, 0), \
+                    (7, 'd7', 'evt_a', 1, 1, 'u', 'campaign_send', 'pending', 0, 0)", args![])
         .unwrap();
-        // Only lead 1 is eligible; fixing twice fixes once.
-        assert!(fix_eligible(conn, send.id, c.id, &[Phone(15550000001)], "evt_a", 1).unwrap());
-        assert!(!fix_eligible(conn, send.id, c.id, &[Phone(15550000002)], "evt_b", 2).unwrap());
-        let p = progress(conn, send.id).unwrap().unwrap();
-        assert_eq!(p.event_id.as_deref(), Some("evt_a"));
-        assert_eq!((p.eligible, p.emitted), (1, 0));
-        // An upload after the set was fixed changes nothing of it.
-        merge_audience(conn, c.id, &[row(15550000001, "a2", r#"{"n":"2"}"#)]).unwrap();
-        let todo = to_emit(conn, send.id, Phone(0), 10).unwrap();
-        assert_eq!(todo.len(), 1);
-        assert_eq!(todo[0].external_id.as_deref(), Some("a"));
-        assert_eq!(todo[0].variables, r#"{"n":"1"}"#);
-        // Emitted as delivery 7: the set has nothing above it, and the counts follow
-        // the delivery.
-        lite.execute("INSERT INTO deliveries (seq, id, event_id, org_id, endpoint_id, url, event_type, state, created_at, updated_at) \
-             VALUES (6, 'd6', 'e', 1, 1, 'u', 'campaign_send', 'failed', 0, 0), \
-                    (7, 'd7', 'e', 1, 1, 'u', 'campaign_send', 'pending', 0, 0)",
-             [])
-        .unwrap();
-        record_emitted(conn, send.id, Phone(0), Phone(15550000001), 1, 7, 7).unwrap();
-        // The same chunk again (another process raced this one): refused, nothing
-        // counted twice.
-        assert!(matches!(
-            record_emitted(conn, send.id, Phone(0), Phone(15550000001), 1, 8, 8),
-            Err(DbError::Aborted(_))
-        ));
-        let p = progress(conn, send.id).unwrap().unwrap();
-        assert!(to_emit(conn, send.id, p.emitted_through, 10)
-            .unwrap()
-            .is_empty());
-        assert_eq!(emitted_counts(conn, send.id).unwrap(), (1, 1));
-        assert_eq!(delivery_counts(conn, send.id).unwrap(), (0, 0, 1));
-        lite.execute(
-            "UPDATE deliveries SET state = 'succeeded' WHERE seq = 7",
-            [],
-        )
-        .unwrap();
-        assert_eq!(delivery_counts(conn, send.id).unwrap(), (1, 0, 0));
+            record_emitted(conn, send.id, Phone(0), Phone(15550000001), 1, 7, 7).unwrap();
+            // The same chunk again (another process raced this one): refused, nothing
+            // counted twice.
+            assert!(matches!(
+                record_emitted(conn, send.id, Phone(0), Phone(15550000001), 1, 8, 8),
+                Err(DbError::Aborted(_))
+            ));
+            let p = progress(conn, send.id).unwrap().unwrap();
+            assert!(to_emit(conn, send.id, p.emitted_through, 10)
+                .unwrap()
+                .is_empty());
+            assert_eq!(emitted_counts(conn, send.id).unwrap(), (1, 1));
+            assert_eq!(delivery_counts(conn, send.id).unwrap(), (0, 0, 1));
+            conn.execute(
+                "UPDATE deliveries SET state = 'succeeded' WHERE seq = 7",
+                args![],
+            )
+            .unwrap();
+            assert_eq!(delivery_counts(conn, send.id).unwrap(), (1, 0, 0));
+        });
     }
 
     #[test]
@@ -809,42 +802,41 @@ mod tests {
 
     #[test]
     fn due_sends_are_those_of_scheduled_or_running_campaigns_with_an_endpoint() {
-        let lite = db();
-        let conn = Sql::Sqlite(&lite);
-        lite.execute("INSERT INTO endpoints (id, org_id, url, created_at, updated_at) VALUES (5, 1, 'u', 0, 0)",
-             [])
+        on_both_backends(|conn, _| {
+            conn.execute("INSERT INTO endpoints (id, org_id, url, created_at, updated_at) VALUES (5, 1, 'u', 0, 0)", args![])
         .unwrap();
-        let send_of = |campaign: i64, at_us: i64| Send {
-            id: 0,
-            campaign_id: campaign,
-            org: 1,
-            time: SendTime { at_us, local: None },
-            template_name: "t".into(),
-            language: "en".into(),
-            event_filter: None,
-            use_audience_filter: false,
-            created_at_ms: 0,
-            materialized_at_ms: None,
-            emitted_all: false,
-        };
-        let mut ids = Vec::new();
-        // Scheduled; draft; paused; scheduled but its endpoint (6) was deleted.
-        for (state, endpoint) in [
-            (CampaignState::Scheduled, 5),
-            (CampaignState::Draft, 5),
-            (CampaignState::Paused, 5),
-            (CampaignState::Scheduled, 6),
-        ] {
-            let c = insert_campaign(conn, 1, "c", None, endpoint, 0).unwrap();
-            set_state(conn, c.id, state, None, 0).unwrap();
-            ids.push(insert_send(conn, &send_of(c.id, 100)).unwrap().id);
-        }
-        let due: Vec<i64> = due_sends(conn, 100, 10)
-            .unwrap()
-            .iter()
-            .map(|x| x.id)
-            .collect();
-        assert_eq!(due, [ids[0]]);
-        assert!(due_sends(conn, 99, 10).unwrap().is_empty(), "not yet due");
+            let send_of = |campaign: i64, at_us: i64| Send {
+                id: 0,
+                campaign_id: campaign,
+                org: 1,
+                time: SendTime { at_us, local: None },
+                template_name: "t".into(),
+                language: "en".into(),
+                event_filter: None,
+                use_audience_filter: false,
+                created_at_ms: 0,
+                materialized_at_ms: None,
+                emitted_all: false,
+            };
+            let mut ids = Vec::new();
+            // Scheduled; draft; paused; scheduled but its endpoint (6) was deleted.
+            for (state, endpoint) in [
+                (CampaignState::Scheduled, 5),
+                (CampaignState::Draft, 5),
+                (CampaignState::Paused, 5),
+                (CampaignState::Scheduled, 6),
+            ] {
+                let c = insert_campaign(conn, 1, "c", None, endpoint, 0).unwrap();
+                set_state(conn, c.id, state, None, 0).unwrap();
+                ids.push(insert_send(conn, &send_of(c.id, 100)).unwrap().id);
+            }
+            let due: Vec<i64> = due_sends(conn, 100, 10)
+                .unwrap()
+                .iter()
+                .map(|x| x.id)
+                .collect();
+            assert_eq!(due, [ids[0]]);
+            assert!(due_sends(conn, 99, 10).unwrap().is_empty(), "not yet due");
+        });
     }
 }

@@ -342,7 +342,23 @@ impl Row<'_> {
 
 /// A Postgres connection with its prepared statements.
 pub struct PgSession {
-    inner: RefCell<PgConn>,
+    /// `None` only while it is dropped ([`Drop`] below).
+    inner: RefCell<Option<PgConn>>,
+}
+
+/// The blocking client closes its connection by running its own runtime, which must
+/// not happen on an async worker: dropped there, it is closed on a thread of its own.
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        let Some(conn) = self.inner.get_mut().take() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::Builder::new()
+                .name("pg-close".into())
+                .spawn(move || drop(conn));
+        }
+    }
 }
 
 struct PgConn {
@@ -353,11 +369,16 @@ struct PgConn {
 impl PgSession {
     pub fn new(client: postgres::Client) -> Self {
         Self {
-            inner: RefCell::new(PgConn {
+            inner: RefCell::new(Some(PgConn {
                 client,
                 statements: HashMap::new(),
-            }),
+            })),
         }
+    }
+
+    fn conn(&self) -> Result<std::cell::RefMut<'_, PgConn>, RepoError> {
+        std::cell::RefMut::filter_map(self.inner.borrow_mut(), Option::as_mut)
+            .map_err(|_| RepoError::Backend("a closed database session"))
     }
 
     /// Runs statements without parameters (`BEGIN`, `SAVEPOINT`).
@@ -365,17 +386,23 @@ impl PgSession {
     /// # Errors
     /// The server's.
     pub fn batch(&self, sql: &str) -> Result<(), RepoError> {
-        Ok(self.inner.borrow_mut().client.batch_execute(sql)?)
+        Ok(self.conn()?.client.batch_execute(sql)?)
     }
 
     /// Whether the connection is gone (the writer then opens another).
     pub fn is_closed(&self) -> bool {
-        self.inner.borrow().client.is_closed()
+        self.conn().is_ok_and(|c| c.client.is_closed())
     }
 
-    /// The client itself, for what [`Sql`] does not cover (`COPY`).
-    pub fn with_client<T>(&self, f: impl FnOnce(&mut postgres::Client) -> T) -> T {
-        f(&mut self.inner.borrow_mut().client)
+    /// The client itself, for what [`Sql`] does not cover (arrays, `COPY`).
+    ///
+    /// # Errors
+    /// `f`'s.
+    pub fn with_client<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, RepoError> {
+        Ok(f(&mut self.conn()?.client)?)
     }
 
     fn run<T>(
@@ -388,7 +415,7 @@ impl PgSession {
             &[&(dyn postgres::types::ToSql + Sync)],
         ) -> Result<T, postgres::Error>,
     ) -> Result<T, RepoError> {
-        let mut conn = self.inner.borrow_mut();
+        let mut conn = self.conn()?;
         let PgConn { client, statements } = &mut *conn;
         let statement = match statements.get(sql) {
             Some(s) => s.clone(),

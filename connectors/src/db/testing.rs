@@ -275,3 +275,38 @@ pub fn database_config(url: String) -> crate::config::DatabaseConfig {
     cfg.url = url;
     cfg
 }
+
+/// A connection to a new, migrated database of [`shared_cluster`], for a test that
+/// runs statements through [`Sql`](super::sql::Sql) without an async runtime. Call
+/// it outside one (it starts its own to migrate).
+pub fn pg_session() -> super::sql::PgSession {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime to migrate the test database");
+    let pg = rt.block_on(shared_pg());
+    let client = pg
+        .connect_blocking()
+        .expect("connecting to the test database");
+    drop(pg);
+    drop(rt);
+    super::sql::PgSession::new(client)
+}
+
+/// A new embedded `webhooks.db`-shaped database in memory, migrated, with `rarray`.
+pub fn sqlite_webhooks() -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open_in_memory().expect("an in-memory database");
+    super::migrate::apply_sqlite(&conn, "test", super::migrations::SQLITE_WEBHOOKS)
+        .expect("migrating it");
+    rusqlite::vtab::array::load_module(&conn).expect("rarray");
+    conn
+}
+
+/// Runs `test` on a fresh embedded store and on a fresh shared database: one suite,
+/// two backends. The backend's name is passed along for messages.
+pub fn on_both_backends(test: impl Fn(super::sql::Sql<'_>, &str)) {
+    let lite = sqlite_webhooks();
+    test(super::sql::Sql::Sqlite(&lite), "sqlite");
+    let pg = pg_session();
+    test(super::sql::Sql::Postgres(&pg), "postgres");
+}

@@ -393,8 +393,7 @@ pub fn insert_parts(
                         &now_ms,
                     ],
                 )
-            })
-            .map_err(RepoError::from)?;
+            })?;
             let by_id: std::collections::HashMap<String, i64> = rows
                 .iter()
                 .map(|r| Ok((r.try_get::<_, String>(1)?, r.try_get::<_, i64>(0)?)))
@@ -644,8 +643,7 @@ pub fn lease(conn: Sql<'_>, seqs: &[i64], until_ms: i64) -> Result<(), DbError> 
             "UPDATE deliveries SET lease_owner = $1, lease_until = $2 WHERE seq = ANY($3)",
             &[&crate::db::process_id(), &until_ms, &seqs],
         )
-    })
-    .map_err(RepoError::from)?;
+    })?;
     Ok(())
 }
 
@@ -694,8 +692,7 @@ pub fn claim_due(
                  WHERE d.seq = ANY($1) ORDER BY d.next_attempt_at, d.seq",
                 &[&seqs],
             )
-        })
-        .map_err(RepoError::from)?;
+        })?;
     let rows = rows
         .iter()
         .map(|r| pending_row(&Row::Postgres(r)))
@@ -1116,10 +1113,22 @@ mod tests {
     use crate::delivery::model::EndpointKind;
     use crate::delivery::store::Db;
 
-    async fn setup() -> (tempfile::TempDir, Arc<Db>, Arc<Endpoint>) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        let endpoints = Endpoints::load(db.clone()).unwrap();
+    /// Each test runs on both: one suite, two backends.
+    const BACKENDS: [&str; 2] = ["sqlite", "postgres"];
+
+    /// A fresh store of `backend` with one endpoint (the data dir lives as long as
+    /// the first value).
+    async fn setup(backend: &str) -> (Option<tempfile::TempDir>, Arc<Db>, Arc<Endpoint>) {
+        let (dir, db, endpoints) = if backend == "postgres" {
+            let pg = crate::db::testing::shared_pg().await;
+            let db = Db::open_shared(&pg).unwrap();
+            (None, db, Endpoints::open_shared(pg).await.unwrap())
+        } else {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::open(dir.path()).unwrap();
+            let endpoints = Arc::new(Endpoints::load(db.clone()).unwrap());
+            (Some(dir), db, endpoints)
+        };
         let e = endpoints
             .create(
                 1,
@@ -1160,180 +1169,189 @@ mod tests {
 
     #[tokio::test]
     async fn parts_get_their_own_seqs_ids_and_bodies_and_a_restart_reads_them_back() {
-        let (_d, db, e) = setup().await;
-        let now = 2_000;
-        let (event_id, jobs) = db
-            .write(move |conn| {
-                let event_id = insert_shared_event(conn, 1, "campaign_send", br#"{"s":1}"#, now)?;
-                // Another publish first, so the parts' seqs do not start at 1.
-                insert_event(conn, &event(&e, None), now, Duration::from_secs(1))?;
-                let batch = NewParts {
-                    event_id: Arc::from(event_id.as_str()),
-                    org: 1,
-                    event_type: Arc::from("campaign_send"),
-                    payload: Bytes::from_static(br#"{"s":1}"#),
-                    endpoint: e,
-                    due_at_ms: 5_000,
-                    parts: (0..5)
-                        .map(|i| Bytes::from(format!(r#""lead":{i}"#)))
-                        .collect(),
-                };
-                let ids = batch.new_ids(now);
-                Ok((event_id, insert_parts(conn, &batch, &ids, now)?))
-            })
-            .await
-            .unwrap();
-        assert_eq!(jobs.len(), 5);
-        let stored: Vec<(i64, String, Vec<u8>)> = db
-            .read_blocking(|conn| {
-                Ok(conn.query(
-                    "SELECT seq, id, part FROM deliveries WHERE part IS NOT NULL ORDER BY seq",
-                    args![],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )?)
-            })
-            .unwrap();
-        for (i, ((job, due), (seq, id, part))) in jobs.iter().zip(&stored).enumerate() {
-            assert_eq!((job.seq, &*job.id), (*seq, id.as_str()), "job {i}");
-            assert_eq!(*due, 5_000);
-            assert_eq!(part, format!(r#""lead":{i}"#).as_bytes());
-            assert_eq!(job.body(), format!(r#"{{"s":1,"lead":{i}}}"#).as_bytes());
+        for backend in BACKENDS {
+            let (_d, db, e) = setup(backend).await;
+            let now = 2_000;
+            let (event_id, jobs) = db
+                .write(move |conn| {
+                    let event_id =
+                        insert_shared_event(conn, 1, "campaign_send", br#"{"s":1}"#, now)?;
+                    // Another publish first, so the parts' seqs do not start at 1.
+                    insert_event(conn, &event(&e, None), now, Duration::from_secs(1))?;
+                    let batch = NewParts {
+                        event_id: Arc::from(event_id.as_str()),
+                        org: 1,
+                        event_type: Arc::from("campaign_send"),
+                        payload: Bytes::from_static(br#"{"s":1}"#),
+                        endpoint: e,
+                        due_at_ms: 5_000,
+                        parts: (0..5)
+                            .map(|i| Bytes::from(format!(r#""lead":{i}"#)))
+                            .collect(),
+                    };
+                    let ids = batch.new_ids(now);
+                    Ok((event_id, insert_parts(conn, &batch, &ids, now)?))
+                })
+                .await
+                .unwrap();
+            assert_eq!(jobs.len(), 5);
+            let stored: Vec<(i64, String, Vec<u8>)> = db
+                .read_blocking(|conn| {
+                    Ok(conn.query(
+                        "SELECT seq, id, part FROM deliveries WHERE part IS NOT NULL ORDER BY seq",
+                        args![],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )?)
+                })
+                .unwrap();
+            for (i, ((job, due), (seq, id, part))) in jobs.iter().zip(&stored).enumerate() {
+                assert_eq!((job.seq, &*job.id), (*seq, id.as_str()), "job {i}");
+                assert_eq!(*due, 5_000);
+                assert_eq!(part, format!(r#""lead":{i}"#).as_bytes());
+                assert_eq!(job.body(), format!(r#"{{"s":1,"lead":{i}}}"#).as_bytes());
+            }
+            // The restart's queue composes the same bodies; the event counts its deliveries.
+            let pending = db.read_blocking(load_pending).unwrap();
+            let bodies: Vec<Bytes> = pending
+                .iter()
+                .filter(|(j, _)| j.part.is_some())
+                .map(|(j, _)| j.body())
+                .collect();
+            let expected: Vec<Bytes> = jobs.iter().map(|(j, _)| j.body()).collect();
+            assert_eq!(bodies, expected);
+            let counted: i64 = db
+                .read_blocking(move |conn| {
+                    Ok(conn.query_one(
+                        "SELECT deliveries FROM events WHERE id = ?1",
+                        args![event_id],
+                        |r| r.get(0),
+                    )?)
+                })
+                .unwrap();
+            assert_eq!(counted, 5);
         }
-        // The restart's queue composes the same bodies; the event counts its deliveries.
-        let pending = db.read_blocking(load_pending).unwrap();
-        let bodies: Vec<Bytes> = pending
-            .iter()
-            .filter(|(j, _)| j.part.is_some())
-            .map(|(j, _)| j.body())
-            .collect();
-        let expected: Vec<Bytes> = jobs.iter().map(|(j, _)| j.body()).collect();
-        assert_eq!(bodies, expected);
-        let counted: i64 = db
-            .read_blocking(move |conn| {
-                Ok(conn.query_one(
-                    "SELECT deliveries FROM events WHERE id = ?1",
-                    args![event_id],
-                    |r| r.get(0),
-                )?)
-            })
-            .unwrap();
-        assert_eq!(counted, 5);
     }
 
     #[tokio::test]
     async fn an_idempotency_key_repeats_within_the_window_and_is_free_after_it() {
-        let (_d, db, e) = setup().await;
-        let window = Duration::from_secs(10);
-        let ev = event(&e, Some("k"));
-        let ev2 = event(&e, Some("k"));
-        let ev3 = event(&e, Some("k"));
-        let (first, again, later) = db
-            .write(move |c| {
-                Ok((
-                    insert_event(c, &ev, 1_000, window)?,
-                    insert_event(c, &ev2, 10_999, window)?,
-                    insert_event(c, &ev3, 11_000, window)?,
-                ))
-            })
-            .await
-            .unwrap();
-        assert_eq!((first.jobs.len(), again.jobs.len()), (1, 0));
-        assert!(again.repeated && again.event_id == first.event_id);
-        assert!(!later.repeated && later.event_id != first.event_id);
-        assert_eq!(later.jobs.len(), 1);
+        for backend in BACKENDS {
+            let (_d, db, e) = setup(backend).await;
+            let window = Duration::from_secs(10);
+            let ev = event(&e, Some("k"));
+            let ev2 = event(&e, Some("k"));
+            let ev3 = event(&e, Some("k"));
+            let (first, again, later) = db
+                .write(move |c| {
+                    Ok((
+                        insert_event(c, &ev, 1_000, window)?,
+                        insert_event(c, &ev2, 10_999, window)?,
+                        insert_event(c, &ev3, 11_000, window)?,
+                    ))
+                })
+                .await
+                .unwrap();
+            assert_eq!((first.jobs.len(), again.jobs.len()), (1, 0));
+            assert!(again.repeated && again.event_id == first.event_id);
+            assert!(!later.repeated && later.event_id != first.event_id);
+            assert_eq!(later.jobs.len(), 1);
+        }
     }
 
     #[tokio::test]
     async fn retention_deletes_old_finished_deliveries_and_keeps_pending_ones() {
-        let (_d, db, e) = setup().await;
-        let (ev1, ev2) = (event(&e, None), event(&e, None));
-        let jobs = db
-            .write(move |c| {
-                let a = insert_event(c, &ev1, 1_000, Duration::ZERO)?;
-                let b = insert_event(c, &ev2, 1_000, Duration::ZERO)?;
-                Ok([a.jobs[0].seq, b.jobs[0].seq])
-            })
-            .await
-            .unwrap();
-        let finished = Outcome {
-            seq: jobs[0],
-            endpoint_id: e.id,
-            attempt: Some(RecordedAttempt {
-                number: 1,
-                url: e.url.clone(),
-                response_status: Some(200),
-                response_body: Some(b"ok".to_vec()),
-                duration_ms: 3,
-                error: None,
-            }),
-            state: DeliveryState::Succeeded,
-            attempts: 1,
-            last_status: Some(200),
-            last_error: None,
-            next_attempt_at_ms: None,
-            at_ms: 2_000,
-            effect: None,
-        };
-        db.write(move |c| record_outcome(c, &finished, Duration::from_secs(1)))
-            .await
-            .unwrap();
-        let deleted = db.write(|c| delete_older_than(c, 5_000, 10)).await.unwrap();
-        assert_eq!(deleted, 1);
-        let left = db.read_blocking(load_pending).unwrap();
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].0.seq, jobs[1]);
-        let attempts: i64 = db
-            .read_blocking(|c| {
-                Ok(c.query_one("SELECT COUNT(*) FROM attempts", args![], |r| r.get(0))?)
-            })
-            .unwrap();
-        assert_eq!(attempts, 0);
+        for backend in BACKENDS {
+            let (_d, db, e) = setup(backend).await;
+            let (ev1, ev2) = (event(&e, None), event(&e, None));
+            let jobs = db
+                .write(move |c| {
+                    let a = insert_event(c, &ev1, 1_000, Duration::ZERO)?;
+                    let b = insert_event(c, &ev2, 1_000, Duration::ZERO)?;
+                    Ok([a.jobs[0].seq, b.jobs[0].seq])
+                })
+                .await
+                .unwrap();
+            let finished = Outcome {
+                seq: jobs[0],
+                endpoint_id: e.id,
+                attempt: Some(RecordedAttempt {
+                    number: 1,
+                    url: e.url.clone(),
+                    response_status: Some(200),
+                    response_body: Some(b"ok".to_vec()),
+                    duration_ms: 3,
+                    error: None,
+                }),
+                state: DeliveryState::Succeeded,
+                attempts: 1,
+                last_status: Some(200),
+                last_error: None,
+                next_attempt_at_ms: None,
+                at_ms: 2_000,
+                effect: None,
+            };
+            db.write(move |c| record_outcome(c, &finished, Duration::from_secs(1)))
+                .await
+                .unwrap();
+            let deleted = db.write(|c| delete_older_than(c, 5_000, 10)).await.unwrap();
+            assert_eq!(deleted, 1);
+            let left = db.read_blocking(load_pending).unwrap();
+            assert_eq!(left.len(), 1);
+            assert_eq!(left[0].0.seq, jobs[1]);
+            let attempts: i64 = db
+                .read_blocking(|c| {
+                    Ok(c.query_one("SELECT COUNT(*) FROM attempts", args![], |r| r.get(0))?)
+                })
+                .unwrap();
+            assert_eq!(attempts, 0);
+        }
     }
 
     #[tokio::test]
     async fn keyset_pages_see_each_delivery_once_in_either_order() {
-        let (_d, db, e) = setup().await;
-        let events: Vec<NewEvent> = (0..25).map(|_| event(&e, None)).collect();
-        db.write(move |c| {
-            for (i, ev) in events.iter().enumerate() {
-                // Several share an instant: the seq breaks the tie.
-                insert_event(c, ev, 1_000 + (i as i64 / 4), Duration::ZERO)?;
-            }
-            Ok(())
-        })
-        .await
-        .unwrap();
-        for descending in [true, false] {
-            let mut q = ListQuery {
-                org: 1,
-                state: None,
-                event_type: None,
-                endpoint_id: None,
-                since_ms: None,
-                until_ms: None,
-                sort: SortKey::CreatedAt,
-                descending,
-                limit: 4,
-                after: None,
-            };
-            let mut seen = Vec::new();
-            loop {
-                let (rows, more) = db.read_blocking(|c| list(c, &q)).unwrap();
-                seen.extend(rows.iter().map(|r| r.seq));
-                match rows.last() {
-                    Some(last) if more => {
-                        q.after = Some((SortKey::CreatedAt.value(last), last.seq))
-                    }
-                    _ => break,
+        for backend in BACKENDS {
+            let (_d, db, e) = setup(backend).await;
+            let events: Vec<NewEvent> = (0..25).map(|_| event(&e, None)).collect();
+            db.write(move |c| {
+                for (i, ev) in events.iter().enumerate() {
+                    // Several share an instant: the seq breaks the tie.
+                    insert_event(c, ev, 1_000 + (i as i64 / 4), Duration::ZERO)?;
                 }
+                Ok(())
+            })
+            .await
+            .unwrap();
+            for descending in [true, false] {
+                let mut q = ListQuery {
+                    org: 1,
+                    state: None,
+                    event_type: None,
+                    endpoint_id: None,
+                    since_ms: None,
+                    until_ms: None,
+                    sort: SortKey::CreatedAt,
+                    descending,
+                    limit: 4,
+                    after: None,
+                };
+                let mut seen = Vec::new();
+                loop {
+                    let (rows, more) = db.read_blocking(|c| list(c, &q)).unwrap();
+                    seen.extend(rows.iter().map(|r| r.seq));
+                    match rows.last() {
+                        Some(last) if more => {
+                            q.after = Some((SortKey::CreatedAt.value(last), last.seq))
+                        }
+                        _ => break,
+                    }
+                }
+                let mut want: Vec<i64> = seen.clone();
+                want.sort_unstable();
+                if descending {
+                    want.reverse();
+                }
+                assert_eq!(seen, want);
+                assert_eq!(seen.len(), 25);
             }
-            let mut want: Vec<i64> = seen.clone();
-            want.sort_unstable();
-            if descending {
-                want.reverse();
-            }
-            assert_eq!(seen, want);
-            assert_eq!(seen.len(), 25);
         }
     }
 }

@@ -530,88 +530,150 @@ pub fn next_due(conn: Sql<'_>) -> Result<Option<i64>, DbError> {
 mod tests {
     use super::*;
 
-    fn db() -> rusqlite::Connection {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        crate::db::migrate::apply_sqlite(&conn, "test", crate::db::migrations::SQLITE_WEBHOOKS)
-            .unwrap();
-        conn
-    }
+    use crate::db::testing::on_both_backends;
 
     #[test]
     fn only_enabled_actions_of_enabled_triggers_of_the_type_and_org_are_armed() {
-        let lite = db();
-        let conn = Sql::Sqlite(&lite);
-        let t = |org, kind: &str, enabled| {
-            insert_trigger(
-                conn,
-                &Trigger {
-                    id: 0,
-                    org,
-                    kind: kind.into(),
-                    name: "t".into(),
-                    description: None,
-                    enabled,
-                    created_at_ms: 0,
-                    updated_at_ms: 0,
-                },
-            )
-            .unwrap()
-        };
-        let a = |trigger: i64, enabled, endpoint| {
-            insert_action(
-                conn,
-                &Action {
-                    id: 0,
-                    trigger_id: trigger,
-                    kind: "webhook".into(),
-                    url: "https://x.example/a".into(),
-                    name: "a".into(),
-                    enabled,
-                    endpoint_id: endpoint,
-                    created_at_ms: 0,
-                    updated_at_ms: 0,
-                },
-            )
-            .unwrap()
-        };
-        let on = t(1, "participant_confirmed", true);
-        let off = t(1, "participant_confirmed", false);
-        let other_type = t(1, "message_sent", true);
-        let other_org = t(2, "participant_confirmed", true);
-        a(on.id, true, 10);
-        a(on.id, false, 11);
-        a(off.id, true, 12);
-        a(other_type.id, true, 13);
-        a(other_org.id, true, 14);
-        let armed: Vec<i64> = armed_actions(conn, 1, "participant_confirmed")
-            .unwrap()
-            .iter()
-            .map(|x| x.endpoint_id)
-            .collect();
-        assert_eq!(armed, [10]);
-        assert_eq!(delete_trigger(conn, on.id).unwrap(), [10, 11]);
-        assert!(armed_actions(conn, 1, "participant_confirmed")
-            .unwrap()
-            .is_empty());
+        on_both_backends(|conn, _| {
+            let t = |org, kind: &str, enabled| {
+                insert_trigger(
+                    conn,
+                    &Trigger {
+                        id: 0,
+                        org,
+                        kind: kind.into(),
+                        name: "t".into(),
+                        description: None,
+                        enabled,
+                        created_at_ms: 0,
+                        updated_at_ms: 0,
+                    },
+                )
+                .unwrap()
+            };
+            let a = |trigger: i64, enabled, endpoint| {
+                insert_action(
+                    conn,
+                    &Action {
+                        id: 0,
+                        trigger_id: trigger,
+                        kind: "webhook".into(),
+                        url: "https://x.example/a".into(),
+                        name: "a".into(),
+                        enabled,
+                        endpoint_id: endpoint,
+                        created_at_ms: 0,
+                        updated_at_ms: 0,
+                    },
+                )
+                .unwrap()
+            };
+            let on = t(1, "participant_confirmed", true);
+            let off = t(1, "participant_confirmed", false);
+            let other_type = t(1, "message_sent", true);
+            let other_org = t(2, "participant_confirmed", true);
+            a(on.id, true, 10);
+            a(on.id, false, 11);
+            a(off.id, true, 12);
+            a(other_type.id, true, 13);
+            a(other_org.id, true, 14);
+            let armed: Vec<i64> = armed_actions(conn, 1, "participant_confirmed")
+                .unwrap()
+                .iter()
+                .map(|x| x.endpoint_id)
+                .collect();
+            assert_eq!(armed, [10]);
+            assert_eq!(delete_trigger(conn, on.id).unwrap(), [10, 11]);
+            assert!(armed_actions(conn, 1, "participant_confirmed")
+                .unwrap()
+                .is_empty());
+        });
     }
 
     #[test]
     fn a_merge_keeps_what_the_event_does_not_say_and_an_id_is_taken_once() {
-        let lite = db();
-        let conn = Sql::Sqlite(&lite);
-        let c = |email: Option<&str>, first: Option<&str>| Contact {
-            phone: "+14155550100".into(),
-            email: email.map(str::to_owned),
-            first_name: first.map(str::to_owned),
-            ..Contact::default()
-        };
-        merge_contact(conn, 1, &c(Some("a@example.com"), None)).unwrap();
-        let merged = merge_contact(conn, 1, &c(None, Some("Ann"))).unwrap();
-        assert_eq!(merged.email.as_deref(), Some("a@example.com"));
-        assert_eq!(merged.first_name.as_deref(), Some("Ann"));
-        assert!(contact(conn, 2, "+14155550100").unwrap().is_none());
-        assert!(take_event(conn, 1, "e1", "message_sent", 0).unwrap());
-        assert!(!take_event(conn, 1, "e1", "message_sent", 1).unwrap());
-        assert!(take_event(conn, 2, "e1", "message_sent", 1).unwrap());
+        on_both_backends(|conn, _| {
+            let c = |email: Option<&str>, first: Option<&str>| Contact {
+                phone: "+14155550100".into(),
+                email: email.map(str::to_owned),
+                first_name: first.map(str::to_owned),
+                ..Contact::default()
+            };
+            merge_contact(conn, 1, &c(Some("a@example.com"), None)).unwrap();
+            let merged = merge_contact(conn, 1, &c(None, Some("Ann"))).unwrap();
+            assert_eq!(merged.email.as_deref(), Some("a@example.com"));
+            assert_eq!(merged.first_name.as_deref(), Some("Ann"));
+            assert!(contact(conn, 2, "+14155550100").unwrap().is_none());
+            assert!(take_event(conn, 1, "e1", "message_sent", 0).unwrap());
+            assert!(!take_event(conn, 1, "e1", "message_sent", 1).unwrap());
+            assert!(take_event(conn, 2, "e1", "message_sent", 1).unwrap());
+        });
+    }
+
+    #[test]
+    fn conversations_keep_their_messages_in_order_and_their_timers_come_due() {
+        on_both_backends(|conn, backend| {
+            let integration = Integration {
+                bot_integration_id: 9,
+                org: 1,
+                bot_id: Some(3),
+                app_secret: None,
+                verify_token: Some("v".into()),
+                created_at_ms: 0,
+            };
+            assert!(insert_integration(conn, &integration).unwrap());
+            assert!(
+                !insert_integration(conn, &integration).unwrap(),
+                "{backend}"
+            );
+            assert_eq!(integration_of(conn), Some(integration.clone()));
+            assert!(first_sight(conn, 9, "m:1").unwrap());
+            assert!(!first_sight(conn, 9, "m:1").unwrap(), "{backend}");
+            let key = ConversationKey {
+                org: 1,
+                bot_integration_id: 9,
+                phone: "+14155550100".into(),
+            };
+            let mut c = Conversation {
+                inactive_due_ms: Some(500),
+                ..Conversation::default()
+            };
+            put_conversation(conn, &key, &c).unwrap();
+            c.replied = true;
+            put_conversation(conn, &key, &c).unwrap();
+            tag_conversations(conn, 1, &key.phone, "opted_out").unwrap();
+            let stored = conversation(conn, &key).unwrap().unwrap();
+            assert_eq!(stored.tags(), ["replied", "opted_out"], "{backend}");
+            // Same instant: insertion order decides.
+            for (sender, content) in [("user", "a"), ("bot", "b"), ("user", "c")] {
+                add_message(
+                    conn,
+                    &key,
+                    &Message {
+                        at_ms: 100,
+                        sender: sender.into(),
+                        content: content.into(),
+                        content_type: "text".into(),
+                        media_url: None,
+                    },
+                )
+                .unwrap();
+            }
+            let recent: Vec<String> = recent_messages(conn, &key, 2)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.content)
+                .collect();
+            assert_eq!(recent, ["b", "c"], "{backend}");
+            let last = last_message_of(conn, &key, "user").unwrap().unwrap();
+            assert_eq!(last.content, "c", "{backend}");
+            assert_eq!(next_due(conn).unwrap(), Some(500));
+            assert!(due_conversations(conn, 499, 10).unwrap().is_empty());
+            assert_eq!(due_conversations(conn, 500, 10).unwrap(), [key]);
+        });
+    }
+
+    fn integration_of(conn: Sql<'_>) -> Option<Integration> {
+        integration(conn, 9).unwrap()
     }
 }
