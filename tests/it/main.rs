@@ -8,6 +8,7 @@ mod auth;
 mod campaigns;
 mod cli;
 mod clickhouse;
+mod cluster;
 mod domain;
 mod durability;
 mod hostile;

@@ -223,6 +223,11 @@ impl TestServer {
     }
 
     /// `kill -9`: no chance to flush or clean up anything.
+    /// The child's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().expect("SIGKILL"); // std sends SIGKILL on Unix
