@@ -1,6 +1,8 @@
 //! `leadstream bench deliver`: webhook deliveries end to end through the real engine
 //! on the embedded store, against local receivers, with a bare HTTP client loop over
-//! the same receivers as the ceiling, in the same run.
+//! the same receivers as the ceiling, in the same run; with `--database-url`, the
+//! engine again on the shared database (a schema of its own), beside the embedded
+//! figure.
 
 use super::{load_avg, ms, reset_peak_rss, rss_bytes, thousands, Machine, TempDir};
 use anyhow::{bail, ensure, Context};
@@ -26,6 +28,8 @@ use std::time::{Duration, Instant};
 
 /// The issue's target.
 const TARGET_DELIVERIES_PER_SEC: f64 = 20_000.0;
+/// The target on the shared database (issue 14).
+const TARGET_SHARED_DELIVERIES_PER_SEC: f64 = 10_000.0;
 const ORG: i64 = 1;
 /// Share of deliveries to the slow endpoint.
 const SLOW_SHARE: usize = 100; // one in 100
@@ -53,6 +57,10 @@ pub struct DeliverArgs {
     /// Where to create the temporary data dir; its filesystem decides what an fsync costs.
     #[arg(long, value_name = "DIR")]
     pub tmp_dir: Option<PathBuf>,
+    /// Also run the engine on this Postgres database (in a schema of its own, dropped
+    /// after), beside the embedded store: `postgres://user:pass@host:5432/db`.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
     /// Print the summary as one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -228,6 +236,11 @@ struct Summary {
     payload_bytes: usize,
     retry_schedule: String,
     engine: EnginePhase,
+    /// The engine on the shared database, with `--database-url`.
+    shared: Option<EnginePhase>,
+    /// shared / embedded deliveries per second.
+    shared_ratio: Option<f64>,
+    shared_meets_target: Option<bool>,
     baseline: BaselinePhase,
     /// engine / baseline deliveries per second.
     ratio: f64,
@@ -277,36 +290,22 @@ pub fn run(args: &DeliverArgs) -> anyhow::Result<()> {
         let receivers = Receivers::start(args.endpoints).await?;
         let engine =
             DeliveryEngine::start(&dir.0, &config.delivery).context("opening the webhook store")?;
-        let mut endpoints: Vec<Arc<Endpoint>> = Vec::new();
-        for (url, _) in &receivers.all {
-            let e = engine
-                .endpoints()
-                .create(
-                    ORG,
-                    EndpointKind::Registry,
-                    url.clone(),
-                    leadstream_connectors::writer::now_ms(),
-                )
-                .await?;
-            endpoints.push(e);
-        }
+        let endpoints = make_endpoints(&engine, &receivers).await?;
         let per_endpoint = config.delivery.max_in_flight_per_endpoint;
-        // The slow one may use more connections: it is slow, not overloaded.
-        endpoints[0] = engine
-            .endpoints()
-            .patch(
-                ORG,
-                endpoints[0].id,
-                EndpointPatch {
-                    max_in_flight: Some(Some(64)),
-                    ..EndpointPatch::default()
-                },
-                leadstream_connectors::writer::now_ms(),
-            )
-            .await?;
         reset_peak_rss();
         let engine_phase = engine_phase(&engine, &receivers, &endpoints, args, show).await?;
         receivers.reset();
+        let shared = match &args.database_url {
+            Some(url) => {
+                let schema = super::BenchSchema::create(url).await?;
+                let phase =
+                    shared_phase(&schema.url, &dir.0, &config, &receivers, args, show).await;
+                receivers.reset();
+                schema.drop_all().await?;
+                Some(phase?)
+            }
+            None => None,
+        };
         let in_flight =
             ((args.endpoints - 1) * per_endpoint + 64).min(config.delivery.max_in_flight);
         let baseline = baseline_phase(&receivers, args, in_flight, show).await?;
@@ -318,12 +317,30 @@ pub fn run(args: &DeliverArgs) -> anyhow::Result<()> {
                 engine_phase.succeeded, args.deliveries, engine_phase.failed
             ));
         }
-        if engine_phase.attempts != engine_phase.planned_attempts {
-            problems.push(format!(
-                "{} attempts, {} planned",
-                engine_phase.attempts, engine_phase.planned_attempts
-            ));
+        for (name, phase) in [
+            ("embedded", Some(&engine_phase)),
+            ("shared", shared.as_ref()),
+        ] {
+            let Some(phase) = phase else { continue };
+            if phase.succeeded != args.deliveries && name == "shared" {
+                problems.push(format!(
+                    "shared database: {} of {} deliveries succeeded ({} failed)",
+                    phase.succeeded, args.deliveries, phase.failed
+                ));
+            }
+            if phase.attempts != phase.planned_attempts {
+                problems.push(format!(
+                    "{name}: {} attempts, {} planned",
+                    phase.attempts, phase.planned_attempts
+                ));
+            }
         }
+        let shared_ratio = shared
+            .as_ref()
+            .map(|p| p.deliveries_per_sec / engine_phase.deliveries_per_sec.max(1e-9));
+        let shared_meets_target = shared
+            .as_ref()
+            .map(|p| p.deliveries_per_sec >= TARGET_SHARED_DELIVERIES_PER_SEC);
         anyhow::Ok(Summary {
             machine: Machine::detect(args.tmp_dir.as_deref(), load_start),
             deliveries: args.deliveries,
@@ -332,6 +349,9 @@ pub fn run(args: &DeliverArgs) -> anyhow::Result<()> {
             retry_schedule: config.delivery.retry_schedule.clone(),
             meets_target: engine_phase.deliveries_per_sec >= TARGET_DELIVERIES_PER_SEC,
             engine: engine_phase,
+            shared,
+            shared_ratio,
+            shared_meets_target,
             baseline,
             ratio,
             target_deliveries_per_sec: TARGET_DELIVERIES_PER_SEC,
@@ -350,6 +370,68 @@ pub fn run(args: &DeliverArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The engine phase again, on the shared database at `url`: the engine a server
+/// starts there ([`Services::open`](leadstream_connectors::services::Services::open),
+/// [`DeliveryEngine::start_shared`]), the same endpoints made anew in it.
+async fn shared_phase(
+    url: &str,
+    dir: &std::path::Path,
+    config: &Config,
+    receivers: &Receivers,
+    args: &DeliverArgs,
+    show: bool,
+) -> anyhow::Result<EnginePhase> {
+    use leadstream_connectors::db::StateDb;
+    use leadstream_connectors::services::{Role, Services};
+    let mut config = config.clone();
+    config.database.url = url.to_owned();
+    config.store.data_dir = dir.join("shared");
+    std::fs::create_dir_all(&config.store.data_dir)?;
+    let services = Services::open(&config, Role::Server).await?;
+    let (StateDb::Shared(pg), Some(shared_endpoints)) = (&services.db, services.endpoints) else {
+        bail!("the shared database did not open as one");
+    };
+    let engine = DeliveryEngine::start_shared(pg, shared_endpoints, &config.delivery)
+        .context("starting the engine on the shared database")?;
+    let endpoints = make_endpoints(&engine, receivers).await?;
+    reset_peak_rss();
+    engine_phase(&engine, receivers, &endpoints, args, show).await
+}
+
+/// One endpoint per receiver, the slow one allowed more connections.
+async fn make_endpoints(
+    engine: &DeliveryEngine,
+    receivers: &Receivers,
+) -> anyhow::Result<Vec<Arc<Endpoint>>> {
+    let mut endpoints: Vec<Arc<Endpoint>> = Vec::new();
+    for (url, _) in &receivers.all {
+        let e = engine
+            .endpoints()
+            .create(
+                ORG,
+                EndpointKind::Registry,
+                url.clone(),
+                leadstream_connectors::writer::now_ms(),
+            )
+            .await?;
+        endpoints.push(e);
+    }
+    // The slow one may use more connections: it is slow, not overloaded.
+    endpoints[0] = engine
+        .endpoints()
+        .patch(
+            ORG,
+            endpoints[0].id,
+            EndpointPatch {
+                max_in_flight: Some(Some(64)),
+                ..EndpointPatch::default()
+            },
+            leadstream_connectors::writer::now_ms(),
+        )
+        .await?;
+    Ok(endpoints)
 }
 
 async fn engine_phase(
@@ -578,6 +660,19 @@ fn print_table(s: &Summary) {
         e.publish_ms,
         e.peak_rss_bytes.unwrap_or(0) as f64 / 1048576.0
     );
+    if let Some(p) = &s.shared {
+        println!("  shared    {:>10.0} deliveries/s   {:>8.0} ms   publish-to-2xx p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms  (Postgres)",
+            p.deliveries_per_sec, p.elapsed_ms, p.latency.p50_ms, p.latency.p99_ms, p.latency.max_ms);
+        println!(
+            "            attempts {} (planned {}), succeeded {}, failed {}, publish calls {:.0} ms, peak RSS {:.0} MiB",
+            thousands(p.attempts),
+            thousands(p.planned_attempts),
+            thousands(p.succeeded),
+            thousands(p.failed),
+            p.publish_ms,
+            p.peak_rss_bytes.unwrap_or(0) as f64 / 1048576.0
+        );
+    }
     println!(
         "  baseline  {:>10.0} deliveries/s   {:>8.0} ms   bare client loop, {} in flight, no store, no signing",
         b.deliveries_per_sec, b.elapsed_ms, b.in_flight
@@ -589,6 +684,13 @@ fn print_table(s: &Summary) {
         thousands(s.target_deliveries_per_sec as usize),
         if s.meets_target { "met" } else { "NOT met" }
     );
+    if let (Some(r), Some(met)) = (s.shared_ratio, s.shared_meets_target) {
+        println!(
+            "  ratio shared/embedded: {r:.2}   target {} deliveries/s on the shared database: {}",
+            thousands(TARGET_SHARED_DELIVERIES_PER_SEC as usize),
+            if met { "met" } else { "NOT met" }
+        );
+    }
     for p in &s.problems {
         println!("  PROBLEM: {p}");
     }

@@ -269,6 +269,116 @@ pub fn insert_event(
     })
 }
 
+/// Inserts `events` (none with an idempotency key) and one pending delivery per
+/// endpoint of each, on the shared database, with two statements whatever their
+/// number (the rows as arrays): what [`insert_event`] does one event at a time, in
+/// the same order.
+///
+/// # Errors
+/// [`DbError`].
+pub fn insert_events_bulk(
+    s: &crate::db::sql::PgSession,
+    events: &[&NewEvent],
+    now_ms: i64,
+) -> Result<Vec<Published>, DbError> {
+    let ids: Vec<String> = events.iter().map(|_| new_id("evt_", now_ms)).collect();
+    let orgs: Vec<i64> = events.iter().map(|e| e.org).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(|e| &e.payload[..]).collect();
+    let counts: Vec<i64> = events.iter().map(|e| e.endpoints.len() as i64).collect();
+    let mut d_ids = Vec::new();
+    let mut d_events = Vec::new();
+    let mut d_orgs = Vec::new();
+    let mut d_endpoints = Vec::new();
+    let mut d_urls = Vec::new();
+    let mut d_types = Vec::new();
+    let mut d_due = Vec::new();
+    for (ev, event_id) in events.iter().zip(&ids) {
+        let due = ev.due_at_ms.unwrap_or(now_ms).max(now_ms);
+        for e in &ev.endpoints {
+            d_ids.push(new_id("msg_", now_ms));
+            d_events.push(event_id.as_str());
+            d_orgs.push(ev.org);
+            d_endpoints.push(e.id);
+            d_urls.push(e.url.as_str());
+            d_types.push(ev.event_type.as_str());
+            d_due.push(due);
+        }
+    }
+    let seqs: Vec<i64> = s.with_client(|c| {
+        c.execute(
+            "INSERT INTO events (id, org_id, event_type, payload, deliveries, created_at) \
+             SELECT u.id, u.org, u.type, u.payload, u.n, $6 \
+             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::bigint[]) AS u (id, org, type, payload, n)",
+            &[&ids, &orgs, &types, &payloads, &counts, &now_ms],
+        )?;
+        // Held by this process's workers from the start (see [`lease`]).
+        let rows = c.query(
+            "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, attempts, next_attempt_at, created_at, updated_at, lease_owner, lease_until) \
+             SELECT u.id, u.event, u.org, u.endpoint, u.url, u.type, 'pending', 0, u.due, $8, $8, $9, GREATEST(u.due, $8) + $10 \
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bigint[]) \
+               WITH ORDINALITY AS u (id, event, org, endpoint, url, type, due, n) ORDER BY u.n \
+             RETURNING seq, id",
+            &[
+                &d_ids,
+                &d_events,
+                &d_orgs,
+                &d_endpoints,
+                &d_urls,
+                &d_types,
+                &d_due,
+                &now_ms,
+                &crate::db::process_id(),
+                &crate::db::lease_ms(),
+            ],
+        )?;
+        let by_id: std::collections::HashMap<String, i64> = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<_, String>(1)?, r.try_get::<_, i64>(0)?)))
+            .collect::<Result<_, postgres::Error>>()?;
+        Ok(d_ids.iter().map(|id| by_id.get(id).copied().unwrap_or(-1)).collect())
+    })?;
+    if seqs.contains(&-1) {
+        return Err(RepoError::NoRow.into());
+    }
+    let mut seqs = seqs.into_iter();
+    let mut d_ids = d_ids.into_iter();
+    let mut out = Vec::with_capacity(events.len());
+    for (ev, event_id) in events.iter().zip(ids) {
+        let due = ev.due_at_ms.unwrap_or(now_ms).max(now_ms);
+        let event_type: Arc<str> = Arc::from(ev.event_type.as_str());
+        let event_arc: Arc<str> = Arc::from(event_id.as_str());
+        let jobs = ev
+            .endpoints
+            .iter()
+            .zip(seqs.by_ref())
+            .zip(d_ids.by_ref())
+            .map(|((e, seq), id)| Job {
+                seq,
+                id: Arc::from(id),
+                event_id: event_arc.clone(),
+                org: ev.org,
+                endpoint_id: e.id,
+                event_type: event_type.clone(),
+                payload: ev.payload.clone(),
+                part: None,
+                attempts: 0,
+                single: false,
+                created_at_ms: now_ms,
+                snapshot: None,
+                ack: None,
+            })
+            .collect();
+        out.push(Published {
+            event_id,
+            jobs,
+            repeated: false,
+            due_at_ms: due,
+        });
+    }
+    Ok(out)
+}
+
 /// Deliveries of one event to one endpoint, each with its own part of the body
 /// ([`body`]): a campaign send's chunk of leads.
 pub struct NewParts {
@@ -375,10 +485,13 @@ pub fn insert_parts(
             // processes insert at the same time, so the seqs are read back, in order.
             let id_list: Vec<&str> = ids[..n].iter().map(|i| &**i).collect();
             let part_list: Vec<&[u8]> = batch.parts[..n].iter().map(|p| &p[..]).collect();
+            // Held by this process's workers from the start (see [`lease`]).
+            let lease = lease_until(due, now_ms);
+            let owner = crate::db::process_id();
             let rows = s.with_client(|c| {
                 c.query(
-                    "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, next_attempt_at, created_at, updated_at, part) \
-                     SELECT u.id, $3, $4, $5, $6, $7, 'pending', $8, $9, $9, u.part \
+                    "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, next_attempt_at, created_at, updated_at, part, lease_owner, lease_until) \
+                     SELECT u.id, $3, $4, $5, $6, $7, 'pending', $8, $9, $9, u.part, $10, $11 \
                      FROM UNNEST($1::text[], $2::bytea[]) WITH ORDINALITY AS u (id, part, n) ORDER BY u.n \
                      RETURNING seq, id",
                     &[
@@ -391,6 +504,8 @@ pub fn insert_parts(
                         &&*batch.event_type,
                         &due,
                         &now_ms,
+                        &owner,
+                        &lease,
                     ],
                 )
             })?;

@@ -55,6 +55,8 @@ pub struct Shared {
     pub endpoints: Arc<Endpoints>,
     pub client: DeliveryClient,
     pub retry: DeliveryRetry,
+    /// Where attempt outcomes are recorded.
+    pub outcomes: super::outcomes::Outcomes,
     pub config: DeliveryConfig,
 }
 
@@ -475,10 +477,11 @@ async fn attempt(
             error: result.error.clone().unwrap_or_default(),
             host: crate::clickhouse::attempts::host_name().to_owned(),
         });
-    // The effect is written with the outcome when the endpoints are in the same
-    // database as the deliveries (embedded, or both shared: its NOTIFY then reloads
-    // every process's copy); otherwise after it.
-    let (effect, later_effect) = if shared.endpoints.effect_in_outcome() || shared.db.is_shared() {
+    // Embedded, the effect is written with the outcome. Shared, after it, in a
+    // transaction of its own: an endpoint's row is every outcome's, and a group
+    // transaction holding its lock until commit made the other writers (of every
+    // process) wait for it, or deadlock.
+    let (effect, later_effect) = if shared.endpoints.effect_in_outcome() {
         (effect, None)
     } else {
         (None, effect)
@@ -503,10 +506,7 @@ async fn attempt(
         effect,
     };
     let disable_after = shared.config.disable_after;
-    let written = shared
-        .db
-        .write(move |conn| record_outcome(conn, &record, disable_after))
-        .await;
+    let written = shared.outcomes.record(record).await;
     if let (Ok(_), Some(log), Some(row)) = (&written, shared.attempt_log.get(), mirrored) {
         log.record(row).await;
     }
