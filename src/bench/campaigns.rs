@@ -74,6 +74,10 @@ pub struct MaterializeArgs {
     /// Leads in the audience, all eligible.
     #[arg(long, default_value_t = 1_000_000)]
     pub audience: usize,
+    /// Also materialize on this Postgres database (in a schema of its own, dropped
+    /// after), beside the embedded store: `postgres://user:pass@host:5432/db`.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
     /// Where to create the temporary data dir; its filesystem decides what an fsync costs.
     #[arg(long, value_name = "DIR")]
     pub tmp_dir: Option<PathBuf>,
@@ -416,7 +420,146 @@ struct MaterializeSummary {
     /// `leads_per_sec / baseline_rows_per_sec`.
     ratio_of_baseline: f64,
     peak_rss_bytes: Option<u64>,
+    /// With `--database-url`: the same on the shared database.
+    shared: Option<SharedMaterialize>,
 }
+
+#[derive(Serialize)]
+struct SharedMaterialize {
+    audience_load_ms: f64,
+    materialize_ms: f64,
+    leads_per_sec: f64,
+    /// shared / embedded leads per second.
+    ratio_of_embedded: f64,
+}
+
+/// Uploads `args.audience` leads to a new campaign of `engine`'s org, fixes a send due
+/// now and materializes it; answers (upload ms, materialize ms, leads emitted).
+async fn materialize_phase(
+    engine: &DeliveryEngine,
+    campaigns: &Campaigns,
+    writer: &EventWriter,
+    args: &MaterializeArgs,
+    show: bool,
+) -> anyhow::Result<(f64, f64, u64)> {
+    // The endpoint takes one delivery per 1000 s: the deliveries stay pending, so
+    // this measures materialization into durable deliveries, not their sending
+    // (`bench deliver` measures that).
+    let ep = engine
+        .endpoints()
+        .create(
+            ORG,
+            EndpointKind::Registry,
+            "https://receiver.example/sends".into(),
+            now_ms(),
+        )
+        .await?;
+    engine
+        .endpoints()
+        .patch(
+            ORG,
+            ep.id,
+            EndpointPatch {
+                rate_limit: Some(Some(0.001)),
+                ..EndpointPatch::default()
+            },
+            now_ms(),
+        )
+        .await?;
+    let db = campaigns.db().clone();
+    let campaign = db
+        .write(move |conn| store::insert_campaign(conn, ORG, "bench", None, ep.id, now_ms()))
+        .await?;
+    while !writer.is_ready() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let pb = bar(show, args.audience, "audience");
+    let t = Instant::now();
+    let cid = campaign.id;
+    for start in (0..args.audience).step_by(50_000) {
+        let end = (start + 50_000).min(args.audience);
+        let rows: Vec<store::AudienceRow> = (start..end)
+            .map(|i| store::AudienceRow {
+                phone: lead_phone(i),
+                external_id: Some(format!("lead-{i}")),
+                variables: format!(r#"{{"first_name":"Lead {i}"}}"#),
+            })
+            .collect();
+        db.write(move |conn| store::merge_audience(conn, cid, &rows))
+            .await?;
+        pb.set_position(end as u64);
+    }
+    pb.finish_and_clear();
+    let audience_load_ms = ms(t.elapsed());
+    let send = Send {
+        id: 0,
+        campaign_id: cid,
+        org: ORG,
+        time: SendTime {
+            at_us: now_ms() * 1000,
+            local: None,
+        },
+        template_name: "welcome".into(),
+        language: "en".into(),
+        event_filter: None,
+        use_audience_filter: false,
+        created_at_ms: now_ms(),
+        materialized_at_ms: None,
+        emitted_all: false,
+    };
+    let send = db
+        .write(move |conn| store::insert_send(conn, &send))
+        .await?;
+    reset_peak_rss();
+    let t = Instant::now();
+    let m = campaigns.materialize(send.id).await?;
+    let materialize_ms = ms(t.elapsed());
+    ensure!(
+        m.emitted as usize == args.audience,
+        "emitted {} of {} leads",
+        m.emitted,
+        args.audience
+    );
+    let sid = send.id;
+    let (emitted, _) = db
+        .read(move |conn| store::emitted_counts(conn, sid))
+        .await?;
+    ensure!(
+        emitted as usize == args.audience,
+        "{emitted} marked emitted"
+    );
+    Ok((audience_load_ms, materialize_ms, m.emitted))
+}
+
+/// [`materialize_phase`] on the shared database at `url`, as a server opens it.
+async fn shared_materialize(
+    url: &str,
+    dir: &std::path::Path,
+    config: &Config,
+    args: &MaterializeArgs,
+    show: bool,
+) -> anyhow::Result<(f64, f64, u64)> {
+    use leadstream_connectors::db::StateDb;
+    use leadstream_connectors::services::{Role, Services};
+    let mut config = config.clone();
+    config.database.url = url.to_owned();
+    config.store.data_dir = dir.join("shared");
+    std::fs::create_dir_all(&config.store.data_dir)?;
+    let services = Services::open(&config, Role::Server).await?;
+    let (StateDb::Shared(pg), Some(endpoints)) = (&services.db, services.endpoints) else {
+        anyhow::bail!("the shared database did not open as one");
+    };
+    let writer = EventWriter::start(&config.store.data_dir, 64, Default::default())
+        .context("opening the event store")?;
+    let engine = DeliveryEngine::start_shared(pg, endpoints, &config.delivery)
+        .context("starting the engine on the shared database")?;
+    let campaigns = Campaigns::open(engine.clone(), writer.clone(), &config.sends)
+        .context("opening the campaign store")?;
+    materialize_phase(&engine, &campaigns, &writer, args, show).await
+}
+
+/// The target on the shared database (issue 14).
+const TARGET_SHARED_MATERIALIZE_PER_SEC: f64 = 100_000.0;
 
 /// Runs `leadstream bench materialize`.
 ///
@@ -439,95 +582,16 @@ pub fn materialize(args: &MaterializeArgs) -> anyhow::Result<()> {
             .context("opening the campaign store")?;
         (engine, campaigns)
     };
-    let out = rt.block_on(async {
-        // The endpoint takes one delivery per 1000 s: the deliveries stay pending, so
-        // this measures materialization into durable deliveries, not their sending
-        // (`bench deliver` measures that).
-        let ep = engine
-            .endpoints()
-            .create(
-                ORG,
-                EndpointKind::Registry,
-                "https://receiver.example/sends".into(),
-                now_ms(),
-            )
-            .await?;
-        engine
-            .endpoints()
-            .patch(
-                ORG,
-                ep.id,
-                EndpointPatch {
-                    rate_limit: Some(Some(0.001)),
-                    ..EndpointPatch::default()
-                },
-                now_ms(),
-            )
-            .await?;
-        let db = campaigns.db().clone();
-        let campaign = db
-            .write(move |conn| store::insert_campaign(conn, ORG, "bench", None, ep.id, now_ms()))
-            .await?;
-        while !writer.is_ready() {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let pb = bar(show, args.audience, "audience");
-        let t = Instant::now();
-        let cid = campaign.id;
-        for start in (0..args.audience).step_by(50_000) {
-            let end = (start + 50_000).min(args.audience);
-            let rows: Vec<store::AudienceRow> = (start..end)
-                .map(|i| store::AudienceRow {
-                    phone: lead_phone(i),
-                    external_id: Some(format!("lead-{i}")),
-                    variables: format!(r#"{{"first_name":"Lead {i}"}}"#),
-                })
-                .collect();
-            db.write(move |conn| store::merge_audience(conn, cid, &rows))
-                .await?;
-            pb.set_position(end as u64);
-        }
-        pb.finish_and_clear();
-        let audience_load_ms = ms(t.elapsed());
-        let send = Send {
-            id: 0,
-            campaign_id: cid,
-            org: ORG,
-            time: SendTime {
-                at_us: now_ms() * 1000,
-                local: None,
-            },
-            template_name: "welcome".into(),
-            language: "en".into(),
-            event_filter: None,
-            use_audience_filter: false,
-            created_at_ms: now_ms(),
-            materialized_at_ms: None,
-            emitted_all: false,
-        };
-        let send = db
-            .write(move |conn| store::insert_send(conn, &send))
-            .await?;
-        reset_peak_rss();
-        let t = Instant::now();
-        let m = campaigns.materialize(send.id).await?;
-        let materialize_ms = ms(t.elapsed());
-        ensure!(
-            m.emitted as usize == args.audience,
-            "emitted {} of {} leads",
-            m.emitted,
-            args.audience
-        );
-        let sid = send.id;
-        let (emitted, _) = db
-            .read(move |conn| store::emitted_counts(conn, sid))
-            .await?;
-        ensure!(
-            emitted as usize == args.audience,
-            "{emitted} marked emitted"
-        );
-        anyhow::Ok((audience_load_ms, materialize_ms, m.emitted))
-    })?;
+    let out = rt.block_on(materialize_phase(&engine, &campaigns, &writer, args, show))?;
+    let shared = match &args.database_url {
+        Some(url) => Some(rt.block_on(async {
+            let schema = super::BenchSchema::create(url).await?;
+            let out = shared_materialize(&schema.url, &dir.0, &config, args, show).await;
+            schema.drop_all().await?;
+            out
+        })?),
+        None => None,
+    };
     let (audience_load_ms, materialize_ms, emitted) = out;
     let peak = rss_bytes("VmHWM");
     let baseline_ms = baseline(&dir.0, args.audience)?;
@@ -545,6 +609,15 @@ pub fn materialize(args: &MaterializeArgs) -> anyhow::Result<()> {
         baseline_rows_per_sec,
         ratio_of_baseline: leads_per_sec / baseline_rows_per_sec,
         peak_rss_bytes: peak,
+        shared: shared.map(|(load, m, n)| {
+            let per_sec = n as f64 / (m / 1e3);
+            SharedMaterialize {
+                audience_load_ms: load,
+                materialize_ms: m,
+                leads_per_sec: per_sec,
+                ratio_of_embedded: per_sec / leads_per_sec,
+            }
+        }),
     };
     if args.json {
         println!("{}", serde_json::to_string(&out)?);
@@ -574,6 +647,21 @@ pub fn materialize(args: &MaterializeArgs) -> anyhow::Result<()> {
     );
     if let Some(p) = out.peak_rss_bytes {
         println!("  peak RSS             {:.0} MB", p as f64 / 1048576.0);
+    }
+    if let Some(sh) = &out.shared {
+        println!(
+            "  shared database      upload {:.0} ms; materialize {:.0} ms, {} leads/s, target ≥ {}: {}; {:.2} of the embedded store",
+            sh.audience_load_ms,
+            sh.materialize_ms,
+            thousands(sh.leads_per_sec as usize),
+            thousands(TARGET_SHARED_MATERIALIZE_PER_SEC as usize),
+            if sh.leads_per_sec >= TARGET_SHARED_MATERIALIZE_PER_SEC {
+                "met"
+            } else {
+                "MISSED"
+            },
+            sh.ratio_of_embedded
+        );
     }
     Ok(())
 }
