@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Draws bar charts from `leadstream bench eligibility|materialize|domain --json`:
 docs/img/campaign-eligibility.svg, docs/img/campaign-materialize.svg and
-docs/img/domain-webhooks.svg; and from `leadstream bench ingest --database-url … --json`
-(one file per batch size): docs/img/ingest-shared-registry.svg.
+docs/img/domain-webhooks.svg; from `leadstream bench ingest --database-url … --json`
+(one file per batch size): docs/img/ingest-shared-registry.svg; from `bench deliver
+--database-url … --json` and `bench materialize --database-url … --json`:
+docs/img/deliver-shared.svg and docs/img/materialize-shared.svg.
 
 usage: python3 docs/plot_summaries.py SUMMARY.json [SUMMARY.json ...]
 (each file is recognized by its fields; only the plots of the files given are drawn)
@@ -51,6 +53,25 @@ def materialize(m):
          m["target_per_sec"], f'target {m["target_per_sec"]:,.0f}/s', "/s")
 
 
+def materialize_shared(m):
+    sh = m["shared"]
+    bars("docs/img/materialize-shared.svg",
+         f'bench materialize: {m["audience"]:,} leads, embedded store vs Postgres (per second; 2 cores)',
+         [("embedded store (SQLite)", m["leads_per_sec"], False),
+          ("shared database (Postgres)", sh["leads_per_sec"], True)],
+         100_000, "target 100,000/s (Postgres)", "/s")
+
+
+def deliver(d):
+    rows = [("bare client loop (ceiling)", d["baseline"]["deliveries_per_sec"], False),
+            ("engine, embedded store", d["engine"]["deliveries_per_sec"], False)]
+    if d.get("shared"):
+        rows.append(("engine, shared database", d["shared"]["deliveries_per_sec"], True))
+    bars("docs/img/deliver-shared.svg",
+         f'bench deliver: {d["deliveries"]:,} deliveries to {d["endpoints"]} local endpoints (per second; 2 cores)',
+         rows, 10_000, "target 10,000/s (Postgres)", "/s")
+
+
 def domain(d):
     bars("docs/img/domain-webhooks.svg",
          f'bench domain: {d["events"]:,} WhatsApp webhooks, {d["concurrency"]} in flight (per second; 2 cores)',
@@ -81,6 +102,10 @@ for path in sys.argv[1:]:
         eligibility(data)
     elif "leads_per_sec" in data:
         materialize(data)
+        if data.get("shared"):
+            materialize_shared(data)
+    elif "engine" in data and "baseline" in data:
+        deliver(data)
     elif "webhooks_per_sec" in data:
         domain(data)
     else:

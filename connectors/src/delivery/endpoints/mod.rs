@@ -129,16 +129,25 @@ impl Endpoints {
             // follows the reconnection reloads everything.
             crate::db::notify::Change::Lost => Ok(()),
             crate::db::notify::Change::Reset => {
+                // Merged, not swapped: an endpoint made (or changed) while the list
+                // was read is in the copy but not in the list, and must stay. One
+                // missing from the list is asked for on its own, after it: only an
+                // endpoint still gone then was deleted.
                 let all = self.repo.all().await?;
-                let fresh: HashMap<i64, Arc<Endpoint>> =
-                    all.into_iter().map(|e| (e.id, Arc::new(e))).collect();
-                let mut cache = self.cache.write();
-                for id in cache.keys() {
-                    if !fresh.contains_key(id) {
-                        self.deleted.write().insert(*id);
-                    }
+                let listed: std::collections::HashSet<i64> = all.iter().map(|e| e.id).collect();
+                for e in all {
+                    self.keep(&Arc::new(e));
                 }
-                *cache = fresh;
+                let missing: Vec<i64> = self
+                    .cache
+                    .read()
+                    .keys()
+                    .filter(|id| !listed.contains(id))
+                    .copied()
+                    .collect();
+                for id in missing {
+                    self.refresh(id).await?;
+                }
                 Ok(())
             }
         }
