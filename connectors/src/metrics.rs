@@ -51,6 +51,7 @@ const DB_CONNECTIONS: &str = "leadstream_database_connections";
 const DB_LISTENER: &str = "leadstream_database_listener_connected";
 const DB_NOTIFICATIONS: &str = "leadstream_database_notifications_total";
 const CREDENTIAL_CACHE: &str = "leadstream_credential_cache_lookups_total";
+const SHARED_CLAIMS: &str = "leadstream_shared_work_claimed_total";
 
 /// Buckets of [`DELIVERY_LATENCY`], in seconds: from a receiver on the same network
 /// up to the longest per-attempt timeout an endpoint may set (30 s).
@@ -215,6 +216,10 @@ fn describe() {
         "Shared database: change notifications heard from other processes, by channel"
     );
     describe_counter!(
+        SHARED_CLAIMS,
+        "Shared database: work this process claimed because no live process held it (a killed process's, or left when every process stopped), by kind"
+    );
+    describe_counter!(
         CREDENTIAL_CACHE,
         "Shared database: credential checks answered from this process's cache (hit) or the database (miss)"
     );
@@ -246,6 +251,12 @@ pub fn database_listener(channel: &'static str, connected: bool) {
 /// A change notification heard on `channel`.
 pub fn database_notification(channel: &'static str) {
     counter!(DB_NOTIFICATIONS, "channel" => channel).increment(1);
+}
+
+/// `n` pieces of shared work of `kind` (`delivery`, `outbox`) claimed by this process
+/// after their holder's lease ran out.
+pub fn shared_work_claimed(kind: &'static str, n: u64) {
+    counter!(SHARED_CLAIMS, "kind" => kind).increment(n);
 }
 
 /// A credential check answered from the cache (`hit`) or the database.

@@ -696,6 +696,13 @@ async fn deliveries_are_in_every_process_log_and_a_killed_process_s_retries_are_
         seen.len(),
         "{detail}"
     );
+    // An SRE sees the takeover.
+    let (_, text) = crate::metrics::scrape(&b).await;
+    assert!(
+        text.lines()
+            .any(|l| l == "leadstream_shared_work_claimed_total{kind=\"delivery\"} 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -178,7 +178,11 @@ impl DeliveryEngine {
                     Ok(jobs) if jobs.is_empty() => break,
                     Ok(jobs) => {
                         let n = jobs.len();
-                        tracing::debug!(deliveries = n, "claimed pending deliveries");
+                        tracing::info!(
+                            deliveries = n,
+                            "claimed pending deliveries no live process held"
+                        );
+                        crate::metrics::shared_work_claimed("delivery", n as u64);
                         self.dispatch.at(jobs);
                         if n < CLAIM_AT_ONCE {
                             break;

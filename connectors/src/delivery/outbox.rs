@@ -131,6 +131,7 @@ async fn sweep_shared(shared: Arc<Shared>, link: Arc<KafkaLink>, retry: RetryCon
         match shared.db.write(|conn| claim_left(conn, now_ms())).await {
             Ok(left) if left.is_empty() => {}
             Ok(left) => {
+                crate::metrics::shared_work_claimed("outbox", left.len() as u64);
                 tracing::info!(
                     publishes = left.len(),
                     "producing deliveries another process committed but Kafka had not acknowledged"
