@@ -869,4 +869,53 @@ mod tests {
             assert!(due_sends(conn, 99, 10).unwrap().is_empty(), "not yet due");
         });
     }
+
+    #[test]
+    fn a_send_is_held_by_one_process_until_its_lease_runs_out() {
+        on_both_backends(|conn, backend| {
+            let c = insert_campaign(conn, 1, "c", None, 5, 0).unwrap();
+            let send = insert_send(
+                conn,
+                &Send {
+                    id: 0,
+                    campaign_id: c.id,
+                    org: 1,
+                    time: SendTime {
+                        at_us: 0,
+                        local: None,
+                    },
+                    template_name: "t".into(),
+                    language: "en".into(),
+                    event_filter: None,
+                    use_audience_filter: false,
+                    created_at_ms: 0,
+                    materialized_at_ms: None,
+                    emitted_all: false,
+                },
+            )
+            .unwrap();
+            let now = 1_000_000;
+            assert!(hold_send(conn, send.id, now).unwrap(), "{backend}: free");
+            assert!(
+                hold_send(conn, send.id, now + 1).unwrap(),
+                "{backend}: renewed"
+            );
+            if backend == "sqlite" {
+                return;
+            }
+            conn.execute(
+                "UPDATE sends SET lease_owner = 'other:1:0', lease_until = ?2 WHERE id = ?1",
+                args![send.id, now + 5_000],
+            )
+            .unwrap();
+            assert!(
+                !hold_send(conn, send.id, now + 4_999).unwrap(),
+                "held by another"
+            );
+            assert!(
+                hold_send(conn, send.id, now + 5_001).unwrap(),
+                "its lease ran out"
+            );
+        });
+    }
 }

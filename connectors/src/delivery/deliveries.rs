@@ -1373,6 +1373,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_deliveries_no_live_process_holds_are_claimed_and_only_once() {
+        for backend in BACKENDS {
+            let (_d, db, e) = setup(backend).await;
+            let now = 1_000_000;
+            let ev = event(&e, None);
+            let published = db
+                .write(move |c| insert_event(c, &ev, now, Duration::from_secs(1)))
+                .await
+                .unwrap();
+            let seq = published.jobs[0].seq;
+            let claim = |at: i64| {
+                let db = db.clone();
+                async move {
+                    db.write(move |c| claim_due(c, at, at + 1_000, 100))
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|(j, _)| j.seq)
+                        .collect::<Vec<_>>()
+                }
+            };
+            if backend == "sqlite" {
+                // One process owns the embedded store: nothing to claim from anyone.
+                assert!(claim(now + 10_000).await.is_empty());
+                continue;
+            }
+            // Held by another process until now + 5 s.
+            db.write(move |c| {
+                c.execute(
+                    "UPDATE deliveries SET lease_owner = 'other:1:0', lease_until = ?2 WHERE seq = ?1",
+                    args![seq, now + 5_000],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+            assert!(
+                claim(now + 4_999).await.is_empty(),
+                "its holder's lease runs"
+            );
+            assert_eq!(claim(now + 5_001).await, [seq], "the lease ran out");
+            assert!(
+                claim(now + 5_002).await.is_empty(),
+                "claimed once: this process holds it now"
+            );
+            // Finished, it is nobody's to claim however late.
+            let done = Outcome {
+                seq,
+                endpoint_id: e.id,
+                attempt: None,
+                state: DeliveryState::Succeeded,
+                attempts: 1,
+                last_status: Some(200),
+                last_error: None,
+                next_attempt_at_ms: None,
+                at_ms: now + 6_000,
+                effect: None,
+            };
+            db.write(move |c| record_outcome(c, &done, Duration::from_secs(1)))
+                .await
+                .unwrap();
+            assert!(claim(now + 1_000_000).await.is_empty());
+        }
+    }
+
+    #[tokio::test]
     async fn retention_deletes_old_finished_deliveries_and_keeps_pending_ones() {
         for backend in BACKENDS {
             let (_d, db, e) = setup(backend).await;
