@@ -121,7 +121,45 @@ pub struct Job {
     pub ack: Option<super::kafka::Ack>,
 }
 
+/// What every delivery of one event shares: its event.
+pub struct EventOf {
+    pub event_id: Arc<str>,
+    pub org: OrgId,
+    pub event_type: Arc<str>,
+    /// The event's payload, as stored.
+    pub payload: Bytes,
+    pub created_at_ms: i64,
+}
+
 impl Job {
+    /// A delivery of `event` to endpoint `endpoint_id`, with its own `part` of the body
+    /// when it has one, as stored: no attempt made yet, on its schedule, nothing to
+    /// acknowledge. The one constructor (a read-back or a Kafka record sets what
+    /// differs from there).
+    pub fn new(
+        seq: i64,
+        id: Arc<str>,
+        event: &EventOf,
+        endpoint_id: i64,
+        part: Option<Bytes>,
+    ) -> Self {
+        Self {
+            seq,
+            id,
+            event_id: event.event_id.clone(),
+            org: event.org,
+            endpoint_id,
+            event_type: event.event_type.clone(),
+            payload: event.payload.clone(),
+            part,
+            attempts: 0,
+            single: false,
+            created_at_ms: event.created_at_ms,
+            snapshot: None,
+            ack: None,
+        }
+    }
+
     /// The exact bytes every attempt sends and signs.
     pub fn body(&self) -> Bytes {
         match &self.part {
@@ -179,6 +217,19 @@ pub struct NewEvent {
     pub due_at_ms: Option<i64>,
 }
 
+impl NewEvent {
+    /// What its deliveries share, once stored as `event_id` at `now_ms`.
+    fn shared(&self, event_id: &str, now_ms: i64) -> EventOf {
+        EventOf {
+            event_id: Arc::from(event_id),
+            org: self.org,
+            event_type: Arc::from(self.event_type.as_str()),
+            payload: self.payload.clone(),
+            created_at_ms: now_ms,
+        }
+    }
+}
+
 /// Inserts the event and one pending delivery per endpoint, due now.
 ///
 /// # Errors
@@ -225,8 +276,7 @@ pub fn insert_event(
         now_ms
     ])?;
     let due = ev.due_at_ms.unwrap_or(now_ms).max(now_ms);
-    let event_type: Arc<str> = Arc::from(ev.event_type.as_str());
-    let event_arc: Arc<str> = Arc::from(event_id.as_str());
+    let event = ev.shared(&event_id, now_ms);
     let mut jobs = Vec::with_capacity(ev.endpoints.len());
     for e in &ev.endpoints {
         let id = new_id("msg_", now_ms);
@@ -245,21 +295,7 @@ pub fn insert_event(
                 part: None,
             },
         )?;
-        jobs.push(Job {
-            seq,
-            id: Arc::from(id),
-            event_id: event_arc.clone(),
-            org: ev.org,
-            endpoint_id: e.id,
-            event_type: event_type.clone(),
-            payload: ev.payload.clone(),
-            part: None,
-            attempts: 0,
-            single: false,
-            created_at_ms: now_ms,
-            snapshot: None,
-            ack: None,
-        });
+        jobs.push(Job::new(seq, Arc::from(id), &event, e.id, None));
     }
     Ok(Published {
         event_id,
@@ -346,28 +382,13 @@ pub fn insert_events_bulk(
     let mut out = Vec::with_capacity(events.len());
     for (ev, event_id) in events.iter().zip(ids) {
         let due = ev.due_at_ms.unwrap_or(now_ms).max(now_ms);
-        let event_type: Arc<str> = Arc::from(ev.event_type.as_str());
-        let event_arc: Arc<str> = Arc::from(event_id.as_str());
+        let event = ev.shared(&event_id, now_ms);
         let jobs = ev
             .endpoints
             .iter()
             .zip(seqs.by_ref())
             .zip(d_ids.by_ref())
-            .map(|((e, seq), id)| Job {
-                seq,
-                id: Arc::from(id),
-                event_id: event_arc.clone(),
-                org: ev.org,
-                endpoint_id: e.id,
-                event_type: event_type.clone(),
-                payload: ev.payload.clone(),
-                part: None,
-                attempts: 0,
-                single: false,
-                created_at_ms: now_ms,
-                snapshot: None,
-                ack: None,
-            })
+            .map(|((e, seq), id)| Job::new(seq, Arc::from(id), &event, e.id, None))
             .collect();
         out.push(Published {
             event_id,
@@ -520,6 +541,13 @@ pub fn insert_parts(
                 .collect::<Result<Vec<_>, _>>()?
         }
     };
+    let event = EventOf {
+        event_id: batch.event_id.clone(),
+        org: batch.org,
+        event_type: batch.event_type.clone(),
+        payload: batch.payload.clone(),
+        created_at_ms: now_ms,
+    };
     let jobs = batch
         .parts
         .iter()
@@ -527,21 +555,13 @@ pub fn insert_parts(
         .zip(seqs)
         .map(|((part, id), seq)| {
             (
-                Job {
+                Job::new(
                     seq,
-                    id: id.clone(),
-                    event_id: batch.event_id.clone(),
-                    org: batch.org,
-                    endpoint_id: batch.endpoint.id,
-                    event_type: batch.event_type.clone(),
-                    payload: batch.payload.clone(),
-                    part: Some(part.clone()),
-                    attempts: 0,
-                    single: false,
-                    created_at_ms: now_ms,
-                    snapshot: None,
-                    ack: None,
-                },
+                    id.clone(),
+                    &event,
+                    batch.endpoint.id,
+                    Some(part.clone()),
+                ),
                 due,
             )
         })
@@ -677,19 +697,24 @@ type PendingColumns = (
 );
 
 fn pending_row(r: &Row<'_>) -> Result<PendingColumns, RepoError> {
+    pending_row_from(r, 0)
+}
+
+/// [`PendingColumns`] from column `at` of `r` on.
+fn pending_row_from(r: &Row<'_>, at: usize) -> Result<PendingColumns, RepoError> {
     Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
+        r.get(at)?,
+        r.get(at + 1)?,
+        r.get(at + 2)?,
+        r.get(at + 3)?,
+        r.get(at + 4)?,
+        r.get(at + 5)?,
+        r.get(at + 6)?,
+        r.get(at + 7)?,
+        r.get(at + 8)?,
+        r.get(at + 9)?,
+        r.get(at + 10)?,
+        r.get(at + 11)?,
     ))
 }
 
@@ -718,21 +743,24 @@ fn jobs_of(rows: Vec<PendingColumns>) -> Vec<(Job, i64)> {
             .entry(payload)
             .or_insert_with_key(|p| Bytes::from(p.clone()))
             .clone();
+        let event = EventOf {
+            event_id: Arc::from(event_id),
+            org,
+            event_type: Arc::from(event_type),
+            payload,
+            created_at_ms: created,
+        };
         out.push((
             Job {
-                seq,
-                id: Arc::from(id),
-                event_id: Arc::from(event_id),
-                org,
-                endpoint_id,
-                event_type: Arc::from(event_type),
-                payload,
-                part: part.map(Bytes::from),
                 attempts,
                 single,
-                created_at_ms: created,
-                snapshot: None,
-                ack: None,
+                ..Job::new(
+                    seq,
+                    Arc::from(id),
+                    &event,
+                    endpoint_id,
+                    part.map(Bytes::from),
+                )
             },
             due,
         ));
@@ -826,32 +854,23 @@ pub fn mark_for_retry(
     id: &str,
     now_ms: i64,
 ) -> Result<Option<Result<Job, DeliveryState>>, DbError> {
-    let row: Option<(DeliveryState, Job)> = conn
-        .query_opt(
-            "SELECT d.seq, d.state, d.endpoint_id, d.event_type, d.attempts, d.id, e.payload, d.created_at, d.event_id, d.part \
-             FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1 AND d.org_id = ?2",
-            args![id, org],
-            |r| {
-                Ok((
-                    state_of(r, 1)?,
-                    Job {
-                        seq: r.get(0)?,
-                        id: Arc::from(r.get::<String>(5)?),
-                        event_id: Arc::from(r.get::<String>(8)?),
-                        org,
-                        endpoint_id: r.get(2)?,
-                        event_type: Arc::from(r.get::<String>(3)?),
-                        payload: Bytes::from(r.get::<Vec<u8>>(6)?),
-                        part: r.get::<Option<Vec<u8>>>(9)?.map(Bytes::from),
-                        attempts: r.get(4)?,
-                        single: true,
-                        created_at_ms: r.get(7)?,
-                        snapshot: None,
-                        ack: None,
-                    },
-                ))
+    let row = conn.query_opt(
+        "SELECT d.state, d.seq, d.id, d.endpoint_id, d.event_type, d.attempts, d.single_attempt, \
+         COALESCE(d.next_attempt_at, d.created_at), e.payload, d.created_at, d.event_id, d.org_id, d.part \
+         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1 AND d.org_id = ?2",
+        args![id, org],
+        |r| Ok((state_of(r, 0)?, pending_row_from(r, 1)?)),
+    )?;
+    let row = row.map(|(state, columns)| {
+        let (job, _) = jobs_of(vec![columns]).pop().expect("one row in, one out");
+        (
+            state,
+            Job {
+                single: true,
+                ..job
             },
-        )?;
+        )
+    });
     let Some((state, job)) = row else {
         return Ok(None);
     };

@@ -337,21 +337,19 @@ async fn admit(shared: &Arc<Shared>, batch: Vec<Read>) -> Result<Vec<(Job, i64)>
             .as_ref()
             .and(d.part.clone())
             .map(Bytes::from);
+        let event = deliveries::EventOf {
+            event_id: Arc::from(d.event_id),
+            org: d.organization_id,
+            event_type: Arc::from(d.event_type),
+            payload,
+            created_at_ms: d.created_at_us.div_euclid(1000),
+        };
         jobs.push((
             Job {
-                seq,
-                id: Arc::from(d.delivery_id),
-                event_id: Arc::from(d.event_id),
-                org: d.organization_id,
-                endpoint_id: d.endpoint_id,
-                event_type: Arc::from(d.event_type),
-                payload,
-                part,
                 attempts: d.attempts,
-                single: false,
-                created_at_ms: d.created_at_us.div_euclid(1000),
                 snapshot,
                 ack: Some(ack),
+                ..Job::new(seq, Arc::from(d.delivery_id), &event, d.endpoint_id, part)
             },
             due,
         ));
