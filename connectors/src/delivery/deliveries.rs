@@ -796,6 +796,25 @@ pub fn lease_until(due_ms: i64, now_ms: i64) -> i64 {
     due_ms.max(now_ms) + crate::db::lease_ms()
 }
 
+/// Shared database: extends, to a lease from `now_ms`, the leases of this process's
+/// pending deliveries that end within half a lease: those its workers still hold in
+/// memory (a backlog behind an endpoint's `maxInFlight`, a retry about to be due), so
+/// that no other process claims them while this one lives. Answers how many.
+///
+/// # Errors
+/// [`DbError`].
+pub fn renew_leases(conn: Sql<'_>, now_ms: i64) -> Result<usize, DbError> {
+    if !conn.is_postgres() {
+        return Ok(0);
+    }
+    let lease = crate::db::lease_ms();
+    Ok(conn.execute(
+        "UPDATE deliveries SET lease_until = ?2 + ?3 \
+         WHERE lease_owner = ?1 AND state = 'pending' AND lease_until >= ?2 AND lease_until < ?2 + ?3 / 2",
+        args![crate::db::process_id(), now_ms, lease],
+    )?)
+}
+
 /// Shared database: claims for this process up to `limit` pending deliveries due by
 /// `horizon_ms` that no live process holds (never held, or their holder's lease ran
 /// out: it was killed), `FOR UPDATE SKIP LOCKED` so that two processes never claim
@@ -1437,6 +1456,12 @@ mod tests {
                 claim(now + 5_002).await.is_empty(),
                 "claimed once: this process holds it now"
             );
+            // Held here, its lease is renewed while this process lives: never claimable.
+            let lease = crate::db::lease_ms();
+            let late = now + 5_001 + lease - 1;
+            let renewed = db.write(move |c| renew_leases(c, late)).await.unwrap();
+            assert_eq!(renewed, 1);
+            assert!(claim(late + 2).await.is_empty(), "renewed, still held");
             // Finished, it is nobody's to claim however late.
             let done = Outcome {
                 seq,

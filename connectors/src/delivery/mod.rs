@@ -157,15 +157,27 @@ impl DeliveryEngine {
     }
 
     /// Shared database without Kafka, the database is the queue: every
-    /// [`CLAIM_EVERY`] this process claims the pending deliveries due by then that no
-    /// live process holds ([`deliveries::claim_due`]): those a killed process held
-    /// once its lease ran out, those left when every process stopped. What this
-    /// process publishes it holds from the start.
+    /// [`CLAIM_EVERY`] this process renews the leases of what it holds that are about
+    /// to run out ([`deliveries::renew_leases`]), and claims the pending deliveries due
+    /// by then that no live process holds ([`deliveries::claim_due`]): those a killed
+    /// process held once its lease ran out, those left when every process stopped.
+    /// What this process publishes it holds from the start.
     async fn claim_shared(self) {
         let mut tick = tokio::time::interval(CLAIM_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // What this process still holds keeps its lease while the process lives
+            // (a lease runs out only when its holder stops renewing: it died).
+            let now = now_ms();
+            if let Err(e) = self
+                .shared
+                .db
+                .write(move |conn| deliveries::renew_leases(conn, now))
+                .await
+            {
+                tracing::warn!(error = %e, "renewing the leases of the deliveries this process holds");
+            }
             loop {
                 let now = now_ms();
                 let horizon = now + CLAIM_EVERY.as_millis() as i64;
