@@ -145,8 +145,10 @@ pub async fn notify(
     channel: &str,
     payload: &str,
 ) -> Result<(), tokio_postgres::Error> {
+    // Through the connection's statement cache: a round trip less per change.
+    let statement = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
     client
-        .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+        .execute(&statement, &[&channel, &payload])
         .await
         .map(|_| ())
 }

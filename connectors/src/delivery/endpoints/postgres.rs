@@ -44,26 +44,49 @@ fn read_row(r: &tokio_postgres::Row) -> Result<StoredEndpoint, RepoError> {
     })
 }
 
+/// Runs `sql` through the connection's statement cache: a statement prepared once per
+/// connection, not once per call (a round trip less on the workers' hot paths: an
+/// attempt's effect, a reload after a notification).
+async fn exec(
+    c: &impl GenericClient,
+    sql: &str,
+    args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, DbError> {
+    let statement = c.prepare_cached(sql).await.map_err(RepoError::from)?;
+    Ok(c.execute(&statement, args).await.map_err(RepoError::from)?)
+}
+
+/// [`exec`] for a query's rows.
+async fn rows(
+    c: &impl GenericClient,
+    sql: &str,
+    args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, DbError> {
+    let statement = c.prepare_cached(sql).await.map_err(RepoError::from)?;
+    Ok(c.query(&statement, args).await.map_err(RepoError::from)?)
+}
+
 /// Endpoints matching `filter` (with `args`), with their secrets: two queries.
 async fn load_where(
     c: &impl GenericClient,
     filter: &str,
     args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<Endpoint>, DbError> {
-    let rows = c
-        .query(&format!("SELECT {COLUMNS} FROM endpoints {filter}"), args)
-        .await
-        .map_err(RepoError::from)?;
-    let stored: Vec<StoredEndpoint> = rows.iter().map(read_row).collect::<Result<_, _>>()?;
+    let found = rows(
+        c,
+        &format!("SELECT {COLUMNS} FROM endpoints {filter}"),
+        args,
+    )
+    .await?;
+    let stored: Vec<StoredEndpoint> = found.iter().map(read_row).collect::<Result<_, _>>()?;
     let ids: Vec<i64> = stored.iter().map(|e| e.id).collect();
-    let secrets = c
-        .query(
-            "SELECT endpoint_id, secret, created_at, expires_at FROM endpoint_secrets \
-             WHERE endpoint_id = ANY($1) ORDER BY created_at DESC, id DESC",
-            &[&ids],
-        )
-        .await
-        .map_err(RepoError::from)?;
+    let secrets = rows(
+        c,
+        "SELECT endpoint_id, secret, created_at, expires_at FROM endpoint_secrets \
+         WHERE endpoint_id = ANY($1) ORDER BY created_at DESC, id DESC",
+        &[&ids],
+    )
+    .await?;
     let mut by_endpoint: std::collections::HashMap<i64, Vec<_>> = Default::default();
     for r in &secrets {
         let id: i64 = r.try_get(0).map_err(RepoError::from)?;
@@ -284,38 +307,14 @@ impl EndpointRepo for PgEndpoints {
         let mut conn = self.pg.conn().await?;
         let tx = conn.transaction().await.map_err(RepoError::from)?;
         let changed = match effect {
-            EndpointEffect::Succeeded => tx
-                .execute(
-                    "UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
-                    &[&id],
-                )
-                .await
-                .map_err(RepoError::from)?,
+            EndpointEffect::Succeeded => exec(&tx, "UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL", &[&id]).await?,
             EndpointEffect::Failed { at_ms } => {
-                let n = tx
-                    .execute(
-                        "UPDATE endpoints SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
-                        &[&id, &at_ms],
-                    )
-                    .await
-                    .map_err(RepoError::from)?;
+                let n = exec(&tx, "UPDATE endpoints SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL", &[&id, &at_ms]).await?;
                 let cutoff = at_ms - disable_after.as_millis() as i64;
-                n + tx
-                    .execute(
-                        "UPDATE endpoints SET enabled = FALSE, disabled_reason = $3, updated_at = $4 \
-                         WHERE id = $1 AND enabled AND failing_since <= $2",
-                        &[&id, &cutoff, &failing_reason(disable_after), &at_ms],
-                    )
-                    .await
-                    .map_err(RepoError::from)?
+                n + exec(&tx, "UPDATE endpoints SET enabled = FALSE, disabled_reason = $3, updated_at = $4 \
+                         WHERE id = $1 AND enabled AND failing_since <= $2", &[&id, &cutoff, &failing_reason(disable_after), &at_ms]).await?
             }
-            EndpointEffect::Disable { reason, at_ms } => tx
-                .execute(
-                    "UPDATE endpoints SET enabled = FALSE, disabled_reason = $2, updated_at = $3 WHERE id = $1 AND enabled",
-                    &[&id, &reason, &at_ms],
-                )
-                .await
-                .map_err(RepoError::from)?,
+            EndpointEffect::Disable { reason, at_ms } => exec(&tx, "UPDATE endpoints SET enabled = FALSE, disabled_reason = $2, updated_at = $3 WHERE id = $1 AND enabled", &[&id, &reason, &at_ms]).await?,
         };
         if changed > 0 {
             notify_change(&tx, id).await?;
