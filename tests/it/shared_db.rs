@@ -749,3 +749,47 @@ async fn a_campaign_made_on_one_process_is_read_and_listed_on_another() {
     assert_eq!(st, 200, "{listed}");
     assert_eq!(listed["data"][0]["id"], id, "{listed}");
 }
+
+#[tokio::test]
+async fn text_postgres_cannot_store_is_a_400_that_changes_nothing() {
+    use reqwest::Method;
+    use serde_json::json;
+    let pg = TestPostgres::start();
+    let url = pg.new_database();
+    let servers = cluster(&url, 1).await;
+    let s = &servers[0];
+    admin(&url, &["org", "create", "--id", "8", "--name", "eight"]).ok();
+    let key = Key::parse(&admin(&url, &["api-key", "create", "--org", "8"]).ok()).secret;
+    let (st, made) = call(
+        s,
+        Method::POST,
+        "/api/webhooks/create",
+        &key,
+        Some(json!({"webhook": "https://hooks.example.com/n"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{made}");
+    // A NUL character, which Postgres text cannot hold: the client's to fix, not a 500.
+    let (st, body) = call(
+        s,
+        Method::POST,
+        "/api/v1/outbound-events",
+        &key,
+        Some(json!({"eventType": "ping", "payload": {"n": 1}, "idempotencyKey": "a\u{0}b"})),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("NUL"), "{body}");
+    let (st, log) = call(s, Method::GET, "/api/v1/deliveries", &key, None).await;
+    assert_eq!(st, 200, "{log}");
+    assert_eq!(log["data"], json!([]), "nothing was published");
+    let (st, ok) = call(
+        s,
+        Method::POST,
+        "/api/v1/outbound-events",
+        &key,
+        Some(json!({"eventType": "ping", "payload": {"n": 1}, "idempotencyKey": "ab"})),
+    )
+    .await;
+    assert_eq!(st, 202, "{ok}");
+}

@@ -68,9 +68,15 @@ pub struct PublishIn<'a> {
     #[serde(borrow)]
     #[schema(value_type = Object)]
     payload: Option<&'a RawValue>,
-    /// A repeat within 24 h answers the first call's `id` and creates nothing.
+    /// A repeat within 24 h answers the first call's `id` and creates nothing. No NUL
+    /// character (`\u0000`).
     #[serde(rename = "idempotencyKey")]
-    #[schema(min_length = 1, max_length = 256, example = "order-9F2-booked")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\x00]+$",
+        example = "order-9F2-booked"
+    )]
     idempotency_key: Option<String>,
 }
 
@@ -136,9 +142,9 @@ pub async fn publish(
         ));
     }
     if let Some(k) = &req.idempotency_key {
-        if k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY {
+        if k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY || k.contains('\0') {
             return Err(bad(format!(
-                "idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
+                "idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY} characters, without the NUL character (\\u0000)"
             )));
         }
     }

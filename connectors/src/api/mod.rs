@@ -287,6 +287,12 @@ pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), Api
 /// `Retry-After`; anything else a 500 naming the incident.
 pub(crate) fn store_error(e: impl StoreFailure) -> ApiError {
     let incident = format!("{:08x}", rand::random::<u32>());
+    if e.is_nul_in_text() {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a text value contains the NUL character (\\u0000), which the database cannot store: send it without that character",
+        );
+    }
     if e.is_unavailable() {
         tracing::warn!(incident, error = %e, "a request found the store unavailable; answered 503");
         ApiError::unavailable(format!(
@@ -306,9 +312,20 @@ pub(crate) trait StoreFailure: std::fmt::Display {
     /// The store could not answer now (a retry may succeed), as opposed to failing
     /// this request for good.
     fn is_unavailable(&self) -> bool;
+    /// Postgres refused a text value the client sent because it holds a NUL
+    /// character (SQLSTATE 22021), which Postgres text cannot store: the request's
+    /// fault, answered 400, nothing written.
+    fn is_nul_in_text(&self) -> bool {
+        false
+    }
 }
 
 impl StoreFailure for crate::db::RepoError {
+    fn is_nul_in_text(&self) -> bool {
+        matches!(self, crate::db::RepoError::Postgres(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::CHARACTER_NOT_IN_REPERTOIRE))
+    }
+
     fn is_unavailable(&self) -> bool {
         use crate::db::RepoError;
         match self {
@@ -346,6 +363,10 @@ fn sqlite_busy(e: &rusqlite::Error) -> bool {
 }
 
 impl StoreFailure for crate::delivery::store::DbError {
+    fn is_nul_in_text(&self) -> bool {
+        matches!(self, crate::delivery::store::DbError::Repo(e) if e.is_nul_in_text())
+    }
+
     fn is_unavailable(&self) -> bool {
         use crate::delivery::store::DbError;
         match self {
@@ -358,6 +379,10 @@ impl StoreFailure for crate::delivery::store::DbError {
 }
 
 impl StoreFailure for crate::registry::RegistryError {
+    fn is_nul_in_text(&self) -> bool {
+        matches!(self, crate::registry::RegistryError::Db(e) if e.is_nul_in_text())
+    }
+
     fn is_unavailable(&self) -> bool {
         match self {
             crate::registry::RegistryError::Db(e) => e.is_unavailable(),
@@ -367,6 +392,12 @@ impl StoreFailure for crate::registry::RegistryError {
 }
 
 impl StoreFailure for crate::delivery::PublishError {
+    fn is_nul_in_text(&self) -> bool {
+        match self {
+            crate::delivery::PublishError::Store(e) => e.is_nul_in_text(),
+        }
+    }
+
     fn is_unavailable(&self) -> bool {
         match self {
             crate::delivery::PublishError::Store(e) => e.is_unavailable(),
@@ -386,6 +417,15 @@ impl StoreFailure for crate::campaigns::EligibilityError {
 }
 
 impl StoreFailure for crate::campaigns::MaterializeError {
+    fn is_nul_in_text(&self) -> bool {
+        use crate::campaigns::MaterializeError;
+        match self {
+            MaterializeError::Db(e) => e.is_nul_in_text(),
+            MaterializeError::Publish(e) => e.is_nul_in_text(),
+            _ => false,
+        }
+    }
+
     fn is_unavailable(&self) -> bool {
         use crate::campaigns::MaterializeError;
         match self {
