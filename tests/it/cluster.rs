@@ -10,13 +10,13 @@ use crate::receiver::{Receiver, Step};
 use crate::support::{Call, CliOutput, Key, TestServer};
 use crate::support_clickhouse::ClickHouseServer;
 use crate::support_kafka::KafkaMock;
+use crate::whatsapp::{message, now_secs, signed, SECRET};
 use leadstream_connectors::db::testing::TestPostgres;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 const ORG: i64 = 21;
-const SECRET: &str = "meta-app-secret";
 const LEADS: u32 = 20_000;
 
 fn admin(url: &str, args: &[&str]) -> CliOutput {
@@ -35,39 +35,6 @@ async fn until<T>(what: &str, within: Duration, mut probe: impl AsyncFnMut() -> 
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn whatsapp_message(id: &str, from: &str, text: &str) -> Value {
-    let at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{
-        "field": "messages",
-        "value": {"messaging_product": "whatsapp",
-                  "metadata": {"display_phone_number": "15550001111", "phone_number_id": "1234"},
-                  "contacts": [{"profile": {"name": "Kerry Fisher"}, "wa_id": from}],
-                  "messages": [{"from": from, "id": id, "timestamp": at.to_string(),
-                                "type": "text", "text": {"body": text}}]}}]}]})
-}
-
-async fn post_whatsapp(s: &TestServer, integration: i64, body: &Value) {
-    use hmac::{Hmac, Mac};
-    let bytes = serde_json::to_vec(body).unwrap();
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(&bytes);
-    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let r = s
-        .client()
-        .post(s.url(&format!(
-            "/api/v1/integrations/whatsapp/{integration}/webhook"
-        )))
-        .header("content-type", "application/json")
-        .header("x-hub-signature-256", sig)
-        .body(bytes)
-        .reply()
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 /// The lead a campaign delivery names, from its body.
@@ -156,13 +123,7 @@ async fn three_processes_answer_alike_and_one_killed_mid_send_loses_and_repeats_
         )
         .await;
     assert_eq!(a.status, 201, "{}", a.body);
-    let participant = json!({"id": 7, "event_id": 3, "display_name": "Ann", "name": "Ann Lee",
-        "phone": "+14155550100", "normalized_phone": "+14155550100", "email": "ann@example.com",
-        "state": "confirmed",
-        "event": {"id": 3, "calendar_id": 1, "calendar_name": "Main", "external_id": "x-3",
-                  "start_time": "2026-03-05T15:00:00Z", "end_time": "2026-03-05T16:00:00Z",
-                  "all_day": false, "title": "Intro", "location": null, "content": "",
-                  "custom_data": {}, "is_deleted": false}});
+    let participant = crate::domain::participant();
     let domain_event = json!({"id": "evt-c1", "type": "participant_confirmed",
         "occurredAt": "2026-03-01T10:00:00Z", "participant": participant});
     for n in 0..3 {
@@ -192,18 +153,10 @@ async fn three_processes_answer_alike_and_one_killed_mid_send_loses_and_repeats_
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
-    post_whatsapp(
-        &servers[1],
-        77,
-        &whatsapp_message("wamid.C1", "16315551234", "hi"),
-    )
-    .await;
-    post_whatsapp(
-        &servers[2],
-        77,
-        &whatsapp_message("wamid.C1", "16315551234", "hi"),
-    )
-    .await;
+    // The same message twice (WhatsApp redelivers), to two processes.
+    let hi = message("wamid.C1", "16315551234", now_secs(), "hi");
+    signed(&servers[1], 77, &hi).await;
+    signed(&servers[2], 77, &hi).await;
 
     // A campaign: made on 0, its audience uploaded on 1, an opt-out on 2, its send
     // materialized by whichever process takes it, that process killed mid-send.

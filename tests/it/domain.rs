@@ -64,6 +64,17 @@ async fn action(api: &Api<'_>, trigger: i64, url: &str) -> (i64, i64) {
     )
 }
 
+/// Seed 003's participant, confirmed for an event.
+pub(crate) fn participant() -> Value {
+    json!({"id": 7, "event_id": 3, "display_name": "Ann", "name": "Ann Lee",
+        "phone": "+14155550100", "normalized_phone": "+14155550100", "email": "ann@example.com",
+        "state": "confirmed",
+        "event": {"id": 3, "calendar_id": 1, "calendar_name": "Main", "external_id": "x-3",
+                  "start_time": "2026-03-05T15:00:00Z", "end_time": "2026-03-05T16:00:00Z",
+                  "all_day": false, "title": "Intro", "location": null, "content": "",
+                  "custom_data": {}, "is_deleted": false}})
+}
+
 async fn event(api: &Api<'_>, body: Value) -> Value {
     let r = api.post("/api/v1/events", &body).await;
     assert_eq!(r.status, 202, "{}", r.body);
@@ -81,13 +92,7 @@ async fn a_trigger_runs_each_enabled_action_with_seed_003s_payload_once_per_even
     // Another type's trigger must not run.
     let other = trigger(&api, "message_sent").await;
     action(&api, other, &rx.script("other", vec![Step::Status(200)])).await;
-    let participant = json!({"id": 7, "event_id": 3, "display_name": "Ann", "name": "Ann Lee",
-        "phone": "+14155550100", "normalized_phone": "+14155550100", "email": "ann@example.com",
-        "state": "confirmed",
-        "event": {"id": 3, "calendar_id": 1, "calendar_name": "Main", "external_id": "x-3",
-                  "start_time": "2026-03-05T15:00:00Z", "end_time": "2026-03-05T16:00:00Z",
-                  "all_day": false, "title": "Intro", "location": null, "content": "",
-                  "custom_data": {}, "is_deleted": false}});
+    let participant = participant();
     let body = json!({"id": "evt-1", "type": "participant_confirmed", "occurredAt": AT,
                       "participant": participant});
     assert_eq!(event(&api, body.clone()).await, json!({"id": "evt-1"}));

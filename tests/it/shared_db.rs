@@ -258,6 +258,40 @@ async fn wait_for(what: &str, secs: u64, cond: impl Fn() -> bool) {
     }
 }
 
+/// Organization `org` made with the admin CLI against `url`, and an API key of it.
+fn org_with_key(url: &str, org: i64) -> String {
+    let id = org.to_string();
+    admin(url, &["org", "create", "--id", &id, "--name", "org"]).ok();
+    Key::parse(&admin(url, &["api-key", "create", "--org", &id]).ok()).secret
+}
+
+/// A webhook endpoint to `hook`, made on `s`; its id.
+async fn endpoint(s: &TestServer, key: &str, hook: &str) -> i64 {
+    let (st, made) = call(
+        s,
+        reqwest::Method::POST,
+        "/api/webhooks/create",
+        key,
+        Some(serde_json::json!({ "webhook": hook })),
+    )
+    .await;
+    assert_eq!(st, 200, "{made}");
+    made["data"]["id"].as_i64().unwrap()
+}
+
+/// Delivery `id` with its attempts, as `s` answers it.
+async fn delivery(s: &TestServer, key: &str, id: &str) -> serde_json::Value {
+    call(
+        s,
+        reqwest::Method::GET,
+        &format!("/api/v1/deliveries/{id}"),
+        key,
+        None,
+    )
+    .await
+    .1
+}
+
 #[tokio::test]
 async fn endpoints_and_settings_are_the_same_on_every_process_and_a_delete_stops_every_attempt() {
     use crate::receiver::{Receiver, Step};
@@ -599,8 +633,7 @@ async fn deliveries_are_in_every_process_log_and_a_killed_process_s_retries_are_
     };
     let mut a = start().await;
     let b = start().await;
-    admin(&url, &["org", "create", "--id", "5", "--name", "five"]).ok();
-    let key = Key::parse(&admin(&url, &["api-key", "create", "--org", "5"]).ok()).secret;
+    let key = org_with_key(&url, 5);
     let rx = Receiver::start().await;
     // Refused until a process other than the first asks (see below), then taken.
     let hook = rx.script(
@@ -612,15 +645,7 @@ async fn deliveries_are_in_every_process_log_and_a_killed_process_s_retries_are_
             Step::Status(200),
         ],
     );
-    let (st, made) = call(
-        &a,
-        Method::POST,
-        "/api/webhooks/create",
-        &key,
-        Some(json!({"webhook": hook})),
-    )
-    .await;
-    assert_eq!(st, 200, "{made}");
+    endpoint(&a, &key, &hook).await;
 
     // Published on a, its delivery is in b's log at once (read-your-writes).
     let (st, published) = call(
@@ -636,7 +661,7 @@ async fn deliveries_are_in_every_process_log_and_a_killed_process_s_retries_are_
     assert_eq!(st, 200, "{log}");
     let rows = log["data"].as_array().expect("a page of deliveries");
     assert_eq!(rows.len(), 1, "{log}");
-    let delivery = rows[0]["id"].as_str().unwrap().to_owned();
+    let id = rows[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(rows[0]["eventId"], published["id"]);
 
     // a attempts, fails and holds the retry; killed, it never makes it. b takes the
@@ -645,14 +670,7 @@ async fn deliveries_are_in_every_process_log_and_a_killed_process_s_retries_are_
     // Its outcome recorded (an attempt a kill cuts short of that is made again).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let (_, d) = call(
-            &b,
-            Method::GET,
-            &format!("/api/v1/deliveries/{delivery}"),
-            &key,
-            None,
-        )
-        .await;
+        let d = delivery(&b, &key, &id).await;
         if !d["attempts"].as_array().is_none_or(Vec::is_empty) {
             break;
         }
@@ -668,20 +686,9 @@ async fn deliveries_are_in_every_process_log_and_a_killed_process_s_retries_are_
         rx.seen("flaky").len() > tried_by_a
     })
     .await;
-    let done = || async {
-        let (_, d) = call(
-            &b,
-            Method::GET,
-            &format!("/api/v1/deliveries/{delivery}"),
-            &key,
-            None,
-        )
-        .await;
-        d
-    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let detail = loop {
-        let d = done().await;
+        let d = delivery(&b, &key, &id).await;
         if d["state"] == "succeeded" {
             break d;
         }
@@ -690,7 +697,7 @@ async fn deliveries_are_in_every_process_log_and_a_killed_process_s_retries_are_
     };
     // Every attempt, a's and b's, under the one webhook-id, in one log.
     let seen = rx.seen("flaky");
-    assert!(seen.iter().all(|r| r.header("webhook-id") == delivery));
+    assert!(seen.iter().all(|r| r.header("webhook-id") == id));
     assert_eq!(
         detail["attempts"].as_array().unwrap().len(),
         seen.len(),
@@ -713,18 +720,8 @@ async fn a_campaign_made_on_one_process_is_read_and_listed_on_another() {
     let url = pg.new_database();
     let servers = cluster(&url, 2).await;
     let (a, b) = (&servers[0], &servers[1]);
-    admin(&url, &["org", "create", "--id", "6", "--name", "six"]).ok();
-    let key = Key::parse(&admin(&url, &["api-key", "create", "--org", "6"]).ok()).secret;
-    let (st, made) = call(
-        a,
-        Method::POST,
-        "/api/webhooks/create",
-        &key,
-        Some(json!({"webhook": "https://hooks.example.com/c"})),
-    )
-    .await;
-    assert_eq!(st, 200, "{made}");
-    let endpoint = made["data"]["id"].as_i64().unwrap();
+    let key = org_with_key(&url, 6);
+    let endpoint = endpoint(a, &key, "https://hooks.example.com/c").await;
     let (st, campaign) = call(
         a,
         Method::POST,
@@ -758,17 +755,8 @@ async fn text_postgres_cannot_store_is_a_400_that_changes_nothing() {
     let url = pg.new_database();
     let servers = cluster(&url, 1).await;
     let s = &servers[0];
-    admin(&url, &["org", "create", "--id", "8", "--name", "eight"]).ok();
-    let key = Key::parse(&admin(&url, &["api-key", "create", "--org", "8"]).ok()).secret;
-    let (st, made) = call(
-        s,
-        Method::POST,
-        "/api/webhooks/create",
-        &key,
-        Some(json!({"webhook": "https://hooks.example.com/n"})),
-    )
-    .await;
-    assert_eq!(st, 200, "{made}");
+    let key = org_with_key(&url, 8);
+    endpoint(s, &key, "https://hooks.example.com/n").await;
     // A NUL character, which Postgres text cannot hold: the client's to fix, not a 500.
     let (st, body) = call(
         s,

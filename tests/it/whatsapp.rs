@@ -12,7 +12,7 @@ use sha2::Sha256;
 use std::time::{Duration, Instant};
 
 const ORG: i64 = 11;
-const SECRET: &str = "meta-app-secret";
+pub(crate) const SECRET: &str = "meta-app-secret";
 
 async fn server(inactive_after: &str) -> TestServer {
     TestServer::builder()
@@ -28,7 +28,7 @@ fn sign(body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn message(id: &str, from: &str, at: i64, text: &str) -> Value {
+pub(crate) fn message(id: &str, from: &str, at: i64, text: &str) -> Value {
     json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{
         "field": "messages",
         "value": {"messaging_product": "whatsapp",
@@ -69,7 +69,7 @@ async fn post_hook(
     req.body(bytes).reply().await
 }
 
-async fn signed(s: &TestServer, integration: i64, body: &Value) -> Value {
+pub(crate) async fn signed(s: &TestServer, integration: i64, body: &Value) -> Value {
     let sig = sign(&serde_json::to_vec(body).unwrap());
     let r = post_hook(s, integration, body, Some(&sig)).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -93,7 +93,7 @@ async fn received(
     }
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

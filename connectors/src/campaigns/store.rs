@@ -676,6 +676,23 @@ mod tests {
 
     use crate::db::testing::on_both_backends;
 
+    /// A send of `campaign` at `at_us`, to everyone, not yet fixed.
+    fn send_at(campaign: i64, at_us: i64) -> Send {
+        Send {
+            id: 0,
+            campaign_id: campaign,
+            org: 1,
+            time: SendTime { at_us, local: None },
+            template_name: "t".into(),
+            language: "en".into(),
+            event_filter: None,
+            use_audience_filter: false,
+            created_at_ms: 0,
+            materialized_at_ms: None,
+            emitted_all: false,
+        }
+    }
+
     fn row(p: u64, ext: &str, vars: &str) -> AudienceRow {
         AudienceRow {
             phone: Phone(p),
@@ -723,26 +740,7 @@ mod tests {
                 0
             );
             assert_eq!(audience_size(conn, c.id).unwrap(), 2);
-            let send = insert_send(
-                conn,
-                &Send {
-                    id: 0,
-                    campaign_id: c.id,
-                    org: 1,
-                    time: SendTime {
-                        at_us: 0,
-                        local: None,
-                    },
-                    template_name: "t".into(),
-                    language: "en".into(),
-                    event_filter: None,
-                    use_audience_filter: false,
-                    created_at_ms: 0,
-                    materialized_at_ms: None,
-                    emitted_all: false,
-                },
-            )
-            .unwrap();
+            let send = insert_send(conn, &send_at(c.id, 0)).unwrap();
             // Only lead 1 is eligible; fixing twice fixes once.
             assert!(fix_eligible(conn, send.id, c.id, &[Phone(15550000001)], "evt_a", 1).unwrap());
             assert!(!fix_eligible(conn, send.id, c.id, &[Phone(15550000002)], "evt_b", 2).unwrap());
@@ -835,19 +833,6 @@ mod tests {
         on_both_backends(|conn, _| {
             conn.execute("INSERT INTO endpoints (id, org_id, url, created_at, updated_at) VALUES (5, 1, 'u', 0, 0)", args![])
         .unwrap();
-            let send_of = |campaign: i64, at_us: i64| Send {
-                id: 0,
-                campaign_id: campaign,
-                org: 1,
-                time: SendTime { at_us, local: None },
-                template_name: "t".into(),
-                language: "en".into(),
-                event_filter: None,
-                use_audience_filter: false,
-                created_at_ms: 0,
-                materialized_at_ms: None,
-                emitted_all: false,
-            };
             let mut ids = Vec::new();
             // Scheduled; draft; paused; scheduled but its endpoint (6) was deleted.
             for (state, endpoint) in [
@@ -858,7 +843,7 @@ mod tests {
             ] {
                 let c = insert_campaign(conn, 1, "c", None, endpoint, 0).unwrap();
                 set_state(conn, c.id, state, None, 0).unwrap();
-                ids.push(insert_send(conn, &send_of(c.id, 100)).unwrap().id);
+                ids.push(insert_send(conn, &send_at(c.id, 100)).unwrap().id);
             }
             let due: Vec<i64> = due_sends(conn, 100, 10)
                 .unwrap()
@@ -874,26 +859,7 @@ mod tests {
     fn a_send_is_held_by_one_process_until_its_lease_runs_out() {
         on_both_backends(|conn, backend| {
             let c = insert_campaign(conn, 1, "c", None, 5, 0).unwrap();
-            let send = insert_send(
-                conn,
-                &Send {
-                    id: 0,
-                    campaign_id: c.id,
-                    org: 1,
-                    time: SendTime {
-                        at_us: 0,
-                        local: None,
-                    },
-                    template_name: "t".into(),
-                    language: "en".into(),
-                    event_filter: None,
-                    use_audience_filter: false,
-                    created_at_ms: 0,
-                    materialized_at_ms: None,
-                    emitted_all: false,
-                },
-            )
-            .unwrap();
+            let send = insert_send(conn, &send_at(c.id, 0)).unwrap();
             let now = 1_000_000;
             assert!(hold_send(conn, send.id, now).unwrap(), "{backend}: free");
             assert!(

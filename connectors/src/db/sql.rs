@@ -461,6 +461,24 @@ fn dollar_placeholders(sql: &str) -> String {
     out
 }
 
+/// Runs `sql` on SQLite (through the statement cache) and hands each row to `each`
+/// until it answers false.
+fn sqlite_rows(
+    c: &rusqlite::Connection,
+    sql: &str,
+    params: &[&dyn Param],
+    mut each: impl FnMut(&Row<'_>) -> Result<bool, RepoError>,
+) -> Result<(), RepoError> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(|p| p.value())))?;
+    while let Some(r) = rows.next()? {
+        if !each(&Row::Sqlite(r))? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// A connection of either backend, in the transaction its caller runs in.
 #[derive(Clone, Copy)]
 pub enum Sql<'a> {
@@ -512,13 +530,11 @@ impl<'a> Sql<'a> {
     ) -> Result<Vec<T>, RepoError> {
         match self {
             Sql::Sqlite(c) => {
-                let mut stmt = c.prepare_cached(sql)?;
-                let mut rows =
-                    stmt.query(rusqlite::params_from_iter(params.iter().map(|p| p.value())))?;
                 let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    out.push(f(&Row::Sqlite(r))?);
-                }
+                sqlite_rows(c, sql, params, |r| {
+                    out.push(f(r)?);
+                    Ok(true)
+                })?;
                 Ok(out)
             }
             Sql::Postgres(s) => {
@@ -540,13 +556,15 @@ impl<'a> Sql<'a> {
     ) -> Result<Option<T>, RepoError> {
         match self {
             Sql::Sqlite(c) => {
-                let mut stmt = c.prepare_cached(sql)?;
-                let mut rows =
-                    stmt.query(rusqlite::params_from_iter(params.iter().map(|p| p.value())))?;
-                match rows.next()? {
-                    Some(r) => f(&Row::Sqlite(r)).map(Some),
-                    None => Ok(None),
-                }
+                let mut f = Some(f);
+                let mut out = None;
+                sqlite_rows(c, sql, params, |r| {
+                    if let Some(f) = f.take() {
+                        out = Some(f(r)?);
+                    }
+                    Ok(false)
+                })?;
+                Ok(out)
             }
             Sql::Postgres(s) => {
                 let rows = s.run(sql, params, |c, st, p| c.query(st, p))?;

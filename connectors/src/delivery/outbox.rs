@@ -50,25 +50,22 @@ impl Outbox {
             return Ok(None);
         };
         // Shared database: the row is this process's relay's until its claim runs out
-        // (the process was killed), then another's ([`claim_left`]).
-        let (sql, claim) = if conn.is_postgres() {
-            (
+        // (the process was killed), then another's ([`claim_left`]). The embedded
+        // store has one process and no claims.
+        let id = if conn.is_postgres() {
+            conn.query_one(
                 "INSERT INTO outbox (first_seq, last_seq, claimed_until) VALUES (?1, ?2, ?3) RETURNING id",
-                now_ms() + crate::db::lease_ms(),
-            )
+                args![first, last, now_ms() + crate::db::lease_ms()],
+                |r| r.get(0),
+            )?
         } else {
-            (
+            conn.query_one(
                 "INSERT INTO outbox (first_seq, last_seq) VALUES (?1, ?2) RETURNING id",
-                0,
-            )
+                args![first, last],
+                |r| r.get(0),
+            )?
         };
-        let params = args![first, last, claim];
-        let params = if conn.is_postgres() {
-            params
-        } else {
-            &params[..2]
-        };
-        Ok(Some(conn.query_one(sql, params, |r| r.get(0))?))
+        Ok(Some(id))
     }
 
     /// Queues a committed publish for the brokers; waits while the relay holds

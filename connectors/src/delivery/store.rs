@@ -340,25 +340,7 @@ fn next_group(rx: &crossbeam_channel::Receiver<Work>) -> Option<Vec<Work>> {
 
 fn write_loop_sqlite(conn: &Connection, rx: &crossbeam_channel::Receiver<Work>) {
     while let Some(group) = next_group(rx) {
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            // Dropping a write unrun drops its answer channel: its caller hears
-            // `Stopped` (nothing was written).
-            tracing::error!(error = %e, writes = group.len(), "webhook store: cannot begin a transaction; these writes are refused");
-            drop(group);
-            continue;
-        }
-        let mut finishes = Vec::with_capacity(group.len());
-        for w in group {
-            finishes.push(w(Sql::Sqlite(conn)));
-        }
-        let committed = conn.execute_batch("COMMIT").map_err(DbError::from);
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "webhook store: commit failed; the writes of this group are lost and their callers told so");
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for f in finishes {
-            f(committed.clone());
-        }
+        commit_group(Sql::Sqlite(conn), "BEGIN IMMEDIATE", group);
     }
 }
 
@@ -368,34 +350,39 @@ fn write_loop_sqlite(conn: &Connection, rx: &crossbeam_channel::Receiver<Work>) 
 fn write_loop_postgres(pg: &crate::db::Pg, rx: &crossbeam_channel::Receiver<Work>) {
     let mut session: Option<PgSession> = None;
     while let Some(group) = next_group(rx) {
-        if session.as_ref().is_none_or(PgSession::is_closed) {
-            session = match pg.connect_blocking() {
-                Ok(c) => Some(PgSession::new(c)),
+        let s = match session.take().filter(|s| !s.is_closed()) {
+            Some(s) => s,
+            None => match pg.connect_blocking() {
+                Ok(c) => PgSession::new(c),
                 Err(e) => {
                     tracing::error!(error = %e, writes = group.len(), database = %pg.url(), "webhook store: cannot connect to the shared database; these writes are refused");
                     drop(group);
                     std::thread::sleep(std::time::Duration::from_millis(500));
                     continue;
                 }
-            };
-        }
-        let s = session.as_ref().expect("connected above");
-        if let Err(e) = s.batch("BEGIN") {
-            tracing::error!(error = %e, writes = group.len(), "webhook store: cannot begin a transaction; these writes are refused");
-            drop(group);
-            continue;
-        }
-        let mut finishes = Vec::with_capacity(group.len());
-        for w in group {
-            finishes.push(w(Sql::Postgres(s)));
-        }
-        let committed = s.batch("COMMIT").map_err(DbError::from);
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "webhook store: commit failed; the writes of this group are lost and their callers told so");
-            let _ = s.batch("ROLLBACK");
-        }
-        for f in finishes {
-            f(committed.clone());
-        }
+            },
+        };
+        commit_group(Sql::Postgres(&s), "BEGIN", group);
+        session = Some(s);
+    }
+}
+
+/// Runs `group` in one transaction begun with `begin`, each write in its savepoint,
+/// and tells every write whether the commit held.
+fn commit_group(conn: Sql<'_>, begin: &str, group: Vec<Work>) {
+    if let Err(e) = conn.batch(begin) {
+        // Dropping a write unrun drops its answer channel: its caller hears
+        // `Stopped` (nothing was written).
+        tracing::error!(error = %e, writes = group.len(), "webhook store: cannot begin a transaction; these writes are refused");
+        return;
+    }
+    let finishes: Vec<Finish> = group.into_iter().map(|w| w(conn)).collect();
+    let committed = conn.batch("COMMIT").map_err(DbError::from);
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, "webhook store: commit failed; the writes of this group are lost and their callers told so");
+        let _ = conn.batch("ROLLBACK");
+    }
+    for f in finishes {
+        f(committed.clone());
     }
 }
