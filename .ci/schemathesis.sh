@@ -2,8 +2,8 @@
 # Checks the running server against its own OpenAPI document with schemathesis: every
 # response documented, of the documented schema and content type, no 5xx. Bounded:
 # a fixed number of examples per operation and a deterministic seed. With
-# LEADSTREAM_DATABASE_URL set, the server and the admin commands keep organizations,
-# keys and endpoints in that Postgres database.
+# LEADSTREAM_DATABASE_URL set, the server and the admin commands keep all their state
+# (credentials, endpoints, deliveries, campaigns, domain records) in that Postgres database.
 #   bash .ci/schemathesis.sh [path/to/leadstream]
 set -euo pipefail
 cd "$(dirname "$0")/.."
