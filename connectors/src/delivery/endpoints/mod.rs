@@ -16,6 +16,7 @@
 //!   after the change commits (a full reload runs every 30 s and after a lost
 //!   connection).
 
+mod health;
 pub mod postgres;
 pub mod repo;
 pub mod sqlite;
@@ -71,6 +72,8 @@ pub struct Endpoints {
     cache: RwLock<HashMap<i64, Arc<Endpoint>>>,
     /// Ids deleted while this process runs (a Kafka record for one is not delivered).
     deleted: RwLock<std::collections::HashSet<i64>>,
+    /// Shared database: attempts' effects waiting to be written, merged.
+    health: health::HealthWrites,
 }
 
 fn by_newest(mut v: Vec<Arc<Endpoint>>) -> Vec<Arc<Endpoint>> {
@@ -118,6 +121,7 @@ impl Endpoints {
             exact,
             cache: RwLock::new(all.into_iter().map(|e| (e.id, Arc::new(e))).collect()),
             deleted: RwLock::default(),
+            health: health::HealthWrites::default(),
         }
     }
 
@@ -452,6 +456,10 @@ impl Endpoints {
     /// After an attempt's outcome is durable: records its `effect` on endpoint `id` in
     /// the shared database (embedded: `changed` says whether the outcome's own write
     /// changed it) and re-reads the endpoint when it changed.
+    ///
+    /// Shared database: effects that arrive while another caller writes are merged
+    /// into that caller's next write ([`health`]), so the caller that finds nobody
+    /// writing writes for everyone until nothing is left.
     pub async fn after_outcome(
         &self,
         id: i64,
@@ -459,23 +467,49 @@ impl Endpoints {
         changed: bool,
         disable_after: Duration,
     ) {
-        let changed = match (self.exact, effect) {
-            (true, _) => changed,
-            (false, None) => false,
-            (false, Some(effect)) => {
-                match self.repo.apply_effect(id, effect, disable_after).await {
-                    Ok(changed) => changed,
-                    Err(e) => {
-                        tracing::warn!(endpoint = id, error = %e, "recording an attempt's effect on its endpoint (health, disabling) in the shared database");
-                        false
-                    }
+        match (self.exact, effect) {
+            (true, _) => {
+                if changed {
+                    self.refresh_logged(id).await;
                 }
             }
-        };
-        if changed {
-            if let Err(e) = self.refresh(id).await {
-                tracing::warn!(endpoint = id, error = %e, "re-reading an endpoint after its health changed");
+            (false, None) => {}
+            (false, Some(effect)) => {
+                if self.health.add(id, effect) {
+                    let mut writing = health::Writing {
+                        writes: &self.health,
+                        done: false,
+                    };
+                    while let Some(batch) = self.health.next() {
+                        for (id, effects) in batch {
+                            self.write_health(id, effects, disable_after).await;
+                        }
+                    }
+                    writing.done = true;
+                }
             }
+        }
+    }
+
+    /// Writes one endpoint's merged effects, in order; re-reads it if they changed it.
+    async fn write_health(&self, id: i64, effects: Vec<EndpointEffect>, disable_after: Duration) {
+        let mut changed = false;
+        for effect in effects {
+            match self.repo.apply_effect(id, effect, disable_after).await {
+                Ok(c) => changed |= c,
+                Err(e) => {
+                    tracing::warn!(endpoint = id, error = %e, "recording attempts' effect on their endpoint (health, disabling) in the shared database");
+                }
+            }
+        }
+        if changed {
+            self.refresh_logged(id).await;
+        }
+    }
+
+    async fn refresh_logged(&self, id: i64) {
+        if let Err(e) = self.refresh(id).await {
+            tracing::warn!(endpoint = id, error = %e, "re-reading an endpoint after its health changed");
         }
     }
 
