@@ -1017,7 +1017,12 @@ pub async fn eligible(
             "warming the event index from the store; retry shortly",
         ));
     }
-    let (leads, summary, used) = match campaigns(&s).eligible(&x, at_us, engine).await {
+    let crate::campaigns::Eligible {
+        leads,
+        summary,
+        engine: used,
+        ..
+    } = match campaigns(&s).eligible(&x, at_us, engine).await {
         Ok(r) => r,
         Err(e @ EligibilityError::NoClickHouse) => return Err(bad(e.to_string())),
         Err(EligibilityError::ClickHouse(e)) if e.is_unavailable() => {

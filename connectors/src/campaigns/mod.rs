@@ -259,8 +259,8 @@ impl Campaigns {
         Ok(())
     }
 
-    /// The leads of `send` eligible at `at_us` (in phone order), with the summary and
-    /// the engine that answered ([`engine_for`](Self::engine_for)). Every event
+    /// The leads of `send` eligible at `at_us`, with the others, the summary and the
+    /// engine that answered ([`engine_for`](Self::engine_for)). Every event
     /// acknowledged before the call is seen: the index is waited for
     /// ([`EventWriter::indexed_now`]); ClickHouse has each row before its 200.
     ///
@@ -271,7 +271,7 @@ impl Campaigns {
         send: &Send,
         at_us: i64,
         requested: Option<EligibilityEngine>,
-    ) -> Result<(Vec<Lead>, Summary, EligibilityEngine), EligibilityError> {
+    ) -> Result<Eligible, EligibilityError> {
         let _turn = self
             .inner
             .evaluations
@@ -333,13 +333,24 @@ impl Campaigns {
             for i in kept {
                 keep[i] = true;
             }
+            let excluded = leads
+                .iter()
+                .zip(&keep)
+                .filter(|(_, kept)| !**kept)
+                .map(|(l, _)| l.phone)
+                .collect();
             let mut it = keep.into_iter();
             leads.retain(|_| it.next().unwrap_or(false));
-            Ok::<_, EligibilityError>((leads, summary, engine))
+            Ok::<_, EligibilityError>(Eligible {
+                leads,
+                excluded,
+                summary,
+                engine,
+            })
         })
         .await
         .map_err(|_| DbError::Stopped)??;
-        crate::metrics::eligibility(out.2.as_str(), started.elapsed());
+        crate::metrics::eligibility(out.engine.as_str(), started.elapsed());
         Ok(out)
     }
 
@@ -379,8 +390,16 @@ impl Campaigns {
         let campaign_id = send.campaign_id;
         let shared = Bytes::from(SharedBody::of(&send).to_bytes());
         if send.materialized_at_ms.is_none() {
-            let (leads, summary, _) = self.eligible(&send, send.time.at_us, None).await?;
-            let phones: Vec<Phone> = leads.iter().map(|l| l.phone).collect();
+            let Eligible {
+                leads,
+                excluded,
+                summary,
+                ..
+            } = self.eligible(&send, send.time.at_us, None).await?;
+            let set = store::FixedSet {
+                eligible: leads.iter().map(|l| l.phone).collect(),
+                excluded,
+            };
             drop(leads);
             let (org, payload) = (send.org, shared.clone());
             let fixed = self
@@ -390,7 +409,7 @@ impl Campaigns {
                     let now = now_ms();
                     let event =
                         deliveries::insert_shared_event(conn, org, EVENT_TYPE, &payload, now)?;
-                    if store::fix_eligible(conn, send_id, campaign_id, &phones, &event, now)? {
+                    if store::fix_eligible(conn, send_id, campaign_id, &set, &event, now)? {
                         Ok(true)
                     } else {
                         // Fixed meanwhile: the event is not needed.
@@ -570,6 +589,17 @@ impl Campaigns {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A send's audience split by eligibility ([`Campaigns::eligible`]).
+pub struct Eligible {
+    /// The eligible leads, in phone order.
+    pub leads: Vec<Lead>,
+    /// The audience's other phones (opted out, filtered), in phone order.
+    pub excluded: Vec<Phone>,
+    pub summary: Summary,
+    /// The engine that answered.
+    pub engine: EligibilityEngine,
 }
 
 /// A chunk of a send's leads to emit, in phone order, with their body parts.

@@ -392,6 +392,13 @@ pub fn audience_filter(conn: Sql<'_>, send: i64) -> Result<Option<AudienceFilter
     Ok(Some(f))
 }
 
+/// A send's audience as its eligibility was evaluated: the eligible phones and the
+/// others, each in phone order.
+pub struct FixedSet {
+    pub eligible: Vec<Phone>,
+    pub excluded: Vec<Phone>,
+}
+
 /// Fixes the send's eligible set, once, with each lead's externalId and variables as
 /// the campaign's audience has them now (an upload during the send changes nothing
 /// of it), and records `event_id`, the event its deliveries share: answers false
@@ -400,7 +407,7 @@ pub fn fix_eligible(
     conn: Sql<'_>,
     send: i64,
     campaign: i64,
-    phones: &[Phone],
+    set: &FixedSet,
     event_id: &str,
     now_ms: i64,
 ) -> Result<bool, DbError> {
@@ -412,33 +419,53 @@ pub fn fix_eligible(
         return Ok(false);
     }
     // One statement for the whole set (a million single-row inserts showed): the
-    // phones as SQLite's `rarray` or a Postgres array.
+    // phones as SQLite's `rarray` or a Postgres array. The guard above makes this the
+    // send's one fix, so no row of it exists yet: a plain insert (an `ON CONFLICT`
+    // clause made the Postgres one 1.9x slower at 300,000 leads).
     let n = match conn {
         Sql::Sqlite(c) => {
             let list: rusqlite::vtab::array::Array = std::rc::Rc::new(
-                phones
+                set.eligible
                     .iter()
                     .map(|p| rusqlite::types::Value::Integer(p.0 as i64))
                     .collect(),
             );
             c.prepare_cached(
-                "INSERT OR IGNORE INTO send_leads (send_id, phone, external_id, variables) \
+                "INSERT INTO send_leads (send_id, phone, external_id, variables) \
                  SELECT ?1, phone, external_id, variables FROM audience \
                  WHERE campaign_id = ?2 AND phone IN rarray(?3) ORDER BY phone",
             )?
             .execute(rusqlite::params![send, campaign, list])?
         }
-        Sql::Postgres(s) => {
-            let list: Vec<i64> = phones.iter().map(|p| p.0 as i64).collect();
-            s.with_client(|c| {
-                c.execute(
+        Sql::Postgres(s) => s.with_client(|c| {
+            let as_i64 = |phones: &[Phone]| phones.iter().map(|p| p.0 as i64).collect::<Vec<_>>();
+            // Matching a few excluded phones costs less than hashing every eligible one
+            // (300,000 leads: about 220 ms less). That is only the evaluated set while
+            // the audience is the one evaluated: an audience only grows, so the same
+            // size in the statement's snapshot is the same leads; otherwise (an upload
+            // landed since) the eligible phones are matched.
+            if !set.eligible.is_empty() && set.excluded.len() < set.eligible.len() {
+                let evaluated = (set.eligible.len() + set.excluded.len()) as i64;
+                let n = c.execute(
                     "INSERT INTO send_leads (send_id, phone, external_id, variables) \
                      SELECT $1, phone, external_id, variables FROM audience \
-                     WHERE campaign_id = $2 AND phone = ANY($3) ORDER BY phone ON CONFLICT DO NOTHING",
-                    &[&send, &campaign, &list],
-                )
-            })? as usize
-        }
+                     WHERE campaign_id = $2 AND NOT (phone = ANY($3)) \
+                       AND (SELECT count(*) FROM audience WHERE campaign_id = $2) = $4 \
+                     ORDER BY phone",
+                    &[&send, &campaign, &as_i64(&set.excluded), &evaluated],
+                )?;
+                if n > 0 {
+                    return Ok(n as usize);
+                }
+            }
+            c.execute(
+                "INSERT INTO send_leads (send_id, phone, external_id, variables) \
+                 SELECT $1, phone, external_id, variables FROM audience \
+                 WHERE campaign_id = $2 AND phone = ANY($3) ORDER BY phone",
+                &[&send, &campaign, &as_i64(&set.eligible)],
+            )
+            .map(|n| n as usize)
+        })?,
     };
     conn.execute(
         "UPDATE sends SET eligible = ?2 WHERE id = ?1",
@@ -742,8 +769,28 @@ mod tests {
             assert_eq!(audience_size(conn, c.id).unwrap(), 2);
             let send = insert_send(conn, &send_at(c.id, 0)).unwrap();
             // Only lead 1 is eligible; fixing twice fixes once.
-            assert!(fix_eligible(conn, send.id, c.id, &[Phone(15550000001)], "evt_a", 1).unwrap());
-            assert!(!fix_eligible(conn, send.id, c.id, &[Phone(15550000002)], "evt_b", 2).unwrap());
+            let only = |eligible: u64, excluded: u64| FixedSet {
+                eligible: vec![Phone(eligible)],
+                excluded: vec![Phone(excluded)],
+            };
+            assert!(fix_eligible(
+                conn,
+                send.id,
+                c.id,
+                &only(15550000001, 15550000002),
+                "evt_a",
+                1
+            )
+            .unwrap());
+            assert!(!fix_eligible(
+                conn,
+                send.id,
+                c.id,
+                &only(15550000002, 15550000001),
+                "evt_b",
+                2
+            )
+            .unwrap());
             let p = progress(conn, send.id).unwrap().unwrap();
             assert_eq!(p.event_id.as_deref(), Some("evt_a"));
             assert_eq!((p.eligible, p.emitted), (1, 0));
@@ -826,6 +873,41 @@ mod tests {
         // Twice changes nothing.
         carry_over_old_sends(&lite).unwrap();
         assert_eq!(progress(conn, 1).unwrap().unwrap(), p);
+    }
+
+    #[test]
+    fn the_fixed_set_is_the_evaluated_one_even_after_an_upload_landed_between() {
+        on_both_backends(|conn, backend| {
+            let c = insert_campaign(conn, 1, "c", None, 1, 0).unwrap();
+            let leads: Vec<_> = (1..=4).map(|i| row(15550000000 + i, "x", "{}")).collect();
+            merge_audience(conn, c.id, &leads).unwrap();
+            let fixed = |send: i64| {
+                to_emit(conn, send, Phone(0), 10)
+                    .unwrap()
+                    .into_iter()
+                    .map(|l| l.phone.0 - 15550000000)
+                    .collect::<Vec<_>>()
+            };
+            // Three of four eligible (lead 2 opted out, say).
+            let set = FixedSet {
+                eligible: [1, 3, 4].map(|i| Phone(15550000000 + i)).to_vec(),
+                excluded: vec![Phone(15550000002)],
+            };
+            let first = insert_send(conn, &send_at(c.id, 0)).unwrap();
+            assert!(fix_eligible(conn, first.id, c.id, &set, "evt_a", 1).unwrap());
+            assert_eq!(fixed(first.id), [1, 3, 4], "{backend}");
+            // Lead 5 is uploaded after the evaluation and before the fix: it was never
+            // evaluated, so it is not in the set.
+            merge_audience(conn, c.id, &[row(15550000005, "x", "{}")]).unwrap();
+            let second = insert_send(conn, &send_at(c.id, 0)).unwrap();
+            assert!(fix_eligible(conn, second.id, c.id, &set, "evt_b", 2).unwrap());
+            assert_eq!(fixed(second.id), [1, 3, 4], "{backend}");
+            assert_eq!(
+                progress(conn, second.id).unwrap().unwrap().eligible,
+                3,
+                "{backend}"
+            );
+        });
     }
 
     #[test]

@@ -502,8 +502,10 @@ pub fn insert_parts(
             (first..first + n as i64).collect::<Vec<_>>()
         }
         Sql::Postgres(s) => {
-            // One statement for the chunk, the ids and parts as two arrays; other
-            // processes insert at the same time, so the seqs are read back, in order.
+            // One statement for the chunk, the ids and parts as two arrays. The rows
+            // are inserted in array order and each takes the identity's next value,
+            // so their seqs ascend in that order (other processes inserting at the
+            // same time only leave gaps): the sorted seqs are the chunk's, in order.
             let id_list: Vec<&str> = ids[..n].iter().map(|i| &**i).collect();
             let part_list: Vec<&[u8]> = batch.parts[..n].iter().map(|p| &p[..]).collect();
             // Held by this process's workers from the start (see [`lease`]).
@@ -514,7 +516,7 @@ pub fn insert_parts(
                     "INSERT INTO deliveries (id, event_id, org_id, endpoint_id, url, event_type, state, next_attempt_at, created_at, updated_at, part, lease_owner, lease_until) \
                      SELECT u.id, $3, $4, $5, $6, $7, 'pending', $8, $9, $9, u.part, $10, $11 \
                      FROM UNNEST($1::text[], $2::bytea[]) WITH ORDINALITY AS u (id, part, n) ORDER BY u.n \
-                     RETURNING seq, id",
+                     RETURNING seq",
                     &[
                         &id_list,
                         &part_list,
@@ -530,15 +532,16 @@ pub fn insert_parts(
                     ],
                 )
             })?;
-            let by_id: std::collections::HashMap<String, i64> = rows
+            let mut seqs = rows
                 .iter()
-                .map(|r| Ok((r.try_get::<_, String>(1)?, r.try_get::<_, i64>(0)?)))
-                .collect::<Result<_, postgres::Error>>()
+                .map(|r| r.try_get::<_, i64>(0))
+                .collect::<Result<Vec<_>, postgres::Error>>()
                 .map_err(RepoError::from)?;
-            ids[..n]
-                .iter()
-                .map(|id| by_id.get(&**id).copied().ok_or(RepoError::NoRow))
-                .collect::<Result<Vec<_>, _>>()?
+            if seqs.len() != n {
+                return Err(RepoError::NoRow.into());
+            }
+            seqs.sort_unstable();
+            seqs
         }
     };
     let event = EventOf {
