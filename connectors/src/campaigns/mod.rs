@@ -10,7 +10,7 @@
 //!    one delivery per lead, carrying only the lead's part of the body
 //!    ([`deliveries::body`]), and the send's progress (`emitted_through`, the chunk's
 //!    seqs) in the same transaction. The next chunk is read and rendered while one is
-//!    written.
+//!    written, and written while that one commits.
 //!
 //! A process killed anywhere restarts with the set fixed and the rest of it above
 //! `emitted_through` picked up by the scheduler: no lead is emitted twice, none is
@@ -446,10 +446,15 @@ impl Campaigns {
                 .write(move |conn| store::ensure_event(conn, send_id, org, &payload, now_ms()))
                 .await?,
         );
-        // The next chunk is read and rendered while the current one is written.
+        // The next chunk is read and rendered while the current one is written, and
+        // is written as soon as the current one is recorded, while that one commits:
+        // its cursor update waits on the send's row until then, so the chunks still
+        // commit in order, and the database never idles through a commit.
         let mut emitted = 0;
         let mut after = progress.emitted_through;
         let mut next = self.read_chunk(send_id, after);
+        let mut committing: Option<tokio::task::JoinHandle<Result<u64, MaterializeError>>> =
+            None;
         loop {
             let chunk = next.await.map_err(|_| DbError::Stopped)??;
             let Some(&through) = chunk.phones.last() else {
@@ -465,10 +470,28 @@ impl Campaigns {
                 due_at_ms: send.time.at_us.div_euclid(1000),
                 parts: chunk.parts,
             };
-            emitted += self
-                .emit(campaign_id, send_id, after, through, batch)
-                .await?;
+            let (recorded, was_recorded) = tokio::sync::oneshot::channel();
+            let me = self.clone();
+            let emitting = tokio::spawn(async move {
+                me.emit(campaign_id, send_id, after, through, batch, recorded)
+                    .await
+            });
+            let recorded_ok = was_recorded.await.is_ok();
+            // This chunk recorded after the one before committed.
+            if let Some(before) = committing.take() {
+                emitted += before.await.map_err(|_| DbError::Stopped)??;
+            }
+            if !recorded_ok {
+                // It stopped before recording (a write that records always answers
+                // it): its error says why.
+                emitting.await.map_err(|_| DbError::Stopped)??;
+                return Err(DbError::Stopped.into());
+            }
+            committing = Some(emitting);
             after = through;
+        }
+        if let Some(last) = committing {
+            emitted += last.await.map_err(|_| DbError::Stopped)??;
         }
         let now = now_ms();
         self.inner
@@ -545,6 +568,7 @@ impl Campaigns {
         after: Phone,
         through: Phone,
         batch: NewParts,
+        recorded: tokio::sync::oneshot::Sender<()>,
     ) -> Result<u64, MaterializeError> {
         let published = self
             .inner
@@ -577,6 +601,7 @@ impl Campaigns {
                         last,
                     )?;
                 }
+                let _ = recorded.send(());
                 Ok(())
             })
             .await;

@@ -23,6 +23,11 @@ pub const POSTGRES: &[Migration<&str>] = &[
         name: "events, deliveries, campaigns and domain records",
         step: include_str!("migrations/postgres/0003_webhooks.sql"),
     },
+    Migration {
+        version: 4,
+        name: "deliveries without the updatedAt index",
+        step: include_str!("migrations/postgres/0004_deliveries_updated_index.sql"),
+    },
 ];
 
 /// `leadstream.db`: organizations and credentials of the embedded store.
