@@ -453,8 +453,7 @@ impl Campaigns {
         let mut emitted = 0;
         let mut after = progress.emitted_through;
         let mut next = self.read_chunk(send_id, after);
-        let mut committing: Option<tokio::task::JoinHandle<Result<u64, MaterializeError>>> =
-            None;
+        let mut committing: Option<tokio::task::JoinHandle<Result<u64, MaterializeError>>> = None;
         loop {
             let chunk = next.await.map_err(|_| DbError::Stopped)??;
             let Some(&through) = chunk.phones.last() else {

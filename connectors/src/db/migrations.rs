@@ -25,8 +25,8 @@ pub const POSTGRES: &[Migration<&str>] = &[
     },
     Migration {
         version: 4,
-        name: "deliveries without the updatedAt index",
-        step: include_str!("migrations/postgres/0004_deliveries_updated_index.sql"),
+        name: "deliveries without the updatedAt index; outbox rows' owner",
+        step: include_str!("migrations/postgres/0004_deliveries_index_outbox_owner.sql"),
     },
 ];
 

@@ -659,10 +659,11 @@ pub fn record_outcome(
 /// # Errors
 /// [`DbError`].
 pub fn load_pending(conn: Sql<'_>) -> Result<Vec<(Job, i64)>, DbError> {
-    load_pending_between(conn, 0, i64::MAX)
+    load_pending_between(conn, 0, i64::MAX, None)
 }
 
-/// The pending deliveries with seqs in `[first, last]`, oldest due first.
+/// The pending deliveries with seqs in `[first, last]` (held by `owner`, when given:
+/// shared database only), oldest due first.
 ///
 /// # Errors
 /// [`DbError`].
@@ -670,16 +671,21 @@ pub fn load_pending_between(
     conn: Sql<'_>,
     first: i64,
     last: i64,
+    owner: Option<&str>,
 ) -> Result<Vec<(Job, i64)>, DbError> {
-    let rows = conn.query(
-        "SELECT d.seq, d.id, d.endpoint_id, d.event_type, d.attempts, d.single_attempt, \
+    const SELECT: &str = "SELECT d.seq, d.id, d.endpoint_id, d.event_type, d.attempts, d.single_attempt, \
          COALESCE(d.next_attempt_at, d.created_at), e.payload, d.created_at, d.event_id, d.org_id, d.part \
          FROM deliveries d JOIN events e ON e.id = d.event_id \
-         WHERE d.state = 'pending' AND d.seq BETWEEN ?1 AND ?2 \
-         ORDER BY d.next_attempt_at, d.seq",
-        args![first, last],
-        pending_row,
-    )?;
+         WHERE d.state = 'pending' AND d.seq BETWEEN ?1 AND ?2";
+    const ORDER: &str = " ORDER BY d.next_attempt_at, d.seq";
+    let rows = match owner {
+        None => conn.query(&format!("{SELECT}{ORDER}"), args![first, last], pending_row)?,
+        Some(owner) => conn.query(
+            &format!("{SELECT} AND d.lease_owner = ?3{ORDER}"),
+            args![first, last, owner],
+            pending_row,
+        )?,
+    };
     Ok(jobs_of(rows))
 }
 

@@ -54,8 +54,8 @@ impl Outbox {
         // store has one process and no claims.
         let id = if conn.is_postgres() {
             conn.query_one(
-                "INSERT INTO outbox (first_seq, last_seq, claimed_until) VALUES (?1, ?2, ?3) RETURNING id",
-                args![first, last, now_ms() + crate::db::lease_ms()],
+                "INSERT INTO outbox (first_seq, last_seq, claimed_until, owner) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                args![first, last, now_ms() + crate::db::lease_ms(), crate::db::process_id()],
                 |r| r.get(0),
             )?
         } else {
@@ -143,12 +143,12 @@ async fn sweep_shared(shared: Arc<Shared>, link: Arc<KafkaLink>, retry: RetryCon
 /// Shared database: claims (for a lease, `FOR UPDATE SKIP LOCKED`) the outbox rows no
 /// live process holds, in publish order, each with its deliveries still pending.
 fn claim_left(conn: Sql<'_>, now_ms: i64) -> Result<Vec<Entry>, DbError> {
-    let mut rows: Vec<(i64, i64, i64)> = conn.query(
+    let mut rows: Vec<(i64, i64, i64, Option<String>)> = conn.query(
         "UPDATE outbox SET claimed_until = ?1 WHERE id IN \
          (SELECT id FROM outbox WHERE claimed_until < ?2 ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, first_seq, last_seq",
+         RETURNING id, first_seq, last_seq, owner",
         args![now_ms + crate::db::lease_ms(), now_ms],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )?;
     rows.sort_unstable();
     entries(conn, rows)
@@ -160,20 +160,25 @@ fn left_by_last_run(conn: Sql<'_>) -> Result<Vec<Entry>, DbError> {
     if conn.is_postgres() {
         return Ok(Vec::new());
     }
-    let rows: Vec<(i64, i64, i64)> = conn.query(
-        "SELECT id, first_seq, last_seq FROM outbox ORDER BY id",
+    let rows: Vec<(i64, i64, i64, Option<String>)> = conn.query(
+        "SELECT id, first_seq, last_seq, NULL FROM outbox ORDER BY id",
         args![],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, None)),
     )?;
     entries(conn, rows)
 }
 
-fn entries(conn: Sql<'_>, rows: Vec<(i64, i64, i64)>) -> Result<Vec<Entry>, DbError> {
+/// Each row `(id, first seq, last seq, owner)` with its deliveries still pending: on
+/// the shared database only its owner's, the range also holds other processes'.
+fn entries(
+    conn: Sql<'_>,
+    rows: Vec<(i64, i64, i64, Option<String>)>,
+) -> Result<Vec<Entry>, DbError> {
     rows.into_iter()
-        .map(|(id, first, last)| {
+        .map(|(id, first, last, owner)| {
             Ok(Entry {
                 id,
-                jobs: load_pending_between(conn, first, last)?,
+                jobs: load_pending_between(conn, first, last, owner.as_deref())?,
             })
         })
         .collect()
@@ -218,5 +223,95 @@ async fn produce(shared: &Arc<Shared>, link: &KafkaLink, retry: &RetryConfig, en
     if let Err(e) = deleted {
         // The rows stay: the next start produces those records again (at least once).
         tracing::warn!(error = %e, "deleting relayed outbox rows");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::deliveries::{insert_event, lease, NewEvent};
+    use crate::delivery::endpoints::Endpoints;
+    use crate::delivery::model::EndpointKind;
+    use crate::delivery::store::Db;
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_killed_publishers_row_is_taken_over_with_its_deliveries_only() {
+        let pg = crate::db::testing::shared_pg().await;
+        let db = Db::open_shared(&pg).unwrap();
+        let endpoints = Endpoints::open_shared(pg).await.unwrap();
+        let e = endpoints
+            .create(
+                1,
+                EndpointKind::Registry,
+                "https://example.com/h".into(),
+                1_000,
+            )
+            .await
+            .unwrap();
+        let now = now_ms();
+        let (mine, theirs) = db
+            .write(move |c| {
+                let publish = || {
+                    let ev = NewEvent {
+                        due_at_ms: None,
+                        org: 1,
+                        event_type: "t".into(),
+                        payload: Bytes::from_static(b"{}"),
+                        idempotency_key: None,
+                        endpoints: vec![e.clone()],
+                    };
+                    // As the engine publishes: held by this process from the start.
+                    let p = insert_event(c, &ev, now, Duration::from_secs(1))?;
+                    lease(c, &[p.jobs[0].seq], now + 30_000)?;
+                    Ok::<_, DbError>(p)
+                };
+                let (mine, theirs) = (publish()?, publish()?);
+                // This process's publish, recorded in the outbox; the other delivery,
+                // inserted between its seqs, is another live process's.
+                let recorded: Vec<(Job, i64)> =
+                    mine.jobs.iter().map(|j| (j.clone(), now)).collect();
+                Outbox::record(c, &recorded)?;
+                c.execute(
+                    "UPDATE deliveries SET lease_owner = 'other:1:0' WHERE seq = ?1",
+                    args![theirs.jobs[0].seq],
+                )?;
+                Ok((mine.jobs[0].seq, theirs.jobs[0].seq))
+            })
+            .await
+            .unwrap();
+        let widen_and_expire = move |c: Sql<'_>| {
+            c.execute(
+                "UPDATE outbox SET first_seq = ?1, last_seq = ?2, claimed_until = 0",
+                args![mine.min(theirs), mine.max(theirs)],
+            )
+        };
+        let claimed = db
+            .write(move |c| {
+                widen_and_expire(c)?;
+                claim_left(c, now_ms())
+            })
+            .await
+            .unwrap();
+        let seqs: Vec<i64> = claimed
+            .iter()
+            .flat_map(|e| e.jobs.iter().map(|(j, _)| j.seq))
+            .collect();
+        assert_eq!(
+            seqs,
+            [mine],
+            "only the row's owner's deliveries are produced again"
+        );
+        // A row an older release wrote has no owner: all of its range.
+        let claimed = db
+            .write(move |c| {
+                widen_and_expire(c)?;
+                c.execute("UPDATE outbox SET owner = NULL", args![])?;
+                claim_left(c, now_ms())
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed[0].jobs.len(), 2);
     }
 }
