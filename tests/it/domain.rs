@@ -409,3 +409,33 @@ async fn every_bad_request_is_a_400_that_names_the_field() {
     );
     assert_eq!(other.get("/api/v1/triggers").await.body["data"], json!([]));
 }
+
+/// A NUL character inside a contact's name: Postgres text cannot hold it, so the
+/// embedded store refuses it too (one answer on both backends), and nothing of the
+/// event is kept.
+#[tokio::test]
+async fn a_nul_character_the_shared_database_cannot_store_is_a_400_here_too() {
+    let s = server().await;
+    let api = Api::new(&s, ORG);
+    let mut p = participant();
+    p["name"] = json!("Ann\u{0}Lee");
+    let r = api
+        .post(
+            "/api/v1/events",
+            &json!({"id": "evt-nul", "type": "participant_confirmed", "occurredAt": AT,
+                    "participant": p}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body["error"].as_str().unwrap().contains("NUL"),
+        "{}",
+        r.body
+    );
+    assert_eq!(api.get("/api/v1/contacts/+14155550100").await.status, 404);
+    // The same event without it is taken, as new: the refused one left no trace.
+    let ok = json!({"id": "evt-nul", "type": "participant_confirmed", "occurredAt": AT,
+                    "participant": participant()});
+    assert_eq!(event(&api, ok).await, json!({"id": "evt-nul"}));
+    assert_eq!(api.get("/api/v1/contacts/+14155550100").await.status, 200);
+}

@@ -312,9 +312,10 @@ pub(crate) trait StoreFailure: std::fmt::Display {
     /// The store could not answer now (a retry may succeed), as opposed to failing
     /// this request for good.
     fn is_unavailable(&self) -> bool;
-    /// Postgres refused a text value the client sent because it holds a NUL
-    /// character (SQLSTATE 22021), which Postgres text cannot store: the request's
-    /// fault, answered 400, nothing written.
+    /// A text value the client sent holds a NUL character, which Postgres text cannot
+    /// store (SQLSTATE 22021; the embedded store refuses it alike,
+    /// [`crate::db::sql::NulInText`]): the request's fault, answered 400, nothing
+    /// written.
     fn is_nul_in_text(&self) -> bool {
         false
     }
@@ -322,8 +323,13 @@ pub(crate) trait StoreFailure: std::fmt::Display {
 
 impl StoreFailure for crate::db::RepoError {
     fn is_nul_in_text(&self) -> bool {
-        matches!(self, crate::db::RepoError::Postgres(e)
-            if e.code() == Some(&tokio_postgres::error::SqlState::CHARACTER_NOT_IN_REPERTOIRE))
+        match self {
+            crate::db::RepoError::Postgres(e) => {
+                e.code() == Some(&tokio_postgres::error::SqlState::CHARACTER_NOT_IN_REPERTOIRE)
+            }
+            crate::db::RepoError::Sqlite(e) => crate::db::sql::NulInText::is(e),
+            _ => false,
+        }
     }
 
     fn is_unavailable(&self) -> bool {
@@ -364,7 +370,11 @@ fn sqlite_busy(e: &rusqlite::Error) -> bool {
 
 impl StoreFailure for crate::delivery::store::DbError {
     fn is_nul_in_text(&self) -> bool {
-        matches!(self, crate::delivery::store::DbError::Repo(e) if e.is_nul_in_text())
+        match self {
+            crate::delivery::store::DbError::Repo(e) => e.is_nul_in_text(),
+            crate::delivery::store::DbError::Sql(e) => crate::db::sql::NulInText::is(e),
+            _ => false,
+        }
     }
 
     fn is_unavailable(&self) -> bool {

@@ -114,6 +114,20 @@ macro_rules! args {
 }
 pub use args;
 
+/// A text value holding the NUL character: Postgres text cannot store one (SQLSTATE
+/// 22021), so the embedded store refuses it too, and a client gets one answer
+/// whichever backend it talks to.
+#[derive(Debug, thiserror::Error)]
+#[error("a text value contains the NUL character, which the shared database cannot store")]
+pub struct NulInText;
+
+impl NulInText {
+    /// Whether SQLite's error is this refusal.
+    pub fn is(e: &rusqlite::Error) -> bool {
+        matches!(e, rusqlite::Error::ToSqlConversionFailure(b) if b.is::<NulInText>())
+    }
+}
+
 impl rusqlite::ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -121,6 +135,9 @@ impl rusqlite::ToSql for Value<'_> {
             Value::Null => ValueRef::Null,
             Value::Int(i) => ValueRef::Integer(i),
             Value::Real(r) => ValueRef::Real(r),
+            Value::Text(s) if s.contains('\0') => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(NulInText)))
+            }
             Value::Text(s) => ValueRef::Text(s.as_bytes()),
             Value::Blob(b) => ValueRef::Blob(b),
         }))
