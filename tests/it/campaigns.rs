@@ -186,12 +186,18 @@ async fn campaigns_follow_their_state_machine_and_only_drafts_are_edited() {
     .await
     .error(404);
     api.get("/api/v1/campaigns/999").await.error(404);
-    // Another org's campaign is not this one's.
+    // Another org's campaign answers as a missing one: nothing tells it exists.
     let other = Api::new(&s, ORG + 1);
-    other
-        .get(&format!("/api/v1/campaigns/{c}"))
-        .await
-        .error(403);
+    let theirs = other.get(&format!("/api/v1/campaigns/{c}")).await;
+    let missing = other.get("/api/v1/campaigns/999").await;
+    assert_eq!((theirs.status, missing.status), (404, 404));
+    assert_eq!(
+        theirs.body["error"]
+            .as_str()
+            .unwrap()
+            .replace(&c.to_string(), "N"),
+        missing.body["error"].as_str().unwrap().replace("999", "N"),
+    );
     // Newest first, with a cursor.
     let c2 = api.campaign("http://127.0.0.1:9/y").await;
     let page = api.get("/api/v1/campaigns?limit=1").await;

@@ -405,7 +405,8 @@ async fn every_bad_request_is_a_400_that_names_the_field() {
     let other = Api::new(&s, ORG + 1);
     assert_eq!(
         other.get(&format!("/api/v1/triggers/{t}")).await.status,
-        403
+        404,
+        "another org's trigger answers as a missing one"
     );
     assert_eq!(other.get("/api/v1/triggers").await.body["data"], json!([]));
 }

@@ -104,6 +104,7 @@ async fn registry_follows_seed_002() {
 
     let id = data["id"].as_i64().unwrap();
     api.delete("/api/webhooks/delete").await.error(400);
+    // Seed 002's route answers another account's webhook with its documented 403.
     other
         .delete(&format!("/api/webhooks/delete?id={id}"))
         .await
@@ -193,10 +194,12 @@ async fn patch_changes_subscriptions_and_limits_and_says_what_is_wrong() {
         (Value::Null, json!(false))
     );
     let other = Api::new(&s, ORG + 1);
+    // Every other route answers it as a missing one.
     other
         .patch(&path, &json!({"enabled": true}))
         .await
-        .error(403);
+        .error(404);
+    other.get(&path).await.error(404);
     api.get("/api/webhooks/424242").await.error(404);
 }
 

@@ -12,8 +12,8 @@ use super::{
 use crate::campaigns::audience::{self, UploadError, UploadTally};
 use crate::campaigns::model::{Campaign, CampaignState, Send, SendTime, Transition};
 use crate::campaigns::{
-    records::{Owned, SendProgress},
-    store, Campaigns, EligibilityEngine, EligibilityError, MaterializeError, Materialized,
+    records::SendProgress, store, Campaigns, EligibilityEngine, EligibilityError, MaterializeError,
+    Materialized,
 };
 use crate::delivery::model::EndpointKind;
 use crate::writer::now_ms;
@@ -55,19 +55,14 @@ struct CampaignCursor {
     before: i64,
 }
 
-/// `org`'s campaign `id`: 404 when there is none, 403 when it is another org's.
+/// `org`'s campaign `id`; 404 when there is none, and alike when it is another org's
+/// (ids are sequential across orgs: a different answer would tell which exist).
 async fn load_campaign(s: &AppState, org: OrgId, id: i64) -> Result<Campaign, ApiError> {
-    match campaigns(s).owned(org, id).await.map_err(store_error)? {
-        Owned::Missing => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no campaign {id}"),
-        )),
-        Owned::Other => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("campaign {id} belongs to another organization"),
-        )),
-        Owned::Mine(c) => Ok(c),
-    }
+    campaigns(s)
+        .owned(org, id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no campaign {id}")))
 }
 
 async fn load_send(s: &AppState, campaign: &Campaign, send: i64) -> Result<Send, ApiError> {
@@ -198,8 +193,7 @@ async fn resolve_target(
         (status = 201, description = "Created", body = CampaignOut),
         (status = 400, description = "name missing or invalid; no deliveryUrl or endpointId, or both; a deliveryUrl that is not an http(s) URL or is a private address", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "endpointId is another organization's", body = ErrorBody),
-        (status = 404, description = "No such endpointId", body = ErrorBody),
+        (status = 404, description = "No such endpointId of this organization (another's answers the same)", body = ErrorBody),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
@@ -288,8 +282,7 @@ pub async fn list(
         (status = 200, description = "The campaign", body = CampaignOut),
         (status = 400, description = "id is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's campaign", body = ErrorBody),
-        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 404, description = "No such campaign of this organization (another's answers the same)", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn get_one(
@@ -309,8 +302,7 @@ pub async fn get_one(
         (status = 200, description = "The edited campaign", body = CampaignOut),
         (status = 400, description = "A field is invalid", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's campaign or endpoint", body = ErrorBody),
-        (status = 404, description = "No such campaign or endpoint", body = ErrorBody),
+        (status = 404, description = "No such campaign or endpoint of this organization (another's answers the same)", body = ErrorBody),
         (status = 409, description = "The campaign is no longer a draft", body = ErrorBody),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
@@ -379,8 +371,7 @@ macro_rules! transition_route {
                 (status = 200, description = "The campaign in its new state", body = CampaignOut),
                 (status = 400, description = "id is not an integer", body = ErrorBody),
                 (status = 401, description = "No valid API key", body = ErrorBody),
-                (status = 403, description = "Another organization's campaign", body = ErrorBody),
-                (status = 404, description = "No such campaign", body = ErrorBody),
+                (status = 404, description = "No such campaign of this organization (another's answers the same)", body = ErrorBody),
                 (status = 409, description = "Not allowed from the campaign's current state (named in the error)", body = ErrorBody),
                 (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
             ))]
@@ -431,8 +422,7 @@ transition_route!(
         (status = 200, description = "What the upload added; row problems are rejects", body = UploadTally),
         (status = 400, description = "Not CSV with a phone column, nor a JSON array", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's campaign", body = ErrorBody),
-        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 404, description = "No such campaign of this organization (another's answers the same)", body = ErrorBody),
         (status = 408, description = "The body made no progress for http.body_timeout", body = ErrorBody),
         (status = 409, description = "The campaign is completed or cancelled", body = ErrorBody),
         (status = 413, description = "Over 1 GB of CSV or 64 MB of JSON", body = ErrorBody),
@@ -827,8 +817,7 @@ fn required_text(field: &str, v: Option<String>) -> Result<String, ApiError> {
         (status = 201, description = "Created", body = SendOut),
         (status = 400, description = "No instant (or both forms), an unknown time zone, a missing templateName or language, an invalid eventFilter", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's campaign", body = ErrorBody),
-        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 404, description = "No such campaign of this organization (another's answers the same)", body = ErrorBody),
         (status = 409, description = "The campaign is completed or cancelled", body = ErrorBody),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
@@ -910,8 +899,7 @@ pub async fn create_send(
         (status = 200, description = "Newest first", body = [SendOut]),
         (status = 400, description = "id is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's campaign", body = ErrorBody),
-        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 404, description = "No such campaign of this organization (another's answers the same)", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn list_sends(
@@ -936,8 +924,7 @@ pub async fn list_sends(
         (status = 200, description = "The send", body = SendOut),
         (status = 400, description = "An id is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's campaign", body = ErrorBody),
-        (status = 404, description = "No such campaign or send", body = ErrorBody),
+        (status = 404, description = "No such campaign or send of this organization (another's answers the same)", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn get_send(
@@ -981,8 +968,7 @@ struct EligibleLine<'a> {
             headers(("X-Leadstream-Eligibility-Engine" = String, description = "index or clickhouse: what answered"))),
         (status = 400, description = "at is not an RFC 3339 instant, an id is not an integer, or engine=clickhouse without ClickHouse configured", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's campaign", body = ErrorBody),
-        (status = 404, description = "No such campaign or send", body = ErrorBody),
+        (status = 404, description = "No such campaign or send of this organization (another's answers the same)", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The event index is still warming, or ClickHouse is unavailable; retry", body = ErrorBody),
     ))]
@@ -1077,8 +1063,7 @@ pub async fn eligible(
         (status = 200, description = "What this run emitted and what was emitted before", body = Materialized),
         (status = 400, description = "An id is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's campaign", body = ErrorBody),
-        (status = 404, description = "No such campaign or send", body = ErrorBody),
+        (status = 404, description = "No such campaign or send of this organization (another's answers the same)", body = ErrorBody),
         (status = 409, description = "The campaign is paused or cancelled", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The event index is still warming, or ClickHouse is unavailable; retry", body = ErrorBody),
@@ -1156,8 +1141,7 @@ pub struct AudienceFilterOut {
         (status = 200, description = "Accepted", body = AudienceFilterOut),
         (status = 400, description = "A field is missing or invalid (mode, a lead without externalId or phoneE164, a bad phone)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's campaign", body = ErrorBody),
-        (status = 404, description = "No such campaign or send", body = ErrorBody),
+        (status = 404, description = "No such campaign or send of this organization (another's answers the same)", body = ErrorBody),
         (status = 409, description = "Less than 5 minutes before the send's instant, or the send is materialized", body = ErrorBody),
         (status = 413, description = "Request body over 10 MB", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),

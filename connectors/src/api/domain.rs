@@ -255,13 +255,10 @@ fn check_trigger(t: &Trigger) -> Result<(), ApiError> {
 async fn load_trigger(s: &AppState, org: OrgId, id: &str) -> Result<Trigger, ApiError> {
     let id = parse_id("trigger id", id)?;
     let t = domain(s).trigger(id).await.map_err(store_error)?;
+    // Another org's trigger answers as a missing one: ids are sequential across orgs.
     match t {
         Some(t) if t.org == org => Ok(t),
-        Some(_) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("trigger {id} is another organization's"),
-        )),
-        None => Err(ApiError::new(
+        _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no trigger {id}"),
         )),
@@ -333,8 +330,7 @@ pub async fn list_triggers(
         (status = 200, description = "The trigger", body = TriggerOut),
         (status = 400, description = "id not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's trigger", body = ErrorBody),
-        (status = 404, description = "No such trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger of this organization (another's answers the same)", body = ErrorBody),
     ))]
 pub async fn get_trigger(
     State(s): State<AppState>,
@@ -353,8 +349,7 @@ pub async fn get_trigger(
         (status = 200, description = "The trigger as changed", body = TriggerOut),
         (status = 400, description = "A field is invalid (named)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's trigger", body = ErrorBody),
-        (status = 404, description = "No such trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger of this organization (another's answers the same)", body = ErrorBody),
     ))]
 pub async fn put_trigger(
     State(s): State<AppState>,
@@ -392,8 +387,7 @@ pub async fn put_trigger(
         (status = 200, description = "Deleted", body = Deleted),
         (status = 400, description = "id not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's trigger", body = ErrorBody),
-        (status = 404, description = "No such trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger of this organization (another's answers the same)", body = ErrorBody),
     ))]
 pub async fn delete_trigger(
     State(s): State<AppState>,
@@ -503,8 +497,7 @@ async fn load_action(
         (status = 201, description = "Created", body = ActionOut),
         (status = 400, description = "type not webhook; url missing, not http(s) or private; name invalid", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's trigger", body = ErrorBody),
-        (status = 404, description = "No such trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger of this organization (another's answers the same)", body = ErrorBody),
     ))]
 pub async fn create_action(
     State(s): State<AppState>,
@@ -580,8 +573,7 @@ pub struct ActionList {
         (status = 200, description = "Oldest first", body = ActionList),
         (status = 400, description = "An id is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's trigger", body = ErrorBody),
-        (status = 404, description = "No such trigger", body = ErrorBody),
+        (status = 404, description = "No such trigger of this organization (another's answers the same)", body = ErrorBody),
     ))]
 pub async fn list_actions(
     State(s): State<AppState>,
@@ -602,8 +594,7 @@ pub async fn list_actions(
         (status = 200, description = "The action", body = ActionOut),
         (status = 400, description = "An id is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's trigger", body = ErrorBody),
-        (status = 404, description = "No such trigger or action", body = ErrorBody),
+        (status = 404, description = "No such trigger or action of this organization (another's answers the same)", body = ErrorBody),
     ))]
 pub async fn get_action(
     State(s): State<AppState>,
@@ -624,8 +615,7 @@ pub async fn get_action(
         (status = 200, description = "The action as changed", body = ActionOut),
         (status = 400, description = "A field is invalid (named)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's trigger", body = ErrorBody),
-        (status = 404, description = "No such trigger or action", body = ErrorBody),
+        (status = 404, description = "No such trigger or action of this organization (another's answers the same)", body = ErrorBody),
     ))]
 pub async fn put_action(
     State(s): State<AppState>,
@@ -693,8 +683,7 @@ pub async fn put_action(
         (status = 200, description = "Deleted", body = Deleted),
         (status = 400, description = "An id is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's trigger", body = ErrorBody),
-        (status = 404, description = "No such trigger or action", body = ErrorBody),
+        (status = 404, description = "No such trigger or action of this organization (another's answers the same)", body = ErrorBody),
     ))]
 pub async fn delete_action(
     State(s): State<AppState>,
@@ -769,8 +758,7 @@ pub struct ActionLog {
         (status = 200, description = "A page of runs", body = ActionLog),
         (status = 400, description = "A parameter is not valid (named)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's trigger", body = ErrorBody),
-        (status = 404, description = "No such trigger or action", body = ErrorBody),
+        (status = 404, description = "No such trigger or action of this organization (another's answers the same)", body = ErrorBody),
     ))]
 pub async fn action_log(
     State(s): State<AppState>,

@@ -100,10 +100,14 @@ async fn account_id(s: &AppState, org: OrgId) -> Result<String, ApiError> {
     }
 }
 
+/// Another org's endpoint answers as a missing one: ids are sequential across orgs,
+/// so a different answer would tell which exist.
 pub(super) fn endpoint_error(e: EndpointError) -> ApiError {
     match e {
-        EndpointError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
-        EndpointError::OtherOrg(_) => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+        EndpointError::NotFound(id) | EndpointError::OtherOrg(id) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            EndpointError::NotFound(id).to_string(),
+        ),
         EndpointError::Db(e) => store_error(e),
     }
 }
@@ -252,8 +256,8 @@ pub struct Success {
         (status = 200, description = "Deleted", body = Success, example = json!({"success": true})),
         (status = 400, description = "`id` missing or not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's endpoint", body = ErrorBody),
-        (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 403, description = "The webhook exists but belongs to a different account (seed 002's answer, kept on this route only)", body = ErrorBody),
+        (status = 404, description = "No webhook found with the given id", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
@@ -269,11 +273,14 @@ pub async fn delete(
         )
     })?;
     let id = parse_id(id)?;
-    s.engine
-        .endpoints()
-        .delete(org, id)
-        .await
-        .map_err(endpoint_error)?;
+    match s.engine.endpoints().delete(org, id).await {
+        // Seed 002 documents this route's 403 for "the webhook exists but belongs to a
+        // different account"; every other route answers it as a missing one.
+        Err(e @ EndpointError::OtherOrg(_)) => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, e.to_string()))
+        }
+        other => other.map_err(endpoint_error),
+    }?;
     Ok(Json(Success { success: true }))
 }
 
@@ -284,8 +291,7 @@ pub async fn delete(
         (status = 200, description = "The endpoint", body = WebhookOut),
         (status = 400, description = "`id` is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's endpoint", body = ErrorBody),
-        (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 404, description = "No such endpoint of this organization (another's answers the same)", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
@@ -452,8 +458,7 @@ fn read_patch(fields: Map<String, Value>) -> Result<EndpointPatch, ApiError> {
         (status = 200, description = "The endpoint as changed", body = WebhookOut),
         (status = 400, description = "A field is not valid (the message names it)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's endpoint", body = ErrorBody),
-        (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 404, description = "No such endpoint of this organization (another's answers the same)", body = ErrorBody),
         (status = 409, description = "eventTypes on the org's settings endpoint, which receives every event type", body = ErrorBody),
         (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
@@ -513,8 +518,7 @@ pub struct SecretOut {
         (status = 200, description = "The current secret", body = SecretOut),
         (status = 400, description = "`id` is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's endpoint", body = ErrorBody),
-        (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 404, description = "No such endpoint of this organization (another's answers the same)", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn secret(
@@ -541,8 +545,7 @@ pub async fn secret(
         (status = 200, description = "The new secret", body = SecretOut),
         (status = 400, description = "`id` is not an integer", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's endpoint", body = ErrorBody),
-        (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 404, description = "No such endpoint of this organization (another's answers the same)", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
@@ -602,8 +605,7 @@ fn instant_ms(field: &str, text: &str) -> Result<i64, ApiError> {
         (status = 200, description = "How many were sent again", body = ReplayOut),
         (status = 400, description = "since/until missing or not RFC 3339", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another organization's endpoint", body = ErrorBody),
-        (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 404, description = "No such endpoint of this organization (another's answers the same)", body = ErrorBody),
         (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),

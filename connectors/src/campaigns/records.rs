@@ -12,14 +12,6 @@ use crate::writer::now_ms;
 use leadstream_pipeline::eligibility::Mode;
 use leadstream_pipeline::{OrgId, Phone};
 
-/// What [`Campaigns::owned`] found.
-pub enum Owned<T> {
-    Mine(T),
-    /// It exists and is another organization's.
-    Other,
-    Missing,
-}
-
 /// A send's delivery progress: emitted, delivered, failed, pending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendProgress {
@@ -30,21 +22,17 @@ pub struct SendProgress {
 }
 
 impl Campaigns {
-    /// Campaign `id` as `org` may see it.
+    /// Campaign `id` when it is `org`'s: another org's is `None`, as a missing one.
     ///
     /// # Errors
     /// [`DbError`].
-    pub async fn owned(&self, org: OrgId, id: i64) -> Result<Owned<Campaign>, DbError> {
+    pub async fn owned(&self, org: OrgId, id: i64) -> Result<Option<Campaign>, DbError> {
         let found = self
             .inner
             .db
             .read(move |conn| store::campaign(conn, id))
             .await?;
-        Ok(match found {
-            None => Owned::Missing,
-            Some(c) if c.org == org => Owned::Mine(c),
-            Some(_) => Owned::Other,
-        })
+        Ok(found.filter(|c| c.org == org))
     }
 
     /// A new draft campaign.

@@ -35,6 +35,9 @@ use std::time::Duration;
 pub enum EndpointError {
     #[error("no webhook endpoint {0}")]
     NotFound(i64),
+    /// Another organization's. The API answers it as [`EndpointError::NotFound`]
+    /// (ids are sequential across organizations), except where seed 002 documents a
+    /// 403 for it.
     #[error("webhook endpoint {0} belongs to another organization")]
     OtherOrg(i64),
     #[error(transparent)]
