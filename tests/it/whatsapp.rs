@@ -136,21 +136,28 @@ async fn registration_handshake_and_authentication() {
         .unwrap()
         .starts_with("text/plain"));
     assert_eq!(ok.text().await.unwrap(), "1158201444");
-    assert_eq!(hs("wrong").send().await.unwrap().status(), 403);
+    let wrong = hs("wrong").send().await.unwrap();
+    assert_eq!(wrong.status(), 403);
+    let wrong = wrong.text().await.unwrap();
+    // An unknown integration answers as a wrong token: nothing tells which ids exist.
     let unknown = s
         .client()
         .get(s.url("/api/v1/integrations/whatsapp/999/webhook?hub.mode=subscribe&hub.verify_token=vt-1&hub.challenge=1"))
         .send()
         .await
         .unwrap();
-    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.status(), 403);
+    assert_eq!(unknown.text().await.unwrap(), wrong);
     // The webhook: a bad or missing signature is 401 and takes nothing; the org's API
     // key or a good signature is 200.
     let body = message("wamid.A1", "16315551234", now_secs(), "hi");
-    assert_eq!(post_hook(&s, 456, &body, None).await.status, 401);
+    let unsigned = post_hook(&s, 456, &body, None).await;
+    assert_eq!(unsigned.status, 401);
+    let badly_signed = post_hook(&s, 456, &body, Some("sha256=00ff")).await;
+    assert_eq!(badly_signed.status, 401);
     assert_eq!(
-        post_hook(&s, 456, &body, Some("sha256=00ff")).await.status,
-        401
+        unsigned.body, badly_signed.body,
+        "one answer for every reason"
     );
     let other_org = Api::new(&s, ORG + 1);
     let r = s
@@ -161,10 +168,10 @@ async fn registration_handshake_and_authentication() {
         .reply()
         .await;
     assert_eq!(r.status, 401, "another org's key");
-    assert_eq!(
-        post_hook(&s, 999, &body, Some(&sign(b"{}"))).await.status,
-        404
-    );
+    // An unknown integration answers as a wrong signature, with the same words.
+    let unknown = post_hook(&s, 999, &body, Some(&sign(b"{}"))).await;
+    assert_eq!(unknown.status, 401);
+    assert_eq!(unknown.body, badly_signed.body);
     let r = api
         .req(
             reqwest::Method::POST,

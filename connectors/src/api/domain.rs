@@ -893,18 +893,12 @@ fn integration_out(i: &store::Integration) -> IntegrationOut {
     }
 }
 
-async fn load_integration(s: &AppState, id: &str) -> Result<store::Integration, ApiError> {
+/// The integration an unauthenticated WhatsApp route names, if there is one. These
+/// routes face the internet without a key, so an unknown id answers exactly as a wrong
+/// credential does: nothing tells which ids exist.
+async fn named_integration(s: &AppState, id: &str) -> Result<Option<store::Integration>, ApiError> {
     let id = parse_id("botIntegrationId", id)?;
-    domain(s)
-        .integration(id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no WhatsApp integration {id}"),
-            )
-        })
+    domain(s).integration(id).await.map_err(store_error)
 }
 
 /// Meta's subscription handshake: answers `hub.challenge` when `hub.verify_token` is
@@ -919,17 +913,17 @@ async fn load_integration(s: &AppState, id: &str) -> Result<store::Integration, 
     responses(
         (status = 200, description = "The challenge, as text/plain", content_type = "text/plain", body = String),
         (status = 400, description = "An id is not an integer", body = ErrorBody),
-        (status = 403, description = "Not a subscribe request with the integration's verify token", body = ErrorBody),
-        (status = 404, description = "No such integration", body = ErrorBody),
+        (status = 403, description = "Not a subscribe request with the integration's verify token (an unknown integration answers the same)", body = ErrorBody),
     ))]
 pub async fn whatsapp_challenge(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let i = load_integration(&s, &id).await?;
+    let found = named_integration(&s, &id).await?;
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let token_ok = match (&i.verify_token, get("hub.verify_token")) {
+    let want = found.as_ref().and_then(|i| i.verify_token.as_ref());
+    let token_ok = match (want, get("hub.verify_token")) {
         (Some(want), Some(got)) => {
             use subtle::ConstantTimeEq;
             want.as_bytes().ct_eq(got.as_bytes()).into()
@@ -982,8 +976,7 @@ const MAX_WHATSAPP_ITEMS: usize = 1000;
     responses(
         (status = 200, description = "Taken", body = WhatsappTaken),
         (status = 400, description = "Not a WhatsApp webhook body (the message says what is wrong)", body = ErrorBody),
-        (status = 401, description = "Neither a valid signature nor the org's API key", body = ErrorBody),
-        (status = 404, description = "No such integration", body = ErrorBody),
+        (status = 401, description = "Neither a valid signature nor the org's API key (an unknown integration answers the same)", body = ErrorBody),
         (status = 413, description = "Body over 1 MB", body = ErrorBody),
     ))]
 pub async fn whatsapp_webhook(
@@ -992,14 +985,15 @@ pub async fn whatsapp_webhook(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<WhatsappTaken>, ApiError> {
-    let i = load_integration(&s, &id).await?;
+    let found = named_integration(&s, &id).await?;
     // Decided from the headers before any of the body is read, when they can decide:
-    // the org's key, or a signature to check against the integration's secret.
-    let keyed = match super::auth::bearer_token(&headers) {
-        Some(token) => {
+    // the org's key, or no signature at all. One answer whatever the reason (unknown
+    // integration, no app secret, wrong key or signature), so none is told apart.
+    let keyed = match (&found, super::auth::bearer_token(&headers)) {
+        (Some(i), Some(token)) => {
             matches!(s.registry.org_for_api_key(token).await, Ok(Some(org)) if org == i.org)
         }
-        None => false,
+        _ => false,
     };
     let signature = headers
         .get("x-hub-signature-256")
@@ -1008,25 +1002,26 @@ pub async fn whatsapp_webhook(
     let unauthorized = || {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
-            if i.app_secret.is_some() {
-                "invalid credentials: sign the body (X-Hub-Signature-256: sha256=<hex HMAC-SHA256 with the app secret>) or send the org's API key as Authorization: Bearer"
-            } else {
-                "invalid credentials: send the org's API key as Authorization: Bearer (or register the integration with an appSecret and sign the body)"
-            },
+            "invalid credentials: sign the body (X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body with the integration's app secret>) or send the org's API key as Authorization: Bearer",
         )
     };
-    if !keyed && (i.app_secret.is_none() || signature.is_none()) {
+    if !keyed && signature.is_none() {
         return Err(unauthorized());
     }
     let body = read_small(&s, &headers, body, MAX_WHATSAPP_BODY).await?;
-    if !keyed {
-        let (Some(secret), Some(sig)) = (&i.app_secret, &signature) else {
-            return Err(unauthorized());
-        };
-        if !crate::domain::whatsapp::signature_ok(secret, &body.bytes, sig) {
-            return Err(unauthorized());
+    let signed = || match (
+        found.as_ref().and_then(|i| i.app_secret.as_ref()),
+        &signature,
+    ) {
+        (Some(secret), Some(sig)) => {
+            crate::domain::whatsapp::signature_ok(secret, &body.bytes, sig)
         }
-    }
+        _ => false,
+    };
+    let i = match found {
+        Some(i) if keyed || signed() => i,
+        _ => return Err(unauthorized()),
+    };
     let hook: crate::domain::whatsapp::Webhook = parse_json(&body.bytes)?;
     let items: usize = hook
         .entry
