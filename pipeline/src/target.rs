@@ -3,10 +3,13 @@
 //!
 //! Unless private targets are allowed, a delivery never connects to loopback,
 //! private, link-local, CGNAT, multicast, unspecified, broadcast, reserved or
-//! documentation addresses, nor to IPv6 forms that embed one of them (IPv4-mapped
-//! `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4
-//! `2002::/16`). The check applies to the address actually connected to, after name
-//! resolution; see `connectors::delivery::client`.
+//! documentation addresses, the 6to4 relay anycast `192.88.99.0/24`, a cloud's
+//! host-internal address (Azure's `168.63.129.16`), nor to IPv6 forms that embed one
+//! of them or a tunnel's (IPv4-mapped `::ffff:a.b.c.d`, IPv4-translated
+//! `::ffff:0:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96` and the
+//! local-use `64:ff9b:1::/48`, 6to4 `2002::/16`, Teredo `2001::/32`), and only to
+//! ports 80, 443 and 1024–65535 ([`port_refusal`]). The check applies to the address
+//! actually connected to, after name resolution; see `connectors::delivery::client`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -35,6 +38,10 @@ fn v4_refusal(ip: Ipv4Addr) -> Option<&'static str> {
         (169, 254, _) => "a link-local address",
         (192, 0, 0) => "an IETF protocol address (192.0.0.0/24)",
         (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "a documentation address",
+        (192, 88, 99) => "a 6to4 relay anycast address (192.88.99.0/24)",
+        (168, 63, 129) if ip.octets()[3] == 16 => {
+            "a cloud host-internal address (168.63.129.16, Azure's wireserver)"
+        }
         (198, 18..=19, _) => "a benchmarking address (198.18.0.0/15)",
         (224..=239, _, _) => "a multicast address",
         _ if ip.is_broadcast() => "the broadcast address",
@@ -62,6 +69,13 @@ fn v6_refusal(ip: Ipv6Addr) -> Option<&'static str> {
             None => None,
         };
     }
+    // ::ffff:0:a.b.c.d (IPv4-translated, SIIT): a translator's form, never a target.
+    if seg[..4] == [0, 0, 0, 0] && seg[4] == 0xffff && seg[5] == 0 {
+        return Some("an IPv4-translated address (::ffff:0:0/96)");
+    }
+    if seg[0] == 0x0064 && seg[1] == 0xff9b && seg[2] == 0x0001 {
+        return Some("a local-use NAT64 address (64:ff9b:1::/48)");
+    }
     if seg[0] == 0x0064 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
         let v4 = Ipv4Addr::new(
             (seg[6] >> 8) as u8,
@@ -86,9 +100,20 @@ fn v6_refusal(ip: Ipv6Addr) -> Option<&'static str> {
         0xfec0..=0xfeff => "a site-local address",
         0xff00..=0xffff => "a multicast address",
         0x2001 if seg[1] == 0x0db8 => "a documentation address",
+        0x2001 if seg[1] == 0 => "a Teredo tunnel address (2001::/32)",
         0x0100 if seg[1..4] == [0, 0, 0] => "a discard-only address (100::/64)",
         _ => return None,
     })
+}
+
+/// Why the port of URL `text` is not a target, e.g. `"port 25 is not 80, 443 or 1024–65535"`;
+/// `None` for those ports (and a URL without one: its scheme's 80 or 443). Below 1024
+/// live the well-known services of a host (SSH, SMTP, its own admin ports) a webhook
+/// has no business reaching.
+pub fn port_refusal(text: &str) -> Option<String> {
+    let port = url::Url::parse(text).ok()?.port()?;
+    (port != 80 && port != 443 && port < 1024)
+        .then(|| format!("port {port} is not 80, 443 or 1024–65535"))
 }
 
 /// Why `text` is not an endpoint URL, as a sentence for the client; `None` when it is
@@ -208,8 +233,50 @@ mod tests {
             "fe80::1",
             "ff02::1",
             "2001:db8::1",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1::808:808",
+            "::ffff:0:7f00:1",
+            "::ffff:0:808:808",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "192.88.99.1",
+            "168.63.129.16",
         ] {
             assert!(refused(a), "{a} must be refused");
+        }
+        // Their neighbours stay public.
+        for a in [
+            "168.63.129.17",
+            "192.88.100.1",
+            "2001:4860::8888",
+            "64:ff9b::808:808",
+        ] {
+            assert!(!refused(a), "{a} is public");
+        }
+    }
+
+    #[test]
+    fn only_ports_80_443_and_1024_up_are_targets() {
+        for ok in [
+            "https://a.example/x",
+            "http://a.example:80/",
+            "https://a.example:443/",
+            "https://a.example:1024/",
+            "http://a.example:8080/",
+            "https://a.example:65535/",
+        ] {
+            assert_eq!(port_refusal(ok), None, "{ok}");
+        }
+        for bad in [
+            "http://a.example:22/",
+            "https://a.example:25/",
+            "http://a.example:1023/",
+            "http://a.example:0/",
+        ] {
+            assert!(
+                port_refusal(bad).unwrap().contains("80, 443 or 1024"),
+                "{bad}"
+            );
         }
     }
 

@@ -435,11 +435,30 @@ async fn private_targets_are_refused_also_behind_a_name() {
         "http://10.0.0.8/x",
         "http://169.254.169.254/latest",
         "http://[::ffff:127.0.0.1]/x",
+        "http://[64:ff9b:1::a00:1]/x",
+        "http://[::ffff:0:7f00:1]/x",
+        "http://[2001::1]/x",
+        "http://192.88.99.1/x",
+        "http://168.63.129.16/x",
     ] {
         let r = api
             .post("/api/webhooks/create", &json!({ "webhook": url }))
             .await;
         assert!(r.error(400).contains("private"), "{url}: {}", r.body);
+    }
+    // Only ports 80, 443 and 1024-65535: a host's own services are not targets.
+    for url in [
+        "https://hooks.example.com:22/x",
+        "http://hooks.example.com:1023/x",
+    ] {
+        let r = api
+            .post("/api/webhooks/create", &json!({ "webhook": url }))
+            .await;
+        assert!(
+            r.error(400).contains("80, 443 or 1024"),
+            "{url}: {}",
+            r.body
+        );
     }
     // localhost is a name: accepted, then refused when it resolves to loopback.
     let url = format!("http://localhost:{}/named", rx.port());
@@ -1002,4 +1021,23 @@ async fn a_rate_limit_spaces_an_endpoints_attempts() {
         span >= Duration::from_millis(1900),
         "12 attempts in {span:?}"
     );
+}
+
+#[tokio::test]
+async fn with_log_response_bodies_off_no_receiver_answer_is_kept() {
+    let rx = Receiver::start().await;
+    let s = TestServer::builder()
+        .config("[delivery]\nallow_private_targets = true\nlog_response_bodies = false\n")
+        .start()
+        .await;
+    let api = Api::new(&s, ORG);
+    api.endpoint(&rx.script("quiet", vec![Step::Status(200)]))
+        .await;
+    api.publish("a", json!({})).await;
+    let all = api.settled(Duration::from_secs(10)).await;
+    assert_eq!(all[0]["state"], "succeeded");
+    let log = api.detail(all[0]["id"].as_str().unwrap()).await;
+    let attempt = &log["attempts"][0];
+    assert_eq!(attempt["responseStatus"], 200, "{log}");
+    assert_eq!(attempt["responseBody"], Value::Null, "{log}");
 }

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use leadstream_pipeline::target::{address_refusal, literal_ip, url_problem};
+use leadstream_pipeline::target::{address_refusal, literal_ip, port_refusal, url_problem};
 use leadstream_pipeline::time::{format_rfc3339_ms, parse_rfc3339_us};
 use leadstream_pipeline::OrgId;
 use serde::Serialize;
@@ -119,6 +119,11 @@ pub(super) fn target_problem(s: &AppState, field: &str, url: &str) -> Option<Str
     }
     if s.engine.config().allow_private_targets {
         return None;
+    }
+    if let Some(why) = port_refusal(url) {
+        return Some(format!(
+            "{field} {url:?}: {why}; use one of those (a server may allow any with delivery.allow_private_targets = true)"
+        ));
     }
     let ip = literal_ip(url)?;
     address_refusal(ip).map(|why| {

@@ -56,8 +56,12 @@ pub struct DeliveryConfig {
     pub max_in_flight_per_endpoint: usize,
     /// Attempts in flight in all.
     pub max_in_flight: usize,
-    /// Deliver to non-public addresses.
+    /// Deliver to non-public addresses and to any port.
     pub allow_private_targets: bool,
+    /// Keep the first 20 KB of each attempt's response in the delivery log (and the
+    /// ClickHouse attempt log). Off: only status, duration and error are kept, so a
+    /// receiver's answers are never readable through the API.
+    pub log_response_bodies: bool,
     /// How long a rotated-out secret keeps signing.
     #[serde(with = "humantime_serde")]
     pub secret_grace: Duration,

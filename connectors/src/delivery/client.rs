@@ -8,7 +8,7 @@
 //! anything is sent. Redirects are not followed and no proxy is used.
 
 use leadstream_pipeline::retry::{parse_retry_after, AttemptOutcome};
-use leadstream_pipeline::target::{address_refusal, literal_ip};
+use leadstream_pipeline::target::{address_refusal, literal_ip, port_refusal};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use std::net::SocketAddr;
@@ -111,10 +111,16 @@ impl DeliveryClient {
         }
     }
 
-    /// Why `url` may not be connected to, before any resolution (literal addresses).
+    /// Why `url` may not be connected to, before any resolution: its port, or its host
+    /// written as an address.
     pub fn literal_refusal(&self, url: &str) -> Option<String> {
         if self.allow_private {
             return None;
+        }
+        if let Some(why) = port_refusal(url) {
+            return Some(format!(
+                "refused: {why}; other ports are not allowed (delivery.allow_private_targets)"
+            ));
         }
         let ip = literal_ip(url)?;
         address_refusal(ip).map(|why| {

@@ -390,7 +390,7 @@ async fn attempt(
     let body = job.body();
     let signature = signature_header(ep.signing_secrets(started_ms), &job.id, timestamp, &body);
     let timeout = ep.timeout.unwrap_or(shared.config.timeout);
-    let result = shared
+    let mut result = shared
         .client
         .send(AttemptRequest {
             url: &ep.url,
@@ -401,6 +401,9 @@ async fn attempt(
             timeout,
         })
         .await;
+    if !shared.config.log_response_bodies {
+        result.response_body = None;
+    }
     let ended_ms = now_ms();
     let number = job.attempts + 1;
     let outcome = result.outcome;
