@@ -15,8 +15,8 @@
 //! | `leadstream_lead_batch_duration_seconds` | histogram | `source` |
 //! | `leadstream_delivery_attempt_duration_seconds` | histogram | |
 //! | `leadstream_delivery_completion_seconds` | histogram | |
-//! | `leadstream_delivery_queue_depth` | gauge | `endpoint` |
-//! | `leadstream_delivery_in_flight` | gauge | `endpoint` |
+//! | `leadstream_delivery_queue_depth` | gauge | `org`, `endpoint` (with `http.metrics_token` only) |
+//! | `leadstream_delivery_in_flight` | gauge | `org`, `endpoint` (with `http.metrics_token` only) |
 //! | `leadstream_database_connections` | gauge | `state` (`in_use`, `idle`, `waiting`: requests waiting for one) |
 //! | `leadstream_database_listener_connected` | gauge | `channel` |
 //! | `leadstream_database_notifications_total` | counter | `channel` |
@@ -236,6 +236,29 @@ pub fn render() -> String {
     install().render()
 }
 
+/// Series that describe one org's endpoints: served only to a scrape that presents
+/// `http.metrics_token` ([`render_aggregate`] leaves them out).
+const PER_ENDPOINT: [&str; 2] = [DELIVERY_QUEUE_DEPTH, DELIVERY_IN_FLIGHT];
+
+/// [`render`] without the per-endpoint series: what an unauthenticated `/metrics`
+/// answers, so no org's queue can be read by anyone who can reach the port.
+pub fn render_aggregate() -> String {
+    let all = render();
+    let mut out = String::with_capacity(all.len());
+    for line in all.lines() {
+        let name = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .unwrap_or(line);
+        let name = name.split([' ', '{']).next().unwrap_or("");
+        if !PER_ENDPOINT.contains(&name) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The shared database's pool: connections in use and idle, requests waiting.
 pub fn database_pool(in_use: usize, idle: usize, waiting: usize) {
     gauge!(DB_CONNECTIONS, "state" => "in_use").set(in_use as f64);
@@ -325,14 +348,16 @@ pub fn delivery_completed(d: Duration) {
     histogram!(DELIVERY_COMPLETION).record(d.as_secs_f64());
 }
 
-/// Sets how many deliveries to `endpoint_id` wait for an attempt.
-pub fn delivery_queue_depth(endpoint_id: i64, depth: u64) {
-    gauge!(DELIVERY_QUEUE_DEPTH, "endpoint" => endpoint_id.to_string()).set(depth as f64);
+/// Sets how many deliveries to `org`'s endpoint `endpoint_id` wait for an attempt.
+pub fn delivery_queue_depth(org: i64, endpoint_id: i64, depth: u64) {
+    gauge!(DELIVERY_QUEUE_DEPTH, "org" => org.to_string(), "endpoint" => endpoint_id.to_string())
+        .set(depth as f64);
 }
 
-/// Sets how many attempts to `endpoint_id` are in flight.
-pub fn delivery_in_flight(endpoint_id: i64, n: u64) {
-    gauge!(DELIVERY_IN_FLIGHT, "endpoint" => endpoint_id.to_string()).set(n as f64);
+/// Sets how many attempts to `org`'s endpoint `endpoint_id` are in flight.
+pub fn delivery_in_flight(org: i64, endpoint_id: i64, n: u64) {
+    gauge!(DELIVERY_IN_FLIGHT, "org" => org.to_string(), "endpoint" => endpoint_id.to_string())
+        .set(n as f64);
 }
 
 /// Records `n` campaign-send leads emitted (their deliveries durable).
@@ -413,8 +438,8 @@ mod tests {
         delivery_finished("succeeded");
         delivery_attempt("timeout");
         delivery_latency(Duration::from_millis(30));
-        delivery_queue_depth(-7, 12);
-        delivery_in_flight(-7, 3);
+        delivery_queue_depth(5, -7, 12);
+        delivery_in_flight(5, -7, 3);
         deliveries_published(4);
 
         let text = render();
@@ -455,12 +480,18 @@ mod tests {
             "{text}"
         );
         assert_eq!(
-            sample(&text, r#"leadstream_delivery_queue_depth{endpoint="-7"}"#),
+            sample(
+                &text,
+                r#"leadstream_delivery_queue_depth{org="5",endpoint="-7"}"#
+            ),
             Some(12.0),
             "{text}"
         );
         assert_eq!(
-            sample(&text, r#"leadstream_delivery_in_flight{endpoint="-7"}"#),
+            sample(
+                &text,
+                r#"leadstream_delivery_in_flight{org="5",endpoint="-7"}"#
+            ),
             Some(3.0),
             "{text}"
         );

@@ -182,3 +182,53 @@ async fn kafka_batches_are_counted_by_outcome() {
         "{text}"
     );
 }
+
+/// Per-endpoint series say how much each org has queued: an unauthenticated scrape
+/// gets only the aggregates; with `http.metrics_token` set, the token is required and
+/// the per-endpoint series come labelled by org.
+#[tokio::test]
+async fn per_endpoint_series_are_served_only_to_the_scrape_token() {
+    use crate::api::Api;
+    use crate::receiver::{Receiver, Step};
+    let rx = Receiver::start().await;
+    async fn deliver_once(s: &TestServer, rx: &Receiver) -> i64 {
+        let api = Api::new(s, 31);
+        let id = api.endpoint(&rx.script("m", vec![Step::Status(200)])).await;
+        api.publish("a", json!({})).await;
+        api.settled(Duration::from_secs(10)).await;
+        id
+    }
+
+    let open = TestServer::builder()
+        .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+        .start()
+        .await;
+    deliver_once(&open, &rx).await;
+    let text = scrape_until(&open, &["leadstream_deliveries_published_total 1"]).await;
+    assert!(
+        !text.contains("leadstream_delivery_queue_depth")
+            && !text.contains("leadstream_delivery_in_flight"),
+        "{text}"
+    );
+
+    let guarded = TestServer::builder()
+        .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+        .env("LEADSTREAM_METRICS_TOKEN", "scrape-me")
+        .start()
+        .await;
+    let endpoint = deliver_once(&guarded, &rx).await;
+    let get = |token: Option<&str>| {
+        let mut r = guarded.client().get(guarded.url("/metrics"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move { r.send().await.unwrap() }
+    };
+    assert_eq!(get(None).await.status(), 401);
+    assert_eq!(get(Some("wrong")).await.status(), 401);
+    let r = get(Some("scrape-me")).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let series = format!(r#"leadstream_delivery_queue_depth{{org="31",endpoint="{endpoint}"}}"#);
+    assert_eq!(sample(&text, &series), Some(0.0), "{text}");
+}

@@ -206,17 +206,36 @@ async fn count_response(req: axum::extract::Request, next: axum::middleware::Nex
     response
 }
 
-/// `GET /metrics`: Prometheus metrics, without authentication.
+/// `GET /metrics`: Prometheus metrics.
 ///
-/// Like the health checks: a scraper sends no credentials, and the values are counts
-/// and gauges without event data or secrets.
-#[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus metrics in the text exposition format 0.0.4", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]
-async fn serve_metrics() -> Response {
-    (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        metrics::render(),
-    )
-        .into_response()
+/// Like the health checks, without an API key: a scraper has none, and the values are
+/// counts and gauges without event data or secrets. Without `http.metrics_token` only
+/// aggregate series are served; with it, the token is required and the per-endpoint
+/// series (which say how much each org has queued) are served too.
+#[utoipa::path(get, path = "/metrics", tag = "metrics", responses(
+    (status = 200, description = "Prometheus metrics in the text exposition format 0.0.4", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+    (status = 401, description = "http.metrics_token is set and the request does not carry it as Authorization: Bearer", body = ErrorBody),
+))]
+async fn serve_metrics(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let want = s.limits.metrics_token.as_str();
+    let text = if want.is_empty() {
+        metrics::render_aggregate()
+    } else {
+        use subtle::ConstantTimeEq;
+        let got = auth::bearer_token(&headers).unwrap_or_default();
+        if !bool::from(got.as_bytes().ct_eq(want.as_bytes())) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "GET /metrics needs the scrape token: send http.metrics_token as Authorization: Bearer",
+            )
+            .into_response();
+        }
+        metrics::render()
+    };
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// `GET /healthz`: the process is up and serving HTTP.

@@ -140,6 +140,11 @@ pub struct HttpConfig {
     /// How long shutdown waits for in-flight requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Bearer token of `GET /metrics` (masked by `config print`). Empty: `/metrics`
+    /// takes no credential and serves only aggregate series; set: it needs
+    /// `Authorization: Bearer <token>` and also serves the per-endpoint series
+    /// (labelled by org), which say how much each org's endpoints have queued.
+    pub metrics_token: String,
 }
 
 /// `[store]`
@@ -340,6 +345,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS",
         "delivery.allow_private_targets",
     ),
+    ("LEADSTREAM_METRICS_TOKEN", "http.metrics_token"),
     ("LEADSTREAM_KAFKA_BROKERS", "kafka.brokers"),
     ("LEADSTREAM_KAFKA_GROUP_ID", "kafka.group_id"),
     ("LEADSTREAM_CLICKHOUSE_URL", "clickhouse.url"),
@@ -429,6 +435,7 @@ impl Config {
                     _ => return Err(bad("expected true or false".into())),
                 }
             }
+            "LEADSTREAM_METRICS_TOKEN" => self.http.metrics_token = value.trim().to_owned(),
             "LEADSTREAM_KAFKA_BROKERS" => self.kafka.brokers = value.to_owned(),
             "LEADSTREAM_KAFKA_GROUP_ID" => self.kafka.group_id = value.to_owned(),
             "LEADSTREAM_CLICKHOUSE_URL" => self.clickhouse.url = value.to_owned(),
@@ -550,6 +557,9 @@ impl Config {
     /// The effective configuration as TOML, with secrets masked.
     pub fn to_masked_toml(&self) -> String {
         let mut c = self.clone();
+        if !c.http.metrics_token.is_empty() {
+            c.http.metrics_token = "********".into();
+        }
         if !c.clickhouse.password.is_empty() {
             c.clickhouse.password = "********".into();
         }

@@ -354,8 +354,10 @@ impl Dispatcher {
                 .lanes
                 .get(&id)
                 .map_or((0, 0), |l| (l.queue.len() as u64, u64::from(l.in_flight)));
-            crate::metrics::delivery_queue_depth(id, depth);
-            crate::metrics::delivery_in_flight(id, in_flight);
+            // An endpoint deleted meanwhile keeps the org it had in its series: -1.
+            let org = self.shared.endpoints.by_id(id).map_or(-1, |e| e.org);
+            crate::metrics::delivery_queue_depth(org, id, depth);
+            crate::metrics::delivery_in_flight(org, id, in_flight);
         }
     }
 }
