@@ -342,6 +342,12 @@ async fn post_until_accepted(
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok()?.parse().ok())
                     .expect("503 without Retry-After");
+                // The outage is named, never in ClickHouse's own words.
+                let said = r.text().await.unwrap_or_default();
+                assert!(
+                    !said.contains("127.0.0.1") && !said.to_lowercase().contains("connect"),
+                    "{said}"
+                );
                 refused += 1;
                 assert!(
                     Instant::now() < deadline,

@@ -1012,9 +1012,10 @@ pub async fn eligible(
         Ok(r) => r,
         Err(e @ EligibilityError::NoClickHouse) => return Err(bad(e.to_string())),
         Err(EligibilityError::ClickHouse(e)) if e.is_unavailable() => {
-            return Err(ApiError::new(
+            return Err(super::incident(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("ClickHouse is unavailable ({e}); retry"),
+                "ClickHouse is unavailable; retry",
+                &e,
             ))
         }
         Err(e) => return Err(store_error(e)),
@@ -1093,9 +1094,10 @@ pub async fn materialize(
         Err(MaterializeError::Eligibility(EligibilityError::ClickHouse(e)))
             if e.is_unavailable() =>
         {
-            Err(ApiError::new(
+            Err(super::incident(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("ClickHouse is unavailable ({e}); retry"),
+                "ClickHouse is unavailable; retry",
+                &e,
             ))
         }
         Err(e @ (MaterializeError::NoEndpoint(_) | MaterializeError::Stopped(_))) => {

@@ -1044,7 +1044,13 @@ pub async fn whatsapp_webhook(
         .registry
         .account_id(i.org)
         .await
-        .map_err(|e| ApiError::unavailable(format!("{e}; nothing was taken, retry")))?
+        .map_err(|e| {
+            super::incident(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the credential registry is unavailable; nothing was taken, retry",
+                &e,
+            )
+        })?
         .unwrap_or_default();
     let taken = domain(&s)
         .take_whatsapp(i, account, hook, s.preparer.normalizer().clone())

@@ -150,9 +150,10 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response,
     let prepared = tokio::task::spawn_blocking(move || prepare(&ingest, checked, body))
         .await
         .map_err(|e| {
-            ApiError::new(
+            super::incident(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("request worker failed: {e}"),
+                "the request's worker failed; nothing was stored",
+                &e,
             )
         })??;
 
@@ -170,11 +171,16 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response,
     let stored = s.writer.store(prepared).await.map_err(|e| match &*e {
         // The store refused these rows for good (a ClickHouse type or range error): a
         // retry would be refused again, so no Retry-After.
-        StoreError::Rejected { .. } => ApiError::new(
+        StoreError::Rejected { .. } => super::incident(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{e}; nothing from this request was stored and a retry will be refused too: the server's store needs attention"),
+            "the event store refused these rows; nothing from this request was stored and a retry will be refused too: the server's store needs attention",
+            &e,
         ),
-        _ => ApiError::unavailable(format!("{e}; nothing from this request was stored, retry it")),
+        _ => super::incident(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the event store is unavailable; nothing from this request was stored, retry it",
+            &e,
+        ),
     })?;
     // Counted only once the batch is acknowledged: a refused call is retried whole.
     metrics::lead_batch(
@@ -255,9 +261,10 @@ async fn check(
             let org = tokio::task::spawn_blocking(move || find_organization_id(&scanned))
                 .await
                 .map_err(|e| {
-                    ApiError::new(
+                    super::incident(
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("request worker failed: {e}"),
+                        "the request's worker failed; nothing was stored",
+                        &e,
                     )
                 })?
                 .map_err(bad_request)?;

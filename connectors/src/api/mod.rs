@@ -305,7 +305,6 @@ pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), Api
 /// cannot answer now (locked, busy, no connection, shutting down) is a 503 with
 /// `Retry-After`; anything else a 500 naming the incident.
 pub(crate) fn store_error(e: impl StoreFailure) -> ApiError {
-    let incident = format!("{:08x}", rand::random::<u32>());
     if e.is_nul_in_text() {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -313,16 +312,33 @@ pub(crate) fn store_error(e: impl StoreFailure) -> ApiError {
         );
     }
     if e.is_unavailable() {
-        tracing::warn!(incident, error = %e, "a request found the store unavailable; answered 503");
-        ApiError::unavailable(format!(
-            "the server's database is unavailable right now (incident {incident}); retry after Retry-After"
-        ))
-    } else {
-        tracing::error!(incident, error = %e, "a request failed in the store; answered 500");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error (incident {incident}): the server could not complete this request and logged why under that incident"),
+        incident(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server's database is unavailable right now; retry after Retry-After",
+            &e,
         )
+    } else {
+        incident(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error: the server could not complete this request",
+            &e,
+        )
+    }
+}
+
+/// A failure inside the server (its database's, ClickHouse's, a worker's), as the
+/// client hears it: `say` and an incident id, under which the cause is logged. The
+/// cause's own words (addresses, SQL, hosts) never reach the client. A 503 carries
+/// `Retry-After`.
+pub(crate) fn incident(status: StatusCode, say: &str, cause: &dyn std::fmt::Display) -> ApiError {
+    let incident = format!("{:08x}", rand::random::<u32>());
+    let message = format!("{say} (incident {incident}; the server logged why under it)");
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::warn!(incident, error = %cause, "a request found a part of the server unavailable; answered 503");
+        ApiError::unavailable(message)
+    } else {
+        tracing::error!(incident, error = %cause, status = status.as_u16(), "a request failed inside the server");
+        ApiError::new(status, message)
     }
 }
 
