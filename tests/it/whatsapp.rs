@@ -23,7 +23,11 @@ async fn server(inactive_after: &str) -> TestServer {
 }
 
 fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    sign_with(SECRET, body)
+}
+
+fn sign_with(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -475,4 +479,110 @@ async fn domain_event_records_from_kafka_are_taken_once_and_bad_ones_dead_letter
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(rx.seen("inbox").len(), 2, "{}", s.logs());
     assert_eq!(rx.seen("action").len(), 1);
+
+    // Another org registers 460 too: a record that does not say whose it is goes to
+    // neither (dead-lettered); one naming its organizationId goes to that org only.
+    let other = Api::new(&s, ORG + 1);
+    integration(&other, 460).await;
+    let unnamed = json!({"v": 1, "source": "whatsapp", "botIntegrationId": 460,
+                         "body": message("wamid.KF3", "16315559999", now_secs(), "whose?")});
+    kafka
+        .produce_to(topic, 0, &serde_json::to_vec(&unnamed).unwrap())
+        .await;
+    let named = json!({"v": 1, "source": "whatsapp", "botIntegrationId": 460, "organizationId": ORG + 1,
+                       "body": message("wamid.KF4", "16315558888", now_secs(), "theirs")});
+    kafka
+        .produce_to(topic, 0, &serde_json::to_vec(&named).unwrap())
+        .await;
+    let letters = kafka.read("leadstream.rejects", 2, 3, Duration::from_secs(20));
+    let reasons: Vec<String> = letters
+        .iter()
+        .map(|m| {
+            let v: Value =
+                serde_json::from_slice(rdkafka::message::Message::payload(m).unwrap()).unwrap();
+            v["reason"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("registered by 2 organizations")),
+        "{reasons:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while other.get("/api/v1/contacts/+16315558888").await.status != 200 {
+        assert!(std::time::Instant::now() < deadline, "{}", s.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The first org, with a new key (the org exists since the start).
+    let api = Api {
+        s: &s,
+        key: s.api_key(ORG).secret,
+    };
+    assert_eq!(api.get("/api/v1/contacts/+16315558888").await.status, 404);
+    assert_eq!(api.get("/api/v1/contacts/+16315559999").await.status, 404);
+    assert_eq!(other.get("/api/v1/contacts/+16315559999").await.status, 404);
+}
+
+/// An integration id is each org's own: another org registering the same id gets an
+/// integration of its own (nothing of the first one's), a webhook goes to the org
+/// whose secret signed it, and DELETE removes only the caller's.
+#[tokio::test]
+async fn an_integration_id_cannot_be_squatted_by_another_org() {
+    let s = server("23h").await;
+    let mine = Api::new(&s, ORG);
+    let theirs = Api::new(&s, ORG + 1);
+    integration(&mine, 470).await;
+    let r = theirs
+        .post(
+            "/api/v1/integrations/whatsapp",
+            &json!({"botIntegrationId": 470, "appSecret": "their-secret"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let again = theirs
+        .post(
+            "/api/v1/integrations/whatsapp",
+            &json!({"botIntegrationId": 470}),
+        )
+        .await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert!(again.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("this organization"));
+    // Signed with the first org's secret: the first org's contact, not the other's.
+    signed(
+        &s,
+        470,
+        &message("wamid.S1", "16315551234", now_secs(), "hi"),
+    )
+    .await;
+    assert_eq!(mine.get("/api/v1/contacts/+16315551234").await.status, 200);
+    assert_eq!(
+        theirs.get("/api/v1/contacts/+16315551234").await.status,
+        404
+    );
+    // Signed with theirs: theirs only, and the same message id is new to them.
+    let body = message("wamid.S1", "16315550000", now_secs(), "hey");
+    let sig = sign_with("their-secret", &serde_json::to_vec(&body).unwrap());
+    let r = post_hook(&s, 470, &body, Some(&sig)).await;
+    assert_eq!(
+        (r.status, &r.body["messages"]),
+        (200, &json!(1)),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        theirs.get("/api/v1/contacts/+16315550000").await.status,
+        200
+    );
+    assert_eq!(mine.get("/api/v1/contacts/+16315550000").await.status, 404);
+    // DELETE: only the caller's; then their signature no longer opens the webhook.
+    let path = "/api/v1/integrations/whatsapp/470";
+    assert_eq!(theirs.delete(path).await.status, 200);
+    assert_eq!(theirs.delete(path).await.status, 404);
+    assert_eq!(post_hook(&s, 470, &body, Some(&sig)).await.status, 401);
+    let again = message("wamid.S2", "16315551234", now_secs(), "still mine");
+    assert_eq!(signed(&s, 470, &again).await["messages"], 1);
 }

@@ -837,7 +837,7 @@ pub struct IntegrationOut {
         (status = 201, description = "Registered", body = IntegrationOut),
         (status = 400, description = "botIntegrationId missing or a field invalid (named)", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 409, description = "An integration with this botIntegrationId exists", body = ErrorBody),
+        (status = 409, description = "This organization registered this botIntegrationId before (another organization's integration with the same id is its own and changes nothing here)", body = ErrorBody),
     ))]
 pub async fn register_whatsapp(
     State(s): State<AppState>,
@@ -873,7 +873,7 @@ pub async fn register_whatsapp(
         .map_err(store_error)?
     {
         return Err(super::conflict(format!(
-            "a WhatsApp integration {id} exists"
+            "this organization already has WhatsApp integration {id}: DELETE /api/v1/integrations/whatsapp/{id} first to register it again"
         )));
     }
     Ok((StatusCode::CREATED, Json(out)).into_response())
@@ -893,12 +893,54 @@ fn integration_out(i: &store::Integration) -> IntegrationOut {
     }
 }
 
-/// The integration an unauthenticated WhatsApp route names, if there is one. These
-/// routes face the internet without a key, so an unknown id answers exactly as a wrong
-/// credential does: nothing tells which ids exist.
-async fn named_integration(s: &AppState, id: &str) -> Result<Option<store::Integration>, ApiError> {
+/// Delete this organization's WhatsApp integration: its webhook stops taking
+/// messages for the org; its contacts and conversations stay.
+#[utoipa::path(delete, path = "/api/v1/integrations/whatsapp/{botIntegrationId}", tag = "domain events", security(("api_key" = [])),
+    params(("botIntegrationId" = i64, Path, description = "The integration")),
+    responses(
+        (status = 200, description = "Deleted", body = IntegrationDeleted),
+        (status = 400, description = "The id is not an integer", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "This organization has no such integration", body = ErrorBody),
+    ))]
+pub async fn delete_whatsapp(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+    Path(id): Path<String>,
+) -> Result<Json<IntegrationDeleted>, ApiError> {
+    let id = parse_id("botIntegrationId", &id)?;
+    if domain(&s)
+        .delete_integration(org, id)
+        .await
+        .map_err(store_error)?
+    {
+        Ok(Json(IntegrationDeleted {
+            bot_integration_id: id,
+            deleted: true,
+        }))
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no WhatsApp integration {id}"),
+        ))
+    }
+}
+
+/// A deleted integration.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrationDeleted {
+    bot_integration_id: i64,
+    deleted: bool,
+}
+
+/// Every org's integration an unauthenticated WhatsApp route names (its URL names only
+/// the id; the credential says whose). These routes face the internet without a key,
+/// so an unknown id answers exactly as a wrong credential does: nothing tells which
+/// ids exist.
+async fn named_integrations(s: &AppState, id: &str) -> Result<Vec<store::Integration>, ApiError> {
     let id = parse_id("botIntegrationId", id)?;
-    domain(s).integration(id).await.map_err(store_error)
+    domain(s).integrations_named(id).await.map_err(store_error)
 }
 
 /// Meta's subscription handshake: answers `hub.challenge` when `hub.verify_token` is
@@ -920,16 +962,15 @@ pub async fn whatsapp_challenge(
     Path(id): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let found = named_integration(&s, &id).await?;
+    let found = named_integrations(&s, &id).await?;
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let want = found.as_ref().and_then(|i| i.verify_token.as_ref());
-    let token_ok = match (want, get("hub.verify_token")) {
-        (Some(want), Some(got)) => {
-            use subtle::ConstantTimeEq;
-            want.as_bytes().ct_eq(got.as_bytes()).into()
-        }
-        _ => false,
-    };
+    let token_ok = get("hub.verify_token").is_some_and(|got| {
+        use subtle::ConstantTimeEq;
+        found
+            .iter()
+            .filter_map(|i| i.verify_token.as_ref())
+            .any(|want| bool::from(want.as_bytes().ct_eq(got.as_bytes())))
+    });
     match (get("hub.mode"), get("hub.challenge")) {
         (Some("subscribe"), Some(challenge)) if token_ok && challenge.len() <= 1024 => Ok((
             StatusCode::OK,
@@ -985,15 +1026,18 @@ pub async fn whatsapp_webhook(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<WhatsappTaken>, ApiError> {
-    let found = named_integration(&s, &id).await?;
+    let mut found = named_integrations(&s, &id).await?;
     // Decided from the headers before any of the body is read, when they can decide:
     // the org's key, or no signature at all. One answer whatever the reason (unknown
     // integration, no app secret, wrong key or signature), so none is told apart.
-    let keyed = match (&found, super::auth::bearer_token(&headers)) {
-        (Some(i), Some(token)) => {
-            matches!(s.registry.org_for_api_key(token).await, Ok(Some(org)) if org == i.org)
-        }
-        _ => false,
+    // Several orgs may have registered the id: the key's org, or the one whose app
+    // secret signed the body, is the one it is for.
+    let keyed = match (found.is_empty(), super::auth::bearer_token(&headers)) {
+        (false, Some(token)) => match s.registry.org_for_api_key(token).await {
+            Ok(Some(org)) => found.iter().position(|i| i.org == org),
+            _ => None,
+        },
+        _ => None,
     };
     let signature = headers
         .get("x-hub-signature-256")
@@ -1005,23 +1049,27 @@ pub async fn whatsapp_webhook(
             "invalid credentials: sign the body (X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body with the integration's app secret>) or send the org's API key as Authorization: Bearer",
         )
     };
-    if !keyed && signature.is_none() {
+    if keyed.is_none() && signature.is_none() {
         return Err(unauthorized());
     }
     let body = read_small(&s, &headers, body, MAX_WHATSAPP_BODY).await?;
-    let signed = || match (
-        found.as_ref().and_then(|i| i.app_secret.as_ref()),
-        &signature,
-    ) {
-        (Some(secret), Some(sig)) => {
-            crate::domain::whatsapp::signature_ok(secret, &body.bytes, sig)
+    let chosen = keyed.or_else(|| {
+        let sig = signature.as_deref()?;
+        let mut signed = found.iter().enumerate().filter(|(_, i)| {
+            i.app_secret.as_ref().is_some_and(|secret| {
+                crate::domain::whatsapp::signature_ok(secret, &body.bytes, sig)
+            })
+        });
+        // Two orgs sharing one app secret cannot be told apart: neither is chosen.
+        match (signed.next(), signed.next()) {
+            (Some((n, _)), None) => Some(n),
+            _ => None,
         }
-        _ => false,
+    });
+    let Some(n) = chosen else {
+        return Err(unauthorized());
     };
-    let i = match found {
-        Some(i) if keyed || signed() => i,
-        _ => return Err(unauthorized()),
-    };
+    let i = found.swap_remove(n);
     let hook: crate::domain::whatsapp::Webhook = parse_json(&body.bytes)?;
     let items: usize = hook
         .entry

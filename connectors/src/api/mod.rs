@@ -153,6 +153,10 @@ pub fn app(state: AppState) -> Router {
             post(domain::register_whatsapp),
         )
         .route(
+            "/api/v1/integrations/whatsapp/{id}",
+            axum::routing::delete(domain::delete_whatsapp),
+        )
+        .route(
             "/api/v1/integrations/whatsapp/{id}/webhook",
             get(domain::whatsapp_challenge).post(domain::whatsapp_webhook),
         )

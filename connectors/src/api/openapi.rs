@@ -50,6 +50,7 @@ use utoipa::{Modify, OpenApi};
         super::campaigns::get_opt_out,
         super::domain::take_event,
         super::domain::register_whatsapp,
+        super::domain::delete_whatsapp,
         super::domain::whatsapp_challenge,
         super::domain::whatsapp_webhook,
         super::domain::put_contact,

@@ -28,6 +28,11 @@ pub const POSTGRES: &[Migration<&str>] = &[
         name: "deliveries without the updatedAt index; outbox rows' owner",
         step: include_str!("migrations/postgres/0004_deliveries_index_outbox_owner.sql"),
     },
+    Migration {
+        version: 5,
+        name: "WhatsApp integrations and seen ids by org",
+        step: include_str!("migrations/postgres/0005_whatsapp_by_org.sql"),
+    },
 ];
 
 /// `leadstream.db`: organizations and credentials of the embedded store.
@@ -99,6 +104,13 @@ pub const SQLITE_WEBHOOKS: &[Migration<SqliteStep>] = &[
         version: 5,
         name: "contacts, conversations, integrations, triggers, actions",
         step: SqliteStep::Sql(include_str!("migrations/sqlite/webhooks_0005_domain.sql")),
+    },
+    Migration {
+        version: 6,
+        name: "WhatsApp integrations and seen ids by org",
+        step: SqliteStep::Sql(include_str!(
+            "migrations/sqlite/webhooks_0006_whatsapp_by_org.sql"
+        )),
     },
 ];
 

@@ -90,8 +90,12 @@ impl Domain {
                         else {
                             continue;
                         };
-                        if !store::first_sight(conn, i.bot_integration_id, &format!("m:{}", m.id))?
-                        {
+                        if !store::first_sight(
+                            conn,
+                            org,
+                            i.bot_integration_id,
+                            &format!("m:{}", m.id),
+                        )? {
                             counted.repeated += 1;
                             continue;
                         }
@@ -149,6 +153,7 @@ impl Domain {
                     for st in &v.statuses {
                         if !store::first_sight(
                             conn,
+                            org,
                             i.bot_integration_id,
                             &format!("s:{}:{}", st.id, st.status),
                         )? {

@@ -177,11 +177,14 @@ async fn take(
                     None,
                 ));
             };
-            let Some(integration) = domain.integration(id).await? else {
-                return Ok(Outcome::Refused(
-                    format!("no WhatsApp integration {id}"),
-                    None,
-                ));
+            // Only to the org that registered the id: a record naming an id two orgs
+            // registered, without saying whose, is dead-lettered.
+            let integration = match domain
+                .integration_for_record(record.organization_id, id)
+                .await?
+            {
+                Ok(i) => i,
+                Err(why) => return Ok(Outcome::Refused(why, record.organization_id)),
             };
             let org = integration.org;
             let hook: Webhook = match serde_json::from_str(record.body.get()) {
@@ -216,11 +219,11 @@ async fn take(
                 });
             let org = match (record.organization_id, named) {
                 (Some(org), _) => org,
-                (None, Some(id)) => match domain.integration(id).await? {
-                    Some(i) => i.org,
-                    None => {
+                (None, Some(id)) => match domain.integration_for_record(None, id).await? {
+                    Ok(i) => i.org,
+                    Err(why) => {
                         return Ok(Outcome::Refused(
-                            format!("no WhatsApp integration {id}, and no organizationId"),
+                            format!("{why}, and the record names no organizationId"),
                             None,
                         ))
                     }

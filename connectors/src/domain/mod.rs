@@ -102,7 +102,8 @@ impl Domain {
         &self.engine
     }
 
-    /// Registers a WhatsApp integration; false when its id exists.
+    /// Registers a WhatsApp integration of its org; false when that org registered its
+    /// id before (another org's integration with the same id is another one).
     ///
     /// # Errors
     /// [`DbError`].
@@ -112,12 +113,51 @@ impl Domain {
             .await
     }
 
-    /// The integration `id`.
+    /// Every org's integration with id `id`, oldest first.
     ///
     /// # Errors
     /// [`DbError`].
-    pub async fn integration(&self, id: i64) -> Result<Option<store::Integration>, DbError> {
-        self.db.read(move |conn| store::integration(conn, id)).await
+    pub async fn integrations_named(&self, id: i64) -> Result<Vec<store::Integration>, DbError> {
+        self.db
+            .read(move |conn| store::integrations_named(conn, id))
+            .await
+    }
+
+    /// The integration `id` the org a Kafka record names (or, naming none, the one org
+    /// that registered it): `Err` with why when there is none, or several orgs
+    /// registered the id and the record does not say whose it is.
+    ///
+    /// # Errors
+    /// [`DbError`], inside.
+    pub async fn integration_for_record(
+        &self,
+        org: Option<OrgId>,
+        id: i64,
+    ) -> Result<Result<store::Integration, String>, DbError> {
+        let mut all = self.integrations_named(id).await?;
+        if let Some(org) = org {
+            all.retain(|i| i.org == org);
+        }
+        Ok(match all.len() {
+            1 => Ok(all.remove(0)),
+            0 => Err(match org {
+                Some(org) => format!("organization {org} has no WhatsApp integration {id}"),
+                None => format!("no WhatsApp integration {id}"),
+            }),
+            n => Err(format!(
+                "WhatsApp integration {id} is registered by {n} organizations: the record must name its organizationId"
+            )),
+        })
+    }
+
+    /// Deletes `org`'s integration `id`; false when it has none.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn delete_integration(&self, org: OrgId, id: i64) -> Result<bool, DbError> {
+        self.db
+            .write(move |conn| store::delete_integration(conn, org, id))
+            .await
     }
 
     /// Takes `ev` for `org`: once per id, it updates the state it tells about and

@@ -287,7 +287,8 @@ pub struct Integration {
     pub created_at_ms: i64,
 }
 
-/// Inserts `i`; false when its id exists.
+/// Inserts `i`; false when its org registered its id before. Another org's
+/// integration with the same id is another integration.
 pub fn insert_integration(conn: Sql<'_>, i: &Integration) -> Result<bool, DbError> {
     Ok(conn.execute(
         "INSERT INTO whatsapp_integrations (bot_integration_id, org_id, bot_id, app_secret, verify_token, created_at) \
@@ -296,29 +297,70 @@ pub fn insert_integration(conn: Sql<'_>, i: &Integration) -> Result<bool, DbErro
     )? == 1)
 }
 
-pub fn integration(conn: Sql<'_>, id: i64) -> Result<Option<Integration>, DbError> {
-    Ok(conn.query_opt(
-        "SELECT bot_integration_id, org_id, bot_id, app_secret, verify_token, created_at \
-         FROM whatsapp_integrations WHERE bot_integration_id = ?1",
+const INTEGRATION_COLUMNS: &str =
+    "bot_integration_id, org_id, bot_id, app_secret, verify_token, created_at";
+
+fn integration_row(r: &crate::db::sql::Row<'_>) -> Result<Integration, crate::db::RepoError> {
+    Ok(Integration {
+        bot_integration_id: r.get(0)?,
+        org: r.get(1)?,
+        bot_id: r.get(2)?,
+        app_secret: r.get(3)?,
+        verify_token: r.get(4)?,
+        created_at_ms: r.get(5)?,
+    })
+}
+
+/// Every org's integration with id `id` (the webhook's URL names only the id), oldest
+/// first.
+pub fn integrations_named(conn: Sql<'_>, id: i64) -> Result<Vec<Integration>, DbError> {
+    Ok(conn.query(
+        &format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM whatsapp_integrations \
+             WHERE bot_integration_id = ?1 ORDER BY created_at, org_id"
+        ),
         args![id],
-        |r| {
-            Ok(Integration {
-                bot_integration_id: r.get(0)?,
-                org: r.get(1)?,
-                bot_id: r.get(2)?,
-                app_secret: r.get(3)?,
-                verify_token: r.get(4)?,
-                created_at_ms: r.get(5)?,
-            })
-        },
+        integration_row,
     )?)
 }
 
-/// Records `key` (a message id, a status) of an integration; false when seen before.
-pub fn first_sight(conn: Sql<'_>, integration: i64, key: &str) -> Result<bool, DbError> {
+/// `org`'s integration `id`.
+pub fn integration_of(conn: Sql<'_>, org: OrgId, id: i64) -> Result<Option<Integration>, DbError> {
+    Ok(conn.query_opt(
+        &format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM whatsapp_integrations \
+             WHERE org_id = ?1 AND bot_integration_id = ?2"
+        ),
+        args![org, id],
+        integration_row,
+    )?)
+}
+
+/// Deletes `org`'s integration `id` and the message ids seen through it; false when
+/// it has none. Its conversations and contacts stay.
+pub fn delete_integration(conn: Sql<'_>, org: OrgId, id: i64) -> Result<bool, DbError> {
+    let n = conn.execute(
+        "DELETE FROM whatsapp_integrations WHERE org_id = ?1 AND bot_integration_id = ?2",
+        args![org, id],
+    )?;
+    conn.execute(
+        "DELETE FROM whatsapp_seen WHERE org_id = ?1 AND bot_integration_id = ?2",
+        args![org, id],
+    )?;
+    Ok(n == 1)
+}
+
+/// Records `key` (a message id, a status) of `org`'s integration; false when seen
+/// before.
+pub fn first_sight(
+    conn: Sql<'_>,
+    org: OrgId,
+    integration: i64,
+    key: &str,
+) -> Result<bool, DbError> {
     Ok(conn.execute(
-        "INSERT INTO whatsapp_seen (bot_integration_id, key) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-        args![integration, key],
+        "INSERT INTO whatsapp_seen (org_id, bot_integration_id, key) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        args![org, integration, key],
     )? == 1)
 }
 
@@ -626,9 +668,28 @@ mod tests {
                 !insert_integration(conn, &integration).unwrap(),
                 "{backend}"
             );
-            assert_eq!(integration_of(conn), Some(integration.clone()));
-            assert!(first_sight(conn, 9, "m:1").unwrap());
-            assert!(!first_sight(conn, 9, "m:1").unwrap(), "{backend}");
+            assert_eq!(
+                integration_of(conn, 1, 9).unwrap(),
+                Some(integration.clone())
+            );
+            // Another org's integration with the same id is its own: registered, seen
+            // apart, deleted apart.
+            let theirs = Integration {
+                org: 2,
+                ..integration.clone()
+            };
+            assert!(insert_integration(conn, &theirs).unwrap(), "{backend}");
+            assert_eq!(
+                integrations_named(conn, 9).unwrap(),
+                [integration.clone(), theirs.clone()]
+            );
+            assert!(first_sight(conn, 1, 9, "m:1").unwrap());
+            assert!(!first_sight(conn, 1, 9, "m:1").unwrap(), "{backend}");
+            assert!(first_sight(conn, 2, 9, "m:1").unwrap(), "{backend}");
+            assert!(delete_integration(conn, 2, 9).unwrap());
+            assert!(!delete_integration(conn, 2, 9).unwrap());
+            assert_eq!(integrations_named(conn, 9).unwrap(), [integration.clone()]);
+            assert!(!first_sight(conn, 1, 9, "m:1").unwrap(), "{backend}");
             let key = ConversationKey {
                 org: 1,
                 bot_integration_id: 9,
@@ -671,9 +732,5 @@ mod tests {
             assert!(due_conversations(conn, 499, 10).unwrap().is_empty());
             assert_eq!(due_conversations(conn, 500, 10).unwrap(), [key]);
         });
-    }
-
-    fn integration_of(conn: Sql<'_>) -> Option<Integration> {
-        integration(conn, 9).unwrap()
     }
 }

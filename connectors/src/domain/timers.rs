@@ -107,8 +107,8 @@ impl Domain {
                         phone: key.phone.clone(),
                         ..Contact::default()
                     });
-                    let bot_id =
-                        store::integration(conn, key.bot_integration_id)?.and_then(|i| i.bot_id);
+                    let bot_id = store::integration_of(conn, key.org, key.bot_integration_id)?
+                        .and_then(|i| i.bot_id);
                     let conversation = transcript(conn, &key, keep)?;
                     let payload = payloads::conversation_inactive(
                         &InactiveConversation {
@@ -220,7 +220,7 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            let integration = domain.integration(456).await.unwrap().unwrap();
+            let integration = domain.integrations_named(456).await.unwrap().remove(0);
             let normalizer = PhoneNormalizer::new();
             let message = |id: &'static str| {
                 let (d, i, n) = (domain.clone(), integration.clone(), normalizer.clone());
