@@ -688,7 +688,10 @@ mod tests {
             assert!(first_sight(conn, 2, 9, "m:1").unwrap(), "{backend}");
             assert!(delete_integration(conn, 2, 9).unwrap());
             assert!(!delete_integration(conn, 2, 9).unwrap());
-            assert_eq!(integrations_named(conn, 9).unwrap(), [integration.clone()]);
+            assert_eq!(
+                integrations_named(conn, 9).unwrap(),
+                std::slice::from_ref(&integration)
+            );
             assert!(!first_sight(conn, 1, 9, "m:1").unwrap(), "{backend}");
             let key = ConversationKey {
                 org: 1,
