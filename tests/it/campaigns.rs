@@ -1017,3 +1017,74 @@ async fn a_csv_cut_off_mid_row_is_an_error_and_its_last_row_is_not_stored() {
         "a cut-off upload stored rows: {got}"
     );
 }
+
+/// A row far over the row cap is refused while it is read (the server never holds
+/// it), the rows after it are taken, and an upload counts in the body budget.
+#[tokio::test]
+async fn an_oversized_csv_row_is_refused_unread_and_the_upload_goes_on() {
+    let s = TestServer::builder()
+        .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+        .start()
+        .await;
+    let api = Api::new(&s, ORG);
+    let c = api.campaign("http://127.0.0.1:9/x").await;
+    let csv = format!(
+        "phone,note\n+14155550100,a\n+14155550101,{}\n+14155550102,c\n",
+        "x".repeat(8 * 1024 * 1024)
+    );
+    let r = api.audience_csv(c, csv).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (
+            &r.body["received"],
+            &r.body["accepted"],
+            &r.body["rejected"]
+        ),
+        (&json!(3), &json!(2), &json!(1)),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["rejects"][0]["row"], 2);
+    assert!(
+        r.body["rejects"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("over 64 KB"),
+        "{}",
+        r.body
+    );
+
+    // Uploads count in the body budget for as long as they stream: with the smallest
+    // budget (10 MB), two slow uploads hold it, and a third is 503 until one ends.
+    use tokio::io::AsyncWriteExt;
+    let tight = TestServer::builder()
+        .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+        .config("[http]\nmax_body_bytes_in_flight = 10485760\n")
+        .start()
+        .await;
+    let api = Api::new(&tight, ORG);
+    let c = api.campaign("http://127.0.0.1:9/x").await;
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut sock = tokio::net::TcpStream::connect(tight.addr()).await.unwrap();
+        let head = format!(
+            "POST /api/v1/campaigns/{c}/audience HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nphone\n\r\n",
+            api.key
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        sock.flush().await.unwrap();
+        slow.push(sock);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = api
+        .audience_csv(c, "phone\n+14155550100\n".to_owned())
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = api
+        .audience_csv(c, "phone\n+14155550100\n".to_owned())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

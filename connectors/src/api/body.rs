@@ -33,6 +33,15 @@ impl BodyBudget {
         self.bytes.available_permits()
     }
 
+    /// Holds `n` bytes of the budget until the permit is dropped: what a streamed
+    /// body keeps in memory at most (an audience upload's buffers).
+    ///
+    /// # Errors
+    /// 503 with `Retry-After` when the budget has not that much free.
+    pub fn hold(&self, n: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.take(n)
+    }
+
     fn take(&self, n: usize) -> Result<OwnedSemaphorePermit, ApiError> {
         u32::try_from(n)
             .ok()

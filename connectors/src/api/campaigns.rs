@@ -38,6 +38,15 @@ const MAX_LIST_BODY: usize = 10 * 1024 * 1024;
 const MAX_AUDIENCE_JSON: usize = 64 * 1024 * 1024;
 /// Largest CSV audience upload.
 const MAX_AUDIENCE_CSV: u64 = 1024 * 1024 * 1024;
+/// An audience CSV upload's share of the body budget while it streams: the feed's 8
+/// body chunks in flight (hyper reads at most 400 KB at once), the reader's 64 KB
+/// buffer, one row of at most [`audience::MAX_CSV_ROW_BYTES`], and the rows waiting
+/// for the store ([`audience::CHUNK_BYTES`] and one more row).
+const UPLOAD_HELD_BYTES: usize = 8 * 400 * 1024
+    + 64 * 1024
+    + audience::MAX_CSV_ROW_BYTES
+    + audience::CHUNK_BYTES
+    + audience::MAX_CSV_ROW_BYTES;
 /// Phones in one opt-out call at most.
 const MAX_OPT_OUT_PHONES: usize = 10_000;
 /// Leads in one audience filter at most.
@@ -479,6 +488,11 @@ pub async fn upload_audience(
                     "audience CSV over 1 GB; split it into several uploads (they merge)",
                 ));
             }
+            // What the upload holds in memory at most (the feed's chunks in flight, one
+            // row, a chunk of rows for the store), counted in the body budget for as
+            // long as it runs: so many uploads at once are refused with 503, never
+            // held, and each holds one blocking thread at most.
+            let _held = s.budget.hold(UPLOAD_HELD_BYTES)?;
             let (reader, feed) = BodyReader::new();
             let stall = s.limits.body_timeout;
             let feeding = tokio::spawn(feed.run(body, stall));

@@ -17,8 +17,11 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::io::Read;
 
-/// Rows handed to the store at once.
+/// Rows handed to the store at once, at most.
 pub const CHUNK_ROWS: usize = 5_000;
+/// Bytes of rows (externalIds and variables) handed to the store at once, at most:
+/// what an upload holds besides the row being read.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
 /// Rejects listed in an answer at most.
 pub const MAX_REJECTS_LISTED: usize = 50;
 /// Longest externalId.
@@ -69,6 +72,7 @@ struct Loader<'a, S> {
     normalizer: &'a PhoneNormalizer,
     store: S,
     chunk: Vec<AudienceRow>,
+    chunk_bytes: usize,
     tally: UploadTally,
 }
 
@@ -78,6 +82,7 @@ impl<'a, S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> Loader<'a, S> {
             normalizer,
             store,
             chunk: Vec::with_capacity(CHUNK_ROWS),
+            chunk_bytes: 0,
             tally: UploadTally::default(),
         }
     }
@@ -123,12 +128,13 @@ impl<'a, S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> Loader<'a, S> {
             );
             return Ok(());
         }
+        self.chunk_bytes += variables.len() + external_id.as_ref().map_or(0, String::len);
         self.chunk.push(AudienceRow {
             phone: p,
             external_id: external_id.filter(|e| !e.is_empty()),
             variables,
         });
-        if self.chunk.len() >= CHUNK_ROWS {
+        if self.chunk.len() >= CHUNK_ROWS || self.chunk_bytes >= CHUNK_BYTES {
             self.flush()?;
         }
         Ok(())
@@ -138,6 +144,7 @@ impl<'a, S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> Loader<'a, S> {
         if !self.chunk.is_empty() {
             self.tally.accepted += (self.store)(&self.chunk)?;
             self.chunk.clear();
+            self.chunk_bytes = 0;
         }
         Ok(())
     }
@@ -150,30 +157,43 @@ impl<'a, S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> Loader<'a, S> {
     }
 }
 
+/// Most bytes of one CSV row (its fields as read): a lead is a phone, an externalId
+/// of at most 256 characters and at most 8 KB of variables, so a longer row is
+/// refused while it is read and never held (one row of 400 MB once took the server's
+/// memory to 1.76 GB before it was refused).
+pub const MAX_CSV_ROW_BYTES: usize = 64 * 1024;
+/// Most fields of one CSV row.
+pub const MAX_CSV_FIELDS: usize = 1024;
+
 /// Reads a CSV upload from `input` as it arrives.
 ///
 /// # Errors
-/// [`UploadError::Invalid`] for a header without `phone` or an empty upload (before
-/// anything is stored); [`UploadError::Body`] when `input` fails.
+/// [`UploadError::Invalid`] for a header without `phone`, a header over
+/// [`MAX_CSV_ROW_BYTES`] or an empty upload (before anything is stored);
+/// [`UploadError::Body`] when `input` fails.
 pub fn load_csv(
     input: impl Read,
     normalizer: &PhoneNormalizer,
     store: impl FnMut(&[AudienceRow]) -> Result<u64, DbError>,
 ) -> Result<UploadTally, UploadError> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(input);
-    let header = csv.byte_headers().map_err(csv_error)?.clone();
-    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+    let mut rows = CsvRows::new(input);
+    let names: Vec<String> = match rows.next().map_err(body_error)? {
+        None => Vec::new(),
+        Some(CsvRow::TooLong { .. }) => {
+            return Err(UploadError::Invalid(format!(
+                "the CSV header row is over {} KB or {MAX_CSV_FIELDS} columns: the first row must name the columns, e.g. phone,external_id,first_name",
+                MAX_CSV_ROW_BYTES / 1024
+            )))
+        }
+        Some(CsvRow::Fields(header)) => (0..header.len())
+            .map(|i| String::from_utf8_lossy(header.get(i)).trim().to_owned())
+            .collect(),
+    };
+    if names.is_empty() || (names.len() == 1 && names[0].is_empty()) {
         return Err(UploadError::Invalid(
             "the CSV is empty: send a header row naming the columns (phone, and optionally external_id), then one row per lead".into(),
         ));
     }
-    let names: Vec<String> = header
-        .iter()
-        .map(|h| String::from_utf8_lossy(h).trim().to_owned())
-        .collect();
     let find = |wanted: &[&str]| {
         names
             .iter()
@@ -187,10 +207,23 @@ pub fn load_csv(
     };
     let ext_col = find(&["external_id", "externalId"]);
     let mut loader = Loader::new(normalizer, store);
-    let mut record = csv::ByteRecord::new();
     let mut variables = Map::new();
-    while csv.read_byte_record(&mut record).map_err(csv_error)? {
-        let field = |i: usize| String::from_utf8_lossy(record.get(i).unwrap_or_default());
+    while let Some(row) = rows.next().map_err(body_error)? {
+        let record = match row {
+            CsvRow::Fields(r) => r,
+            CsvRow::TooLong { start } => {
+                loader.tally.received += 1;
+                loader.reject(
+                    String::from_utf8_lossy(&start).into_owned(),
+                    format!(
+                        "the row is over {} KB or {MAX_CSV_FIELDS} fields: it was skipped unread",
+                        MAX_CSV_ROW_BYTES / 1024
+                    ),
+                );
+                continue;
+            }
+        };
+        let field = |i: usize| String::from_utf8_lossy(record.get(i));
         if record.len() != names.len() {
             loader.tally.received += 1;
             let phone = field(phone_col).into_owned();
@@ -204,7 +237,7 @@ pub fn load_csv(
             );
             continue;
         }
-        if std::str::from_utf8(record.as_slice()).is_err() {
+        if std::str::from_utf8(record.bytes).is_err() {
             loader.tally.received += 1;
             loader.reject(field(phone_col).into_owned(), "the row is not UTF-8");
             continue;
@@ -222,10 +255,112 @@ pub fn load_csv(
     Ok(loader.finish()?)
 }
 
-fn csv_error(e: csv::Error) -> UploadError {
-    match e.kind() {
-        csv::ErrorKind::Io(io) => UploadError::Body(io.to_string()),
-        _ => UploadError::Invalid(format!("the CSV cannot be read: {e}")),
+fn body_error(e: std::io::Error) -> UploadError {
+    UploadError::Body(e.to_string())
+}
+
+/// One CSV row's fields, as read.
+struct CsvRecord<'a> {
+    bytes: &'a [u8],
+    ends: &'a [usize],
+}
+
+impl CsvRecord<'_> {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Field `i` (empty past the last).
+    fn get(&self, i: usize) -> &[u8] {
+        let Some(&end) = self.ends.get(i) else {
+            return &[];
+        };
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..end]
+    }
+}
+
+enum CsvRow<'a> {
+    Fields(CsvRecord<'a>),
+    /// Over [`MAX_CSV_ROW_BYTES`] or [`MAX_CSV_FIELDS`]: read through to its end and
+    /// dropped; `start` is its first bytes (at most 32), to name it in the reject.
+    TooLong {
+        start: Vec<u8>,
+    },
+}
+
+/// CSV rows from a reader (RFC 4180 quoting, as `csv_core` reads it), each held in
+/// fixed buffers: memory stays bounded whatever a row's length.
+struct CsvRows<R> {
+    input: R,
+    core: csv_core::Reader,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    out: Box<[u8]>,
+    ends: Box<[usize]>,
+    scratch: Box<[u8]>,
+    scratch_ends: Box<[usize]>,
+}
+
+impl<R: Read> CsvRows<R> {
+    fn new(input: R) -> Self {
+        Self {
+            input,
+            core: csv_core::Reader::new(),
+            buf: vec![0; 64 * 1024].into(),
+            start: 0,
+            end: 0,
+            eof: false,
+            out: vec![0; MAX_CSV_ROW_BYTES].into(),
+            ends: vec![0; MAX_CSV_FIELDS].into(),
+            scratch: vec![0; 4096].into(),
+            scratch_ends: vec![0; 64].into(),
+        }
+    }
+
+    /// The next row; `None` at the end of the input.
+    fn next(&mut self) -> std::io::Result<Option<CsvRow<'_>>> {
+        use csv_core::ReadRecordResult as R;
+        let (mut outlen, mut endlen, mut too_long) = (0, 0, false);
+        loop {
+            if self.start == self.end && !self.eof {
+                self.end = self.input.read(&mut self.buf)?;
+                self.start = 0;
+                self.eof = self.end == 0;
+            }
+            let input = &self.buf[self.start..self.end];
+            let (res, nin, nout, nend) = if too_long {
+                // Read through to the row's end, keeping nothing of it.
+                self.core
+                    .read_record(input, &mut self.scratch, &mut self.scratch_ends)
+            } else {
+                self.core
+                    .read_record(input, &mut self.out[outlen..], &mut self.ends[endlen..])
+            };
+            self.start += nin;
+            if !too_long {
+                outlen += nout;
+                endlen += nend;
+            }
+            match res {
+                R::InputEmpty => {}
+                R::OutputFull | R::OutputEndsFull => too_long = true,
+                R::Record if too_long => {
+                    return Ok(Some(CsvRow::TooLong {
+                        start: self.out[..outlen.min(32)].to_vec(),
+                    }))
+                }
+                R::Record => {
+                    return Ok(Some(CsvRow::Fields(CsvRecord {
+                        bytes: &self.out[..outlen],
+                        ends: &self.ends[..endlen],
+                    })))
+                }
+                R::End => return Ok(None),
+            }
+        }
     }
 }
 
@@ -349,6 +484,58 @@ mod tests {
             }
             Ok(n)
         }
+    }
+
+    /// A CSV of a header, one good row, a row of `huge` bytes made as it is read (never
+    /// held by the test either), and another good row.
+    struct HugeRow {
+        head: std::io::Cursor<Vec<u8>>,
+        huge: usize,
+        tail: std::io::Cursor<Vec<u8>>,
+    }
+
+    impl Read for HugeRow {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.head.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if self.huge > 0 {
+                let n = buf.len().min(self.huge);
+                buf[..n].fill(b'x');
+                self.huge -= n;
+                return Ok(n);
+            }
+            self.tail.read(buf)
+        }
+    }
+
+    #[test]
+    fn a_row_over_the_cap_is_rejected_while_read_and_the_next_rows_are_taken() {
+        let normalizer = PhoneNormalizer::default();
+        let mut stored = HashMap::new();
+        let input = HugeRow {
+            head: std::io::Cursor::new(b"phone,first_name\n+14155550100,Ann\n+1415555".to_vec()),
+            huge: 50 * 1024 * 1024,
+            tail: std::io::Cursor::new(b",x\n\"+14155550102\",\"multi\nline\"\n".to_vec()),
+        };
+        let t = load_csv(input, &normalizer, store(&mut stored)).unwrap();
+        assert_eq!((t.received, t.accepted, t.rejected), (3, 2, 1));
+        assert_eq!(t.rejects[0].row, 2);
+        assert!(
+            t.rejects[0].reason.contains("over 64 KB"),
+            "{:?}",
+            t.rejects
+        );
+        assert!(
+            t.rejects[0].value.starts_with("+1415555xx"),
+            "{:?}",
+            t.rejects
+        );
+        assert_eq!(
+            stored[&14155550102].1, r#"{"first_name":"multi\nline"}"#,
+            "a quoted field keeps its line break"
+        );
     }
 
     #[test]
