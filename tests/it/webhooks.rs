@@ -1041,3 +1041,48 @@ async fn with_log_response_bodies_off_no_receiver_answer_is_kept() {
     assert_eq!(attempt["responseStatus"], 200, "{log}");
     assert_eq!(attempt["responseBody"], Value::Null, "{log}");
 }
+
+/// One org's hanging endpoint holds at most its share of the attempts in flight:
+/// another org's delivery starts at once instead of waiting for those attempts to
+/// time out.
+#[tokio::test]
+async fn an_org_whose_endpoint_hangs_does_not_delay_another_orgs_delivery() {
+    let rx = Receiver::start().await;
+    let s = TestServer::builder()
+        .config(
+            "[delivery]\nallow_private_targets = true\nmax_in_flight = 8\nmax_in_flight_per_org = 4\ntimeout = \"10s\"\n",
+        )
+        .start()
+        .await;
+    let a = Api::new(&s, ORG);
+    let hanging = a
+        .endpoint(&rx.script("hang", vec![Step::Hang(Duration::from_secs(20))]))
+        .await;
+    a.patch(
+        &format!("/api/webhooks/{hanging}"),
+        &json!({"maxInFlight": 8}),
+    )
+    .await;
+    for _ in 0..20 {
+        a.publish("a", json!({})).await;
+    }
+    // Org A's attempts are in flight, hanging.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rx.seen("hang").len() < 4 {
+        assert!(Instant::now() < deadline, "org A's attempts never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = Api::new(&s, ORG + 1);
+    b.endpoint(&rx.script("fast", vec![Step::Status(200)]))
+        .await;
+    let sent = Instant::now();
+    b.publish("b", json!({})).await;
+    while rx.seen("fast").is_empty() {
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "org B's delivery waited behind org A's hanging attempts"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rx.seen("hang").len(), 4, "org A holds its share, no more");
+}

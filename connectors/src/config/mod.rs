@@ -56,6 +56,9 @@ pub struct DeliveryConfig {
     pub max_in_flight_per_endpoint: usize,
     /// Attempts in flight in all.
     pub max_in_flight: usize,
+    /// Attempts in flight for one organization at most: its share of
+    /// `max_in_flight`, so one org's slow endpoints never hold every slot.
+    pub max_in_flight_per_org: usize,
     /// Deliver to non-public addresses and to any port.
     pub allow_private_targets: bool,
     /// Keep the first 20 KB of each attempt's response in the delivery log (and the
@@ -512,9 +515,12 @@ impl Config {
                 self.delivery.timeout
             ));
         }
-        if self.delivery.max_in_flight == 0 || self.delivery.max_in_flight_per_endpoint == 0 {
+        if self.delivery.max_in_flight == 0
+            || self.delivery.max_in_flight_per_endpoint == 0
+            || self.delivery.max_in_flight_per_org == 0
+        {
             return Err(
-                "delivery.max_in_flight and delivery.max_in_flight_per_endpoint must be at least 1"
+                "delivery.max_in_flight, delivery.max_in_flight_per_endpoint and delivery.max_in_flight_per_org must be at least 1"
                     .into(),
             );
         }

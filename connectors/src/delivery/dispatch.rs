@@ -5,7 +5,8 @@
 //! token; lanes take turns, so a slow or failing endpoint only ever holds its own
 //! lane's slots and never delays another endpoint's deliveries. Scheduled retries
 //! wait in a timer map. Across every lane at most `delivery.max_in_flight` attempts
-//! run at once.
+//! run at once, and at most `delivery.max_in_flight_per_org` of one organization's:
+//! an org whose endpoints hang cannot hold the slots the others need.
 //!
 //! Each attempt runs in its own task: send, then write the outcome (attempt row,
 //! delivery state, endpoint health) and wait for the commit; only then is the delivery
@@ -84,6 +85,8 @@ impl DispatchHandle {
 
 #[derive(Default)]
 struct Lane {
+    /// The organization of its endpoint (and of every job in it).
+    org: leadstream_pipeline::OrgId,
     queue: VecDeque<Job>,
     in_flight: u32,
     /// In `runnable` already.
@@ -136,6 +139,11 @@ struct Dispatcher {
     timers: BTreeMap<(Instant, u64), Timer>,
     timer_seq: u64,
     in_flight: usize,
+    /// Attempts in flight per organization.
+    org_in_flight: HashMap<leadstream_pipeline::OrgId, usize>,
+    /// Lanes that had work while their organization had its share in flight: listed
+    /// again when one of its attempts finishes.
+    org_waiting: HashMap<leadstream_pipeline::OrgId, Vec<i64>>,
     /// Lanes whose gauges changed since they were last published.
     touched: Vec<i64>,
 }
@@ -152,6 +160,8 @@ pub fn start(shared: Arc<Shared>) -> DispatchHandle {
         timers: BTreeMap::new(),
         timer_seq: 0,
         in_flight: 0,
+        org_in_flight: HashMap::new(),
+        org_waiting: HashMap::new(),
         touched: Vec::new(),
     };
     tokio::spawn(d.run(rx));
@@ -200,6 +210,16 @@ impl Dispatcher {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 if let Some(lane) = self.lanes.get_mut(&endpoint) {
                     lane.in_flight = lane.in_flight.saturating_sub(1);
+                    let org = lane.org;
+                    if let Some(n) = self.org_in_flight.get_mut(&org) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            self.org_in_flight.remove(&org);
+                        }
+                    }
+                    for id in self.org_waiting.remove(&org).unwrap_or_default() {
+                        self.list(id);
+                    }
                 }
                 self.touched.push(endpoint);
                 if let Some((job, at_ms)) = next {
@@ -223,7 +243,15 @@ impl Dispatcher {
 
     fn enqueue(&mut self, job: Job) {
         let id = job.endpoint_id;
-        self.lanes.entry(id).or_default().queue.push_back(job);
+        let org = job.org;
+        self.lanes
+            .entry(id)
+            .or_insert_with(|| Lane {
+                org,
+                ..Lane::default()
+            })
+            .queue
+            .push_back(job);
         self.touched.push(id);
         self.list(id);
     }
@@ -316,6 +344,16 @@ impl Dispatcher {
                 // Its next Finished lists it again.
                 continue;
             }
+            let org_cap = self.shared.config.max_in_flight_per_org.max(1);
+            if self
+                .org_in_flight
+                .get(&ep.org)
+                .is_some_and(|n| *n >= org_cap)
+            {
+                // Its org has its share in flight: listed again when one finishes.
+                self.org_waiting.entry(ep.org).or_default().push(id);
+                continue;
+            }
             if let Some(rate) = ep.rate_limit.filter(|r| *r > 0.0) {
                 let now = Instant::now();
                 let bucket = self
@@ -337,6 +375,7 @@ impl Dispatcher {
             };
             lane.in_flight += 1;
             self.in_flight += 1;
+            *self.org_in_flight.entry(ep.org).or_default() += 1;
             if !lane.queue.is_empty() {
                 lane.listed = true;
                 self.runnable.push_back(id);
