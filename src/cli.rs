@@ -792,6 +792,10 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         while let Some(r) = servers.join_next().await {
             served = served.and(joined(r));
         }
+        // Nothing acknowledged is lost at exit: attempts in flight end and are
+        // recorded, the attempt log is written out, leases are handed back.
+        state.engine.shutdown(cfg.delivery.shutdown_timeout).await;
+        state.campaigns.release_sends().await;
         if let Some(task) = kafka {
             stop_kafka(task).await;
         }

@@ -1086,3 +1086,55 @@ async fn an_org_whose_endpoint_hangs_does_not_delay_another_orgs_delivery() {
     }
     assert_eq!(rx.seen("hang").len(), 4, "org A holds its share, no more");
 }
+
+/// SIGTERM with attempts in flight loses nothing: they end and are recorded before the
+/// process exits (none is sent again after the restart), and every attempt is in the
+/// ClickHouse attempt log, whose buffer is written out at exit.
+// Multi-threaded: the receiver must keep answering while the test waits for the exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_attempts_in_flight_loses_no_delivery_and_no_attempt_log_row() {
+    let ch = crate::support_clickhouse::ClickHouseServer::start();
+    let rx = Receiver::start().await;
+    let mut s = TestServer::builder()
+        .env("LEADSTREAM_CLICKHOUSE_URL", ch.url())
+        .env("LEADSTREAM_CLICKHOUSE_DATABASE", "hooks")
+        .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+        .start()
+        .await;
+    s.org(ORG);
+    let key = s.api_key(ORG).secret;
+    {
+        let api = Api {
+            s: &s,
+            key: key.clone(),
+        };
+        api.endpoint(&rx.script("slow", vec![Step::Hang(Duration::from_millis(1500))]))
+            .await;
+        for i in 0..10 {
+            api.publish("booked", json!({ "i": i })).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rx.seen("slow").len() < 10 {
+        assert!(Instant::now() < deadline, "the attempts never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Ten attempts in flight, each answered in 1.5 s.
+    s.sigterm();
+    assert!(s.wait_exit().success(), "{}", s.logs());
+    assert!(!s.logs().contains("panicked"), "{}", s.logs());
+    let rows = ch.query("SELECT count() FROM hooks.webhook_attempts FORMAT TSV");
+    assert_eq!(rows.trim(), "10", "attempt log rows at exit\n{}", s.logs());
+    s.restart().await;
+    let api = Api { s: &s, key };
+    let log = api.settled(Duration::from_secs(10)).await;
+    assert_eq!(log.len(), 10);
+    assert!(
+        log.iter()
+            .all(|d| d["state"] == "succeeded" && d["attempts"] == 1),
+        "{log:?}\n{}",
+        s.logs()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.seen("slow").len(), 10, "no attempt was made twice");
+}

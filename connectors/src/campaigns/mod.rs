@@ -354,6 +354,21 @@ impl Campaigns {
         Ok(out)
     }
 
+    /// At shutdown, on the shared database: hands back the sends this process holds,
+    /// so another process carries them on at once (no lead is emitted twice: each
+    /// chunk's cursor is compared in its write).
+    pub async fn release_sends(&self) {
+        if !self.inner.db.is_shared() {
+            return;
+        }
+        match self.inner.db.write(store::release_sends).await {
+            Ok(n) => tracing::info!(sends = n, "handed back the sends this process held"),
+            Err(e) => {
+                tracing::warn!(error = %e, "handing back sends; their leases run out within database.lease")
+            }
+        }
+    }
+
     /// Materializes `send_id`: fixes its eligible set at its instant (first time
     /// only), then publishes a delivery for each lead of the set not emitted yet.
     ///

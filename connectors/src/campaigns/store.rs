@@ -635,6 +635,18 @@ pub fn hold_send(conn: Sql<'_>, send: i64, now_ms: i64) -> Result<bool, DbError>
     )? == 1)
 }
 
+/// Shared database, at shutdown: hands back the sends this process holds, so another
+/// process's scheduler carries them on at its next tick. Answers how many.
+pub fn release_sends(conn: Sql<'_>) -> Result<usize, DbError> {
+    if !conn.is_postgres() {
+        return Ok(0);
+    }
+    Ok(conn.execute(
+        "UPDATE sends SET lease_until = 0 WHERE lease_owner = ?1",
+        args![crate::db::process_id()],
+    )?)
+}
+
 /// The campaign's state, read inside a write (a pause or cancel stops a send between
 /// two chunks).
 pub fn campaign_state(conn: Sql<'_>, id: i64) -> Result<Option<CampaignState>, DbError> {

@@ -65,7 +65,13 @@ pub struct AttemptLogRow {
 /// Hands attempts to the background inserter.
 #[derive(Clone)]
 pub struct AttemptLog {
-    tx: mpsc::Sender<AttemptLogRow>,
+    tx: mpsc::Sender<Entry>,
+}
+
+/// What the inserter is handed: a row, or a request to insert everything before it.
+enum Entry {
+    Row(AttemptLogRow),
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl AttemptLog {
@@ -96,27 +102,46 @@ impl AttemptLog {
 
     /// Queues `row`; waits only while [`BUFFER_ROWS`] rows are already waiting.
     pub async fn record(&self, row: AttemptLogRow) {
-        if self.tx.send(row).await.is_err() {
+        if self.tx.send(Entry::Row(row)).await.is_err() {
             tracing::error!(
                 "the ClickHouse attempt log stopped; an attempt is only in webhooks.db"
             );
         }
     }
+
+    /// Answers once every row recorded before the call is in ClickHouse (at shutdown:
+    /// the buffer holds up to [`BUFFER_ROWS`] rows that nothing else would write).
+    pub async fn flush(&self) {
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        if self.tx.send(Entry::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
+        }
+    }
 }
 
-async fn insert_loop(client: Client, mut rx: mpsc::Receiver<AttemptLogRow>, retry: Backoff) {
+async fn insert_loop(client: Client, mut rx: mpsc::Receiver<Entry>, retry: Backoff) {
     let mut batch: Vec<AttemptLogRow> = Vec::new();
     loop {
+        // A flush asked for: answered once the rows before it are inserted.
+        let mut flush = None;
         if batch.is_empty() {
             match rx.recv().await {
-                Some(r) => batch.push(r),
+                Some(Entry::Row(r)) => batch.push(r),
+                Some(Entry::Flush(done)) => {
+                    let _ = done.send(());
+                    continue;
+                }
                 None => return,
             }
         }
         let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
         while batch.len() < BATCH_ROWS {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => batch.push(r),
+                Ok(Some(Entry::Row(r))) => batch.push(r),
+                Ok(Some(Entry::Flush(done))) => {
+                    flush = Some(done);
+                    break;
+                }
                 Ok(None) | Err(_) => break,
             }
         }
@@ -132,6 +157,9 @@ async fn insert_loop(client: Client, mut rx: mpsc::Receiver<AttemptLogRow>, retr
             }
         }
         batch.clear();
+        if let Some(done) = flush {
+            let _ = done.send(());
+        }
     }
 }
 

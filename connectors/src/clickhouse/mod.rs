@@ -133,7 +133,7 @@ struct KeyRow<'a> {
 
 /// `lead_events` in ClickHouse. Not `Sync`: one writer owns it.
 pub struct ClickHouseStore {
-    rt: tokio::runtime::Runtime,
+    rt: OwnRuntime,
     /// Bound to the database.
     client: Client,
     /// The URL without credentials, for messages.
@@ -144,6 +144,29 @@ pub struct ClickHouseStore {
     server_version: String,
     /// Reused for each row's `+digits`.
     phone: String,
+}
+
+/// The store's own runtime (its calls block a writer thread). A runtime dropped
+/// inside an async context panics, and the last handle of a store can go away in a
+/// task cancelled at exit: this one is shut down in the background instead.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for OwnRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        self.0
+            .as_ref()
+            .expect("the runtime lives until the store is dropped")
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for ClickHouseStore {
@@ -284,7 +307,7 @@ impl ClickHouseStore {
         );
         Ok(Self {
             client: server.with_database(db),
-            rt,
+            rt: OwnRuntime(Some(rt)),
             endpoint,
             database: db.to_owned(),
             insert_rows: cfg.insert_rows.max(1),

@@ -71,6 +71,11 @@ pub struct DeliveryConfig {
     /// An endpoint failing every attempt this long is disabled.
     #[serde(with = "humantime_serde")]
     pub disable_after: Duration,
+    /// At shutdown, after the HTTP server drained: how long attempts in flight get to
+    /// end and be recorded before the process exits (what is still in flight then is
+    /// retried later under the same `webhook-id`).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
     /// How long finished deliveries and their attempts are kept.
     #[serde(with = "humantime_serde")]
     pub log_retention: Duration,

@@ -824,6 +824,22 @@ pub fn renew_leases(conn: Sql<'_>, now_ms: i64) -> Result<usize, DbError> {
     )?)
 }
 
+/// Shared database, at shutdown: hands back the pending deliveries this process
+/// holds (their lease ends now), so another process claims each when it is due
+/// instead of a lease later. Answers how many.
+///
+/// # Errors
+/// [`DbError`].
+pub fn release_leases(conn: Sql<'_>) -> Result<usize, DbError> {
+    if !conn.is_postgres() {
+        return Ok(0);
+    }
+    Ok(conn.execute(
+        "UPDATE deliveries SET lease_until = 0 WHERE lease_owner = ?1 AND state = 'pending'",
+        args![crate::db::process_id()],
+    )?)
+}
+
 /// Shared database: claims for this process up to `limit` pending deliveries due by
 /// `horizon_ms` that no live process holds (never held, or their holder's lease ran
 /// out: it was killed), `FOR UPDATE SKIP LOCKED` so that two processes never claim
@@ -1489,6 +1505,62 @@ mod tests {
                 .unwrap();
             assert!(claim(now + 1_000_000).await.is_empty());
         }
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_the_leases_of_pending_deliveries_are_handed_back() {
+        let pg = crate::db::testing::shared_pg().await;
+        let db = Db::open_shared(&pg).unwrap();
+        let endpoints = Endpoints::open_shared(pg).await.unwrap();
+        let e = endpoints
+            .create(
+                1,
+                EndpointKind::Registry,
+                "https://example.com/h".into(),
+                1_000,
+            )
+            .await
+            .unwrap();
+        let (ev1, ev2) = (event(&e, None), event(&e, None));
+        let until = |seq: i64| {
+            let db = db.clone();
+            async move {
+                db.read(move |c| {
+                    c.query_one(
+                        "SELECT lease_until FROM deliveries WHERE seq = ?1",
+                        args![seq],
+                        |r| r.get::<i64>(0),
+                    )
+                    .map_err(DbError::from)
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let (mine, theirs) = db
+            .write(move |c| {
+                let mine = insert_event(c, &ev1, 1_000, Duration::from_secs(1))?.jobs[0].seq;
+                let theirs = insert_event(c, &ev2, 1_000, Duration::from_secs(1))?.jobs[0].seq;
+                lease(c, &[mine], 99_000)?;
+                c.execute(
+                    "UPDATE deliveries SET lease_owner = 'other:1:0', lease_until = 99000 WHERE seq = ?1",
+                    args![theirs],
+                )?;
+                Ok((mine, theirs))
+            })
+            .await
+            .unwrap();
+        assert_eq!(db.write(release_leases).await.unwrap(), 1);
+        assert_eq!(
+            until(mine).await,
+            0,
+            "this process's: claimable by another at once"
+        );
+        assert_eq!(
+            until(theirs).await,
+            99_000,
+            "another live process's: untouched"
+        );
     }
 
     #[tokio::test]

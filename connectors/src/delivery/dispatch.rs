@@ -42,6 +42,9 @@ pub enum Msg {
         endpoint: i64,
         next: Option<(Job, i64)>,
     },
+    /// Shutting down: start no attempt from now on, and answer once none is in flight
+    /// (each recorded). What waits stays pending in the store.
+    Drain(tokio::sync::oneshot::Sender<()>),
 }
 
 /// What the attempt tasks share.
@@ -79,6 +82,15 @@ impl DispatchHandle {
     pub fn at(&self, jobs: Vec<(Job, i64)>) {
         if !jobs.is_empty() {
             let _ = self.tx.send(Msg::At(jobs));
+        }
+    }
+
+    /// Stops starting attempts; answers once every attempt in flight has ended and
+    /// its outcome is durable.
+    pub async fn drain(&self) {
+        let (done, drained) = tokio::sync::oneshot::channel();
+        if self.tx.send(Msg::Drain(done)).is_ok() {
+            let _ = drained.await;
         }
     }
 }
@@ -146,6 +158,8 @@ struct Dispatcher {
     org_waiting: HashMap<leadstream_pipeline::OrgId, Vec<i64>>,
     /// Lanes whose gauges changed since they were last published.
     touched: Vec<i64>,
+    /// Draining: no attempt starts; these are told once none is in flight.
+    draining: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// Starts the dispatcher on the current runtime.
@@ -163,6 +177,7 @@ pub fn start(shared: Arc<Shared>) -> DispatchHandle {
         org_in_flight: HashMap::new(),
         org_waiting: HashMap::new(),
         touched: Vec::new(),
+        draining: None,
     };
     tokio::spawn(d.run(rx));
     DispatchHandle { tx }
@@ -191,6 +206,16 @@ impl Dispatcher {
             self.fire_timers();
             self.pump();
             self.publish_gauges();
+            if self.in_flight == 0 {
+                for done in self
+                    .draining
+                    .as_mut()
+                    .map(std::mem::take)
+                    .unwrap_or_default()
+                {
+                    let _ = done.send(());
+                }
+            }
         }
     }
 
@@ -206,6 +231,7 @@ impl Dispatcher {
                     self.schedule(job, at_ms);
                 }
             }
+            Msg::Drain(done) => self.draining.get_or_insert_with(Vec::new).push(done),
             Msg::Finished { endpoint, next } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 if let Some(lane) = self.lanes.get_mut(&endpoint) {
@@ -295,6 +321,9 @@ impl Dispatcher {
     /// Starts attempts, one per lane per turn, until no lane can start one or the
     /// global cap is reached.
     fn pump(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
         let cap = self.shared.config.max_in_flight.max(1);
         while self.in_flight < cap {
             let Some(id) = self.runnable.pop_front() else {

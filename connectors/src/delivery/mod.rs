@@ -251,6 +251,39 @@ impl DeliveryEngine {
     }
 
     /// `[delivery]` as started.
+    /// Stops the engine losing nothing (at SIGTERM, after the HTTP server drained):
+    /// starts no new attempt, waits up to `within` for those in flight to end with
+    /// their outcomes durable, writes out the ClickHouse attempt log's buffer, and on
+    /// the shared database hands back the leases of what this process still holds.
+    /// An attempt still in flight at `within` stays pending: retried by another
+    /// process (its lease is handed back) or at the next start, under the same
+    /// `webhook-id`.
+    pub async fn shutdown(&self, within: Duration) {
+        let until = tokio::time::Instant::now() + within;
+        if tokio::time::timeout_at(until, self.dispatch.drain())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?within, "delivery attempts still in flight at the shutdown timeout; they stay pending and are retried under the same webhook-id");
+        }
+        if let Some(log) = self.shared.attempt_log.get() {
+            if tokio::time::timeout_at(until, log.flush()).await.is_err() {
+                tracing::warn!("the ClickHouse attempt log was not written out before the shutdown timeout; those attempts are in the delivery log only");
+            }
+        }
+        if self.shared.db.is_shared() {
+            match self.shared.db.write(deliveries::release_leases).await {
+                Ok(n) => tracing::info!(
+                    deliveries = n,
+                    "handed back the leases of the pending deliveries this process held"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "handing back delivery leases; they run out within database.lease")
+                }
+            }
+        }
+    }
+
     pub fn config(&self) -> &DeliveryConfig {
         &self.shared.config
     }
