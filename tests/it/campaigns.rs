@@ -134,6 +134,28 @@ async fn campaigns_follow_their_state_machine_and_only_drafts_are_edited() {
         )
         .await;
     assert_eq!(r.body["name"], "renamed", "{}", r.body);
+    // A new deliveryUrl: a new endpoint, and the one made for the old URL goes.
+    let r = api
+        .patch(
+            &format!("/api/v1/campaigns/{c}"),
+            &json!({"deliveryUrl": "http://127.0.0.1:9/y"}),
+        )
+        .await;
+    assert_eq!(r.body["deliveryUrl"], "http://127.0.0.1:9/y", "{}", r.body);
+    let moved = r.body["endpointId"].as_i64().unwrap();
+    assert_ne!(moved, ep);
+    let listed = api.get("/api/webhooks/get").await.body;
+    let ids: Vec<i64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [moved],
+        "the old URL's endpoint was left behind: {listed}"
+    );
     let path = |a: &str| format!("/api/v1/campaigns/{c}/{a}");
     assert!(api
         .post(&path("pause"), &json!({}))

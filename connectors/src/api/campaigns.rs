@@ -335,18 +335,46 @@ pub async fn patch(
     }
     let name = req.name.unwrap_or(c.name.clone());
     check_text("name", &name, MAX_NAME)?;
-    let (url, endpoint) = if req.delivery_url.is_none() && req.endpoint_id.is_none() {
-        (c.delivery_url.clone(), c.endpoint_id)
-    } else {
+    let retarget = req.delivery_url.is_some() || req.endpoint_id.is_some();
+    let (url, endpoint) = if retarget {
         resolve_target(&s, org, &name, req.delivery_url, req.endpoint_id).await?
+    } else {
+        (c.delivery_url.clone(), c.endpoint_id)
     };
     let cid = c.id;
     let updated = campaigns(&s)
-        .update_draft(cid, name, url, endpoint)
+        .update_draft(cid, name, url.clone(), endpoint)
         .await
-        .map_err(store_error)?
+        .map_err(store_error);
+    // The endpoint made for a deliveryUrl is the campaign's own: the one the change
+    // left behind, or the one made for a change that did not happen, goes.
+    let made_for = |url: &Option<String>, id: i64| url.is_some().then_some(id);
+    let left = match &updated {
+        Ok(Some(_)) => made_for(&c.delivery_url, c.endpoint_id).filter(|old| *old != endpoint),
+        _ => made_for(&url, endpoint).filter(|_| retarget),
+    };
+    if let Some(old) = left {
+        drop_campaign_endpoint(&s, org, old).await;
+    }
+    let updated = updated?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no campaign {cid}")))?;
     Ok(Json(campaign_out(&s, updated).await?))
+}
+
+/// Deletes endpoint `id`, made for a campaign's `deliveryUrl`, unless a campaign
+/// still delivers to it.
+async fn drop_campaign_endpoint(s: &AppState, org: OrgId, id: i64) {
+    match campaigns(s).endpoint_unused(id).await {
+        Ok(true) => {
+            if let Err(e) = s.engine.endpoints().delete(org, id).await {
+                tracing::warn!(endpoint = id, error = %e, "deleting the endpoint a campaign's deliveryUrl change left behind");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(endpoint = id, error = %e, "checking the endpoint a campaign's deliveryUrl change left behind")
+        }
+    }
 }
 
 async fn transition(

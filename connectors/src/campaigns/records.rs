@@ -77,6 +77,20 @@ impl Campaigns {
             .await
     }
 
+    /// Whether no campaign delivers to endpoint `id` (one made for a campaign's
+    /// `deliveryUrl` and left behind by a change of it).
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn endpoint_unused(&self, id: i64) -> Result<bool, DbError> {
+        Ok(self
+            .inner
+            .db
+            .read(move |conn| store::campaigns_using(conn, id))
+            .await?
+            == 0)
+    }
+
     /// Changes draft `id`'s name and target; `None` when it is gone.
     ///
     /// # Errors

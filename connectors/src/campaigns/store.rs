@@ -635,6 +635,15 @@ pub fn hold_send(conn: Sql<'_>, send: i64, now_ms: i64) -> Result<bool, DbError>
     )? == 1)
 }
 
+/// How many campaigns deliver to endpoint `endpoint`.
+pub fn campaigns_using(conn: Sql<'_>, endpoint: i64) -> Result<u64, DbError> {
+    Ok(conn.query_one(
+        "SELECT count(*) FROM campaigns WHERE endpoint_id = ?1",
+        args![endpoint],
+        |r| r.get::<u64>(0),
+    )?)
+}
+
 /// Shared database, at shutdown: hands back the sends this process holds, so another
 /// process's scheduler carries them on at its next tick. Answers how many.
 pub fn release_sends(conn: Sql<'_>) -> Result<usize, DbError> {
