@@ -143,7 +143,7 @@ pub struct CampaignIn {
         example = "https://sender.example.com/campaign-sends",
         min_length = 1,
         max_length = 2048,
-        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9_]+(-[A-Za-z0-9_]+)*\.)*[A-Za-z][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*(:[0-9]{1,4})?([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9_]+(-[A-Za-z0-9_]+)*\.)*[A-Za-z][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*(:(80|443|10[2-9][0-9]|1[1-9][0-9]{2}|[2-9][0-9]{3}))?([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
     )]
     delivery_url: Option<String>,
     /// An existing webhook endpoint of the org to deliver to.

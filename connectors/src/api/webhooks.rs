@@ -182,16 +182,16 @@ pub struct CreateWebhook {
     /// Full http:// or https:// URL of the endpoint, at most 2048 characters, without
     /// whitespace or control characters. The pattern is a safe subset of what is
     /// accepted: any URL the WHATWG URL standard parses with an http(s) scheme and a
-    /// DNS name or IP address as host (IDNs, user info, a trailing dot, any port). A
-    /// host written as a private or loopback address is refused unless the server
-    /// allows private targets.
+    /// DNS name or IP address as host (IDNs, user info, a trailing dot). A host written
+    /// as a private or loopback address, or a port other than 80, 443 and 1024–65535,
+    /// is refused unless the server allows private targets.
     #[schema(
         value_type = String,
         required = true,
         example = "https://api.example.com/events",
         min_length = 1,
         max_length = 2048,
-        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9_]+(-[A-Za-z0-9_]+)*\.)*[A-Za-z][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*(:[0-9]{1,4})?([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9_]+(-[A-Za-z0-9_]+)*\.)*[A-Za-z][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*(:(80|443|10[2-9][0-9]|1[1-9][0-9]{2}|[2-9][0-9]{3}))?([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
     )]
     webhook: Option<Value>,
 }
@@ -674,7 +674,7 @@ pub struct SettingsIn {
         example = "https://api.example.com/webhook",
         min_length = 1,
         max_length = 2048,
-        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9_]+(-[A-Za-z0-9_]+)*\.)*[A-Za-z][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*(:[0-9]{1,4})?([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9_]+(-[A-Za-z0-9_]+)*\.)*[A-Za-z][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*(:(80|443|10[2-9][0-9]|1[1-9][0-9]{2}|[2-9][0-9]{3}))?([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$"
     )]
     webhook_url: Option<String>,
 }
