@@ -1138,3 +1138,58 @@ async fn sigterm_with_attempts_in_flight_loses_no_delivery_and_no_attempt_log_ro
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rx.seen("slow").len(), 10, "no attempt was made twice");
 }
+
+/// `/api/webhooks/get` keeps seed 002's bare array; with `limit` it pages, newest
+/// first, the next page's query in a `Link` header until the last page.
+#[tokio::test]
+async fn the_webhook_list_pages_with_limit_and_a_link_header() {
+    let s = TestServer::start().await;
+    let api = Api::new(&s, ORG);
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(
+            api.endpoint(&format!("https://hooks{i}.example.com/x"))
+                .await,
+        );
+    }
+    made.reverse();
+    let mut seen = Vec::new();
+    let mut path = "/api/webhooks/get?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let r = s
+            .client()
+            .get(s.url(&path))
+            .bearer_auth(&api.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let link = r
+            .headers()
+            .get("link")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let page: Value = r.json().await.unwrap();
+        let ids: Vec<i64> = page
+            .as_array()
+            .expect("a bare array, as seed 002's")
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect();
+        assert!(ids.len() <= 2);
+        seen.extend(ids);
+        pages += 1;
+        let Some(link) = link else { break };
+        let next = link
+            .strip_prefix('<')
+            .and_then(|l| l.split_once(">; rel=\"next\""))
+            .map(|(p, _)| p.to_owned())
+            .expect("Link: <…>; rel=\"next\"");
+        path = next;
+    }
+    assert_eq!((seen, pages), (made, 3));
+    api.get("/api/webhooks/get?limit=0").await.error(400);
+    api.get("/api/webhooks/get?limit=2&cursor=nope")
+        .await
+        .error(400);
+}

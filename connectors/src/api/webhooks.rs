@@ -10,7 +10,8 @@ use crate::delivery::model::{Endpoint, EndpointKind};
 use crate::writer::now_ms;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use leadstream_pipeline::target::{address_refusal, literal_ip, port_refusal, url_problem};
 use leadstream_pipeline::time::{format_rfc3339_ms, parse_rfc3339_us};
@@ -142,11 +143,25 @@ fn parse_id(text: &str) -> Result<i64, ApiError> {
     })
 }
 
-/// List the org's webhook endpoints, newest first.
+/// Where a page of `/api/webhooks/get` continues: endpoints with ids below this one.
+#[derive(Serialize, serde::Deserialize)]
+struct EndpointCursor {
+    before: i64,
+}
+
+/// List the org's webhook endpoints, newest first. Seed 002's shape, a bare array: with
+/// `limit`, a page of at most that many, and a `Link: <…>; rel="next"` header (the
+/// same query with the next `cursor`) while more follow.
 #[utoipa::path(get, path = "/api/webhooks/get", tag = "webhooks", security(("api_key" = [])),
-    params(("search" = Option<String>, Query, description = "Only endpoints whose URL contains this text")),
+    params(
+        ("search" = Option<String>, Query, description = "Only endpoints whose URL contains this text"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default: every endpoint)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "Where the page starts: from the Link header of the previous page"),
+    ),
     responses(
-        (status = 200, description = "The endpoints, newest first", body = [WebhookOut]),
+        (status = 200, description = "The endpoints, newest first", body = [WebhookOut],
+            headers(("Link" = String, description = "`<path?query&cursor=…>; rel=\"next\"` while more follow (with `limit`)"))),
+        (status = 400, description = "limit or cursor is not valid", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
@@ -155,19 +170,54 @@ pub async fn list(
     State(s): State<AppState>,
     ApiKeyOrg(org): ApiKeyOrg,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Vec<WebhookOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     let account = account_id(&s, org).await?;
     let search = q
         .get("search")
         .map(String::as_str)
         .filter(|t| !t.is_empty());
-    let all = s
+    let limit = match q.get("limit").map(|l| l.trim()) {
+        None => None,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n @ 1..=1000) => Some(n),
+            _ => return Err(bad(format!("limit {l:?}: expected 1 to 1000"))),
+        },
+    };
+    let before = match q.get("cursor").map(|c| c.trim()).filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(super::cursor::decode::<EndpointCursor>(c)?.before),
+    };
+    let mut all = s
         .engine
         .endpoints()
         .list(org, search)
         .await
         .map_err(store_error)?;
-    Ok(Json(all.iter().map(|e| out(&s, &account, e)).collect()))
+    // Newest first: ids below the cursor's.
+    all.retain(|e| before.is_none_or(|b| e.id < b));
+    let next = match limit {
+        Some(n) if all.len() > n => {
+            all.truncate(n);
+            all.last().map(|e| {
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                if let Some(t) = search {
+                    query.append_pair("search", t);
+                }
+                query.append_pair("limit", &n.to_string());
+                query.append_pair(
+                    "cursor",
+                    &super::cursor::encode(&EndpointCursor { before: e.id }),
+                );
+                format!("</api/webhooks/get?{}>; rel=\"next\"", query.finish())
+            })
+        }
+        _ => None,
+    };
+    let body = Json(all.iter().map(|e| out(&s, &account, e)).collect::<Vec<_>>());
+    Ok(match next {
+        Some(link) => ([(header::LINK, link)], body).into_response(),
+        None => body.into_response(),
+    })
 }
 
 /// `{data: endpoint}`.
