@@ -753,6 +753,7 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         campaigns,
         domain,
         &config.http,
+        &config.org_limits,
     );
     let cfg = config.clone();
     rt.block_on(async move {

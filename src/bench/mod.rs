@@ -476,6 +476,7 @@ pub(crate) fn server_state(
         campaigns,
         domain,
         &config.http,
+        &config.org_limits,
     ))
 }
 

@@ -16,6 +16,7 @@ mod kafka;
 mod lead_events;
 mod limits;
 mod metrics;
+mod org_limits;
 mod precision;
 mod receiver;
 mod serve;

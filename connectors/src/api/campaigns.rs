@@ -177,6 +177,7 @@ async fn resolve_target(
             if let Some(p) = target_problem(s, "deliveryUrl", &url) {
                 return Err(bad(p));
             }
+            super::org_limits::endpoints(s, org).await?;
             let e = s
                 .engine
                 .endpoints()
@@ -203,6 +204,7 @@ async fn resolve_target(
         (status = 400, description = "name missing or invalid; no deliveryUrl or endpointId, or both; a deliveryUrl that is not an http(s) URL or is a private address", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such endpointId of this organization (another's answers the same)", body = ErrorBody),
+        (status = 409, description = "An org_limits limit is reached (the message names it)", body = ErrorBody),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
@@ -218,6 +220,7 @@ pub async fn create(
         bad("name is missing: send {\"name\": \"...\", \"deliveryUrl\": \"https://...\"}")
     })?;
     check_text("name", &name, MAX_NAME)?;
+    super::org_limits::campaigns(&s, org).await?;
     let (url, endpoint) = resolve_target(&s, org, &name, req.delivery_url, req.endpoint_id).await?;
     let c = campaigns(&s)
         .create(org, name, url, endpoint)
@@ -461,7 +464,7 @@ transition_route!(
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such campaign of this organization (another's answers the same)", body = ErrorBody),
         (status = 408, description = "The body made no progress for http.body_timeout", body = ErrorBody),
-        (status = 409, description = "The campaign is completed or cancelled", body = ErrorBody),
+        (status = 409, description = "The campaign is completed or cancelled; or an org_limits limit is reached (the message names it)", body = ErrorBody),
         (status = 413, description = "Over 1 GB of CSV or 64 MB of JSON", body = ErrorBody),
         (status = 415, description = "Neither text/csv nor application/json", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
@@ -481,6 +484,7 @@ pub async fn upload_audience(
             c.state.as_str()
         )));
     }
+    super::org_limits::audience(&s, c.id).await?;
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -860,7 +864,7 @@ fn required_text(field: &str, v: Option<String>) -> Result<String, ApiError> {
         (status = 400, description = "No instant (or both forms), an unknown time zone, a missing templateName or language, an invalid eventFilter", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such campaign of this organization (another's answers the same)", body = ErrorBody),
-        (status = 409, description = "The campaign is completed or cancelled", body = ErrorBody),
+        (status = 409, description = "The campaign is completed or cancelled; or an org_limits limit is reached (the message names it)", body = ErrorBody),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
@@ -881,6 +885,7 @@ pub async fn create_send(
             c.state.as_str()
         )));
     }
+    super::org_limits::sends(&s, c.id).await?;
     let time = match (req.scheduled_for, req.local_time, req.time_zone) {
         (Some(at), None, None) => SendTime {
             at_us: parse_rfc3339_us(&at).ok_or_else(|| {

@@ -272,6 +272,7 @@ async fn load_trigger(s: &AppState, org: OrgId, id: &str) -> Result<Trigger, Api
         (status = 201, description = "Created", body = TriggerOut),
         (status = 400, description = "type not one of the 20 trigger types (the message lists them), or name missing or invalid", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 409, description = "An org_limits limit is reached (the message names it)", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn create_trigger(
@@ -296,6 +297,7 @@ pub async fn create_trigger(
         updated_at_ms: now,
     };
     check_trigger(&t)?;
+    super::org_limits::triggers(&s, org).await?;
     let t = domain(&s).insert_trigger(t).await.map_err(store_error)?;
     Ok((StatusCode::CREATED, Json(trigger_out(t))).into_response())
 }
@@ -498,6 +500,7 @@ async fn load_action(
         (status = 400, description = "type not webhook; url missing, not http(s) or private; name invalid", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such trigger of this organization (another's answers the same)", body = ErrorBody),
+        (status = 409, description = "An org_limits limit is reached (the message names it)", body = ErrorBody),
     ))]
 pub async fn create_action(
     State(s): State<AppState>,
@@ -518,6 +521,8 @@ pub async fn create_action(
     }
     let name = req.name.unwrap_or_else(|| format!("{} webhook", t.kind));
     check_text("name", &name, MAX_NAME)?;
+    super::org_limits::actions(&s, t.id).await?;
+    super::org_limits::endpoints(&s, org).await?;
     let now = now_ms();
     // The endpoint's one subscription names the endpoint itself, so it is set after
     // the insert; until then it is subscribed to a type nothing publishes either.

@@ -17,6 +17,7 @@ mod domain;
 mod lead_events;
 pub mod limits;
 pub mod openapi;
+mod org_limits;
 pub mod server;
 mod webhooks;
 
@@ -53,6 +54,8 @@ pub struct AppState {
     pub domain: crate::domain::Domain,
     /// Timeouts and caps from `[http]`.
     pub limits: Arc<HttpConfig>,
+    /// What one organization may have at most (`[org_limits]`).
+    pub org_limits: Arc<crate::config::OrgLimitsConfig>,
     /// Request-body bytes in flight across all requests.
     pub budget: BodyBudget,
 }
@@ -68,6 +71,7 @@ impl AppState {
         campaigns: Campaigns,
         domain: crate::domain::Domain,
         limits: &HttpConfig,
+        org_limits: &crate::config::OrgLimitsConfig,
     ) -> Self {
         metrics::install();
         Self {
@@ -79,6 +83,7 @@ impl AppState {
             domain,
             budget: BodyBudget::new(limits.max_body_bytes_in_flight),
             limits: Arc::new(limits.clone()),
+            org_limits: Arc::new(org_limits.clone()),
         }
     }
 }

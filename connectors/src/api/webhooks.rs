@@ -255,6 +255,7 @@ pub struct CreateWebhook {
         (status = 400, description = "`webhook` missing, empty, not an http(s) URL, or a private address", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 408, description = "The request body made no progress for http.body_timeout (30 s)", body = ErrorBody, headers(("Connection" = String, description = "close"))),
+        (status = 409, description = "An org_limits limit is reached (the message names it)", body = ErrorBody),
         (status = 413, description = "Request body over 64 KB", body = ErrorBody, headers(("Connection" = String, description = "close"))),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
         (status = 503, description = "The credential registry cannot be read, or too many request bodies are in flight; retry", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
@@ -286,6 +287,7 @@ pub async fn create(
     if let Some(p) = target_problem(&s, "webhook", &url) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, p));
     }
+    super::org_limits::endpoints(&s, org).await?;
     let e = s
         .engine
         .endpoints()

@@ -41,6 +41,27 @@ pub struct Config {
     pub domain: DomainConfig,
     pub kafka: KafkaConfig,
     pub clickhouse: ClickHouseConfig,
+    pub org_limits: OrgLimitsConfig,
+}
+
+/// `[org_limits]`: what one organization may have at most, so that no tenant grows
+/// without bound on a shared server. Past one, a create is 409 naming the limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgLimitsConfig {
+    /// Webhook endpoints (those made for campaigns' `deliveryUrl`s and actions
+    /// included; the settings URL not).
+    pub endpoints: usize,
+    /// Campaigns.
+    pub campaigns: usize,
+    /// Sends of one campaign.
+    pub sends_per_campaign: usize,
+    /// Triggers.
+    pub triggers: usize,
+    /// Actions of one trigger.
+    pub actions_per_trigger: usize,
+    /// Leads in one campaign's audience: an upload is refused once it is full.
+    pub audience: u64,
 }
 
 /// `[delivery]`: the outbound webhook engine.
@@ -519,6 +540,19 @@ impl Config {
                 "delivery.timeout {:?}: expected above zero and at most 30s",
                 self.delivery.timeout
             ));
+        }
+        let l = &self.org_limits;
+        if [
+            l.endpoints,
+            l.campaigns,
+            l.sends_per_campaign,
+            l.triggers,
+            l.actions_per_trigger,
+        ]
+        .contains(&0)
+            || l.audience == 0
+        {
+            return Err("every org_limits value must be at least 1".into());
         }
         if self.delivery.max_in_flight == 0
             || self.delivery.max_in_flight_per_endpoint == 0
