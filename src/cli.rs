@@ -752,8 +752,7 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         engine,
         campaigns,
         domain,
-        &config.http,
-        &config.org_limits,
+        &config,
     );
     let cfg = config.clone();
     rt.block_on(async move {

@@ -475,8 +475,7 @@ pub(crate) fn server_state(
         engine,
         campaigns,
         domain,
-        &config.http,
-        &config.org_limits,
+        config,
     ))
 }
 

@@ -61,8 +61,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The handlers' state. Installs the Prometheus recorder ([`metrics::install`]),
-    /// so a server built from it records and serves `GET /metrics`.
+    /// The handlers' state, with `[http]` and `[org_limits]` from `config`. Installs
+    /// the Prometheus recorder ([`metrics::install`]), so a server built from it
+    /// records and serves `GET /metrics`.
     pub fn new(
         registry: Arc<Registry>,
         writer: EventWriter,
@@ -70,8 +71,7 @@ impl AppState {
         engine: DeliveryEngine,
         campaigns: Campaigns,
         domain: crate::domain::Domain,
-        limits: &HttpConfig,
-        org_limits: &crate::config::OrgLimitsConfig,
+        config: &crate::config::Config,
     ) -> Self {
         metrics::install();
         Self {
@@ -81,9 +81,9 @@ impl AppState {
             engine,
             campaigns,
             domain,
-            budget: BodyBudget::new(limits.max_body_bytes_in_flight),
-            limits: Arc::new(limits.clone()),
-            org_limits: Arc::new(org_limits.clone()),
+            budget: BodyBudget::new(config.http.max_body_bytes_in_flight),
+            limits: Arc::new(config.http.clone()),
+            org_limits: Arc::new(config.org_limits.clone()),
         }
     }
 }
