@@ -88,6 +88,23 @@ pub fn set_lease(lease: std::time::Duration) {
 /// longer keeps (the others skip that round).
 pub const RETENTION_LOCK: i64 = 0x6c73_7265_7465;
 
+/// Whether this transaction runs this round of retention: always on the embedded
+/// store; on the shared database only in the process that takes [`RETENTION_LOCK`]
+/// (until the transaction ends), so retention runs once.
+///
+/// # Errors
+/// The backend's.
+pub fn retention_turn(conn: sql::Sql<'_>) -> Result<bool, RepoError> {
+    if !conn.is_postgres() {
+        return Ok(true);
+    }
+    conn.query_one(
+        "SELECT pg_try_advisory_xact_lock(?1)",
+        sql::args![RETENTION_LOCK],
+        |r| r.get::<bool>(0),
+    )
+}
+
 /// This process's name in the claims it writes: host, pid and a random tag (a
 /// restarted process is another claimant).
 pub fn process_id() -> &'static str {

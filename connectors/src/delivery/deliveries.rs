@@ -966,20 +966,11 @@ pub fn mark_replay(
 
 /// Deletes finished deliveries (with their attempts) last updated before `cutoff_ms`,
 /// and events left with no delivery, a chunk at a time. Returns the deliveries deleted.
+/// The caller holds this round's [`crate::db::retention_turn`].
 ///
 /// # Errors
 /// [`DbError`].
 pub fn delete_older_than(conn: Sql<'_>, cutoff_ms: i64, chunk: usize) -> Result<usize, DbError> {
-    if conn.is_postgres()
-        && !conn.query_one(
-            "SELECT pg_try_advisory_xact_lock(?1)",
-            args![crate::db::RETENTION_LOCK],
-            |r| r.get::<bool>(0),
-        )?
-    {
-        // Another process is deleting: retention runs once.
-        return Ok(0);
-    }
     let seqs: Vec<i64> = conn.query(
         "SELECT seq FROM deliveries WHERE state != 'pending' AND updated_at < ?1 LIMIT ?2",
         args![cutoff_ms, chunk],

@@ -496,7 +496,9 @@ impl DeliveryEngine {
         Ok(n)
     }
 
-    /// Deletes what `delivery.log_retention` no longer keeps, now and every hour.
+    /// Deletes what `delivery.log_retention` no longer keeps, now and every hour:
+    /// finished deliveries, and the domain events and conversation messages received
+    /// before it.
     async fn retention(self) {
         let mut tick = tokio::time::interval(RETENTION_EVERY);
         loop {
@@ -506,7 +508,15 @@ impl DeliveryEngine {
                 match self
                     .shared
                     .db
-                    .write(move |conn| deliveries::delete_older_than(conn, cutoff, 5000))
+                    .write(move |conn| {
+                        // Another process is deleting: retention runs once.
+                        if !crate::db::retention_turn(conn)? {
+                            return Ok(0);
+                        }
+                        let n = deliveries::delete_older_than(conn, cutoff, 5000)?;
+                        crate::domain::store::delete_older_than(conn, cutoff)?;
+                        Ok(n)
+                    })
                     .await
                 {
                     Ok(n) if n > 0 => tokio::task::yield_now().await,

@@ -364,6 +364,25 @@ pub fn first_sight(
     )? == 1)
 }
 
+/// Deletes the domain events (their ids, kept so a repeat causes nothing) and the
+/// conversation messages received before `cutoff_ms` (`delivery.log_retention`): a
+/// repeat of an event id older than that is taken again. The caller holds this round's
+/// [`crate::db::retention_turn`]. Answers the rows deleted.
+///
+/// # Errors
+/// [`DbError`].
+pub fn delete_older_than(conn: Sql<'_>, cutoff_ms: i64) -> Result<usize, DbError> {
+    let events = conn.execute(
+        "DELETE FROM domain_events WHERE received_at < ?1",
+        args![cutoff_ms],
+    )?;
+    let messages = conn.execute(
+        "DELETE FROM conversation_messages WHERE at < ?1",
+        args![cutoff_ms],
+    )?;
+    Ok(events + messages)
+}
+
 /// A conversation's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationKey {
@@ -649,6 +668,44 @@ mod tests {
             assert!(take_event(conn, 1, "e1", "message_sent", 0).unwrap());
             assert!(!take_event(conn, 1, "e1", "message_sent", 1).unwrap());
             assert!(take_event(conn, 2, "e1", "message_sent", 1).unwrap());
+        });
+    }
+
+    #[test]
+    fn retention_deletes_old_event_ids_and_messages_and_keeps_the_rest() {
+        on_both_backends(|conn, backend| {
+            assert!(take_event(conn, 1, "old", "message_sent", 1_000).unwrap());
+            assert!(take_event(conn, 1, "new", "message_sent", 9_000).unwrap());
+            let k = ConversationKey {
+                org: 1,
+                bot_integration_id: 9,
+                phone: "+14155550100".into(),
+            };
+            for at_ms in [1_000, 9_000] {
+                let m = Message {
+                    at_ms,
+                    sender: "user".into(),
+                    content: format!("at {at_ms}"),
+                    content_type: "text".into(),
+                    media_url: None,
+                };
+                add_message(conn, &k, &m).unwrap();
+            }
+            assert_eq!(delete_older_than(conn, 5_000).unwrap(), 2, "{backend}");
+            assert!(
+                take_event(conn, 1, "old", "message_sent", 10_000).unwrap(),
+                "{backend}: past retention, an id is new again"
+            );
+            assert!(
+                !take_event(conn, 1, "new", "message_sent", 10_000).unwrap(),
+                "{backend}"
+            );
+            let left: Vec<i64> = recent_messages(conn, &k, 10)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.at_ms)
+                .collect();
+            assert_eq!(left, [9_000], "{backend}");
         });
     }
 
