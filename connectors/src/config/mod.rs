@@ -97,7 +97,8 @@ pub struct DeliveryConfig {
     /// retried later under the same `webhook-id`).
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    /// How long finished deliveries and their attempts are kept.
+    /// How long finished deliveries and their attempts are kept; so are domain
+    /// events' ids and conversation messages.
     #[serde(with = "humantime_serde")]
     pub log_retention: Duration,
     /// Window in which a repeated `idempotencyKey` creates nothing.
