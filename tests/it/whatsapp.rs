@@ -97,6 +97,18 @@ async fn received(
     }
 }
 
+/// The `reason` of each dead-lettered record.
+fn reasons_of(letters: &[rdkafka::message::OwnedMessage]) -> Vec<String> {
+    letters
+        .iter()
+        .map(|m| {
+            let v: Value =
+                serde_json::from_slice(rdkafka::message::Message::payload(m).unwrap()).unwrap();
+            v["reason"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
 pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -455,14 +467,7 @@ async fn domain_event_records_from_kafka_are_taken_once_and_bad_ones_dead_letter
     assert_eq!(second["last_message_of_bot"], "bot reply", "{second}");
     let letters = kafka.read("leadstream.rejects", 2, 2, Duration::from_secs(20));
     assert_eq!(letters.len(), 2);
-    let reasons: Vec<String> = letters
-        .iter()
-        .map(|m| {
-            let v: Value =
-                serde_json::from_slice(rdkafka::message::Message::payload(m).unwrap()).unwrap();
-            v["reason"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let reasons = reasons_of(&letters);
     assert!(reasons.iter().any(|r| r.contains("fax")), "{reasons:?}");
     assert!(
         reasons
@@ -495,14 +500,7 @@ async fn domain_event_records_from_kafka_are_taken_once_and_bad_ones_dead_letter
         .produce_to(topic, 0, &serde_json::to_vec(&named).unwrap())
         .await;
     let letters = kafka.read("leadstream.rejects", 2, 3, Duration::from_secs(20));
-    let reasons: Vec<String> = letters
-        .iter()
-        .map(|m| {
-            let v: Value =
-                serde_json::from_slice(rdkafka::message::Message::payload(m).unwrap()).unwrap();
-            v["reason"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let reasons = reasons_of(&letters);
     assert!(
         reasons
             .iter()

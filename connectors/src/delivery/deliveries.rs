@@ -1276,7 +1276,7 @@ pub fn get(conn: Sql<'_>, org: OrgId, id: &str) -> Result<Option<DeliveryDetail>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::delivery::endpoints::Endpoints;
     use crate::delivery::model::EndpointKind;
@@ -1287,7 +1287,9 @@ mod tests {
 
     /// A fresh store of `backend` with one endpoint (the data dir lives as long as
     /// the first value).
-    async fn setup(backend: &str) -> (Option<tempfile::TempDir>, Arc<Db>, Arc<Endpoint>) {
+    pub(crate) async fn setup(
+        backend: &str,
+    ) -> (Option<tempfile::TempDir>, Arc<Db>, Arc<Endpoint>) {
         let (dir, db, endpoints) = if backend == "postgres" {
             let pg = crate::db::testing::shared_pg().await;
             let db = Db::open_shared(&pg).unwrap();
@@ -1310,7 +1312,7 @@ mod tests {
         (dir, db, e)
     }
 
-    fn event(e: &Arc<Endpoint>, key: Option<&str>) -> NewEvent {
+    pub(crate) fn event(e: &Arc<Endpoint>, key: Option<&str>) -> NewEvent {
         NewEvent {
             due_at_ms: None,
             org: 1,
@@ -1500,18 +1502,7 @@ mod tests {
 
     #[tokio::test]
     async fn at_shutdown_the_leases_of_pending_deliveries_are_handed_back() {
-        let pg = crate::db::testing::shared_pg().await;
-        let db = Db::open_shared(&pg).unwrap();
-        let endpoints = Endpoints::open_shared(pg).await.unwrap();
-        let e = endpoints
-            .create(
-                1,
-                EndpointKind::Registry,
-                "https://example.com/h".into(),
-                1_000,
-            )
-            .await
-            .unwrap();
+        let (_d, db, e) = setup("postgres").await;
         let (ev1, ev2) = (event(&e, None), event(&e, None));
         let until = |seq: i64| {
             let db = db.clone();

@@ -418,12 +418,11 @@ impl Dispatcher {
         self.touched.sort_unstable();
         self.touched.dedup();
         for id in self.touched.drain(..) {
-            let (depth, in_flight) = self
-                .lanes
-                .get(&id)
-                .map_or((0, 0), |l| (l.queue.len() as u64, u64::from(l.in_flight)));
-            // An endpoint deleted meanwhile keeps the org it had in its series: -1.
-            let org = self.shared.endpoints.by_id(id).map_or(-1, |e| e.org);
+            // A lane gone idle (dropped) publishes zeros under the org its series had.
+            let (org, depth, in_flight) = match self.lanes.get(&id) {
+                Some(l) => (l.org, l.queue.len() as u64, u64::from(l.in_flight)),
+                None => (self.shared.endpoints.by_id(id).map_or(-1, |e| e.org), 0, 0),
+            };
             crate::metrics::delivery_queue_depth(org, id, depth);
             crate::metrics::delivery_in_flight(org, id, in_flight);
         }

@@ -229,41 +229,20 @@ async fn produce(shared: &Arc<Shared>, link: &KafkaLink, retry: &RetryConfig, en
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::deliveries::{insert_event, lease, NewEvent};
-    use crate::delivery::endpoints::Endpoints;
-    use crate::delivery::model::EndpointKind;
-    use crate::delivery::store::Db;
-    use bytes::Bytes;
+    use crate::delivery::deliveries::insert_event;
+    use crate::delivery::deliveries::lease;
+    use crate::delivery::deliveries::tests::{event, setup};
     use std::time::Duration;
 
     #[tokio::test]
     async fn a_killed_publishers_row_is_taken_over_with_its_deliveries_only() {
-        let pg = crate::db::testing::shared_pg().await;
-        let db = Db::open_shared(&pg).unwrap();
-        let endpoints = Endpoints::open_shared(pg).await.unwrap();
-        let e = endpoints
-            .create(
-                1,
-                EndpointKind::Registry,
-                "https://example.com/h".into(),
-                1_000,
-            )
-            .await
-            .unwrap();
+        let (_d, db, e) = setup("postgres").await;
         let now = now_ms();
         let (mine, theirs) = db
             .write(move |c| {
                 let publish = || {
-                    let ev = NewEvent {
-                        due_at_ms: None,
-                        org: 1,
-                        event_type: "t".into(),
-                        payload: Bytes::from_static(b"{}"),
-                        idempotency_key: None,
-                        endpoints: vec![e.clone()],
-                    };
                     // As the engine publishes: held by this process from the start.
-                    let p = insert_event(c, &ev, now, Duration::from_secs(1))?;
+                    let p = insert_event(c, &event(&e, None), now, Duration::from_secs(1))?;
                     lease(c, &[p.jobs[0].seq], now + 30_000)?;
                     Ok::<_, DbError>(p)
                 };
