@@ -10,6 +10,7 @@ use leadstream_connectors::db::StateDb;
 use leadstream_connectors::delivery::DeliveryEngine;
 use leadstream_connectors::kafka::{PartitionWarmer, WarmedAtStartup};
 use leadstream_connectors::registry::{IssuedKey, KeyInfo, Org, RegistryError};
+use leadstream_connectors::routing::{LeadRouter, RoutingWarmer};
 use leadstream_connectors::services::{Role, Services};
 use leadstream_connectors::{AuthMode, EventWriter, KeyKind, Registry};
 use leadstream_pipeline::{OrgId, PhoneNormalizer, Preparer};
@@ -762,7 +763,26 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             .map(TcpListener::local_addr)
             .collect::<std::io::Result<Vec<_>>>()?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        let kafka = start_kafka(&cfg, &state, warmer, stopping.clone()).await?;
+        // Several processes: each lead's part of an HTTP batch is stored by the owner
+        // of its raw partition, reached at this address.
+        let shared_pg = match &state_db {
+            StateDb::Shared(pg) if cfg.clickhouse.enabled() => Some(pg.clone()),
+            _ => None,
+        };
+        let advertised = advertise_url(&cfg.http.advertise_url, &addrs);
+        let (kafka, routing) = start_kafka(
+            &cfg,
+            &state,
+            warmer,
+            shared_pg,
+            &advertised,
+            stopping.clone(),
+        )
+        .await?;
+        let state = AppState {
+            routing: routing.clone(),
+            ..state
+        };
         // After Kafka is attached: what the scheduler publishes then goes through the
         // outbox, never to a local queue Kafka mode does not resume.
         state.campaigns.start_scheduler();
@@ -794,6 +814,9 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         }
         // Nothing acknowledged is lost at exit: attempts in flight end and are
         // recorded, the attempt log is written out, leases are handed back.
+        if let Some(router) = &routing {
+            router.shutdown().await;
+        }
         state.engine.shutdown(cfg.delivery.shutdown_timeout).await;
         state.campaigns.release_sends().await;
         if let Some(task) = kafka {
@@ -847,11 +870,13 @@ async fn start_kafka(
     config: &Config,
     state: &AppState,
     warmer: Box<dyn PartitionWarmer>,
+    shared: Option<leadstream_connectors::db::Pg>,
+    advertised: &str,
     stopping: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Option<KafkaTask>> {
+) -> anyhow::Result<(Option<KafkaTask>, Option<LeadRouter>)> {
     use leadstream_connectors::kafka::{ensure_topics, Failpoint, RawSource};
     if !config.kafka.enabled() {
-        return Ok(None);
+        return Ok((None, None));
     }
     let brokers = config.kafka.brokers.trim();
     tracing::info!(brokers, "connecting to Kafka");
@@ -878,6 +903,27 @@ async fn start_kafka(
         stopping.clone(),
     )
     .context("starting the domain-events consumer")?;
+    let (warmer, router): (Box<dyn PartitionWarmer>, _) = match shared {
+        Some(pg) => {
+            let router = LeadRouter::start(
+                pg,
+                &config.kafka.raw_topic,
+                topics.raw_partitions(),
+                advertised,
+                state.writer.clone(),
+                config.http.forward_wait,
+            )
+            .await
+            .context("reading the key the processes sign batch parts with")?;
+            tracing::info!(address = advertised, "HTTP batches are split by raw partition and each part stored by its owner (several processes)");
+            let warmer = RoutingWarmer {
+                warmer,
+                router: router.clone(),
+            };
+            (Box::new(warmer), Some(router))
+        }
+        None => (warmer, None),
+    };
     let source = RawSource::with_warmer(
         config,
         &topics,
@@ -887,12 +933,34 @@ async fn start_kafka(
         warmer,
     )
     .context("starting the Kafka consumer")?;
-    Ok(Some(tokio::spawn(async move {
-        // Said at once: HTTP goes on without the consumer.
-        if let Err(e) = source.run(stopping).await {
-            tracing::error!(error = %e, "Kafka consumer failed; lead events are not read from Kafka");
-        }
-    })))
+    Ok((
+        Some(tokio::spawn(async move {
+            // Said at once: HTTP goes on without the consumer.
+            if let Err(e) = source.run(stopping).await {
+                tracing::error!(error = %e, "Kafka consumer failed; lead events are not read from Kafka");
+            }
+        })),
+        router,
+    ))
+}
+
+/// The base URL other processes reach this one at: `http.advertise_url`, else
+/// `http://` and the first listen address, with the host's name in place of an
+/// unspecified address.
+fn advertise_url(configured: &str, addrs: &[SocketAddr]) -> String {
+    let configured = configured.trim();
+    if !configured.is_empty() {
+        return configured.trim_end_matches('/').to_owned();
+    }
+    let addr = addrs[0];
+    if addr.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("http://{host}:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
 }
 
 /// Waits (bounded) for the consumer to finish its batch, commit and leave the group.

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod kafka;
 pub mod metrics;
 pub mod registry;
+pub mod routing;
 pub mod services;
 pub mod store;
 pub mod writer;

@@ -21,6 +21,9 @@
 //! | `leadstream_database_listener_connected` | gauge | `channel` |
 //! | `leadstream_database_notifications_total` | counter | `channel` |
 //! | `leadstream_credential_cache_lookups_total` | counter | `outcome` (`hit`, `miss`) |
+//! | `leadstream_lead_parts_total` | counter | `route` (`local`, `forwarded`, `received`: handed to this process by another) |
+//! | `leadstream_lead_parts_moving_total` | counter | `outcome` (`refused`: answered 503, `waited`: stored after waiting for a new owner) |
+//! | `leadstream_lead_part_forward_duration_seconds` | histogram | |
 
 use metrics::Unit;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -52,6 +55,9 @@ const DB_LISTENER: &str = "leadstream_database_listener_connected";
 const DB_NOTIFICATIONS: &str = "leadstream_database_notifications_total";
 const CREDENTIAL_CACHE: &str = "leadstream_credential_cache_lookups_total";
 const SHARED_CLAIMS: &str = "leadstream_shared_work_claimed_total";
+const LEAD_PARTS: &str = "leadstream_lead_parts_total";
+const LEAD_PARTS_MOVING: &str = "leadstream_lead_parts_moving_total";
+const LEAD_PART_FORWARD: &str = "leadstream_lead_part_forward_duration_seconds";
 
 /// Buckets of [`DELIVERY_LATENCY`], in seconds: from a receiver on the same network
 /// up to the longest per-attempt timeout an endpoint may set (30 s).
@@ -105,6 +111,8 @@ pub fn install() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Full(LEAD_BATCH_LATENCY.to_owned()), LATENCY_BUCKETS)
             .expect("the latency buckets are not empty")
             .set_buckets_for_metric(Matcher::Full(ELIGIBILITY_LATENCY.to_owned()), LATENCY_BUCKETS)
+            .expect("the latency buckets are not empty")
+            .set_buckets_for_metric(Matcher::Full(LEAD_PART_FORWARD.to_owned()), LATENCY_BUCKETS)
             .expect("the latency buckets are not empty")
             .set_buckets_for_metric(
                 Matcher::Full(DELIVERY_COMPLETION.to_owned()),
@@ -223,6 +231,19 @@ fn describe() {
         CREDENTIAL_CACHE,
         "Shared database: credential checks answered from this process's cache (hit) or the database (miss)"
     );
+    describe_counter!(
+        LEAD_PARTS,
+        "Lead-event batch parts by route: stored by this process (local), handed to the owner of their raw partition (forwarded), or handed to this process by another (received)"
+    );
+    describe_counter!(
+        LEAD_PARTS_MOVING,
+        "Lead-event batch parts whose raw partition had no owner (a rebalance): refused with 503, or stored after waiting for the new owner"
+    );
+    describe_histogram!(
+        LEAD_PART_FORWARD,
+        Unit::Seconds,
+        "Time to hand one part of a lead-event batch to the owner of its raw partition and get its counts"
+    );
     describe_histogram!(
         ELIGIBILITY_LATENCY,
         Unit::Seconds,
@@ -280,6 +301,23 @@ pub fn database_notification(channel: &'static str) {
 /// after their holder's lease ran out.
 pub fn shared_work_claimed(kind: &'static str, n: u64) {
     counter!(SHARED_CLAIMS, "kind" => kind).increment(n);
+}
+
+/// A lead-event batch part stored here (`local`), handed to its owner
+/// (`forwarded`), or handed here by another process (`received`).
+pub fn lead_part(route: &'static str) {
+    counter!(LEAD_PARTS, "route" => route).increment(1);
+}
+
+/// A part whose raw partition had no owner: `refused` (the call answered 503) or
+/// `waited` (stored once the partition had an owner again).
+pub fn lead_part_moving(outcome: &'static str) {
+    counter!(LEAD_PARTS_MOVING, "outcome" => outcome).increment(1);
+}
+
+/// How long handing one part to its owner took.
+pub fn lead_part_forwarded(took: Duration) {
+    histogram!(LEAD_PART_FORWARD).record(took.as_secs_f64());
 }
 
 /// A credential check answered from the cache (`hit`) or the database.

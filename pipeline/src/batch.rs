@@ -253,13 +253,28 @@ impl Preparer {
             }
             Metadata::Object(text) => Some(text.into_owned().into_boxed_str()),
         };
+        Ok(Row::new(org, event_type, phone, occurred_at_us, metadata))
+    }
+}
+
+impl Row {
+    /// A row of `org`'s `event_type` batch, its dedup probe computed from the key.
+    /// The fields must already be what [`Preparer::prepare`] makes of an event (a
+    /// normalized phone, compact metadata within [`MAX_METADATA_BYTES`]).
+    pub fn new(
+        org: OrgId,
+        event_type: &str,
+        phone: Phone,
+        occurred_at_us: i64,
+        metadata: Option<Box<str>>,
+    ) -> Self {
         let key = EventKey {
             org,
             phone,
             event_type,
             occurred_at_us,
         };
-        Ok(Row {
+        Row {
             phone,
             occurred_at_us,
             metadata,
@@ -267,7 +282,7 @@ impl Preparer {
                 fingerprint: key.fingerprint(),
                 lead: key.lead_hash(),
             },
-        })
+        }
     }
 }
 

@@ -19,6 +19,7 @@ mod metrics;
 mod org_limits;
 mod precision;
 mod receiver;
+mod routing;
 mod serve;
 mod shared_db;
 mod support;

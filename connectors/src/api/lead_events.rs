@@ -11,6 +11,7 @@ use super::body::{self, ReadBody};
 use super::{ApiError, AppState, ErrorBody, MAX_BODY_BYTES};
 use crate::metrics::{self, Source};
 use crate::registry::{AuthMode, Registry, SigningKeys};
+use crate::routing::RouteError;
 use crate::store::StoreError;
 use axum::body::Body;
 use axum::extract::State;
@@ -21,6 +22,7 @@ use leadstream_pipeline::parse::find_organization_id;
 use leadstream_pipeline::{OrgId, Parser, Prepared, Preparer, RequestError};
 use serde::Serialize;
 use std::cell::RefCell;
+use std::sync::Arc;
 
 thread_local! {
     static PARSER: RefCell<Parser> = RefCell::new(Parser::new());
@@ -105,7 +107,7 @@ pub struct Accepted {
         (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
         (status = 431, description = "Too many or too large headers", body = ErrorBody),
         (status = 500, description = "The store refused the rows for good (a schema problem on the server); retrying will not help", body = ErrorBody),
-        (status = 503, description = "Starting up, the store cannot write, or too many bodies in flight; retry after Retry-After", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 503, description = "Starting up, the store cannot write, too many bodies in flight, or (several processes) the raw partitions of some of the leads are moving between processes; retry after Retry-After", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     )
 )]
 pub(super) async fn post(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
@@ -168,20 +170,14 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response,
             reason: r.reason.to_string(),
         })
         .collect();
-    let stored = s.writer.store(prepared).await.map_err(|e| match &*e {
-        // The store refused these rows for good (a ClickHouse type or range error): a
-        // retry would be refused again, so no Retry-After.
-        StoreError::Rejected { .. } => super::incident(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the event store refused these rows; nothing from this request was stored and a retry will be refused too: the server's store needs attention",
-            &e,
-        ),
-        _ => super::incident(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the event store is unavailable; nothing from this request was stored, retry it",
-            &e,
-        ),
-    })?;
+    let stored = match &s.routing {
+        Some(router) => router.store(prepared).await.map_err(route_error)?,
+        None => s
+            .writer
+            .store(prepared)
+            .await
+            .map_err(|e| store_failed(&e, false))?,
+    };
     // Counted only once the batch is acknowledged: a refused call is retried whole.
     metrics::lead_batch(
         Source::Http,
@@ -199,6 +195,67 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Response,
         rejects,
     })
     .into_response())
+}
+
+/// The answer to a batch the writer failed; `partly` when other parts of it were
+/// stored.
+fn store_failed(e: &Arc<StoreError>, partly: bool) -> ApiError {
+    let what = if partly {
+        "other parts of this request were stored and count as duplicates when it is sent again"
+    } else {
+        "nothing from this request was stored"
+    };
+    match &**e {
+        // The store refused these rows for good (a ClickHouse type or range error): a
+        // retry would be refused again, so no Retry-After.
+        StoreError::Rejected { .. } => super::incident(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the event store refused these rows; {what}, and a retry will be refused too: the server's store needs attention"),
+            e,
+        ),
+        _ => super::incident(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the event store is unavailable; {what}, retry it"),
+            e,
+        ),
+    }
+}
+
+/// The answer to a batch split between processes that was not stored whole.
+fn route_error(e: RouteError) -> ApiError {
+    match e {
+        RouteError::Moving {
+            partitions,
+            stored,
+            any_stored: false,
+        } => {
+            debug_assert_eq!(stored.inserted + stored.duplicates, 0);
+            ApiError::unavailable(format!(
+                "the leads of raw partitions {partitions:?} are moving between processes (a rebalance) or warming up; nothing from this request was stored, retry it"
+            ))
+        }
+        RouteError::Moving {
+            partitions, stored, ..
+        } => ApiError::unavailable(format!(
+            "the leads of raw partitions {partitions:?} found no owner within http.forward_wait (a rebalance); the rest of this request was stored ({} inserted, {} duplicates) and counts as duplicates when it is sent again",
+            stored.inserted, stored.duplicates
+        )),
+        RouteError::Store { error, partly } => store_failed(&error, partly),
+        e @ RouteError::Owner { retry: true, .. } => super::incident(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the process that owns some of these leads could not store them; parts of this request may have been stored and count as duplicates when it is sent again, retry it",
+            &e,
+        ),
+        e @ (RouteError::Owner { .. } | RouteError::Directory(_)) => super::incident(
+            if matches!(e, RouteError::Directory(_)) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            },
+            "the leads of this request could not be handed to the processes that own them; parts of it may have been stored and count as duplicates when it is sent again",
+            &e,
+        ),
+    }
 }
 
 /// Reads the credential headers. An API key is resolved here, before the body is read.

@@ -15,6 +15,7 @@ mod cursor;
 mod deliveries;
 mod domain;
 mod lead_events;
+mod lead_parts;
 pub mod limits;
 pub mod openapi;
 mod org_limits;
@@ -58,6 +59,9 @@ pub struct AppState {
     pub org_limits: Arc<crate::config::OrgLimitsConfig>,
     /// Request-body bytes in flight across all requests.
     pub budget: BodyBudget,
+    /// With several processes: stores each lead's part of a batch at the owner of its
+    /// raw partition ([`crate::routing`]). `None`: batches go to [`writer`](Self::writer).
+    pub routing: Option<crate::routing::LeadRouter>,
 }
 
 impl AppState {
@@ -84,6 +88,7 @@ impl AppState {
             budget: BodyBudget::new(config.http.max_body_bytes_in_flight),
             limits: Arc::new(config.http.clone()),
             org_limits: Arc::new(config.org_limits.clone()),
+            routing: None,
         }
     }
 }
@@ -92,6 +97,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .route("/api/v1/webhooks/lead-events", post(lead_events::post))
+        .route(crate::routing::wire::PATH, post(lead_parts::post))
         .route("/api/webhooks/get", get(webhooks::list))
         .route("/api/webhooks/create", post(webhooks::create))
         .route("/api/webhooks/delete", delete(webhooks::delete))

@@ -175,6 +175,16 @@ pub struct HttpConfig {
     /// `Authorization: Bearer <token>` and also serves the per-endpoint series
     /// (labelled by org), which say how much each org's endpoints have queued.
     pub metrics_token: String,
+    /// The base URL other processes reach this one's HTTP API at, to hand it the
+    /// leads of the raw partitions it owns (several processes with Kafka, ClickHouse
+    /// and `database.url`). Empty: `http://` and the listen address, with the host's
+    /// name in place of an unspecified address (`0.0.0.0`, `::`).
+    pub advertise_url: String,
+    /// How long a batch's part waits for its lead partition to get an owner again
+    /// when the owner it was handed to gave the partition up meanwhile; past it the
+    /// call answers 503 with Retry-After.
+    #[serde(with = "humantime_serde")]
+    pub forward_wait: Duration,
 }
 
 /// `[store]`
@@ -376,6 +386,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "delivery.allow_private_targets",
     ),
     ("LEADSTREAM_METRICS_TOKEN", "http.metrics_token"),
+    ("LEADSTREAM_ADVERTISE_URL", "http.advertise_url"),
     ("LEADSTREAM_KAFKA_BROKERS", "kafka.brokers"),
     ("LEADSTREAM_KAFKA_GROUP_ID", "kafka.group_id"),
     ("LEADSTREAM_CLICKHOUSE_URL", "clickhouse.url"),
@@ -466,6 +477,7 @@ impl Config {
                 }
             }
             "LEADSTREAM_METRICS_TOKEN" => self.http.metrics_token = value.trim().to_owned(),
+            "LEADSTREAM_ADVERTISE_URL" => self.http.advertise_url = value.trim().to_owned(),
             "LEADSTREAM_KAFKA_BROKERS" => self.kafka.brokers = value.to_owned(),
             "LEADSTREAM_KAFKA_GROUP_ID" => self.kafka.group_id = value.to_owned(),
             "LEADSTREAM_CLICKHOUSE_URL" => self.clickhouse.url = value.to_owned(),
@@ -493,6 +505,17 @@ impl Config {
                 "http.max_body_bytes_in_flight must be at least one full body, {} bytes",
                 crate::api::MAX_BODY_BYTES
             ));
+        }
+        let advertise = self.http.advertise_url.trim();
+        if !advertise.is_empty() {
+            match reqwest::Url::parse(advertise) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => {
+                    return Err(format!(
+                        "http.advertise_url {advertise:?} is not an http:// or https:// URL with a host, e.g. http://10.0.0.7:8080"
+                    ))
+                }
+            }
         }
         if self.http.header_timeout.is_zero() || self.http.body_timeout.is_zero() {
             return Err("http.header_timeout and http.body_timeout must be above zero".into());

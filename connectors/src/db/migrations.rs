@@ -33,6 +33,11 @@ pub const POSTGRES: &[Migration<&str>] = &[
         name: "WhatsApp integrations and seen ids by org",
         step: include_str!("migrations/postgres/0005_whatsapp_by_org.sql"),
     },
+    Migration {
+        version: 6,
+        name: "owners of the raw lead partitions; keys the processes share",
+        step: include_str!("migrations/postgres/0006_lead_partition_owners.sql"),
+    },
 ];
 
 /// `leadstream.db`: organizations and credentials of the embedded store.
