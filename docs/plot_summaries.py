@@ -4,7 +4,8 @@ docs/img/campaign-eligibility.svg, docs/img/campaign-materialize.svg and
 docs/img/domain-webhooks.svg; from `leadstream bench ingest --database-url … --json`
 (one file per batch size): docs/img/ingest-shared-registry.svg; from `bench deliver
 --database-url … --json` and `bench materialize --database-url … --json`:
-docs/img/deliver-shared.svg and docs/img/materialize-shared.svg.
+docs/img/deliver-shared.svg and docs/img/materialize-shared.svg; from `bench forward
+--json`: docs/img/forward-latency.svg.
 
 usage: python3 docs/plot_summaries.py SUMMARY.json [SUMMARY.json ...]
 (each file is recognized by its fields; only the plots of the files given are drawn)
@@ -94,6 +95,17 @@ def ingest_shared(runs):
          rows, 1.0, "same as embedded", "×", "{:.2f}")
 
 
+def forward(f):
+    one, fwd = f["one_process"]["latency_ms"], f["through_non_owner"]["latency_ms"]
+    rows = [("one process (owner), p50", one["p50"], False),
+            ("through a non-owner, p50", fwd["p50"], True),
+            ("one process (owner), p99", one["p99"], False),
+            ("through a non-owner, p99", fwd["p99"], True)]
+    bars("docs/img/forward-latency.svg",
+         f'bench forward: a {f["batch_size"]:,}-event batch, answered once durable (2 cores)',
+         rows, None, "", "ms", "{:.0f}")
+
+
 for path in sys.argv[1:]:
     data = json.load(open(path))
     if data.get("http_shared"):
@@ -108,7 +120,9 @@ for path in sys.argv[1:]:
         deliver(data)
     elif "webhooks_per_sec" in data:
         domain(data)
+    elif "through_non_owner" in data:
+        forward(data)
     else:
-        sys.exit(f"{path}: not bench eligibility, materialize, domain or ingest --database-url --json output")
+        sys.exit(f"{path}: not bench eligibility, materialize, domain, forward or ingest --database-url --json output")
 if ingest_runs:
     ingest_shared(ingest_runs)

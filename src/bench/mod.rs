@@ -39,6 +39,7 @@ mod campaigns;
 mod clickhouse;
 mod deliver;
 mod domain;
+mod forward;
 mod kafka;
 
 #[derive(Subcommand, Debug)]
@@ -139,6 +140,14 @@ pub enum BenchCmd {
     /// arms --timers conversation_inactive timers and reports their cost on disk and
     /// in memory per timer.
     Domain(domain::DomainArgs),
+    /// A 50,000-event batch sent to a process that does not own its leads' raw
+    /// partition, against one process: real `leadstream serve` processes on
+    /// --clickhouse-url, --database-url and Kafka (--brokers, or a mock cluster in
+    /// this process), a raw topic of one partition. Run 1: one process, the batches
+    /// sent to it. Run 2: two processes, the batches sent to the one that hands them
+    /// to the owner. Reports latency p50/p99 of each, one batch at a time, and the
+    /// ratio of the p50s; counts are checked against the generator.
+    Forward(forward::ForwardArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -199,6 +208,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Eligibility(args) => campaigns::eligibility(&args),
         BenchCmd::Materialize(args) => campaigns::materialize(&args),
         BenchCmd::Domain(args) => domain::run(&args),
+        BenchCmd::Forward(args) => forward::run(&args),
     }
 }
 

@@ -87,13 +87,16 @@ impl ConsumerContext for RebalanceHooks {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                let given: Vec<i32> = tpl
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                // Said even when empty: a member with no partition has joined too.
+                tracing::info!(partitions = ?given, "group assignment received");
                 let new: Vec<i32> = {
                     let mut owned = self.owned.0.write();
-                    tpl.elements_for_topic(&self.topic)
-                        .iter()
-                        .map(|e| e.partition())
-                        .filter(|p| owned.insert(*p))
-                        .collect()
+                    given.into_iter().filter(|p| owned.insert(*p)).collect()
                 };
                 if !new.is_empty() {
                     self.warmer.warm(&new, self.partition_count);
