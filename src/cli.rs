@@ -812,16 +812,31 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         while let Some(r) = servers.join_next().await {
             served = served.and(joined(r));
         }
-        // Nothing acknowledged is lost at exit: attempts in flight end and are
-        // recorded, the attempt log is written out, leases are handed back.
+        // Nothing acknowledged is lost at exit, within delivery.shutdown_timeout:
+        // other processes stop handing this one batch parts; every background loop
+        // finishes what it has in hand (a send's chunk, a timer, an outbox row) and
+        // stops; attempts in flight end and are recorded, the attempt log is written
+        // out; leases are handed back.
+        let deadline = tokio::time::Instant::now() + cfg.delivery.shutdown_timeout;
         if let Some(router) = &routing {
             router.shutdown().await;
         }
+        leadstream_connectors::tasks::stop();
         state.engine.shutdown(cfg.delivery.shutdown_timeout).await;
-        state.campaigns.release_sends().await;
         if let Some(task) = kafka {
-            stop_kafka(task).await;
+            stop_kafka(task, deadline).await;
         }
+        let left = leadstream_connectors::tasks::wait(
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+        )
+        .await;
+        if left == 0 {
+            tracing::info!("every background task has ended");
+        } else {
+            tracing::warn!(tasks = left, timeout = ?cfg.delivery.shutdown_timeout, "background tasks still running at the shutdown timeout; exiting without them (what they had not made durable is done again by the next start or another process)");
+        }
+        state.engine.release_leases().await;
+        state.campaigns.release_sends().await;
         served
     })
 }
@@ -934,7 +949,7 @@ async fn start_kafka(
     )
     .context("starting the Kafka consumer")?;
     Ok((
-        Some(tokio::spawn(async move {
+        Some(leadstream_connectors::tasks::spawn(async move {
             // Said at once: HTTP goes on without the consumer.
             if let Err(e) = source.run(stopping).await {
                 tracing::error!(error = %e, "Kafka consumer failed; lead events are not read from Kafka");
@@ -963,12 +978,13 @@ fn advertise_url(configured: &str, addrs: &[SocketAddr]) -> String {
     }
 }
 
-/// Waits (bounded) for the consumer to finish its batch, commit and leave the group.
-async fn stop_kafka(task: KafkaTask) {
-    match tokio::time::timeout(std::time::Duration::from_secs(30), task).await {
+/// Waits (until `deadline`) for the consumer to finish its batch, commit and leave
+/// the group.
+async fn stop_kafka(task: KafkaTask, deadline: tokio::time::Instant) {
+    match tokio::time::timeout_at(deadline, task).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "Kafka consumer task panicked"),
-        Err(_) => tracing::warn!("Kafka consumer still stopping after 30 s; exiting without it (uncommitted records are read again)"),
+        Err(_) => tracing::warn!("Kafka consumer still stopping at the shutdown timeout; exiting without it (uncommitted records are read again)"),
     }
 }
 

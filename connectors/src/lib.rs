@@ -15,6 +15,7 @@ pub mod registry;
 pub mod routing;
 pub mod services;
 pub mod store;
+pub mod tasks;
 pub mod writer;
 
 pub use registry::{AuthMode, KeyKind, Registry};

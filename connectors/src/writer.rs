@@ -588,7 +588,7 @@ mod tests {
         .into_iter()
         .map(|b| {
             let ing = ing.clone();
-            tokio::spawn(async move { ing.store(b).await })
+            crate::tasks::spawn(async move { ing.store(b).await })
         })
         .collect();
         let mut results = Vec::new();

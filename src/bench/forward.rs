@@ -9,9 +9,9 @@
 //! topic, group, ClickHouse database and Postgres schema, dropped at the end.
 
 use super::{ms, progress, show_progress, BenchSchema, Counted, Percentiles};
-use leadstream::synth;
 use anyhow::{bail, Context};
 use clap::Args;
+use leadstream::synth;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -82,9 +82,9 @@ pub fn run(args: &ForwardArgs) -> anyhow::Result<()> {
         bad_ratio: 0.01,
     });
     let mock = match args.brokers {
-        None => Some(
-            rdkafka::mocking::MockCluster::new(1).context("starting the mock Kafka cluster")?,
-        ),
+        None => {
+            Some(rdkafka::mocking::MockCluster::new(1).context("starting the mock Kafka cluster")?)
+        }
         Some(_) => None,
     };
     let brokers = match (&args.brokers, &mock) {
@@ -263,12 +263,8 @@ fn measure(
     let tag = format!("leadstream_bench_fwd_{}_{name}", std::process::id());
     let schema = rt.block_on(BenchSchema::create(&args.database_url))?;
     // The org and key, in the run's schema, before the servers start.
-    let (services, key) = super::bench_services(
-        &rt,
-        &tmp.0.join("admin"),
-        Some(&schema.url),
-        synth::ORG,
-    )?;
+    let (services, key) =
+        super::bench_services(&rt, &tmp.0.join("admin"), Some(&schema.url), synth::ORG)?;
     drop(services);
     let topic = tag.replace('_', "-");
     make_topics(&topic)?;
@@ -333,7 +329,10 @@ async fn drive(
     for s in servers {
         while !s.logs().contains("group assignment received") {
             if Instant::now() > deadline {
-                bail!("the server on {} joined no consumer group within 120 s", s.addr);
+                bail!(
+                    "the server on {} joined no consumer group within 120 s",
+                    s.addr
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -370,7 +369,10 @@ async fn drive(
         let bytes = r.bytes().await?;
         latencies.push(ms(started.elapsed()));
         if !status.is_success() {
-            bail!("batch {i}: HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+            bail!(
+                "batch {i}: HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
         }
         let a: super::Accepted = serde_json::from_slice(&bytes)?;
         got.add(a.received, a.inserted, a.duplicates, a.rejected);
@@ -380,7 +382,10 @@ async fn drive(
     pb.finish_and_clear();
     let mismatches = got.mismatches(&data.totals);
     if !mismatches.is_empty() {
-        bail!("counts disagree with the generator: {}", mismatches.join("; "));
+        bail!(
+            "counts disagree with the generator: {}",
+            mismatches.join("; ")
+        );
     }
     Ok(Run {
         name: if servers.len() == 1 {

@@ -263,3 +263,76 @@ async fn metric(s: &TestServer, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// SIGTERM on a process running everything (Postgres, ClickHouse, Kafka: the raw and
+/// domain-event consumers, the delivery consumer and outbox relay, the campaign
+/// scheduler, the timers, retention, the listeners, the directory of partition owners)
+/// with a delivery's attempt in flight: every background task ends, the attempt is
+/// recorded, and the process exits well within the shutdown timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_every_background_task_of_the_full_stack() {
+    let pg = TestPostgres::start();
+    let url = pg.new_database();
+    let ch = ClickHouseServer::start();
+    let kafka = KafkaMock::start(PARTITIONS);
+    let rx = crate::receiver::Receiver::start().await;
+    let mut s = kafka
+        .server()
+        .env("LEADSTREAM_DATABASE_URL", &url)
+        .env("LEADSTREAM_CLICKHOUSE_URL", ch.url())
+        .env("LEADSTREAM_CLICKHOUSE_DATABASE", "stopping")
+        .env("LEADSTREAM_DELIVERY_ALLOW_PRIVATE_TARGETS", "true")
+        .start()
+        .await;
+    admin(
+        &url,
+        &["org", "create", "--id", &ORG.to_string(), "--name", "s"],
+    )
+    .ok();
+    let key =
+        Key::parse(&admin(&url, &["api-key", "create", "--org", &ORG.to_string()]).ok()).secret;
+    wait_for("the process owning partitions", || owns_partitions(&s)).await;
+    let api = crate::api::Api {
+        s: &s,
+        key: key.clone(),
+    };
+    let hook = rx.script(
+        "slow",
+        vec![crate::receiver::Step::Hang(Duration::from_millis(1500))],
+    );
+    api.endpoint(&hook).await;
+    api.publish("booked", json!({"n": 1})).await;
+    let (r, _) = post(
+        &[&s],
+        0,
+        &key,
+        &json!({"organizationId": ORG, "eventType": "t",
+        "events": [{"phoneE164": "+12125550100", "occurredAt": instant(5)}]}),
+    )
+    .await;
+    assert_eq!(r.counts().1, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rx.seen("slow").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the attempt never started\n{}",
+            s.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = Instant::now();
+    s.sigterm();
+    assert!(s.wait_exit().success(), "{}", s.logs());
+    let took = t.elapsed();
+    let logs = s.logs();
+    assert!(logs.contains("every background task has ended"), "{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert!(took < Duration::from_secs(20), "took {took:?}\n{logs}");
+    // The attempt in flight was recorded: the delivery is not pending any more.
+    s.restart().await;
+    let api = crate::api::Api { s: &s, key };
+    let log = api.get("/api/v1/deliveries").await;
+    let d = &log.body["data"][0];
+    assert_eq!(d["state"], "succeeded", "{}", log.body);
+    assert_eq!(d["attempts"], 1, "{}", log.body);
+}

@@ -1123,6 +1123,11 @@ async fn sigterm_with_attempts_in_flight_loses_no_delivery_and_no_attempt_log_ro
     s.sigterm();
     assert!(s.wait_exit().success(), "{}", s.logs());
     assert!(!s.logs().contains("panicked"), "{}", s.logs());
+    assert!(
+        s.logs().contains("every background task has ended"),
+        "{}",
+        s.logs()
+    );
     let rows = ch.query("SELECT count() FROM hooks.webhook_attempts FORMAT TSV");
     assert_eq!(rows.trim(), "10", "attempt log rows at exit\n{}", s.logs());
     s.restart().await;

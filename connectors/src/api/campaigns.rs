@@ -527,7 +527,7 @@ pub async fn upload_audience(
             let _held = s.budget.hold(UPLOAD_HELD_BYTES)?;
             let (reader, feed) = BodyReader::new();
             let stall = s.limits.body_timeout;
-            let feeding = tokio::spawn(feed.run(body, stall));
+            let feeding = crate::tasks::spawn(feed.run(body, stall));
             let parsed =
                 tokio::task::spawn_blocking(move || audience::load_csv(reader, &normalizer, merge))
                     .await

@@ -134,7 +134,7 @@ pub async fn run(
             )
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        crate::tasks::spawn(async move {
             // Client-side errors (resets, timeouts) end the connection; nothing to do.
             let _ = conn.await;
             drop(permit);

@@ -220,11 +220,14 @@ impl Campaigns {
     /// (a restart after a kill), is materialized.
     pub fn start_scheduler(&self) {
         let me = self.clone();
-        tokio::spawn(async move {
+        crate::tasks::spawn(async move {
             let mut tick = tokio::time::interval(SCHEDULER_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = crate::tasks::stopped() => return,
+                }
                 if !me.is_ready() {
                     continue;
                 }
@@ -486,7 +489,7 @@ impl Campaigns {
             };
             let (recorded, was_recorded) = tokio::sync::oneshot::channel();
             let me = self.clone();
-            let emitting = tokio::spawn(async move {
+            let emitting = crate::tasks::spawn(async move {
                 me.emit(campaign_id, send_id, after, through, batch, recorded)
                     .await
             });
@@ -503,6 +506,15 @@ impl Campaigns {
             }
             committing = Some(emitting);
             after = through;
+            if crate::tasks::is_stopping() {
+                // The process is stopping: the chunk in hand commits, and the rest is
+                // emitted from the send's cursor by the next start (shared: by another
+                // process once the send's lease is handed back).
+                if let Some(last) = committing.take() {
+                    last.await.map_err(|_| DbError::Stopped)??;
+                }
+                return Err(DbError::Stopped.into());
+            }
         }
         if let Some(last) = committing {
             emitted += last.await.map_err(|_| DbError::Stopped)??;
@@ -544,7 +556,7 @@ impl Campaigns {
         after: Phone,
     ) -> tokio::task::JoinHandle<Result<Chunk, DbError>> {
         let db = self.inner.db.clone();
-        tokio::spawn(async move {
+        crate::tasks::spawn(async move {
             let leads = db
                 .read(move |conn| {
                     store::to_emit(

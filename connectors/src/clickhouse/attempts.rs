@@ -98,7 +98,7 @@ impl AttemptLog {
         exec(&server, &create_table(&cfg.database), "create attempt log").await?;
         let client = server.with_database(&cfg.database);
         let (tx, rx) = mpsc::channel(BUFFER_ROWS);
-        tokio::spawn(insert_loop(client, rx, retry));
+        crate::tasks::spawn(insert_loop(client, rx, retry));
         Ok(Self { tx })
     }
 
@@ -131,6 +131,11 @@ async fn insert_loop(client: Client, mut rx: mpsc::Receiver<Entry>, retry: Backo
                 Some(Entry::Row(r)) => batch.push(r),
                 Some(Entry::Flush(done)) => {
                     let _ = done.send(());
+                    // The flush of a stopping process is its last (the dispatcher is
+                    // drained: no attempt ends after it).
+                    if crate::tasks::is_stopping() {
+                        return;
+                    }
                     continue;
                 }
                 None => return,
@@ -161,6 +166,9 @@ async fn insert_loop(client: Client, mut rx: mpsc::Receiver<Entry>, retry: Backo
         batch.clear();
         if let Some(done) = flush {
             let _ = done.send(());
+            if crate::tasks::is_stopping() {
+                return;
+            }
         }
     }
 }

@@ -241,7 +241,7 @@ mod tests {
         let opens: Vec<_> = (0..6)
             .map(|_| {
                 let cfg = cfg.clone();
-                tokio::spawn(async move { Pg::open(&cfg).await })
+                crate::tasks::spawn(async move { Pg::open(&cfg).await })
             })
             .collect();
         for o in opens {

@@ -42,10 +42,14 @@ pub enum Change {
 /// receiver lives. The first message is a [`Change::Reset`] once listening.
 pub fn listen(pg: Pg, channel: &'static str) -> mpsc::UnboundedReceiver<Change> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    crate::tasks::spawn(async move {
         let mut wait = Duration::from_millis(100);
-        while !tx.is_closed() {
-            match listen_once(&pg, channel, &tx).await {
+        while !tx.is_closed() && !crate::tasks::is_stopping() {
+            let once = tokio::select! {
+                r = listen_once(&pg, channel, &tx) => r,
+                () = crate::tasks::stopped() => return,
+            };
+            match once {
                 Ok(()) => {
                     crate::metrics::database_listener(channel, false);
                     if tx.send(Change::Lost).is_err() {
@@ -77,7 +81,7 @@ async fn listen_once(
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = pg.dedicated().await?;
     let (heard, mut hear) = mpsc::unbounded_channel();
-    let driver = tokio::spawn(async move {
+    let driver = crate::tasks::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(m) = messages.next().await {
             match m {

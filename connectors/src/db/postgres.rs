@@ -192,10 +192,13 @@ impl Pg {
         let pool = self.pool.clone();
         let weak = pool.weak();
         drop(pool);
-        tokio::spawn(async move {
+        crate::tasks::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
-                every.tick().await;
+                tokio::select! {
+                    _ = every.tick() => {}
+                    () = crate::tasks::stopped() => return,
+                }
                 let Some(pool) = weak.upgrade() else { return };
                 let st = pool.status();
                 crate::metrics::database_pool(

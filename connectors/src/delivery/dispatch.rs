@@ -179,7 +179,7 @@ pub fn start(shared: Arc<Shared>) -> DispatchHandle {
         touched: Vec::new(),
         draining: None,
     };
-    tokio::spawn(d.run(rx));
+    crate::tasks::spawn(d.run(rx));
     DispatchHandle { tx }
 }
 
@@ -207,6 +207,7 @@ impl Dispatcher {
             self.pump();
             self.publish_gauges();
             if self.in_flight == 0 {
+                let drained = self.draining.is_some();
                 for done in self
                     .draining
                     .as_mut()
@@ -214,6 +215,11 @@ impl Dispatcher {
                     .unwrap_or_default()
                 {
                     let _ = done.send(());
+                }
+                // A drain while the process stops is the last: what is queued stays
+                // pending in the store (or unread on the topic) for the next start.
+                if drained && crate::tasks::is_stopping() {
+                    return;
                 }
             }
         }
@@ -358,7 +364,7 @@ impl Dispatcher {
                             .unwrap_or_default()
                     ),
                 };
-                tokio::spawn(abandon(self.shared.clone(), jobs, why));
+                crate::tasks::spawn(abandon(self.shared.clone(), jobs, why));
                 self.touched.push(id);
                 self.drop_if_idle(id);
                 continue;
@@ -410,7 +416,7 @@ impl Dispatcher {
                 self.runnable.push_back(id);
             }
             self.touched.push(id);
-            tokio::spawn(attempt(self.shared.clone(), ep, job, self.tx.clone()));
+            crate::tasks::spawn(attempt(self.shared.clone(), ep, job, self.tx.clone()));
         }
     }
 

@@ -110,9 +110,38 @@ impl std::fmt::Debug for Ack {
 /// The engine's Kafka side.
 pub struct KafkaLink {
     producer: DeliveryProducer,
+    /// The consumer of the delivery topics, to commit the last offsets at shutdown.
+    consumer: Arc<StreamConsumer>,
 }
 
 impl KafkaLink {
+    /// At shutdown, once the dispatcher is drained: commits the offsets of the
+    /// records whose deliveries are done now (the rest are read again by the group),
+    /// and leaves the group.
+    pub async fn leave(&self) {
+        let consumer = self.consumer.clone();
+        let left = tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{CommitMode, Consumer};
+            let committed = consumer.commit_consumer_state(CommitMode::Sync);
+            consumer.unsubscribe();
+            committed
+        })
+        .await;
+        match left {
+            Ok(Ok(())) => tracing::info!(
+                "delivery consumer: offsets of the finished deliveries committed; left the group"
+            ),
+            // Nothing new since the last background commit.
+            Ok(Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            ))) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "delivery consumer: the last offsets were not committed; those records are read again (their deliveries are known done and dropped)")
+            }
+            Err(e) => tracing::warn!(error = %e, "delivery consumer: leaving the group failed"),
+        }
+    }
+
     /// The record of `job` for its next attempt at `due_ms`, with `ep` as the endpoint.
     pub fn record(job: &Job, ep: &Endpoint, attempts: u32, due_ms: i64, now_ms: i64) -> Delivery {
         Delivery {
@@ -193,8 +222,8 @@ pub fn start(
         consumer: consumer.clone(),
         open: Mutex::default(),
     });
-    tokio::spawn(consume(shared.clone(), dispatch, consumer, tracker));
-    Ok(Arc::new(KafkaLink { producer }))
+    crate::tasks::spawn(consume(shared.clone(), dispatch, consumer.clone(), tracker));
+    Ok(Arc::new(KafkaLink { producer, consumer }))
 }
 
 /// One record read, before the store is asked about it.
@@ -212,7 +241,13 @@ async fn consume(
     let mut topics: HashMap<String, Arc<str>> = HashMap::new();
     loop {
         let mut batch: Vec<Read> = Vec::new();
-        let first = match consumer.recv().await {
+        // Stopping: no new record is read; the dispatcher drains what is in flight and
+        // KafkaLink::leave commits what is done.
+        let received = tokio::select! {
+            r = consumer.recv() => r,
+            () = crate::tasks::stopped() => return,
+        };
+        let first = match received {
             Ok(m) => m.detach(),
             Err(e) => {
                 tracing::warn!(error = %e, "reading the delivery topics; trying again");

@@ -133,7 +133,7 @@ impl DeliveryEngine {
         });
         let dispatch = dispatch::start(shared.clone());
         let engine = Self { shared, dispatch };
-        tokio::spawn(engine.clone().retention());
+        crate::tasks::spawn(engine.clone().retention());
         engine
     }
 
@@ -144,7 +144,7 @@ impl DeliveryEngine {
     /// [`DbError`] reading them.
     pub fn resume_pending(&self) -> Result<usize, DbError> {
         if self.shared.db.is_shared() {
-            tokio::spawn(self.clone().claim_shared());
+            crate::tasks::spawn(self.clone().claim_shared());
             return Ok(0);
         }
         let pending = self.shared.db.read_blocking(deliveries::load_pending)?;
@@ -166,7 +166,10 @@ impl DeliveryEngine {
         let mut tick = tokio::time::interval(CLAIM_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = crate::tasks::stopped() => return,
+            }
             // What this process still holds keeps its lease while the process lives
             // (a lease runs out only when its holder stops renewing: it died).
             let now = now_ms();
@@ -250,14 +253,14 @@ impl DeliveryEngine {
         self.shared.endpoints.clone()
     }
 
-    /// `[delivery]` as started.
-    /// Stops the engine losing nothing (at SIGTERM, after the HTTP server drained):
-    /// starts no new attempt, waits up to `within` for those in flight to end with
-    /// their outcomes durable, writes out the ClickHouse attempt log's buffer, and on
-    /// the shared database hands back the leases of what this process still holds.
-    /// An attempt still in flight at `within` stays pending: retried by another
-    /// process (its lease is handed back) or at the next start, under the same
-    /// `webhook-id`.
+    /// Stops the engine losing nothing (at SIGTERM, after the HTTP server drained and
+    /// [`crate::tasks::stop`]): starts no new attempt, waits up to `within` for those
+    /// in flight to end with their outcomes durable, commits the delivery consumer's
+    /// offsets of what is done and leaves its group, writes out the ClickHouse attempt
+    /// log's buffer, and ends the tasks that recorded them. An attempt still in flight
+    /// at `within` stays pending: retried by another process (once
+    /// [`release_leases`](Self::release_leases) hands it back) or at the next start,
+    /// under the same `webhook-id`.
     pub async fn shutdown(&self, within: Duration) {
         let until = tokio::time::Instant::now() + within;
         if tokio::time::timeout_at(until, self.dispatch.drain())
@@ -266,11 +269,22 @@ impl DeliveryEngine {
         {
             tracing::warn!(?within, "delivery attempts still in flight at the shutdown timeout; they stay pending and are retried under the same webhook-id");
         }
+        if let Some(link) = self.shared.kafka.get() {
+            link.leave().await;
+        }
         if let Some(log) = self.shared.attempt_log.get() {
             if tokio::time::timeout_at(until, log.flush()).await.is_err() {
                 tracing::warn!("the ClickHouse attempt log was not written out before the shutdown timeout; those attempts are in the delivery log only");
             }
         }
+        self.shared.outcomes.close();
+    }
+
+    /// At exit, after [`shutdown`](Self::shutdown) and once the background tasks have
+    /// ended: on the shared database, hands back the leases of the pending deliveries
+    /// this process holds, so other processes carry them on now rather than a
+    /// `database.lease` later.
+    pub async fn release_leases(&self) {
         if self.shared.db.is_shared() {
             match self.shared.db.write(deliveries::release_leases).await {
                 Ok(n) => tracing::info!(
@@ -284,6 +298,7 @@ impl DeliveryEngine {
         }
     }
 
+    /// `[delivery]` as started.
     pub fn config(&self) -> &DeliveryConfig {
         &self.shared.config
     }
@@ -502,7 +517,10 @@ impl DeliveryEngine {
     async fn retention(self) {
         let mut tick = tokio::time::interval(RETENTION_EVERY);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = crate::tasks::stopped() => return,
+            }
             let cutoff = now_ms() - self.shared.config.log_retention.as_millis() as i64;
             loop {
                 match self
@@ -519,7 +537,9 @@ impl DeliveryEngine {
                     })
                     .await
                 {
-                    Ok(n) if n > 0 => tokio::task::yield_now().await,
+                    Ok(n) if n > 0 && !crate::tasks::is_stopping() => {
+                        tokio::task::yield_now().await
+                    }
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "deleting deliveries past log retention");

@@ -96,14 +96,27 @@ impl Outbox {
         }
         let shared = shared.clone();
         if shared.db.is_shared() {
-            tokio::spawn(sweep_shared(shared.clone(), link.clone(), retry));
+            crate::tasks::spawn(sweep_shared(shared.clone(), link.clone(), retry));
         }
-        tokio::spawn(async move {
+        crate::tasks::spawn(async move {
             for entry in left {
                 produce(&shared, &link, &retry, vec![entry]).await;
             }
             let mut batch = Vec::with_capacity(BATCH);
-            while rx.recv_many(&mut batch, BATCH).await > 0 {
+            loop {
+                let n = tokio::select! {
+                    n = rx.recv_many(&mut batch, BATCH) => n,
+                    // Stopping: what is queued is produced, then the relay ends (a
+                    // later publish's rows stay in the outbox for the next start or,
+                    // shared, for another process once their claim runs out).
+                    () = crate::tasks::stopped(), if !rx.is_closed() => {
+                        rx.close();
+                        continue;
+                    }
+                };
+                if n == 0 {
+                    return;
+                }
                 produce(&shared, &link, &retry, std::mem::take(&mut batch)).await;
             }
         });
@@ -124,7 +137,10 @@ async fn sweep_shared(shared: Arc<Shared>, link: Arc<KafkaLink>, retry: RetryCon
         crate::db::lease_ms() as u64 / 2,
     ));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = crate::tasks::stopped() => return,
+        }
         match shared.db.write(|conn| claim_left(conn, now_ms())).await {
             Ok(left) if left.is_empty() => {}
             Ok(left) => {

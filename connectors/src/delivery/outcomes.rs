@@ -27,21 +27,31 @@ pub struct Outcomes {
     disable_after: Duration,
     /// The batcher, on the shared database.
     batched: Option<mpsc::Sender<Waiting>>,
+    /// Told at shutdown, once no attempt runs: the batcher writes what it holds and ends.
+    closing: Arc<tokio::sync::Notify>,
 }
 
 impl Outcomes {
     /// On the shared database, starts the batcher on the current runtime.
     pub fn new(db: Arc<Db>, disable_after: Duration) -> Self {
+        let closing = Arc::new(tokio::sync::Notify::new());
         let batched = db.is_shared().then(|| {
             let (tx, rx) = mpsc::channel(BATCH * 4);
-            tokio::spawn(batch_loop(db.clone(), rx));
+            crate::tasks::spawn(batch_loop(db.clone(), rx, closing.clone()));
             tx
         });
         Self {
             db,
             disable_after,
             batched,
+            closing,
         }
+    }
+
+    /// At shutdown, once the dispatcher is drained (no attempt runs, so none records):
+    /// the batcher writes what it holds and ends. A record after it fails.
+    pub fn close(&self) {
+        self.closing.notify_one();
     }
 
     /// Records `o` (the attempt, the delivery's new state, and on the embedded store
@@ -66,20 +76,32 @@ impl Outcomes {
     }
 }
 
-async fn batch_loop(db: Arc<Db>, mut rx: mpsc::Receiver<Waiting>) {
+async fn batch_loop(
+    db: Arc<Db>,
+    mut rx: mpsc::Receiver<Waiting>,
+    closing: Arc<tokio::sync::Notify>,
+) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut waiting = Vec::with_capacity(BATCH);
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        if rx.recv_many(&mut waiting, BATCH).await == 0 {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut waiting, BATCH) => n,
+            // Closed: what is queued is still received, then recv_many answers 0.
+            () = closing.notified(), if !rx.is_closed() => {
+                rx.close();
+                continue;
+            }
+        };
+        if n == 0 {
             return;
         }
         let (outcomes, answers): (Vec<Outcome>, Vec<_>) =
             std::mem::take(&mut waiting).into_iter().unzip();
         let db = db.clone();
-        tokio::spawn(async move {
+        crate::tasks::spawn(async move {
             let written = db.write(move |conn| record_many(conn, &outcomes)).await;
             drop(permit);
             for answer in answers {

@@ -85,7 +85,7 @@ pub fn start(
         .map_err(|e| client_error("domain dead-letter producer", e))?;
     let rejects = cfg.rejects_topic.clone();
     let retry = cfg.retry;
-    Ok(tokio::spawn(async move {
+    Ok(crate::tasks::spawn(async move {
         loop {
             let m = tokio::select! {
                 m = consumer.recv() => m,

@@ -47,8 +47,10 @@ impl Domain {
     /// Starts the timer task on the current runtime.
     pub fn start_timers(&self) {
         let me = self.clone();
-        tokio::spawn(async move {
-            loop {
+        crate::tasks::spawn(async move {
+            // A firing in hand is finished (it is one transaction); the process's stop
+            // is heard between them.
+            while !crate::tasks::is_stopping() {
                 match me.fire_due().await {
                     Ok(n) if n == FIRE_AT_ONCE => continue,
                     Ok(_) => {}
@@ -70,6 +72,7 @@ impl Domain {
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = me.inner.timers.notified() => {}
+                    () = crate::tasks::stopped() => {}
                 }
             }
         });

@@ -406,7 +406,7 @@ impl RawSource {
         for group in groups {
             let writer = self.writer.clone();
             let (org, event_type) = (group.batch.org, group.batch.event_type.clone());
-            let task = tokio::spawn(async move {
+            let task = crate::tasks::spawn(async move {
                 writer
                     .store_isolating_refusals(group.batch, ISOLATION_ATTEMPTS)
                     .await

@@ -73,7 +73,7 @@ impl CachedRegistry {
         let live = Arc::new(AtomicBool::new(false));
         let mut changes = notify::listen(pg, notify::CREDENTIALS);
         let (k, l) = (Arc::downgrade(&kept), Arc::downgrade(&live));
-        tokio::spawn(async move {
+        crate::tasks::spawn(async move {
             while let Some(change) = changes.recv().await {
                 let (Some(kept), Some(live)) = (k.upgrade(), l.upgrade()) else {
                     return;

@@ -177,7 +177,7 @@ impl LeadRouter {
             snapshot: tokio::sync::Mutex::new(Snapshot::default()),
             ops,
         });
-        tokio::spawn(write_directory(Arc::downgrade(&inner), rx));
+        crate::tasks::spawn(write_directory(Arc::downgrade(&inner), rx));
         Ok(Self { inner })
     }
 
@@ -545,6 +545,8 @@ async fn write_directory(
                 let Some(inner) = inner.upgrade() else { return };
                 DirectoryOp::Claim(inner.gates.open_partitions())
             }
+            // LeadRouter::shutdown deletes this process's rows itself.
+            () = crate::tasks::stopped() => return,
         };
         let mut wait = Duration::from_millis(100);
         loop {

@@ -107,7 +107,7 @@ impl Endpoints {
         let me = Arc::new(Self::with(Box::new(repo), false, all));
         let mut changes = crate::db::notify::listen(pg, crate::db::notify::ENDPOINTS);
         let weak = Arc::downgrade(&me);
-        tokio::spawn(async move {
+        crate::tasks::spawn(async move {
             while let Some(change) = changes.recv().await {
                 let Some(me) = weak.upgrade() else { return };
                 if let Err(e) = me.follow(change).await {
