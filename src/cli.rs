@@ -87,9 +87,27 @@ pub enum Command {
     /// Show the configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Manage the keys that seal endpoint and WhatsApp secrets at rest.
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
     /// Measure throughput and latency end to end.
     #[command(subcommand)]
     Bench(crate::bench::BenchCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretsCmd {
+    /// Print a fresh key for secrets.key (LEADSTREAM_SECRETS_KEY): 32 random bytes, base64.
+    NewKey,
+    /// Store every endpoint signing secret and WhatsApp app secret again, sealed under
+    /// secrets.key (values sealed with a key of secrets.previous_keys, or stored in clear
+    /// before a key was set), and hash WhatsApp verify tokens stored in clear. Run it
+    /// against the data dir (stop the server first) or the shared database (the servers
+    /// may run; give them the new key and the old one first). Safe to run again.
+    #[command(
+        after_help = "Rotation:\n  1. LEADSTREAM_SECRETS_KEY=<new> LEADSTREAM_SECRETS_PREVIOUS_KEYS=<old> on every process, restart them\n  2. LEADSTREAM_SECRETS_KEY=<new> LEADSTREAM_SECRETS_PREVIOUS_KEYS=<old> leadstream secrets rotate\n  3. drop LEADSTREAM_SECRETS_PREVIOUS_KEYS, restart"
+    )]
+    Rotate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,8 +227,41 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", leadstream_connectors::config::DEFAULT_TOML);
             Ok(())
         }
+        Command::Secrets(SecretsCmd::NewKey) => {
+            println!("{}", leadstream_connectors::secrets::new_key());
+            Ok(())
+        }
+        Command::Secrets(SecretsCmd::Rotate) => rotate_secrets(&config),
         Command::Bench(cmd) => crate::bench::run(cmd),
     }
+}
+
+/// `leadstream secrets rotate`.
+fn rotate_secrets(config: &Config) -> anyhow::Result<()> {
+    use leadstream_connectors::delivery::store::Db;
+    if config.secrets.key.trim().is_empty() {
+        anyhow::bail!("secrets.key (LEADSTREAM_SECRETS_KEY) is not set: there is no key to seal under. Make one with `leadstream secrets new-key`");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let services = rt.block_on(Services::open(config, Role::Admin))?;
+    let db = match &services.db {
+        StateDb::Shared(pg) => Db::open_shared(pg),
+        StateDb::Embedded(dir) => Db::open(dir),
+    }
+    .with_context(|| format!("opening the webhook store in {}", services.db.describe()))?;
+    let done = rt
+        .block_on(
+            db.write(|conn| leadstream_connectors::secrets::reseal_all(conn).map_err(Into::into)),
+        )
+        .context("sealing the stored secrets under secrets.key (nothing was changed)")?;
+    println!(
+        "sealed under the current key: {} endpoint secrets, {} WhatsApp app secrets; hashed {} verify tokens; everything else was current",
+        done.endpoint_secrets, done.app_secrets, done.verify_tokens
+    );
+    Ok(())
 }
 
 fn ensure_dir(dir: &Path) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod registry;
 pub mod routing;
+pub mod secrets;
 pub mod services;
 pub mod store;
 pub mod tasks;

@@ -45,6 +45,13 @@ impl Services {
     /// # Errors
     /// What opening the database or the registry failed with, naming where.
     pub async fn open(config: &Config, role: Role) -> anyhow::Result<Self> {
+        // Before anything reads or writes a secret.
+        let keyring =
+            crate::secrets::Keyring::new(&config.secrets.key, &config.secrets.previous_keys)?;
+        if role == Role::Server && !keyring.seals() {
+            tracing::warn!("secrets.key (LEADSTREAM_SECRETS_KEY) is not set: endpoint signing secrets and WhatsApp app secrets are stored in clear. Make a key with `leadstream secrets new-key`, set it on every process, then run `leadstream secrets rotate`");
+        }
+        crate::secrets::install(keyring).map_err(anyhow::Error::msg)?;
         let db = match role {
             Role::Server => {
                 // Before anything records a metric (the listeners do at once).

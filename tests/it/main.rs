@@ -20,6 +20,7 @@ mod org_limits;
 mod precision;
 mod receiver;
 mod routing;
+mod secrets;
 mod serve;
 mod shared_db;
 mod support;

@@ -277,6 +277,12 @@ impl TestServer {
         self.env.retain(|(k, _)| k != key);
     }
 
+    /// Sets `key` for the next [`restart`](Self::restart).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.remove_env(key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Starts the server again on the same data dir (after [`kill9`](Self::kill9) or
     /// [`stop`](Self::stop)); it may get a new port.
     pub async fn restart(&mut self) {

@@ -970,11 +970,10 @@ pub async fn whatsapp_challenge(
     let found = named_integrations(&s, &id).await?;
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let token_ok = get("hub.verify_token").is_some_and(|got| {
-        use subtle::ConstantTimeEq;
         found
             .iter()
             .filter_map(|i| i.verify_token.as_ref())
-            .any(|want| bool::from(want.as_bytes().ct_eq(got.as_bytes())))
+            .any(|stored| crate::secrets::token_matches(stored, got))
     });
     match (get("hub.mode"), get("hub.challenge")) {
         (Some("subscribe"), Some(challenge)) if token_ok && challenge.len() <= 1024 => Ok((

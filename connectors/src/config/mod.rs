@@ -42,6 +42,20 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub clickhouse: ClickHouseConfig,
     pub org_limits: OrgLimitsConfig,
+    pub secrets: SecretsConfig,
+}
+
+/// `[secrets]`: the keys that seal endpoint signing secrets and WhatsApp app secrets
+/// at rest ([`crate::secrets`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// 32 bytes, base64 or 64 hex digits (`leadstream secrets new-key`). Empty: secrets
+    /// are stored in clear.
+    pub key: String,
+    /// Keys that sealed values before `key` (rotation): they still open them until
+    /// `leadstream secrets rotate` has sealed everything under `key`.
+    pub previous_keys: Vec<String>,
 }
 
 /// `[org_limits]`: what one organization may have at most, so that no tenant grows
@@ -387,6 +401,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ),
     ("LEADSTREAM_METRICS_TOKEN", "http.metrics_token"),
     ("LEADSTREAM_ADVERTISE_URL", "http.advertise_url"),
+    ("LEADSTREAM_SECRETS_KEY", "secrets.key"),
+    ("LEADSTREAM_SECRETS_PREVIOUS_KEYS", "secrets.previous_keys"),
     ("LEADSTREAM_KAFKA_BROKERS", "kafka.brokers"),
     ("LEADSTREAM_KAFKA_GROUP_ID", "kafka.group_id"),
     ("LEADSTREAM_CLICKHOUSE_URL", "clickhouse.url"),
@@ -478,6 +494,15 @@ impl Config {
             }
             "LEADSTREAM_METRICS_TOKEN" => self.http.metrics_token = value.trim().to_owned(),
             "LEADSTREAM_ADVERTISE_URL" => self.http.advertise_url = value.trim().to_owned(),
+            "LEADSTREAM_SECRETS_KEY" => self.secrets.key = value.trim().to_owned(),
+            "LEADSTREAM_SECRETS_PREVIOUS_KEYS" => {
+                self.secrets.previous_keys = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
             "LEADSTREAM_KAFKA_BROKERS" => self.kafka.brokers = value.to_owned(),
             "LEADSTREAM_KAFKA_GROUP_ID" => self.kafka.group_id = value.to_owned(),
             "LEADSTREAM_CLICKHOUSE_URL" => self.clickhouse.url = value.to_owned(),
@@ -620,6 +645,8 @@ impl Config {
         }
         self.store.retry.validate("store.retry")?;
         self.kafka.retry.validate("kafka.retry")?;
+        crate::secrets::Keyring::new(&self.secrets.key, &self.secrets.previous_keys)
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -633,6 +660,12 @@ impl Config {
             c.clickhouse.password = "********".into();
         }
         c.clickhouse.url = mask_url_password(&c.clickhouse.url);
+        if !c.secrets.key.is_empty() {
+            c.secrets.key = "********".into();
+        }
+        for k in &mut c.secrets.previous_keys {
+            *k = "********".into();
+        }
         c.database.url = mask_url_password(&c.database.url);
         toml::to_string_pretty(&c).expect("config serializes")
     }

@@ -6,6 +6,7 @@
 use crate::db::sql::{args, Row, Sql};
 use crate::db::RepoError;
 use crate::delivery::store::DbError;
+use crate::secrets::{self, Purpose};
 use leadstream_pipeline::OrgId;
 
 /// A contact of an org, by phone (E.164).
@@ -288,24 +289,40 @@ pub struct Integration {
 }
 
 /// Inserts `i`; false when its org registered its id before. Another org's
-/// integration with the same id is another integration.
+/// integration with the same id is another integration. The app secret is stored
+/// sealed ([`crate::secrets`]), the verify token as its hash.
 pub fn insert_integration(conn: Sql<'_>, i: &Integration) -> Result<bool, DbError> {
+    let app_secret = i
+        .app_secret
+        .as_deref()
+        .map(|s| secrets::seal(Purpose::WhatsAppAppSecret, s));
+    let verify_token = i.verify_token.as_deref().map(secrets::hash_token);
     Ok(conn.execute(
         "INSERT INTO whatsapp_integrations (bot_integration_id, org_id, bot_id, app_secret, verify_token, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-        args![i.bot_integration_id, i.org, i.bot_id, i.app_secret, i.verify_token, i.created_at_ms],
+        args![i.bot_integration_id, i.org, i.bot_id, app_secret, verify_token, i.created_at_ms],
     )? == 1)
 }
 
 const INTEGRATION_COLUMNS: &str =
     "bot_integration_id, org_id, bot_id, app_secret, verify_token, created_at";
 
+/// An integration as read: its app secret opened; its verify token as stored (a
+/// hash: compare with [`secrets::token_matches`]).
 fn integration_row(r: &crate::db::sql::Row<'_>) -> Result<Integration, crate::db::RepoError> {
+    let app_secret: Option<String> = r.get(3)?;
+    let app_secret = app_secret
+        .map(|s| secrets::open(Purpose::WhatsAppAppSecret, &s))
+        .transpose()
+        .map_err(|e| crate::db::RepoError::Unknown {
+            column: "whatsapp_integrations.app_secret",
+            value: e.to_string(),
+        })?;
     Ok(Integration {
         bot_integration_id: r.get(0)?,
         org: r.get(1)?,
         bot_id: r.get(2)?,
-        app_secret: r.get(3)?,
+        app_secret,
         verify_token: r.get(4)?,
         created_at_ms: r.get(5)?,
     })

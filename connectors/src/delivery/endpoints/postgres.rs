@@ -3,7 +3,8 @@
 //! own transaction, so every process re-reads it once (and only if) it commits.
 
 use super::repo::{
-    event_types_text, failing_reason, secret, EndpointRepo, NewEndpoint, StoredEndpoint, COLUMNS,
+    event_types_text, failing_reason, secret, stored_secret, EndpointRepo, NewEndpoint,
+    StoredEndpoint, COLUMNS,
 };
 use super::{EndpointEffect, EndpointPatch};
 use crate::db::{notify, Pg, RepoError};
@@ -182,7 +183,7 @@ impl EndpointRepo for PgEndpoints {
             .get(0);
         tx.execute(
             "INSERT INTO endpoint_secrets (endpoint_id, secret, created_at) VALUES ($1, $2, $3)",
-            &[&id, &new.secret.text(), &new.at_ms],
+            &[&id, &stored_secret(&new.secret), &new.at_ms],
         )
         .await
         .map_err(RepoError::from)?;
@@ -285,7 +286,7 @@ impl EndpointRepo for PgEndpoints {
         .map_err(RepoError::from)?;
         tx.execute(
             "INSERT INTO endpoint_secrets (endpoint_id, secret, created_at) VALUES ($1, $2, $3)",
-            &[&id, &secret.text(), &now_ms],
+            &[&id, &stored_secret(&secret), &now_ms],
         )
         .await
         .map_err(RepoError::from)?;

@@ -141,13 +141,20 @@ pub(super) fn secret(
     created_at_ms: i64,
     expires_at_ms: Option<i64>,
 ) -> Result<EndpointSecret, DbError> {
-    let secret = WebhookSecret::parse(text)
+    let text = crate::secrets::open(crate::secrets::Purpose::EndpointSecret, text)
+        .map_err(|e| unknown("endpoint_secrets.secret", e.to_string()))?;
+    let secret = WebhookSecret::parse(&text)
         .map_err(|_| unknown("endpoint_secrets.secret", "(a secret that does not parse)"))?;
     Ok(EndpointSecret {
         secret,
         created_at_ms,
         expires_at_ms,
     })
+}
+
+/// A secret as stored: sealed under `secrets.key` when one is set.
+pub(super) fn stored_secret(secret: &WebhookSecret) -> String {
+    crate::secrets::seal(crate::secrets::Purpose::EndpointSecret, &secret.text())
 }
 
 /// Event types as stored: a JSON array.

@@ -2,7 +2,8 @@
 //! reads through its read connection.
 
 use super::repo::{
-    event_types_text, failing_reason, secret, EndpointRepo, NewEndpoint, StoredEndpoint, COLUMNS,
+    event_types_text, failing_reason, secret, stored_secret, EndpointRepo, NewEndpoint,
+    StoredEndpoint, COLUMNS,
 };
 use super::{EndpointEffect, EndpointPatch};
 use crate::db::sql::{args, Sql};
@@ -106,7 +107,7 @@ fn insert_secret(
 ) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO endpoint_secrets (endpoint_id, secret, created_at) VALUES (?1, ?2, ?3)",
-        params![endpoint, secret.text(), now_ms],
+        params![endpoint, stored_secret(secret), now_ms],
     )?;
     Ok(())
 }
