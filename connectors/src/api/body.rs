@@ -202,9 +202,55 @@ pub fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, A
     })
 }
 
+/// A JSON array read one element at a time, refused as soon as it holds more than
+/// `MAX`: what a request's list costs in memory is bounded by `MAX` elements, not by
+/// what the body holds.
+#[derive(Debug)]
+pub struct Capped<T, const MAX: usize>(pub Vec<T>);
+
+impl<'de, T: serde::Deserialize<'de>, const MAX: usize> serde::Deserialize<'de>
+    for Capped<T, MAX>
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Elements<T, const MAX: usize>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>, const MAX: usize> serde::de::Visitor<'de>
+            for Elements<T, MAX>
+        {
+            type Value = Capped<T, MAX>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "an array of at most {MAX} entries")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX).min(4096));
+                while let Some(x) = seq.next_element()? {
+                    if out.len() == MAX {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX} entries"
+                        )));
+                    }
+                    out.push(x);
+                }
+                Ok(Capped(out))
+            }
+        }
+        d.deserialize_seq(Elements::<T, MAX>(std::marker::PhantomData))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_capped_array_is_refused_past_its_cap_while_it_is_read() {
+        let ok: Capped<u8, 3> = serde_json::from_str("[1,2,3]").unwrap();
+        assert_eq!(ok.0, [1, 2, 3]);
+        let e = serde_json::from_str::<Capped<u8, 3>>("[1,2,3,4,").unwrap_err();
+        assert!(e.to_string().contains("more than 3 entries"), "{e}");
+    }
 
     #[tokio::test]
     async fn the_budget_is_shared_and_given_back() {

@@ -1169,7 +1169,17 @@ pub struct AudienceFilterIn {
     mode: String,
     /// Each `{externalId}` (case-sensitive) or `{phoneE164}`.
     #[schema(value_type = Vec<Object>)]
-    leads: Vec<Value>,
+    leads: super::body::Capped<LeadRef, MAX_FILTER_LEADS>,
+}
+
+/// One lead of an audience filter: read as these two fields only (others are skipped
+/// unread), so a filter's memory is bounded by its lead count.
+#[derive(Deserialize, Debug)]
+struct LeadRef {
+    #[serde(rename = "externalId")]
+    external_id: Option<String>,
+    #[serde(rename = "phoneE164")]
+    phone: Option<String>,
 }
 
 /// The audience-filter webhook's answer.
@@ -1205,19 +1215,13 @@ pub async fn audience_filter(
     let req: AudienceFilterIn = parse_json(&body.bytes)?;
     let mode = Mode::parse(&req.mode)
         .ok_or_else(|| bad(format!("mode {:?}: expected include or exclude", req.mode)))?;
-    if req.leads.len() > MAX_FILTER_LEADS {
-        return Err(bad(format!("at most {MAX_FILTER_LEADS} leads per filter")));
-    }
     let normalizer = s.preparer.normalizer();
     let mut external_ids: HashSet<String> = HashSet::new();
     let mut phones: HashSet<u64> = HashSet::new();
-    for (i, lead) in req.leads.iter().enumerate() {
-        match (
-            lead.get("externalId").and_then(Value::as_str),
-            lead.get("phoneE164").and_then(Value::as_str),
-        ) {
+    for (i, lead) in req.leads.0.into_iter().enumerate() {
+        match (lead.external_id, lead.phone.as_deref()) {
             (Some(e), _) => {
-                external_ids.insert(e.to_owned());
+                external_ids.insert(e);
             }
             (None, Some(p)) => match normalizer.normalize(p) {
                 Some(p) => {
@@ -1272,7 +1276,8 @@ pub async fn audience_filter(
 pub struct OptOutsIn {
     /// 1 to 10,000 phones, normalized as lead events are.
     #[schema(example = json!(["+15551234567"]))]
-    phones: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    phones: super::body::Capped<String, MAX_OPT_OUT_PHONES>,
 }
 
 /// How many opt-outs changed.
@@ -1287,14 +1292,21 @@ async fn opt_out_phones(
     body: Body,
 ) -> Result<Vec<Phone>, ApiError> {
     let body = read_small(s, headers, body, MAX_LIST_BODY).await?;
-    let req: OptOutsIn = parse_json(&body.bytes)?;
-    if req.phones.is_empty() || req.phones.len() > MAX_OPT_OUT_PHONES {
+    let req: OptOutsIn = parse_json(&body.bytes).map_err(|e| {
+        if e.message.contains("more than") {
+            bad(format!("phones must hold 1 to {MAX_OPT_OUT_PHONES} phones"))
+        } else {
+            e
+        }
+    })?;
+    if req.phones.0.is_empty() {
         return Err(bad(format!(
             "phones must hold 1 to {MAX_OPT_OUT_PHONES} phones"
         )));
     }
     let n = s.preparer.normalizer();
     req.phones
+        .0
         .iter()
         .enumerate()
         .map(|(i, p)| {

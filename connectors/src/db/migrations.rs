@@ -38,6 +38,11 @@ pub const POSTGRES: &[Migration<&str>] = &[
         name: "owners of the raw lead partitions; keys the processes share",
         step: include_str!("migrations/postgres/0006_lead_partition_owners.sql"),
     },
+    Migration {
+        version: 7,
+        name: "when each WhatsApp id was first seen",
+        step: include_str!("migrations/postgres/0007_whatsapp_seen_at.sql"),
+    },
 ];
 
 /// `leadstream.db`: organizations and credentials of the embedded store.
@@ -115,6 +120,13 @@ pub const SQLITE_WEBHOOKS: &[Migration<SqliteStep>] = &[
         name: "WhatsApp integrations and seen ids by org",
         step: SqliteStep::Sql(include_str!(
             "migrations/sqlite/webhooks_0006_whatsapp_by_org.sql"
+        )),
+    },
+    Migration {
+        version: 7,
+        name: "when each WhatsApp id was first seen",
+        step: SqliteStep::Sql(include_str!(
+            "migrations/sqlite/webhooks_0007_whatsapp_seen_at.sql"
         )),
     },
 ];

@@ -95,6 +95,7 @@ impl Domain {
                             org,
                             i.bot_integration_id,
                             &format!("m:{}", m.id),
+                            now_ms(),
                         )? {
                             counted.repeated += 1;
                             continue;
@@ -156,6 +157,7 @@ impl Domain {
                             org,
                             i.bot_integration_id,
                             &format!("s:{}:{}", st.id, st.status),
+                            now_ms(),
                         )? {
                             counted.repeated += 1;
                             continue;

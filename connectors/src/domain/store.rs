@@ -367,23 +367,25 @@ pub fn delete_integration(conn: Sql<'_>, org: OrgId, id: i64) -> Result<bool, Db
     Ok(n == 1)
 }
 
-/// Records `key` (a message id, a status) of `org`'s integration; false when seen
-/// before.
+/// Records `key` (a message id, a status) of `org`'s integration, seen at `now_ms`;
+/// false when seen before (within `delivery.log_retention`).
 pub fn first_sight(
     conn: Sql<'_>,
     org: OrgId,
     integration: i64,
     key: &str,
+    now_ms: i64,
 ) -> Result<bool, DbError> {
     Ok(conn.execute(
-        "INSERT INTO whatsapp_seen (org_id, bot_integration_id, key) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-        args![org, integration, key],
+        "INSERT INTO whatsapp_seen (org_id, bot_integration_id, key, seen_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        args![org, integration, key, now_ms],
     )? == 1)
 }
 
-/// Deletes the domain events (their ids, kept so a repeat causes nothing) and the
-/// conversation messages received before `cutoff_ms` (`delivery.log_retention`): a
-/// repeat of an event id older than that is taken again. The caller holds this round's
+/// Deletes the domain events (their ids, kept so a repeat causes nothing), the
+/// conversation messages and the WhatsApp inbox of seen ids received before
+/// `cutoff_ms` (`delivery.log_retention`): a repeat of an id older than that is taken
+/// again. The caller holds this round's
 /// [`crate::db::retention_turn`]. Answers the rows deleted.
 ///
 /// # Errors
@@ -397,7 +399,11 @@ pub fn delete_older_than(conn: Sql<'_>, cutoff_ms: i64) -> Result<usize, DbError
         "DELETE FROM conversation_messages WHERE at < ?1",
         args![cutoff_ms],
     )?;
-    Ok(events + messages)
+    let seen = conn.execute(
+        "DELETE FROM whatsapp_seen WHERE seen_at < ?1",
+        args![cutoff_ms],
+    )?;
+    Ok(events + messages + seen)
 }
 
 /// A conversation's key.
@@ -689,7 +695,7 @@ mod tests {
     }
 
     #[test]
-    fn retention_deletes_old_event_ids_and_messages_and_keeps_the_rest() {
+    fn retention_deletes_old_event_ids_messages_and_seen_ids_and_keeps_the_rest() {
         on_both_backends(|conn, backend| {
             assert!(take_event(conn, 1, "old", "message_sent", 1_000).unwrap());
             assert!(take_event(conn, 1, "new", "message_sent", 9_000).unwrap());
@@ -708,7 +714,14 @@ mod tests {
                 };
                 add_message(conn, &k, &m).unwrap();
             }
-            assert_eq!(delete_older_than(conn, 5_000).unwrap(), 2, "{backend}");
+            assert!(first_sight(conn, 1, 9, "m:old", 1_000).unwrap());
+            assert!(first_sight(conn, 1, 9, "m:new", 9_000).unwrap());
+            assert_eq!(delete_older_than(conn, 5_000).unwrap(), 3, "{backend}");
+            assert!(
+                first_sight(conn, 1, 9, "m:old", 10_000).unwrap(),
+                "{backend}: past retention, a WhatsApp id is new again"
+            );
+            assert!(!first_sight(conn, 1, 9, "m:new", 10_000).unwrap(), "{backend}");
             assert!(
                 take_event(conn, 1, "old", "message_sent", 10_000).unwrap(),
                 "{backend}: past retention, an id is new again"
@@ -742,9 +755,13 @@ mod tests {
                 !insert_integration(conn, &integration).unwrap(),
                 "{backend}"
             );
+            // Read back with its verify token as stored: hashed.
             assert_eq!(
                 integration_of(conn, 1, 9).unwrap(),
-                Some(integration.clone())
+                Some(Integration {
+                    verify_token: Some(secrets::hash_token("v")),
+                    ..integration.clone()
+                })
             );
             // Another org's integration with the same id is its own: registered, seen
             // apart, deleted apart.
@@ -757,16 +774,16 @@ mod tests {
                 integrations_named(conn, 9).unwrap(),
                 [integration.clone(), theirs.clone()]
             );
-            assert!(first_sight(conn, 1, 9, "m:1").unwrap());
-            assert!(!first_sight(conn, 1, 9, "m:1").unwrap(), "{backend}");
-            assert!(first_sight(conn, 2, 9, "m:1").unwrap(), "{backend}");
+            assert!(first_sight(conn, 1, 9, "m:1", 1_000).unwrap());
+            assert!(!first_sight(conn, 1, 9, "m:1", 1_000).unwrap(), "{backend}");
+            assert!(first_sight(conn, 2, 9, "m:1", 1_000).unwrap(), "{backend}");
             assert!(delete_integration(conn, 2, 9).unwrap());
             assert!(!delete_integration(conn, 2, 9).unwrap());
             assert_eq!(
                 integrations_named(conn, 9).unwrap(),
                 std::slice::from_ref(&integration)
             );
-            assert!(!first_sight(conn, 1, 9, "m:1").unwrap(), "{backend}");
+            assert!(!first_sight(conn, 1, 9, "m:1", 1_000).unwrap(), "{backend}");
             let key = ConversationKey {
                 org: 1,
                 bot_integration_id: 9,
