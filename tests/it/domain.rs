@@ -228,7 +228,7 @@ async fn action_runs_retry_5xx_up_to_five_attempts_and_never_4xx() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(rx.seen("five").len(), 5);
     assert_eq!(rx.seen("four").len(), 1);
-    for (a, attempts) in [(five, 5), (four, 1)] {
+    for (a, name, attempts, status) in [(five, "five", 5, 503), (four, "four", 1, 404)] {
         let log = api
             .get(&format!(
                 "/api/v1/triggers/{t}/actions/{a}/log?status=failed"
@@ -238,6 +238,9 @@ async fn action_runs_retry_5xx_up_to_five_attempts_and_never_4xx() {
         assert_eq!(runs.len(), 1, "{}", log.body);
         assert_eq!(runs[0]["attempts"], attempts);
         assert_eq!(runs[0]["delivered"], false);
+        assert_eq!(runs[0]["response"]["status"], status, "the last answer");
+        let sent: Value = serde_json::from_slice(&rx.seen(name)[0].body).unwrap();
+        assert_eq!(runs[0]["payload"], sent);
     }
 }
 
