@@ -88,6 +88,47 @@ impl<'a> Api<'a> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    /// The pages of a bare-array list from `path` on, following its `Link: <…>;
+    /// rel="next"` headers until a page has none.
+    pub async fn pages_by_link(&self, path: &str) -> Vec<Vec<Value>> {
+        let mut pages = Vec::new();
+        let mut path = path.to_owned();
+        loop {
+            assert!(pages.len() < 100, "{path}: no last page after 100");
+            let r = self.req(reqwest::Method::GET, &path).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            let link = r
+                .headers()
+                .get("link")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let page: Value = r.json().await.unwrap();
+            pages.push(page.as_array().expect("a bare array").clone());
+            let Some(link) = link else { return pages };
+            path = link
+                .strip_prefix('<')
+                .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+                .unwrap_or_else(|| panic!("Link: <…>; rel=\"next\", not {link:?}"))
+                .to_owned();
+        }
+    }
+
+    /// The pages of a `{data, nextCursor}` list from `path` (with a query) on,
+    /// following `nextCursor` until a page's is null.
+    pub async fn pages_by_cursor(&self, path: &str) -> Vec<Vec<Value>> {
+        let mut pages = Vec::new();
+        let mut next = path.to_owned();
+        loop {
+            assert!(pages.len() < 100, "{path}: no last page after 100");
+            let r = self.get(&next).await;
+            assert_eq!(r.status, 200, "{next}: {}", r.body);
+            pages.push(r.body["data"].as_array().expect("data").clone());
+            match &r.body["nextCursor"] {
+                Value::String(c) => next = format!("{path}&cursor={c}"),
+                Value::Null if r.body.get("nextCursor").is_some() => return pages,
+                other => panic!("nextCursor is {other}: {}", r.body),
+            }
+        }
+    }
     pub async fn detail(&self, id: &str) -> Value {
         let r = self.get(&format!("/api/v1/deliveries/{id}")).await;
         assert_eq!(r.status, 200, "{}", r.body);

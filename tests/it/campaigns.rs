@@ -1110,3 +1110,98 @@ async fn an_oversized_csv_row_is_refused_unread_and_the_upload_goes_on() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// The sends list keeps its bare array and pages: newest first, `limit` at a time, the
+/// next page in a `Link` header until the last; each row's counts are the ones the
+/// send alone answers, and the campaign page's audience sizes the campaign's.
+#[tokio::test]
+async fn the_sends_list_pages_with_a_link_header_and_keeps_its_bare_array() {
+    let s = server().await;
+    let api = Api::new(&s, ORG);
+    let rx = Receiver::start().await;
+    let c = api.campaign(&rx.url("sends")).await;
+    api.audience_json(
+        c,
+        &json!([{"phoneE164": phone(1)}, {"phoneE164": phone(2)}]),
+    )
+    .await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(
+            api.send(
+                c,
+                json!({"scheduledFor": T, "templateName": format!("t{i}"), "language": "en"}),
+            )
+            .await,
+        );
+    }
+    // One send emitted and delivered, so its row has counts to show.
+    let done = made[1];
+    let path = format!("/api/v1/campaigns/{c}/sends/{done}/materialize");
+    assert_eq!(api.post(&path, &json!({})).await.body["emitted"], 2);
+    let until = Instant::now() + Duration::from_secs(20);
+    let alone = loop {
+        let x = api
+            .get(&format!("/api/v1/campaigns/{c}/sends/{done}"))
+            .await
+            .body;
+        if x["delivered"] == 2 {
+            break x;
+        }
+        assert!(Instant::now() < until, "{x}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    made.reverse();
+
+    let pages = api
+        .pages_by_link(&format!("/api/v1/campaigns/{c}/sends?limit=2"))
+        .await;
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2, 2, 1],
+        "{pages:?}"
+    );
+    let rows: Vec<&Value> = pages.iter().flatten().collect();
+    let ids: Vec<i64> = rows.iter().map(|x| x["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, made, "every send once, newest first");
+    let listed = rows.iter().find(|x| x["id"] == done).unwrap();
+    assert_eq!(**listed, alone);
+    assert!(rows
+        .iter()
+        .filter(|x| x["id"] != done)
+        .all(|x| x["emitted"] == 0 && x["pending"] == 0));
+    // Without limit: the first 50, so all five, and no Link.
+    let all = api
+        .pages_by_link(&format!("/api/v1/campaigns/{c}/sends"))
+        .await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].len(), 5);
+    for query in ["limit=0", "limit=1001", "limit=x", "limit=2&cursor=nope"] {
+        let msg = api
+            .get(&format!("/api/v1/campaigns/{c}/sends?{query}"))
+            .await
+            .error(400)
+            .to_owned();
+        let named = if query.contains("cursor") {
+            "cursor"
+        } else {
+            "limit"
+        };
+        assert!(msg.contains(named), "{query}: {msg}");
+    }
+    // Another list's cursor is not this one's.
+    api.campaign("http://127.0.0.1:9/y").await;
+    let campaigns = api.get("/api/v1/campaigns?limit=1").await;
+    let theirs = campaigns.body["nextCursor"].as_str().unwrap();
+    api.get(&format!("/api/v1/campaigns/{c}/sends?cursor={theirs}"))
+        .await
+        .error(400);
+    // The campaign page's audience size is the campaign's.
+    let page = api.pages_by_cursor("/api/v1/campaigns?limit=1").await;
+    let listed = page.iter().flatten().find(|x| x["id"] == c).unwrap();
+    assert_eq!(listed["audienceSize"], 2);
+    assert_eq!(
+        *listed,
+        api.get(&format!("/api/v1/campaigns/{c}")).await.body
+    );
+}

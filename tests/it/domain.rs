@@ -228,7 +228,7 @@ async fn action_runs_retry_5xx_up_to_five_attempts_and_never_4xx() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(rx.seen("five").len(), 5);
     assert_eq!(rx.seen("four").len(), 1);
-    for (a, attempts) in [(five, 5), (four, 1)] {
+    for (a, name, attempts, status) in [(five, "five", 5, 503), (four, "four", 1, 404)] {
         let log = api
             .get(&format!(
                 "/api/v1/triggers/{t}/actions/{a}/log?status=failed"
@@ -238,6 +238,9 @@ async fn action_runs_retry_5xx_up_to_five_attempts_and_never_4xx() {
         assert_eq!(runs.len(), 1, "{}", log.body);
         assert_eq!(runs[0]["attempts"], attempts);
         assert_eq!(runs[0]["delivered"], false);
+        assert_eq!(runs[0]["response"]["status"], status, "the last answer");
+        let sent: Value = serde_json::from_slice(&rx.seen(name)[0].body).unwrap();
+        assert_eq!(runs[0]["payload"], sent);
     }
 }
 
@@ -439,4 +442,73 @@ async fn a_nul_character_the_shared_database_cannot_store_is_a_400_here_too() {
                     "participant": participant()});
     assert_eq!(event(&api, ok).await, json!({"id": "evt-nul"}));
     assert_eq!(api.get("/api/v1/contacts/+14155550100").await.status, 200);
+}
+
+/// Triggers (newest first) and a trigger's actions (oldest first) page with `limit`
+/// and `nextCursor`: each row once, in order, the last page's cursor null.
+#[tokio::test]
+async fn triggers_and_actions_page_with_a_cursor() {
+    let s = server().await;
+    let api = Api::new(&s, ORG);
+    let mut triggers = Vec::new();
+    for _ in 0..5 {
+        triggers.push(trigger(&api, "message_sent").await);
+    }
+    let mut actions = Vec::new();
+    for i in 0..5 {
+        actions.push(
+            action(&api, triggers[0], &format!("https://x.example/h{i}"))
+                .await
+                .0,
+        );
+    }
+    triggers.reverse();
+    // Another org's rows are not on its pages.
+    let other = Api::new(&s, ORG + 1);
+    trigger(&other, "message_sent").await;
+
+    let ids = |pages: &[Vec<Value>]| -> Vec<i64> {
+        pages
+            .iter()
+            .flatten()
+            .map(|x| x["id"].as_i64().unwrap())
+            .collect()
+    };
+    let sizes = |pages: &[Vec<Value>]| pages.iter().map(Vec::len).collect::<Vec<_>>();
+    let pages = api.pages_by_cursor("/api/v1/triggers?limit=2").await;
+    assert_eq!(sizes(&pages), [2, 2, 1]);
+    assert_eq!(ids(&pages), triggers, "every trigger once, newest first");
+    let path = format!("/api/v1/triggers/{}/actions?limit=2", triggers[4]);
+    let pages = api.pages_by_cursor(&path).await;
+    assert_eq!(sizes(&pages), [2, 2, 1]);
+    assert_eq!(ids(&pages), actions, "every action once, oldest first");
+    // Without limit: the first 50, so all of them, the cursor null.
+    let all = api.get("/api/v1/triggers").await.body;
+    assert_eq!(all["data"].as_array().unwrap().len(), 5);
+    assert!(all["nextCursor"].is_null());
+
+    let actions_path = format!("/api/v1/triggers/{}/actions", triggers[4]);
+    for list in ["/api/v1/triggers", actions_path.as_str()] {
+        for query in ["limit=0", "limit=1001", "limit=x", "limit=2&cursor=nope"] {
+            let msg = api
+                .get(&format!("{list}?{query}"))
+                .await
+                .error(400)
+                .to_owned();
+            let named = if query.contains("cursor") {
+                "cursor"
+            } else {
+                "limit"
+            };
+            assert!(msg.contains(named), "{list}?{query}: {msg}");
+        }
+    }
+    // One list's cursor is not the other's.
+    let cursor = api.get("/api/v1/triggers?limit=1").await.body["nextCursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.get(&format!("{actions_path}?cursor={cursor}"))
+        .await
+        .error(400);
 }

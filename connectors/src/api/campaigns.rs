@@ -108,10 +108,17 @@ pub struct CampaignOut {
     updated_at: String,
 }
 
+/// Campaign `c`, its audience size read (one campaign; a page reads its sizes at once).
 async fn campaign_out(s: &AppState, c: Campaign) -> Result<CampaignOut, ApiError> {
-    let id = c.id;
-    let audience_size = campaigns(s).audience_size(id).await.map_err(store_error)?;
-    Ok(CampaignOut {
+    let audience_size = campaigns(s)
+        .audience_size(c.id)
+        .await
+        .map_err(store_error)?;
+    Ok(campaign_row(c, audience_size))
+}
+
+fn campaign_row(c: Campaign, audience_size: u64) -> CampaignOut {
+    CampaignOut {
         id: c.id,
         name: c.name,
         state: c.state.as_str(),
@@ -120,7 +127,7 @@ async fn campaign_out(s: &AppState, c: Campaign) -> Result<CampaignOut, ApiError
         audience_size,
         created_at: format_rfc3339_ms(c.created_at_ms),
         updated_at: format_rfc3339_ms(c.updated_at_ms),
-    })
+    }
 }
 
 /// The body of a campaign create or edit.
@@ -257,33 +264,17 @@ pub async fn list(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<CampaignPage>, ApiError> {
     let q = super::query_params(pairs, &["limit", "cursor"])?;
-    let limit = match q.get("limit").map(|l| l.trim()) {
-        None => 50,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n @ 1..=1000) => n,
-            _ => return Err(bad(format!("limit {l:?}: expected 1 to 1000"))),
-        },
-    };
-    let before = match q.get("cursor").map(|c| c.trim()).filter(|c| !c.is_empty()) {
-        None => None,
-        Some(c) => Some(super::cursor::decode::<CampaignCursor>(c)?.before),
-    };
+    let (limit, from) = super::cursor::page_params::<CampaignCursor>(&q)?;
     let mut rows = campaigns(&s)
-        .list(org, before, limit + 1)
+        .list(org, from.map(|c| c.before), limit + 1)
         .await
         .map_err(store_error)?;
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    let next_cursor = more
-        .then(|| {
-            rows.last()
-                .map(|c| super::cursor::encode(&CampaignCursor { before: c.id }))
-        })
-        .flatten();
-    let mut data = Vec::with_capacity(rows.len());
-    for c in rows {
-        data.push(campaign_out(&s, c).await?);
-    }
+    let next_cursor =
+        super::cursor::cut(&mut rows, limit, |(c, _)| CampaignCursor { before: c.id });
+    let data = rows
+        .into_iter()
+        .map(|(c, size)| campaign_row(c, size))
+        .collect();
     Ok(Json(CampaignPage { data, next_cursor }))
 }
 
@@ -817,16 +808,24 @@ pub struct SendOut {
     pending: u64,
 }
 
+/// Send `x`, its progress read (one send; a page reads its progress at once).
 async fn send_out(s: &AppState, x: Send) -> Result<SendOut, ApiError> {
-    let id = x.id;
+    let progress = campaigns(s)
+        .send_progress(x.id)
+        .await
+        .map_err(store_error)?;
+    Ok(send_row(x, progress))
+}
+
+fn send_row(x: Send, progress: SendProgress) -> SendOut {
     let SendProgress {
         emitted,
         delivered,
         failed,
         pending,
-    } = campaigns(s).send_progress(id).await.map_err(store_error)?;
+    } = progress;
     let (local_time, time_zone) = x.time.local.unzip();
-    Ok(SendOut {
+    SendOut {
         id: x.id,
         campaign_id: x.campaign_id,
         scheduled_for: format_rfc3339_short_us(x.time.at_us),
@@ -846,7 +845,7 @@ async fn send_out(s: &AppState, x: Send) -> Result<SendOut, ApiError> {
         delivered,
         failed,
         pending,
-    })
+    }
 }
 
 fn required_text(field: &str, v: Option<String>) -> Result<String, ApiError> {
@@ -939,12 +938,25 @@ pub async fn create_send(
     Ok((StatusCode::CREATED, Json(send_out(&s, created).await?)).into_response())
 }
 
-/// A campaign's sends, newest first.
+/// Where a page of a campaign's sends continues: sends with ids below this one.
+#[derive(Serialize, Deserialize)]
+struct SendCursor {
+    #[serde(rename = "sendsBefore")]
+    before: i64,
+}
+
+/// A campaign's sends, newest first, a page at a time. A bare array, as it always was:
+/// while more follow, a `Link: <…>; rel="next"` header names the next page.
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}/sends", tag = "campaigns", security(("api_key" = [])),
-    params(("id" = i64, Path, description = "Campaign id")),
+    params(
+        ("id" = i64, Path, description = "Campaign id"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "Where the page starts: from the Link header of the previous page"),
+    ),
     responses(
-        (status = 200, description = "Newest first", body = [SendOut]),
-        (status = 400, description = "id is not an integer", body = ErrorBody),
+        (status = 200, description = "A page of sends, newest first", body = [SendOut],
+            headers(("Link" = String, description = "`</api/v1/campaigns/{id}/sends?limit=N&cursor=…>; rel=\"next\"` while more follow; absent on the last page"))),
+        (status = 400, description = "id is not an integer, or limit or cursor invalid", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such campaign of this organization (another's answers the same)", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
@@ -953,15 +965,33 @@ pub async fn list_sends(
     State(s): State<AppState>,
     ApiKeyOrg(org): ApiKeyOrg,
     Path(id): Path<String>,
-) -> Result<Json<Vec<SendOut>>, ApiError> {
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
     let c = load_campaign(&s, org, parse_id("campaign id", &id)?).await?;
+    let q = super::query_params(pairs, &["limit", "cursor"])?;
+    let (limit, from) = super::cursor::page_params::<SendCursor>(&q)?;
     let cid = c.id;
-    let sends = campaigns(&s).sends(cid).await.map_err(store_error)?;
-    let mut out = Vec::with_capacity(sends.len());
-    for x in sends {
-        out.push(send_out(&s, x).await?);
-    }
-    Ok(Json(out))
+    let mut rows = campaigns(&s)
+        .sends(cid, from.map(|c| c.before), limit + 1)
+        .await
+        .map_err(store_error)?;
+    let next = super::cursor::cut(&mut rows, limit, |(x, _)| SendCursor { before: x.id });
+    let body = Json(
+        rows.into_iter()
+            .map(|(x, progress)| send_row(x, progress))
+            .collect::<Vec<_>>(),
+    );
+    Ok(match next {
+        Some(cursor) => {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("limit", &limit.to_string())
+                .append_pair("cursor", &cursor)
+                .finish();
+            let link = format!("</api/v1/campaigns/{cid}/sends?{query}>; rel=\"next\"");
+            ([(header::LINK, link)], body).into_response()
+        }
+        None => body.into_response(),
+    })
 }
 
 /// One send, with its progress.

@@ -302,26 +302,49 @@ pub async fn create_trigger(
     Ok((StatusCode::CREATED, Json(trigger_out(t))).into_response())
 }
 
-/// Triggers of the org.
+/// A page of the org's triggers.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TriggerList {
     data: Vec<TriggerOut>,
+    /// Pass as `cursor` for the next page; null on the last.
+    #[serde(rename = "nextCursor")]
+    next_cursor: Option<String>,
 }
 
-/// The org's triggers, newest first.
+/// Where a page of triggers continues: ids below this one (newest first).
+#[derive(Serialize, Deserialize)]
+struct TriggerCursor {
+    #[serde(rename = "triggersBefore")]
+    before: i64,
+}
+
+/// The org's triggers, newest first, a page at a time.
 #[utoipa::path(get, path = "/api/v1/triggers", tag = "triggers", security(("api_key" = [])),
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+    ),
     responses(
         (status = 200, description = "Newest first", body = TriggerList),
+        (status = 400, description = "limit or cursor invalid", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn list_triggers(
     State(s): State<AppState>,
     ApiKeyOrg(org): ApiKeyOrg,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<TriggerList>, ApiError> {
-    let all = domain(&s).triggers(org).await.map_err(store_error)?;
+    let q = super::query_params(pairs, &["limit", "cursor"])?;
+    let (limit, from) = super::cursor::page_params::<TriggerCursor>(&q)?;
+    let mut rows = domain(&s)
+        .triggers(org, from.map(|c| c.before), limit + 1)
+        .await
+        .map_err(store_error)?;
+    let next_cursor = super::cursor::cut(&mut rows, limit, |t| TriggerCursor { before: t.id });
     Ok(Json(TriggerList {
-        data: all.into_iter().map(trigger_out).collect(),
+        data: rows.into_iter().map(trigger_out).collect(),
+        next_cursor,
     }))
 }
 
@@ -565,30 +588,53 @@ pub async fn create_action(
     Ok((StatusCode::CREATED, Json(action_out(a))).into_response())
 }
 
-/// A trigger's actions.
+/// A page of a trigger's actions.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ActionList {
     data: Vec<ActionOut>,
+    /// Pass as `cursor` for the next page; null on the last.
+    #[serde(rename = "nextCursor")]
+    next_cursor: Option<String>,
 }
 
-/// A trigger's actions, oldest first.
+/// Where a page of actions continues: ids above this one (oldest first).
+#[derive(Serialize, Deserialize)]
+struct ActionCursor {
+    #[serde(rename = "actionsAfter")]
+    after: i64,
+}
+
+/// A trigger's actions, oldest first, a page at a time.
 #[utoipa::path(get, path = "/api/v1/triggers/{id}/actions", tag = "triggers", security(("api_key" = [])),
-    params(("id" = i64, Path, description = "Trigger id")),
+    params(
+        ("id" = i64, Path, description = "Trigger id"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+    ),
     responses(
         (status = 200, description = "Oldest first", body = ActionList),
-        (status = 400, description = "An id is not an integer", body = ErrorBody),
+        (status = 400, description = "The id is not an integer, or limit or cursor invalid", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such trigger of this organization (another's answers the same)", body = ErrorBody),
+        (status = 500, description = "Internal error: the message names an incident under which the server logged the cause", body = ErrorBody),
     ))]
 pub async fn list_actions(
     State(s): State<AppState>,
     ApiKeyOrg(org): ApiKeyOrg,
     Path(id): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<ActionList>, ApiError> {
     let t = load_trigger(&s, org, &id).await?;
-    let all = domain(&s).actions(t.id).await.map_err(store_error)?;
+    let q = super::query_params(pairs, &["limit", "cursor"])?;
+    let (limit, from) = super::cursor::page_params::<ActionCursor>(&q)?;
+    let mut rows = domain(&s)
+        .actions(t.id, from.map(|c| c.after), limit + 1)
+        .await
+        .map_err(store_error)?;
+    let next_cursor = super::cursor::cut(&mut rows, limit, |a| ActionCursor { after: a.id });
     Ok(Json(ActionList {
-        data: all.into_iter().map(action_out).collect(),
+        data: rows.into_iter().map(action_out).collect(),
+        next_cursor,
     }))
 }
 
@@ -776,36 +822,37 @@ pub async fn action_log(
     let mut page = ListPage::parse(org, &q, 100)?;
     page.query.endpoint_id = Some(a.endpoint_id);
     let (rows, next_cursor) = page.run(&s).await?;
-    let mut data = Vec::with_capacity(rows.len());
-    for row in rows {
-        let Some(d) = s
-            .engine
-            .get(org, row.id.clone())
-            .await
-            .map_err(store_error)?
-        else {
-            continue;
-        };
-        let apptoto_id = serde_json::from_str::<serde_json::Value>(d.payload.get())
-            .ok()
-            .and_then(|v| v["apptoto_id"].as_str().map(str::to_owned));
-        let response = d.attempts.last().map(|at| RunResponse {
-            status: at.response_status,
-            body: at.response_body.clone(),
-            error: at.error.clone(),
-        });
-        data.push(ActionRun {
-            id: d.id,
-            apptoto_id,
-            delivered: d.state == crate::delivery::deliveries::DeliveryState::Succeeded,
-            state: d.state,
-            attempts: d.attempts.len(),
-            created_at: d.created_at,
-            updated_at: d.updated_at,
-            payload: d.payload,
-            response,
-        });
-    }
+    // The page's bodies and answers in one query, not one per run.
+    let mut details = s
+        .engine
+        .run_details(org, rows.iter().map(|r| r.seq).collect())
+        .await
+        .map_err(store_error)?;
+    let data = rows
+        .into_iter()
+        .filter_map(|row| {
+            // Gone since the page was read (retention): left out, as a missing one.
+            let d = details.remove(&row.seq)?;
+            let apptoto_id = serde_json::from_str::<serde_json::Value>(d.payload.get())
+                .ok()
+                .and_then(|v| v["apptoto_id"].as_str().map(str::to_owned));
+            Some(ActionRun {
+                id: row.id,
+                apptoto_id,
+                delivered: row.state == crate::delivery::deliveries::DeliveryState::Succeeded,
+                state: row.state,
+                attempts: d.attempts,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+                payload: d.payload,
+                response: d.last.map(|a| RunResponse {
+                    status: a.status,
+                    body: a.body,
+                    error: a.error,
+                }),
+            })
+        })
+        .collect();
     Ok(Json(ActionLog { data, next_cursor }))
 }
 

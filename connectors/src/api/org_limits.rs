@@ -41,16 +41,10 @@ pub(super) async fn endpoints(s: &AppState, org: OrgId) -> Result<(), ApiError> 
 
 /// Room for one more campaign of `org`.
 pub(super) async fn campaigns(s: &AppState, org: OrgId) -> Result<(), ApiError> {
-    let limit = s.org_limits.campaigns;
-    let have = s
-        .campaigns
-        .list(org, None, limit)
-        .await
-        .map_err(store_error)?
-        .len();
+    let have = s.campaigns.count(org).await.map_err(store_error)?;
     check(
-        have as u64,
-        limit as u64,
+        have,
+        s.org_limits.campaigns as u64,
         "this organization's campaigns",
         "campaigns",
         "delete or reuse one first",
@@ -59,9 +53,9 @@ pub(super) async fn campaigns(s: &AppState, org: OrgId) -> Result<(), ApiError> 
 
 /// Room for one more send of campaign `id`.
 pub(super) async fn sends(s: &AppState, id: i64) -> Result<(), ApiError> {
-    let have = s.campaigns.sends(id).await.map_err(store_error)?.len();
+    let have = s.campaigns.send_count(id).await.map_err(store_error)?;
     check(
-        have as u64,
+        have,
         s.org_limits.sends_per_campaign as u64,
         &format!("campaign {id}'s sends"),
         "sends_per_campaign",
@@ -83,9 +77,9 @@ pub(super) async fn audience(s: &AppState, id: i64) -> Result<(), ApiError> {
 
 /// Room for one more trigger of `org`.
 pub(super) async fn triggers(s: &AppState, org: OrgId) -> Result<(), ApiError> {
-    let have = s.domain.triggers(org).await.map_err(store_error)?.len();
+    let have = s.domain.trigger_count(org).await.map_err(store_error)?;
     check(
-        have as u64,
+        have,
         s.org_limits.triggers as u64,
         "this organization's triggers",
         "triggers",
@@ -95,9 +89,9 @@ pub(super) async fn triggers(s: &AppState, org: OrgId) -> Result<(), ApiError> {
 
 /// Room for one more action of trigger `id`.
 pub(super) async fn actions(s: &AppState, id: i64) -> Result<(), ApiError> {
-    let have = s.domain.actions(id).await.map_err(store_error)?.len();
+    let have = s.domain.action_count(id).await.map_err(store_error)?;
     check(
-        have as u64,
+        have,
         s.org_limits.actions_per_trigger as u64,
         &format!("trigger {id}'s actions"),
         "actions_per_trigger",

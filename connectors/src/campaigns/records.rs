@@ -12,14 +12,7 @@ use crate::writer::now_ms;
 use leadstream_pipeline::eligibility::Mode;
 use leadstream_pipeline::{OrgId, Phone};
 
-/// A send's delivery progress: emitted, delivered, failed, pending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SendProgress {
-    pub emitted: u64,
-    pub delivered: u64,
-    pub failed: u64,
-    pub pending: u64,
-}
+pub use super::store::SendProgress;
 
 impl Campaigns {
     /// Campaign `id` when it is `org`'s: another org's is `None`, as a missing one.
@@ -61,7 +54,8 @@ impl Campaigns {
             .await
     }
 
-    /// `org`'s campaigns, newest first, with ids below `before`, at most `limit`.
+    /// `org`'s campaigns, newest first, with ids below `before`, at most `limit`, each
+    /// with its audience size (one query for them all).
     ///
     /// # Errors
     /// [`DbError`].
@@ -70,10 +64,21 @@ impl Campaigns {
         org: OrgId,
         before: Option<i64>,
         limit: usize,
-    ) -> Result<Vec<Campaign>, DbError> {
+    ) -> Result<Vec<(Campaign, u64)>, DbError> {
         self.inner
             .db
             .read(move |conn| store::campaigns(conn, org, before, limit))
+            .await
+    }
+
+    /// How many campaigns `org` has.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn count(&self, org: OrgId) -> Result<u64, DbError> {
+        self.inner
+            .db
+            .read(move |conn| store::campaign_count(conn, org))
             .await
     }
 
@@ -181,12 +186,32 @@ impl Campaigns {
         self.inner.db.read(move |conn| store::send(conn, id)).await
     }
 
-    /// Campaign `id`'s sends.
+    /// Campaign `id`'s sends, newest first, with ids below `before`, at most `limit`,
+    /// each with its progress (one query for them all).
     ///
     /// # Errors
     /// [`DbError`].
-    pub async fn sends(&self, id: i64) -> Result<Vec<Send>, DbError> {
-        self.inner.db.read(move |conn| store::sends(conn, id)).await
+    pub async fn sends(
+        &self,
+        id: i64,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(Send, SendProgress)>, DbError> {
+        self.inner
+            .db
+            .read(move |conn| store::sends(conn, id, before, limit))
+            .await
+    }
+
+    /// How many sends campaign `id` has.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn send_count(&self, id: i64) -> Result<u64, DbError> {
+        self.inner
+            .db
+            .read(move |conn| store::send_count(conn, id))
+            .await
     }
 
     /// Adds `send` to its campaign while the campaign still takes sends; otherwise the

@@ -63,19 +63,44 @@ pub fn campaign(conn: Sql<'_>, id: i64) -> Result<Option<Campaign>, DbError> {
     )?)
 }
 
-/// `org`'s campaigns, newest first, with ids below `before` (a cursor).
+/// `columns` (`a, b`) qualified by `table` (`t.a, t.b`).
+fn qualified(table: &str, columns: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("{table}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `org`'s campaigns, newest first, with ids below `before` (a cursor), each with its
+/// audience size: one statement for the page, whatever its length.
 pub fn campaigns(
     conn: Sql<'_>,
     org: OrgId,
     before: Option<i64>,
     limit: usize,
-) -> Result<Vec<Campaign>, DbError> {
+) -> Result<Vec<(Campaign, u64)>, DbError> {
+    let columns = qualified("page", CAMPAIGN_COLUMNS);
     Ok(conn.query(
         &format!(
-            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE org_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+            "WITH page AS (SELECT {CAMPAIGN_COLUMNS} FROM campaigns \
+               WHERE org_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3), \
+             sizes AS (SELECT campaign_id, count(*) AS n FROM audience \
+               WHERE campaign_id IN (SELECT id FROM page) GROUP BY campaign_id) \
+             SELECT {columns}, coalesce(sizes.n, 0) FROM page \
+             LEFT JOIN sizes ON sizes.campaign_id = page.id ORDER BY page.id DESC"
         ),
         args![org, before.unwrap_or(i64::MAX), limit],
-        campaign_of,
+        |r| Ok((campaign_of(r)?, r.get::<u64>(9)?)),
+    )?)
+}
+
+/// How many campaigns `org` has.
+pub fn campaign_count(conn: Sql<'_>, org: OrgId) -> Result<u64, DbError> {
+    Ok(conn.query_one(
+        "SELECT count(*) FROM campaigns WHERE org_id = ?1",
+        args![org],
+        |r| r.get::<u64>(0),
     )?)
 }
 
@@ -302,11 +327,59 @@ pub fn send(conn: Sql<'_>, id: i64) -> Result<Option<Send>, DbError> {
     )?)
 }
 
-pub fn sends(conn: Sql<'_>, campaign: i64) -> Result<Vec<Send>, DbError> {
+/// A send's delivery progress: leads emitted, and of their deliveries those
+/// succeeded, failed and still pending (those the log still keeps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SendProgress {
+    pub emitted: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub pending: u64,
+}
+
+/// The campaign's sends, newest first, with ids below `before` (a cursor), each with
+/// its progress: one statement for the page, whatever its length.
+pub fn sends(
+    conn: Sql<'_>,
+    campaign: i64,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<(Send, SendProgress)>, DbError> {
+    let columns = qualified("page", SEND_COLUMNS);
+    let deliveries = send_deliveries(conn);
     Ok(conn.query(
-        &format!("SELECT {SEND_COLUMNS} FROM sends WHERE campaign_id = ?1 ORDER BY id DESC"),
+        &format!(
+            "WITH page AS (SELECT {SEND_COLUMNS}, emitted, event_id FROM sends \
+               WHERE campaign_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3), \
+             tally AS (SELECT c.send_id, count(*) AS total, \
+                 sum(CASE WHEN d.state = 'succeeded' THEN 1 ELSE 0 END) AS ok, \
+                 sum(CASE WHEN d.state = 'failed' THEN 1 ELSE 0 END) AS bad \
+               FROM page s JOIN send_emits c ON c.send_id = s.id {deliveries} \
+               GROUP BY c.send_id) \
+             SELECT {columns}, page.emitted, coalesce(tally.ok, 0), coalesce(tally.bad, 0), \
+               coalesce(tally.total, 0) FROM page \
+             LEFT JOIN tally ON tally.send_id = page.id ORDER BY page.id DESC"
+        ),
+        args![campaign, before.unwrap_or(i64::MAX), limit],
+        |r| {
+            let (delivered, failed, total): (u64, u64, u64) = (r.get(16)?, r.get(17)?, r.get(18)?);
+            let progress = SendProgress {
+                emitted: r.get::<i64>(15)? as u64,
+                delivered,
+                failed,
+                pending: total - delivered - failed,
+            };
+            Ok((send_of(r)?, progress))
+        },
+    )?)
+}
+
+/// How many sends the campaign has.
+pub fn send_count(conn: Sql<'_>, campaign: i64) -> Result<u64, DbError> {
+    Ok(conn.query_one(
+        "SELECT count(*) FROM sends WHERE campaign_id = ?1",
         args![campaign],
-        send_of,
+        |r| r.get::<u64>(0),
     )?)
 }
 
@@ -315,11 +388,7 @@ pub fn sends(conn: Sql<'_>, campaign: i64) -> Result<Vec<Send>, DbError> {
 /// A campaign whose endpoint was deleted is left out: its sends cannot go anywhere
 /// (a manual materialization says so) and must not hold up the others.
 pub fn due_sends(conn: Sql<'_>, due_us: i64, limit: usize) -> Result<Vec<Send>, DbError> {
-    let columns = SEND_COLUMNS
-        .split(", ")
-        .map(|c| format!("s.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let columns = qualified("s", SEND_COLUMNS);
     Ok(conn.query(
         &format!(
             "SELECT {columns} FROM sends s JOIN campaigns c ON c.id = s.campaign_id \
@@ -680,20 +749,26 @@ pub fn emitted_counts(conn: Sql<'_>, send: i64) -> Result<(u64, u64), DbError> {
     Ok(progress(conn, send)?.map_or((0, 0), |p| (p.emitted, p.eligible)))
 }
 
-/// `(succeeded, failed, pending)` deliveries of a send (those the log still keeps).
-pub fn delivery_counts(conn: Sql<'_>, send: i64) -> Result<(u64, u64, u64), DbError> {
+/// The join from a send's chunks (`send_emits c`, of send `s`) to their deliveries
+/// (`d`).
+fn send_deliveries(conn: Sql<'_>) -> &'static str {
     // Other processes insert deliveries at the same time on the shared database, so
     // a chunk's seq range may hold some of theirs: only the send's event's count.
-    let sql = if conn.is_postgres() {
-        "SELECT d.state, count(*) FROM send_emits c JOIN sends s ON s.id = c.send_id \
-         JOIN deliveries d ON d.seq BETWEEN c.first_seq AND c.last_seq AND d.event_id = s.event_id \
-         WHERE c.send_id = ?1 GROUP BY d.state"
+    if conn.is_postgres() {
+        "JOIN deliveries d ON d.seq BETWEEN c.first_seq AND c.last_seq AND d.event_id = s.event_id"
     } else {
-        "SELECT d.state, count(*) FROM send_emits c \
-         JOIN deliveries d ON d.seq BETWEEN c.first_seq AND c.last_seq \
-         WHERE c.send_id = ?1 GROUP BY d.state"
-    };
-    let rows = conn.query(sql, args![send], |r| {
+        "JOIN deliveries d ON d.seq BETWEEN c.first_seq AND c.last_seq"
+    }
+}
+
+/// `(succeeded, failed, pending)` deliveries of a send (those the log still keeps).
+pub fn delivery_counts(conn: Sql<'_>, send: i64) -> Result<(u64, u64, u64), DbError> {
+    let deliveries = send_deliveries(conn);
+    let sql = format!(
+        "SELECT d.state, count(*) FROM send_emits c JOIN sends s ON s.id = c.send_id \
+         {deliveries} WHERE c.send_id = ?1 GROUP BY d.state"
+    );
+    let rows = conn.query(&sql, args![send], |r| {
         Ok((r.get::<String>(0)?, r.get::<u64>(1)?))
     })?;
     let (mut ok, mut failed, mut pending) = (0, 0, 0);
@@ -928,6 +1003,84 @@ mod tests {
                 3,
                 "{backend}"
             );
+        });
+    }
+
+    #[test]
+    fn a_page_carries_each_rows_counts_and_continues_below_its_last_id() {
+        on_both_backends(|conn, backend| {
+            // Three campaigns of org 1 with audiences of 1, 2 and 3 leads; one of org 2.
+            let mut mine = Vec::new();
+            for n in 1..=3 {
+                let c = insert_campaign(conn, 1, "c", None, 5, 0).unwrap();
+                let leads: Vec<_> = (0..n).map(|i| row(15550000000 + i, "x", "{}")).collect();
+                merge_audience(conn, c.id, &leads).unwrap();
+                mine.push((c.id, n));
+            }
+            let theirs = insert_campaign(conn, 2, "c", None, 5, 0).unwrap();
+            merge_audience(conn, theirs.id, &[row(15550000009, "x", "{}")]).unwrap();
+            mine.reverse();
+            let page = |before, limit| {
+                campaigns(conn, 1, before, limit)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(c, size)| (c.id, size))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(page(None, 2), mine[..2], "{backend}");
+            assert_eq!(page(Some(mine[1].0), 2), mine[2..], "{backend}");
+            assert_eq!(page(None, 10), mine, "{backend}");
+            assert_eq!(campaign_count(conn, 1).unwrap(), 3, "{backend}");
+
+            // Two sends of the 3-lead campaign: one emitted, its deliveries succeeded,
+            // failed and pending; one not materialized.
+            let c = mine[0].0;
+            let emitted = insert_send(conn, &send_at(c, 0)).unwrap();
+            let idle = insert_send(conn, &send_at(c, 0)).unwrap();
+            let set = FixedSet {
+                eligible: (0..3).map(|i| Phone(15550000000 + i)).collect(),
+                excluded: Vec::new(),
+            };
+            assert!(fix_eligible(conn, emitted.id, c, &set, "evt_a", 1).unwrap());
+            conn.execute("INSERT INTO deliveries (seq, id, event_id, org_id, endpoint_id, url, event_type, state, created_at, updated_at) \
+             VALUES (10, 'd10', 'evt_a', 1, 5, 'u', 'campaign_send', 'succeeded', 0, 0), \
+                    (11, 'd11', 'evt_a', 1, 5, 'u', 'campaign_send', 'failed', 0, 0), \
+                    (12, 'd12', 'evt_a', 1, 5, 'u', 'campaign_send', 'pending', 0, 0)", args![])
+                .unwrap();
+            record_emitted(conn, emitted.id, Phone(0), Phone(15550000002), 3, 10, 12).unwrap();
+            let listed = |before, limit| {
+                sends(conn, c, before, limit)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(x, p)| (x.id, p))
+                    .collect::<Vec<_>>()
+            };
+            let alone = |id| {
+                let (emitted, _) = emitted_counts(conn, id).unwrap();
+                let (delivered, failed, pending) = delivery_counts(conn, id).unwrap();
+                SendProgress {
+                    emitted,
+                    delivered,
+                    failed,
+                    pending,
+                }
+            };
+            let counted = SendProgress {
+                emitted: 3,
+                delivered: 1,
+                failed: 1,
+                pending: 1,
+            };
+            assert_eq!(alone(emitted.id), counted, "{backend}");
+            assert_eq!(
+                listed(None, 10),
+                [(idle.id, SendProgress::default()), (emitted.id, counted)],
+                "{backend}: newest first, each with the counts it has alone"
+            );
+            assert_eq!(listed(None, 1), [(idle.id, SendProgress::default())]);
+            assert_eq!(listed(Some(idle.id), 1), [(emitted.id, counted)]);
+            assert!(listed(Some(emitted.id), 1).is_empty(), "{backend}");
+            assert_eq!(send_count(conn, c).unwrap(), 2, "{backend}");
         });
     }
 

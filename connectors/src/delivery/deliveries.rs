@@ -1226,14 +1226,7 @@ pub fn get(conn: Sql<'_>, org: OrgId, id: &str) -> Result<Option<DeliveryDetail>
         args![delivery.event_id, delivery.seq],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let payload = body(&Bytes::from(payload), part.as_deref());
-    let payload =
-        serde_json::value::RawValue::from_string(String::from_utf8_lossy(&payload).into_owned())
-            .map_err(|e| {
-                DbError::Sql(Arc::new(rusqlite::Error::ToSqlConversionFailure(Box::new(
-                    e,
-                ))))
-            })?;
+    let payload = payload_json(payload, part.as_deref())?;
     let attempts = conn.query(
         "SELECT attempt, at, url, response_status, response_body, duration_ms, error FROM attempts \
          WHERE delivery_seq = ?1 ORDER BY attempt",
@@ -1275,6 +1268,114 @@ pub fn get(conn: Sql<'_>, org: OrgId, id: &str) -> Result<Option<DeliveryDetail>
     }))
 }
 
+/// A delivery's body as JSON: its event's `payload` with its own `part`.
+fn payload_json(
+    payload: Vec<u8>,
+    part: Option<&[u8]>,
+) -> Result<Box<serde_json::value::RawValue>, DbError> {
+    let payload = body(&Bytes::from(payload), part);
+    serde_json::value::RawValue::from_string(String::from_utf8_lossy(&payload).into_owned())
+        .map_err(|e| {
+            DbError::Sql(Arc::new(rusqlite::Error::ToSqlConversionFailure(Box::new(
+                e,
+            ))))
+        })
+}
+
+/// What a log shows of a delivery beside its row: the body and the attempts made.
+#[derive(Debug)]
+pub struct RunDetail {
+    /// The body every attempt sent.
+    pub payload: Box<serde_json::value::RawValue>,
+    /// Attempts made.
+    pub attempts: usize,
+    /// The last attempt's answer, once one was made.
+    pub last: Option<LastAnswer>,
+}
+
+/// What an attempt got back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastAnswer {
+    /// `None` when no answer came (`error` says why).
+    pub status: Option<u16>,
+    /// The answer's body, as stored (at most 20 KB).
+    pub body: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The bodies and attempts of `org`'s deliveries `seqs` (a page of a log), by seq: one
+/// statement for the page, whatever its length. A seq that is not `org`'s, or no
+/// longer stored, is left out.
+///
+/// # Errors
+/// [`DbError`].
+pub fn run_details(
+    conn: Sql<'_>,
+    org: OrgId,
+    seqs: &[i64],
+) -> Result<std::collections::HashMap<i64, RunDetail>, DbError> {
+    // The seqs as SQLite's `rarray` or a Postgres array: one statement whatever their
+    // number.
+    let sql = |seqs_match: &str| {
+        format!(
+            "WITH page AS (SELECT seq, event_id, part FROM deliveries WHERE org_id = ?1 AND seq {seqs_match}), \
+             tried AS (SELECT delivery_seq, count(*) AS n, max(attempt) AS last FROM attempts \
+               WHERE delivery_seq IN (SELECT seq FROM page) GROUP BY delivery_seq) \
+             SELECT page.seq, e.payload, page.part, coalesce(tried.n, 0), \
+               a.response_status, a.response_body, a.error \
+             FROM page JOIN events e ON e.id = page.event_id \
+             LEFT JOIN tried ON tried.delivery_seq = page.seq \
+             LEFT JOIN attempts a ON a.delivery_seq = page.seq AND a.attempt = tried.last"
+        )
+    };
+    let detail = |r: &Row<'_>| -> Result<(i64, RunDetail), DbError> {
+        let part: Option<Vec<u8>> = r.get(2)?;
+        let attempts: usize = r.get(3)?;
+        let body: Option<Vec<u8>> = r.get(5)?;
+        Ok((
+            r.get(0)?,
+            RunDetail {
+                payload: payload_json(r.get(1)?, part.as_deref())?,
+                attempts,
+                last: (attempts > 0)
+                    .then(|| -> Result<_, RepoError> {
+                        Ok(LastAnswer {
+                            status: r.get(4)?,
+                            body: body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                            error: r.get(6)?,
+                        })
+                    })
+                    .transpose()?,
+            },
+        ))
+    };
+    let mut out = std::collections::HashMap::with_capacity(seqs.len());
+    match conn {
+        Sql::Sqlite(c) => {
+            let list: rusqlite::vtab::array::Array = std::rc::Rc::new(
+                seqs.iter()
+                    .map(|&s| rusqlite::types::Value::Integer(s))
+                    .collect(),
+            );
+            let mut stmt = c.prepare_cached(&sql("IN rarray(?2)"))?;
+            let mut rows = stmt.query(rusqlite::params![org, list])?;
+            while let Some(r) = rows.next()? {
+                let (seq, d) = detail(&Row::Sqlite(r))?;
+                out.insert(seq, d);
+            }
+        }
+        Sql::Postgres(session) => {
+            let sql = sql("= ANY($2)").replace("?1", "$1");
+            let rows = session.with_client(|c| c.query(&sql, &[&org, &seqs]))?;
+            for r in &rows {
+                let (seq, d) = detail(&Row::Postgres(r))?;
+                out.insert(seq, d);
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1284,6 +1385,58 @@ pub(crate) mod tests {
 
     /// Each test runs on both: one suite, two backends.
     const BACKENDS: [&str; 2] = ["sqlite", "postgres"];
+
+    #[test]
+    fn a_page_of_run_details_is_what_each_delivery_shows_alone() {
+        crate::db::testing::on_both_backends(|conn, backend| {
+            conn.execute(
+                "INSERT INTO events (id, org_id, event_type, payload, deliveries, created_at) \
+                 VALUES ('evt_1', 1, 't', ?1, 2, 0), ('evt_2', 1, 't', ?2, 1, 0)",
+                args![br#"{"apptoto_id":"a1"}"#.to_vec(), br#"{"k":1}"#.to_vec()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO deliveries (seq, id, event_id, org_id, endpoint_id, url, event_type, state, created_at, updated_at, part) \
+                 VALUES (1, 'd1', 'evt_1', 1, 5, 'u', 't', 'pending', 0, 0, NULL), \
+                        (2, 'd2', 'evt_2', 1, 5, 'u', 't', 'failed', 0, 0, ?1), \
+                        (3, 'd3', 'evt_1', 2, 6, 'u', 't', 'pending', 0, 0, NULL)",
+                args![br#""lead":7"#.to_vec()],
+            )
+            .unwrap();
+            let none: Option<i64> = None;
+            conn.execute(
+                "INSERT INTO attempts (delivery_seq, attempt, at, url, response_status, response_body, duration_ms, error) \
+                 VALUES (2, 1, 0, 'u', 500, ?1, 1, NULL), (2, 2, 0, 'u', ?2, NULL, 1, 'timeout')",
+                args![b"no".to_vec(), none],
+            )
+            .unwrap();
+            // Org 2's delivery and a seq that is not stored are left out.
+            let mut got = run_details(conn, 1, &[1, 2, 3, 99]).unwrap();
+            let mut keys: Vec<i64> = got.keys().copied().collect();
+            keys.sort();
+            assert_eq!(keys, [1, 2], "{backend}");
+            let first = got.remove(&1).unwrap();
+            assert_eq!(first.payload.get(), r#"{"apptoto_id":"a1"}"#, "{backend}");
+            assert_eq!((first.attempts, first.last), (0, None), "{backend}");
+            let second = got.remove(&2).unwrap();
+            assert_eq!(second.payload.get(), r#"{"k":1,"lead":7}"#, "{backend}");
+            let alone = get(conn, 1, "d2").unwrap().unwrap();
+            assert_eq!(second.payload.get(), alone.payload.get(), "{backend}");
+            assert_eq!(second.attempts, alone.attempts.len(), "{backend}");
+            let last = alone.attempts.last().unwrap();
+            assert_eq!(
+                second.last,
+                Some(LastAnswer {
+                    status: last.response_status,
+                    body: last.response_body.clone(),
+                    error: last.error.clone(),
+                }),
+                "{backend}"
+            );
+            assert_eq!(second.last.unwrap().error.as_deref(), Some("timeout"));
+            assert!(run_details(conn, 1, &[]).unwrap().is_empty(), "{backend}");
+        });
+    }
 
     /// A fresh store of `backend` with one endpoint (the data dir lives as long as
     /// the first value).

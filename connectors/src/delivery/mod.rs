@@ -457,6 +457,22 @@ impl DeliveryEngine {
             .await
     }
 
+    /// The bodies and attempts of `org`'s deliveries `seqs` (a page of a log), by seq:
+    /// one query for the page.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn run_details(
+        &self,
+        org: OrgId,
+        seqs: Vec<i64>,
+    ) -> Result<std::collections::HashMap<i64, deliveries::RunDetail>, DbError> {
+        self.shared
+            .db
+            .read(move |conn| deliveries::run_details(conn, org, &seqs))
+            .await
+    }
+
     /// `org`'s delivery `id` with its attempts.
     ///
     /// # Errors

@@ -35,12 +35,29 @@ impl Domain {
         self.db.read(move |conn| store::trigger(conn, id)).await
     }
 
-    /// `org`'s triggers.
+    /// `org`'s triggers, newest first, with ids below `before`, at most `limit`.
     ///
     /// # Errors
     /// [`DbError`].
-    pub async fn triggers(&self, org: OrgId) -> Result<Vec<Trigger>, DbError> {
-        self.db.read(move |conn| store::triggers(conn, org)).await
+    pub async fn triggers(
+        &self,
+        org: OrgId,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Trigger>, DbError> {
+        self.db
+            .read(move |conn| store::triggers(conn, org, before, limit))
+            .await
+    }
+
+    /// How many triggers `org` has.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn trigger_count(&self, org: OrgId) -> Result<u64, DbError> {
+        self.db
+            .read(move |conn| store::trigger_count(conn, org))
+            .await
     }
 
     /// Stores a new trigger and answers it with its id.
@@ -88,13 +105,29 @@ impl Domain {
         self.db.read(move |conn| store::action(conn, id)).await
     }
 
-    /// Trigger `trigger`'s actions.
+    /// Trigger `trigger`'s actions, oldest first, with ids above `after`, at most
+    /// `limit`.
     ///
     /// # Errors
     /// [`DbError`].
-    pub async fn actions(&self, trigger: i64) -> Result<Vec<Action>, DbError> {
+    pub async fn actions(
+        &self,
+        trigger: i64,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Action>, DbError> {
         self.db
-            .read(move |conn| store::actions(conn, trigger))
+            .read(move |conn| store::actions(conn, trigger, after, limit))
+            .await
+    }
+
+    /// How many actions trigger `trigger` has.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn action_count(&self, trigger: i64) -> Result<u64, DbError> {
+        self.db
+            .read(move |conn| store::action_count(conn, trigger))
             .await
     }
 

@@ -163,21 +163,38 @@ pub fn trigger(conn: Sql<'_>, id: i64) -> Result<Option<Trigger>, DbError> {
     )?)
 }
 
-/// The org's triggers, newest first.
-pub fn triggers(conn: Sql<'_>, org: OrgId) -> Result<Vec<Trigger>, DbError> {
+/// The org's triggers, newest first, with ids below `before` (a cursor).
+pub fn triggers(
+    conn: Sql<'_>,
+    org: OrgId,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<Trigger>, DbError> {
     Ok(conn.query(
-        &format!("SELECT {TRIGGER_COLUMNS} FROM triggers WHERE org_id = ?1 ORDER BY id DESC"),
-        args![org],
+        &format!(
+            "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE org_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+        ),
+        args![org, before.unwrap_or(i64::MAX), limit],
         trigger_of,
+    )?)
+}
+
+/// How many triggers the org has.
+pub fn trigger_count(conn: Sql<'_>, org: OrgId) -> Result<u64, DbError> {
+    Ok(conn.query_one(
+        "SELECT count(*) FROM triggers WHERE org_id = ?1",
+        args![org],
+        |r| r.get::<u64>(0),
     )?)
 }
 
 /// Deletes the trigger and its actions; answers the actions' endpoints.
 pub fn delete_trigger(conn: Sql<'_>, id: i64) -> Result<Vec<i64>, DbError> {
-    let endpoints = actions(conn, id)?
-        .into_iter()
-        .map(|a| a.endpoint_id)
-        .collect();
+    let endpoints = conn.query(
+        "SELECT endpoint_id FROM trigger_actions WHERE trigger_id = ?1 ORDER BY id",
+        args![id],
+        |r| r.get::<i64>(0),
+    )?;
     conn.execute(
         "DELETE FROM trigger_actions WHERE trigger_id = ?1",
         args![id],
@@ -245,12 +262,28 @@ pub fn action(conn: Sql<'_>, id: i64) -> Result<Option<Action>, DbError> {
     )?)
 }
 
-/// A trigger's actions, oldest first.
-pub fn actions(conn: Sql<'_>, trigger: i64) -> Result<Vec<Action>, DbError> {
+/// A trigger's actions, oldest first, with ids above `after` (a cursor).
+pub fn actions(
+    conn: Sql<'_>,
+    trigger: i64,
+    after: Option<i64>,
+    limit: usize,
+) -> Result<Vec<Action>, DbError> {
     Ok(conn.query(
-        &format!("SELECT {ACTION_COLUMNS} FROM trigger_actions WHERE trigger_id = ?1 ORDER BY id"),
-        args![trigger],
+        &format!(
+            "SELECT {ACTION_COLUMNS} FROM trigger_actions WHERE trigger_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        ),
+        args![trigger, after.unwrap_or(i64::MIN), limit],
         action_of,
+    )?)
+}
+
+/// How many actions the trigger has.
+pub fn action_count(conn: Sql<'_>, trigger: i64) -> Result<u64, DbError> {
+    Ok(conn.query_one(
+        "SELECT count(*) FROM trigger_actions WHERE trigger_id = ?1",
+        args![trigger],
+        |r| r.get::<u64>(0),
     )?)
 }
 
@@ -671,6 +704,77 @@ mod tests {
             assert!(armed_actions(conn, 1, "participant_confirmed")
                 .unwrap()
                 .is_empty());
+        });
+    }
+
+    #[test]
+    fn triggers_page_newest_first_and_actions_oldest_first() {
+        on_both_backends(|conn, backend| {
+            let trigger = |org| {
+                insert_trigger(
+                    conn,
+                    &Trigger {
+                        id: 0,
+                        org,
+                        kind: "message_sent".into(),
+                        name: "t".into(),
+                        description: None,
+                        enabled: true,
+                        created_at_ms: 0,
+                        updated_at_ms: 0,
+                    },
+                )
+                .unwrap()
+                .id
+            };
+            let mut mine: Vec<i64> = (0..3).map(|_| trigger(1)).collect();
+            let theirs = trigger(2);
+            mine.reverse();
+            let page = |before, limit| -> Vec<i64> {
+                triggers(conn, 1, before, limit)
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.id)
+                    .collect()
+            };
+            assert_eq!(page(None, 2), mine[..2], "{backend}");
+            assert_eq!(page(Some(mine[1]), 2), mine[2..], "{backend}");
+            assert_eq!(page(None, 10), mine, "{backend}");
+            assert_eq!(trigger_count(conn, 1).unwrap(), 3, "{backend}");
+
+            let action = |trigger_id, endpoint_id| {
+                insert_action(
+                    conn,
+                    &Action {
+                        id: 0,
+                        trigger_id,
+                        kind: "webhook".into(),
+                        url: "https://x.example/a".into(),
+                        name: "a".into(),
+                        enabled: true,
+                        endpoint_id,
+                        created_at_ms: 0,
+                        updated_at_ms: 0,
+                    },
+                )
+                .unwrap()
+                .id
+            };
+            let acts: Vec<i64> = (0..3).map(|e| action(mine[0], 10 + e)).collect();
+            action(theirs, 20);
+            let page = |after, limit| -> Vec<i64> {
+                actions(conn, mine[0], after, limit)
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.id)
+                    .collect()
+            };
+            assert_eq!(page(None, 2), acts[..2], "{backend}");
+            assert_eq!(page(Some(acts[1]), 2), acts[2..], "{backend}");
+            assert_eq!(page(None, 10), acts, "{backend}");
+            assert_eq!(action_count(conn, mine[0]).unwrap(), 3, "{backend}");
+            assert_eq!(delete_trigger(conn, mine[0]).unwrap(), [10, 11, 12]);
+            assert_eq!(action_count(conn, mine[0]).unwrap(), 0, "{backend}");
         });
     }
 
