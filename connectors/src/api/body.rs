@@ -208,9 +208,7 @@ pub fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, A
 #[derive(Debug)]
 pub struct Capped<T, const MAX: usize>(pub Vec<T>);
 
-impl<'de, T: serde::Deserialize<'de>, const MAX: usize> serde::Deserialize<'de>
-    for Capped<T, MAX>
-{
+impl<'de, T: serde::Deserialize<'de>, const MAX: usize> serde::Deserialize<'de> for Capped<T, MAX> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Elements<T, const MAX: usize>(std::marker::PhantomData<T>);
         impl<'de, T: serde::Deserialize<'de>, const MAX: usize> serde::de::Visitor<'de>
@@ -227,9 +225,7 @@ impl<'de, T: serde::Deserialize<'de>, const MAX: usize> serde::Deserialize<'de>
                 let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX).min(4096));
                 while let Some(x) = seq.next_element()? {
                     if out.len() == MAX {
-                        return Err(serde::de::Error::custom(format!(
-                            "more than {MAX} entries"
-                        )));
+                        return Err(serde::de::Error::custom(format!("more than {MAX} entries")));
                     }
                     out.push(x);
                 }

@@ -27,7 +27,6 @@ use leadstream_pipeline::eligibility::{EventFilter, Mode};
 use leadstream_pipeline::time::{format_rfc3339_ms, format_rfc3339_short_us, parse_rfc3339_us};
 use leadstream_pipeline::{OrgId, Phone};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::HashSet;
 
 /// Largest body of the small routes.

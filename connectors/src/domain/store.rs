@@ -825,7 +825,10 @@ mod tests {
                 first_sight(conn, 1, 9, "m:old", 10_000).unwrap(),
                 "{backend}: past retention, a WhatsApp id is new again"
             );
-            assert!(!first_sight(conn, 1, 9, "m:new", 10_000).unwrap(), "{backend}");
+            assert!(
+                !first_sight(conn, 1, 9, "m:new", 10_000).unwrap(),
+                "{backend}"
+            );
             assert!(
                 take_event(conn, 1, "old", "message_sent", 10_000).unwrap(),
                 "{backend}: past retention, an id is new again"
