@@ -1170,7 +1170,7 @@ async fn the_sends_list_pages_with_a_link_header_and_keeps_its_bare_array() {
         .iter()
         .filter(|x| x["id"] != done)
         .all(|x| x["emitted"] == 0 && x["pending"] == 0));
-    // Without limit: the first 50, so all five, and no Link.
+    // Without limit: every send (up to 1000), so all five, and no Link.
     let all = api
         .pages_by_link(&format!("/api/v1/campaigns/{c}/sends"))
         .await;

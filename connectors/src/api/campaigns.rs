@@ -949,7 +949,7 @@ struct SendCursor {
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}/sends", tag = "campaigns", security(("api_key" = [])),
     params(
         ("id" = i64, Path, description = "Campaign id"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 1000: a client that reads only the body gets every send of a campaign within the default org limit)", minimum = 1, maximum = 1000),
         ("cursor" = Option<String>, Query, description = "Where the page starts: from the Link header of the previous page"),
     ),
     responses(
@@ -968,7 +968,12 @@ pub async fn list_sends(
 ) -> Result<Response, ApiError> {
     let c = load_campaign(&s, org, parse_id("campaign id", &id)?).await?;
     let q = super::query_params(pairs, &["limit", "cursor"])?;
-    let (limit, from) = super::cursor::page_params::<SendCursor>(&q)?;
+    let (mut limit, from) = super::cursor::page_params::<SendCursor>(&q)?;
+    // A bare array since it existed: without `limit`, clients that read only the body
+    // keep getting every send (up to the default sends_per_campaign).
+    if !q.contains_key("limit") {
+        limit = super::cursor::MAX_LIMIT;
+    }
     let cid = c.id;
     let mut rows = campaigns(&s)
         .sends(cid, from.map(|c| c.before), limit + 1)
