@@ -25,7 +25,7 @@ use axum::Json;
     post,
     path = "/internal/v1/lead-parts",
     tag = "internal",
-    request_body(content = Vec<u8>, content_type = "application/x-leadstream-part"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     params(("leadstream-part-signature" = String, Header, description = "hex HMAC-SHA256 of the body with the processes' shared key")),
     responses(
         (status = 200, description = "Stored: the part's counts", body = inline(PartCounts)),
@@ -54,12 +54,6 @@ struct PartCounts {
 }
 
 async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Counts, ApiError> {
-    let Some(router) = s.routing.clone() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "this process does not split lead-event batches between processes (it needs Kafka, ClickHouse and database.url)",
-        ));
-    };
     let bad_signature = || {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -72,6 +66,12 @@ async fn handle(s: AppState, headers: HeaderMap, body: Body) -> Result<Counts, A
         .filter(|v| v.len() == 64)
         .ok_or_else(bad_signature)?
         .to_owned();
+    let Some(router) = s.routing.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this process does not split lead-event batches between processes (it needs Kafka, ClickHouse and database.url)",
+        ));
+    };
     let body = body::read(
         &headers,
         body,

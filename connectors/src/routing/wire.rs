@@ -15,8 +15,8 @@ use std::borrow::Cow;
 pub const SIGNATURE_HEADER: &str = "leadstream-part-signature";
 /// The path parts are posted to.
 pub const PATH: &str = "/internal/v1/lead-parts";
-/// The content type of a part.
-pub const CONTENT_TYPE: &str = "application/x-leadstream-part";
+/// The content type of a part: leadstream's own encoding, opaque to anyone else.
+pub const CONTENT_TYPE: &str = "application/octet-stream";
 /// Largest part accepted: a 10 MB request's rows, whose compact metadata is never
 /// more than twice the text it came from, and their framing.
 pub const MAX_PART_BYTES: usize = 2 * crate::api::MAX_BODY_BYTES + 1024 * 1024;
