@@ -159,7 +159,10 @@ impl LeadRouter {
         let directory = Directory::new(pg, topic);
         let key = directory.forward_key().await?;
         let (ops, rx) = mpsc::unbounded_channel();
+        // Process to process on the deployment's own network: never through a proxy
+        // configured for outbound traffic.
         let client = reqwest::Client::builder()
+            .no_proxy()
             .connect_timeout(Duration::from_secs(2))
             .timeout(FORWARD_TIMEOUT)
             .build()
