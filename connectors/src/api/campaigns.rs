@@ -513,21 +513,41 @@ pub async fn upload_audience(
             // What the upload holds in memory at most (the feed's chunks in flight, one
             // row, a chunk of rows for the store), counted in the body budget for as
             // long as it runs: so many uploads at once are refused with 503, never
-            // held, and each holds one blocking thread at most.
+            // held.
             let _held = s.budget.hold(UPLOAD_HELD_BYTES)?;
-            let (reader, feed) = BodyReader::new();
+            let (tx, mut chunks) = tokio::sync::mpsc::channel(8);
             let stall = s.limits.body_timeout;
-            let feeding = crate::tasks::spawn(feed.run(body, stall));
-            let parsed =
-                tokio::task::spawn_blocking(move || audience::load_csv(reader, &normalizer, merge))
-                    .await
-                    .map_err(|_| store_error("audience upload stopped"))?;
-            let fed = feeding
+            let feeding = crate::tasks::spawn(BodyFeed { tx }.run(body, stall));
+            let stopped = || store_error("audience upload stopped");
+            let mut upload = audience::CsvUpload::new(normalizer, merge);
+            let mut parsed = Ok(());
+            while let Some(chunk) = chunks.recv().await {
+                // A blocking thread parses (and stores) what this chunk completes,
+                // and is given back: a slow client holds none while it sends.
+                let (back, pushed) = tokio::task::spawn_blocking(move || {
+                    let pushed = upload.push(chunk);
+                    (upload, pushed)
+                })
                 .await
-                .map_err(|_| store_error("audience upload stopped"))?;
-            // A body that failed is the answer, whatever the parser made of it.
+                .map_err(|_| stopped())?;
+                upload = back;
+                if let Err(e) = pushed {
+                    parsed = Err(e);
+                    break;
+                }
+            }
+            // A parser that stopped stops the feed.
+            drop(chunks);
+            let fed = feeding.await.map_err(|_| stopped())?;
+            // A body that failed is the answer, whatever the parser made of it (a
+            // cut-off last row is never read as a whole one).
             fed?;
-            parsed
+            match parsed {
+                Ok(()) => tokio::task::spawn_blocking(move || upload.finish())
+                    .await
+                    .map_err(|_| stopped())?,
+                Err(e) => Err(e),
+            }
         }
         "application/json" | "" => {
             let body = read(
@@ -559,59 +579,17 @@ pub async fn upload_audience(
     }
 }
 
-/// A `std::io::Read` over an HTTP body that an async task feeds in chunks, so a
-/// blocking parser reads an upload as it arrives (a few chunks held at a time).
-struct BodyReader {
-    /// `None`: the body failed (stalled, too large, cut off); the reader fails too,
-    /// so a cut-off last row is never read as a whole one.
-    rx: std::sync::mpsc::Receiver<Option<bytes::Bytes>>,
-    current: bytes::Bytes,
-}
-
+/// Feeds an upload's body to its parser in chunks, as they arrive (a few in flight).
 struct BodyFeed {
-    tx: std::sync::mpsc::SyncSender<Option<bytes::Bytes>>,
-}
-
-impl BodyReader {
-    fn new() -> (Self, BodyFeed) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(8);
-        (
-            BodyReader {
-                rx,
-                current: bytes::Bytes::new(),
-            },
-            BodyFeed { tx },
-        )
-    }
-}
-
-impl std::io::Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.recv() {
-                Ok(Some(b)) => self.current = b,
-                Ok(None) => {
-                    return Err(std::io::Error::other("the upload was cut short"));
-                }
-                // The feed ended with the body.
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
 }
 
 impl BodyFeed {
     /// Feeds the body's bytes until its end; answers the error that cut it short.
+    /// The parser sees the channel close either way; a failed body is told by the
+    /// result, so a cut-off last row is never read as a whole one.
     async fn run(self, body: Body, stall: std::time::Duration) -> Result<(), ApiError> {
-        let result = self.feed(body, stall).await;
-        if result.is_err() {
-            let tx = self.tx.clone();
-            let _ = tokio::task::spawn_blocking(move || tx.send(None)).await;
-        }
-        result
+        self.feed(body, stall).await
     }
 
     async fn feed(&self, mut body: Body, stall: std::time::Duration) -> Result<(), ApiError> {
@@ -642,12 +620,8 @@ impl BodyFeed {
                     "audience CSV over 1 GB; the chunks of 5,000 rows stored before the limit stay; split the rest into further uploads (they merge)",
                 ));
             }
-            let tx = self.tx.clone();
-            // The parser applies back-pressure: wait off the runtime's threads.
-            let sent = tokio::task::spawn_blocking(move || tx.send(Some(data)).is_ok())
-                .await
-                .unwrap_or(false);
-            if !sent {
+            // The parser applies back-pressure; it stopped when the channel is closed.
+            if self.tx.send(data).await.is_err() {
                 return Ok(());
             }
         }

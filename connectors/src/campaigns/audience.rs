@@ -68,16 +68,16 @@ pub enum UploadError {
 
 /// Collects rows into chunks for `store`, which merges one and answers how many
 /// phones were new to the audience.
-struct Loader<'a, S> {
-    normalizer: &'a PhoneNormalizer,
+struct Loader<S> {
+    normalizer: PhoneNormalizer,
     store: S,
     chunk: Vec<AudienceRow>,
     chunk_bytes: usize,
     tally: UploadTally,
 }
 
-impl<'a, S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> Loader<'a, S> {
-    fn new(normalizer: &'a PhoneNormalizer, store: S) -> Self {
+impl<S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> Loader<S> {
+    fn new(normalizer: PhoneNormalizer, store: S) -> Self {
         Self {
             normalizer,
             store,
@@ -165,94 +165,179 @@ pub const MAX_CSV_ROW_BYTES: usize = 64 * 1024;
 /// Most fields of one CSV row.
 pub const MAX_CSV_FIELDS: usize = 1024;
 
-/// Reads a CSV upload from `input` as it arrives.
+/// Reads a CSV upload from `input` as it arrives ([`CsvUpload`] fed from a reader).
 ///
 /// # Errors
-/// [`UploadError::Invalid`] for a header without `phone`, a header over
-/// [`MAX_CSV_ROW_BYTES`] or an empty upload (before anything is stored);
-/// [`UploadError::Body`] when `input` fails.
+/// As [`CsvUpload::push`] and [`CsvUpload::finish`]; [`UploadError::Body`] when
+/// `input` fails.
 pub fn load_csv(
-    input: impl Read,
+    mut input: impl Read,
     normalizer: &PhoneNormalizer,
     store: impl FnMut(&[AudienceRow]) -> Result<u64, DbError>,
 ) -> Result<UploadTally, UploadError> {
-    let mut rows = CsvRows::new(input);
-    let names: Vec<String> = match rows.next().map_err(body_error)? {
-        None => Vec::new(),
-        Some(CsvRow::TooLong { .. }) => {
+    let mut upload = CsvUpload::new(normalizer.clone(), store);
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let n = input.read(&mut buf).map_err(body_error)?;
+        if n == 0 {
+            return upload.finish();
+        }
+        upload.push(bytes::Bytes::copy_from_slice(&buf[..n]))?;
+    }
+}
+
+/// A CSV upload read as its bytes arrive: each [`push`](Self::push) parses the rows
+/// the bytes so far complete (storing a chunk whenever one fills) and keeps the rest,
+/// so nothing waits on the client between pushes. What it holds is bounded: the
+/// bytes pushed and not yet parsed, one row of at most [`MAX_CSV_ROW_BYTES`], and a
+/// chunk of rows for the store.
+pub struct CsvUpload<S> {
+    rows: CsvRows,
+    /// The header's column names, once read.
+    names: Option<Vec<String>>,
+    phone_col: usize,
+    ext_col: Option<usize>,
+    loader: Loader<S>,
+    variables: Map<String, Value>,
+}
+
+impl<S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> CsvUpload<S> {
+    /// An upload whose rows are normalized by `normalizer` and merged by `store`.
+    pub fn new(normalizer: PhoneNormalizer, store: S) -> Self {
+        Self {
+            rows: CsvRows::new(),
+            names: None,
+            phone_col: 0,
+            ext_col: None,
+            loader: Loader::new(normalizer, store),
+            variables: Map::new(),
+        }
+    }
+
+    /// Takes the upload's next bytes and reads the rows they complete.
+    ///
+    /// # Errors
+    /// [`UploadError::Invalid`] for a header without `phone` or over
+    /// [`MAX_CSV_ROW_BYTES`] (before anything is stored); [`UploadError::Db`].
+    pub fn push(&mut self, bytes: bytes::Bytes) -> Result<(), UploadError> {
+        self.rows.queue.push_back(bytes);
+        self.drain()
+    }
+
+    /// The upload ended: reads its last row and stores what is left.
+    ///
+    /// # Errors
+    /// As [`push`](Self::push); [`UploadError::Invalid`] for an empty upload.
+    pub fn finish(mut self) -> Result<UploadTally, UploadError> {
+        self.rows.eof = true;
+        self.drain()?;
+        if self.names.is_none() {
+            return Err(empty_csv());
+        }
+        Ok(self.loader.finish()?)
+    }
+
+    fn drain(&mut self) -> Result<(), UploadError> {
+        let Self {
+            rows,
+            names,
+            phone_col,
+            ext_col,
+            loader,
+            variables,
+        } = self;
+        loop {
+            let row = match rows.next() {
+                Next::NeedMore | Next::End => return Ok(()),
+                Next::Row(row) => row,
+            };
+            let Some(names) = names.as_ref() else {
+                let header = header(row)?;
+                let find = |wanted: &[&str]| {
+                    header
+                        .iter()
+                        .position(|n| wanted.iter().any(|w| n.eq_ignore_ascii_case(w)))
+                };
+                let Some(p) = find(&["phone", "phoneE164", "phone_e164"]) else {
+                    return Err(UploadError::Invalid(format!(
+                        "the CSV header {:?} has no phone column; the first row must name the columns, e.g. phone,external_id,first_name",
+                        header.join(",")
+                    )));
+                };
+                *phone_col = p;
+                *ext_col = find(&["external_id", "externalId"]);
+                *names = Some(header);
+                continue;
+            };
+            let record = match row {
+                CsvRow::Fields(r) => r,
+                CsvRow::TooLong { start } => {
+                    loader.tally.received += 1;
+                    loader.reject(
+                        String::from_utf8_lossy(&start).into_owned(),
+                        format!(
+                            "the row is over {} KB or {MAX_CSV_FIELDS} fields: it was skipped unread",
+                            MAX_CSV_ROW_BYTES / 1024
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let field = |i: usize| String::from_utf8_lossy(record.get(i));
+            if record.len() != names.len() {
+                loader.tally.received += 1;
+                let phone = field(*phone_col).into_owned();
+                loader.reject(
+                    phone,
+                    format!(
+                        "expected {} fields as in the header, found {}",
+                        names.len(),
+                        record.len()
+                    ),
+                );
+                continue;
+            }
+            if std::str::from_utf8(record.bytes).is_err() {
+                loader.tally.received += 1;
+                loader.reject(field(*phone_col).into_owned(), "the row is not UTF-8");
+                continue;
+            }
+            variables.clear();
+            for (i, name) in names.iter().enumerate() {
+                if i != *phone_col && Some(i) != *ext_col {
+                    variables.insert(name.clone(), Value::String(field(i).into_owned()));
+                }
+            }
+            let phone = field(*phone_col).into_owned();
+            let ext = ext_col.map(|i| field(i).trim().to_owned());
+            loader.row(&phone, ext, variables)?;
+        }
+    }
+}
+
+/// The column names of a header row.
+fn header(row: CsvRow<'_>) -> Result<Vec<String>, UploadError> {
+    let names: Vec<String> = match row {
+        CsvRow::TooLong { .. } => {
             return Err(UploadError::Invalid(format!(
                 "the CSV header row is over {} KB or {MAX_CSV_FIELDS} columns: the first row must name the columns, e.g. phone,external_id,first_name",
                 MAX_CSV_ROW_BYTES / 1024
             )))
         }
-        Some(CsvRow::Fields(header)) => (0..header.len())
+        CsvRow::Fields(header) => (0..header.len())
             .map(|i| String::from_utf8_lossy(header.get(i)).trim().to_owned())
             .collect(),
     };
     if names.is_empty() || (names.len() == 1 && names[0].is_empty()) {
-        return Err(UploadError::Invalid(
-            "the CSV is empty: send a header row naming the columns (phone, and optionally external_id), then one row per lead".into(),
-        ));
+        return Err(empty_csv());
     }
-    let find = |wanted: &[&str]| {
-        names
-            .iter()
-            .position(|n| wanted.iter().any(|w| n.eq_ignore_ascii_case(w)))
-    };
-    let Some(phone_col) = find(&["phone", "phoneE164", "phone_e164"]) else {
-        return Err(UploadError::Invalid(format!(
-            "the CSV header {:?} has no phone column; the first row must name the columns, e.g. phone,external_id,first_name",
-            names.join(",")
-        )));
-    };
-    let ext_col = find(&["external_id", "externalId"]);
-    let mut loader = Loader::new(normalizer, store);
-    let mut variables = Map::new();
-    while let Some(row) = rows.next().map_err(body_error)? {
-        let record = match row {
-            CsvRow::Fields(r) => r,
-            CsvRow::TooLong { start } => {
-                loader.tally.received += 1;
-                loader.reject(
-                    String::from_utf8_lossy(&start).into_owned(),
-                    format!(
-                        "the row is over {} KB or {MAX_CSV_FIELDS} fields: it was skipped unread",
-                        MAX_CSV_ROW_BYTES / 1024
-                    ),
-                );
-                continue;
-            }
-        };
-        let field = |i: usize| String::from_utf8_lossy(record.get(i));
-        if record.len() != names.len() {
-            loader.tally.received += 1;
-            let phone = field(phone_col).into_owned();
-            loader.reject(
-                phone,
-                format!(
-                    "expected {} fields as in the header, found {}",
-                    names.len(),
-                    record.len()
-                ),
-            );
-            continue;
-        }
-        if std::str::from_utf8(record.bytes).is_err() {
-            loader.tally.received += 1;
-            loader.reject(field(phone_col).into_owned(), "the row is not UTF-8");
-            continue;
-        }
-        variables.clear();
-        for (i, name) in names.iter().enumerate() {
-            if i != phone_col && Some(i) != ext_col {
-                variables.insert(name.clone(), Value::String(field(i).into_owned()));
-            }
-        }
-        let phone = field(phone_col).into_owned();
-        let ext = ext_col.map(|i| field(i).trim().to_owned());
-        loader.row(&phone, ext, &variables)?;
-    }
-    Ok(loader.finish()?)
+    Ok(names)
+}
+
+fn empty_csv() -> UploadError {
+    UploadError::Invalid(
+        "the CSV is empty: send a header row naming the columns (phone, and optionally external_id), then one row per lead".into(),
+    )
 }
 
 fn body_error(e: std::io::Error) -> UploadError {
@@ -289,76 +374,99 @@ enum CsvRow<'a> {
     },
 }
 
-/// CSV rows from a reader (RFC 4180 quoting, as `csv_core` reads it), each held in
-/// fixed buffers: memory stays bounded whatever a row's length.
-struct CsvRows<R> {
-    input: R,
-    core: csv_core::Reader,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
+/// What [`CsvRows::next`] found.
+enum Next<'a> {
+    Row(CsvRow<'a>),
+    /// The bytes pushed so far end inside a row.
+    NeedMore,
+    /// The upload ended (after its last row).
+    End,
+}
+
+/// CSV rows from the bytes pushed into `queue` (RFC 4180 quoting, as `csv_core`
+/// reads it), each held in fixed buffers: memory stays bounded whatever a row's
+/// length. A row cut between two pushes is carried over in `out`.
+struct CsvRows {
+    queue: std::collections::VecDeque<bytes::Bytes>,
+    /// No more bytes will be pushed.
     eof: bool,
+    core: csv_core::Reader,
     out: Box<[u8]>,
     ends: Box<[usize]>,
+    /// The current row so far: bytes in `out`, field ends in `ends`, and whether it
+    /// is over the bounds (then it is read through and dropped).
+    outlen: usize,
+    endlen: usize,
+    too_long: bool,
     scratch: Box<[u8]>,
     scratch_ends: Box<[usize]>,
 }
 
-impl<R: Read> CsvRows<R> {
-    fn new(input: R) -> Self {
+impl CsvRows {
+    fn new() -> Self {
         Self {
-            input,
-            core: csv_core::Reader::new(),
-            buf: vec![0; 64 * 1024].into(),
-            start: 0,
-            end: 0,
+            queue: std::collections::VecDeque::new(),
             eof: false,
+            core: csv_core::Reader::new(),
             out: vec![0; MAX_CSV_ROW_BYTES].into(),
             ends: vec![0; MAX_CSV_FIELDS].into(),
+            outlen: 0,
+            endlen: 0,
+            too_long: false,
             scratch: vec![0; 4096].into(),
             scratch_ends: vec![0; 64].into(),
         }
     }
 
-    /// The next row; `None` at the end of the input.
-    fn next(&mut self) -> std::io::Result<Option<CsvRow<'_>>> {
+    /// The next row of what was pushed.
+    fn next(&mut self) -> Next<'_> {
         use csv_core::ReadRecordResult as R;
-        let (mut outlen, mut endlen, mut too_long) = (0, 0, false);
         loop {
-            if self.start == self.end && !self.eof {
-                self.end = self.input.read(&mut self.buf)?;
-                self.start = 0;
-                self.eof = self.end == 0;
+            while self.queue.front().is_some_and(bytes::Bytes::is_empty) {
+                self.queue.pop_front();
             }
-            let input = &self.buf[self.start..self.end];
-            let (res, nin, nout, nend) = if too_long {
+            let input: &[u8] = match self.queue.front() {
+                Some(b) => b,
+                // csv_core ends the last row at an empty input.
+                None if self.eof => &[],
+                None => return Next::NeedMore,
+            };
+            let (res, nin, nout, nend) = if self.too_long {
                 // Read through to the row's end, keeping nothing of it.
                 self.core
                     .read_record(input, &mut self.scratch, &mut self.scratch_ends)
             } else {
-                self.core
-                    .read_record(input, &mut self.out[outlen..], &mut self.ends[endlen..])
+                self.core.read_record(
+                    input,
+                    &mut self.out[self.outlen..],
+                    &mut self.ends[self.endlen..],
+                )
             };
-            self.start += nin;
-            if !too_long {
-                outlen += nout;
-                endlen += nend;
+            if let Some(b) = self.queue.front_mut() {
+                let _ = b.split_to(nin);
+            }
+            if !self.too_long {
+                self.outlen += nout;
+                self.endlen += nend;
             }
             match res {
                 R::InputEmpty => {}
-                R::OutputFull | R::OutputEndsFull => too_long = true,
-                R::Record if too_long => {
-                    return Ok(Some(CsvRow::TooLong {
-                        start: self.out[..outlen.min(32)].to_vec(),
-                    }))
-                }
+                R::OutputFull | R::OutputEndsFull => self.too_long = true,
                 R::Record => {
-                    return Ok(Some(CsvRow::Fields(CsvRecord {
-                        bytes: &self.out[..outlen],
-                        ends: &self.ends[..endlen],
-                    })))
+                    let (outlen, endlen, too_long) = (self.outlen, self.endlen, self.too_long);
+                    (self.outlen, self.endlen, self.too_long) = (0, 0, false);
+                    return Next::Row(if too_long {
+                        CsvRow::TooLong {
+                            start: self.out[..outlen.min(32)].to_vec(),
+                        }
+                    } else {
+                        CsvRow::Fields(CsvRecord {
+                            bytes: &self.out[..outlen],
+                            ends: &self.ends[..endlen],
+                        })
+                    });
                 }
-                R::End => return Ok(None),
+                R::End => return Next::End,
             }
         }
     }
@@ -375,7 +483,7 @@ pub fn load_json(
     normalizer: &PhoneNormalizer,
     store: impl FnMut(&[AudienceRow]) -> Result<u64, DbError>,
 ) -> Result<UploadTally, UploadError> {
-    let mut loader = Loader::new(normalizer, store);
+    let mut loader = Loader::new(normalizer.clone(), store);
     let mut de = serde_json::Deserializer::from_slice(body);
     let mut db_error = None;
     let seed = Rows {
@@ -394,21 +502,19 @@ pub fn load_json(
     Ok(loader.finish()?)
 }
 
-struct Rows<'l, 'a, S> {
-    loader: &'l mut Loader<'a, S>,
+struct Rows<'l, S> {
+    loader: &'l mut Loader<S>,
     db_error: &'l mut Option<DbError>,
 }
 
-impl<'de, S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> DeserializeSeed<'de>
-    for Rows<'_, '_, S>
-{
+impl<'de, S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> DeserializeSeed<'de> for Rows<'_, S> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de, S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> Visitor<'de> for Rows<'_, '_, S> {
+impl<'de, S: FnMut(&[AudienceRow]) -> Result<u64, DbError>> Visitor<'de> for Rows<'_, S> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -561,6 +667,33 @@ mod tests {
         assert_eq!(ext.as_deref(), Some("c"));
         assert_eq!(vars, r#"{"first_name":"Cid"}"#);
         assert_eq!(audience[&447700900124].1, r#"{"first_name":"Eve, Jr"}"#);
+    }
+
+    #[test]
+    fn rows_cut_anywhere_between_pushes_read_as_when_sent_whole() {
+        let n = PhoneNormalizer::new();
+        let csv = "external_id,phone,note\n\
+                   a,+1 555 123 4567,\"two\nlines, one field\"\n\
+                   b,+44 7700 900123,plain\n\
+                   c,15551234568,last row without a newline";
+        let mut whole = HashMap::new();
+        let t_whole = load_csv(csv.as_bytes(), &n, store(&mut whole)).unwrap();
+        for cut in [1, 2, 7, 33] {
+            let mut pieces = HashMap::new();
+            let mut up = CsvUpload::new(n.clone(), store(&mut pieces));
+            for chunk in csv.as_bytes().chunks(cut) {
+                up.push(bytes::Bytes::copy_from_slice(chunk)).unwrap();
+            }
+            let t = up.finish().unwrap();
+            assert_eq!(
+                (t.received, t.accepted, t.rejected),
+                (t_whole.received, t_whole.accepted, t_whole.rejected),
+                "pushed {cut} bytes at a time"
+            );
+            assert_eq!(pieces, whole, "pushed {cut} bytes at a time");
+        }
+        assert_eq!(t_whole.accepted, 3);
+        assert_eq!(whole[&15551234567].1, r#"{"note":"two\nlines, one field"}"#);
     }
 
     #[test]
