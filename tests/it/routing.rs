@@ -311,6 +311,21 @@ async fn sigterm_ends_every_background_task_of_the_full_stack() {
     )
     .await;
     assert_eq!(r.counts().1, 1);
+    // The route processes hand parts over on takes nothing without the processes'
+    // key: a forged part is 401, a missing signature too, and nothing is stored.
+    for signature in [Some("ab".repeat(32)), None] {
+        let mut req = s
+            .client()
+            .post(s.url("/internal/v1/lead-parts"))
+            .header("content-type", "application/octet-stream")
+            .body(vec![1u8, 2, 3, 4]);
+        if let Some(sig) = &signature {
+            req = req.header("leadstream-part-signature", sig);
+        }
+        let forged = req.send().await.unwrap();
+        assert_eq!(forged.status(), 401, "{signature:?}");
+    }
+    assert_eq!(ch.count("SELECT count() FROM stopping.lead_events"), 1);
     let deadline = Instant::now() + Duration::from_secs(30);
     while rx.seen("slow").is_empty() {
         assert!(
