@@ -88,6 +88,24 @@ impl<'a> Api<'a> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    /// Asserts the list at `path` answers 400 naming `limit` or the cursor for a bad
+    /// one of either.
+    pub async fn assert_bad_paging_refused(&self, path: &str) {
+        for query in ["limit=0", "limit=1001", "limit=x", "limit=2&cursor=nope"] {
+            let msg = self
+                .get(&format!("{path}?{query}"))
+                .await
+                .error(400)
+                .to_owned();
+            let named = if query.contains("cursor") {
+                "cursor"
+            } else {
+                "limit"
+            };
+            assert!(msg.contains(named), "{path}?{query}: {msg}");
+        }
+    }
+
     /// The pages of a bare-array list from `path` on, following its `Link: <…>;
     /// rel="next"` headers until a page has none.
     pub async fn pages_by_link(&self, path: &str) -> Vec<Vec<Value>> {

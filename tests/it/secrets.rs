@@ -25,6 +25,25 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
+/// `leadstream <args…> secrets rotate` under `key` (and `previous`): its output, once
+/// it succeeded.
+fn rotate(args: &[&str], key: &str, previous: Option<&str>) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_leadstream"));
+    cmd.args(args)
+        .args(["secrets", "rotate"])
+        .env("LEADSTREAM_SECRETS_KEY", key);
+    if let Some(previous) = previous {
+        cmd.env("LEADSTREAM_SECRETS_PREVIOUS_KEYS", previous);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn new_key(s: &TestServer) -> String {
     s.cli(["secrets", "new-key"]).ok().trim().to_owned()
 }
@@ -83,25 +102,12 @@ async fn secrets_are_sealed_at_rest_work_and_rotate_to_a_new_key() {
     // Rotation: stopped, the store sealed again under the new key with the old one
     // still known; then the new key alone serves everything.
     s.stop();
-    let rotated = {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadstream"))
-            .args([
-                "--data-dir",
-                s.data_dir().to_str().unwrap(),
-                "secrets",
-                "rotate",
-            ])
-            .env("LEADSTREAM_SECRETS_KEY", &new)
-            .env("LEADSTREAM_SECRETS_PREVIOUS_KEYS", &old)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let data_dir = s.data_dir();
+    let rotated = rotate(
+        &["--data-dir", data_dir.to_str().unwrap()],
+        &new,
+        Some(&old),
+    );
     assert!(
         rotated.contains("1 endpoint secrets, 1 WhatsApp app secrets"),
         "{rotated}"
@@ -210,41 +216,18 @@ async fn on_postgres_secrets_are_sealed_and_rotate() {
     assert!(token.starts_with("sha256:"), "{token}");
     // Rotated while the server runs with both keys known.
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadstream"))
-        .args([
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--database-url",
-            &url,
-            "secrets",
-            "rotate",
-        ])
-        .env("LEADSTREAM_SECRETS_KEY", &new)
-        .env("LEADSTREAM_SECRETS_PREVIOUS_KEYS", &old)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let on_pg = [
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--database-url",
+        &url,
+    ];
+    rotate(&on_pg, &new, Some(&old));
     let resealed = stored("SELECT secret FROM endpoint_secrets").await;
     assert_ne!(resealed, sealed);
     assert!(resealed.starts_with("sealed:v1:"));
     // Run again: nothing left to do.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadstream"))
-        .args([
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--database-url",
-            &url,
-            "secrets",
-            "rotate",
-        ])
-        .env("LEADSTREAM_SECRETS_KEY", &new)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = rotate(&on_pg, &new, None);
     assert!(
         said.contains("0 endpoint secrets, 0 WhatsApp app secrets; hashed 0"),
         "{said}"

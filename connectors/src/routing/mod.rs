@@ -102,6 +102,16 @@ enum DirectoryOp {
     Release(Vec<i32>),
 }
 
+/// Where a batch's pending partitions go now.
+struct Routes {
+    /// Their gates are open here.
+    local: Vec<i32>,
+    /// Each owner the directory names, with its partitions.
+    remote: Vec<(Owner, Vec<i32>)>,
+    /// No owner yet (moving or warming).
+    unowned: Vec<i32>,
+}
+
 /// The partitions of one batch that go one way, with their rows.
 type Parts = Vec<(i32, Vec<Row>)>;
 
@@ -214,9 +224,14 @@ impl LeadRouter {
         let mut any_stored = false;
         let mut waited = false;
         let mut failed = None;
-        for round in 0.. {
-            let (local, remote, unowned) = self.resolve(&pending, round > 0).await?;
-            if round == 0 && !unowned.is_empty() {
+        let mut first = true;
+        loop {
+            let Routes {
+                local,
+                remote,
+                unowned,
+            } = self.resolve(&pending, !first).await?;
+            if first && !unowned.is_empty() {
                 crate::metrics::lead_part_moving("refused");
                 return Err(RouteError::Moving {
                     partitions: unowned,
@@ -269,6 +284,7 @@ impl LeadRouter {
                 return Ok(total);
             }
             waited = true;
+            first = false;
             if Instant::now() + RETRY_EVERY > deadline {
                 crate::metrics::lead_part_moving("refused");
                 return Err(RouteError::Moving {
@@ -279,17 +295,15 @@ impl LeadRouter {
             }
             tokio::time::sleep(RETRY_EVERY).await;
         }
-        unreachable!("the loop returns")
     }
 
     /// Where each pending partition goes now: here (its gate is open), to another
     /// process (the directory names it), or nowhere yet.
-    #[allow(clippy::type_complexity)]
     async fn resolve(
         &self,
         pending: &BTreeMap<i32, Vec<Row>>,
         fresh: bool,
-    ) -> Result<(Vec<i32>, Vec<(Owner, Vec<i32>)>, Vec<i32>), RepoError> {
+    ) -> Result<Routes, RepoError> {
         let inner = &self.inner;
         let (mut local, mut elsewhere) = (Vec::new(), Vec::new());
         for p in pending.keys() {
@@ -315,7 +329,11 @@ impl LeadRouter {
                 }
             }
         }
-        Ok((local, remote, unowned))
+        Ok(Routes {
+            local,
+            remote,
+            unowned,
+        })
     }
 
     /// Stores a part another process handed over (`body`, signed with `signature`),
