@@ -9,7 +9,7 @@ use leadstream_connectors::config::{ClickHouseConfig, Config, RetryConfig};
 use leadstream_connectors::db::StateDb;
 use leadstream_connectors::delivery::DeliveryEngine;
 use leadstream_connectors::kafka::{PartitionWarmer, WarmedAtStartup};
-use leadstream_connectors::registry::{IssuedKey, KeyInfo, Org, RegistryError};
+use leadstream_connectors::registry::{IssuedKey, KeyInfo, Org, RegistryError, Scope};
 use leadstream_connectors::routing::{LeadRouter, RoutingWarmer};
 use leadstream_connectors::services::{Role, Services};
 use leadstream_connectors::{AuthMode, EventWriter, KeyKind, Registry};
@@ -172,11 +172,18 @@ pub enum OrgCmd {
 #[derive(Subcommand, Debug)]
 pub enum KeyCmd {
     /// Issue a new key; earlier keys stay active. The key is printed once, alone on the last line.
-    #[command(after_help = "Example:\n  KEY=$(leadstream api-key create --org 42 | tail -n1)")]
+    #[command(
+        after_help = "Example:\n  KEY=$(leadstream api-key create --org 42 | tail -n1)\n  READER=$(leadstream api-key create --org 42 --scope read | tail -n1)"
+    )]
     Create {
         /// Organization id the key is for.
         #[arg(long)]
         org: OrgId,
+        /// API keys only: what the key may do. `admin`: everything. `read`: list and
+        /// view, never change anything or see a signing secret. `ingest`: only send
+        /// lead events and domain events. Other calls answer 403.
+        #[arg(long, value_parser = ["read", "ingest", "admin"])]
+        scope: Option<String>,
     },
     /// List an organization's keys (prefix only), newest first.
     List {
@@ -299,8 +306,8 @@ impl BlockingRegistry {
     fn set_auth_mode(&self, org: OrgId, mode: AuthMode) -> Result<(), RegistryError> {
         self.rt.block_on(self.reg.set_auth_mode(org, mode))
     }
-    fn issue(&self, org: OrgId, kind: KeyKind) -> Result<IssuedKey, RegistryError> {
-        self.rt.block_on(self.reg.issue(org, kind))
+    fn issue(&self, org: OrgId, kind: KeyKind, scope: Scope) -> Result<IssuedKey, RegistryError> {
+        self.rt.block_on(self.reg.issue_scoped(org, kind, scope))
     }
     fn keys(&self, org: OrgId, kind: KeyKind) -> Result<Vec<KeyInfo>, RegistryError> {
         self.rt.block_on(self.reg.keys(org, kind))
@@ -541,10 +548,22 @@ impl Admin {
         let reg = self.registry()?;
         let noun = key_noun(kind);
         match cmd {
-            KeyCmd::Create { org } => {
-                let k = reg.issue(org, kind).map_err(|e| self.explain(&reg, e))?;
+            KeyCmd::Create { org, scope } => {
+                let scope = match (kind, scope) {
+                    (_, None) => Scope::Admin,
+                    (KeyKind::ApiKey, Some(s)) => Scope::parse(&s)?,
+                    (KeyKind::SigningKey, Some(_)) => anyhow::bail!(
+                        "--scope is for API keys: a signing key only signs lead-event requests; drop --scope"
+                    ),
+                };
+                let k = reg
+                    .issue(org, kind, scope)
+                    .map_err(|e| self.explain(&reg, e))?;
                 let mode = reg.auth_mode(org)?;
-                println!("created {noun} {} for organization {org}; it is shown only this once:", k.id);
+                match kind {
+                    KeyKind::ApiKey => println!("created {noun} {} for organization {org} with scope {scope}; it is shown only this once:", k.id),
+                    KeyKind::SigningKey => println!("created {noun} {} for organization {org}; it is shown only this once:", k.id),
+                }
                 match (kind, mode) {
                     (KeyKind::SigningKey, Some(AuthMode::ApiKey)) => eprintln!(
                         "note: organization {org} is in api-key mode, so signatures are refused; `{}` to use signing keys",
@@ -565,14 +584,15 @@ impl Admin {
                     return Ok(());
                 }
                 let time = leadstream_pipeline::time::format_rfc3339_ms;
-                let rows: Vec<[String; 5]> = list
+                let rows: Vec<[String; 6]> = list
                     .into_iter()
-                    .map(|KeyInfo { id, prefix, revoked_at_ms, created_at_ms, .. }| {
+                    .map(|KeyInfo { id, prefix, revoked_at_ms, created_at_ms, scope, .. }| {
                         let state = if revoked_at_ms.is_some() { "revoked" } else { "active" };
-                        [id.to_string(), format!("{prefix}…"), state.to_owned(), time(created_at_ms), revoked_at_ms.map_or("-".to_owned(), time)]
+                        let scope = if kind == KeyKind::ApiKey { scope.as_str() } else { "-" };
+                        [id.to_string(), format!("{prefix}…"), scope.to_owned(), state.to_owned(), time(created_at_ms), revoked_at_ms.map_or("-".to_owned(), time)]
                     })
                     .collect();
-                print!("{}", table(["ID", "PREFIX", "STATE", "CREATED", "REVOKED"], &rows));
+                print!("{}", table(["ID", "PREFIX", "SCOPE", "STATE", "CREATED", "REVOKED"], &rows));
                 match (kind, reg.auth_mode(org)?) {
                     (KeyKind::SigningKey, Some(AuthMode::ApiKey)) => eprintln!("note: organization {org} is in api-key mode; these keys are not used"),
                     (KeyKind::ApiKey, Some(AuthMode::Hmac)) => eprintln!("note: organization {org} is in hmac mode; these keys are not used"),

@@ -1084,8 +1084,15 @@ pub async fn whatsapp_webhook(
     // Several orgs may have registered the id: the key's org, or the one whose app
     // secret signed the body, is the one it is for.
     let keyed = match (found.is_empty(), super::auth::bearer_token(&headers)) {
-        (false, Some(token)) => match s.registry.org_for_api_key(token).await {
-            Ok(Some(org)) => found.iter().position(|i| i.org == org),
+        // A key that may send domain events (ingest or admin) may post this too.
+        (false, Some(token)) => match s.registry.grant_for_api_key(token).await {
+            Ok(Some(g))
+                if g.scope
+                    .allows(&axum::http::Method::POST, "/api/v1/events")
+                    .is_ok() =>
+            {
+                found.iter().position(|i| i.org == g.org)
+            }
             _ => None,
         },
         _ => None,

@@ -273,8 +273,15 @@ async fn credential(registry: &Registry, headers: &HeaderMap) -> Result<Credenti
         return Ok(Credential::Signature(sig));
     }
     let token = super::auth::bearer_token(headers).ok_or_else(unauthorized)?;
-    match registry.org_for_api_key(token).await {
-        Ok(Some(org)) => Ok(Credential::ApiKey(org)),
+    match registry.grant_for_api_key(token).await {
+        Ok(Some(grant)) => {
+            super::auth::check_scope(
+                grant.scope,
+                &axum::http::Method::POST,
+                "/api/v1/webhooks/lead-events",
+            )?;
+            Ok(Credential::ApiKey(grant.org))
+        }
         Ok(None) => Err(unauthorized()),
         Err(e) => Err(lookup_failed(e)),
     }

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod body;
 mod campaigns;
+pub mod console;
 mod cursor;
 mod deliveries;
 mod domain;
@@ -98,6 +99,7 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .route("/api/v1/webhooks/lead-events", post(lead_events::post))
         .route(crate::routing::wire::PATH, post(lead_parts::post))
+        .route("/api/v1/api-keys/current", get(auth::current))
         .route("/api/webhooks/get", get(webhooks::list))
         .route("/api/webhooks/create", post(webhooks::create))
         .route("/api/webhooks/delete", delete(webhooks::delete))
@@ -203,6 +205,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(serve_metrics))
         .route("/openapi.json", get(openapi::serve))
+        .route("/", get(console::index))
+        .route("/console/{*path}", get(console::file))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state);
     // The guard wraps the whole router, so it sees responses as routing finished them

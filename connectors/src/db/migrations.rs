@@ -43,6 +43,11 @@ pub const POSTGRES: &[Migration<&str>] = &[
         name: "when each WhatsApp id was first seen",
         step: include_str!("migrations/postgres/0007_whatsapp_seen_at.sql"),
     },
+    Migration {
+        version: 8,
+        name: "API-key scopes",
+        step: include_str!("migrations/postgres/0008_credential_scopes.sql"),
+    },
 ];
 
 /// `leadstream.db`: organizations and credentials of the embedded store.
@@ -56,6 +61,11 @@ pub const SQLITE_REGISTRY: &[Migration<SqliteStep>] = &[
         version: 2,
         name: "organizations.account_id",
         step: SqliteStep::Code(add_account_ids),
+    },
+    Migration {
+        version: 3,
+        name: "API-key scopes",
+        step: SqliteStep::Sql(include_str!("migrations/sqlite/0003_credential_scopes.sql")),
     },
 ];
 

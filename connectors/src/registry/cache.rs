@@ -12,7 +12,7 @@
 //! also dropped after [`MAX_AGE`], and the whole cache when it holds
 //! [`MAX_ENTRIES`].
 
-use super::repo::{NewKey, RegistryRepo};
+use super::repo::{NewKey, RegistryRepo, StoredApiKey};
 use super::{AuthMode, KeyInfo, KeyKind, Org};
 use crate::db::notify::{self, Change};
 use crate::db::{Pg, RepoError};
@@ -36,8 +36,8 @@ struct Kept {
     /// Counts the times everything was dropped: an answer read from the database
     /// while it changed is not kept (it may predate the change).
     generation: u64,
-    /// Key hash → its org and stored hash.
-    api_keys: HashMap<Vec<u8>, Entry<(OrgId, Vec<u8>)>>,
+    /// Key hash → the key as stored.
+    api_keys: HashMap<Vec<u8>, Entry<StoredApiKey>>,
     /// Org → its auth mode and account id.
     orgs: HashMap<OrgId, Entry<(AuthMode, String)>>,
     /// Org → its active signing keys' hashes.
@@ -173,7 +173,7 @@ impl RegistryRepo for CachedRegistry {
         r
     }
 
-    async fn api_key(&self, hash: &[u8]) -> Result<Option<(OrgId, Vec<u8>)>, RepoError> {
+    async fn api_key(&self, hash: &[u8]) -> Result<Option<StoredApiKey>, RepoError> {
         if let Some(v) = fresh(self.kept.lock().api_keys.get(hash)) {
             crate::metrics::credential_cache(true);
             return Ok(Some(v));

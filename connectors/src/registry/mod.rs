@@ -67,6 +67,97 @@ impl AuthMode {
     }
 }
 
+/// What an API key may do. Enforced for every route by [`Scope::allows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// List and view everything but secrets; change nothing.
+    Read,
+    /// Only send: lead events and domain events.
+    Ingest,
+    /// Everything (the default, and what every key issued before scopes is).
+    #[default]
+    Admin,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Ingest => "ingest",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// Parses `read`, `ingest` or `admin`.
+    ///
+    /// # Errors
+    /// A message naming the accepted values.
+    pub fn parse(s: &str) -> Result<Self, RegistryError> {
+        match s {
+            "read" => Ok(Scope::Read),
+            "ingest" => Ok(Scope::Ingest),
+            "admin" => Ok(Scope::Admin),
+            other => Err(RegistryError::BadScope(other.to_owned())),
+        }
+    }
+
+    /// Whether a key of this scope may call `method` on the route `path` (the route's
+    /// template, as `/api/webhooks/{id}`), and if not, why (the 403's message).
+    ///
+    /// `read` may call every `GET` but the two that answer a signing secret, and the
+    /// eligibility preview (a `POST` that changes nothing); `ingest` may post lead
+    /// events and domain events, and ask what its key is.
+    pub fn allows(self, method: &axum::http::Method, path: &str) -> Result<(), String> {
+        use axum::http::Method;
+        const SECRETS: [&str; 2] = [
+            "/api/webhooks/{id}/secret",
+            "/api/v1/organizations/current/settings",
+        ];
+        const VIEWS: [&str; 1] = ["/api/v1/campaigns/{id}/sends/{send}/eligible"];
+        const INGEST: [&str; 2] = ["/api/v1/webhooks/lead-events", "/api/v1/events"];
+        const WHOAMI: &str = "/api/v1/api-keys/current";
+        let reading = *method == Method::GET || *method == Method::HEAD;
+        let allowed = match self {
+            Scope::Admin => true,
+            Scope::Read => {
+                (reading && !SECRETS.contains(&path))
+                    || (*method == Method::POST && VIEWS.contains(&path))
+            }
+            Scope::Ingest => {
+                (*method == Method::POST && INGEST.contains(&path)) || (reading && path == WHOAMI)
+            }
+        };
+        if allowed {
+            return Ok(());
+        }
+        let may = match self {
+            Scope::Read => "may list and view, but not change anything or see a signing secret",
+            Scope::Ingest => "may only send lead events and domain events",
+            Scope::Admin => "may do everything",
+        };
+        Err(format!(
+            "this API key's scope is {self}: it {may}, so it cannot {method} {path}; use a key with scope admin (leadstream api-key create --org ORG --scope admin)"
+        ))
+    }
+}
+
+/// An active API key as a request presents it: whose it is and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub org: OrgId,
+    pub key_id: i64,
+    /// The key's first characters, as `api-key list` shows them.
+    pub prefix: String,
+    pub scope: Scope,
+}
+
 /// The two kinds of credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
@@ -111,6 +202,8 @@ pub enum RegistryError {
     },
     #[error("unknown auth mode {0:?}: expected api-key or hmac")]
     BadMode(String),
+    #[error("unknown scope {0:?}: expected read, ingest or admin")]
+    BadScope(String),
     #[error("registry database: {0}")]
     Db(#[from] RepoError),
 }
@@ -132,6 +225,8 @@ pub struct KeyInfo {
     pub prefix: String,
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+    /// What an API key may do (signing keys: admin, unused).
+    pub scope: Scope,
 }
 
 /// A newly issued key: `secret` is shown once and never stored.
@@ -241,11 +336,25 @@ impl Registry {
         Ok(())
     }
 
-    /// Issues a new key of `kind` for `org`. Earlier keys stay active.
+    /// Issues a new key of `kind` for `org`, an API key with every right. Earlier keys
+    /// stay active.
     ///
     /// # Errors
     /// [`RegistryError::NoSuchOrg`].
     pub async fn issue(&self, org: OrgId, kind: KeyKind) -> Result<IssuedKey, RegistryError> {
+        self.issue_scoped(org, kind, Scope::Admin).await
+    }
+
+    /// [`issue`](Self::issue), an API key limited to `scope`.
+    ///
+    /// # Errors
+    /// [`RegistryError::NoSuchOrg`].
+    pub async fn issue_scoped(
+        &self,
+        org: OrgId,
+        kind: KeyKind,
+        scope: Scope,
+    ) -> Result<IssuedKey, RegistryError> {
         let mut raw = vec![0u8; kind.random_bytes()];
         rand::rng().fill_bytes(&mut raw);
         let secret = format!("{}{}", kind.prefix(), hex::encode(&raw));
@@ -254,6 +363,7 @@ impl Registry {
             kind,
             hash: &sha256(secret.as_bytes()),
             prefix: &secret[..12],
+            scope,
             at_ms: now_ms(),
         };
         match self.repo.insert_key(key).await? {
@@ -302,13 +412,26 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::Db`].
     pub async fn org_for_api_key(&self, key: &str) -> Result<Option<OrgId>, RegistryError> {
+        Ok(self.grant_for_api_key(key).await?.map(|g| g.org))
+    }
+
+    /// The org and scope of an active API key, or `None` for an unknown or revoked key.
+    ///
+    /// # Errors
+    /// [`RegistryError::Db`].
+    pub async fn grant_for_api_key(&self, key: &str) -> Result<Option<Grant>, RegistryError> {
         let h = sha256(key.as_bytes());
         let row = self.repo.api_key(&h).await?;
         // The lookup is by hash, so its timing says nothing about the key; the
         // comparison is repeated in constant time all the same.
         Ok(row
-            .filter(|(_, stored)| bool::from(stored.ct_eq(&h[..])))
-            .map(|(org, _)| org))
+            .filter(|k| bool::from(k.hash.ct_eq(&h[..])))
+            .map(|k| Grant {
+                org: k.org,
+                key_id: k.id,
+                prefix: k.prefix,
+                scope: k.scope,
+            }))
     }
 
     /// The keys that verify `org`'s signatures now: see [`SigningKeys::verify`].
@@ -430,7 +553,7 @@ mod tests {
         ) -> Result<bool, RepoError> {
             self.inner.revoke(org, kind, id, at).await
         }
-        async fn api_key(&self, hash: &[u8]) -> Result<Option<(OrgId, Vec<u8>)>, RepoError> {
+        async fn api_key(&self, hash: &[u8]) -> Result<Option<repo::StoredApiKey>, RepoError> {
             self.lookups
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.inner.api_key(hash).await

@@ -2,7 +2,7 @@
 //! answer a process caches ([`super::cache`]) notifies
 //! [`notify::CREDENTIALS`](crate::db::notify::CREDENTIALS) in its own transaction.
 
-use super::repo::{auth_mode, NewKey, RegistryRepo};
+use super::repo::{auth_mode, scope, NewKey, RegistryRepo, StoredApiKey};
 use super::{AuthMode, KeyInfo, KeyKind, Org};
 use crate::db::{notify, Pg, RepoError};
 use leadstream_pipeline::OrgId;
@@ -101,8 +101,8 @@ impl RegistryRepo for PgRegistry {
         let tx = conn.transaction().await?;
         let row = tx
             .query_opt(
-                "INSERT INTO credentials (org_id, kind, hash, prefix, created_at)
-                 SELECT id, $2, $3, $4, $5 FROM organizations WHERE id = $1
+                "INSERT INTO credentials (org_id, kind, hash, prefix, created_at, scope)
+                 SELECT id, $2, $3, $4, $5, $6 FROM organizations WHERE id = $1
                  RETURNING id",
                 &[
                     &key.org,
@@ -110,6 +110,7 @@ impl RegistryRepo for PgRegistry {
                     &key.hash,
                     &key.prefix,
                     &key.at_ms,
+                    &key.scope.as_str(),
                 ],
             )
             .await?;
@@ -127,7 +128,7 @@ impl RegistryRepo for PgRegistry {
             .conn()
             .await?
             .query(
-                "SELECT id, org_id, prefix, created_at, revoked_at FROM credentials WHERE org_id = $1 AND kind = $2 ORDER BY id DESC",
+                "SELECT id, org_id, prefix, created_at, revoked_at, scope FROM credentials WHERE org_id = $1 AND kind = $2 ORDER BY id DESC",
                 &[&org, &kind.as_str()],
             )
             .await?;
@@ -139,6 +140,7 @@ impl RegistryRepo for PgRegistry {
                     prefix: r.try_get(2)?,
                     created_at_ms: r.try_get(3)?,
                     revoked_at_ms: r.try_get(4)?,
+                    scope: scope(r.try_get(5)?)?,
                 })
             })
             .collect()
@@ -161,16 +163,23 @@ impl RegistryRepo for PgRegistry {
         Ok(n > 0)
     }
 
-    async fn api_key(&self, hash: &[u8]) -> Result<Option<(OrgId, Vec<u8>)>, RepoError> {
+    async fn api_key(&self, hash: &[u8]) -> Result<Option<StoredApiKey>, RepoError> {
         let conn = self.pg.conn().await?;
         let stmt = conn
-            .prepare_cached("SELECT org_id, hash FROM credentials WHERE hash = $1 AND kind = 'api-key' AND revoked_at IS NULL")
+            .prepare_cached("SELECT id, org_id, hash, prefix, scope FROM credentials WHERE hash = $1 AND kind = 'api-key' AND revoked_at IS NULL")
             .await?;
-        Ok(conn
-            .query_opt(&stmt, &[&hash])
+        conn.query_opt(&stmt, &[&hash])
             .await?
-            .map(|r| Ok::<_, RepoError>((r.try_get(0)?, r.try_get(1)?)))
-            .transpose()?)
+            .map(|r| {
+                Ok(StoredApiKey {
+                    id: r.try_get(0)?,
+                    org: r.try_get(1)?,
+                    hash: r.try_get(2)?,
+                    prefix: r.try_get(3)?,
+                    scope: scope(r.try_get(4)?)?,
+                })
+            })
+            .transpose()
     }
 
     async fn signing_keys(&self, org: OrgId) -> Result<Vec<Vec<u8>>, RepoError> {

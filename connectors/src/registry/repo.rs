@@ -2,7 +2,7 @@
 //! with a SQLite ([`super::sqlite`]) and a Postgres ([`super::postgres`])
 //! implementation, tested by one suite (`super::tests`).
 
-use super::{AuthMode, KeyInfo, KeyKind, Org};
+use super::{AuthMode, KeyInfo, KeyKind, Org, Scope};
 use crate::db::RepoError;
 use leadstream_pipeline::OrgId;
 
@@ -12,7 +12,19 @@ pub struct NewKey<'a> {
     pub kind: KeyKind,
     pub hash: &'a [u8],
     pub prefix: &'a str,
+    /// What an API key may do; signing keys are stored as [`Scope::Admin`].
+    pub scope: Scope,
     pub at_ms: i64,
+}
+
+/// An active API key as stored: found by its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredApiKey {
+    pub id: i64,
+    pub org: OrgId,
+    pub hash: Vec<u8>,
+    pub prefix: String,
+    pub scope: Scope,
 }
 
 /// Organizations and credentials, as stored.
@@ -40,10 +52,18 @@ pub trait RegistryRepo: Send + Sync {
         id: i64,
         at_ms: i64,
     ) -> Result<bool, RepoError>;
-    /// The org and stored hash of the active API key with this hash.
-    async fn api_key(&self, hash: &[u8]) -> Result<Option<(OrgId, Vec<u8>)>, RepoError>;
+    /// The active API key with this hash.
+    async fn api_key(&self, hash: &[u8]) -> Result<Option<StoredApiKey>, RepoError>;
     /// The hashes of an org's active signing keys.
     async fn signing_keys(&self, org: OrgId) -> Result<Vec<Vec<u8>>, RepoError>;
+}
+
+/// Reads a stored scope; an unknown one is an error, never a default.
+pub(super) fn scope(stored: &str) -> Result<Scope, RepoError> {
+    Scope::parse(stored).map_err(|_| RepoError::Unknown {
+        column: "credentials.scope",
+        value: stored.to_owned(),
+    })
 }
 
 /// Reads a stored auth mode; an unknown one is an error, never a default.

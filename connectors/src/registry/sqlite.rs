@@ -1,7 +1,7 @@
 //! [`RegistryRepo`] on `leadstream.db` in the data dir. Calls are short and run on the
 //! caller's thread (one connection behind a mutex), as the embedded store always did.
 
-use super::repo::{auth_mode, NewKey, RegistryRepo};
+use super::repo::{auth_mode, scope, NewKey, RegistryRepo, StoredApiKey};
 use super::{AuthMode, KeyInfo, KeyKind, Org};
 use crate::db::RepoError;
 use crate::store::open_sqlite;
@@ -89,9 +89,16 @@ impl RegistryRepo for SqliteRegistry {
     async fn insert_key(&self, key: NewKey<'_>) -> Result<Option<i64>, RepoError> {
         let conn = self.conn.lock();
         let n = conn.execute(
-            "INSERT INTO credentials (org_id, kind, hash, prefix, created_at)
-             SELECT id, ?2, ?3, ?4, ?5 FROM organizations WHERE id = ?1",
-            params![key.org, key.kind.as_str(), key.hash, key.prefix, key.at_ms],
+            "INSERT INTO credentials (org_id, kind, hash, prefix, created_at, scope)
+             SELECT id, ?2, ?3, ?4, ?5, ?6 FROM organizations WHERE id = ?1",
+            params![
+                key.org,
+                key.kind.as_str(),
+                key.hash,
+                key.prefix,
+                key.at_ms,
+                key.scope.as_str()
+            ],
         )?;
         Ok((n > 0).then(|| conn.last_insert_rowid()))
     }
@@ -99,18 +106,27 @@ impl RegistryRepo for SqliteRegistry {
     async fn keys(&self, org: OrgId, kind: KeyKind) -> Result<Vec<KeyInfo>, RepoError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
-            "SELECT id, org_id, prefix, created_at, revoked_at FROM credentials WHERE org_id = ?1 AND kind = ?2 ORDER BY id DESC",
+            "SELECT id, org_id, prefix, created_at, revoked_at, scope FROM credentials WHERE org_id = ?1 AND kind = ?2 ORDER BY id DESC",
         )?;
         let rows = stmt.query_map(params![org, kind.as_str()], |r| {
-            Ok(KeyInfo {
-                id: r.get(0)?,
-                org: r.get(1)?,
-                prefix: r.get(2)?,
-                created_at_ms: r.get(3)?,
-                revoked_at_ms: r.get(4)?,
-            })
+            Ok((
+                KeyInfo {
+                    id: r.get(0)?,
+                    org: r.get(1)?,
+                    prefix: r.get(2)?,
+                    created_at_ms: r.get(3)?,
+                    revoked_at_ms: r.get(4)?,
+                    scope: super::Scope::Admin,
+                },
+                r.get::<_, String>(5)?,
+            ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.map(|row| {
+            let (mut info, stored) = row?;
+            info.scope = scope(&stored)?;
+            Ok(info)
+        })
+        .collect()
     }
 
     async fn revoke(
@@ -127,13 +143,23 @@ impl RegistryRepo for SqliteRegistry {
         Ok(n > 0)
     }
 
-    async fn api_key(&self, hash: &[u8]) -> Result<Option<(OrgId, Vec<u8>)>, RepoError> {
-        Ok(self
+    async fn api_key(&self, hash: &[u8]) -> Result<Option<StoredApiKey>, RepoError> {
+        let row: Option<(i64, OrgId, Vec<u8>, String, String)> = self
             .conn
             .lock()
-            .prepare_cached("SELECT org_id, hash FROM credentials WHERE hash = ?1 AND kind = 'api-key' AND revoked_at IS NULL")?
-            .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?)
+            .prepare_cached("SELECT id, org_id, hash, prefix, scope FROM credentials WHERE hash = ?1 AND kind = 'api-key' AND revoked_at IS NULL")?
+            .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .optional()?;
+        row.map(|(id, org, hash, prefix, stored)| {
+            Ok(StoredApiKey {
+                id,
+                org,
+                hash,
+                prefix,
+                scope: scope(&stored)?,
+            })
+        })
+        .transpose()
     }
 
     async fn signing_keys(&self, org: OrgId) -> Result<Vec<Vec<u8>>, RepoError> {
