@@ -817,7 +817,7 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     };
     let domain = leadstream_connectors::domain::Domain::open(engine.clone(), &config.domain)
         .context("opening the domain store")?;
-    let state = AppState::new(
+    let mut state = AppState::new(
         registry.clone(),
         writer,
         Preparer::new(normalizer),
@@ -826,6 +826,13 @@ fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         domain,
         &config,
     );
+    if config.clickhouse.enabled() {
+        // The console's and scripts' reads of stored events: a connection of their own.
+        let _in_runtime = rt.enter();
+        state.events = Arc::new(leadstream_connectors::store::reads::EventReads::clickhouse(
+            connect_clickhouse(&config.clickhouse, &config.store.retry)?,
+        ));
+    }
     let cfg = config.clone();
     rt.block_on(async move {
         let listeners = bind(&cfg.http.listen).await?;

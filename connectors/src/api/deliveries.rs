@@ -187,7 +187,7 @@ struct Cursor {
     seq: i64,
 }
 
-fn instant_ms(field: &str, text: &str) -> Result<i64, ApiError> {
+pub(super) fn instant_ms(field: &str, text: &str) -> Result<i64, ApiError> {
     parse_rfc3339_us(text)
         .map(|us| us.div_euclid(1000))
         .ok_or_else(|| {

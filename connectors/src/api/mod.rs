@@ -15,12 +15,14 @@ pub mod console;
 mod cursor;
 mod deliveries;
 mod domain;
+mod lead_event_list;
 mod lead_events;
 mod lead_parts;
 pub mod limits;
 pub mod openapi;
 mod org_limits;
 pub mod server;
+mod stats;
 mod webhooks;
 
 use crate::campaigns::Campaigns;
@@ -63,6 +65,9 @@ pub struct AppState {
     /// With several processes: stores each lead's part of a batch at the owner of its
     /// raw partition ([`crate::routing`]). `None`: batches go to [`writer`](Self::writer).
     pub routing: Option<crate::routing::LeadRouter>,
+    /// Stored lead events read back (`GET /api/v1/lead-events`, `GET /api/v1/stats`):
+    /// the data dir's `events.db` unless [`serve`](crate) attaches ClickHouse.
+    pub events: Arc<crate::store::reads::EventReads>,
 }
 
 impl AppState {
@@ -90,6 +95,9 @@ impl AppState {
             limits: Arc::new(config.http.clone()),
             org_limits: Arc::new(config.org_limits.clone()),
             routing: None,
+            events: Arc::new(crate::store::reads::EventReads::embedded(
+                config.store.data_dir.clone(),
+            )),
         }
     }
 }
@@ -100,6 +108,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/webhooks/lead-events", post(lead_events::post))
         .route(crate::routing::wire::PATH, post(lead_parts::post))
         .route("/api/v1/api-keys/current", get(auth::current))
+        .route("/api/v1/lead-events", get(lead_event_list::list))
+        .route("/api/v1/stats", get(stats::get))
         .route("/api/webhooks/get", get(webhooks::list))
         .route("/api/webhooks/create", post(webhooks::create))
         .route("/api/webhooks/delete", delete(webhooks::delete))
@@ -500,6 +510,12 @@ impl StoreFailure for crate::campaigns::MaterializeError {
             | MaterializeError::NoEndpoint(_)
             | MaterializeError::Stopped(_) => false,
         }
+    }
+}
+
+impl StoreFailure for crate::store::StoreError {
+    fn is_unavailable(&self) -> bool {
+        crate::store::StoreError::is_unavailable(self)
     }
 }
 

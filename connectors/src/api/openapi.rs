@@ -18,6 +18,8 @@ use utoipa::{Modify, OpenApi};
         super::lead_events::post,
         super::lead_parts::post,
         super::auth::current,
+        super::stats::get,
+        super::lead_event_list::list,
         super::webhooks::list,
         super::webhooks::create,
         super::webhooks::delete,
@@ -75,7 +77,7 @@ use utoipa::{Modify, OpenApi};
     ),
     components(schemas(super::deliveries::InstantParam)),
     modifiers(&Security),
-    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "api keys", description = "The API key a request presents: its organization and scope"), (name = "webhooks", description = "Webhook endpoints, their secrets, and the org's settings URL"), (name = "deliveries", description = "Publishing events to the endpoints, and the delivery log"), (name = "campaigns", description = "Campaigns, audiences, sends, eligibility, materialization and opt-outs"), (name = "domain events", description = "Calendar and booking events in, and the contacts they tell about"), (name = "triggers", description = "Triggers of the 20 domain event types, their webhook actions and each action's log"), (name = "internal", description = "Between leadstream processes; not for clients"), (name = "health", description = "Liveness and readiness"), (name = "metrics", description = "Prometheus metrics"), (name = "meta", description = "This document"))
+    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "api keys", description = "The API key a request presents: its organization and scope"), (name = "stats", description = "Per-minute counts for the console's Overview and for scripts"), (name = "webhooks", description = "Webhook endpoints, their secrets, and the org's settings URL"), (name = "deliveries", description = "Publishing events to the endpoints, and the delivery log"), (name = "campaigns", description = "Campaigns, audiences, sends, eligibility, materialization and opt-outs"), (name = "domain events", description = "Calendar and booking events in, and the contacts they tell about"), (name = "triggers", description = "Triggers of the 20 domain event types, their webhook actions and each action's log"), (name = "internal", description = "Between leadstream processes; not for clients"), (name = "health", description = "Liveness and readiness"), (name = "metrics", description = "Prometheus metrics"), (name = "meta", description = "This document"))
 )]
 pub struct ApiDoc;
 

@@ -557,6 +557,98 @@ impl ClickHouseStore {
         })
     }
 
+    /// A page of one lead's events, newest first: `q.limit + 1` rows when more follow.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Failed`].
+    pub fn lead_events(
+        &mut self,
+        q: &crate::store::reads::LeadEventsQuery,
+    ) -> Result<Vec<crate::store::reads::LeadEventRow>, StoreError> {
+        #[derive(Row, Deserialize)]
+        struct EventRow {
+            event_type: String,
+            occurred_at_us: i64,
+            metadata: String,
+            ingested_at: i64,
+        }
+        let mut sql = format!(
+            "SELECT event_type, occurred_at_us, metadata, ingested_at FROM {} FINAL \
+             WHERE organization_id = ? AND phone_e164 = ?",
+            schema::TABLE
+        );
+        if q.event_type.is_some() {
+            sql.push_str(" AND event_type = ?");
+        }
+        if q.before.is_some() {
+            sql.push_str(" AND (occurred_at_us < ? OR (occurred_at_us = ? AND event_type < ?))");
+        }
+        sql.push_str(" ORDER BY occurred_at_us DESC, event_type DESC LIMIT ?");
+        let client = &self.client;
+        self.rt.block_on(async {
+            let mut query = client.query(&sql).bind(q.org).bind(q.phone.to_string());
+            if let Some(t) = &q.event_type {
+                query = query.bind(t.as_str());
+            }
+            if let Some(b) = &q.before {
+                query = query
+                    .bind(b.occurred_at_us)
+                    .bind(b.occurred_at_us)
+                    .bind(b.event_type.as_str());
+            }
+            let rows = query
+                .bind(q.limit as u64 + 1)
+                .fetch_all::<EventRow>()
+                .await
+                .map_err(|e| classify("reading a lead's events", e))?;
+            Ok(rows
+                .into_iter()
+                .map(|r| crate::store::reads::LeadEventRow {
+                    event_type: r.event_type,
+                    occurred_at_us: r.occurred_at_us,
+                    // Stored as "" when the event had none.
+                    metadata: (!r.metadata.is_empty()).then_some(r.metadata),
+                    ingested_at_ms: r.ingested_at,
+                })
+                .collect())
+        })
+    }
+
+    /// `org`'s events stored per minute in `[since_ms, until_ms)`: (the minute's
+    /// start, events), minutes without events left out.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Failed`].
+    pub fn stored_per_minute(
+        &mut self,
+        org: leadstream_pipeline::OrgId,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        #[derive(Row, Deserialize)]
+        struct MinuteRow {
+            minute: i64,
+            events: u64,
+        }
+        let sql = format!(
+            "SELECT intDiv(ingested_at, 60000) * 60000 AS minute, count() AS events FROM {} \
+             WHERE organization_id = ? AND ingested_at >= ? AND ingested_at < ? GROUP BY minute",
+            schema::TABLE
+        );
+        let client = &self.client;
+        self.rt.block_on(async {
+            let rows = client
+                .query(&sql)
+                .bind(org)
+                .bind(since_ms)
+                .bind(until_ms)
+                .fetch_all::<MinuteRow>()
+                .await
+                .map_err(|e| classify("counting stored events", e))?;
+            Ok(rows.into_iter().map(|r| (r.minute, r.events)).collect())
+        })
+    }
+
     fn scan_keys(
         &mut self,
         sql: &str,

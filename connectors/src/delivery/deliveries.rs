@@ -1164,6 +1164,57 @@ pub fn list(conn: Sql<'_>, q: &ListQuery) -> Result<(Vec<DeliveryRow>, bool), Db
     Ok((rows, more))
 }
 
+/// `org`'s deliveries that finished in each minute of `[since_ms, until_ms)` by their
+/// last update: (succeeded, failed), one entry per minute started in the window.
+///
+/// Uses the `(org_id, updated_at)` index of the embedded store; on the shared
+/// database (which has none, see its migration 4) it reads the organization's
+/// deliveries.
+///
+/// # Errors
+/// [`DbError`].
+pub fn finished_per_minute(
+    conn: Sql<'_>,
+    org: OrgId,
+    since_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<(u64, u64)>, DbError> {
+    let minutes = usize::try_from((until_ms - since_ms + 59_999) / 60_000).unwrap_or(0);
+    let mut out = vec![(0u64, 0u64); minutes];
+    let rows = conn.query(
+        "SELECT (updated_at - ?) / 60000, state, count(*) FROM deliveries
+         WHERE org_id = ? AND updated_at >= ? AND updated_at < ? AND state <> 'pending'
+         GROUP BY 1, 2",
+        &[&since_ms, &org, &since_ms, &until_ms],
+        |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?, r.get::<i64>(2)?)),
+    )?;
+    for (minute, state, n) in rows {
+        let Some(slot) = usize::try_from(minute).ok().and_then(|m| out.get_mut(m)) else {
+            continue;
+        };
+        let n = u64::try_from(n).unwrap_or(0);
+        match DeliveryState::parse(&state) {
+            Some(DeliveryState::Succeeded) => slot.0 += n,
+            Some(DeliveryState::Failed) => slot.1 += n,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// How many of `org`'s deliveries are pending.
+///
+/// # Errors
+/// [`DbError`].
+pub fn pending_of(conn: Sql<'_>, org: OrgId) -> Result<u64, DbError> {
+    let n: i64 = conn.query_one(
+        "SELECT count(*) FROM deliveries WHERE org_id = ? AND state = 'pending'",
+        &[&org],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// One attempt as shown.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -473,6 +473,33 @@ impl DeliveryEngine {
             .await
     }
 
+    /// `org`'s deliveries finished per minute: [`deliveries::finished_per_minute`].
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn finished_per_minute(
+        &self,
+        org: OrgId,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<(u64, u64)>, DbError> {
+        self.shared
+            .db
+            .read(move |conn| deliveries::finished_per_minute(conn, org, since_ms, until_ms))
+            .await
+    }
+
+    /// How many of `org`'s deliveries are pending.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn pending_of(&self, org: OrgId) -> Result<u64, DbError> {
+        self.shared
+            .db
+            .read(move |conn| deliveries::pending_of(conn, org))
+            .await
+    }
+
     /// `org`'s delivery `id` with its attempts.
     ///
     /// # Errors

@@ -13,6 +13,7 @@
 //! loss. Inspect them with the `sqlite3` shell (see docs/architecture.md); reading
 //! while the server runs is safe.
 
+pub mod reads;
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;
