@@ -18,6 +18,13 @@ impl<'a> Api<'a> {
             key: s.api_key(org).secret,
         }
     }
+    /// The org's calls with a key of `scope` (the org exists).
+    pub fn scoped(s: &'a TestServer, org: i64, scope: &str) -> Self {
+        Self {
+            s,
+            key: s.scoped_key(org, scope).secret,
+        }
+    }
     pub fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.s
             .client()

@@ -296,6 +296,26 @@ async fn events_posted_over_http_are_in_clickhouse_once_and_dedup_survives_a_res
         !s.data_dir().join("events.db").exists(),
         "events went to the embedded store too"
     );
+    // The console's reads come from ClickHouse: one lead's events, and this minute's count.
+    let reads = crate::api::Api {
+        s: &s,
+        key: key.clone(),
+    };
+    let lead = reads.get("/api/v1/lead-events?phone=%2B12125550007").await;
+    assert_eq!(
+        lead.body,
+        json!({"data": [{"phoneE164": "+12125550007", "eventType": "webinar_attended",
+            "occurredAt": "2026-05-01T00:00:07Z", "metadata": {"orderId": "ord_7", "amountUsd": 297},
+            "ingestedAt": lead.body["data"][0]["ingestedAt"]}], "nextCursor": null}),
+    );
+    let pages = reads
+        .pages_by_cursor(
+            "/api/v1/lead-events?phone=%2B12125550130&eventType=webinar_attended&limit=1",
+        )
+        .await;
+    assert_eq!(pages.concat().len(), 1, "{pages:?}");
+    let stats = reads.get("/api/v1/stats").await;
+    assert_eq!(stats.body["totals"]["leadEvents"], 375, "{}", stats.body);
 
     // A new process warms its index from ClickHouse: everything is a duplicate.
     s.restart().await;

@@ -9,6 +9,7 @@ mod campaigns;
 mod cli;
 mod clickhouse;
 mod cluster;
+mod console;
 mod domain;
 mod durability;
 mod hostile;

@@ -82,10 +82,40 @@ async fn keys_made_by_the_cli_work_on_every_process_and_a_revocation_reaches_the
         .accepted();
         k += 1;
     }
+    // A read-only key: views on every process, changes nothing on any.
+    let reader = Key::parse(
+        &admin(
+            &url,
+            &["api-key", "create", "--org", "42", "--scope", "read"],
+        )
+        .ok(),
+    );
+    for s in &servers {
+        assert_eq!(
+            s.get_with_key("/api/webhooks/get", &reader.secret).await,
+            200
+        );
+        let r = s
+            .client()
+            .post(s.url("/api/webhooks/create"))
+            .bearer_auth(&reader.secret)
+            .json(&serde_json::json!({"webhook": "https://hooks.example.com"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let r = s
+            .post_bearer(
+                &reader.secret,
+                &batch(42, "mastery_purchase", vec![lead(k)]),
+            )
+            .await;
+        assert_eq!(r.status, 403, "{:?}", r.body);
+    }
     // The organization and its keys are listed the same from any data dir.
     let listed = admin(&url, &["api-key", "list", "--org", "42"]).ok();
     assert!(
-        listed.contains("revoked") && listed.contains("active"),
+        listed.contains("revoked") && listed.contains("active") && listed.contains("read"),
         "{listed}"
     );
     let orgs = admin(&url, &["org", "list"]).ok();

@@ -200,6 +200,22 @@ impl TestServer {
         )
     }
 
+    /// Issues an API key of `scope` (read, ingest or admin) through the CLI.
+    pub fn scoped_key(&self, org: i64, scope: &str) -> Key {
+        Key::parse(
+            &self
+                .cli([
+                    "api-key",
+                    "create",
+                    "--org",
+                    &org.to_string(),
+                    "--scope",
+                    scope,
+                ])
+                .ok(),
+        )
+    }
+
     /// Issues an HMAC signing key through the CLI.
     pub fn signing_key(&self, org: i64) -> Key {
         Key::parse(

@@ -488,6 +488,54 @@ mod tests {
     //! One suite, two backends: each test runs on the embedded store and on Postgres.
     use super::*;
 
+    #[test]
+    fn each_scope_allows_what_its_name_says() {
+        use axum::http::Method;
+        let may = |scope: Scope, m: Method, path: &str| scope.allows(&m, path).is_ok();
+        for path in [
+            "/api/webhooks/get",
+            "/api/v1/deliveries/{id}",
+            "/api/v1/stats",
+        ] {
+            assert!(may(Scope::Read, Method::GET, path), "{path}");
+            assert!(!may(Scope::Ingest, Method::GET, path), "{path}");
+        }
+        // The eligibility preview is a question; materializing is a change.
+        let eligible = "/api/v1/campaigns/{id}/sends/{send}/eligible";
+        assert!(may(Scope::Read, Method::POST, eligible));
+        assert!(!may(
+            Scope::Read,
+            Method::POST,
+            "/api/v1/campaigns/{id}/sends/{send}/materialize"
+        ));
+        // Secrets are not for reading keys.
+        assert!(!may(Scope::Read, Method::GET, "/api/webhooks/{id}/secret"));
+        assert!(!may(
+            Scope::Read,
+            Method::GET,
+            "/api/v1/organizations/current/settings"
+        ));
+        for (m, path) in [
+            (Method::POST, "/api/v1/webhooks/lead-events"),
+            (Method::POST, "/api/v1/events"),
+        ] {
+            assert!(may(Scope::Ingest, m.clone(), path) && !may(Scope::Read, m.clone(), path));
+            assert!(may(Scope::Admin, m, path));
+        }
+        for scope in [Scope::Read, Scope::Ingest, Scope::Admin] {
+            assert!(may(scope, Method::GET, "/api/v1/api-keys/current"));
+            assert!(may(Scope::Admin, Method::DELETE, "/api/v1/triggers/{id}"));
+            assert_eq!(Scope::parse(scope.as_str()).unwrap(), scope);
+        }
+        let why = Scope::Read
+            .allows(&Method::PATCH, "/api/webhooks/{id}")
+            .unwrap_err();
+        assert!(
+            why.contains("scope is read") && why.contains("PATCH /api/webhooks/{id}"),
+            "{why}"
+        );
+    }
+
     /// Runs `check` on a fresh embedded registry and on a fresh Postgres database.
     async fn on_both<F, Fut>(check: F)
     where
