@@ -20,11 +20,21 @@ struct Assets;
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /`: the console's page.
+#[utoipa::path(get, path = "/", tag = "console", responses(
+    (status = 200, description = "The console's page; it loads its files from /console/ and talks to this API", content_type = "text/html", body = String),
+))]
 pub async fn index(headers: HeaderMap) -> Response {
     asset("index.html", &headers)
 }
 
 /// `GET /console/{path}`: one of the console's files.
+#[utoipa::path(get, path = "/console/{path}", tag = "console",
+    params(("path" = String, Path, description = "A file of the console, e.g. js/app.js")),
+    responses(
+        (status = 200, description = "The file (JavaScript, CSS or SVG), with an ETag", body = String),
+        (status = 304, description = "If-None-Match named the file's ETag: unchanged"),
+        (status = 404, description = "The console has no such file", body = super::ErrorBody),
+    ))]
 pub async fn file(Path(path): Path<String>, headers: HeaderMap) -> Response {
     asset(&path, &headers)
 }

@@ -70,6 +70,8 @@ use utoipa::{Modify, OpenApi};
         super::domain::put_action,
         super::domain::delete_action,
         super::domain::action_log,
+        super::console::index,
+        super::console::file,
         super::healthz,
         super::readyz,
         super::serve_metrics,
@@ -77,7 +79,7 @@ use utoipa::{Modify, OpenApi};
     ),
     components(schemas(super::deliveries::InstantParam)),
     modifiers(&Security),
-    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "api keys", description = "The API key a request presents: its organization and scope"), (name = "stats", description = "Per-minute counts for the console's Overview and for scripts"), (name = "webhooks", description = "Webhook endpoints, their secrets, and the org's settings URL"), (name = "deliveries", description = "Publishing events to the endpoints, and the delivery log"), (name = "campaigns", description = "Campaigns, audiences, sends, eligibility, materialization and opt-outs"), (name = "domain events", description = "Calendar and booking events in, and the contacts they tell about"), (name = "triggers", description = "Triggers of the 20 domain event types, their webhook actions and each action's log"), (name = "internal", description = "Between leadstream processes; not for clients"), (name = "health", description = "Liveness and readiness"), (name = "metrics", description = "Prometheus metrics"), (name = "meta", description = "This document"))
+    tags((name = "lead events", description = "Bulk lead-event ingest"), (name = "api keys", description = "The API key a request presents: its organization and scope"), (name = "stats", description = "Per-minute counts for the console's Overview and for scripts"), (name = "webhooks", description = "Webhook endpoints, their secrets, and the org's settings URL"), (name = "deliveries", description = "Publishing events to the endpoints, and the delivery log"), (name = "campaigns", description = "Campaigns, audiences, sends, eligibility, materialization and opt-outs"), (name = "domain events", description = "Calendar and booking events in, and the contacts they tell about"), (name = "triggers", description = "Triggers of the 20 domain event types, their webhook actions and each action's log"), (name = "internal", description = "Between leadstream processes; not for clients"), (name = "console", description = "The web console's page and files (HTML, JavaScript, CSS), served from the binary"), (name = "health", description = "Liveness and readiness"), (name = "metrics", description = "Prometheus metrics"), (name = "meta", description = "This document"))
 )]
 pub struct ApiDoc;
 
@@ -97,6 +99,43 @@ impl Modify for Security {
                     .build(),
             ),
         );
+        // Every route an API key opens answers 403 to a key whose scope does not
+        // allow it (registry::Scope::allows): said once here, for all of them.
+        let forbidden = utoipa::openapi::ResponseBuilder::new()
+            .description("The API key's scope (read or ingest) does not allow this call; the message says what it may do")
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            // Meta's callback takes a key or a signature: a key that may not post it
+            // is no credential there, a 401.
+            if path.ends_with("/webhook") {
+                continue;
+            }
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let keyed = op.security.as_ref().is_some_and(|reqs| {
+                    serde_json::to_value(reqs).is_ok_and(|v| v.to_string().contains("\"api_key\""))
+                });
+                if keyed && !op.responses.responses.contains_key("403") {
+                    op.responses
+                        .responses
+                        .insert("403".to_owned(), forbidden.clone().into());
+                }
+            }
+        }
         components.add_security_scheme(
             "hmac_signature",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
