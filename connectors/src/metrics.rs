@@ -54,6 +54,7 @@ const DB_CONNECTIONS: &str = "leadstream_database_connections";
 const DB_LISTENER: &str = "leadstream_database_listener_connected";
 const DB_NOTIFICATIONS: &str = "leadstream_database_notifications_total";
 const CREDENTIAL_CACHE: &str = "leadstream_credential_cache_lookups_total";
+const SCOPE_REFUSALS: &str = "leadstream_api_key_scope_refusals_total";
 const SHARED_CLAIMS: &str = "leadstream_shared_work_claimed_total";
 const LEAD_PARTS: &str = "leadstream_lead_parts_total";
 const LEAD_PARTS_MOVING: &str = "leadstream_lead_parts_moving_total";
@@ -228,6 +229,10 @@ fn describe() {
         "Shared database: work this process claimed because no live process held it (a killed process's, or left when every process stopped), by kind"
     );
     describe_counter!(
+        SCOPE_REFUSALS,
+        "Requests answered 403 because the API key's scope does not allow the call, by the key's scope"
+    );
+    describe_counter!(
         CREDENTIAL_CACHE,
         "Shared database: credential checks answered from this process's cache (hit) or the database (miss)"
     );
@@ -318,6 +323,11 @@ pub fn lead_part_moving(outcome: &'static str) {
 /// How long handing one part to its owner took.
 pub fn lead_part_forwarded(took: Duration) {
     histogram!(LEAD_PART_FORWARD).record(took.as_secs_f64());
+}
+
+/// A request refused 403 for its key's `scope` (`read` or `ingest`).
+pub fn scope_refusal(scope: &'static str) {
+    counter!(SCOPE_REFUSALS, "scope" => scope).increment(1);
 }
 
 /// A credential check answered from the cache (`hit`) or the database.

@@ -67,9 +67,10 @@ impl FromRequestParts<AppState> for ApiKey {
 /// # Errors
 /// 403 saying what the scope may do and which key to use instead.
 pub fn check_scope(scope: Scope, method: &axum::http::Method, route: &str) -> Result<(), ApiError> {
-    scope
-        .allows(method, route)
-        .map_err(|why| ApiError::new(StatusCode::FORBIDDEN, why))
+    scope.allows(method, route).map_err(|why| {
+        crate::metrics::scope_refusal(scope.as_str());
+        ApiError::new(StatusCode::FORBIDDEN, why)
+    })
 }
 
 /// The API key a request presents, as `GET /api/v1/api-keys/current` answers it.
