@@ -280,6 +280,32 @@ async fn messages_and_failed_statuses_cause_seed_events_once() {
     )
     .await;
     let got = received(&rx, "inbox", 1, Duration::from_secs(20)).await;
+    // The console's Contacts page: the conversation, its transcript and its timer.
+    let c = api.get("/api/v1/contacts/+16315551234/conversations").await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    let conv = &c.body["data"][0];
+    assert_eq!(conv["botIntegrationId"], 457, "{}", c.body);
+    assert_eq!(conv["profileName"], "Kerry Fisher");
+    assert_eq!(conv["messages"][0]["content"], "Can I reschedule?");
+    assert_eq!(conv["messages"][0]["sender"], "user");
+    assert!(
+        conv["inactiveAt"].is_string(),
+        "a 23 h timer is pending: {conv}"
+    );
+    assert_eq!(conv["tags"], json!(["replied"]));
+    let none = api.get("/api/v1/contacts/+16315550000/conversations").await;
+    assert_eq!(none.body, json!({"data": []}));
+    api.get("/api/v1/contacts/+16315551234/conversations?messages=0")
+        .await
+        .error(400);
+    // The integrations, as registered (no secret in the list).
+    let list = api.get("/api/v1/integrations/whatsapp").await;
+    assert_eq!(
+        list.body["data"][0]["botIntegrationId"], 457,
+        "{}",
+        list.body
+    );
+    assert!(!list.body.to_string().contains(SECRET));
     let incoming: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(incoming["phone_number"], "16315551234");
     assert_eq!(incoming["recipient_name"], "Kerry Fisher");

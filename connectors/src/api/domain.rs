@@ -111,7 +111,7 @@ pub struct ContactIn {
     metadata: Option<Box<RawValue>>,
 }
 
-fn contact_phone(s: &AppState, raw: &str) -> Result<String, ApiError> {
+pub(super) fn contact_phone(s: &AppState, raw: &str) -> Result<String, ApiError> {
     crate::domain::contact_phone(s.preparer.normalizer(), raw).ok_or_else(|| {
         bad(format!(
             "phoneE164 {raw:?} is not a phone number (E.164, e.g. +14155550100)"
@@ -880,6 +880,29 @@ pub struct IntegrationOut {
     /// Where Meta sends this integration's webhooks (path on this server).
     webhook_path: String,
     created_at: String,
+}
+
+/// The org's WhatsApp integrations.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct IntegrationList {
+    /// Newest first.
+    data: Vec<IntegrationOut>,
+}
+
+/// The org's WhatsApp integrations, newest first (their secrets are not shown).
+#[utoipa::path(get, path = "/api/v1/integrations/whatsapp", tag = "domain events", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The integrations, newest first", body = IntegrationList),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+    ))]
+pub async fn list_whatsapp(
+    State(s): State<AppState>,
+    ApiKeyOrg(org): ApiKeyOrg,
+) -> Result<Json<IntegrationList>, ApiError> {
+    let all = domain(&s).integrations_of(org).await.map_err(store_error)?;
+    Ok(Json(IntegrationList {
+        data: all.iter().map(integration_out).collect(),
+    }))
 }
 
 /// Register a WhatsApp Cloud API integration for the org.

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod body;
 mod campaigns;
 pub mod console;
+mod conversations;
 mod cursor;
 mod deliveries;
 mod domain;
@@ -173,7 +174,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/events", post(domain::take_event))
         .route(
             "/api/v1/integrations/whatsapp",
-            post(domain::register_whatsapp),
+            post(domain::register_whatsapp).get(domain::list_whatsapp),
         )
         .route(
             "/api/v1/integrations/whatsapp/{id}",
@@ -186,6 +187,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/v1/contacts/{phone}",
             get(domain::get_contact).put(domain::put_contact),
+        )
+        .route(
+            "/api/v1/contacts/{phone}/conversations",
+            get(conversations::list),
         )
         .route(
             "/api/v1/triggers",

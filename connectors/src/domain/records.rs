@@ -1,7 +1,7 @@
 //! Contacts, triggers and their actions as the API manages them: one service call per
 //! operation, each one transaction of the domain store. Handlers never see the store.
 
-use super::store::{self, Action, Contact, Trigger};
+use super::store::{self, Action, Contact, Conversation, ConversationKey, Message, Trigger};
 use super::Domain;
 use crate::delivery::store::DbError;
 use leadstream_pipeline::OrgId;
@@ -24,6 +24,45 @@ impl Domain {
     pub async fn contact(&self, org: OrgId, phone: String) -> Result<Option<Contact>, DbError> {
         self.db
             .read(move |conn| store::contact(conn, org, &phone))
+            .await
+    }
+
+    /// Every conversation of `org`'s contact `phone` with its newest `messages`
+    /// messages (oldest first), by integration id.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn conversations(
+        &self,
+        org: OrgId,
+        phone: String,
+        messages: usize,
+    ) -> Result<Vec<(ConversationKey, Conversation, Vec<Message>)>, DbError> {
+        self.db
+            .read(move |conn| {
+                store::conversations_of(conn, org, &phone)?
+                    .into_iter()
+                    .map(|(bot_integration_id, c)| {
+                        let k = ConversationKey {
+                            org,
+                            bot_integration_id,
+                            phone: phone.clone(),
+                        };
+                        let recent = store::recent_messages(conn, &k, messages)?;
+                        Ok((k, c, recent))
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    /// `org`'s WhatsApp integrations, newest first.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn integrations_of(&self, org: OrgId) -> Result<Vec<store::Integration>, DbError> {
+        self.db
+            .read(move |conn| store::integrations_of(conn, org))
             .await
     }
 

@@ -374,6 +374,18 @@ pub fn integrations_named(conn: Sql<'_>, id: i64) -> Result<Vec<Integration>, Db
     )?)
 }
 
+/// `org`'s integrations, newest first.
+pub fn integrations_of(conn: Sql<'_>, org: OrgId) -> Result<Vec<Integration>, DbError> {
+    Ok(conn.query(
+        &format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM whatsapp_integrations \
+             WHERE org_id = ?1 ORDER BY created_at DESC, bot_integration_id DESC"
+        ),
+        args![org],
+        integration_row,
+    )?)
+}
+
 /// `org`'s integration `id`.
 pub fn integration_of(conn: Sql<'_>, org: OrgId, id: i64) -> Result<Option<Integration>, DbError> {
     Ok(conn.query_opt(
@@ -475,6 +487,34 @@ impl Conversation {
         }
         out
     }
+}
+
+/// Every conversation of `org`'s contact `phone` (one per integration it wrote to), by
+/// integration id.
+pub fn conversations_of(
+    conn: Sql<'_>,
+    org: OrgId,
+    phone: &str,
+) -> Result<Vec<(i64, Conversation)>, DbError> {
+    Ok(conn.query(
+        "SELECT bot_integration_id, profile_name, last_user_at, last_bot_at, replied, appointment_booked, opted_out, inactive_due \
+         FROM conversations WHERE org_id = ?1 AND phone = ?2 ORDER BY bot_integration_id",
+        args![org, phone],
+        |r| {
+            Ok((
+                r.get(0)?,
+                Conversation {
+                    profile_name: r.get(1)?,
+                    last_user_at_ms: r.get(2)?,
+                    last_bot_at_ms: r.get(3)?,
+                    replied: r.get(4)?,
+                    appointment_booked: r.get(5)?,
+                    opted_out: r.get(6)?,
+                    inactive_due_ms: r.get(7)?,
+                },
+            ))
+        },
+    )?)
 }
 
 pub fn conversation(conn: Sql<'_>, k: &ConversationKey) -> Result<Option<Conversation>, DbError> {
