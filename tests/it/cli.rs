@@ -275,11 +275,13 @@ fn lists_print_a_header_and_aligned_columns() {
     let lines: Vec<&str> = keys.lines().collect();
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
-        ["ID", "PREFIX", "STATE", "CREATED", "REVOKED"],
+        ["ID", "PREFIX", "SCOPE", "STATE", "CREATED", "REVOKED"],
         "{keys}"
     );
     assert_eq!(lines.len(), 3, "{keys}");
-    let state = columns(lines[0])[2];
+    let scope = columns(lines[0])[2];
+    assert!(from_column(lines[1], scope).starts_with("admin"), "{keys}");
+    let state = columns(lines[0])[3];
     assert!(
         from_column(lines[1], state).starts_with("active")
             && from_column(lines[2], state).starts_with("revoked"),
