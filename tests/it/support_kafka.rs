@@ -4,7 +4,8 @@
 //! leadstream's four topics (the mock has no CreateTopics API, so they are made here
 //! and `serve` finds them), and [`KafkaMock::server`] a [`TestServer`] builder pointed
 //! at it with `LEADSTREAM_KAFKA_BROKERS` and a small config file (short session
-//! timeout, small batches, quick retries). Each test has its own cluster.
+//! timeout, small batches, quick retries, and a 30 s `http.forward_wait` so a rebalance on
+//! a loaded CI machine is waited for rather than answered 503). Each test has its own cluster.
 //!
 //! Mind the mock's limits: a partition keeps at most ~5 MB or 100,000 messages (older
 //! ones are dropped), and a consumer group's first join takes ~3 s.
@@ -56,7 +57,8 @@ impl KafkaMock {
             &config,
             format!(
                 "[kafka]\npartitions = {raw_partitions}\nsession_timeout = \"6s\"\nmax_batch_records = 500\nmax_batch_wait = \"50ms\"\n\
-                 [kafka.retry]\ninitial = \"100ms\"\nmax = \"1s\"\n[store.retry]\ninitial = \"100ms\"\nmax = \"1s\"\n"
+                 [kafka.retry]\ninitial = \"100ms\"\nmax = \"1s\"\n[store.retry]\ninitial = \"100ms\"\nmax = \"1s\"\n\
+                 [http]\nforward_wait = \"30s\"\n"
             ),
         )
         .unwrap();
