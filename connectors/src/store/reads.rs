@@ -65,7 +65,7 @@ pub struct EventReads {
 enum Source {
     /// `events.db` in this data dir.
     Embedded(PathBuf),
-    ClickHouse(Mutex<ClickHouseStore>),
+    ClickHouse(Box<Mutex<ClickHouseStore>>),
 }
 
 impl EventReads {
@@ -79,7 +79,7 @@ impl EventReads {
     /// Reads ClickHouse through `store` (a connection of its own).
     pub fn clickhouse(store: ClickHouseStore) -> Self {
         Self {
-            source: Source::ClickHouse(Mutex::new(store)),
+            source: Source::ClickHouse(Box::new(Mutex::new(store))),
         }
     }
 
