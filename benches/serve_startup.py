@@ -9,11 +9,13 @@ The size is the file as built and with its symbols stripped (`strip` on a copy).
     python3 benches/serve_startup.py --before OLD_BINARY --after target/release/leadstream
 
 Prints a Markdown table for docs/benchmarks.md: the median and p90 of each build and
-the after/before ratio of the medians.
+the after/before ratio of the medians; `--json FILE` also writes them for
+docs/plot_summaries.py (docs/img/serve-startup.svg).
 """
 
 import argparse
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -78,6 +80,7 @@ def main():
     p.add_argument("--before", required=True, help="the baseline leadstream binary")
     p.add_argument("--after", required=True, help="the leadstream binary to compare")
     p.add_argument("--runs", type=int, default=30, help="starts of each binary (default 30)")
+    p.add_argument("--json", help="also write the summary as JSON to this file")
     a = p.parse_args()
     times = {"before": [], "after": []}
     for _ in range(a.runs):
@@ -96,6 +99,12 @@ def main():
     (_, m0, _, b0, s0), (_, m1, _, b1, s1) = rows
     print(f"| after / before | {m1 / m0:.2f}× | | {b1 / b0:.3f}× (+{(b1 - b0) / 1024:.0f} KiB) | {s1 / s0:.3f}× (+{(s1 - s0) / 1024:.0f} KiB) |")
     print(f"\n{a.runs} starts of each, alternating.")
+    if a.json:
+        summary = {"kind": "serve_startup", "runs": a.runs}
+        for name, med, p90, built, stripped in rows:
+            summary[name] = {"median_ms": med * 1000, "p90_ms": p90 * 1000, "bytes": built, "stripped_bytes": stripped}
+        with open(a.json, "w") as f:
+            json.dump(summary, f, indent=2)
 
 
 if __name__ == "__main__":

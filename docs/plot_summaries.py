@@ -5,7 +5,8 @@ docs/img/domain-webhooks.svg; from `leadstream bench ingest --database-url … -
 (one file per batch size): docs/img/ingest-shared-registry.svg; from `bench deliver
 --database-url … --json` and `bench materialize --database-url … --json`:
 docs/img/deliver-shared.svg and docs/img/materialize-shared.svg; from `bench forward
---json`: docs/img/forward-latency.svg.
+--json`: docs/img/forward-latency.svg; from `benches/serve_startup.py --json`:
+docs/img/serve-startup.svg.
 
 usage: python3 docs/plot_summaries.py SUMMARY.json [SUMMARY.json ...]
 (each file is recognized by its fields; only the plots of the files given are drawn)
@@ -106,6 +107,17 @@ def forward(f):
          rows, None, "", "ms", "{:.0f}")
 
 
+def serve_startup(s):
+    b, a = s["before"], s["after"]
+    rows = [("before the console, median", b["median_ms"], False),
+            ("with the console, median", a["median_ms"], True),
+            ("before the console, p90", b["p90_ms"], False),
+            ("with the console, p90", a["p90_ms"], True)]
+    bars("docs/img/serve-startup.svg",
+         f'serve: spawn to the first 200 of /readyz, {s["runs"]} starts each, alternating (2 cores)',
+         rows, None, "", "ms", "{:.0f}")
+
+
 for path in sys.argv[1:]:
     data = json.load(open(path))
     if data.get("http_shared"):
@@ -122,6 +134,8 @@ for path in sys.argv[1:]:
         domain(data)
     elif "through_non_owner" in data:
         forward(data)
+    elif data.get("kind") == "serve_startup":
+        serve_startup(data)
     else:
         sys.exit(f"{path}: not bench eligibility, materialize, domain, forward or ingest --database-url --json output")
 if ingest_runs:

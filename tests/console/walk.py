@@ -50,6 +50,7 @@ ORG = 42
 PHONE_A = "+15551234567"  # has a contact record, many events, a mastery_purchase
 PHONE_B = "+15557654321"  # events but no contact record
 PHONE_C = "+15550001111"  # opted out
+PHONE_D = "+15550002222"  # a WhatsApp conversation of 52 messages
 STARTED = time.monotonic()
 
 
@@ -234,8 +235,12 @@ class Browser:
         self.base = base
         self.shots = shots
         opts = webdriver.ChromeOptions()
+        # The background-networking flags: with no internet, Chromium's own calls home
+        # would fail (and be retried) at every start.
         for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--window-size=1280,900", "--lang=en-US", "--disable-extensions"):
+                  "--window-size=1280,900", "--lang=en-US", "--disable-extensions",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-first-run", "--disable-quic"):
             opts.add_argument(a)
         if os.path.exists("/usr/bin/chromium"):
             opts.binary_location = "/usr/bin/chromium"
@@ -590,6 +595,18 @@ class Walk:
         b.click(b.button("Load more"))
         b.wait(lambda: len(b.all(".webhook-id")) == 55, "all 55 after Load more")
         check(not [x for x in b.all(".more .btn") if x.is_displayed()], "no Load more on the last page")
+        # At 1280 px seed 002's columns (id, URL, created) lead, and the table fits without scrolling.
+        heads = [th.text.strip() for th in b.all(".table-wrap thead th")]
+        check(heads[:3] == ["id", "URL", "created"], f"the webhook table's columns: {heads}")
+        fit = b.d.execute_script("const w = document.querySelector('.table-wrap'); return [w.scrollWidth, w.clientWidth, window.innerWidth]")
+        check(fit[2] == 1280 and fit[0] <= fit[1], f"the webhook table fits 1280 px: scrollWidth, clientWidth, viewport {fit}")
+        first_row = b.all(".table-wrap tbody tr")[0]
+        cells = [td.text.strip() for td in b.all("td", first_row)[:3]]
+        newest = s.ok("GET", "/api/webhooks/get?limit=1")[0]
+        check(cells[0] == str(newest["id"]) and cells[1].startswith(newest["webhook"]) and cells[2],
+              f"the first row's id, URL, created: {cells} vs {newest}")
+        created = b.one("time", b.all("td", first_row)[2]).get_attribute("datetime")
+        check(created == newest["created_at"], f"created is the API's created_at: {created}")
         b.shot("webhooks.png")
         for i in bulk:
             s.ok("DELETE", f"/api/webhooks/delete?id={i}")
@@ -1057,37 +1074,24 @@ class Walk:
         check(b.all(".campaign-name")[-1].text == "Mastery launch", "the oldest last")
         b.check_logs("campaigns")
 
-    def contacts(self):
-        b, s = self.b, self.s
-        b.go("#/contacts", "contacts")
-        b.type("Phone (E.164)", PHONE_A)
-        b.click("#contact-search")
-        b.on_page("contacts/:phone")
-        b.wait(lambda: b.all("#contact-phone") and b.text("#contact-phone") == PHONE_A, "the contact")
-        check(b.text("#contact-name") == "Ann Lead", "the contact's name")
-        b.wait(lambda: len(b.all(".event-type")) == 50, "a page of 50 events")
-        b.click(b.button("Load more"))
-        b.wait(lambda: len(b.all(".event-type")) == 62, "all 62 events")
-        api = []
-        cursor = None
-        while True:
-            q = f"/api/v1/lead-events?phone={urllib.parse.quote(PHONE_A)}&limit=50" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else "")
-            page = s.ok("GET", q)
-            api += page["data"]
-            cursor = page["nextCursor"]
-            if not cursor:
-                break
-        check([e.text for e in b.all(".event-type")] == [e["eventType"] for e in api], "the events are the API's, in its order")
-        b.type("Event type", "mastery_purchase")
-        b.click(b.button("Filter"))
-        b.wait(lambda: "eventType=mastery_purchase" in b.d.current_url and [e.text for e in b.all(".event-type")] == ["mastery_purchase"], "one mastery_purchase")
-        check("ord_9F2" in b.d.find_element(By.CSS_SELECTOR, "table tbody").text, "its metadata")
-        b.shot("contacts.png")
-        b.go(f"#/contacts/{urllib.parse.quote(PHONE_B, safe='')}", "contacts/:phone")
-        b.one("#no-contact")
-        check(s.call("GET", f"/api/v1/contacts/{urllib.parse.quote(PHONE_B)}").status == 404, "B has no contact in the API")
-        b.wait(lambda: [e.text for e in b.all(".event-type")] == ["webinar_attended"], "B's event")
-        b.check_logs("contacts")
+    # ---------- WhatsApp: integrations (Settings) and conversations (Contacts)
+
+    def integrations_in_ui(self):
+        """The integration ids the Settings list shows, in its order."""
+        return [int(e.text) for e in self.b.all("#whatsapp-integrations .integration-id")]
+
+    def integrations_in_api(self):
+        return [i["botIntegrationId"] for i in self.s.ok("GET", "/api/v1/integrations/whatsapp")["data"]]
+
+    def wa_post(self, biid, phone_digits, profile, messages, key="admin"):
+        """A WhatsApp Cloud API webhook as Meta sends it (tests/it/whatsapp.rs message()), the key as Bearer."""
+        body = {"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{
+            "field": "messages",
+            "value": {"messaging_product": "whatsapp",
+                      "metadata": {"display_phone_number": "15550001111", "phone_number_id": "1234"},
+                      "contacts": [{"profile": {"name": profile}, "wa_id": phone_digits}],
+                      "messages": [dict({"from": phone_digits}, **m) for m in messages]}}]}]}
+        return self.s.call("POST", f"/api/v1/integrations/whatsapp/{biid}/webhook", body, key=key)
 
     def settings(self):
         b, s, r = self.b, self.s, self.r
@@ -1108,7 +1112,10 @@ class Walk:
         settings_ep = [e for e in s.ok("GET", "/api/webhooks/get") if e["kind"] == "settings"]
         check(len(settings_ep) == 1, "the settings endpoint is listed")
         self.ids["settings"] = settings_ep[0]["id"]
-        # WhatsApp: register, callback URL, delete.
+
+        # WhatsApp: the list is the API's (empty at first), registering adds to it.
+        b.wait(lambda: "No WhatsApp integrations yet" in b.text("#whatsapp-integrations .empty"), "the empty list")
+        check(self.integrations_in_api() == [], "the API lists no integration yet")
         b.type("Bot integration id", "456")
         b.type("Bot id (optional)", "123")
         b.type("App secret", "app-secret-1")
@@ -1116,30 +1123,200 @@ class Walk:
         b.click("#register-whatsapp")
         cb = b.wait(lambda: b.text("#whatsapp-callback"), "the callback URL")
         check(cb == f"{s.base}/api/v1/integrations/whatsapp/456/webhook", f"the callback URL: {cb}")
-        copy = b.xp("//div[@id='whatsapp-result']//button[text()='Copy']")
+        b.wait(lambda: self.integrations_in_ui() == [456], "456 in the list")
+        api = s.ok("GET", "/api/v1/integrations/whatsapp")["data"]
+        check([(i["botIntegrationId"], i["botId"], i["hasAppSecret"], i["hasVerifyToken"], i["webhookPath"]) for i in api]
+              == [(456, 123, True, True, "/api/v1/integrations/whatsapp/456/webhook")], f"the API lists 456: {api}")
+        check(not any("app-secret-1" in json.dumps(i) for i in api), "the API never answers the secret")
+        check(b.d.execute_script("return sessionStorage.getItem('leadstream.whatsapp.42')") is None,
+              "the list is not kept in sessionStorage")
+        # A second one, a verify token but no app secret: newest first, as the API lists them.
+        b.type("Bot integration id", "457")
+        b.type("Bot id (optional)", "")
+        b.type("App secret", "")
+        b.type("Verify token", "token-457")
+        b.click("#register-whatsapp")
+        b.wait(lambda: "/whatsapp/457/webhook" in b.text("#whatsapp-callback"), "457's callback URL")
+        b.wait(lambda: self.integrations_in_ui() == [457, 456], "457 and 456 in the list")
+        check(self.integrations_in_api() == [457, 456], f"the API lists them newest first: {self.integrations_in_api()}")
+        row = {i: b.xp(f"//table//tr[.//span[@data-integration='{i}']]") for i in (456, 457)}
+        for i, (secret, token) in ((456, ("true", "true")), (457, ("false", "true"))):
+            flags = {p.get_attribute("data-flag"): p.get_attribute("data-present") for p in b.all("[data-flag]", row[i])}
+            check(flags == {"appSecret": secret, "verifyToken": token}, f"{i}'s flags on the page: {flags}")
+            url = b.one(".integration-callback", row[i]).text
+            check(url == f"{s.base}/api/v1/integrations/whatsapp/{i}/webhook", f"{i}'s callback URL in the list: {url}")
+        check(b.all("[data-flag='appSecret']", row[457])[0].text == "not set", "457 has no app secret, in words")
+        bots = [b.one(".integration-bot", row[i]).text for i in (456, 457)]
+        check(bots == ["bot 123", "no bot id"], f"the bot ids: {bots}")
+        fit = b.d.execute_script("const w = document.querySelector('#whatsapp-integrations .table-wrap'); return [w.scrollWidth, w.clientWidth]")
+        check(fit[0] <= fit[1], f"the integrations table fits 1280 px: {fit}")
+        b.shot("settings.png")
+        # Copy the callback URL from the list.
+        copy = [x for x in b.all("button", row[456]) if x.text == "Copy"][0]
         b.click(copy)
         b.wait(lambda: copy.text == "Copied", "Copied")
+        clip = b.clipboard()
+        check(clip in (None, f"{s.base}/api/v1/integrations/whatsapp/456/webhook"), f"the clipboard holds {clip!r}")
+        # The same id again: the 409 is shown, the list unchanged.
+        b.type("Bot integration id", "456")
+        b.click("#register-whatsapp")
+        again = s.call("POST", "/api/v1/integrations/whatsapp", {"botIntegrationId": 456})
+        check(again.status == 409 and again.json and again.json.get("error"), f"the API answers 409: {again}")
+        b.wait(lambda: [e for e in b.all("#whatsapp-form .error") if e.is_displayed() and again.json["error"] in e.text], "the 409 shown")
+        check(self.integrations_in_ui() == [457, 456] and self.integrations_in_api() == [457, 456], "nothing added")
         hs = s.call("GET", "/api/v1/integrations/whatsapp/456/webhook?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=c42", key=None)
         check(hs.status == 200 and hs.text == "c42", f"Meta's handshake works: {hs}")
-        check(b.d.execute_script("return sessionStorage.getItem('leadstream.whatsapp.42')").find("456") >= 0,
-              "the integration is kept in sessionStorage")
-        b.shot("settings.png")
-        # Delete by an unknown id: the 404 in the dialog.
-        b.type("Integration id to delete", "999")
-        b.click("#delete-whatsapp-by-id")
+        b.check_logs("settings")
+
+    def contacts(self):
+        b, s = self.b, self.s
+        # A real conversation: two messages from PHONE_A on integration 456, then a bot reply.
+        now = int(time.time())
+        t1, t2 = now - 180, now - 120
+        for mid, at, text in (("wamid.walk1", t1, "Hi, is the webinar still on?"), ("wamid.walk2", t2, "Can I reschedule?")):
+            got = self.wa_post(456, PHONE_A[1:], "Kerry Fisher", [{"id": mid, "timestamp": str(at), "type": "text", "text": {"body": text}}])
+            check(got.status == 200 and got.json == {"status": "accepted", "messages": 1, "statuses": 0},
+                  f"the WhatsApp webhook took {mid}: {got}")
+        s.ok("POST", "/api/v1/events", {"type": "message_sent", "occurredAt": iso(datetime.fromtimestamp(now - 60, timezone.utc)),
+                                         "botIntegrationId": 456,
+                                         "message": {"id": 9001, "participant": {"phone": PHONE_A}, "content": "Sure: pick a time here."}})
+        want = [("user", "Hi, is the webinar still on?", t1), ("user", "Can I reschedule?", t2), ("bot", "Sure: pick a time here.", now - 60)]
+        deadline = time.monotonic() + 15
+        while True:
+            convs = s.ok("GET", f"/api/v1/contacts/{urllib.parse.quote(PHONE_A)}/conversations")["data"]
+            got = [(m["sender"], m["content"], m["at"]) for m in convs[0]["messages"]] if convs else []
+            if got == [(w, c, iso(datetime.fromtimestamp(t, timezone.utc))) for w, c, t in want] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        check(len(convs) == 1, f"one conversation for {PHONE_A}: {convs}")
+        conv = convs[0]
+        check(got == [(w, c, iso(datetime.fromtimestamp(t, timezone.utc))) for w, c, t in want], f"the API's messages: {conv['messages']}")
+        check(conv["botIntegrationId"] == 456 and conv["phoneE164"] == PHONE_A and conv["profileName"] == "Kerry Fisher"
+              and "replied" in conv["tags"] and conv["lastUserMessageAt"] == iso(datetime.fromtimestamp(t2, timezone.utc))
+              and conv["inactiveAt"] == iso(datetime.fromtimestamp(t2, timezone.utc) + timedelta(hours=23)),
+              f"the API's conversation: {conv}")
+
+        b.go("#/contacts", "contacts")
+        b.type("Phone (E.164)", PHONE_A)
+        b.click("#contact-search")
+        b.on_page("contacts/:phone")
+        b.wait(lambda: b.all("#contact-phone") and b.text("#contact-phone") == PHONE_A, "the contact")
+        check(b.text("#contact-name") == "Ann Lead", "the contact's name (a profile name does not replace it)")
+        card = b.one("#conversations .conversation[data-integration='456']")
+        check(len(b.all("#conversations .conversation")) == 1, "one conversation card")
+        check("456" in b.one("h3", card).text, "the card names the integration")
+        check(b.one(".conv-profile", card).text == "Kerry Fisher", f"the profile name: {b.one('.conv-profile', card).text}")
+        tags = [p.text for p in b.all("[data-tag]", card)]
+        check(tags == conv["tags"], f"the tags on the page {tags} are the API's {conv['tags']}")
+        timer = b.one(".conv-timer", card)
+        check(timer.text.startswith("Inactive at ") and b.one("time", timer).get_attribute("datetime") == conv["inactiveAt"],
+              f"the inactivity timer: {timer.text}")
+        msgs = b.all(".transcript li.msg", card)
+        shown = [(m.get_attribute("data-sender"), b.one(".text", m).get_attribute("textContent"),
+                  m.find_element(By.CSS_SELECTOR, "time").get_attribute("datetime")) for m in msgs]
+        check(shown == [(m["sender"], m["content"], m["at"]) for m in conv["messages"]], f"the transcript, oldest first: {shown}")
+        check("Kerry Fisher" in msgs[0].get_attribute("textContent") and "Bot" in msgs[2].get_attribute("textContent"), "who wrote each")
+        looks = b.d.execute_script(
+            "const [u, , bot] = arguments[0]; const box = u.parentElement.getBoundingClientRect();"
+            "const ru = u.getBoundingClientRect(), rb = bot.getBoundingClientRect();"
+            "return [getComputedStyle(u).backgroundColor !== getComputedStyle(bot).backgroundColor,"
+            "        ru.left - box.left < 20, box.right - rb.right < 20, rb.left - box.left > 20];", msgs)
+        check(all(looks), f"user messages on the left, bot messages on the right in another color: {looks}")
+        check(not b.all(".show-more", card), "no Show more for 3 messages")
+        b.wait(lambda: len(b.all(".event-type")) == 50, "a page of 50 events")
+        b.click(b.button("Load more"))
+        b.wait(lambda: len(b.all(".event-type")) == 62, "all 62 events")
+        api = []
+        cursor = None
+        while True:
+            q = f"/api/v1/lead-events?phone={urllib.parse.quote(PHONE_A)}&limit=50" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else "")
+            page = s.ok("GET", q)
+            api += page["data"]
+            cursor = page["nextCursor"]
+            if not cursor:
+                break
+        check([e.text for e in b.all(".event-type")] == [e["eventType"] for e in api], "the events are the API's, in its order")
+        b.type("Event type", "mastery_purchase")
+        b.click(b.button("Filter"))
+        b.wait(lambda: "eventType=mastery_purchase" in b.d.current_url and [e.text for e in b.all(".event-type")] == ["mastery_purchase"], "one mastery_purchase")
+        check("ord_9F2" in b.d.find_element(By.CSS_SELECTOR, "table tbody").text, "its metadata")
+        b.one("#conversations .conversation .transcript li.msg")
+        b.shot("contacts.png")
+
+        # No conversation: the empty state, as the API's empty list.
+        b.go(f"#/contacts/{urllib.parse.quote(PHONE_B, safe='')}", "contacts/:phone")
+        b.one("#no-contact")
+        check(s.call("GET", f"/api/v1/contacts/{urllib.parse.quote(PHONE_B)}").status == 404, "B has no contact in the API")
+        b.wait(lambda: [e.text for e in b.all(".event-type")] == ["webinar_attended"], "B's event")
+        check(b.text("#no-conversations") == "No WhatsApp conversations with this contact.", "the empty state")
+        check(s.ok("GET", f"/api/v1/contacts/{urllib.parse.quote(PHONE_B)}/conversations") == {"data": []}, "the API's empty list")
+
+        # Show more: 52 messages (one webhook), the newest 50 first, then all; media links.
+        base = now - 3600
+        many = [{"id": f"wamid.many{i}", "timestamp": str(base + i), "type": "text", "text": {"body": f"message {i}"}} for i in range(50)]
+        many.append({"id": "wamid.many-img", "timestamp": str(base + 50), "type": "image",
+                     "image": {"caption": "the venue", "link": "https://media.example.com/venue.jpg"}})
+        many.append({"id": "wamid.many-doc", "timestamp": str(base + 51), "type": "document",
+                     "document": {"caption": "a script", "link": "javascript:alert(1)"}})
+        got = self.wa_post(456, PHONE_D[1:], "Dana Many", many)
+        check(got.status == 200 and got.json["messages"] == 52, f"52 messages taken: {got}")
+        full = s.ok("GET", f"/api/v1/contacts/{urllib.parse.quote(PHONE_D)}/conversations?messages=500")["data"][0]["messages"]
+        check(len(full) == 52 and full[0]["content"] == "message 0", f"the API keeps 52: {len(full)}")
+        b.go(f"#/contacts/{urllib.parse.quote(PHONE_D, safe='')}", "contacts/:phone")
+        card = b.one("#conversations .conversation[data-integration='456']")
+        b.wait(lambda: len(b.all(".transcript li.msg", card)) == 50, "the newest 50 messages")
+        def contents():
+            return [m.get_attribute("textContent") for m in b.all(".transcript li.msg .text", b.one("#conversations .conversation"))]
+        check(contents() == [m["content"] for m in full[2:]], "the newest 50, oldest first")
+        b.click(b.one(".show-more", card))
+        b.wait(lambda: len(contents()) == 52, "all 52 after Show more")
+        check(contents() == [m["content"] for m in full], "the 52 are the API's, oldest first")
+        check(not b.all("#conversations .show-more"), "no Show more once all are shown")
+        links = [a.get_attribute("href") for a in b.all("#conversations a.media-link")]
+        check(links == ["https://media.example.com/venue.jpg"], f"only the http(s) media link is a link: {links}")
+        check("javascript:alert(1)" in b.one("#conversations").get_attribute("textContent"), "the other is shown as text")
+        # The webhook deliveries these messages caused (incoming_message) settle before the overview counts.
+        self.wait_no_pending(self.ids["fail"])
+        self.wait_no_pending(self.ids["settings"])
+        b.check_logs("contacts")
+
+    def whatsapp_delete(self):
+        b, s = self.b, self.s
+        b.go("#/settings", "settings")
+        b.wait(lambda: self.integrations_in_ui() == [457, 456], "both integrations listed")
+        hs = s.call("GET", "/api/v1/integrations/whatsapp/457/webhook?hub.mode=subscribe&hub.verify_token=token-457&hub.challenge=c7", key=None)
+        check(hs.status == 200 and hs.text == "c7", f"457's handshake works: {hs}")
+        # Cancel changes nothing.
+        b.click(b.one("button[data-delete-integration='457']"))
+        dlg = b.dialog()
+        check("Delete WhatsApp integration 457?" in dlg.text, f"the dialog names it: {dlg.text}")
+        b.click(b.button("Cancel", dlg))
+        b.no_dialog()
+        check(self.integrations_in_api() == [457, 456], "Cancel deletes nothing")
+        # Delete it.
+        b.click(b.one("button[data-delete-integration='457']"))
+        b.click(b.button("Delete integration", b.dialog()))
+        b.no_dialog()
+        b.wait(lambda: self.integrations_in_ui() == [456], "457 gone from the list")
+        check(self.integrations_in_api() == [456], f"457 gone from the API: {self.integrations_in_api()}")
+        hs = s.call("GET", "/api/v1/integrations/whatsapp/457/webhook?hub.mode=subscribe&hub.verify_token=token-457&hub.challenge=c7", key=None)
+        check(hs.status == 403, f"the deleted integration's handshake is 403: {hs}")
+        got = self.wa_post(457, PHONE_A[1:], "Kerry Fisher", [{"id": "wamid.after", "timestamp": str(int(time.time())), "type": "text", "text": {"body": "late"}}])
+        check(got.status == 401, f"the deleted integration's webhook answers 401: {got}")
+        # One deleted elsewhere meanwhile: the 404 in the dialog, then the list is the API's again.
+        s.ok("POST", "/api/v1/integrations/whatsapp", {"botIntegrationId": 459})
+        b.go("#/overview", "overview")
+        b.go("#/settings", "settings")
+        b.wait(lambda: self.integrations_in_ui() == [459, 456], "459 listed")
+        s.ok("DELETE", "/api/v1/integrations/whatsapp/459")
+        b.click(b.one("button[data-delete-integration='459']"))
         dlg = b.dialog()
         b.click(b.button("Delete integration", dlg))
         b.wait(lambda: any(e.is_displayed() and e.text for e in b.all(".error", dlg)), "the 404 in the dialog")
         b.click(b.button("Cancel", dlg))
         b.no_dialog()
-        # Delete the registered one from the tab's list.
-        b.click(b.one("button[data-delete-integration='456']"))
-        b.click(b.button("Delete integration", b.dialog()))
-        b.no_dialog()
-        b.wait(lambda: not b.all("button[data-delete-integration='456']"), "the row gone")
-        hs = s.call("GET", "/api/v1/integrations/whatsapp/456/webhook?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=c42", key=None)
-        check(hs.status == 403, f"the deleted integration's handshake is 403: {hs}")
-        b.check_logs("settings")
+        b.wait(lambda: self.integrations_in_ui() == [456], "the list re-read")
+        b.check_logs("whatsapp delete")
 
     def overview(self):
         b, s = self.b, self.s
@@ -1208,9 +1385,17 @@ class Walk:
                                        ("#/campaigns", "campaigns", ".campaign-name"),
                                        (f"#/campaigns/{self.ids['campaign']}", "campaigns/:id", "button[data-eligible]"),
                                        (f"#/contacts/{urllib.parse.quote(PHONE_A, safe='')}", "contacts/:phone", ".event-type"),
+                                       (f"#/contacts/{urllib.parse.quote(PHONE_D, safe='')}", "contacts/:phone", ".show-more"),
                                        ("#/settings", "settings", "#settings-form")):
                 b.go(hash_, page)
                 b.one(ready)
+                if page == "contacts/:phone":
+                    b.one("#conversations .transcript li.msg")
+                    if ready == ".event-type":
+                        b.shot("contacts-390.png")
+                if page == "settings":
+                    b.wait(lambda: self.integrations_in_ui() == [456], "the integration listed")
+                    b.shot("settings-390.png")
                 over = b.d.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
                 check(over <= 0, f"{hash_} at 390 px overflows the page by {over}px")
         finally:
@@ -1255,6 +1440,9 @@ class Walk:
         b.wait(lambda: b.all("#settings-url") and b.text("#settings-url") == self.r.url("/ok/settings"), "the settings URL from the registry")
         check("admin key" in b.text("main .notice"), "the page says secrets need an admin key")
         check(not b.one("#register-whatsapp").is_enabled(), "Register is disabled")
+        b.wait(lambda: self.integrations_in_ui() == [456], "the integrations listed for a read key")
+        check(s.call("GET", "/api/v1/integrations/whatsapp", key="read").status == 200, "the API lists them for a read key")
+        check(not b.one("button[data-delete-integration='456']").is_enabled(), "Delete integration is disabled")
         b.go("#/triggers", "triggers")
         b.wait(lambda: b.all(".trigger-name"), "the triggers")
         check(not b.one("#add-trigger").is_enabled(), "Add is disabled")
@@ -1333,8 +1521,9 @@ def main():
             ("replay", walk.replay),
             ("triggers", walk.triggers),
             ("campaigns", walk.campaigns),
-            ("contacts", walk.contacts),
             ("settings", walk.settings),
+            ("contacts", walk.contacts),
+            ("whatsapp delete", walk.whatsapp_delete),
             ("overview", walk.overview),
             ("390 px", walk.narrow),
             ("read key", walk.read_key),

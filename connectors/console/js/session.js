@@ -49,16 +49,3 @@ export function adminOnly(button) {
   }
   return button;
 }
-
-/** Per-org sessionStorage for small lists the API cannot give back (WhatsApp integrations). */
-export function tabList(name) {
-  const item = `leadstream.${name}.${current ? current.organizationId : 'none'}`;
-  return {
-    read() {
-      try { return JSON.parse(sessionStorage.getItem(item) || '[]'); } catch { return []; }
-    },
-    write(list) {
-      try { sessionStorage.setItem(item, JSON.stringify(list)); } catch { /* ignore */ }
-    },
-  };
-}

@@ -1,10 +1,10 @@
 // Settings (seed 000): the organization's webhook URL and signing secret; WhatsApp integrations.
 
 import { get, put, post, del } from '../api.js';
-import { h, replace, when, errorSlot, showError, props, enabledPill } from '../dom.js';
+import { h, replace, when, errorSlot, showError, props, enabledPill, pill } from '../dom.js';
 import { pageHead, card, notice } from '../layout.js';
 import { href } from '../router.js';
-import { adminOnly, canWrite, canSeeSecrets, whyNot, tabList } from '../session.js';
+import { adminOnly, canWrite, canSeeSecrets, whyNot } from '../session.js';
 import { field, placeError, clearErrors, setFieldError, busy } from '../widgets/forms.js';
 import { confirmDialog } from '../widgets/dialog.js';
 import { copyButton } from '../widgets/copy.js';
@@ -15,9 +15,12 @@ import { allEndpoints } from './webhooks.js';
 export async function render(root) {
   root.append(pageHead({ title: 'Settings' }));
   const webhookCard = h('div');
-  root.append(webhookCard, whatsappCard());
-  if (canSeeSecrets()) await adminWebhook(webhookCard);
-  else await readWebhook(webhookCard);
+  const whatsapp = whatsappCard();
+  root.append(webhookCard, whatsapp.el);
+  await Promise.all([
+    canSeeSecrets() ? adminWebhook(webhookCard) : readWebhook(webhookCard),
+    whatsapp.load(),
+  ]);
 }
 
 // ---------- the settings webhook URL ----------
@@ -128,8 +131,17 @@ async function readWebhook(box) {
 
 // ---------- WhatsApp integrations ----------
 
+/** A flag the API gives (hasAppSecret, hasVerifyToken) as a pill with words, not color alone. */
+function flag(present, what) {
+  const p = present ? pill('set', 'ok') : pill('not set', '');
+  p.dataset.flag = what;
+  p.dataset.present = present ? 'true' : 'false';
+  p.title = present ? `This integration has ${what === 'appSecret' ? 'an app secret' : 'a verify token'}` : `No ${what === 'appSecret' ? 'app secret' : 'verify token'}`;
+  return p;
+}
+
+/** The org's integrations (GET /api/v1/integrations/whatsapp, newest first), register, delete. */
 function whatsappCard() {
-  const store = tabList('whatsapp');
   const callback = (path) => `${location.origin}${path}`;
 
   const botIntegrationId = field({ label: 'Bot integration id', name: 'botIntegrationId', type: 'number', attrs: { min: 1, step: 1 }, required: true });
@@ -150,40 +162,51 @@ function whatsappCard() {
     err, registerBtn, result);
 
   const table = dataTable({
-    label: 'WhatsApp integrations registered in this tab',
-    empty: 'None registered in this tab. The API has no list of integrations: the ones you register here are remembered until the tab closes; delete others by id below.',
+    label: 'WhatsApp integrations',
+    empty: 'No WhatsApp integrations yet. Register one above to get its callback URL.',
     columns: [
-      { label: 'bot integration id', cell: (i) => String(i.botIntegrationId) },
-      { label: 'bot id', cell: (i) => (i.botId === null || i.botId === undefined ? null : String(i.botId)) },
-      { label: 'callback URL', cell: (i) => h('span', { class: 'row-actions' }, h('span', { class: 'url' }, callback(i.webhookPath)), copyButton(callback(i.webhookPath), { what: `callback URL of integration ${i.botIntegrationId}` })) },
-      { label: 'registered', cell: (i) => when(i.createdAt) },
-      { label: '', cell: (i) => deleteButton(i.botIntegrationId) },
+      { label: 'integration', cell: (i) => [
+        h('span', { class: 'integration-id', dataset: { integration: i.botIntegrationId } }, String(i.botIntegrationId)),
+        h('span', { class: 'sub muted integration-bot' }, i.botId === null || i.botId === undefined ? 'no bot id' : `bot ${i.botId}`)] },
+      { label: 'callback URL', className: 'callback-cell', cell: (i) => h('span', { class: 'row-actions top' }, h('span', { class: 'url integration-callback' }, callback(i.webhookPath)), copyButton(callback(i.webhookPath), { what: `callback URL of integration ${i.botIntegrationId}` })) },
+      { label: 'app secret', cell: (i) => flag(i.hasAppSecret, 'appSecret') },
+      { label: 'verify token', cell: (i) => flag(i.hasVerifyToken, 'verifyToken') },
+      { label: 'registered', className: 'wrap-time', cell: (i) => when(i.createdAt) },
+      { label: 'actions', cell: (i) => deleteButton(i.botIntegrationId) },
     ],
-    rows: store.read(),
   });
+  table.el.id = 'whatsapp-integrations';
   const listError = errorSlot();
-  listError.id = 'whatsapp-delete-error';
+  listError.id = 'whatsapp-list-error';
+  const count = h('span', { class: 'muted', id: 'whatsapp-count', 'aria-live': 'polite' }, 'Loading…');
 
-  function forget(biid) {
-    const left = store.read().filter((i) => String(i.botIntegrationId) !== String(biid));
-    store.write(left);
-    table.setRows(left);
+  async function load() {
+    try {
+      const { data } = await get('/api/v1/integrations/whatsapp');
+      const rows = Array.isArray(data && data.data) ? data.data : [];
+      table.setRows(rows);
+      count.textContent = `${rows.length} ${rows.length === 1 ? 'integration' : 'integrations'}`;
+      showError(listError, null);
+    } catch (e) {
+      count.textContent = '';
+      showError(listError, e);
+    }
   }
 
   async function remove(biid) {
     showError(listError, null);
     const ok = await confirmDialog({
       title: `Delete WhatsApp integration ${biid}?`,
-      message: 'Its webhook then answers 401 and its seen message ids are deleted; its contacts and conversations stay.',
+      message: 'Its webhook then answers 401 and its seen message ids are deleted; its contacts and conversations stay. This cannot be undone.',
       confirmLabel: 'Delete integration',
       action: async () => (await del(`/api/v1/integrations/whatsapp/${encodeURIComponent(biid)}`)).data,
     });
     if (ok) {
-      forget(biid);
       replace(result);
       toast(`Integration ${biid} deleted`);
     }
-    return ok;
+    // Deleted, or found gone (a 404 in the dialog): the list says what is there now.
+    await load();
   }
 
   function deleteButton(biid) {
@@ -205,10 +228,6 @@ function whatsappCard() {
     busy(registerBtn, async () => {
       try {
         const { data } = await post('/api/v1/integrations/whatsapp', body);
-        const list = store.read().filter((i) => String(i.botIntegrationId) !== String(data.botIntegrationId));
-        list.push(data);
-        store.write(list);
-        table.setRows(list);
         const cb = callback(data.webhookPath);
         replace(result, h('div', { class: 'success', role: 'status' },
           h('p', null, `Integration ${data.botIntegrationId} registered. Paste this callback URL into Meta (WhatsApp → Configuration → Webhook)${data.hasVerifyToken ? ' with your verify token' : ''}:`),
@@ -216,22 +235,13 @@ function whatsappCard() {
           !data.hasAppSecret ? h('p', null, 'Without an app secret, Meta\'s calls must carry an API key of this organization.') : null));
         appSecret.input.value = '';
         toast(`Integration ${data.botIntegrationId} registered`);
+        await load();
       } catch (er) { placeError(er, fields, err); }
     });
   });
 
-  const delId = field({ label: 'Integration id to delete', name: 'deleteId', type: 'number', attrs: { min: 1, step: 1 } });
-  const delBtn = adminOnly(h('button', { type: 'submit', class: 'btn danger', id: 'delete-whatsapp-by-id' }, 'Delete by id'));
-  const delForm = h('form', { novalidate: true, class: 'toolbar', id: 'whatsapp-delete-form' }, delId.el, delBtn);
-  delForm.addEventListener('submit', (e) => {
-    e.preventDefault();
-    setFieldError(delId, null);
-    const v = delId.input.value.trim();
-    if (!v) { setFieldError(delId, 'enter the bot integration id to delete'); return; }
-    remove(v).then((ok) => { if (ok) delId.input.value = ''; });
-  });
-
-  return card('WhatsApp integrations', form,
-    h('h3', null, 'Registered in this tab'), listError, table.el,
-    h('h3', null, 'Delete an integration by id'), delForm);
+  const el = card('WhatsApp integrations', form,
+    h('div', { class: 'card-subhead' }, h('h3', null, 'Registered integrations'), count),
+    listError, table.el);
+  return { el, load };
 }
