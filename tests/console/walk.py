@@ -13,6 +13,9 @@ violation and any 5xx, and saves a screenshot of every page to --screenshots.
 Needs chromium and chromedriver (/usr/bin/chromium, /usr/bin/chromedriver) and selenium
 (tests/console/requirements.txt). Exits non-zero on the first failure, with a screenshot
 named FAILED-<step>.png.
+
+tests/console/firefox.py (the same console in Firefox) imports Server, Receiver, the helpers
+above the browser section and CSP_LISTENER from here: keep them free of Chromium.
 """
 
 import argparse
@@ -218,6 +221,20 @@ class Server:
         r = self.call(method, path, body, key, ctype)
         check(200 <= r.status < 300, f"{method} {path} answered {r}")
         return r.json
+
+    def publish(self, event_type, n):
+        """n outbound events of event_type: one delivery each to every endpoint subscribed."""
+        for i in range(n):
+            self.ok("POST", "/api/v1/outbound-events", {"eventType": event_type, "payload": {"n": i, "contactName": "Ana"}})
+
+    def wait_no_pending(self, endpoint_id, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            d = self.ok("GET", f"/api/v1/deliveries?endpointId={endpoint_id}&status=pending&limit=1")
+            if not d["data"]:
+                return
+            time.sleep(0.3)
+        raise Failure(f"deliveries to endpoint {endpoint_id} still pending after {timeout}s")
 
 
 # ---------------------------------------------------------------- browser
@@ -488,19 +505,6 @@ class Walk:
                   {"email": "ann@example.com", "fullName": "Ann Lead", "firstName": "Ann", "lastName": "Lead",
                    "metadata": {"plan": "gold"}})
 
-    def publish(self, event_type, n):
-        for i in range(n):
-            self.s.ok("POST", "/api/v1/outbound-events", {"eventType": event_type, "payload": {"n": i, "contactName": "Ana"}})
-
-    def wait_no_pending(self, endpoint_id, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            d = self.s.ok("GET", f"/api/v1/deliveries?endpointId={endpoint_id}&status=pending&limit=1")
-            if not d["data"]:
-                return
-            time.sleep(0.3)
-        raise Failure(f"deliveries to endpoint {endpoint_id} still pending after {timeout}s")
-
     # ---------- steps
 
     def signin(self, scope, first=False, expect=None):
@@ -697,9 +701,9 @@ class Walk:
     def deliveries(self):
         b, s = self.b, self.s
         ok, fail = self.ids["ok"], self.ids["fail"]
-        self.publish("lead_test", 6)
-        self.wait_no_pending(ok)
-        self.wait_no_pending(fail)
+        self.s.publish("lead_test", 6)
+        self.s.wait_no_pending(ok)
+        self.s.wait_no_pending(fail)
         api_failed = s.ok("GET", f"/api/v1/deliveries?status=failed&limit=1000")["data"]
         check(len(api_failed) == 6 and all(d["endpointId"] == fail for d in api_failed), f"6 failed deliveries: {api_failed}")
         check(len(self.r.hits("/ok/main")) == 6 and len(self.r.hits("/fail/main")) == 12,
@@ -761,7 +765,7 @@ class Walk:
         d = s.ok("GET", f"/api/v1/deliveries/{target}")
         check(d["state"] == "pending" or len(d["attempts"]) >= 3, f"the API has the retry: {d}")
         b.wait(lambda: b.text("#delivery-attempts") in ("2", "3"), "the attempt count")
-        self.wait_no_pending(fail)
+        self.s.wait_no_pending(fail)
         check(len(s.ok("GET", f"/api/v1/deliveries/{target}")["attempts"]) >= 3, "the retry made an attempt")
         b.check_logs("delivery page")
 
@@ -774,7 +778,7 @@ class Walk:
         b.set_value("Failed since", (datetime.now() - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
         b.click("#replay")
         b.wait(lambda: b.text("#replay-result") == "Replayed 6 failed deliveries.", "Replayed 6")
-        self.wait_no_pending(fail)
+        self.s.wait_no_pending(fail)
         after = {d["id"]: d["attempts"] for d in s.ok("GET", f"/api/v1/deliveries?endpointId={fail}&limit=1000")["data"]}
         check(all(after[i] > before[i] for i in before), f"every failed delivery got another attempt: {before} → {after}")
         b.wait(lambda: len(b.all("table tbody tr")) >= 6, "recent deliveries on the endpoint page")
@@ -1276,8 +1280,8 @@ class Walk:
         check(links == ["https://media.example.com/venue.jpg"], f"only the http(s) media link is a link: {links}")
         check("javascript:alert(1)" in b.one("#conversations").get_attribute("textContent"), "the other is shown as text")
         # The webhook deliveries these messages caused (incoming_message) settle before the overview counts.
-        self.wait_no_pending(self.ids["fail"])
-        self.wait_no_pending(self.ids["settings"])
+        self.s.wait_no_pending(self.ids["fail"])
+        self.s.wait_no_pending(self.ids["settings"])
         b.check_logs("contacts")
 
     def whatsapp_delete(self):
