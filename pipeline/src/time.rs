@@ -125,6 +125,12 @@ pub fn format_rfc3339_short_us(us: i64) -> String {
     }
 }
 
+/// How many minutes start in `[since_ms, until_ms)` counting from `since_ms`: the
+/// buckets of a per-minute count over that window (the last one may be partial).
+pub fn minutes_spanned(since_ms: i64, until_ms: i64) -> usize {
+    usize::try_from((until_ms - since_ms + 59_999).div_euclid(60_000)).unwrap_or(0)
+}
+
 /// Formats milliseconds since the epoch as `YYYY-MM-DDThh:mm:ss.sssZ` (UTC), for the
 /// instants kept in milliseconds (key creation times, `ingested_at`).
 pub fn format_rfc3339_ms(ms: i64) -> String {
@@ -199,6 +205,16 @@ mod tests {
     use proptest::prelude::*;
 
     const BASE: &str = "2026-05-12T18:34:00";
+
+    #[test]
+    fn a_window_spans_the_minutes_that_start_in_it() {
+        assert_eq!(minutes_spanned(0, 0), 0);
+        assert_eq!(minutes_spanned(0, 1), 1);
+        assert_eq!(minutes_spanned(0, 60_000), 1);
+        assert_eq!(minutes_spanned(0, 60_001), 2);
+        assert_eq!(minutes_spanned(60_000, 3_660_000), 60);
+        assert_eq!(minutes_spanned(10, 0), 0, "an empty window has none");
+    }
 
     fn at(fraction: &str) -> i64 {
         parse_rfc3339_us(&format!("{BASE}{fraction}Z"))

@@ -1179,7 +1179,7 @@ pub fn finished_per_minute(
     since_ms: i64,
     until_ms: i64,
 ) -> Result<Vec<(u64, u64)>, DbError> {
-    let minutes = usize::try_from((until_ms - since_ms + 59_999) / 60_000).unwrap_or(0);
+    let minutes = leadstream_pipeline::time::minutes_spanned(since_ms, until_ms);
     let mut out = vec![(0u64, 0u64); minutes];
     let rows = conn.query(
         "SELECT (updated_at - ?) / 60000, state, count(*) FROM deliveries

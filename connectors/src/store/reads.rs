@@ -107,7 +107,7 @@ impl EventReads {
         since_ms: i64,
         until_ms: i64,
     ) -> Result<Vec<u64>, StoreError> {
-        let minutes = usize::try_from((until_ms - since_ms + 59_999) / 60_000).unwrap_or(0);
+        let minutes = leadstream_pipeline::time::minutes_spanned(since_ms, until_ms);
         let mut out = vec![0u64; minutes];
         let mut add = |at_ms: i64, n: u64| {
             if (since_ms..until_ms).contains(&at_ms) {
