@@ -725,6 +725,20 @@ async fn deliveries_are_in_every_process_log_and_a_killed_process_s_retries_are_
         assert!(std::time::Instant::now() < deadline, "not delivered: {d}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
+    // The console's Overview, from the shared database: one delivery succeeded in the
+    // last hour, none pending, no endpoint failing now.
+    let (st, stats) = call(&b, Method::GET, "/api/v1/stats", &key, None).await;
+    assert_eq!(st, 200, "{stats}");
+    assert_eq!(
+        (
+            &stats["totals"]["deliveriesSucceeded"],
+            &stats["totals"]["deliveriesFailed"],
+            &stats["pendingDeliveries"]
+        ),
+        (&json!(1), &json!(0), &json!(0)),
+        "{stats}"
+    );
+    assert_eq!(stats["failingEndpoints"], json!([]), "{stats}");
     // Every attempt, a's and b's, under the one webhook-id, in one log.
     let seen = rx.seen("flaky");
     assert!(seen.iter().all(|r| r.header("webhook-id") == id));
