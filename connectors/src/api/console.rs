@@ -44,7 +44,7 @@ fn asset(path: &str, request: &HeaderMap) -> Response {
     let inside = !path
         .split(['/', '\\'])
         .any(|part| part == ".." || part.is_empty());
-    let Some(file) = Assets::get(path).filter(|_| inside) else {
+    let Some(file) = inside.then(|| Assets::get(path)).flatten() else {
         return super::ApiError::new(
             StatusCode::NOT_FOUND,
             format!("the console has no file {path:?}; open / for the console"),

@@ -29,6 +29,9 @@ const MAX_BODY: usize = 64 * 1024;
 /// Longest trigger description.
 const MAX_DESCRIPTION: usize = 2000;
 
+/// `POST /api/v1/events`, as the router and the scope check name it.
+pub const EVENTS_PATH: &str = "/api/v1/events";
+
 fn domain(s: &AppState) -> &Domain {
     &s.domain
 }
@@ -1111,7 +1114,7 @@ pub async fn whatsapp_webhook(
         (false, Some(token)) => match s.registry.grant_for_api_key(token).await {
             Ok(Some(g))
                 if g.scope
-                    .allows(&axum::http::Method::POST, "/api/v1/events")
+                    .allows(&axum::http::Method::POST, EVENTS_PATH)
                     .is_ok() =>
             {
                 found.iter().position(|i| i.org == g.org)

@@ -28,6 +28,9 @@ thread_local! {
     static PARSER: RefCell<Parser> = RefCell::new(Parser::new());
 }
 
+/// This route, as the router and the scope check name it.
+pub const PATH: &str = "/api/v1/webhooks/lead-events";
+
 /// The one answer to every missing, malformed, unknown, revoked or mismatched
 /// credential.
 pub const INVALID_CREDENTIALS: &str = "invalid credentials: send Authorization: Bearer <api key>, or, for an organization that signs its requests, X-Setter-Signature: sha256=<hex HMAC-SHA256 of the raw body>";
@@ -275,11 +278,7 @@ async fn credential(registry: &Registry, headers: &HeaderMap) -> Result<Credenti
     let token = super::auth::bearer_token(headers).ok_or_else(unauthorized)?;
     match registry.grant_for_api_key(token).await {
         Ok(Some(grant)) => {
-            super::auth::check_scope(
-                grant.scope,
-                &axum::http::Method::POST,
-                "/api/v1/webhooks/lead-events",
-            )?;
+            super::auth::check_scope(grant.scope, &axum::http::Method::POST, PATH)?;
             Ok(Credential::ApiKey(grant.org))
         }
         Ok(None) => Err(unauthorized()),

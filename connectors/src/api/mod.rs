@@ -106,7 +106,7 @@ impl AppState {
 /// The router, without a socket: tests may drive it directly.
 pub fn app(state: AppState) -> Router {
     let routes = Router::new()
-        .route("/api/v1/webhooks/lead-events", post(lead_events::post))
+        .route(lead_events::PATH, post(lead_events::post))
         .route(crate::routing::wire::PATH, post(lead_parts::post))
         .route("/api/v1/api-keys/current", get(auth::current))
         .route("/api/v1/lead-events", get(lead_event_list::list))
@@ -171,7 +171,7 @@ pub fn app(state: AppState) -> Router {
                 .delete(campaigns::remove_opt_outs)
                 .get(campaigns::get_opt_out),
         )
-        .route("/api/v1/events", post(domain::take_event))
+        .route(domain::EVENTS_PATH, post(domain::take_event))
         .route(
             "/api/v1/integrations/whatsapp",
             post(domain::register_whatsapp).get(domain::list_whatsapp),

@@ -203,6 +203,56 @@ pub async fn serve() -> Response {
 
 #[cfg(test)]
 mod tests {
+    /// A path with its parameters' names taken out: `/a/{id}/b` → `/a/{}/b`.
+    fn shape(path: &str) -> String {
+        let mut out = String::new();
+        let mut inside = false;
+        for c in path.chars() {
+            match c {
+                '{' => {
+                    inside = true;
+                    out.push('{');
+                }
+                '}' => {
+                    inside = false;
+                    out.push('}');
+                }
+                _ if inside => {}
+                _ => out.push(c),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_read_key_is_allowed_or_refused_each_view_on_purpose() {
+        use crate::registry::Scope;
+        let doc: serde_json::Value = serde_json::from_str(super::document()).unwrap();
+        let secrets = [
+            "/api/webhooks/{}/secret",
+            "/api/v1/organizations/current/settings",
+        ];
+        let readable: Vec<String> = Scope::READ_ROUTES.iter().map(|p| shape(p)).collect();
+        let mut views = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let keyed = |op: &serde_json::Value| op["security"].to_string().contains("api_key");
+            if item.get("get").is_some_and(keyed) {
+                let p = shape(path);
+                assert!(
+                    readable.contains(&p) || secrets.contains(&p.as_str()),
+                    "GET {path} is neither in Scope::READ_ROUTES nor a secret: decide whether a read key may call it"
+                );
+                views.push(p);
+            }
+        }
+        for p in &readable {
+            assert!(
+                views.contains(p) || p.ends_with("/eligible"),
+                "Scope::READ_ROUTES names {p}, which is no keyed GET of the API"
+            );
+        }
+    }
+
     #[test]
     fn every_route_is_documented() {
         let doc: serde_json::Value = serde_json::from_str(super::document()).unwrap();

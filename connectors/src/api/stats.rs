@@ -93,7 +93,7 @@ pub async fn get(
             }
             if until_ms - at > MAX_STATS_WINDOW_MS {
                 return Err(bad(format!(
-                    "since {v:?} is more than 24 hours ago: the window is at most 24 hours"
+                    "since {v:?} is more than 24 hours ago: the window is at most 24 hours (and 5 minutes for clocks that differ)"
                 )));
             }
             at

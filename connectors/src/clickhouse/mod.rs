@@ -615,7 +615,8 @@ impl ClickHouseStore {
     }
 
     /// `org`'s events stored per minute in `[since_ms, until_ms)`: (the minute's
-    /// start, events), minutes without events left out.
+    /// start, events), minutes without events left out. `FINAL`: a retried insert's
+    /// rows, until ClickHouse merges them away, count once.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::Failed`].
@@ -631,7 +632,7 @@ impl ClickHouseStore {
             events: u64,
         }
         let sql = format!(
-            "SELECT intDiv(ingested_at, 60000) * 60000 AS minute, count() AS events FROM {} \
+            "SELECT intDiv(ingested_at, 60000) * 60000 AS minute, count() AS events FROM {} FINAL \
              WHERE organization_id = ? AND ingested_at >= ? AND ingested_at < ? GROUP BY minute",
             schema::TABLE
         );

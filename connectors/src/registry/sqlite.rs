@@ -110,21 +110,24 @@ impl RegistryRepo for SqliteRegistry {
         )?;
         let rows = stmt.query_map(params![org, kind.as_str()], |r| {
             Ok((
-                KeyInfo {
-                    id: r.get(0)?,
-                    org: r.get(1)?,
-                    prefix: r.get(2)?,
-                    created_at_ms: r.get(3)?,
-                    revoked_at_ms: r.get(4)?,
-                    scope: super::Scope::Admin,
-                },
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
                 r.get::<_, String>(5)?,
             ))
         })?;
         rows.map(|row| {
-            let (mut info, stored) = row?;
-            info.scope = scope(&stored)?;
-            Ok(info)
+            let (id, org, prefix, created_at_ms, revoked_at_ms, stored) = row?;
+            Ok(KeyInfo {
+                id,
+                org,
+                prefix,
+                created_at_ms,
+                revoked_at_ms,
+                scope: scope(&stored)?,
+            })
         })
         .collect()
     }

@@ -50,8 +50,9 @@ pub struct LeadEventsQuery {
     pub limit: usize,
 }
 
-/// How far back the per-minute count reads, at most.
-pub const MAX_STATS_WINDOW_MS: i64 = 24 * 3_600_000;
+/// How far back the per-minute count reads, at most: a day, and 5 minutes for a
+/// client whose clock is behind the server's (asking for "the last 24 hours").
+pub const MAX_STATS_WINDOW_MS: i64 = 24 * 3_600_000 + 5 * 60_000;
 
 /// Milliseconds a batch's `ingested_at` may run behind the rows before it (a clock
 /// stepped back): the per-minute scan of `events.db` reads this far past the window.
