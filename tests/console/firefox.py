@@ -756,9 +756,8 @@ def main():
     finally:
         if browser:
             browser.quit()
-        server.stop()
+        server.close()
         receiver.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -191,6 +191,11 @@ class Server:
         for _ in self.proc.stdout:
             pass
 
+    def close(self):
+        """Stops the server and removes its data dir."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -1572,9 +1577,8 @@ def main():
     finally:
         if browser:
             browser.quit()
-        server.stop()
+        server.close()
         receiver.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
